@@ -1,0 +1,666 @@
+//! JSON pages → Arrow `RecordBatch`es, typed by the catalog through the arrow-json decoder.
+//!
+//! A page arrives as its raw bytes plus the byte range of every record (found by the source's
+//! envelope parser), so no `serde_json::Value` tree is ever built. Each record is scanned once
+//! for what arrow-json cannot do on its own — tombstones, `json` columns kept as text, fields the
+//! catalog does not type (kept in `_ml_extra`) — and then fed verbatim to the decoder. A record
+//! the decoder cannot type does not fail the page: the page is re-decoded record by record and
+//! only the bad records go to the quarantine, with the decoder's reason.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use arrow_array::builder::StringBuilder;
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use arrow_json::reader::{Decoder, ReaderBuilder};
+use arrow_schema::{Field, Schema, SchemaRef};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::error::{Error, Result};
+use crate::schema::{arrow_type, table_schema};
+use crate::spec::{ColumnType, Stream, Tombstone};
+
+/// Largest slice of a bad record kept in the quarantine.
+const QUARANTINE_RAW_MAX: usize = 1 << 20;
+
+/// A record that could not be typed, with why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Quarantined {
+    /// The primary key, when it could be read.
+    pub key: Option<String>,
+    /// What was wrong, in the decoder's words.
+    pub reason: String,
+    /// The record as received (cut at 1 MiB).
+    pub raw: String,
+}
+
+/// One decoded page.
+#[derive(Debug)]
+pub struct DecodedPage {
+    /// Good rows in the table schema (`None` when the page held none).
+    pub batch: Option<RecordBatch>,
+    /// Rows in `batch` that are deletes.
+    pub deleted: usize,
+    pub quarantined: Vec<Quarantined>,
+    /// Bytes of record JSON in the page (for throughput figures).
+    pub json_bytes: usize,
+}
+
+/// What a payload key is to the decoder.
+#[derive(Debug, Clone, Copy)]
+enum KeyRole {
+    /// A typed catalog column: arrow-json reads it.
+    Typed,
+    /// A `json` catalog column: kept as text (index into the json columns).
+    Json(usize),
+}
+
+/// Where a catalog column of the output comes from.
+#[derive(Debug, Clone, Copy)]
+enum OutCol {
+    Decoded(usize),
+    Json(usize),
+}
+
+/// Decodes pages of one stream for one run. Cheap to share across threads.
+pub struct RowDecoder {
+    stream: String,
+    decode_schema: SchemaRef,
+    output_schema: SchemaRef,
+    plan: Vec<OutCol>,
+    json_count: usize,
+    known: HashMap<String, KeyRole>,
+    tombstone: Option<Tombstone>,
+    /// Decode-schema index and payload key of each primary-key column.
+    key_cols: Vec<(usize, String)>,
+    connection: String,
+    run_id: String,
+}
+
+impl fmt::Debug for RowDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RowDecoder")
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// One scanned record.
+struct Scan<'a> {
+    tombstone: bool,
+    tombstone_id: Option<&'a RawValue>,
+    json: Vec<(usize, &'a RawValue)>,
+    extra: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+/// Where the decoder input of a kept record lives.
+enum Input {
+    Body(Range<usize>),
+    /// Synthesised `{ "<key>": <id> }` of a tombstone, in the side buffer.
+    Synth(Range<usize>),
+}
+
+struct Kept<'a> {
+    input: Input,
+    deleted: bool,
+    json: Vec<(usize, &'a RawValue)>,
+    extra: Option<String>,
+}
+
+impl RowDecoder {
+    /// Builds the decoder for `stream`, stamping rows with `connection` and `run_id`.
+    pub fn new(stream: &Stream, connection: &str, run_id: &str) -> Result<Self> {
+        let cat = &stream.catalog;
+        let mut decode_fields = Vec::new();
+        let mut plan = Vec::new();
+        let mut known = HashMap::new();
+        let mut json_count = 0;
+        for c in &cat.columns {
+            if c.ty == ColumnType::Json {
+                known.insert(c.source_name().to_string(), KeyRole::Json(json_count));
+                plan.push(OutCol::Json(json_count));
+                json_count += 1;
+            } else {
+                known.insert(c.source_name().to_string(), KeyRole::Typed);
+                plan.push(OutCol::Decoded(decode_fields.len()));
+                decode_fields.push(Field::new(c.source_name(), arrow_type(c.ty), true));
+            }
+        }
+        let mut key_cols = Vec::new();
+        for k in &cat.primary_key {
+            let col = cat
+                .columns
+                .iter()
+                .position(|c| &c.name == k)
+                .ok_or_else(|| Error::Definition {
+                    path: stream.id.to_string(),
+                    message: format!("primary key `{k}` is not a column"),
+                })?;
+            match plan[col] {
+                OutCol::Decoded(i) => {
+                    key_cols.push((i, cat.columns[col].source_name().to_string()))
+                }
+                OutCol::Json(_) => {
+                    return Err(Error::Definition {
+                        path: stream.id.to_string(),
+                        message: format!("primary key `{k}` cannot be a json column"),
+                    });
+                }
+            }
+        }
+        if stream.source.tombstone.is_some() && key_cols.len() != 1 {
+            return Err(Error::Definition {
+                path: stream.id.to_string(),
+                message: "inline tombstones carry one id: the primary key must be one column"
+                    .into(),
+            });
+        }
+        Ok(Self {
+            stream: stream.id.to_string(),
+            decode_schema: Arc::new(Schema::new(decode_fields)),
+            output_schema: table_schema(cat),
+            plan,
+            json_count,
+            known,
+            tombstone: stream.source.tombstone.clone(),
+            key_cols,
+            connection: connection.to_string(),
+            run_id: run_id.to_string(),
+        })
+    }
+
+    /// The schema of the batches this decoder produces.
+    pub fn schema(&self) -> SchemaRef {
+        self.output_schema.clone()
+    }
+
+    fn decoder(&self, rows: usize) -> Result<Decoder> {
+        ReaderBuilder::new(self.decode_schema.clone())
+            .with_batch_size(rows.max(1))
+            .with_coerce_primitive(true)
+            .with_strict_mode(false)
+            .build_decoder()
+            .map_err(|e| Error::Decode {
+                stream: self.stream.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Decodes the records at `rows` (byte ranges into `body`), received at
+    /// `extracted_at_micros`. Fails only if the decoder cannot be built; every record-level
+    /// problem ends in [`DecodedPage::quarantined`].
+    pub fn decode_page(
+        &self,
+        body: &[u8],
+        rows: &[Range<usize>],
+        extracted_at_micros: i64,
+    ) -> Result<DecodedPage> {
+        let mut quarantined = Vec::new();
+        let mut kept: Vec<Kept<'_>> = Vec::with_capacity(rows.len());
+        let mut synth: Vec<u8> = Vec::new();
+        let mut json_bytes = 0usize;
+        for r in rows {
+            let Some(raw) = body.get(r.clone()) else {
+                quarantined.push(self.quarantine(b"", "record range outside the page".into()));
+                continue;
+            };
+            json_bytes += raw.len();
+            match self.scan(raw) {
+                Err(reason) => quarantined.push(self.quarantine(raw, reason)),
+                Ok(scan) if scan.tombstone => {
+                    let Some(id) = scan.tombstone_id else {
+                        quarantined.push(
+                            self.quarantine(raw, "deleted-record notice without an id".into()),
+                        );
+                        continue;
+                    };
+                    let start = synth.len();
+                    synth.push(b'{');
+                    // The key name came from the catalog; serde_json escapes it correctly.
+                    let _ = serde_json::to_writer(&mut synth, &self.key_cols[0].1);
+                    synth.push(b':');
+                    synth.extend_from_slice(id.get().as_bytes());
+                    synth.push(b'}');
+                    kept.push(Kept {
+                        input: Input::Synth(start..synth.len()),
+                        deleted: true,
+                        json: Vec::new(),
+                        extra: None,
+                    });
+                }
+                Ok(scan) => kept.push(Kept {
+                    input: Input::Body(r.clone()),
+                    deleted: false,
+                    extra: extra_json(&scan.extra),
+                    json: scan.json,
+                }),
+            }
+        }
+        let input = |k: &Kept<'_>| -> &[u8] {
+            match &k.input {
+                Input::Body(r) => &body[r.clone()],
+                Input::Synth(r) => &synth[r.clone()],
+            }
+        };
+
+        let decoded = match self.decode_all(kept.iter().map(input), kept.len()) {
+            Ok(b) => b,
+            Err(_) => {
+                // Find the records the decoder rejects, quarantine them, decode the rest.
+                let mut good = Vec::with_capacity(kept.len());
+                for k in kept {
+                    match self.decode_all(std::iter::once(input(&k)), 1) {
+                        Ok(_) => good.push(k),
+                        Err(reason) => quarantined.push(self.quarantine(input(&k), reason)),
+                    }
+                }
+                kept = good;
+                self.decode_all(kept.iter().map(input), kept.len())
+                    .map_err(|message| Error::Decode {
+                        stream: self.stream.clone(),
+                        message,
+                    })?
+            }
+        };
+        let Some(decoded) = decoded else {
+            return Ok(DecodedPage {
+                batch: None,
+                deleted: 0,
+                quarantined,
+                json_bytes,
+            });
+        };
+
+        // A record without its key cannot be merged: quarantine it.
+        let mut keep_mask: Option<Vec<bool>> = None;
+        for (idx, key) in &self.key_cols {
+            let col = decoded.column(*idx);
+            if col.null_count() == 0 {
+                continue;
+            }
+            let mask = keep_mask.get_or_insert_with(|| vec![true; kept.len()]);
+            for (i, k) in kept.iter().enumerate() {
+                if col.is_null(i) && mask[i] {
+                    mask[i] = false;
+                    quarantined
+                        .push(self.quarantine(input(k), format!("missing primary key `{key}`")));
+                }
+            }
+        }
+        let n = kept.len();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.output_schema.fields().len());
+        let mut json_builders: Vec<StringBuilder> =
+            (0..self.json_count).map(|_| StringBuilder::new()).collect();
+        if self.json_count > 0 {
+            for k in &kept {
+                let mut vals: Vec<Option<&str>> = vec![None; self.json_count];
+                for (i, raw) in &k.json {
+                    let s = raw.get();
+                    vals[*i] = if s == "null" { None } else { Some(s) };
+                }
+                for (b, v) in json_builders.iter_mut().zip(vals) {
+                    b.append_option(v);
+                }
+            }
+        }
+        let mut json_arrays: Vec<Option<ArrayRef>> = json_builders
+            .into_iter()
+            .map(|mut b| Some(Arc::new(b.finish()) as ArrayRef))
+            .collect();
+        for out in &self.plan {
+            columns.push(match out {
+                OutCol::Decoded(i) => decoded.column(*i).clone(),
+                OutCol::Json(i) => json_arrays[*i].take().ok_or_else(|| Error::Decode {
+                    stream: self.stream.clone(),
+                    message: "json column used twice".into(),
+                })?,
+            });
+        }
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(self.run_id.as_str(), n),
+        )));
+        columns.push(Arc::new(
+            TimestampMicrosecondArray::from(vec![extracted_at_micros; n]).with_timezone("UTC"),
+        ));
+        let deleted_flags: Vec<bool> = kept.iter().map(|k| k.deleted).collect();
+        columns.push(Arc::new(BooleanArray::from(deleted_flags)));
+        columns.push(Arc::new(StringArray::from_iter_values(
+            std::iter::repeat_n(self.connection.as_str(), n),
+        )));
+        columns.push(Arc::new(StringArray::from_iter(
+            kept.iter().map(|k| k.extra.as_deref()),
+        )));
+        let batch = RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| {
+            Error::Decode {
+                stream: self.stream.clone(),
+                message: format!("assembling the batch: {e}"),
+            }
+        })?;
+        let (batch, deleted) = match keep_mask {
+            None => {
+                let deleted = kept.iter().filter(|k| k.deleted).count();
+                (batch, deleted)
+            }
+            Some(mask) => {
+                let deleted = kept
+                    .iter()
+                    .zip(&mask)
+                    .filter(|(k, m)| **m && k.deleted)
+                    .count();
+                let filtered =
+                    arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(mask))
+                        .map_err(|e| Error::Decode {
+                            stream: self.stream.clone(),
+                            message: e.to_string(),
+                        })?;
+                (filtered, deleted)
+            }
+        };
+        Ok(DecodedPage {
+            batch: (batch.num_rows() > 0).then_some(batch),
+            deleted,
+            quarantined,
+            json_bytes,
+        })
+    }
+
+    /// Feeds records to a fresh decoder; the error is the decoder's message.
+    fn decode_all<'b>(
+        &self,
+        records: impl Iterator<Item = &'b [u8]>,
+        count: usize,
+    ) -> std::result::Result<Option<RecordBatch>, String> {
+        let mut dec = self.decoder(count).map_err(|e| e.to_string())?;
+        for rec in records {
+            let used = dec.decode(rec).map_err(|e| e.to_string())?;
+            if used != rec.len() {
+                return Err("the record continues after its closing brace".into());
+            }
+            if dec.has_partial_record() {
+                return Err("the record is incomplete (truncated JSON)".into());
+            }
+        }
+        dec.flush().map_err(|e| e.to_string())
+    }
+
+    /// Scans one record's top-level keys.
+    fn scan<'a>(&self, raw: &'a [u8]) -> std::result::Result<Scan<'a>, String> {
+        let mut de = serde_json::Deserializer::from_slice(raw);
+        let scan = ScanSeed { dec: self }
+            .deserialize(&mut de)
+            .map_err(|e| format!("not a JSON object: {e}"))?;
+        de.end()
+            .map_err(|e| format!("trailing bytes after the record: {e}"))?;
+        Ok(scan)
+    }
+
+    fn quarantine(&self, raw: &[u8], reason: String) -> Quarantined {
+        let cut = &raw[..raw.len().min(QUARANTINE_RAW_MAX)];
+        let key = self.key_of(raw);
+        Quarantined {
+            key,
+            reason,
+            raw: String::from_utf8_lossy(cut).into_owned(),
+        }
+    }
+
+    /// Best-effort read of the primary key of a (possibly bad) record, for the quarantine.
+    fn key_of(&self, raw: &[u8]) -> Option<String> {
+        let map: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(raw).ok()?;
+        let mut parts = Vec::new();
+        for (_, key) in &self.key_cols {
+            let v = map.get(key.as_str())?;
+            parts.push(v.get().trim_matches('"').to_string());
+        }
+        if let Some(t) = &self.tombstone
+            && parts.is_empty()
+        {
+            parts.push(
+                map.get(t.id_field.as_str())?
+                    .get()
+                    .trim_matches('"')
+                    .to_string(),
+            );
+        }
+        Some(parts.join("|"))
+    }
+}
+
+/// `{"key": raw, ...}` of the fields the catalog does not type, or `None`.
+fn extra_json(extra: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
+    if extra.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(64);
+    out.push(b'{');
+    for (i, (k, v)) in extra.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut out, k.as_ref());
+        out.push(b':');
+        out.extend_from_slice(v.get().as_bytes());
+    }
+    out.push(b'}');
+    String::from_utf8(out).ok()
+}
+
+struct ScanSeed<'d> {
+    dec: &'d RowDecoder,
+}
+
+impl<'de> DeserializeSeed<'de> for ScanSeed<'_> {
+    type Value = Scan<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScanSeed<'_> {
+    type Value = Scan<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        let mut scan = Scan {
+            tombstone: false,
+            tombstone_id: None,
+            json: Vec::new(),
+            extra: Vec::new(),
+        };
+        let tomb = self.dec.tombstone.as_ref();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if let Some(t) = tomb {
+                if key == t.marker_field {
+                    let v: Cow<'de, str> = map.next_value_seed(KeySeed)?;
+                    scan.tombstone = v.ends_with(t.marker_suffix.as_str());
+                    continue;
+                }
+                if key == t.id_field && !self.dec.known.contains_key(key.as_ref()) {
+                    scan.tombstone_id = Some(map.next_value()?);
+                    continue;
+                }
+            }
+            match self.dec.known.get(key.as_ref()) {
+                Some(KeyRole::Typed) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Some(KeyRole::Json(i)) => scan.json.push((*i, map.next_value()?)),
+                // Annotations (`@odata.etag`, `x@Namespace.term`) the catalog does not read are
+                // protocol metadata, not data.
+                None if key.contains('@') => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                None => {
+                    let v: &'de RawValue = map.next_value()?;
+                    scan.extra.push((key, v));
+                }
+            }
+        }
+        if scan.tombstone {
+            scan.extra.clear();
+        }
+        Ok(scan)
+    }
+}
+
+/// Deserializes a string, borrowing it from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(KeySeed)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Definitions;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Date32Type, Decimal128Type};
+
+    fn decoder(id: &str) -> RowDecoder {
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&id.parse().unwrap()).unwrap();
+        RowDecoder::new(s, "crm", "r1").unwrap()
+    }
+
+    /// Lays records out as a page body and returns their ranges.
+    fn page(records: &[&str]) -> (Vec<u8>, Vec<Range<usize>>) {
+        let mut body = b"{\"value\":[".to_vec();
+        let mut ranges = Vec::new();
+        for (i, r) in records.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            let start = body.len();
+            body.extend_from_slice(r.as_bytes());
+            ranges.push(start..body.len());
+        }
+        body.extend_from_slice(b"]}");
+        (body, ranges)
+    }
+
+    #[test]
+    fn types_rows_and_keeps_untyped_fields() {
+        let d = decoder("dataverse.opportunity");
+        let (body, ranges) = page(&[
+            r#"{"@odata.etag":"W/\"5\"","opportunityid":"a1","name":"Tower","estimatedvalue":1234.5678,"estimatedclosedate":"2025-03-31","_customerid_value":"c1","_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname":"contact","modifiedon":"2025-01-02T03:04:05Z","statecode":1,"new_custom":{"x":[1,2]}}"#,
+        ]);
+        let out = d.decode_page(&body, &ranges, 1_000).unwrap();
+        assert!(out.quarantined.is_empty(), "{:?}", out.quarantined);
+        let b = out.batch.unwrap();
+        assert_eq!(b.num_rows(), 1);
+        let dec = b
+            .column_by_name("estimatedvalue")
+            .unwrap()
+            .as_primitive::<Decimal128Type>();
+        assert_eq!(dec.value(0), 12_345_678); // exact, scale 4
+        let date = b
+            .column_by_name("estimatedclosedate")
+            .unwrap()
+            .as_primitive::<Date32Type>();
+        assert_eq!(date.value(0), 20178); // 2025-03-31
+        let ty = b
+            .column_by_name("customerid_type")
+            .unwrap()
+            .as_string::<i32>();
+        assert_eq!(ty.value(0), "contact");
+        let extra = b.column_by_name("_ml_extra").unwrap().as_string::<i32>();
+        assert_eq!(extra.value(0), r#"{"new_custom":{"x":[1,2]}}"#);
+        let del = b.column_by_name("_ml_deleted").unwrap().as_boolean();
+        assert!(!del.value(0));
+    }
+
+    #[test]
+    fn tombstones_become_deletes() {
+        let d = decoder("dataverse.account");
+        let (body, ranges) = page(&[
+            r#"{"accountid":"a1","name":"Kept"}"#,
+            r#"{"@odata.context":"https://x/api/data/v9.2/$metadata#accounts/$deletedEntity","id":"a2","reason":"deleted"}"#,
+        ]);
+        let out = d.decode_page(&body, &ranges, 7).unwrap();
+        let b = out.batch.unwrap();
+        assert_eq!(out.deleted, 1);
+        let ids = b.column_by_name("accountid").unwrap().as_string::<i32>();
+        assert_eq!(ids.value(1), "a2");
+        let del = b.column_by_name("_ml_deleted").unwrap().as_boolean();
+        assert!(del.value(1) && !del.value(0));
+        assert!(b.column_by_name("_ml_extra").unwrap().is_null(1));
+    }
+
+    #[test]
+    fn bad_records_are_quarantined_not_fatal() {
+        let d = decoder("dataverse.account");
+        let (body, ranges) = page(&[
+            r#"{"accountid":"a1","revenue":10.5}"#,
+            r#"{"accountid":"a2","revenue":"n/a"}"#,
+            r#"{"accountid":"a3","createdon":"yesterday"}"#,
+            r#"{"name":"no key"}"#,
+            r#"[1,2]"#,
+            r#"{"accountid":"a6","numberofemployees":true}"#,
+            r#"{"accountid":"a7"}"#,
+        ]);
+        let out = d.decode_page(&body, &ranges, 7).unwrap();
+        let b = out.batch.unwrap();
+        let ids = b.column_by_name("accountid").unwrap().as_string::<i32>();
+        let kept: Vec<&str> = (0..b.num_rows()).map(|i| ids.value(i)).collect();
+        assert_eq!(kept, vec!["a1", "a7"]);
+        assert_eq!(out.quarantined.len(), 5);
+        let reasons: Vec<_> = out.quarantined.iter().map(|q| q.reason.as_str()).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("missing primary key `accountid`")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.contains("not a JSON object")),
+            "{reasons:?}"
+        );
+        assert!(
+            out.quarantined
+                .iter()
+                .any(|q| q.key.as_deref() == Some("a2"))
+        );
+        assert!(out.quarantined.iter().all(|q| !q.raw.is_empty()));
+    }
+
+    #[test]
+    fn truncated_record_is_quarantined() {
+        let d = decoder("dataverse.account");
+        let body = br#"{"accountid":"a1","name":"cut"#.to_vec();
+        let out = d.decode_page(&body, &[0..body.len()], 1).unwrap();
+        assert!(out.batch.is_none());
+        assert_eq!(out.quarantined.len(), 1);
+    }
+}

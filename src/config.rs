@@ -1,0 +1,598 @@
+//! `mlc.toml`: where the lake, state and warehouse live, and the connections (tenants) to read.
+//!
+//! Values may reference the environment as `${VAR}` or `${VAR:-default}`. Secrets are never
+//! written here: a secret key (`client_secret`, ...) accepts only a `${VAR}` reference; otherwise
+//! it is stored encrypted with `mlc connection add`. Every error names the key and the fix.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::loaders::warehouse::DeleteMode;
+
+/// Default file name, looked up in the current directory.
+pub const CONFIG_FILE: &str = "mlc.toml";
+
+/// Keys that hold secrets: only `${VAR}` references are accepted in mlc.toml.
+const SECRET_KEYS: &[&str] = &["client_secret", "password", "api_token", "refresh_token"];
+
+/// The whole configuration, paths resolved against the folder of mlc.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Folder of mlc.toml; relative paths resolve against it.
+    pub dir: PathBuf,
+    pub lake_url: String,
+    pub state_path: PathBuf,
+    pub warehouse: WarehouseConfig,
+    pub sync: SyncConfig,
+    pub vault: VaultConfig,
+    /// Folder whose `streams/` and `catalog/` overlay the built-in definitions.
+    pub definitions_dir: PathBuf,
+    pub connections: BTreeMap<String, Connection>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WarehouseConfig {
+    pub kind: WarehouseKind,
+    pub path: PathBuf,
+    pub delete_mode: DeleteMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarehouseKind {
+    Local,
+    Bigquery,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Streams extracted at the same time.
+    pub concurrency: usize,
+    /// Parquet part size; a part is also the checkpoint unit of long snapshots.
+    pub part_size_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// One configured tenant of one system.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub name: String,
+    pub settings: ConnectionSettings,
+    /// Stream patterns this connection runs (`dataverse.*` by default).
+    pub streams: Vec<String>,
+    pub requests_per_minute: Option<u32>,
+    pub max_concurrency: Option<usize>,
+}
+
+impl Connection {
+    pub fn system(&self) -> &'static str {
+        match &self.settings {
+            ConnectionSettings::Dataverse(_) => "dataverse",
+        }
+    }
+}
+
+/// System-specific settings.
+#[derive(Debug, Clone)]
+pub enum ConnectionSettings {
+    Dataverse(DataverseSettings),
+}
+
+/// A Dataverse (Dynamics 365 Sales) environment and its Entra app registration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataverseSettings {
+    /// `https://<org>.crm.dynamics.com`; the OAuth scope is built from it.
+    pub environment_url: String,
+    /// Web API host when it differs from the environment URL
+    /// (`https://<org>.api.crm.dynamics.com`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// Entra tenant id or verified domain.
+    pub tenant_id: String,
+    /// Application (client) id of the app registration.
+    pub client_id: String,
+    /// Token authority host; national clouds use their own.
+    #[serde(default = "default_authority")]
+    pub authority_url: String,
+    /// `${VAR}` reference only; otherwise stored with `mlc connection add`.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+}
+
+fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
+impl DataverseSettings {
+    /// Base of the Web API (no trailing slash).
+    pub fn api_base(&self) -> &str {
+        self.api_url
+            .as_deref()
+            .unwrap_or(&self.environment_url)
+            .trim_end_matches('/')
+    }
+
+    /// `<environment URL>/.default`: Dataverse has no global resource, the scope is per org.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.environment_url.trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    lake: RawLake,
+    #[serde(default)]
+    state: RawState,
+    #[serde(default)]
+    warehouse: RawWarehouse,
+    #[serde(default)]
+    sync: RawSync,
+    #[serde(default)]
+    vault: RawVault,
+    #[serde(default)]
+    definitions: RawDefinitions,
+    #[serde(default)]
+    connections: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLake {
+    #[serde(default = "default_lake")]
+    url: String,
+}
+impl Default for RawLake {
+    fn default() -> Self {
+        Self {
+            url: default_lake(),
+        }
+    }
+}
+fn default_lake() -> String {
+    "file://.mlc/lake".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    #[serde(default = "default_state")]
+    path: String,
+}
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            path: default_state(),
+        }
+    }
+}
+fn default_state() -> String {
+    ".mlc/state.db".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWarehouse {
+    #[serde(default = "default_kind")]
+    kind: WarehouseKind,
+    #[serde(default = "default_wh_path")]
+    path: String,
+    #[serde(default)]
+    delete_mode: DeleteMode,
+}
+impl Default for RawWarehouse {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            path: default_wh_path(),
+            delete_mode: DeleteMode::Hard,
+        }
+    }
+}
+fn default_kind() -> WarehouseKind {
+    WarehouseKind::Local
+}
+fn default_wh_path() -> String {
+    ".mlc/warehouse".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSync {
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
+    #[serde(default = "default_part_mb")]
+    part_size_mb: usize,
+}
+impl Default for RawSync {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            part_size_mb: default_part_mb(),
+        }
+    }
+}
+fn default_concurrency() -> usize {
+    2
+}
+fn default_part_mb() -> usize {
+    64
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVault {
+    #[serde(default = "default_vault")]
+    path: String,
+    #[serde(default = "default_key_file")]
+    key_file: String,
+}
+impl Default for RawVault {
+    fn default() -> Self {
+        Self {
+            path: default_vault(),
+            key_file: default_key_file(),
+        }
+    }
+}
+fn default_vault() -> String {
+    ".mlc/vault.json".into()
+}
+fn default_key_file() -> String {
+    ".mlc/master.key".into()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDefinitions {
+    #[serde(default)]
+    dir: Option<String>,
+}
+
+/// Settings every connection accepts, whatever its system.
+const COMMON_KEYS: &[&str] = &[
+    "system",
+    "streams",
+    "requests_per_minute",
+    "max_concurrency",
+];
+
+impl Config {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::Config(format!(
+                    "{} not found: run `mlc init` to write one (or `mlc demo` to try ml-connector on the built-in sandbox)",
+                    path.display()
+                ))
+            } else {
+                Error::io(path, e)
+            }
+        })?;
+        let dir = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Self::parse(&text, &dir, &|k| std::env::var(k).ok())
+    }
+
+    /// Parses configuration text; `env` resolves `${VAR}` references.
+    pub fn parse(text: &str, dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| Error::Config(format!("mlc.toml: {e}")))?;
+        let ex = |key: &str, v: &str| expand(key, v, env);
+        let resolve = |key: &str, v: &str| -> Result<PathBuf> {
+            let p = PathBuf::from(ex(key, v)?);
+            Ok(if p.is_absolute() { p } else { dir.join(p) })
+        };
+        if raw.sync.concurrency == 0 {
+            return Err(Error::Config("sync.concurrency must be at least 1".into()));
+        }
+        if raw.sync.part_size_mb == 0 {
+            return Err(Error::Config("sync.part_size_mb must be at least 1".into()));
+        }
+        let mut connections = BTreeMap::new();
+        for (name, table) in raw.connections {
+            let conn = parse_connection(&name, table, env)?;
+            connections.insert(name, conn);
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            lake_url: ex("lake.url", &raw.lake.url)?,
+            state_path: resolve("state.path", &raw.state.path)?,
+            warehouse: WarehouseConfig {
+                kind: raw.warehouse.kind,
+                path: resolve("warehouse.path", &raw.warehouse.path)?,
+                delete_mode: raw.warehouse.delete_mode,
+            },
+            sync: SyncConfig {
+                concurrency: raw.sync.concurrency,
+                part_size_bytes: raw.sync.part_size_mb << 20,
+            },
+            vault: VaultConfig {
+                path: resolve("vault.path", &raw.vault.path)?,
+                key_file: resolve("vault.key_file", &raw.vault.key_file)?,
+            },
+            definitions_dir: match raw.definitions.dir {
+                Some(d) => resolve("definitions.dir", &d)?,
+                None => dir.to_path_buf(),
+            },
+            connections,
+        })
+    }
+
+    /// A connection by name; the error lists the configured ones.
+    pub fn connection(&self, name: &str) -> Result<&Connection> {
+        self.connections.get(name).ok_or_else(|| {
+            Error::Config(format!(
+                "no connection `{name}` in mlc.toml; configured: {}",
+                if self.connections.is_empty() {
+                    "none (add one with `mlc connection add`)".to_string()
+                } else {
+                    self.connections
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ))
+        })
+    }
+}
+
+fn parse_connection(
+    name: &str,
+    mut table: toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Connection> {
+    let at = |k: &str| format!("connections.{name}.{k}");
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::Config(format!(
+            "connections.{name}: connection names use letters, digits, `_` and `-`"
+        )));
+    }
+    let system = match table.get("system") {
+        Some(toml::Value::String(s)) => s.clone(),
+        _ => {
+            return Err(Error::Config(format!(
+                "{} is missing: set it to the system this connection reads, e.g. system = \"dataverse\"",
+                at("system")
+            )));
+        }
+    };
+    // Secrets: only ${VAR} references, then expand every string.
+    for (k, v) in table.iter_mut() {
+        if let toml::Value::String(s) = v {
+            if SECRET_KEYS.contains(&k.as_str()) && !is_env_reference(s) {
+                return Err(Error::Config(format!(
+                    "{} holds a literal secret: secrets never go in mlc.toml. Remove it and run `mlc connection add {name}` (stored encrypted), or reference an environment variable: {k} = \"${{MY_SECRET_VAR}}\"",
+                    at(k)
+                )));
+            }
+            *s = expand(&at(k), s, env)?;
+        }
+    }
+    let streams = match table.remove("streams") {
+        None => vec![format!("{system}.*")],
+        Some(v) => v
+            .try_into::<Vec<String>>()
+            .map_err(|e| Error::Config(format!("{}: {e}", at("streams"))))?,
+    };
+    let requests_per_minute = match table.remove("requests_per_minute") {
+        None => None,
+        Some(v) => Some(
+            v.try_into::<u32>()
+                .map_err(|e| Error::Config(format!("{}: {e}", at("requests_per_minute"))))?,
+        ),
+    };
+    let max_concurrency = match table.remove("max_concurrency") {
+        None => None,
+        Some(v) => Some(
+            v.try_into::<usize>()
+                .map_err(|e| Error::Config(format!("{}: {e}", at("max_concurrency"))))?,
+        ),
+    };
+    table.remove("system");
+    let settings = match system.as_str() {
+        "dataverse" => {
+            let s: DataverseSettings = table.try_into().map_err(|e| {
+                Error::Config(format!(
+                    "connections.{name} (dataverse): {}",
+                    e.to_string().trim()
+                ))
+            })?;
+            for (k, v) in [
+                ("environment_url", &s.environment_url),
+                ("authority_url", &s.authority_url),
+            ] {
+                url::Url::parse(v).map_err(|e| {
+                    Error::Config(format!(
+                        "{} = \"{v}\" is not a URL ({e}); e.g. https://contoso.crm.dynamics.com",
+                        at(k)
+                    ))
+                })?;
+            }
+            ConnectionSettings::Dataverse(s)
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "{} = \"{other}\" is not a supported system; supported: dataverse ({} are accepted on every connection)",
+                at("system"),
+                COMMON_KEYS.join(", ")
+            )));
+        }
+    };
+    Ok(Connection {
+        name: name.to_string(),
+        settings,
+        streams,
+        requests_per_minute,
+        max_concurrency,
+    })
+}
+
+/// `${VAR}` exactly (what a secret key may hold).
+fn is_env_reference(s: &str) -> bool {
+    s.strip_prefix("${")
+        .and_then(|r| r.strip_suffix('}'))
+        .is_some_and(|v| !v.is_empty() && !v.contains('}') && !v.contains(":-"))
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in `value`; `key` names the setting in errors.
+pub fn expand(key: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| Error::Config(format!("{key}: unclosed `${{` in \"{value}\"")))?;
+        let inner = &after[..end];
+        let (var, default) = match inner.split_once(":-") {
+            Some((v, d)) => (v, Some(d)),
+            None => (inner, None),
+        };
+        if var.is_empty() {
+            return Err(Error::Config(format!(
+                "{key}: empty variable name in \"{value}\""
+            )));
+        }
+        match (env(var), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(Error::Config(format!(
+                    "{key}: environment variable {var} is not set (export it, or write ${{{var}:-default}})"
+                )));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The commented configuration `mlc init` writes.
+pub fn template() -> &'static str {
+    include_str!("config_template.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "TENANT" => Some("contoso.onmicrosoft.com".into()),
+            "SECRET" => Some("s3cr3t".into()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn template_parses() {
+        let c = Config::parse(template(), Path::new("/p"), &env).unwrap();
+        assert_eq!(c.lake_url, "file://.mlc/lake");
+        assert_eq!(c.state_path, Path::new("/p/.mlc/state.db"));
+        assert_eq!(c.warehouse.kind, WarehouseKind::Local);
+    }
+
+    #[test]
+    fn connection_with_env_and_defaults() {
+        let c = Config::parse(
+            r#"
+            [connections.crm]
+            system = "dataverse"
+            environment_url = "https://contoso.crm.dynamics.com/"
+            tenant_id = "${TENANT}"
+            client_id = "abc"
+            client_secret = "${SECRET}"
+            "#,
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        let conn = c.connection("crm").unwrap();
+        let ConnectionSettings::Dataverse(d) = &conn.settings;
+        assert_eq!(d.tenant_id, "contoso.onmicrosoft.com");
+        assert_eq!(d.client_secret.as_deref(), Some("s3cr3t"));
+        assert_eq!(d.scope(), "https://contoso.crm.dynamics.com/.default");
+        assert_eq!(d.authority_url, "https://login.microsoftonline.com");
+        assert_eq!(conn.streams, vec!["dataverse.*"]);
+        assert!(
+            c.connection("nope")
+                .unwrap_err()
+                .to_string()
+                .contains("crm")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_fix() {
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"https://x\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"plain\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("connections.crm.client_secret") && e.contains("mlc connection add"),
+            "{e}"
+        );
+
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"https://x\"\ntenant_id = \"${NOPE}\"\nclient_id = \"c\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("connections.crm.tenant_id") && e.contains("NOPE"),
+            "{e}"
+        );
+
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"https://x\"\ntenant = \"t\"\nclient_id = \"c\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tenant"), "{e}");
+
+        let e = Config::parse("[lake]\nurl2 = 1\n", Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("url2"), "{e}");
+    }
+
+    #[test]
+    fn expands_defaults() {
+        assert_eq!(expand("k", "a${X:-b}c", &env).unwrap(), "abc");
+        assert!(expand("k", "${X", &env).is_err());
+    }
+}

@@ -1,0 +1,155 @@
+//! The crate's public error type: a small semantic enum with the context a user needs to act
+//! (system, stream, redacted URL, status, first bytes of the body) and the one retry decision,
+//! [`Error::is_transient`].
+
+use std::time::Duration;
+
+/// Result alias used across the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ml-connector, grouped by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `mlc.toml` or a command-line value is wrong; the message names the key and the fix.
+    #[error("configuration: {0}")]
+    Config(String),
+
+    /// A stream, catalog or loader file is wrong; the message names the file and the field.
+    #[error("definition {path}: {message}")]
+    Definition { path: String, message: String },
+
+    /// The remote system answered with a non-success status.
+    #[error("{system} {method} {url} -> HTTP {status}: {body}")]
+    Http {
+        system: String,
+        method: String,
+        /// Already redacted: never carries a secret.
+        url: String,
+        status: u16,
+        /// The first bytes of the response body, for diagnosis.
+        body: String,
+        /// The server's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+
+    /// The request never got an answer (DNS, connect, reset, timeout, truncated body).
+    #[error("{system} {method} {url}: {message}")]
+    Transport {
+        system: String,
+        method: String,
+        url: String,
+        message: String,
+    },
+
+    /// Credentials were refused or a token could not be obtained; says what to check.
+    #[error("{system}: authentication failed: {message}")]
+    Auth { system: String, message: String },
+
+    /// A Dataverse change-tracking token is too old; the caller re-snapshots.
+    #[error("{stream}: the change-tracking (delta) token expired: {message}")]
+    DeltaExpired { stream: String, message: String },
+
+    /// A page could not be decoded as the system's envelope (not a record-level problem:
+    /// those go to the quarantine).
+    #[error("{stream}: cannot decode page: {message}")]
+    Decode { stream: String, message: String },
+
+    /// Reading or writing the lake (object storage) failed.
+    #[error("lake {path}: {message}")]
+    Lake { path: String, message: String },
+
+    /// The state store (SQLite) failed.
+    #[error("state store: {0}")]
+    State(String),
+
+    /// The warehouse load or query failed.
+    #[error("warehouse: {0}")]
+    Warehouse(String),
+
+    /// The credential vault failed (wrong master key, corrupt file).
+    #[error("credential vault: {0}")]
+    Vault(String),
+
+    /// A local file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A stop the user asked for or that protects the tenant (budget spent, another run holds
+    /// the stream); never retried.
+    #[error("{0}")]
+    Stopped(String),
+}
+
+impl Error {
+    /// The one retry decision: true for failures that may succeed if the same request is sent
+    /// again later (throttling, 5xx, dropped connections, truncated bodies).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            Error::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The `Retry-After` the server asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// HTTP status of a remote failure.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Http { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn lake(path: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        Error::Lake {
+            path: path.to_string(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        Error::State(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_statuses() {
+        let http = |status| Error::Http {
+            system: "x".into(),
+            method: "GET".into(),
+            url: "u".into(),
+            status,
+            body: String::new(),
+            retry_after: None,
+        };
+        assert!(http(429).is_transient());
+        assert!(http(503).is_transient());
+        assert!(!http(400).is_transient());
+        assert!(!http(401).is_transient());
+        assert!(!Error::Config("x".into()).is_transient());
+    }
+}

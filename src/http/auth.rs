@@ -1,0 +1,302 @@
+//! Auth providers behind one trait. Tokens are cached, refreshed ahead of expiry, and a refused
+//! token (401) forces exactly one refresh (the caller decides when to give up). Secrets live in
+//! `SecretString` and tokens in sensitive header values, so neither reaches logs or `Debug`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderValue;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::http::redact::{body_excerpt, redact_url};
+
+/// Something that can produce the `Authorization` header of a request.
+#[async_trait::async_trait]
+pub trait AuthProvider: Send + Sync + fmt::Debug {
+    /// The header value to send. `refresh` forces a new token because the last one was
+    /// refused. Fails with [`Error::Auth`] explaining what to fix.
+    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue>;
+}
+
+/// A cached token and the instant after which it is renewed.
+struct Cached {
+    header: HeaderValue,
+    renew_at: Instant,
+}
+
+/// Microsoft Entra ID client-credentials grant (Dataverse, Business Central).
+pub struct EntraClientCredentials {
+    system: String,
+    token_url: String,
+    tenant: String,
+    client_id: String,
+    secret: SecretString,
+    scope: String,
+    cache: Mutex<Option<Cached>>,
+}
+
+impl fmt::Debug for EntraClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraClientCredentials")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("scope", &self.scope)
+            .field("secret", &"***")
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    #[serde(default)]
+    token_type: Option<String>,
+    /// The v2 endpoint sends a number; older endpoints sent a string.
+    #[serde(default)]
+    expires_in: Option<NumOrString>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrString {
+    Num(u64),
+    Str(String),
+}
+
+impl NumOrString {
+    fn seconds(&self) -> Option<u64> {
+        match self {
+            NumOrString::Num(n) => Some(*n),
+            NumOrString::Str(s) => s.parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct OAuthError {
+    #[serde(default)]
+    error: String,
+    #[serde(default)]
+    error_description: String,
+}
+
+impl EntraClientCredentials {
+    /// `authority` is the Entra host (`https://login.microsoftonline.com`, a national cloud, or
+    /// the sandbox); `scope` is `<resource>/.default`.
+    pub fn new(
+        system: &str,
+        authority: &str,
+        tenant: &str,
+        client_id: &str,
+        secret: SecretString,
+        scope: String,
+    ) -> Self {
+        Self {
+            system: system.to_string(),
+            token_url: format!(
+                "{}/{}/oauth2/v2.0/token",
+                authority.trim_end_matches('/'),
+                tenant
+            ),
+            tenant: tenant.to_string(),
+            client_id: client_id.to_string(),
+            secret,
+            scope,
+            cache: Mutex::new(None),
+        }
+    }
+
+    async fn fetch(&self, http: &reqwest::Client) -> Result<Cached> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.secret.expose_secret()),
+            ("scope", self.scope.as_str()),
+        ];
+        let mut last_err = None;
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
+            }
+            let resp = match http.post(&self.token_url).form(&form).send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    last_err = Some(Error::Auth {
+                        system: self.system.clone(),
+                        message: format!(
+                            "cannot reach the token authority {}: {}. Check authority_url (national clouds use their own login host).",
+                            redact_url(&self.token_url),
+                            crate::http::describe_reqwest_error(&e)
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let body = resp.bytes().await.unwrap_or_default();
+            if status.is_success() {
+                let tok: TokenResponse =
+                    serde_json::from_slice(&body).map_err(|e| Error::Auth {
+                        system: self.system.clone(),
+                        message: format!(
+                            "the token endpoint answered 200 with an unreadable body: {e}"
+                        ),
+                    })?;
+                if tok
+                    .token_type
+                    .as_deref()
+                    .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+                {
+                    return Err(Error::Auth {
+                        system: self.system.clone(),
+                        message: "the token endpoint returned a non-Bearer token".into(),
+                    });
+                }
+                let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(3599);
+                let mut header = HeaderValue::from_str(&format!("Bearer {}", tok.access_token))
+                    .map_err(|_| Error::Auth {
+                        system: self.system.clone(),
+                        message: "the access token contains characters not allowed in a header"
+                            .into(),
+                    })?;
+                header.set_sensitive(true);
+                return Ok(Cached {
+                    header,
+                    renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
+                });
+            }
+            if status.is_server_error() || status.as_u16() == 429 {
+                last_err = Some(Error::Auth {
+                    system: self.system.clone(),
+                    message: format!("the token endpoint answered HTTP {status}"),
+                });
+                continue;
+            }
+            let err: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
+            return Err(Error::Auth {
+                system: self.system.clone(),
+                message: self.explain(status.as_u16(), &err, &body),
+            });
+        }
+        Err(last_err.unwrap_or_else(|| Error::Auth {
+            system: self.system.clone(),
+            message: "no token".into(),
+        }))
+    }
+
+    /// Entra's error codes, in words a user can act on.
+    fn explain(&self, status: u16, err: &OAuthError, body: &[u8]) -> String {
+        let d = &err.error_description;
+        let code = d.split(':').next().unwrap_or_default();
+        let hint = match (err.error.as_str(), code) {
+            (_, "AADSTS7000215") | (_, "AADSTS7000222") | ("invalid_client", _) => format!(
+                "the client secret for client id {} is wrong or expired: create a new secret in the Entra app registration and store it with `mlc connection add`",
+                self.client_id
+            ),
+            (_, "AADSTS700016") | ("unauthorized_client", _) => format!(
+                "application (client id) {} was not found in tenant {}: check client_id and tenant_id, and that the app is registered in that tenant",
+                self.client_id, self.tenant
+            ),
+            (_, "AADSTS90002") | (_, "AADSTS900023") => format!(
+                "tenant `{}` was not found: check tenant_id (a GUID or a verified domain) and authority_url",
+                self.tenant
+            ),
+            (_, "AADSTS70011") | ("invalid_scope", _) => format!(
+                "the scope `{}` was refused: check the environment URL (the scope is built from it)",
+                self.scope
+            ),
+            ("unsupported_grant_type", _) => {
+                "the authority does not accept the client-credentials grant".to_string()
+            }
+            _ => String::new(),
+        };
+        let detail = if d.is_empty() {
+            body_excerpt(body, 300)
+        } else {
+            d.lines().next().unwrap_or_default().to_string()
+        };
+        if hint.is_empty() {
+            format!("token request refused (HTTP {status}): {detail}")
+        } else {
+            format!("{hint} (HTTP {status}: {detail})")
+        }
+    }
+}
+
+/// Renew when less than a fifth of the lifetime (at most 5 minutes) is left, so a token never
+/// expires mid-request and short-lived sandbox tokens still get used.
+fn renew_after(ttl: Duration) -> Duration {
+    let margin = (ttl / 5).min(Duration::from_secs(300));
+    ttl.saturating_sub(margin)
+}
+
+#[async_trait::async_trait]
+impl AuthProvider for EntraClientCredentials {
+    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
+        let mut cache = self.cache.lock().await;
+        if !refresh
+            && let Some(c) = cache.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return Ok(c.header.clone());
+        }
+        let fresh = self.fetch(http).await?;
+        let header = fresh.header.clone();
+        *cache = Some(fresh);
+        Ok(header)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_before_expiry() {
+        assert_eq!(
+            renew_after(Duration::from_secs(3600)),
+            Duration::from_secs(3300)
+        );
+        assert_eq!(renew_after(Duration::from_secs(10)), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn debug_hides_secret() {
+        let a = EntraClientCredentials::new(
+            "dataverse",
+            "https://login.microsoftonline.com/",
+            "t",
+            "c",
+            SecretString::from("hunter2"),
+            "https://x/.default".into(),
+        );
+        let dbg = format!("{a:?}");
+        assert!(!dbg.contains("hunter2"));
+        assert!(dbg.contains("https://login.microsoftonline.com/t/oauth2/v2.0/token"));
+    }
+
+    #[test]
+    fn explains_entra_errors() {
+        let a = EntraClientCredentials::new(
+            "dataverse",
+            "https://login",
+            "t",
+            "c",
+            SecretString::from("s"),
+            "https://x/.default".into(),
+        );
+        let e = OAuthError {
+            error: "invalid_client".into(),
+            error_description: "AADSTS7000215: Invalid client secret provided.".into(),
+        };
+        assert!(a.explain(401, &e, b"").contains("client secret"));
+        let e = OAuthError {
+            error: "invalid_scope".into(),
+            error_description: "AADSTS70011: bad".into(),
+        };
+        assert!(a.explain(400, &e, b"").contains("environment URL"));
+    }
+}

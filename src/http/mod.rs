@@ -1,0 +1,306 @@
+//! One HTTP client for every system (DESIGN.md §5): a single reqwest stack with timeouts and
+//! gzip, pluggable auth, per-connection rate and concurrency limits, the retry policy, a tracing
+//! span per request and redaction of everything secret.
+
+pub mod auth;
+pub mod redact;
+pub mod retry;
+
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use backon::BackoffBuilder;
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, RequestBuilder};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+use crate::error::{Error, Result};
+use auth::AuthProvider;
+use redact::{body_excerpt, redact_url};
+use retry::{RetryPolicy, next_wait, parse_retry_after};
+
+/// The process-wide reqwest client: one connection pool, one TLS stack.
+pub fn shared_client() -> Result<reqwest::Client> {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    if let Some(c) = CLIENT.get() {
+        return Ok(c.clone());
+    }
+    let c = reqwest::Client::builder()
+        .user_agent(concat!("ml-connector/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(300))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .gzip(true)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+    Ok(CLIENT.get_or_init(|| c).clone())
+}
+
+/// A reqwest error in words, without the URL (reqwest's own message includes it, query string
+/// and all).
+pub fn describe_reqwest_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect (refused, unreachable or DNS failure)"
+    } else if e.is_body() || e.is_decode() {
+        "the connection dropped while reading the response body"
+    } else if e.is_request() {
+        "the request could not be sent"
+    } else {
+        "transport error"
+    };
+    let mut detail = String::new();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(s) = src {
+        detail = s.to_string();
+        src = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// Requests per minute and simultaneous requests allowed on one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub requests_per_minute: Option<u32>,
+    pub max_concurrency: usize,
+}
+
+/// Whether a request may be sent again after an ambiguous failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idempotency {
+    /// Reads: retried on every transient failure.
+    Safe,
+    /// Writes: retried only when the server provably did not process the request (429, 503);
+    /// after a timeout or a dropped connection the caller must look for the record first.
+    Unsafe,
+}
+
+/// A complete response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The client of one connection (one tenant of one system).
+#[derive(Clone)]
+pub struct HttpClient {
+    http: reqwest::Client,
+    system: Arc<str>,
+    connection: Arc<str>,
+    auth: Option<Arc<dyn AuthProvider>>,
+    limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    gate: Arc<Semaphore>,
+    policy: RetryPolicy,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("system", &self.system)
+            .field("connection", &self.connection)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+/// What a single attempt ended with.
+enum Attempt {
+    Done(Response),
+    Unauthorized(Error),
+    Failed(Error),
+}
+
+impl HttpClient {
+    pub fn new(
+        system: &str,
+        connection: &str,
+        auth: Option<Arc<dyn AuthProvider>>,
+        limits: Limits,
+        policy: RetryPolicy,
+    ) -> Result<Self> {
+        let limiter = match limits.requests_per_minute {
+            Some(rpm) => {
+                let rpm = NonZeroU32::new(rpm).ok_or_else(|| {
+                    Error::Config(format!(
+                        "connections.{connection}: requests_per_minute must be at least 1"
+                    ))
+                })?;
+                // Burst of a tenth of a minute's budget: smooth, but pages can be prefetched.
+                let burst = NonZeroU32::new((rpm.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN);
+                Some(Arc::new(RateLimiter::direct(
+                    Quota::per_minute(rpm).allow_burst(burst),
+                )))
+            }
+            None => None,
+        };
+        Ok(Self {
+            http: shared_client()?,
+            system: system.into(),
+            connection: connection.into(),
+            auth,
+            limiter,
+            gate: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
+            policy,
+        })
+    }
+
+    /// The system this client speaks to (`dataverse`, ...).
+    pub fn system(&self) -> &str {
+        &self.system
+    }
+
+    /// GET `url` with retries; fails on any non-2xx status after the retry budget.
+    pub async fn get(&self, url: &str, headers: &HeaderMap, stream: &str) -> Result<Response> {
+        self.send(Method::GET, url, stream, Idempotency::Safe, |rb| {
+            rb.headers(headers.clone())
+        })
+        .await
+    }
+
+    /// Sends a request built by `build` (called once per attempt), with auth, limits, retries
+    /// and a tracing span. A 401 forces one token refresh; a second 401 is an
+    /// [`Error::Auth`].
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        stream: &str,
+        idempotency: Idempotency,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let shown = redact_url(url);
+        let mut backoff = self.policy.backoff().build();
+        let mut refresh = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let span = tracing::debug_span!(
+                "http",
+                system = %self.system,
+                connection = %self.connection,
+                stream = %stream,
+                method = %method,
+                url = %shown,
+                attempt,
+                status = tracing::field::Empty,
+                ms = tracing::field::Empty,
+            );
+            let outcome = self
+                .attempt(&method, url, &shown, refresh, &build)
+                .instrument(span)
+                .await;
+            match outcome {
+                Attempt::Done(resp) => return Ok(resp),
+                Attempt::Unauthorized(e) if !refresh => {
+                    tracing::info!(system = %self.system, url = %shown, "401: refreshing the token once");
+                    refresh = true;
+                    drop(e);
+                }
+                Attempt::Unauthorized(e) => return Err(e),
+                Attempt::Failed(e) => {
+                    let retryable = match idempotency {
+                        Idempotency::Safe => e.is_transient(),
+                        Idempotency::Unsafe => matches!(e.status(), Some(429 | 503)),
+                    };
+                    if !retryable {
+                        return Err(e);
+                    }
+                    let Some(wait) = next_wait(e.retry_after(), backoff.next()) else {
+                        return Err(e);
+                    };
+                    tracing::warn!(
+                        system = %self.system, connection = %self.connection, stream = %stream,
+                        url = %shown, attempt, wait_ms = wait.as_millis() as u64,
+                        "transient failure, retrying: {e}"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        shown: &str,
+        refresh: bool,
+        build: &impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Attempt {
+        if let Some(l) = &self.limiter {
+            l.until_ready().await;
+        }
+        let _permit = match self.gate.acquire().await {
+            Ok(p) => p,
+            Err(_) => return Attempt::Failed(Error::Stopped("HTTP client closed".into())),
+        };
+        let mut rb = build(self.http.request(method.clone(), url));
+        if let Some(auth) = &self.auth {
+            match auth.authorization(&self.http, refresh).await {
+                Ok(h) => rb = rb.header(AUTHORIZATION, h),
+                Err(e) => return Attempt::Failed(e),
+            }
+        }
+        let started = Instant::now();
+        let transport = |e: &reqwest::Error| Error::Transport {
+            system: self.system.to_string(),
+            method: method.to_string(),
+            url: shown.to_string(),
+            message: describe_reqwest_error(e),
+        };
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(transport(&e)),
+        };
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return Attempt::Failed(transport(&e)),
+        };
+        let span = tracing::Span::current();
+        span.record("status", status);
+        span.record("ms", started.elapsed().as_millis() as u64);
+        tracing::debug!(bytes = body.len(), "response");
+        if (200..300).contains(&status) {
+            return Attempt::Done(Response {
+                status,
+                headers,
+                body,
+            });
+        }
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let err = Error::Http {
+            system: self.system.to_string(),
+            method: method.to_string(),
+            url: shown.to_string(),
+            status,
+            body: body_excerpt(&body, 512),
+            retry_after,
+        };
+        if status == 401 && self.auth.is_some() {
+            return Attempt::Unauthorized(Error::Auth {
+                system: self.system.to_string(),
+                message: format!(
+                    "the service refused a freshly issued token for {shown} (HTTP 401: {}); check that the credentials belong to this environment",
+                    body_excerpt(&body, 200)
+                ),
+            });
+        }
+        Attempt::Failed(err)
+    }
+}

@@ -1,0 +1,385 @@
+//! The lake: Parquet parts of every run on object storage (DESIGN.md §7).
+//!
+//! Layout, per stream `system.entity` and run:
+//! `raw/<system>/<entity>/run=<run_id>/part-00000.parquet` … then `_manifest.json`, written last:
+//! a run directory without a manifest is incomplete (resumed or ignored, never loaded).
+//! Records that could not be typed go to `quarantine/<system>/<entity>/run=<run_id>/part-00000.jsonl`
+//! (one file per part rather than one per run, because object stores cannot append and a
+//! resumed run must not rewrite what an earlier attempt wrote).
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use bytes::Bytes;
+use object_store::aws::AmazonS3Builder;
+use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::batches::Quarantined;
+use crate::error::{Error, Result};
+use crate::spec::StreamId;
+
+/// A lake rooted at a URL.
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    /// Where a `file://` lake lives on disk (the BigQuery emulator reads from there too).
+    local_root: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("url", &self.url).finish()
+    }
+}
+
+impl Lake {
+    /// Opens the lake at `url`: `file://<path>` (relative paths resolve against `base_dir`, the
+    /// folder of mlc.toml), `memory://`, `gs://bucket/prefix` or `s3://bucket/prefix`. Cloud
+    /// credentials come from the usual environment variables (`GOOGLE_APPLICATION_CREDENTIALS`,
+    /// `GOOGLE_SERVICE_ACCOUNT`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, …).
+    pub fn open(url: &str, base_dir: &FsPath) -> Result<Self> {
+        let bad = |e: &dyn std::fmt::Display| Error::Config(format!("lake.url `{url}`: {e}"));
+        if let Some(rest) = url.strip_prefix("file://") {
+            let path = if rest.starts_with('/') {
+                std::path::PathBuf::from(rest)
+            } else {
+                base_dir.join(rest)
+            };
+            std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(&e))?;
+            return Ok(Self {
+                store: Arc::new(store),
+                url: url.to_string(),
+                local_root: Some(path),
+            });
+        }
+        if url.starts_with("memory://") {
+            return Ok(Self {
+                store: Arc::new(InMemory::new()),
+                url: url.to_string(),
+                local_root: None,
+            });
+        }
+        let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
+        let prefix = parsed.path().trim_matches('/').to_string();
+        let store: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "gs" => Arc::new(
+                GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(&e))?,
+            ),
+            "s3" => Arc::new(
+                AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(&e))?,
+            ),
+            other => {
+                return Err(Error::Config(format!(
+                    "lake.url `{url}`: unsupported scheme `{other}`; use file://, memory://, gs:// or s3://"
+                )));
+            }
+        };
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            store
+        } else {
+            Arc::new(PrefixStore::new(store, prefix.as_str()))
+        };
+        Ok(Self {
+            store,
+            url: url.to_string(),
+            local_root: None,
+        })
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The on-disk folder of a `file://` lake.
+    pub fn local_root(&self) -> Option<&FsPath> {
+        self.local_root.as_deref()
+    }
+
+    pub fn run_dir(id: &StreamId, run_id: &str) -> String {
+        format!("{}/run={run_id}", id.lake_prefix())
+    }
+
+    pub fn part_path(id: &StreamId, run_id: &str, part: u32) -> Path {
+        Path::from(format!(
+            "{}/part-{part:05}.parquet",
+            Self::run_dir(id, run_id)
+        ))
+    }
+
+    pub fn manifest_path(id: &StreamId, run_id: &str) -> Path {
+        Path::from(format!("{}/_manifest.json", Self::run_dir(id, run_id)))
+    }
+
+    pub fn quarantine_path(id: &StreamId, run_id: &str, part: u32) -> Path {
+        Path::from(format!(
+            "quarantine/{}/{}/run={run_id}/part-{part:05}.jsonl",
+            id.system, id.entity
+        ))
+    }
+
+    /// Writes an object in one piece (overwriting: parts are rewritten verbatim on resume).
+    pub async fn put(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.store
+            .put(path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::lake(path, e))
+    }
+
+    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        let got = self
+            .store
+            .get(path)
+            .await
+            .map_err(|e| Error::lake(path, e))?;
+        got.bytes().await.map_err(|e| Error::lake(path, e))
+    }
+
+    /// Writes the quarantined records of one part as JSON lines.
+    pub async fn put_quarantine(
+        &self,
+        id: &StreamId,
+        run_id: &str,
+        part: u32,
+        records: &[Quarantined],
+    ) -> Result<Path> {
+        let path = Self::quarantine_path(id, run_id, part);
+        let mut out = Vec::new();
+        for q in records {
+            let line = serde_json::json!({
+                "stream": id.to_string(),
+                "run_id": run_id,
+                "key": q.key,
+                "reason": q.reason,
+                "raw": q.raw,
+            });
+            serde_json::to_writer(&mut out, &line).map_err(|e| Error::lake(&path, e))?;
+            out.push(b'\n');
+        }
+        self.put(&path, Bytes::from(out)).await?;
+        Ok(path)
+    }
+
+    /// Writes the manifest: the run is complete from this moment on.
+    pub async fn write_manifest(&self, m: &Manifest) -> Result<()> {
+        let id: StreamId = m.stream.parse()?;
+        let path = Self::manifest_path(&id, &m.run_id);
+        let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::lake(&path, e))?;
+        self.put(&path, Bytes::from(bytes)).await
+    }
+
+    /// The manifest of a run, or `None` if the run never completed its extraction.
+    pub async fn read_manifest(&self, id: &StreamId, run_id: &str) -> Result<Option<Manifest>> {
+        let path = Self::manifest_path(id, run_id);
+        match self.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| Error::lake(&path, e))?;
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| Error::lake(&path, format!("unreadable manifest: {e}")))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(Error::lake(&path, e)),
+        }
+    }
+}
+
+/// What a complete run wrote: the contract between extraction and every loader and sink.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub run_id: String,
+    pub stream: String,
+    pub connection: String,
+    /// `incremental`, `snapshot` or `backfill`.
+    pub kind: String,
+    /// A full snapshot: keys absent from it are deleted in the warehouse.
+    pub reconcile: bool,
+    pub schema_hash: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub rows: u64,
+    pub deleted: u64,
+    pub quarantined: u64,
+    /// Cursor / delta position the run started from, and the one it leads to.
+    pub cursor_start: Option<String>,
+    pub cursor_end: Option<String>,
+    pub files: Vec<PartInfo>,
+    pub quarantine_files: Vec<String>,
+}
+
+/// One Parquet part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PartInfo {
+    pub path: String,
+    pub rows: u64,
+    pub deleted: u64,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Hex SHA-256 of a part, recorded in the manifest.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Encodes one Parquet part in memory (zstd, statistics on, the Arrow schema embedded, one row
+/// group per part). CPU-bound: call from a blocking thread.
+pub struct PartWriter {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+    deleted: u64,
+}
+
+impl PartWriter {
+    pub fn new(schema: SchemaRef) -> Result<Self> {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(1).map_err(|e| Error::lake("parquet", e))?,
+            ))
+            .set_max_row_group_row_count(Some(16 * 1024 * 1024))
+            .set_created_by(concat!("ml-connector ", env!("CARGO_PKG_VERSION")).to_string())
+            .build();
+        let writer = ArrowWriter::try_new(Vec::with_capacity(8 << 20), schema, Some(props))
+            .map_err(|e| Error::lake("parquet", e))?;
+        Ok(Self {
+            writer,
+            rows: 0,
+            deleted: 0,
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch, deleted: u64) -> Result<()> {
+        self.writer
+            .write(batch)
+            .map_err(|e| Error::lake("parquet", e))?;
+        self.rows += batch.num_rows() as u64;
+        self.deleted += deleted;
+        Ok(())
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn deleted(&self) -> u64 {
+        self.deleted
+    }
+
+    /// Encoded bytes buffered so far (the part is cut when this passes the target).
+    pub fn buffered_bytes(&self) -> usize {
+        self.writer.in_progress_size() + self.writer.bytes_written()
+    }
+
+    pub fn finish(self) -> Result<Bytes> {
+        let buf = self
+            .writer
+            .into_inner()
+            .map_err(|e| Error::lake("parquet", e))?;
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Reads a Parquet part back (tests, conformance checks).
+pub fn read_parquet(bytes: Bytes) -> Result<Vec<RecordBatch>> {
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .map_err(|e| Error::lake("parquet", e))?
+        .build()
+        .map_err(|e| Error::lake("parquet", e))?;
+    reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::lake("parquet", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    #[tokio::test]
+    async fn parts_and_manifest_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open("file://lake", dir.path()).unwrap();
+        assert!(dir.path().join("lake").is_dir());
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef],
+        )
+        .unwrap();
+        let mut w = PartWriter::new(schema).unwrap();
+        w.write(&batch, 0).unwrap();
+        let bytes = w.finish().unwrap();
+        let id: StreamId = "dataverse.account".parse().unwrap();
+        let path = Lake::part_path(&id, "r1", 0);
+        assert_eq!(
+            path.as_ref(),
+            "raw/dataverse/account/run=r1/part-00000.parquet"
+        );
+        lake.put(&path, bytes.clone()).await.unwrap();
+        assert!(
+            dir.path()
+                .join("lake/raw/dataverse/account/run=r1/part-00000.parquet")
+                .is_file()
+        );
+        let back = read_parquet(lake.get(&path).await.unwrap()).unwrap();
+        assert_eq!(back[0].num_rows(), 2);
+
+        assert!(lake.read_manifest(&id, "r1").await.unwrap().is_none());
+        let m = Manifest {
+            run_id: "r1".into(),
+            stream: id.to_string(),
+            connection: "crm".into(),
+            kind: "snapshot".into(),
+            reconcile: true,
+            schema_hash: "h".into(),
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            rows: 2,
+            deleted: 0,
+            quarantined: 0,
+            cursor_start: None,
+            cursor_end: Some("tok".into()),
+            files: vec![PartInfo {
+                path: path.to_string(),
+                rows: 2,
+                deleted: 0,
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            }],
+            quarantine_files: vec![],
+        };
+        lake.write_manifest(&m).await.unwrap();
+        assert_eq!(lake.read_manifest(&id, "r1").await.unwrap(), Some(m));
+    }
+
+    #[test]
+    fn rejects_unknown_scheme() {
+        let err = Lake::open("ftp://x/y", FsPath::new(".")).unwrap_err();
+        assert!(err.to_string().contains("unsupported scheme"));
+    }
+}

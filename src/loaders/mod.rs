@@ -1,0 +1,3 @@
+//! Everything that writes: warehouse loads (and, later, the CRM → ERP sink stage).
+
+pub mod warehouse;

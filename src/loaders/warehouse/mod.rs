@@ -1,0 +1,95 @@
+//! Warehouses a stream run is loaded into. `local` (embedded, the default) keeps current-state
+//! Parquet tables merged with polars; BigQuery comes through load jobs + MERGE.
+
+pub mod local;
+
+/// What happens to a row the source reports deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// The row is removed from the current-state table.
+    #[default]
+    Hard,
+    /// The row stays, with its last known values and `_ml_deleted = true`.
+    Soft,
+}
+
+/// How `mlc query` prints a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// An aligned text table for people.
+    #[default]
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// A JSON array of objects.
+    Json,
+}
+
+use object_store::path::Path as ObjPath;
+
+use crate::config::{WarehouseConfig, WarehouseKind};
+use crate::error::{Error, Result};
+use crate::lake::{Lake, Manifest};
+use crate::spec::Stream;
+use local::{LocalWarehouse, MergeRequest, MergeStats};
+
+/// The configured warehouse.
+pub enum Warehouse {
+    Local(LocalWarehouse),
+}
+
+impl Warehouse {
+    pub fn open(cfg: &WarehouseConfig) -> Result<Self> {
+        match cfg.kind {
+            WarehouseKind::Local => Ok(Warehouse::Local(LocalWarehouse::open(
+                &cfg.path,
+                cfg.delete_mode,
+            )?)),
+            WarehouseKind::Bigquery => Err(Error::Config(
+                "warehouse.kind = \"bigquery\" is not available in this build yet; use \"local\""
+                    .into(),
+            )),
+        }
+    }
+
+    /// Merges the change set of one complete run (its manifest) into the stream's table.
+    pub async fn merge(
+        &self,
+        stream: &Stream,
+        lake: &Lake,
+        manifest: &Manifest,
+        parts: &[ObjPath],
+    ) -> Result<MergeStats> {
+        match self {
+            Warehouse::Local(w) => {
+                w.merge(MergeRequest {
+                    dataset: &stream.id.dataset(),
+                    table: &stream.id.entity,
+                    store: lake.store(),
+                    parts,
+                    primary_key: &stream.catalog.primary_key,
+                    schema: crate::schema::table_schema(&stream.catalog),
+                    reconcile: manifest.reconcile,
+                    run_id: &manifest.run_id,
+                    extracted_at_micros: chrono::Utc::now().timestamp_micros(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Runs SQL over the warehouse tables and renders the result.
+    pub fn query(&self, sql: &str, format: OutputFormat) -> Result<String> {
+        match self {
+            Warehouse::Local(w) => w.query(sql, format),
+        }
+    }
+
+    /// The local warehouse, for commands that only it supports.
+    pub fn local(&self) -> Option<&LocalWarehouse> {
+        match self {
+            Warehouse::Local(w) => Some(w),
+        }
+    }
+}

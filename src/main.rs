@@ -1,0 +1,693 @@
+//! `mlc`, the command line. Parsing and printing only: the work lives in the library, and this is
+//! the one place `anyhow` is used.
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ml_connector::config::{CONFIG_FILE, Config};
+use ml_connector::connect;
+use ml_connector::demo::{DemoOptions, run_demo};
+use ml_connector::loaders::warehouse::OutputFormat;
+use ml_connector::run::{Context, RunRequest, RunSummary, run_many};
+use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions};
+use ml_connector::spec::Definitions;
+use ml_connector::vault::{Secrets, Vault};
+use secrecy::SecretString;
+
+#[derive(Parser)]
+#[command(
+    name = "mlc",
+    version,
+    about = "ml-connector: ERP/CRM → Parquet lake → warehouse",
+    long_about = "ml-connector moves data out of Deltek Vantagepoint, Dynamics 365 (Dataverse, Business Central) and Pipedrive into a Parquet lake and a warehouse, incrementally, with deletes.\n\nStart with `mlc demo`."
+)]
+struct Cli {
+    /// Path of the configuration file.
+    #[arg(long, global = true, env = "MLC_CONFIG", default_value = CONFIG_FILE)]
+    config: PathBuf,
+    /// More logging (-v info, -vv debug). MLC_LOG overrides with a tracing filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Logs as JSON lines (for schedulers and log shippers).
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the main job on the built-in sandbox: full sync, changes, incremental sync, query.
+    Demo {
+        /// Project folder to create.
+        #[arg(long, default_value = "mlc-demo")]
+        dir: PathBuf,
+        /// Sandbox accounts (other tables scale with it).
+        #[arg(long, default_value_t = 2000)]
+        scale: u64,
+    },
+    /// Serve the local fakes (Entra + Dataverse) for tests, demos and benchmarks.
+    Sandbox(SandboxArgs),
+    /// Write a commented mlc.toml.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Extract streams incrementally and load them into the warehouse.
+    Sync {
+        /// Streams: `system.entity`, `system.*` or `system` (default: every stream of every connection).
+        streams: Vec<String>,
+        /// Only this connection.
+        #[arg(long)]
+        connection: Option<String>,
+        /// Re-read everything and mark rows missing from the source as deleted.
+        #[arg(long)]
+        full: bool,
+        /// Print the run summaries as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-read a window of one stream without touching its incremental state.
+    Backfill {
+        stream: String,
+        /// Start of the window (YYYY-MM-DD or RFC 3339), inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        /// End of the window, exclusive.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        connection: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run SQL over the warehouse tables (e.g. raw_dataverse.account).
+    Query {
+        sql: String,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show or reset stream state and run history.
+    #[command(subcommand)]
+    State(StateCmd),
+    /// Inspect stream and table definitions.
+    #[command(subcommand)]
+    Catalog(CatalogCmd),
+    /// Manage connections and their encrypted credentials.
+    #[command(subcommand)]
+    Connection(ConnectionCmd),
+}
+
+#[derive(Args)]
+struct SandboxArgs {
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8800)]
+    port: u16,
+    /// Accounts to serve (other tables scale with it).
+    #[arg(long, default_value_t = 2000)]
+    scale: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Fault rates, e.g. "429=0.05,5xx=0.02,reset=0.01,slow=0.01,expire=0.01".
+    #[arg(long, default_value = "none")]
+    faults: String,
+    /// Access-token lifetime in seconds.
+    #[arg(long, default_value_t = 3599)]
+    token_ttl: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum StateCmd {
+    /// Committed cursors, and the latest runs.
+    Show {
+        stream: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget a stream's cursor: its next sync is a full snapshot.
+    Reset {
+        stream: String,
+        #[arg(long)]
+        connection: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CatalogCmd {
+    /// Every stream with its table and incremental mode.
+    List,
+    /// One stream's definition and columns.
+    Show { stream: String },
+}
+
+#[derive(Subcommand)]
+enum ConnectionCmd {
+    /// Add (or replace) a connection: settings go to mlc.toml, secrets to the encrypted vault.
+    Add(AddArgs),
+    /// Configured connections and whether their secrets are stored.
+    List,
+    /// Get a token and read one row; explains what is wrong.
+    Check { name: Option<String> },
+    /// Remove a connection and its stored secrets.
+    Remove { name: String },
+}
+
+#[derive(Args)]
+struct AddArgs {
+    name: String,
+    #[arg(long, default_value = "dataverse")]
+    system: String,
+    /// https://<org>.crm.dynamics.com
+    #[arg(long)]
+    environment_url: String,
+    #[arg(long)]
+    tenant_id: String,
+    #[arg(long)]
+    client_id: String,
+    #[arg(long)]
+    authority_url: Option<String>,
+    /// Read the client secret from this environment variable.
+    #[arg(long, conflicts_with = "client_secret_stdin")]
+    client_secret_env: Option<String>,
+    /// Read the client secret from standard input.
+    #[arg(long)]
+    client_secret_stdin: bool,
+}
+
+fn init_logging(verbose: u8, json: bool) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "warn,ml_connector=info",
+        _ => "info,ml_connector=debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MLC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &Path) -> Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+async fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Demo { dir, scale } => {
+            run_demo(&DemoOptions { dir, scale }, &mut |s| println!("{s}")).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sandbox(a) => sandbox(a).await,
+        Command::Init { force } => {
+            if cli.config.exists() && !force {
+                bail!(
+                    "{} exists; use --force to overwrite it",
+                    cli.config.display()
+                );
+            }
+            std::fs::write(&cli.config, ml_connector::config::template())
+                .with_context(|| format!("writing {}", cli.config.display()))?;
+            println!(
+                "wrote {}: add a connection with `mlc connection add`, then `mlc sync`",
+                cli.config.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            streams,
+            connection,
+            full,
+            json,
+        } => {
+            let ctx = Context::open(load_config(&cli.config)?)?;
+            run_and_report(
+                &ctx,
+                connection.as_deref(),
+                &streams,
+                &RunRequest::Sync { full },
+                json,
+            )
+            .await
+        }
+        Command::Backfill {
+            stream,
+            since,
+            until,
+            connection,
+            json,
+        } => {
+            let ctx = Context::open(load_config(&cli.config)?)?;
+            run_and_report(
+                &ctx,
+                connection.as_deref(),
+                &[stream],
+                &RunRequest::Backfill { since, until },
+                json,
+            )
+            .await
+        }
+        Command::Query { sql, format } => {
+            let ctx = Context::open(load_config(&cli.config)?)?;
+            let fmt = match format {
+                Format::Table => OutputFormat::Table,
+                Format::Csv => OutputFormat::Csv,
+                Format::Json => OutputFormat::Json,
+            };
+            let out = ctx.warehouse.query(&sql, fmt)?;
+            println!("{}", out.trim_end());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::State(cmd) => state(cmd, &cli.config),
+        Command::Catalog(cmd) => catalog(cmd, &cli.config),
+        Command::Connection(cmd) => connection(cmd, &cli.config).await,
+    }
+}
+
+async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
+    let faults: Faults = a.faults.parse().map_err(|e| anyhow!("--faults: {e}"))?;
+    let addr = format!("{}:{}", a.host, a.port)
+        .parse()
+        .with_context(|| format!("--host/--port: `{}:{}` is not an address", a.host, a.port))?;
+    let sb = Sandbox::start(
+        SandboxOptions {
+            scale: a.scale,
+            seed: a.seed,
+            faults,
+            token_ttl: std::time::Duration::from_secs(a.token_ttl),
+            ..SandboxOptions::default()
+        },
+        addr,
+    )
+    .await?;
+    println!("sandbox listening on {}", sb.base_url());
+    println!("  Entra authority:   {}", sb.authority_url());
+    println!("  Dataverse env URL: {}", sb.dataverse_url());
+    println!("  tenant_id:         {}", sb.tenant_id());
+    println!("  client_id:         {}", sb.client_id());
+    println!("  client secret:     {} (sandbox only)", sb.client_secret());
+    println!(
+        "  admin:             {}/_sandbox/ (mutate, faults, counts, stats)",
+        sb.base_url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    sb.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_and_report(
+    ctx: &Context,
+    connection: Option<&str>,
+    streams: &[String],
+    req: &RunRequest,
+    json: bool,
+) -> Result<ExitCode> {
+    let conns: Vec<_> = match connection {
+        Some(name) => vec![ctx.config.connection(name)?],
+        None => ctx.config.connections.values().collect(),
+    };
+    if conns.is_empty() {
+        bail!("no connections in mlc.toml: add one with `mlc connection add`");
+    }
+    let results = run_many(ctx, &conns, streams, req).await?;
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if json {
+        let out: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(label, r)| match r {
+                Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+                Err(e) => serde_json::json!({"stream": label, "error": e.to_string()}),
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print_summaries(&results);
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
+    println!(
+        "{:<30} {:<11} {:>10} {:>9} {:>8} {:>11} {:>9} {:>8} {:>8}",
+        "stream",
+        "kind",
+        "extracted",
+        "upserted",
+        "deleted",
+        "quarantined",
+        "rows",
+        "MB",
+        "seconds"
+    );
+    let mut sorted: Vec<_> = results.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    for (label, r) in sorted {
+        match r {
+            Ok(s) => {
+                println!(
+                    "{:<30} {:<11} {:>10} {:>9} {:>8} {:>11} {:>9} {:>8.1} {:>8.2}",
+                    label,
+                    s.kind,
+                    s.rows_extracted,
+                    s.upserted,
+                    s.deleted,
+                    s.quarantined,
+                    s.table_rows,
+                    s.json_bytes as f64 / 1e6,
+                    s.seconds
+                );
+                for n in &s.notes {
+                    println!("    note: {n}");
+                }
+            }
+            Err(e) => println!("{label:<30} FAILED: {e}"),
+        }
+    }
+}
+
+fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
+    let ctx = Context::open(load_config(config)?)?;
+    match cmd {
+        StateCmd::Show {
+            stream,
+            limit,
+            json,
+        } => {
+            let states = ctx.state.stream_states()?;
+            let runs = ctx.state.runs(stream.as_deref(), limit)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"streams": states, "runs": runs})
+                    )?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<12} {:<28} {:<26} cursor",
+                "connection", "stream", "updated"
+            );
+            for s in states
+                .iter()
+                .filter(|s| stream.as_deref().is_none_or(|w| w == s.stream))
+            {
+                let cursor = s.cursor.as_deref().unwrap_or("-");
+                let shown = if cursor.len() > 60 {
+                    format!(
+                        "{}…",
+                        &cursor[..cursor
+                            .char_indices()
+                            .nth(60)
+                            .map_or(cursor.len(), |(i, _)| i)]
+                    )
+                } else {
+                    cursor.to_string()
+                };
+                println!(
+                    "{:<12} {:<28} {:<26} {}",
+                    s.connection, s.stream, s.updated_at, shown
+                );
+            }
+            println!(
+                "\n{:<28} {:<28} {:<11} {:<10} {:>9} {:>8} {:>8} {:>5}",
+                "run", "stream", "kind", "status", "extracted", "deleted", "quarant.", "parts"
+            );
+            for r in runs {
+                let parts = ctx.state.parts(&r.run_id)?.len();
+                println!(
+                    "{:<28} {:<28} {:<11} {:<10} {:>9} {:>8} {:>8} {:>5}{}",
+                    r.run_id,
+                    r.stream,
+                    r.kind,
+                    r.status,
+                    r.rows_extracted,
+                    r.rows_removed,
+                    r.rows_quarantined,
+                    parts,
+                    r.error.map(|e| format!("  ({e})")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        StateCmd::Reset { stream, connection } => {
+            let id = ctx.defs.get(&stream.parse()?)?.id.to_string();
+            let conns: Vec<String> = match connection {
+                Some(c) => vec![ctx.config.connection(&c)?.name.clone()],
+                None => ctx.config.connections.keys().cloned().collect(),
+            };
+            for c in conns {
+                if ctx.state.reset(&c, &id)? {
+                    println!("{c}/{id}: state reset; the next sync is a full snapshot");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
+    let defs = match Config::load(config) {
+        Ok(c) => Definitions::load(Some(&c.definitions_dir))?,
+        Err(_) => Definitions::builtin()?,
+    };
+    match cmd {
+        CatalogCmd::List => {
+            println!(
+                "{:<28} {:<32} {:<12} {:>7}",
+                "stream", "table", "incremental", "columns"
+            );
+            for s in defs.streams() {
+                println!(
+                    "{:<28} {:<32} {:<12} {:>7}",
+                    s.id.to_string(),
+                    format!("{}.{}", s.id.dataset(), s.id.entity),
+                    format!("{:?}", s.spec.incremental).to_lowercase(),
+                    s.catalog.columns.len()
+                );
+            }
+        }
+        CatalogCmd::Show { stream } => {
+            let s = defs.get(&stream.parse()?)?;
+            println!("{} → {}.{}", s.id, s.id.dataset(), s.id.entity);
+            if let Some(d) = &s.catalog.description {
+                println!("{d}");
+            }
+            println!("primary key: {}", s.catalog.primary_key.join(", "));
+            println!(
+                "incremental: {:?}, page size {}",
+                s.spec.incremental,
+                s.page_size()
+            );
+            println!(
+                "\n{:<28} {:<14} {:<8} {:<40}",
+                "column", "type", "null", "source"
+            );
+            for c in &s.catalog.columns {
+                println!(
+                    "{:<28} {:<14} {:<8} {:<40}",
+                    c.name,
+                    c.ty.to_string(),
+                    if c.nullable { "yes" } else { "no" },
+                    c.source.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_secret(a: &AddArgs) -> Result<SecretString> {
+    if let Some(var) = &a.client_secret_env {
+        let v =
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        return Ok(SecretString::from(v));
+    }
+    if a.client_secret_stdin || !std::io::stdin().is_terminal() {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the client secret from standard input")?;
+        let s = s.trim_end_matches(['\r', '\n']).to_string();
+        if s.is_empty() {
+            bail!("no client secret on standard input");
+        }
+        return Ok(SecretString::from(s));
+    }
+    bail!(
+        "give the client secret with --client-secret-env VAR or --client-secret-stdin (it is stored encrypted, never in mlc.toml)"
+    )
+}
+
+async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
+    match cmd {
+        ConnectionCmd::Add(a) => {
+            if a.system != "dataverse" {
+                bail!("--system {}: this build supports dataverse", a.system);
+            }
+            let secret = read_secret(&a)?;
+            let text = match std::fs::read_to_string(config) {
+                Ok(t) => t,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    ml_connector::config::template().to_string()
+                }
+                Err(e) => return Err(e).with_context(|| format!("reading {}", config.display())),
+            };
+            let mut doc: toml_edit::DocumentMut = text
+                .parse()
+                .with_context(|| format!("parsing {}", config.display()))?;
+            let conns = doc
+                .entry("connections")
+                .or_insert_with(|| {
+                    let mut t = toml_edit::Table::new();
+                    t.set_implicit(true);
+                    toml_edit::Item::Table(t)
+                })
+                .as_table_mut()
+                .ok_or_else(|| anyhow!("`connections` in {} is not a table", config.display()))?;
+            let mut t = toml_edit::Table::new();
+            t.insert("system", toml_edit::value(&a.system));
+            t.insert("environment_url", toml_edit::value(&a.environment_url));
+            t.insert("tenant_id", toml_edit::value(&a.tenant_id));
+            t.insert("client_id", toml_edit::value(&a.client_id));
+            if let Some(auth) = &a.authority_url {
+                t.insert("authority_url", toml_edit::value(auth));
+            }
+            conns.insert(&a.name, toml_edit::Item::Table(t));
+            let new_text = doc.to_string();
+            // Validate before writing anything.
+            let dir = config
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let parsed = Config::parse(&new_text, dir, &|k| std::env::var(k).ok())?;
+            let mut secrets = Secrets::new();
+            secrets.insert("client_secret".into(), secret);
+            Vault::new(&parsed.vault).put(&a.name, &secrets)?;
+            std::fs::write(config, new_text)
+                .with_context(|| format!("writing {}", config.display()))?;
+            println!(
+                "connection `{}` saved to {} (secret encrypted in {}); check it with `mlc connection check {}`",
+                a.name,
+                config.display(),
+                parsed.vault.path.display(),
+                a.name
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ConnectionCmd::List => {
+            let cfg = load_config(config)?;
+            let stored = Vault::new(&cfg.vault).names()?;
+            println!("{:<16} {:<12} {:<48} secret", "name", "system", "url");
+            for c in cfg.connections.values() {
+                let ml_connector::config::ConnectionSettings::Dataverse(d) = &c.settings;
+                let secret = if d.client_secret.is_some() {
+                    "from environment"
+                } else if stored.contains(&c.name) {
+                    "stored (encrypted)"
+                } else {
+                    "MISSING"
+                };
+                println!(
+                    "{:<16} {:<12} {:<48} {}",
+                    c.name,
+                    c.system(),
+                    d.environment_url,
+                    secret
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConnectionCmd::Check { name } => {
+            let cfg = load_config(config)?;
+            let vault = Vault::new(&cfg.vault);
+            let conns: Vec<_> = match &name {
+                Some(n) => vec![cfg.connection(n)?],
+                None => cfg.connections.values().collect(),
+            };
+            let mut all_ok = true;
+            for c in conns {
+                let r = connect::check(c, &vault).await;
+                for s in &r.steps {
+                    println!("{}: ok: {s}", r.connection);
+                }
+                match &r.problem {
+                    None => println!("{}: connection works", r.connection),
+                    Some(p) => {
+                        all_ok = false;
+                        println!("{}: PROBLEM: {p}", r.connection);
+                    }
+                }
+            }
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        ConnectionCmd::Remove { name } => {
+            let text = std::fs::read_to_string(config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            let mut doc: toml_edit::DocumentMut = text.parse()?;
+            let removed = doc
+                .get_mut("connections")
+                .and_then(|c| c.as_table_mut())
+                .and_then(|t| t.remove(&name))
+                .is_some();
+            let cfg = load_config(config)?;
+            let had_secret = Vault::new(&cfg.vault).remove(&name)?;
+            if !removed && !had_secret {
+                bail!("no connection `{name}`");
+            }
+            std::fs::write(config, doc.to_string())?;
+            println!("connection `{name}` removed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

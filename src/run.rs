@@ -1,0 +1,632 @@
+//! One run of one stream, end to end (DESIGN.md §6):
+//! read state → fetch pages → decode → Parquet parts (checkpointed) → `_manifest.json` →
+//! warehouse merge → commit the cursor. Each step records its completion in the state store, so
+//! a run interrupted anywhere (crash, `kill -9`, network loss) is resumed by the next `mlc sync`
+//! of the same stream: from its last part while extracting, from its manifest once extracted.
+//!
+//! Pipeline: a fetch task runs ahead of decoding (bounded channel), pages are decoded on two
+//! blocking threads in order, and Parquet encoding runs on a third, so fetch, decode and encode
+//! overlap and memory is bounded by a few pages plus one part, never by the table.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampMicrosecondType;
+use futures::StreamExt;
+use object_store::path::Path as ObjPath;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::batches::{DecodedPage, Quarantined, RowDecoder};
+use crate::config::{Config, Connection};
+use crate::connect::{Endpoint, endpoint};
+use crate::error::{Error, Result};
+use crate::lake::{Lake, Manifest, PartInfo, PartWriter, sha256_hex};
+use crate::loaders::warehouse::Warehouse;
+use crate::schema::schema_hash;
+use crate::spec::{Definitions, Incremental, Stream};
+use crate::state::{PartRecord, RunRecord, StateStore, pid_alive, status};
+use crate::streams::{self, Page, ReadMode};
+use crate::vault::Vault;
+
+/// Pages decoded at the same time.
+const DECODE_PARALLELISM: usize = 2;
+/// Pages fetched ahead of the decoder.
+const PREFETCH_PAGES: usize = 2;
+
+/// Everything a run needs, opened once per command.
+pub struct Context {
+    pub config: Config,
+    pub defs: Definitions,
+    pub state: Arc<StateStore>,
+    pub lake: Lake,
+    pub warehouse: Arc<Warehouse>,
+    pub vault: Vault,
+}
+
+impl Context {
+    pub fn open(config: Config) -> Result<Self> {
+        let defs = Definitions::load(Some(&config.definitions_dir))?;
+        let state = Arc::new(StateStore::open(&config.state_path)?);
+        let lake = Lake::open(&config.lake_url, &config.dir)?;
+        let warehouse = Arc::new(Warehouse::open(&config.warehouse)?);
+        let vault = Vault::new(&config.vault);
+        Ok(Self {
+            config,
+            defs,
+            state,
+            lake,
+            warehouse,
+            vault,
+        })
+    }
+
+    /// The streams `conn` runs, restricted to `patterns` when given.
+    pub fn streams_for(&self, conn: &Connection, patterns: &[String]) -> Result<Vec<&Stream>> {
+        let mine = self.defs.select(&conn.streams)?;
+        if patterns.is_empty() {
+            return Ok(mine);
+        }
+        let wanted = self.defs.select(patterns)?;
+        Ok(mine
+            .into_iter()
+            .filter(|s| wanted.iter().any(|w| w.id == s.id))
+            .collect())
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunRequest {
+    /// Continue from the committed state (`full` forces a snapshot with delete reconciliation).
+    Sync { full: bool },
+    /// Re-read a window of the cursor column without touching the committed state. No window =
+    /// the whole table, which also reconciles deletes.
+    Backfill {
+        since: Option<String>,
+        until: Option<String>,
+    },
+}
+
+/// What a run did, for the summary table and `--json` output.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunSummary {
+    pub stream: String,
+    pub connection: String,
+    pub run_id: String,
+    pub kind: String,
+    pub rows_extracted: u64,
+    pub upserted: u64,
+    pub deleted: u64,
+    pub quarantined: u64,
+    pub table_rows: u64,
+    pub json_bytes: u64,
+    pub seconds: f64,
+    /// Things the user should know (resumed, re-snapshot after an expired token, …).
+    pub notes: Vec<String>,
+}
+
+/// Runs (or resumes) one stream of one connection.
+pub async fn run_stream(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    req: &RunRequest,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let ep = endpoint(conn, &ctx.vault)?;
+    let mut notes = Vec::new();
+    let mut run = prepare_run(ctx, conn, stream, req, &mut notes)?;
+    let span = tracing::info_span!("run", stream = %stream.id, connection = %conn.name, run_id = %run.run_id);
+    use tracing::Instrument;
+    async move {
+    if run.status == status::RUNNING {
+        match extract(ctx, conn, stream, &ep, &run).await {
+            Ok(()) => {}
+            Err(Error::DeltaExpired { message, .. }) => {
+                tracing::warn!(
+                    stream = %stream.id,
+                    "DELTA TOKEN EXPIRED ({message}): re-reading the whole table; rows missing from the new snapshot will be marked deleted"
+                );
+                notes.push("delta token expired: re-snapshot with delete reconciliation".into());
+                ctx.state.abandon_run(&run.run_id, "delta token expired")?;
+                run = new_run(ctx, conn, stream, "snapshot", true, None, None)?;
+                extract(ctx, conn, stream, &ep, &run).await?;
+            }
+            Err(e @ Error::Http { status: 400..=499, .. }) if run.position.is_some() && e.status() != Some(429) => {
+                tracing::warn!(
+                    stream = %stream.id,
+                    "the saved paging position was refused ({e}); restarting the read from the beginning"
+                );
+                notes.push("saved paging position expired: read restarted".into());
+                ctx.state.abandon_run(&run.run_id, "paging position refused")?;
+                let (kind, reconcile, cursor_start, window) = (
+                    run.kind.clone(),
+                    run.reconcile,
+                    run.cursor_start.clone(),
+                    run.window.clone(),
+                );
+                run = new_run(ctx, conn, stream, &kind, reconcile, cursor_start, window)?;
+                extract(ctx, conn, stream, &ep, &run).await?;
+            }
+            Err(e) => {
+                ctx.state.note_error(&run.run_id, &e.to_string())?;
+                return Err(e);
+            }
+        }
+        run = reload(ctx, &run.run_id)?;
+    }
+
+    if run.status == status::EXTRACTED {
+        if let Err(e) = load(ctx, stream, &run).await {
+            ctx.state.note_error(&run.run_id, &e.to_string())?;
+            return Err(e);
+        }
+        run = reload(ctx, &run.run_id)?;
+    }
+    if run.status == status::LOADED {
+        ctx.state.commit_run(&run.run_id, run.kind != "backfill")?;
+        run = reload(ctx, &run.run_id)?;
+    }
+    Ok(RunSummary {
+        stream: stream.id.to_string(),
+        connection: conn.name.clone(),
+        run_id: run.run_id.clone(),
+        kind: run.kind.clone(),
+        rows_extracted: run.rows_extracted,
+        upserted: run.rows_upserted,
+        deleted: run.rows_removed,
+        quarantined: run.rows_quarantined,
+        table_rows: run.table_rows,
+        json_bytes: run.json_bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        notes,
+    })
+    }
+    .instrument(span)
+    .await
+}
+
+fn reload(ctx: &Context, run_id: &str) -> Result<RunRecord> {
+    ctx.state
+        .run(run_id)?
+        .ok_or_else(|| Error::State(format!("run {run_id} vanished from the state store")))
+}
+
+/// A new run id: sortable UTC time plus randomness.
+pub fn new_run_id() -> String {
+    format!(
+        "{}-{:06x}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%3fZ"),
+        rand::random::<u32>() & 0xff_ffff
+    )
+}
+
+fn new_run(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    kind: &str,
+    reconcile: bool,
+    cursor_start: Option<String>,
+    window: Option<String>,
+) -> Result<RunRecord> {
+    let mut r = RunRecord::new(
+        &new_run_id(),
+        &conn.name,
+        &stream.id.to_string(),
+        kind,
+        reconcile,
+        &schema_hash(&stream.catalog),
+        cursor_start,
+    );
+    r.window = window;
+    ctx.state.begin_run(&r)?;
+    Ok(r)
+}
+
+/// Finds the run to continue, or starts the one the request calls for.
+fn prepare_run(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    req: &RunRequest,
+    notes: &mut Vec<String>,
+) -> Result<RunRecord> {
+    let sid = stream.id.to_string();
+    let window = match req {
+        RunRequest::Backfill { since, until } => Some(format!(
+            "{}..{}",
+            since.as_deref().unwrap_or(""),
+            until.as_deref().unwrap_or("")
+        )),
+        RunRequest::Sync { .. } => None,
+    };
+    if let Some(open) = ctx.state.open_run(&conn.name, &sid)? {
+        if let Some(pid) = open.owner_pid
+            && pid != std::process::id()
+            && pid_alive(pid)
+        {
+            return Err(Error::Stopped(format!(
+                "{sid} on `{}` is being run by another mlc process (pid {pid}); wait for it to finish",
+                conn.name
+            )));
+        }
+        let resume = if open.schema_hash != schema_hash(&stream.catalog) {
+            tracing::warn!(stream = %sid, run_id = %open.run_id, "the catalog changed since this run started; starting over");
+            ctx.state.abandon_run(&open.run_id, "catalog changed")?;
+            false
+        } else if open.kind == "backfill" {
+            // Backfills never move state: dropping an unfinished one loses nothing.
+            let same = matches!(req, RunRequest::Backfill { .. }) && open.window == window;
+            if !same {
+                ctx.state.abandon_run(&open.run_id, "superseded")?;
+            }
+            same
+        } else {
+            match req {
+                RunRequest::Sync { full: false } => true,
+                // A full snapshot reconciles everything: an unfinished sync run adds nothing.
+                RunRequest::Sync { full: true } => {
+                    ctx.state
+                        .abandon_run(&open.run_id, "superseded by a full sync")?;
+                    false
+                }
+                RunRequest::Backfill { .. } => {
+                    return Err(Error::Stopped(format!(
+                        "{sid} has an unfinished {} run {}; run `mlc sync {sid}` to finish it first",
+                        open.kind, open.run_id
+                    )));
+                }
+            }
+        };
+        if resume {
+            ctx.state.claim_run(&open.run_id)?;
+            notes.push(format!("resumed run {} ({})", open.run_id, open.status));
+            tracing::info!(stream = %sid, run_id = %open.run_id, status = %open.status, "resuming an unfinished run");
+            return Ok(open);
+        }
+    }
+    let cursor = ctx.state.cursor(&conn.name, &sid)?;
+    let (kind, reconcile) = match req {
+        RunRequest::Backfill { since, until } => ("backfill", since.is_none() && until.is_none()),
+        RunRequest::Sync { full } => match (stream.spec.incremental, &cursor, full) {
+            (Incremental::Full, _, _) | (_, None, _) | (_, _, true) => ("snapshot", true),
+            _ => ("incremental", false),
+        },
+    };
+    new_run(ctx, conn, stream, kind, reconcile, cursor, window)
+}
+
+/// What the run reads.
+fn read_mode(stream: &Stream, run: &RunRecord) -> ReadMode {
+    match run.kind.as_str() {
+        "backfill" => {
+            let (since, until) = run
+                .window
+                .as_deref()
+                .and_then(|w| w.split_once(".."))
+                .map(|(s, u)| {
+                    (
+                        (!s.is_empty()).then(|| s.to_string()),
+                        (!u.is_empty()).then(|| u.to_string()),
+                    )
+                })
+                .unwrap_or((None, None));
+            if since.is_none() && until.is_none() {
+                ReadMode::Snapshot { track: false }
+            } else {
+                ReadMode::Window { since, until }
+            }
+        }
+        "incremental" => ReadMode::Incremental {
+            cursor: run.cursor_start.clone().unwrap_or_default(),
+        },
+        _ => ReadMode::Snapshot {
+            track: stream.spec.incremental == Incremental::Delta,
+        },
+    }
+}
+
+/// A part being filled.
+struct OpenPart {
+    writer: PartWriter,
+    quarantined: Vec<Quarantined>,
+    json_bytes: u64,
+    /// Resume position after the last page in the part.
+    position: Option<String>,
+    pages: usize,
+}
+
+/// Fetch → decode → parts → manifest. On return the run is `extracted`.
+async fn extract(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    ep: &Endpoint,
+    run: &RunRecord,
+) -> Result<()> {
+    let mode = read_mode(stream, run);
+    let mut source = streams::open(stream, ep, &mode, run.position.clone())?;
+    let decoder = Arc::new(RowDecoder::new(stream, &conn.name, &run.run_id)?);
+    let schema = decoder.schema();
+    let part_target = ctx.config.sync.part_size_bytes;
+    let cursor_col = (stream.spec.incremental == Incremental::Cursor)
+        .then(|| stream.cursor_column().map(|c| c.name.clone()))
+        .flatten();
+    let mut cursor_max: Option<i64> = run
+        .pending_cursor
+        .as_deref()
+        .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+        .map(|t| t.timestamp_micros());
+
+    // Fetch ahead of decoding.
+    let (page_tx, page_rx) = mpsc::channel::<Result<Page>>(PREFETCH_PAGES);
+    let fetcher = tokio::spawn(async move {
+        loop {
+            let next = source.next_page().await;
+            let stop = !matches!(next, Ok(Some(_)));
+            let item = match next {
+                Ok(Some(p)) => Ok(p),
+                Ok(None) => break,
+                Err(e) => Err(e),
+            };
+            if page_tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    // Decode in order, several pages at once.
+    let pages =
+        futures::stream::unfold(
+            page_rx,
+            |mut rx| async move { rx.recv().await.map(|p| (p, rx)) },
+        );
+    let mut decoded = Box::pin(
+        pages
+            .map(|page| {
+                let decoder = decoder.clone();
+                async move {
+                    let page = page?;
+                    tokio::task::spawn_blocking(move || {
+                        let out =
+                            decoder.decode_page(&page.body, &page.rows, page.received_at_micros);
+                        out.map(|d| (d, page.resume, page.end_cursor))
+                    })
+                    .await
+                    .map_err(|e| Error::Decode {
+                        stream: String::new(),
+                        message: format!("decoder thread failed: {e}"),
+                    })?
+                }
+            })
+            .buffered(DECODE_PARALLELISM),
+    );
+
+    let mut part_no = run.next_part;
+    let mut open: Option<OpenPart> = None;
+    let mut end_cursor: Option<String> = None;
+    let result: Result<()> = async {
+        while let Some(item) = decoded.next().await {
+            let (page, resume, page_end): (DecodedPage, Option<String>, Option<String>) = item?;
+            if page_end.is_some() {
+                end_cursor = page_end;
+            }
+            let mut part = match open.take() {
+                Some(p) => p,
+                None => OpenPart {
+                    writer: PartWriter::new(schema.clone())?,
+                    quarantined: Vec::new(),
+                    json_bytes: 0,
+                    position: None,
+                    pages: 0,
+                },
+            };
+            part.json_bytes += page.json_bytes as u64;
+            part.quarantined.extend(page.quarantined);
+            part.position = resume;
+            part.pages += 1;
+            if let Some(batch) = page.batch {
+                if let Some(col) = &cursor_col
+                    && let Some(arr) = batch.column_by_name(col)
+                    && let Some(ts) = arr.as_primitive_opt::<TimestampMicrosecondType>()
+                {
+                    for v in ts.iter().flatten() {
+                        cursor_max = Some(cursor_max.map_or(v, |m| m.max(v)));
+                    }
+                }
+                let deleted = page.deleted as u64;
+                part = tokio::task::spawn_blocking(move || {
+                    part.writer.write(&batch, deleted).map(|_| part)
+                })
+                .await
+                .map_err(|e| Error::lake("parquet", e))??;
+            }
+            if part.writer.buffered_bytes() >= part_target {
+                flush_part(ctx, stream, run, part_no, part, cursor_max).await?;
+                part_no += 1;
+            } else {
+                open = Some(part);
+            }
+        }
+        if let Some(part) = open.take()
+            && (part.writer.rows() > 0 || !part.quarantined.is_empty() || part_no == run.next_part)
+        {
+            flush_part(ctx, stream, run, part_no, part, cursor_max).await?;
+        }
+        Ok(())
+    }
+    .await;
+    drop(decoded);
+    fetcher.abort();
+    result?;
+
+    // Everything is durable: write the manifest, then hand over to the load.
+    let parts = ctx.state.parts(&run.run_id)?;
+    let run_now = reload(ctx, &run.run_id)?;
+    let pending = match stream.spec.incremental {
+        Incremental::Delta if run.kind != "backfill" => {
+            let end = end_cursor.or_else(|| run_now.pending_cursor.clone());
+            if end.is_none() && run.kind == "snapshot" {
+                return Err(Error::Decode {
+                    stream: stream.id.to_string(),
+                    message: "the change-tracking read ended without an @odata.deltaLink: is change tracking enabled on this table?".into(),
+                });
+            }
+            end
+        }
+        Incremental::Cursor => cursor_max
+            .and_then(chrono::DateTime::from_timestamp_micros)
+            .map(|t| t.to_rfc3339())
+            .or(run.cursor_start.clone()),
+        _ => None,
+    };
+    let manifest = Manifest {
+        run_id: run.run_id.clone(),
+        stream: stream.id.to_string(),
+        connection: conn.name.clone(),
+        kind: run.kind.clone(),
+        reconcile: run.reconcile,
+        schema_hash: run.schema_hash.clone(),
+        started_at: run.started_at.clone(),
+        finished_at: chrono::Utc::now().to_rfc3339(),
+        rows: parts.iter().map(|p| p.rows).sum(),
+        deleted: parts.iter().map(|p| p.deleted).sum(),
+        quarantined: parts.iter().map(|p| p.quarantined).sum(),
+        cursor_start: run.cursor_start.clone(),
+        cursor_end: pending.clone(),
+        files: parts
+            .iter()
+            .filter(|p| p.rows > 0)
+            .map(|p| PartInfo {
+                path: p.path.clone(),
+                rows: p.rows,
+                deleted: p.deleted,
+                bytes: p.bytes,
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+        quarantine_files: parts
+            .iter()
+            .filter_map(|p| p.quarantine_path.clone())
+            .collect(),
+    };
+    ctx.lake.write_manifest(&manifest).await?;
+    ctx.state.mark_extracted(&run.run_id, pending.as_deref())?;
+    tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), "extracted");
+    Ok(())
+}
+
+/// Encodes and uploads a part (and its quarantine), then checkpoints.
+async fn flush_part(
+    ctx: &Context,
+    stream: &Stream,
+    run: &RunRecord,
+    part_no: u32,
+    part: OpenPart,
+    cursor_max: Option<i64>,
+) -> Result<()> {
+    let rows = part.writer.rows();
+    let deleted = part.writer.deleted();
+    let (bytes, sha) = tokio::task::spawn_blocking(move || {
+        let bytes = part.writer.finish()?;
+        let sha = sha256_hex(&bytes);
+        Ok::<_, Error>((bytes, sha))
+    })
+    .await
+    .map_err(|e| Error::lake("parquet", e))??;
+    let path = Lake::part_path(&stream.id, &run.run_id, part_no);
+    let size = bytes.len() as u64;
+    if rows > 0 {
+        ctx.lake.put(&path, bytes).await?;
+    }
+    let quarantine_path = if part.quarantined.is_empty() {
+        None
+    } else {
+        for q in &part.quarantined {
+            tracing::warn!(stream = %stream.id, key = q.key.as_deref().unwrap_or("?"), "quarantined a record: {}", q.reason);
+        }
+        Some(
+            ctx.lake
+                .put_quarantine(&stream.id, &run.run_id, part_no, &part.quarantined)
+                .await?
+                .to_string(),
+        )
+    };
+    if let Some(m) = cursor_max.and_then(chrono::DateTime::from_timestamp_micros) {
+        ctx.state.set_pending_cursor(&run.run_id, &m.to_rfc3339())?;
+    }
+    ctx.state.record_part(
+        &run.run_id,
+        &PartRecord {
+            part: part_no,
+            path: path.to_string(),
+            rows,
+            deleted,
+            bytes: if rows > 0 { size } else { 0 },
+            sha256: if rows > 0 { sha } else { String::new() },
+            quarantine_path,
+            quarantined: part.quarantined.len() as u64,
+        },
+        part.position.as_deref(),
+        part.json_bytes,
+    )?;
+    tracing::debug!(stream = %stream.id, part = part_no, rows, pages = part.pages, "part written");
+    Ok(())
+}
+
+/// Merges an extracted run into the warehouse.
+async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<()> {
+    let manifest = ctx
+        .lake
+        .read_manifest(&stream.id, &run.run_id)
+        .await?
+        .ok_or_else(|| Error::State(format!(
+            "run {} is marked extracted but its manifest is missing from the lake ({}); run `mlc state reset {}`",
+            run.run_id, ctx.lake.url(), stream.id
+        )))?;
+    let parts: Vec<ObjPath> = manifest
+        .files
+        .iter()
+        .map(|f| ObjPath::from(f.path.as_str()))
+        .collect();
+    let stats = ctx
+        .warehouse
+        .merge(stream, &ctx.lake, &manifest, &parts)
+        .await?;
+    ctx.state
+        .mark_loaded(&run.run_id, stats.upserted, stats.deleted, stats.table_rows)?;
+    tracing::info!(stream = %stream.id, upserted = stats.upserted, deleted = stats.deleted, table_rows = stats.table_rows, "loaded");
+    Ok(())
+}
+
+/// Runs every selected stream of every selected connection, `config.sync.concurrency` at a
+/// time. One stream failing does not stop the others.
+pub async fn run_many(
+    ctx: &Context,
+    connections: &[&Connection],
+    patterns: &[String],
+    req: &RunRequest,
+) -> Result<Vec<(String, Result<RunSummary>)>> {
+    let mut jobs = Vec::new();
+    for conn in connections {
+        for s in ctx.streams_for(conn, patterns)? {
+            jobs.push((*conn, s));
+        }
+    }
+    if jobs.is_empty() {
+        return Err(Error::Config(
+            "nothing to run: no configured connection has a stream matching the selection".into(),
+        ));
+    }
+    let results = futures::stream::iter(jobs)
+        .map(|(conn, s)| async move {
+            let label = format!("{}/{}", conn.name, s.id);
+            (label, run_stream(ctx, conn, s, req).await)
+        })
+        .buffer_unordered(ctx.config.sync.concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(results)
+}

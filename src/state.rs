@@ -1,0 +1,570 @@
+//! The embedded state store (SQLite): per-stream cursors and delta tokens, run history with row
+//! counts, and the checkpoints that let a long snapshot resume at its last written part.
+//!
+//! Ordering rule (DESIGN.md §6): a cursor advances only in [`StateStore::commit_run`], called
+//! after the warehouse load succeeded. Everything a run learns before that is kept on the run
+//! row (`pending_cursor`, `position`), so a crash at any point resumes without a gap.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS stream_state (
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    cursor TEXT,
+    updated_at TEXT NOT NULL,
+    last_run_id TEXT,
+    PRIMARY KEY (connection, stream)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reconcile INTEGER NOT NULL,
+    schema_hash TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    cursor_start TEXT,
+    pending_cursor TEXT,
+    position TEXT,
+    next_part INTEGER NOT NULL DEFAULT 0,
+    rows_extracted INTEGER NOT NULL DEFAULT 0,
+    rows_deleted INTEGER NOT NULL DEFAULT 0,
+    rows_quarantined INTEGER NOT NULL DEFAULT 0,
+    json_bytes INTEGER NOT NULL DEFAULT 0,
+    rows_upserted INTEGER NOT NULL DEFAULT 0,
+    rows_removed INTEGER NOT NULL DEFAULT 0,
+    table_rows INTEGER NOT NULL DEFAULT 0,
+    owner_pid INTEGER,
+    window TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_stream ON runs (connection, stream, started_at);
+CREATE TABLE IF NOT EXISTS run_parts (
+    run_id TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    quarantine_path TEXT,
+    quarantined INTEGER NOT NULL,
+    PRIMARY KEY (run_id, part)
+);
+"#;
+
+/// Run statuses, in the order a run moves through them.
+pub mod status {
+    /// Pages are being read and parts written.
+    pub const RUNNING: &str = "running";
+    /// The manifest is written; the warehouse load may not have finished.
+    pub const EXTRACTED: &str = "extracted";
+    /// The warehouse holds the run; the cursor is not committed yet.
+    pub const LOADED: &str = "loaded";
+    /// Done: the cursor (if any) is committed.
+    pub const COMMITTED: &str = "committed";
+    /// Given up (state reset, or a catalog change made its parts unusable).
+    pub const ABANDONED: &str = "abandoned";
+}
+
+/// One run of one stream.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub connection: String,
+    pub stream: String,
+    /// `incremental`, `snapshot` or `backfill`.
+    pub kind: String,
+    pub status: String,
+    pub reconcile: bool,
+    pub schema_hash: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub cursor_start: Option<String>,
+    pub pending_cursor: Option<String>,
+    /// Where to resume reading (e.g. the next link after the last written part).
+    pub position: Option<String>,
+    pub next_part: u32,
+    pub rows_extracted: u64,
+    pub rows_deleted: u64,
+    pub rows_quarantined: u64,
+    pub json_bytes: u64,
+    pub rows_upserted: u64,
+    pub rows_removed: u64,
+    pub table_rows: u64,
+    pub owner_pid: Option<u32>,
+    /// Backfill window, `since..until`.
+    pub window: Option<String>,
+    pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// A fresh run in `running` state.
+    pub fn new(
+        run_id: &str,
+        connection: &str,
+        stream: &str,
+        kind: &str,
+        reconcile: bool,
+        schema_hash: &str,
+        cursor_start: Option<String>,
+    ) -> Self {
+        Self {
+            run_id: run_id.into(),
+            connection: connection.into(),
+            stream: stream.into(),
+            kind: kind.into(),
+            status: status::RUNNING.into(),
+            reconcile,
+            schema_hash: schema_hash.into(),
+            started_at: chrono::Utc::now().to_rfc3339(),
+            finished_at: None,
+            cursor_start,
+            pending_cursor: None,
+            position: None,
+            next_part: 0,
+            rows_extracted: 0,
+            rows_deleted: 0,
+            rows_quarantined: 0,
+            json_bytes: 0,
+            rows_upserted: 0,
+            rows_removed: 0,
+            table_rows: 0,
+            owner_pid: Some(std::process::id()),
+            window: None,
+            error: None,
+        }
+    }
+}
+
+/// A written part, as recorded for the manifest.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PartRecord {
+    pub part: u32,
+    pub path: String,
+    pub rows: u64,
+    pub deleted: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    pub quarantine_path: Option<String>,
+    pub quarantined: u64,
+}
+
+/// A stream's committed position.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamState {
+    pub connection: String,
+    pub stream: String,
+    pub cursor: Option<String>,
+    pub updated_at: String,
+    pub last_run_id: Option<String>,
+}
+
+/// The SQLite-backed store.
+pub struct StateStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateStore")
+    }
+}
+
+const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error";
+
+/// SQLite integers are i64; counts are never negative.
+fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, i64>(i)?.max(0) as u64)
+}
+
+fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        run_id: r.get(0)?,
+        connection: r.get(1)?,
+        stream: r.get(2)?,
+        kind: r.get(3)?,
+        status: r.get(4)?,
+        reconcile: r.get(5)?,
+        schema_hash: r.get(6)?,
+        started_at: r.get(7)?,
+        finished_at: r.get(8)?,
+        cursor_start: r.get(9)?,
+        pending_cursor: r.get(10)?,
+        position: r.get(11)?,
+        next_part: r.get(12)?,
+        rows_extracted: count(r, 13)?,
+        rows_deleted: count(r, 14)?,
+        rows_quarantined: count(r, 15)?,
+        json_bytes: count(r, 16)?,
+        rows_upserted: count(r, 17)?,
+        rows_removed: count(r, 18)?,
+        table_rows: count(r, 19)?,
+        owner_pid: r.get(20)?,
+        window: r.get(21)?,
+        error: r.get(22)?,
+    })
+}
+
+impl StateStore {
+    /// Opens (creating) the store at `path`. WAL journaling: a committed transaction survives a
+    /// killed process.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let conn =
+            Connection::open(path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .map_err(|_| Error::State("state store lock poisoned".into()))?;
+        f(&mut guard).map_err(Error::from)
+    }
+
+    /// The committed cursor of a stream.
+    pub fn cursor(&self, connection: &str, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cursor FROM stream_state WHERE connection = ?1 AND stream = ?2",
+                params![connection, stream],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// The unfinished run of a stream (running, extracted or loaded), if any.
+    pub fn open_run(&self, connection: &str, stream: &str) -> Result<Option<RunRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ?1 AND stream = ?2 AND status IN ('running','extracted','loaded') ORDER BY started_at DESC LIMIT 1"
+                ),
+                params![connection, stream],
+                run_from_row,
+            )
+            .optional()
+        })
+    }
+
+    pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
+                params![run_id],
+                run_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Records a new run.
+    pub fn begin_run(&self, r: &RunRecord) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO runs (run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, cursor_start, owner_pid, window) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![r.run_id, r.connection, r.stream, r.kind, r.status, r.reconcile, r.schema_hash, r.started_at, r.cursor_start, r.owner_pid, r.window],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Takes over an unfinished run for this process (after checking its owner is gone).
+    pub fn claim_run(&self, run_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET owner_pid = ?2, error = NULL WHERE run_id = ?1",
+                params![run_id, std::process::id()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Records a durable part and the position after it, atomically: the checkpoint.
+    pub fn record_part(
+        &self,
+        run_id: &str,
+        p: &PartRecord,
+        position: Option<&str>,
+        json_bytes: u64,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO run_parts (run_id, part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![run_id, p.part, p.path, p.rows as i64, p.deleted as i64, p.bytes as i64, p.sha256, p.quarantine_path, p.quarantined as i64],
+            )?;
+            tx.execute(
+                "UPDATE runs SET next_part = ?2, position = ?3, rows_extracted = rows_extracted + ?4, rows_deleted = rows_deleted + ?5, rows_quarantined = rows_quarantined + ?6, json_bytes = json_bytes + ?7 WHERE run_id = ?1",
+                params![run_id, p.part + 1, position, p.rows as i64, p.deleted as i64, p.quarantined as i64, json_bytes as i64],
+            )?;
+            tx.commit()
+        })
+    }
+
+    pub fn parts(&self, run_id: &str) -> Result<Vec<PartRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined FROM run_parts WHERE run_id = ?1 ORDER BY part",
+            )?;
+            st.query_map(params![run_id], |r| {
+                Ok(PartRecord {
+                    part: r.get(0)?,
+                    path: r.get(1)?,
+                    rows: count(r, 2)?,
+                    deleted: count(r, 3)?,
+                    bytes: count(r, 4)?,
+                    sha256: r.get(5)?,
+                    quarantine_path: r.get(6)?,
+                    quarantined: count(r, 7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The largest cursor value seen so far (cursor streams), kept across resumes.
+    pub fn set_pending_cursor(&self, run_id: &str, cursor: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET pending_cursor = ?2 WHERE run_id = ?1",
+                params![run_id, cursor],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Extraction finished and the manifest is written; `pending_cursor` waits for the load.
+    pub fn mark_extracted(&self, run_id: &str, pending_cursor: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'extracted', pending_cursor = ?2 WHERE run_id = ?1",
+                params![run_id, pending_cursor],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn mark_loaded(
+        &self,
+        run_id: &str,
+        upserted: u64,
+        removed: u64,
+        table_rows: u64,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'loaded', rows_upserted = ?2, rows_removed = ?3, table_rows = ?4 WHERE run_id = ?1",
+                params![run_id, upserted as i64, removed as i64, table_rows as i64],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The last step of a run: the stream's cursor becomes the run's pending cursor (unless
+    /// `advance` is false, as for backfills) and the run is committed, in one transaction.
+    pub fn commit_run(&self, run_id: &str, advance: bool) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let (connection, stream, pending): (String, String, Option<String>) = tx.query_row(
+                "SELECT connection, stream, pending_cursor FROM runs WHERE run_id = ?1",
+                params![run_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            let now = chrono::Utc::now().to_rfc3339();
+            if advance {
+                tx.execute(
+                    "INSERT INTO stream_state (connection, stream, cursor, updated_at, last_run_id) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (connection, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at, last_run_id = excluded.last_run_id",
+                    params![connection, stream, pending, now, run_id],
+                )?;
+            }
+            tx.execute(
+                "UPDATE runs SET status = 'committed', finished_at = ?2, owner_pid = NULL WHERE run_id = ?1",
+                params![run_id, now],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Notes why a run stopped; it stays resumable.
+    pub fn note_error(&self, run_id: &str, error: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET error = ?2, owner_pid = NULL WHERE run_id = ?1",
+                params![run_id, error],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn abandon_run(&self, run_id: &str, why: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET status = 'abandoned', error = ?2, finished_at = ?3, owner_pid = NULL WHERE run_id = ?1",
+                params![run_id, why, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Forgets a stream's cursor and abandons its unfinished runs: the next run is a full
+    /// snapshot.
+    pub fn reset(&self, connection: &str, stream: &str) -> Result<bool> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM stream_state WHERE connection = ?1 AND stream = ?2",
+                params![connection, stream],
+            )?;
+            let m = tx.execute(
+                "UPDATE runs SET status = 'abandoned', error = 'state reset', owner_pid = NULL WHERE connection = ?1 AND stream = ?2 AND status IN ('running','extracted','loaded')",
+                params![connection, stream],
+            )?;
+            tx.commit()?;
+            Ok(n + m > 0)
+        })
+    }
+
+    pub fn stream_states(&self) -> Result<Vec<StreamState>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT connection, stream, cursor, updated_at, last_run_id FROM stream_state ORDER BY connection, stream",
+            )?;
+            st.query_map([], |r| {
+                Ok(StreamState {
+                    connection: r.get(0)?,
+                    stream: r.get(1)?,
+                    cursor: r.get(2)?,
+                    updated_at: r.get(3)?,
+                    last_run_id: r.get(4)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// Run history, newest first, optionally for one stream.
+    pub fn runs(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR stream = ?1) ORDER BY started_at DESC, run_id DESC LIMIT ?2"
+            ))?;
+            st.query_map(params![stream, limit as i64], run_from_row)?
+                .collect()
+        })
+    }
+}
+
+/// Whether a process id is alive on this machine (Linux `/proc`; elsewhere assumed alive, so a
+/// foreign run is never stolen).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_moves_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("s.db")).unwrap();
+        let r = RunRecord::new(
+            "r1",
+            "crm",
+            "dataverse.account",
+            "snapshot",
+            true,
+            "h",
+            None,
+        );
+        s.begin_run(&r).unwrap();
+        s.record_part(
+            "r1",
+            &PartRecord {
+                part: 0,
+                path: "p0".into(),
+                rows: 10,
+                deleted: 1,
+                bytes: 100,
+                sha256: "x".into(),
+                quarantine_path: None,
+                quarantined: 2,
+            },
+            Some("next-link"),
+            1000,
+        )
+        .unwrap();
+        let open = s.open_run("crm", "dataverse.account").unwrap().unwrap();
+        assert_eq!(open.position.as_deref(), Some("next-link"));
+        assert_eq!(
+            (open.next_part, open.rows_extracted, open.rows_quarantined),
+            (1, 10, 2)
+        );
+        s.mark_extracted("r1", Some("delta-1")).unwrap();
+        assert_eq!(s.cursor("crm", "dataverse.account").unwrap(), None);
+        s.mark_loaded("r1", 9, 1, 9).unwrap();
+        s.commit_run("r1", true).unwrap();
+        assert_eq!(
+            s.cursor("crm", "dataverse.account").unwrap().as_deref(),
+            Some("delta-1")
+        );
+        assert!(s.open_run("crm", "dataverse.account").unwrap().is_none());
+        assert_eq!(s.parts("r1").unwrap().len(), 1);
+        assert_eq!(s.runs(None, 10).unwrap()[0].status, status::COMMITTED);
+
+        assert!(s.reset("crm", "dataverse.account").unwrap());
+        assert_eq!(s.cursor("crm", "dataverse.account").unwrap(), None);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.db");
+        {
+            let s = StateStore::open(&p).unwrap();
+            s.begin_run(&RunRecord::new(
+                "r1",
+                "c",
+                "x.y",
+                "incremental",
+                false,
+                "h",
+                None,
+            ))
+            .unwrap();
+        }
+        let s = StateStore::open(&p).unwrap();
+        assert!(s.open_run("c", "x.y").unwrap().is_some());
+        assert!(pid_alive(std::process::id()));
+    }
+}

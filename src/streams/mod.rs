@@ -1,0 +1,70 @@
+//! Readers of source systems. A reader turns a stream definition and a connection into a
+//! sequence of [`Page`]s: the raw response bytes, the byte range of every record in them, and
+//! the position to resume from after the page. Decoding is not the reader's job
+//! (see `batches`), so pages can be decoded on other threads while the next one is fetched.
+
+pub mod odata;
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::connect::Endpoint;
+use crate::error::Result;
+use crate::spec::{ReaderKind, Stream};
+
+/// One page of records as received.
+#[derive(Debug)]
+pub struct Page {
+    pub body: Bytes,
+    /// Byte range of each record in `body`.
+    pub rows: Vec<Range<usize>>,
+    /// When the page was received (µs since the epoch, UTC): the rows' `_ml_extracted_at`.
+    pub received_at_micros: i64,
+    /// Where to resume after this page (`None` on the last page).
+    pub resume: Option<String>,
+    /// The position the next run starts from, known on the last page (a delta link).
+    pub end_cursor: Option<String>,
+}
+
+/// What part of the source a run reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadMode {
+    /// Everything, with change tracking started when `track` so the last page carries the
+    /// position of the next incremental run.
+    Snapshot { track: bool },
+    /// What changed since `cursor` (a delta link, or a cursor-column value).
+    Incremental { cursor: String },
+    /// A window on the stream's cursor column, for backfills (`None` = open end).
+    Window {
+        since: Option<String>,
+        until: Option<String>,
+    },
+}
+
+/// A source of pages.
+#[async_trait::async_trait]
+pub trait PageSource: Send {
+    /// The next page, or `None` when the read is complete.
+    async fn next_page(&mut self) -> Result<Option<Page>>;
+}
+
+/// Opens the reader of `stream` on `endpoint`. `resume` is a position saved by an earlier,
+/// interrupted attempt of the same run.
+pub fn open(
+    stream: &Stream,
+    endpoint: &Endpoint,
+    mode: &ReadMode,
+    resume: Option<String>,
+) -> Result<Box<dyn PageSource>> {
+    match stream.source.reader {
+        ReaderKind::Odata => Ok(Box::new(odata::ODataSource::new(
+            stream, endpoint, mode, resume,
+        )?)),
+    }
+}
+
+/// Microseconds since the epoch, now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
