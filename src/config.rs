@@ -212,7 +212,7 @@ struct RawSync {
     #[serde(default = "default_concurrency")]
     concurrency: usize,
     #[serde(default = "default_part_mb")]
-    part_size_mb: usize,
+    part_size_mb: f64,
 }
 impl Default for RawSync {
     fn default() -> Self {
@@ -225,8 +225,8 @@ impl Default for RawSync {
 fn default_concurrency() -> usize {
     2
 }
-fn default_part_mb() -> usize {
-    64
+fn default_part_mb() -> f64 {
+    64.0
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,8 +306,10 @@ impl Config {
         if raw.sync.concurrency == 0 {
             return Err(Error::Config("sync.concurrency must be at least 1".into()));
         }
-        if raw.sync.part_size_mb == 0 {
-            return Err(Error::Config("sync.part_size_mb must be at least 1".into()));
+        if !(raw.sync.part_size_mb > 0.0 && raw.sync.part_size_mb <= 4096.0) {
+            return Err(Error::Config(
+                "sync.part_size_mb must be between 0 and 4096 (MiB; fractions allowed)".into(),
+            ));
         }
         let mut connections = BTreeMap::new();
         for (name, table) in raw.connections {
@@ -325,7 +327,7 @@ impl Config {
             },
             sync: SyncConfig {
                 concurrency: raw.sync.concurrency,
-                part_size_bytes: raw.sync.part_size_mb << 20,
+                part_size_bytes: (raw.sync.part_size_mb * 1048576.0) as usize,
             },
             vault: VaultConfig {
                 path: resolve("vault.path", &raw.vault.path)?,

@@ -171,9 +171,9 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     }
     print(&check);
 
-    let sql = "SELECT a.name AS account, COUNT(*) AS won, SUM(o.actualvalue) AS won_value \
+    let sql = "SELECT a.name AS account, a.address1_city AS city, o.name AS opportunity, o.actualvalue \
                FROM raw_dataverse.opportunity o JOIN raw_dataverse.account a ON o.customerid = a.accountid \
-               WHERE o.statecode = 1 GROUP BY a.name ORDER BY won_value DESC LIMIT 5";
+               WHERE o.statecode = 1 ORDER BY o.actualvalue DESC LIMIT 5";
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     print(&format!(

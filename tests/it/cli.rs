@@ -1,0 +1,165 @@
+//! The `mlc` binary as a user meets it: help, init, configuration errors, connections.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use ml_connector::sandbox::{Sandbox, SandboxOptions};
+
+pub fn mlc(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mlc"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MLC_CONFIG")
+        .env_remove("MLC_MASTER_KEY")
+        .output()
+        .expect("run mlc")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mlc(dir.path(), &["--help"]);
+    assert!(out.status.success());
+    let help = text(&out);
+    for cmd in [
+        "demo", "sandbox", "init", "sync", "backfill", "query", "state", "catalog", "connection",
+    ] {
+        assert!(help.contains(cmd), "`{cmd}` missing from --help:\n{help}");
+    }
+}
+
+#[test]
+fn init_writes_a_config_that_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mlc(dir.path(), &["init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = ml_connector::config::Config::load(&dir.path().join("mlc.toml")).unwrap();
+    assert!(cfg.connections.is_empty());
+    let again = mlc(dir.path(), &["init"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("--force"));
+}
+
+#[test]
+fn missing_and_bad_configs_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mlc(dir.path(), &["sync"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("mlc init"), "{}", text(&out));
+
+    std::fs::write(
+        dir.path().join("mlc.toml"),
+        "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"not a url\"\ntenant_id = \"t\"\nclient_id = \"c\"\n",
+    )
+    .unwrap();
+    let out = mlc(dir.path(), &["sync"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("connections.crm.environment_url"), "{}", text(&out));
+
+    std::fs::write(
+        dir.path().join("mlc.toml"),
+        "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"https://x.crm.dynamics.com\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"hunter2\"\n",
+    )
+    .unwrap();
+    let out = mlc(dir.path(), &["sync"]);
+    let t = text(&out);
+    assert!(t.contains("literal secret") && !t.contains("hunter2"), "{t}");
+
+    let out = mlc(dir.path(), &["query", "SELECT 1"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn catalog_commands_show_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mlc(dir.path(), &["catalog", "list"]);
+    assert!(out.status.success());
+    assert!(text(&out).contains("raw_dataverse.opportunity"));
+    let out = mlc(dir.path(), &["catalog", "show", "dataverse.opportunity"]);
+    assert!(text(&out).contains("_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"));
+    let out = mlc(dir.path(), &["catalog", "show", "dataverse.nope"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("dataverse.account"), "lists known streams");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_add_check_list_remove() {
+    let sb = Sandbox::start(SandboxOptions::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let env_url = sb.dataverse_url();
+    let authority = sb.authority_url();
+    let (tenant, client, secret) = (
+        sb.tenant_id().to_string(),
+        sb.client_id().to_string(),
+        sb.client_secret().to_string(),
+    );
+    let run = move |args: Vec<String>, secret: Option<String>| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_mlc"));
+            c.args(&args).current_dir(&d).env_remove("MLC_MASTER_KEY");
+            if let Some(s) = secret {
+                c.env("TEST_SECRET", s);
+            }
+            c.output().unwrap()
+        })
+    };
+    let add = || -> Vec<String> {
+        [
+            "connection", "add", "crm", "--environment-url", &env_url, "--tenant-id", &tenant,
+            "--client-id", &client, "--authority-url", &authority, "--client-secret-env",
+            "TEST_SECRET",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+
+    let out = run(add(), Some(secret.clone())).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let toml = std::fs::read_to_string(dir.path().join("mlc.toml")).unwrap();
+    assert!(toml.contains("\n[connections.crm]") && !toml.contains(&secret));
+
+    let out = run(vec!["connection".into(), "list".into()], None).await.unwrap();
+    assert!(text(&out).contains("stored (encrypted)"), "{}", text(&out));
+
+    let out = run(vec!["connection".into(), "check".into(), "crm".into()], None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("connection works"));
+
+    // The app registration is not an application user of the org.
+    sb.set_app_user(false);
+    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("application user"), "{}", text(&out));
+    sb.set_app_user(true);
+
+    // A wrong secret.
+    let out = run(add(), Some("wrong-secret".into())).await.unwrap();
+    assert!(out.status.success());
+    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("client secret") && !t.contains("wrong-secret"), "{t}");
+
+    let out = run(vec!["connection".into(), "remove".into(), "crm".into()], None)
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = ml_connector::config::Config::load(&dir.path().join("mlc.toml")).unwrap();
+    assert!(cfg.connections.is_empty());
+    assert!(ml_connector::vault::Vault::new(&cfg.vault).names().unwrap().is_empty());
+}

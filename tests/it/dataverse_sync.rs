@@ -1,0 +1,231 @@
+//! Dataverse end to end against the sandbox: full sync, incremental deltas carrying exactly the
+//! changes, expired delta tokens, faults, quarantine, soft deletes, backfills, resume.
+
+use std::time::Duration;
+
+use ml_connector::run::RunRequest;
+use ml_connector::sandbox::{Faults, SandboxOptions};
+
+use crate::support::{Project, small_pages};
+
+fn opts(scale: u64) -> SandboxOptions {
+    SandboxOptions {
+        scale,
+        retry_after_secs: 0,
+        ..SandboxOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_then_incremental_carries_exactly_the_changes() {
+    let p = Project::new(opts(300), "").await;
+    let counts = p.sandbox.counts();
+
+    let full = p.sync_incremental().await;
+    assert_eq!(full.len(), 9);
+    for (stream, s) in &full {
+        let set = p.ctx.defs.get(&stream.parse().unwrap()).unwrap().spec.entity_set.clone().unwrap();
+        assert_eq!(s.kind, "snapshot", "{stream}");
+        assert_eq!(s.rows_extracted, counts[&set], "{stream}");
+        assert_eq!(s.quarantined, 0, "{stream}");
+        assert_eq!(s.table_rows, counts[&set], "{stream}");
+    }
+    p.assert_matches_source();
+    // The catalogs type every field the sandbox serves: nothing spills into _ml_extra.
+    for table in ["account", "contact", "opportunity", "systemuser"] {
+        assert_eq!(
+            p.scalar(&format!("SELECT COUNT(*) FROM raw_dataverse.{table} WHERE _ml_extra IS NOT NULL")),
+            "0"
+        );
+    }
+    // Polymorphic lookups keep their target type.
+    let types = p.scalar(
+        "SELECT COUNT(DISTINCT customerid_type) FROM raw_dataverse.opportunity WHERE customerid_type IS NOT NULL",
+    );
+    assert_eq!(types, "2", "customerid points at both accounts and contacts");
+
+    let changes = p.sandbox.mutate();
+    let incr = p.sync_incremental().await;
+    for (stream, s) in &incr {
+        let set = p.ctx.defs.get(&stream.parse().unwrap()).unwrap().spec.entity_set.clone().unwrap();
+        let c = &changes.entity_sets[&set];
+        assert_eq!(s.kind, "incremental", "{stream}");
+        assert!(c.inserted + c.updated + c.deleted > 0, "{set}: the sandbox changed nothing");
+        assert_eq!(
+            s.rows_extracted,
+            c.inserted + c.updated + c.deleted,
+            "{stream}: an incremental run carries the changes and nothing else"
+        );
+        assert_eq!(s.deleted, c.deleted, "{stream}");
+    }
+    p.assert_matches_source();
+
+    // No change: one request per stream, nothing extracted.
+    let before = p.sandbox.stats().kind("data");
+    let idle = p.sync_incremental().await;
+    assert_eq!(p.sandbox.stats().kind("data") - before, 9);
+    assert!(idle.values().all(|s| s.rows_extracted == 0));
+    p.assert_matches_source();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_delta_token_resnapshots_and_reconciles_deletes() {
+    let p = Project::new(opts(200), "").await;
+    p.sync_incremental().await;
+    p.sandbox.mutate();
+    p.sandbox.expire_delta_tokens();
+    let out = p.sync_incremental().await;
+    for s in out.values() {
+        assert_eq!(s.kind, "snapshot");
+        assert!(s.notes.iter().any(|n| n.contains("expired")), "{:?}", s.notes);
+    }
+    let acc = &out["dataverse.account"];
+    assert!(acc.deleted > 0, "rows missing from the new snapshot are deleted");
+    p.assert_matches_source();
+    // The new token works.
+    p.sandbox.mutate();
+    let out = p.sync_incremental().await;
+    assert!(out.values().all(|s| s.kind == "incremental"));
+    p.assert_matches_source();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_do_not_change_the_result() {
+    let p = Project::with_setup(
+        SandboxOptions {
+            token_ttl: Duration::from_secs(3),
+            ..opts(400)
+        },
+        "",
+        |dir| small_pages(dir, 97),
+    )
+    .await;
+    let faults: Faults = "429=0.08,5xx=0.07,reset=0.05,expire=0.05,slow=0.02".parse().unwrap();
+    p.sandbox.set_faults(faults);
+    p.sync_incremental().await;
+    p.sandbox.mutate();
+    p.sync_incremental().await;
+    let stats = p.sandbox.stats();
+    assert!(stats.status(429) > 0, "429s were injected: {stats:?}");
+    assert!(stats.status(401) > 0, "token expiry was injected: {stats:?}");
+    p.sandbox.set_faults(Faults::default());
+    p.assert_matches_source();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_quarantined_and_the_run_goes_on() {
+    let p = Project::new(opts(150), "").await;
+    p.sandbox.poison("accounts", 3).unwrap();
+    let out = p.sync_incremental().await;
+    let acc = &out["dataverse.account"];
+    assert_eq!(acc.quarantined, 3);
+    assert_eq!(acc.table_rows, p.sandbox.counts()["accounts"] - 3);
+    // The quarantine holds each record with its reason.
+    let lake = p.dir.path().join(".mlc/lake/quarantine/dataverse/account");
+    let mut lines = Vec::new();
+    for run in std::fs::read_dir(&lake).unwrap() {
+        for f in std::fs::read_dir(run.unwrap().path()).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+        }
+    }
+    assert_eq!(lines.len(), 3);
+    for l in &lines {
+        assert!(!l["reason"].as_str().unwrap().is_empty());
+        assert!(l["raw"].as_str().unwrap().contains("accountid"));
+        assert!(l["key"].is_string());
+    }
+    // Other tables are untouched.
+    assert!(out.iter().filter(|(k, _)| *k != "dataverse.account").all(|(_, s)| s.quarantined == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_delete_keeps_rows_flagged() {
+    let p = Project::new(opts(150), "[warehouse]\ndelete_mode = \"soft\"\n").await;
+    p.sync_incremental().await;
+    let changes = p.sandbox.mutate();
+    p.sync_incremental().await;
+    let deleted = changes.entity_sets["accounts"].deleted;
+    assert_eq!(
+        p.scalar("SELECT COUNT(*) FROM raw_dataverse.account WHERE _ml_deleted"),
+        deleted.to_string()
+    );
+    // Soft-deleted rows keep their last known values.
+    assert_eq!(
+        p.scalar("SELECT COUNT(*) FROM raw_dataverse.account WHERE _ml_deleted AND name IS NULL"),
+        "0"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_rereads_a_window_without_moving_state() {
+    let p = Project::new(opts(150), "").await;
+    p.sync_incremental().await;
+    let conn = p.conn();
+    let before = p.ctx.state.cursor(&conn.name, "dataverse.account").unwrap();
+    let results = ml_connector::run::run_many(
+        &p.ctx,
+        &[&conn],
+        &["dataverse.account".into()],
+        &RunRequest::Backfill {
+            since: Some("2000-01-01".into()),
+            until: None,
+        },
+    )
+    .await
+    .unwrap();
+    let s = results[0].1.as_ref().unwrap();
+    assert_eq!(s.kind, "backfill");
+    assert_eq!(s.rows_extracted, p.sandbox.counts()["accounts"]);
+    assert_eq!(p.ctx.state.cursor(&conn.name, "dataverse.account").unwrap(), before);
+    p.assert_matches_source();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_snapshot_resumes_from_its_last_part() {
+    let p = Project::with_setup(opts(3000), "[sync]\npart_size_mb = 0.05\n", |dir| {
+        small_pages(dir, 200)
+    })
+    .await;
+    let conn = p.conn();
+    let stream = p.ctx.defs.get(&"dataverse.account".parse().unwrap()).unwrap().clone();
+    // Abort the run (as a crash would) once it has checkpointed a part.
+    let ctx = &p.ctx;
+    let run = ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false });
+    let watcher = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some(r) = ctx.state.open_run("crm", "dataverse.account").unwrap()
+                && r.next_part >= 2
+            {
+                return r;
+            }
+        }
+    };
+    let interrupted = tokio::select! {
+        r = run => panic!("the run finished before it could be interrupted: {r:?}"),
+        r = watcher => r,
+    };
+    let before = p.sandbox.stats().kind("data");
+    let resumed = ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false })
+        .await
+        .unwrap();
+    assert_eq!(resumed.run_id, interrupted.run_id);
+    assert!(resumed.notes.iter().any(|n| n.contains("resumed")));
+    let pages_after = p.sandbox.stats().kind("data") - before;
+    assert!(
+        pages_after < 3000 / 200,
+        "resumed at the checkpoint, not from zero ({pages_after} pages)"
+    );
+    let local = p.ctx.warehouse.local().unwrap();
+    let keys = local.keys("raw_dataverse", "account", &["accountid", "versionnumber"]).unwrap();
+    let mut source: Vec<Vec<String>> = p
+        .sandbox
+        .live_rows("accounts")
+        .unwrap()
+        .into_iter()
+        .map(|(id, v)| vec![id, v.to_string()])
+        .collect();
+    source.sort();
+    assert_eq!(keys, source);
+}
