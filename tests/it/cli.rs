@@ -155,6 +155,16 @@ async fn connection_add_check_list_remove() {
     let t = text(&out);
     assert!(t.contains("client secret") && !t.contains("wrong-secret"), "{t}");
 
+    // A wrong environment URL: the scope built from it is refused, and the message says where
+    // to look.
+    let mut wrong_url = add();
+    wrong_url[4] = format!("{}/wrong-org", sb.base_url());
+    let out = run(wrong_url, Some(secret.clone())).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("environment URL"), "{}", text(&out));
+
     let out = run(vec!["connection".into(), "remove".into(), "crm".into()], None)
         .await
         .unwrap();
