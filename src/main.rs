@@ -152,6 +152,8 @@ enum CatalogCmd {
     List,
     /// One stream's definition and columns.
     Show { stream: String },
+    /// Fields the sources send that the catalog does not type (kept in `_ml_extra`).
+    Diff { streams: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -260,7 +262,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             full,
             json,
         } => {
-            let ctx = Context::open(load_config(&cli.config)?)?;
+            let ctx = with_progress(Context::open(load_config(&cli.config)?)?);
             run_and_report(
                 &ctx,
                 connection.as_deref(),
@@ -277,7 +279,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             connection,
             json,
         } => {
-            let ctx = Context::open(load_config(&cli.config)?)?;
+            let ctx = with_progress(Context::open(load_config(&cli.config)?)?);
             run_and_report(
                 &ctx,
                 connection.as_deref(),
@@ -302,6 +304,14 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Catalog(cmd) => catalog(cmd, &cli.config),
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
     }
+}
+
+/// Progress bars when a person is watching; structured logs otherwise.
+fn with_progress(mut ctx: Context) -> Context {
+    if std::io::stderr().is_terminal() {
+        ctx.progress = Some(indicatif::MultiProgress::new());
+    }
+    ctx
 }
 
 async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
@@ -492,13 +502,35 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
     }
 }
 
-fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
-    let defs = match Config::load(config) {
+/// Definitions of the project at `config`, or the built-in ones when there is no project.
+fn definitions(config: &Path) -> Result<Definitions> {
+    Ok(match Config::load(config) {
         Ok(c) => Definitions::load(Some(&c.definitions_dir))?,
         Err(_) => Definitions::builtin()?,
-    };
+    })
+}
+
+fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
     match cmd {
+        CatalogCmd::Diff { streams } => {
+            let ctx = Context::open(load_config(config)?)?;
+            let selected = ctx.defs.select(&streams)?;
+            let mut clean = true;
+            for d in ml_connector::drift::diff(&ctx.warehouse, &selected)? {
+                for (field, rows) in &d.untyped_fields {
+                    clean = false;
+                    println!(
+                        "{}: `{field}` is not in the catalog ({rows} rows carry it in _ml_extra)",
+                        d.stream
+                    );
+                }
+            }
+            if clean {
+                println!("no drift: every field the sources sent is typed by the catalog");
+            }
+        }
         CatalogCmd::List => {
+            let defs = definitions(config)?;
             println!(
                 "{:<28} {:<32} {:<12} {:>7}",
                 "stream", "table", "incremental", "columns"
@@ -514,6 +546,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
             }
         }
         CatalogCmd::Show { stream } => {
+            let defs = definitions(config)?;
             let s = defs.get(&stream.parse()?)?;
             println!("{} → {}.{}", s.id, s.id.dataset(), s.id.entity);
             if let Some(d) = &s.catalog.description {

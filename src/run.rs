@@ -43,6 +43,8 @@ pub struct Context {
     pub lake: Lake,
     pub warehouse: Arc<Warehouse>,
     pub vault: Vault,
+    /// Progress bars on a terminal (`None` when stderr is not a TTY: logs only).
+    pub progress: Option<indicatif::MultiProgress>,
 }
 
 impl Context {
@@ -59,6 +61,7 @@ impl Context {
             lake,
             warehouse,
             vault,
+            progress: None,
         })
     }
 
@@ -348,6 +351,20 @@ async fn extract(
     run: &RunRecord,
 ) -> Result<()> {
     let mode = read_mode(stream, run);
+    let bar = ctx.progress.as_ref().map(|m| {
+        let pb = m.add(indicatif::ProgressBar::new_spinner());
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix:28} {human_pos:>10} rows  {msg}  {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        pb.set_prefix(stream.id.to_string());
+        pb.set_position(run.rows_extracted);
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        pb
+    });
+    let mut seen_bytes = run.json_bytes;
     let mut source = streams::open(stream, ep, &mode, run.position.clone())?;
     let decoder = Arc::new(RowDecoder::new(stream, &conn.name, &run.run_id)?);
     let schema = decoder.schema();
@@ -424,6 +441,11 @@ async fn extract(
                 },
             };
             part.json_bytes += page.json_bytes as u64;
+            if let Some(pb) = &bar {
+                seen_bytes += page.json_bytes as u64;
+                pb.inc(page.batch.as_ref().map_or(0, |b| b.num_rows() as u64));
+                pb.set_message(format!("{:.1} MB", seen_bytes as f64 / 1e6));
+            }
             part.quarantined.extend(page.quarantined);
             part.position = resume;
             part.pages += 1;
@@ -460,6 +482,9 @@ async fn extract(
     .await;
     drop(decoded);
     fetcher.abort();
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
     result?;
 
     // Everything is durable: write the manifest, then hand over to the load.
