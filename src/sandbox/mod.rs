@@ -1,1 +1,317 @@
-//! (in progress)
+//! Faithful, fast, deterministic local fakes of the source systems (DESIGN.md §12): today
+//! Microsoft Entra (token endpoint) and the Dataverse Web API v9.2, served by axum.
+//!
+//! ```text
+//! {base}/entra/{tenant}/oauth2/v2.0/token     client-credentials grant (entra.rs)
+//! {base}/dataverse/api/data/v9.2/...          Web API: WhoAmI, entity sets, deltas (dataverse.rs)
+//! {base}/_sandbox/...                         admin mirror of the control methods (admin.rs)
+//! ```
+//!
+//! Why it is shaped this way:
+//! - **No stored rows.** Every value is a pure function of (seed, entity set, row ordinal,
+//!   revision), so the sandbox holds only per-row metadata for rows that changed (store.rs)
+//!   and renders each page straight into a byte buffer (values.rs, json.rs). 10 M accounts
+//!   cost a few MB, and rendering runs at hundreds of MB/s: the sandbox is never the
+//!   bottleneck of a benchmark.
+//! - **Quirks included.** Paging cookies inside `$skiptoken`, `$deltatoken` format, error codes
+//!   and messages, `$deletedEntity` tombstones, the 5000-row cap, options refused with change
+//!   tracking, service-protection 429s: the client is tested against the real protocol.
+//! - **Deterministic.** Same options, same bytes; mutations and fault draws come from seeded
+//!   generators, so a failing test replays.
+//!
+//! Credentials are fixed and public (they only open this fake): see [`entra::TENANT_ID`],
+//! [`entra::CLIENT_ID`], [`entra::CLIENT_SECRET`].
+
+mod admin;
+mod dataverse;
+mod entities;
+pub mod entra;
+mod json;
+mod odata;
+mod options;
+mod pages;
+mod protection;
+mod rng;
+mod stats;
+mod store;
+mod values;
+mod words;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{any, post};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::error::{Error, Result};
+
+pub use options::{Faults, SandboxOptions};
+pub use stats::RequestStats;
+pub use store::{MutationSummary, SetChanges};
+
+use entities::{ALL, Entity, Set};
+use protection::Protection;
+use store::Org;
+use values::Dims;
+
+/// State shared by every handler.
+pub(crate) struct App {
+    base: String,
+    scale: u64,
+    seed: u64,
+    token_ttl: Duration,
+    retry_after_secs: u64,
+    entities: Vec<Entity>,
+    dims: Dims,
+    org: RwLock<Org>,
+    tokens: entra::Tokens,
+    protection: Protection,
+    stats: Mutex<RequestStats>,
+    app_user: AtomicBool,
+}
+
+impl App {
+    fn dataverse_url(&self) -> String {
+        format!("{}/dataverse", self.base)
+    }
+
+    fn authority_url(&self) -> String {
+        format!("{}/entra", self.base)
+    }
+
+    /// The Web API root, ending in `/`.
+    fn root(&self) -> String {
+        format!("{}/dataverse/api/data/v9.2/", self.base)
+    }
+
+    fn entity(&self, set: Set) -> &Entity {
+        &self.entities[set.index()]
+    }
+
+    fn org(&self) -> RwLockReadGuard<'_, Org> {
+        self.org.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn org_mut(&self) -> RwLockWriteGuard<'_, Org> {
+        self.org.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn mutate(&self) -> MutationSummary {
+        self.org_mut().mutate()
+    }
+
+    fn stats(&self) -> RequestStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_app_user(&self, registered: bool) {
+        self.app_user.store(registered, Ordering::Relaxed);
+    }
+
+    fn app_user(&self) -> bool {
+        self.app_user.load(Ordering::Relaxed)
+    }
+}
+
+/// A running sandbox. Dropping it stops the server too; [`Sandbox::shutdown`] waits for it.
+pub struct Sandbox {
+    app: Arc<App>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("base_url", &self.app.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Binds `addr` (port 0 = any free port) and serves on the current tokio runtime.
+    /// Fails when the address cannot be bound or a built-in catalog file is invalid.
+    pub async fn start(opts: SandboxOptions, addr: SocketAddr) -> Result<Sandbox> {
+        let entities = ALL
+            .into_iter()
+            .map(Entity::load)
+            .collect::<Result<Vec<_>>>()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::Config(format!("sandbox: cannot bind {addr}: {e}")))?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Config(format!("sandbox: no local address: {e}")))?;
+        let host = if local.ip().is_unspecified() {
+            match local {
+                SocketAddr::V4(_) => "127.0.0.1".to_string(),
+                SocketAddr::V6(_) => "[::1]".to_string(),
+            }
+        } else {
+            match local {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            }
+        };
+        let dims = Dims {
+            initial: ALL.map(|s| s.initial_rows(opts.scale)),
+        };
+        let app = Arc::new(App {
+            base: format!("http://{host}:{}", local.port()),
+            scale: opts.scale,
+            seed: opts.seed,
+            token_ttl: opts.token_ttl,
+            retry_after_secs: opts.retry_after_secs,
+            entities,
+            dims,
+            org: RwLock::new(Org::new(opts.scale, opts.seed)),
+            tokens: entra::Tokens::new(opts.seed),
+            protection: Protection::new(opts.budget, opts.faults, opts.seed),
+            stats: Mutex::new(RequestStats::default()),
+            app_user: AtomicBool::new(true),
+        });
+        let router = Router::new()
+            .route("/entra/{tenant}/oauth2/v2.0/token", post(entra::token))
+            .route("/dataverse/api/data/v9.2/{*rest}", any(dataverse::handle))
+            .route("/dataverse/api/data/v9.2/", any(dataverse::handle))
+            .merge(admin::routes())
+            .fallback(dataverse::not_found)
+            .layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                stats::record,
+            ))
+            .with_state(app.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "sandbox server stopped");
+            }
+        });
+        Ok(Sandbox {
+            app,
+            stop: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> String {
+        self.app.base.clone()
+    }
+
+    /// The Dataverse environment URL (`{base}/dataverse`); the token scope is this plus
+    /// `/.default` and the Web API root is this plus `/api/data/v9.2/`.
+    pub fn dataverse_url(&self) -> String {
+        self.app.dataverse_url()
+    }
+
+    /// The Entra authority (`{base}/entra`); the token endpoint is
+    /// `{authority}/{tenant}/oauth2/v2.0/token`.
+    pub fn authority_url(&self) -> String {
+        self.app.authority_url()
+    }
+
+    pub fn tenant_id(&self) -> &str {
+        entra::TENANT_ID
+    }
+
+    pub fn client_id(&self) -> &str {
+        entra::CLIENT_ID
+    }
+
+    pub fn client_secret(&self) -> &str {
+        entra::CLIENT_SECRET
+    }
+
+    /// One deterministic round of inserts, updates and deletes on every entity set.
+    pub fn mutate(&self) -> MutationSummary {
+        self.app.mutate()
+    }
+
+    /// Every delta token issued so far becomes expired (the next delta read gets
+    /// "Version stamp associated with the client has expired").
+    pub fn expire_delta_tokens(&self) {
+        self.app.org_mut().expire_delta_tokens();
+    }
+
+    /// Replaces the fault rates (takes effect on the next request).
+    pub fn set_faults(&self, faults: Faults) {
+        self.app.protection.set_faults(faults);
+    }
+
+    /// The next `count` live rows of `entity_set` (in key order) serve badly typed values
+    /// until the next [`Sandbox::mutate`] (which always updates them). Fails for an unknown
+    /// entity set.
+    pub fn poison(&self, entity_set: &str, count: usize) -> Result<()> {
+        let set = lookup_set(entity_set)?;
+        self.app.org_mut().poison(set, count);
+        Ok(())
+    }
+
+    /// (primary key, versionnumber) of every live row, sorted by key. Fails for an unknown
+    /// entity set.
+    pub fn live_rows(&self, entity_set: &str) -> Result<Vec<(String, i64)>> {
+        let set = lookup_set(entity_set)?;
+        Ok(self.app.org().live_rows(set))
+    }
+
+    /// Live rows per entity set.
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.app.org().counts()
+    }
+
+    /// Requests answered so far.
+    pub fn stats(&self) -> RequestStats {
+        self.app.stats()
+    }
+
+    /// `false`: the app registration is not an application user of the org, so every Web API
+    /// call answers 403 (tokens are still issued, as with the real service).
+    pub fn set_app_user(&self, registered: bool) {
+        self.app.set_app_user(registered);
+    }
+
+    /// Stops accepting connections and waits (at most 5 s) for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn lookup_set(name: &str) -> Result<Set> {
+    Set::from_name(name).ok_or_else(|| {
+        Error::Config(format!(
+            "sandbox: unknown entity set `{name}`; known: {}",
+            ALL.map(|s| s.name()).join(", ")
+        ))
+    })
+}
