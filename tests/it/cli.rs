@@ -30,7 +30,15 @@ fn help_lists_the_commands() {
     assert!(out.status.success());
     let help = text(&out);
     for cmd in [
-        "demo", "sandbox", "init", "sync", "backfill", "query", "state", "catalog", "connection",
+        "demo",
+        "sandbox",
+        "init",
+        "sync",
+        "backfill",
+        "query",
+        "state",
+        "catalog",
+        "connection",
     ] {
         assert!(help.contains(cmd), "`{cmd}` missing from --help:\n{help}");
     }
@@ -62,7 +70,11 @@ fn missing_and_bad_configs_say_what_to_do() {
     .unwrap();
     let out = mlc(dir.path(), &["sync"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("connections.crm.environment_url"), "{}", text(&out));
+    assert!(
+        text(&out).contains("connections.crm.environment_url"),
+        "{}",
+        text(&out)
+    );
 
     std::fs::write(
         dir.path().join("mlc.toml"),
@@ -71,7 +83,10 @@ fn missing_and_bad_configs_say_what_to_do() {
     .unwrap();
     let out = mlc(dir.path(), &["sync"]);
     let t = text(&out);
-    assert!(t.contains("literal secret") && !t.contains("hunter2"), "{t}");
+    assert!(
+        t.contains("literal secret") && !t.contains("hunter2"),
+        "{t}"
+    );
 
     let out = mlc(dir.path(), &["query", "SELECT 1"]);
     assert!(!out.status.success());
@@ -87,7 +102,10 @@ fn catalog_commands_show_definitions() {
     assert!(text(&out).contains("_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"));
     let out = mlc(dir.path(), &["catalog", "show", "dataverse.nope"]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("dataverse.account"), "lists known streams");
+    assert!(
+        text(&out).contains("dataverse.account"),
+        "lists known streams"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,8 +135,18 @@ async fn connection_add_check_list_remove() {
     };
     let add = || -> Vec<String> {
         [
-            "connection", "add", "crm", "--environment-url", &env_url, "--tenant-id", &tenant,
-            "--client-id", &client, "--authority-url", &authority, "--client-secret-env",
+            "connection",
+            "add",
+            "crm",
+            "--environment-url",
+            &env_url,
+            "--tenant-id",
+            &tenant,
+            "--client-id",
+            &client,
+            "--authority-url",
+            &authority,
+            "--client-secret-env",
             "TEST_SECRET",
         ]
         .iter()
@@ -131,18 +159,25 @@ async fn connection_add_check_list_remove() {
     let toml = std::fs::read_to_string(dir.path().join("mlc.toml")).unwrap();
     assert!(toml.contains("\n[connections.crm]") && !toml.contains(&secret));
 
-    let out = run(vec!["connection".into(), "list".into()], None).await.unwrap();
-    assert!(text(&out).contains("stored (encrypted)"), "{}", text(&out));
-
-    let out = run(vec!["connection".into(), "check".into(), "crm".into()], None)
+    let out = run(vec!["connection".into(), "list".into()], None)
         .await
         .unwrap();
+    assert!(text(&out).contains("stored (encrypted)"), "{}", text(&out));
+
+    let out = run(
+        vec!["connection".into(), "check".into(), "crm".into()],
+        None,
+    )
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("connection works"));
 
     // The app registration is not an application user of the org.
     sb.set_app_user(false);
-    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    let out = run(vec!["connection".into(), "check".into()], None)
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("application user"), "{}", text(&out));
     sb.set_app_user(true);
@@ -150,10 +185,15 @@ async fn connection_add_check_list_remove() {
     // A wrong secret.
     let out = run(add(), Some("wrong-secret".into())).await.unwrap();
     assert!(out.status.success());
-    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    let out = run(vec!["connection".into(), "check".into()], None)
+        .await
+        .unwrap();
     assert!(!out.status.success());
     let t = text(&out);
-    assert!(t.contains("client secret") && !t.contains("wrong-secret"), "{t}");
+    assert!(
+        t.contains("client secret") && !t.contains("wrong-secret"),
+        "{t}"
+    );
 
     // A wrong environment URL: the scope built from it is refused, and the message says where
     // to look.
@@ -161,15 +201,25 @@ async fn connection_add_check_list_remove() {
     wrong_url[4] = format!("{}/wrong-org", sb.base_url());
     let out = run(wrong_url, Some(secret.clone())).await.unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = run(vec!["connection".into(), "check".into()], None).await.unwrap();
+    let out = run(vec!["connection".into(), "check".into()], None)
+        .await
+        .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("environment URL"), "{}", text(&out));
 
-    let out = run(vec!["connection".into(), "remove".into(), "crm".into()], None)
-        .await
-        .unwrap();
+    let out = run(
+        vec!["connection".into(), "remove".into(), "crm".into()],
+        None,
+    )
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let cfg = ml_connector::config::Config::load(&dir.path().join("mlc.toml")).unwrap();
     assert!(cfg.connections.is_empty());
-    assert!(ml_connector::vault::Vault::new(&cfg.vault).names().unwrap().is_empty());
+    assert!(
+        ml_connector::vault::Vault::new(&cfg.vault)
+            .names()
+            .unwrap()
+            .is_empty()
+    );
 }

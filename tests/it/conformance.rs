@@ -61,9 +61,19 @@ fn every_stream_decodes_its_fixture_to_its_catalog() {
 
         let dec = RowDecoder::new(stream, "fixture", "r0").unwrap();
         let page = dec.decode_page(&body, &ranges, 0).unwrap();
-        assert!(page.quarantined.is_empty(), "{}: {:?}", stream.id, page.quarantined);
+        assert!(
+            page.quarantined.is_empty(),
+            "{}: {:?}",
+            stream.id,
+            page.quarantined
+        );
         let batch = page.batch.unwrap();
-        assert_eq!(batch.schema(), table_schema(&stream.catalog), "{}", stream.id);
+        assert_eq!(
+            batch.schema(),
+            table_schema(&stream.catalog),
+            "{}",
+            stream.id
+        );
         assert_eq!(batch.num_rows(), ranges.len());
         assert_eq!(
             batch.column_by_name("_ml_extra").unwrap().null_count(),
@@ -102,7 +112,10 @@ async fn a_second_incremental_run_yields_nothing_new() {
     .await;
     p.sync_incremental().await;
     let second = p.sync_incremental().await;
-    assert_eq!(second.len(), p.ctx.defs.select(&["dataverse".into()]).unwrap().len());
+    assert_eq!(
+        second.len(),
+        p.ctx.defs.select(&["dataverse".into()]).unwrap().len()
+    );
     for (stream, s) in second {
         assert_eq!(s.kind, "incremental", "{stream}");
         assert_eq!(s.rows_extracted, 0, "{stream}");

@@ -51,7 +51,10 @@ fn kill_when(mut child: Child, dir: &Path, cond: impl Fn(&StateStore) -> bool) -
             child.wait().unwrap();
             return true;
         }
-        assert!(Instant::now() < deadline, "the sync never reached the kill point");
+        assert!(
+            Instant::now() < deadline,
+            "the sync never reached the kill point"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -59,7 +62,10 @@ fn kill_when(mut child: Child, dir: &Path, cond: impl Fn(&StateStore) -> bool) -
 fn source_keys(base: &str) -> Vec<Vec<String>> {
     let body = curl::get(&format!("{base}/_sandbox/dataverse/accounts/keys"));
     let rows: Vec<(String, i64)> = serde_json::from_str(&body).unwrap();
-    let mut v: Vec<Vec<String>> = rows.into_iter().map(|(k, ver)| vec![k, ver.to_string()]).collect();
+    let mut v: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|(k, ver)| vec![k, ver.to_string()])
+        .collect();
     v.sort();
     v
 }
@@ -113,7 +119,10 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
         .map(|o| !o.status.success())
         .unwrap_or(true)
     {
-        assert!(start.elapsed() < Duration::from_secs(30), "sandbox did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "sandbox did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 
@@ -135,7 +144,9 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     let cfg = Config::load(&d.join("mlc.toml")).unwrap();
     let mut secrets = ml_connector::vault::Secrets::new();
     secrets.insert("client_secret".into(), CLIENT_SECRET.to_string().into());
-    ml_connector::vault::Vault::new(&cfg.vault).put("crm", &secrets).unwrap();
+    ml_connector::vault::Vault::new(&cfg.vault)
+        .put("crm", &secrets)
+        .unwrap();
 
     let parts_at_least = |n: u32| {
         move |s: &StateStore| {
@@ -145,7 +156,10 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
         }
     };
     // Killed twice while extracting (the second time in the resumed run) ...
-    assert!(kill_when(sync(d), d, parts_at_least(2)), "first kill point reached");
+    assert!(
+        kill_when(sync(d), d, parts_at_least(2)),
+        "first kill point reached"
+    );
     let killed_again = kill_when(sync(d), d, parts_at_least(6));
     // ... then once as soon as the extraction is complete (during or before the merge).
     kill_when(sync(d), d, |s| {
@@ -155,7 +169,11 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     });
     let mut last = sync(d);
     assert!(last.wait().unwrap().success(), "the final rerun succeeds");
-    assert_eq!(warehouse_keys(d), source_keys(&base), "tables equal the source after kills");
+    assert_eq!(
+        warehouse_keys(d),
+        source_keys(&base),
+        "tables equal the source after kills"
+    );
     let _ = killed_again;
 
     // The same after changes and a kill during the incremental run.
@@ -165,11 +183,18 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     });
     let mut last = sync(d);
     assert!(last.wait().unwrap().success());
-    assert_eq!(warehouse_keys(d), source_keys(&base), "incremental after a kill");
+    assert_eq!(
+        warehouse_keys(d),
+        source_keys(&base),
+        "incremental after a kill"
+    );
 
     // History shows the resumed and abandoned-free path: one committed snapshot, no duplicates.
     let store = StateStore::open(&d.join(".mlc/state.db")).unwrap();
     let runs = store.runs(Some("dataverse.account"), 50).unwrap();
-    assert!(runs.iter().any(|r| r.kind == "snapshot" && r.status == "committed"));
+    assert!(
+        runs.iter()
+            .any(|r| r.kind == "snapshot" && r.status == "committed")
+    );
     drop(sandbox);
 }

@@ -24,7 +24,15 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     let full = p.sync_incremental().await;
     assert_eq!(full.len(), 9);
     for (stream, s) in &full {
-        let set = p.ctx.defs.get(&stream.parse().unwrap()).unwrap().spec.entity_set.clone().unwrap();
+        let set = p
+            .ctx
+            .defs
+            .get(&stream.parse().unwrap())
+            .unwrap()
+            .spec
+            .entity_set
+            .clone()
+            .unwrap();
         assert_eq!(s.kind, "snapshot", "{stream}");
         assert_eq!(s.rows_extracted, counts[&set], "{stream}");
         assert_eq!(s.quarantined, 0, "{stream}");
@@ -34,7 +42,9 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     // The catalogs type every field the sandbox serves: nothing spills into _ml_extra.
     for table in ["account", "contact", "opportunity", "systemuser"] {
         assert_eq!(
-            p.scalar(&format!("SELECT COUNT(*) FROM raw_dataverse.{table} WHERE _ml_extra IS NOT NULL")),
+            p.scalar(&format!(
+                "SELECT COUNT(*) FROM raw_dataverse.{table} WHERE _ml_extra IS NOT NULL"
+            )),
             "0"
         );
     }
@@ -42,15 +52,29 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     let types = p.scalar(
         "SELECT COUNT(DISTINCT customerid_type) FROM raw_dataverse.opportunity WHERE customerid_type IS NOT NULL",
     );
-    assert_eq!(types, "2", "customerid points at both accounts and contacts");
+    assert_eq!(
+        types, "2",
+        "customerid points at both accounts and contacts"
+    );
 
     let changes = p.sandbox.mutate();
     let incr = p.sync_incremental().await;
     for (stream, s) in &incr {
-        let set = p.ctx.defs.get(&stream.parse().unwrap()).unwrap().spec.entity_set.clone().unwrap();
+        let set = p
+            .ctx
+            .defs
+            .get(&stream.parse().unwrap())
+            .unwrap()
+            .spec
+            .entity_set
+            .clone()
+            .unwrap();
         let c = &changes.entity_sets[&set];
         assert_eq!(s.kind, "incremental", "{stream}");
-        assert!(c.inserted + c.updated + c.deleted > 0, "{set}: the sandbox changed nothing");
+        assert!(
+            c.inserted + c.updated + c.deleted > 0,
+            "{set}: the sandbox changed nothing"
+        );
         assert_eq!(
             s.rows_extracted,
             c.inserted + c.updated + c.deleted,
@@ -77,10 +101,17 @@ async fn expired_delta_token_resnapshots_and_reconciles_deletes() {
     let out = p.sync_incremental().await;
     for s in out.values() {
         assert_eq!(s.kind, "snapshot");
-        assert!(s.notes.iter().any(|n| n.contains("expired")), "{:?}", s.notes);
+        assert!(
+            s.notes.iter().any(|n| n.contains("expired")),
+            "{:?}",
+            s.notes
+        );
     }
     let acc = &out["dataverse.account"];
-    assert!(acc.deleted > 0, "rows missing from the new snapshot are deleted");
+    assert!(
+        acc.deleted > 0,
+        "rows missing from the new snapshot are deleted"
+    );
     p.assert_matches_source();
     // The new token works.
     p.sandbox.mutate();
@@ -100,14 +131,19 @@ async fn faults_do_not_change_the_result() {
         |dir| small_pages(dir, 97),
     )
     .await;
-    let faults: Faults = "429=0.08,5xx=0.07,reset=0.05,expire=0.05,slow=0.02".parse().unwrap();
+    let faults: Faults = "429=0.08,5xx=0.07,reset=0.05,expire=0.05,slow=0.02"
+        .parse()
+        .unwrap();
     p.sandbox.set_faults(faults);
     p.sync_incremental().await;
     p.sandbox.mutate();
     p.sync_incremental().await;
     let stats = p.sandbox.stats();
     assert!(stats.status(429) > 0, "429s were injected: {stats:?}");
-    assert!(stats.status(401) > 0, "token expiry was injected: {stats:?}");
+    assert!(
+        stats.status(401) > 0,
+        "token expiry was injected: {stats:?}"
+    );
     p.sandbox.set_faults(Faults::default());
     p.assert_matches_source();
 }
@@ -126,7 +162,10 @@ async fn malformed_records_are_quarantined_and_the_run_goes_on() {
     for run in std::fs::read_dir(&lake).unwrap() {
         for f in std::fs::read_dir(run.unwrap().path()).unwrap() {
             let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-            lines.extend(text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()));
+            lines.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
+            );
         }
     }
     assert_eq!(lines.len(), 3);
@@ -136,7 +175,11 @@ async fn malformed_records_are_quarantined_and_the_run_goes_on() {
         assert!(l["key"].is_string());
     }
     // Other tables are untouched.
-    assert!(out.iter().filter(|(k, _)| *k != "dataverse.account").all(|(_, s)| s.quarantined == 0));
+    assert!(
+        out.iter()
+            .filter(|(k, _)| *k != "dataverse.account")
+            .all(|(_, s)| s.quarantined == 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,7 +220,10 @@ async fn backfill_rereads_a_window_without_moving_state() {
     let s = results[0].1.as_ref().unwrap();
     assert_eq!(s.kind, "backfill");
     assert_eq!(s.rows_extracted, p.sandbox.counts()["accounts"]);
-    assert_eq!(p.ctx.state.cursor(&conn.name, "dataverse.account").unwrap(), before);
+    assert_eq!(
+        p.ctx.state.cursor(&conn.name, "dataverse.account").unwrap(),
+        before
+    );
     p.assert_matches_source();
 }
 
@@ -188,7 +234,12 @@ async fn an_interrupted_snapshot_resumes_from_its_last_part() {
     })
     .await;
     let conn = p.conn();
-    let stream = p.ctx.defs.get(&"dataverse.account".parse().unwrap()).unwrap().clone();
+    let stream = p
+        .ctx
+        .defs
+        .get(&"dataverse.account".parse().unwrap())
+        .unwrap()
+        .clone();
     // Abort the run (as a crash would) once it has checkpointed a part.
     let ctx = &p.ctx;
     let run = ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false });
@@ -207,9 +258,10 @@ async fn an_interrupted_snapshot_resumes_from_its_last_part() {
         r = watcher => r,
     };
     let before = p.sandbox.stats().kind("data");
-    let resumed = ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false })
-        .await
-        .unwrap();
+    let resumed =
+        ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false })
+            .await
+            .unwrap();
     assert_eq!(resumed.run_id, interrupted.run_id);
     assert!(resumed.notes.iter().any(|n| n.contains("resumed")));
     let pages_after = p.sandbox.stats().kind("data") - before;
@@ -218,7 +270,9 @@ async fn an_interrupted_snapshot_resumes_from_its_last_part() {
         "resumed at the checkpoint, not from zero ({pages_after} pages)"
     );
     let local = p.ctx.warehouse.local().unwrap();
-    let keys = local.keys("raw_dataverse", "account", &["accountid", "versionnumber"]).unwrap();
+    let keys = local
+        .keys("raw_dataverse", "account", &["accountid", "versionnumber"])
+        .unwrap();
     let mut source: Vec<Vec<String>> = p
         .sandbox
         .live_rows("accounts")

@@ -56,8 +56,18 @@ async fn retry_after_is_honoured_on_429_and_503() {
             let n = h.fetch_add(1, Ordering::SeqCst);
             async move {
                 match n {
-                    0 => (StatusCode::TOO_MANY_REQUESTS, [("Retry-After", "1")], "slow down").into_response(),
-                    1 => (StatusCode::SERVICE_UNAVAILABLE, [("Retry-After", "1")], "busy").into_response(),
+                    0 => (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [("Retry-After", "1")],
+                        "slow down",
+                    )
+                        .into_response(),
+                    1 => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [("Retry-After", "1")],
+                        "busy",
+                    )
+                        .into_response(),
                     _ => (StatusCode::OK, "done").into_response(),
                 }
             }
@@ -71,7 +81,10 @@ async fn retry_after_is_honoured_on_429_and_503() {
         .unwrap();
     assert_eq!(&resp.body[..], b"done");
     assert_eq!(hits.load(Ordering::SeqCst), 3);
-    assert!(started.elapsed() >= Duration::from_secs(2), "waited as told");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited as told"
+    );
 }
 
 #[tokio::test]
@@ -82,12 +95,21 @@ async fn permanent_errors_are_not_retried_and_carry_context() {
         "/x",
         get(move || {
             h.fetch_add(1, Ordering::SeqCst);
-            async { (StatusCode::BAD_REQUEST, r#"{"error":{"code":"0x0","message":"bad $select"}}"#) }
+            async {
+                (
+                    StatusCode::BAD_REQUEST,
+                    r#"{"error":{"code":"0x0","message":"bad $select"}}"#,
+                )
+            }
         }),
     ))
     .await;
     let err = client(None, None)
-        .get(&format!("{base}/x?api_token=sekrit"), &HeaderMap::new(), "s")
+        .get(
+            &format!("{base}/x?api_token=sekrit"),
+            &HeaderMap::new(),
+            "s",
+        )
         .await
         .unwrap_err();
     assert_eq!(hits.load(Ordering::SeqCst), 1);
@@ -143,14 +165,26 @@ async fn a_401_refreshes_the_token_once() {
         "https://x/.default".into(),
     ));
     let c = client(Some(auth), None);
-    let resp = c.get(&format!("{base}/data"), &HeaderMap::new(), "s").await.unwrap();
+    let resp = c
+        .get(&format!("{base}/data"), &HeaderMap::new(), "s")
+        .await
+        .unwrap();
     assert_eq!(&resp.body[..], b"ok");
-    assert_eq!(tokens.load(Ordering::SeqCst), 2, "one refresh after the 401");
+    assert_eq!(
+        tokens.load(Ordering::SeqCst),
+        2,
+        "one refresh after the 401"
+    );
     // A second call reuses the cached token.
-    c.get(&format!("{base}/data"), &HeaderMap::new(), "s").await.unwrap();
+    c.get(&format!("{base}/data"), &HeaderMap::new(), "s")
+        .await
+        .unwrap();
     assert_eq!(tokens.load(Ordering::SeqCst), 2);
     // Refused even after a refresh: a clear auth error, no loop.
-    let err = c.get(&format!("{base}/always401"), &HeaderMap::new(), "s").await.unwrap_err();
+    let err = c
+        .get(&format!("{base}/always401"), &HeaderMap::new(), "s")
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
     assert_eq!(tokens.load(Ordering::SeqCst), 3);
 }
@@ -168,11 +202,21 @@ async fn writes_are_not_retried_after_an_ambiguous_failure() {
     ))
     .await;
     let err = client(None, None)
-        .send(Method::POST, &format!("{base}/w"), "s", Idempotency::Unsafe, |rb| rb.body("{}"))
+        .send(
+            Method::POST,
+            &format!("{base}/w"),
+            "s",
+            Idempotency::Unsafe,
+            |rb| rb.body("{}"),
+        )
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(502));
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "a 502 on a write may have been applied");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "a 502 on a write may have been applied"
+    );
 }
 
 #[tokio::test]
@@ -182,8 +226,13 @@ async fn the_rate_limit_paces_requests() {
     let c = client(None, Some(600));
     let started = Instant::now();
     for _ in 0..70 {
-        c.get(&format!("{base}/r"), &HeaderMap::new(), "s").await.unwrap();
+        c.get(&format!("{base}/r"), &HeaderMap::new(), "s")
+            .await
+            .unwrap();
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900), "10 requests past the burst take ~1 s, took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "10 requests past the burst take ~1 s, took {took:?}"
+    );
 }

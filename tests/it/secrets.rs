@@ -36,8 +36,14 @@ fn the_demo_leaves_no_plaintext_secret() {
 
     let mut all = Vec::new();
     files(dir.path(), &mut all);
-    assert!(all.iter().any(|p| p.ends_with("vault.json")), "the secret was stored");
-    assert!(all.iter().any(|p| p.extension().is_some_and(|e| e == "parquet")));
+    assert!(
+        all.iter().any(|p| p.ends_with("vault.json")),
+        "the secret was stored"
+    );
+    assert!(
+        all.iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet"))
+    );
     for p in &all {
         let bytes = std::fs::read(p).unwrap();
         assert!(

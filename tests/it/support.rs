@@ -54,7 +54,8 @@ requests_per_minute = 100000
 pub fn small_pages(dir: &Path, page_size: u32) {
     let d = dir.join("streams/dataverse");
     std::fs::create_dir_all(&d).unwrap();
-    let text = DATAVERSE_SOURCE.replace("page_size = 5000\n", &format!("page_size = {page_size}\n"));
+    let text =
+        DATAVERSE_SOURCE.replace("page_size = 5000\n", &format!("page_size = {page_size}\n"));
     assert!(text.contains(&format!("page_size = {page_size}")));
     std::fs::write(d.join("_source.toml"), text).unwrap();
 }
@@ -122,7 +123,11 @@ impl Project {
                 .collect();
             source.sort();
             let table = local
-                .keys(&stream.id.dataset(), &stream.id.entity, &[pk, "versionnumber"])
+                .keys(
+                    &stream.id.dataset(),
+                    &stream.id.entity,
+                    &[pk, "versionnumber"],
+                )
                 .unwrap();
             assert_eq!(
                 table.len(),
@@ -132,7 +137,11 @@ impl Project {
                 table.len(),
                 source.len()
             );
-            assert!(table == source, "{}: rows differ from the sandbox", stream.id);
+            assert!(
+                table == source,
+                "{}: rows differ from the sandbox",
+                stream.id
+            );
         }
     }
 
