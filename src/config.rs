@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -103,9 +104,10 @@ pub struct DataverseSettings {
     /// Token authority host; national clouds use their own.
     #[serde(default = "default_authority")]
     pub authority_url: String,
-    /// `${VAR}` reference only; otherwise stored with `mlc connection add`.
+    /// `${VAR}` reference only; otherwise stored with `mlc connection add`. Held as a secret
+    /// so `Debug` output of the configuration never shows it.
     #[serde(default)]
-    pub client_secret: Option<String>,
+    pub client_secret: Option<SecretString>,
 }
 
 fn default_authority() -> String {
@@ -539,7 +541,9 @@ mod tests {
         let conn = c.connection("crm").unwrap();
         let ConnectionSettings::Dataverse(d) = &conn.settings;
         assert_eq!(d.tenant_id, "contoso.onmicrosoft.com");
-        assert_eq!(d.client_secret.as_deref(), Some("s3cr3t"));
+        use secrecy::ExposeSecret;
+        assert_eq!(d.client_secret.as_ref().map(|s| s.expose_secret()), Some("s3cr3t"));
+        assert!(!format!("{c:?}").contains("s3cr3t"), "Debug never shows secrets");
         assert_eq!(d.scope(), "https://contoso.crm.dynamics.com/.default");
         assert_eq!(d.authority_url, "https://login.microsoftonline.com");
         assert_eq!(conn.streams, vec!["dataverse.*"]);

@@ -27,10 +27,10 @@ fn secret(
     conn: &Connection,
     vault: &Vault,
     field: &str,
-    from_config: Option<&String>,
+    from_config: Option<&SecretString>,
 ) -> Result<SecretString> {
     if let Some(v) = from_config {
-        return Ok(SecretString::from(v.clone()));
+        return Ok(v.clone());
     }
     let stored = vault.get(&conn.name)?;
     stored
