@@ -45,13 +45,16 @@ struct Envelope<'a> {
 }
 
 /// A parsed page: record ranges plus the links.
-struct Parsed {
-    rows: Vec<Range<usize>>,
-    next_link: Option<String>,
-    delta_link: Option<String>,
+#[derive(Debug)]
+pub struct Parsed {
+    /// Byte range of each record of `value` in the body.
+    pub rows: Vec<Range<usize>>,
+    pub next_link: Option<String>,
+    pub delta_link: Option<String>,
 }
 
-fn parse_envelope(body: &[u8]) -> std::result::Result<Parsed, String> {
+/// Finds the records and links of an OData collection page without building a tree.
+pub fn parse_envelope(body: &[u8]) -> std::result::Result<Parsed, String> {
     let env: Envelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let base = body.as_ptr() as usize;
     let rows = env
