@@ -542,8 +542,14 @@ mod tests {
         let ConnectionSettings::Dataverse(d) = &conn.settings;
         assert_eq!(d.tenant_id, "contoso.onmicrosoft.com");
         use secrecy::ExposeSecret;
-        assert_eq!(d.client_secret.as_ref().map(|s| s.expose_secret()), Some("s3cr3t"));
-        assert!(!format!("{c:?}").contains("s3cr3t"), "Debug never shows secrets");
+        assert_eq!(
+            d.client_secret.as_ref().map(|s| s.expose_secret()),
+            Some("s3cr3t")
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cr3t"),
+            "Debug never shows secrets"
+        );
         assert_eq!(d.scope(), "https://contoso.crm.dynamics.com/.default");
         assert_eq!(d.authority_url, "https://login.microsoftonline.com");
         assert_eq!(conn.streams, vec!["dataverse.*"]);
