@@ -87,9 +87,6 @@ pub const DEFAULT_BUCKET_BYTES: u64 = 16 << 20;
 const MAX_BUCKETS: u32 = 1024;
 /// Decoded rows a merge holds in memory before spilling them to staging files.
 pub const DEFAULT_STAGING_BUDGET: usize = 64 << 20;
-/// Change sets larger than this (uncompressed) are staged with zstd: staging is written and
-/// read once, so below this size the CPU saved beats the temporary disk.
-const STAGING_COMPRESS_ABOVE: u64 = 1 << 30;
 /// Buckets merged at the same time.
 const MERGE_THREADS: usize = 2;
 /// Directory of staging files, under the root.
@@ -313,17 +310,34 @@ impl LocalWarehouse {
             .map_err(|e| Error::io(&lock_path, e))?;
         lock.lock().map_err(|e| Error::io(&lock_path, e))?;
 
-        // Leftovers of an interrupted merge.
+        // Leftovers of an interrupted merge go first; this merge's staging goes whatever the
+        // outcome (a failed merge leaves the table readable and can simply be retried).
         remove_dir_if_exists(&staging)?;
-        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        remove_temp_files(&dir)?;
+        let result = self.merge_locked(handle, &req, &name, &dir, &staging, started);
+        let _ = remove_dir_if_exists(&staging);
+        release_memory();
+        drop(lock);
+        result
+    }
+
+    /// The merge proper, under the table's lock.
+    fn merge_locked(
+        &self,
+        handle: Handle,
+        req: &OwnedRequest,
+        name: &str,
+        dir: &Path,
+        staging: &Path,
+        started: Instant,
+    ) -> Result<MergeStats> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        remove_temp_files(dir)?;
 
         // The table's descriptor (created, or evolved to the run's schema).
         let run_columns = meta::columns_of(&req.schema)?;
-        let size = stage::parts_size(&handle, &req.store, &req.parts)?;
         meta::check_required(&run_columns, &req.primary_key)
             .map_err(|e| Error::Warehouse(format!("{name}: {}", strip_prefix(&e))))?;
-        let mut table = match TableMeta::load(&dir)? {
+        let mut table = match TableMeta::load(dir)? {
             Some(mut m) => {
                 if m.primary_key != req.primary_key {
                     return Err(Error::Warehouse(format!(
@@ -338,11 +352,12 @@ impl LocalWarehouse {
                     tracing::info!(table = %name, "schema changed: rewriting every bucket");
                     m.columns = union;
                     m.rewrite_pending = true;
-                    m.store(&dir)?;
+                    m.store(dir)?;
                 }
                 m
             }
             None => {
+                let size = stage::parts_size(&handle, &req.store, &req.parts)?;
                 let m = TableMeta {
                     format_version: meta::FORMAT_VERSION,
                     hash: hash::HASH_NAME.to_string(),
@@ -358,7 +373,7 @@ impl LocalWarehouse {
                     bytes = size.bytes,
                     "creating table"
                 );
-                m.store(&dir)?;
+                m.store(dir)?;
                 m
             }
         };
@@ -380,14 +395,13 @@ impl LocalWarehouse {
                 .position(|c| c.name == crate::schema::ML_DELETED)
                 .unwrap_or(0),
             buckets: table.buckets,
-            dir: staging.clone(),
+            dir: staging.to_path_buf(),
             budget: self.staging_budget,
-            compress: size.bytes > STAGING_COMPRESS_ABOVE,
         })?;
 
         release_memory();
         // 2. Merge the buckets that need it.
-        let existing: HashMap<u32, PathBuf> = bucket_files(&dir)?
+        let existing: HashMap<u32, PathBuf> = bucket_files(dir)?
             .into_iter()
             .filter(|(b, _)| *b < table.buckets)
             .collect();
@@ -410,19 +424,16 @@ impl LocalWarehouse {
             reconcile: req.reconcile,
             run_id: req.run_id.clone(),
             run_micros: req.run_micros,
-            footers: bucket::read_footers(&staged.files)?,
         };
-        let outcomes = run_jobs(&dir, &jobs, &ctx)?;
-        release_memory();
+        let outcomes = run_jobs(dir, &jobs, &ctx)?;
         if !dir.join(bucket_file_name(0)).exists() {
-            write_bucket(&dir, 0, DataFrame::empty_with_schema(&ctx.schema))?;
+            write_bucket(dir, 0, DataFrame::empty_with_schema(&ctx.schema))?;
         }
         if table.rewrite_pending {
             table.rewrite_pending = false;
-            table.store(&dir)?;
+            table.store(dir)?;
         }
-        sync_dir(&dir);
-        remove_dir_if_exists(&staging)?;
+        sync_dir(dir);
 
         let mut stats = MergeStats {
             rows_in: staged.rows_in,
@@ -432,7 +443,7 @@ impl LocalWarehouse {
             stats.upserted += o.upserted;
             stats.deleted += o.deleted;
         }
-        stats.table_rows = table_rows(&dir)?;
+        stats.table_rows = table_rows(dir)?;
         tracing::info!(
             table = %name,
             rows_in = stats.rows_in,
@@ -443,7 +454,6 @@ impl LocalWarehouse {
             ms = started.elapsed().as_millis() as u64,
             "merged into the local warehouse"
         );
-        drop(lock);
         Ok(stats)
     }
 
@@ -646,7 +656,10 @@ fn run_jobs(dir: &Path, jobs: &[BucketJob], ctx: &MergeCtx) -> Result<Vec<Bucket
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
                         match merge_bucket(dir, job, ctx) {
-                            Ok(o) => done.push(o),
+                            Ok(o) => {
+                                done.push(o);
+                                release_memory();
+                            }
                             Err(e) => {
                                 failed.store(true, Ordering::Relaxed);
                                 return Err(e);

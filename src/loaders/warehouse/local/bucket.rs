@@ -20,11 +20,9 @@
 //! and the wide rows are gathered once — or not at all when every row survives, as in a first
 //! load — so a bucket merge holds about three copies of the bucket at most.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use polars::io::parquet::metadata::FileMetadataRef;
 use polars::prelude::*;
 
 use super::meta::{MetaColumn, bucket_file_name};
@@ -48,7 +46,6 @@ pub(super) struct MergeCtx {
     pub reconcile: bool,
     pub run_id: String,
     pub run_micros: i64,
-    pub footers: FooterCache,
 }
 
 /// One bucket to merge.
@@ -104,37 +101,11 @@ pub(super) fn read_file(path: &Path) -> Result<DataFrame> {
         .map_err(pe(format!("reading {}", path.display())))
 }
 
-/// Parsed footers of the staging files, so each bucket's read does not parse them again (a
-/// spill file holds a row group per bucket).
-pub(super) type FooterCache = HashMap<PathBuf, FileMetadataRef>;
-
-/// Parses the footer of every staging file once.
-///
-/// Fails when a staging file cannot be read.
-pub(super) fn read_footers(staged: &[Vec<StagedSlice>]) -> Result<FooterCache> {
-    let mut cache = FooterCache::new();
-    for s in staged.iter().flatten() {
-        if cache.contains_key(&s.path) {
-            continue;
-        }
-        let f = fs::File::open(&s.path).map_err(|e| Error::io(&s.path, e))?;
-        let md = ParquetReader::new(f)
-            .get_metadata()
-            .map_err(pe(format!("reading {}", s.path.display())))?
-            .clone();
-        cache.insert(s.path.clone(), md);
-    }
-    Ok(cache)
-}
-
 /// Reads a bucket's rows from a staging file (only the row groups holding them).
-fn read_slice(s: &StagedSlice, footers: &FooterCache) -> Result<DataFrame> {
+fn read_slice(s: &StagedSlice) -> Result<DataFrame> {
     let f = fs::File::open(&s.path).map_err(|e| Error::io(&s.path, e))?;
-    let mut reader = ParquetReader::new(f).with_slice(Some((s.offset, s.len)));
-    if let Some(md) = footers.get(&s.path) {
-        reader.set_metadata(md.clone());
-    }
-    reader
+    ParquetReader::new(f)
+        .with_slice(Some((s.offset, s.len)))
         .finish()
         .map_err(pe(format!("reading {}", s.path.display())))
 }
@@ -179,17 +150,26 @@ pub(super) fn merge_bucket(dir: &Path, job: &BucketJob, ctx: &MergeCtx) -> Resul
     let mut outcome = BucketOutcome::default();
 
     // The run's rows for this bucket, in extraction order; `_ml_deleted` null means live.
-    let mut staged: Option<DataFrame> = None;
+    // (All slices come from one run: same schema, so they are stacked first and aligned once.)
+    let mut raw: Option<DataFrame> = None;
     for p in &job.staged {
-        let df = align(read_slice(p, &ctx.footers)?, &ctx.schema)
-            .with_column(is_true(ML_DELETED).alias(ML_DELETED))
-            .collect()
-            .map_err(pe(&bucket_ctx))?;
-        staged = Some(match staged {
-            None => df,
-            Some(acc) => acc.vstack(&df).map_err(pe(&bucket_ctx))?,
-        });
+        let df = read_slice(p)?;
+        match raw.as_mut() {
+            None => raw = Some(df),
+            Some(acc) => {
+                acc.vstack_mut(&df).map_err(pe(&bucket_ctx))?;
+            }
+        }
     }
+    let staged: Option<DataFrame> = match raw {
+        None => None,
+        Some(df) => Some(
+            align(df, &ctx.schema)
+                .with_column(is_true(ML_DELETED).alias(ML_DELETED))
+                .collect()
+                .map_err(pe(&bucket_ctx))?,
+        ),
+    };
 
     // The table's rows (one per key), after reconciliation.
     let mut old: Option<DataFrame> = match &job.old {

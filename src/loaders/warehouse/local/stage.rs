@@ -5,14 +5,16 @@
 //! Memory is bounded by the staging budget plus a couple of decoded batches, whatever the size
 //! of the change set: decoded batches are held only until the budget is reached, then every
 //! bucket's rows are gathered (strings are read as views, so gathering moves 16-byte views,
-//! not string bytes) and written out. Decoding runs on its own thread and writing on two, so
-//! reading the lake, partitioning and compressing overlap on two cores.
+//! not string bytes) and written out, uncompressed (see [`StagingWriter`]). Decoding runs on its
+//! own thread and writing on two, so reading the lake, partitioning and writing overlap on two
+//! cores. Staging needs temporary disk of about the uncompressed size of the change set.
 //!
-//! Layout: each spill writes [`SPILL_THREADS`] uncompressed files, each holding its buckets'
-//! rows as consecutive row groups; a bucket's staged rows are a list of slices of those files,
-//! in extraction order. Few, closed files: creating thousands of small files (one per bucket
-//! per spill) costs more than writing them, and a writer kept open per bucket holds a
-//! compression context and page buffers per column (hundreds of MiB at 64 buckets × 36 columns).
+//! Layout: each spill writes files of up to 16 buckets, each bucket's rows as consecutive row
+//! groups; a bucket's staged rows are a list of slices of those files, in extraction order.
+//! Why not one file per bucket per spill: creating thousands of small files costs more than
+//! writing them. Why not one open writer per bucket: each holds a compression context and page
+//! buffers per column (hundreds of MiB at 64 buckets × 36 columns). Why not one file per spill:
+//! every bucket read would parse a footer describing every bucket.
 
 use std::collections::HashSet;
 use std::fs;
@@ -34,7 +36,7 @@ use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use parquet::arrow::async_reader::{
     AsyncFileReader, MetadataSuffixFetch, ParquetRecordBatchStreamBuilder,
 };
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::Compression;
 use parquet::errors::ParquetError;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -47,6 +49,9 @@ use crate::error::{Error, Result};
 const BATCH_ROWS: usize = 8192;
 /// Threads gathering and writing staging files during a spill.
 const SPILL_THREADS: usize = 2;
+/// Buckets per spill file: few enough that reading one bucket's row group parses a small
+/// footer, many enough to keep the file count low.
+const BUCKETS_PER_SPILL_FILE: usize = 16;
 
 /// Where a bucket's pending rows are: (batch, row) pairs, in extraction order.
 type Positions = Vec<(usize, usize)>;
@@ -69,8 +74,6 @@ pub(super) struct StageInput<'a> {
     pub dir: PathBuf,
     /// Bytes of decoded rows held in memory before spilling.
     pub budget: usize,
-    /// Compress staging files (zstd level 1) instead of writing them plain.
-    pub compress: bool,
 }
 
 /// A bucket's rows inside a staging file: `len` rows from row `offset` (whole row groups).
@@ -231,11 +234,10 @@ pub(super) fn stage(input: StageInput<'_>) -> Result<Staged> {
         buckets,
         dir,
         budget,
-        compress,
     } = input;
     fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     let (tx, rx) = sync_channel::<Result<(usize, RecordBatch)>>(2);
-    let mut splitter = Splitter::new(schema, key, deleted, buckets, dir, budget, compress);
+    let mut splitter = Splitter::new(schema, key, deleted, buckets, dir, budget);
     std::thread::scope(|scope| {
         scope.spawn(move || {
             for (i, part) in parts.iter().enumerate() {
@@ -294,7 +296,6 @@ struct Splitter {
     buckets: u32,
     dir: PathBuf,
     budget: usize,
-    compress: bool,
     batches: Vec<RecordBatch>,
     positions: Vec<Positions>,
     pending_bytes: usize,
@@ -314,7 +315,6 @@ impl Splitter {
         buckets: u32,
         dir: PathBuf,
         budget: usize,
-        compress: bool,
     ) -> Self {
         let n = buckets as usize;
         Self {
@@ -324,7 +324,6 @@ impl Splitter {
             buckets,
             dir,
             budget,
-            compress,
             batches: Vec::new(),
             positions: vec![Vec::new(); n],
             pending_bytes: 0,
@@ -469,26 +468,23 @@ impl Splitter {
         self.spill_files(&refs, jobs)
     }
 
-    /// Writes [`SPILL_THREADS`] new files, each holding its buckets' rows as consecutive row
-    /// groups.
+    /// Writes the pending rows as new files of up to [`BUCKETS_PER_SPILL_FILE`] buckets each,
+    /// a bucket's rows as its own row group(s).
     fn spill_files(&mut self, refs: &[&RecordBatch], jobs: Vec<BucketRows>) -> Result<()> {
         let seq = self.spills;
         self.spills += 1;
-        let mut groups: Vec<Vec<BucketRows>> = (0..SPILL_THREADS).map(|_| Vec::new()).collect();
-        for (i, job) in jobs.into_iter().enumerate() {
-            groups[i % SPILL_THREADS].push(job);
+        let mut groups: Vec<(usize, Vec<BucketRows>)> = Vec::new();
+        for job in jobs {
+            match groups.last_mut() {
+                Some((_, g)) if g.len() < BUCKETS_PER_SPILL_FILE => g.push(job),
+                _ => groups.push((groups.len(), vec![job])),
+            }
         }
-        let groups: Vec<(usize, Vec<BucketRows>)> = groups
-            .into_iter()
-            .enumerate()
-            .filter(|(_, g)| !g.is_empty())
-            .collect();
         let schema = &self.schema;
         let dir = &self.dir;
-        let compress = self.compress;
         let done = parallel(groups, |(w, group)| {
-            let path = dir.join(format!("spill-{seq:06}-{w}.parquet"));
-            let mut writer = StagingWriter::create(&path, schema, compress)?;
+            let path = dir.join(format!("spill-{seq:06}-{w:04}.parquet"));
+            let mut writer = StagingWriter::create(&path, schema)?;
             let mut slices = Vec::with_capacity(group.len());
             let mut offset = 0usize;
             for (b, positions) in &group {
@@ -552,25 +548,21 @@ fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Result<R> + Sync) 
     Ok(out)
 }
 
-/// A staging file: plain encoding, no statistics, uncompressed unless the change set is large
-/// — it is read once, in whole row groups, by the bucket merges.
+/// A staging file: plain encoding, no statistics, uncompressed. It is read once, in whole row
+/// groups, by the bucket merges; and its row groups are small (a bucket's share of one spill),
+/// so compressing them would create a zstd context per page on both sides — that costs more
+/// than the whole merge. The price is temporary disk: about the uncompressed size of the
+/// change set.
 struct StagingWriter<'a> {
     path: &'a FsPath,
     writer: ArrowWriter<fs::File>,
 }
 
 impl<'a> StagingWriter<'a> {
-    fn create(path: &'a FsPath, schema: &SchemaRef, compress: bool) -> Result<Self> {
+    fn create(path: &'a FsPath, schema: &SchemaRef) -> Result<Self> {
         let file = fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        let compression = if compress {
-            Compression::ZSTD(
-                ZstdLevel::try_new(1).map_err(|e| Error::Warehouse(format!("zstd level: {e}")))?,
-            )
-        } else {
-            Compression::UNCOMPRESSED
-        };
         let props = WriterProperties::builder()
-            .set_compression(compression)
+            .set_compression(Compression::UNCOMPRESSED)
             .set_statistics_enabled(EnabledStatistics::None)
             .set_dictionary_enabled(false)
             .build();
