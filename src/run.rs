@@ -332,6 +332,9 @@ fn read_mode(stream: &Stream, run: &RunRecord) -> ReadMode {
     }
 }
 
+/// A decoded page with its resume position and end cursor.
+type Decoded = (DecodedPage, Option<String>, Option<String>);
+
 /// A part being filled.
 struct OpenPart {
     writer: PartWriter,
@@ -394,39 +397,53 @@ async fn extract(
             }
         }
     });
-    // Decode in order, several pages at once.
-    let pages =
-        futures::stream::unfold(
-            page_rx,
-            |mut rx| async move { rx.recv().await.map(|p| (p, rx)) },
-        );
-    let mut decoded = Box::pin(
-        pages
-            .map(|page| {
-                let decoder = decoder.clone();
-                async move {
-                    let page = page?;
-                    tokio::task::spawn_blocking(move || {
-                        let out =
-                            decoder.decode_page(&page.body, &page.rows, page.received_at_micros);
-                        out.map(|d| (d, page.resume, page.end_cursor))
+    // Decode in order, several pages at once, in a task of its own so decoding never waits
+    // for the Parquet writer below.
+    let (decoded_tx, mut decoded) = mpsc::channel::<Result<Decoded>>(DECODE_PARALLELISM);
+    let stream_name = stream.id.to_string();
+    let decoding =
+        tokio::spawn(async move {
+            let pages = futures::stream::unfold(page_rx, |mut rx| async move {
+                rx.recv().await.map(|p| (p, rx))
+            });
+            let mut out = Box::pin(
+                pages
+                    .map(|page| {
+                        let decoder = decoder.clone();
+                        let stream_name = stream_name.clone();
+                        async move {
+                            let page = page?;
+                            tokio::task::spawn_blocking(move || {
+                                let out = decoder.decode_page(
+                                    &page.body,
+                                    &page.rows,
+                                    page.received_at_micros,
+                                );
+                                out.map(|d| (d, page.resume, page.end_cursor))
+                            })
+                            .await
+                            .map_err(|e| Error::Decode {
+                                stream: stream_name,
+                                message: format!("decoder thread failed: {e}"),
+                            })?
+                        }
                     })
-                    .await
-                    .map_err(|e| Error::Decode {
-                        stream: String::new(),
-                        message: format!("decoder thread failed: {e}"),
-                    })?
+                    .buffered(DECODE_PARALLELISM),
+            );
+            while let Some(item) = out.next().await {
+                let stop = item.is_err();
+                if decoded_tx.send(item).await.is_err() || stop {
+                    break;
                 }
-            })
-            .buffered(DECODE_PARALLELISM),
-    );
+            }
+        });
 
     let mut part_no = run.next_part;
     let mut open: Option<OpenPart> = None;
     let mut end_cursor: Option<String> = None;
     let result: Result<()> = async {
-        while let Some(item) = decoded.next().await {
-            let (page, resume, page_end): (DecodedPage, Option<String>, Option<String>) = item?;
+        while let Some(item) = decoded.recv().await {
+            let (page, resume, page_end) = item?;
             if page_end.is_some() {
                 end_cursor = page_end;
             }
@@ -481,6 +498,7 @@ async fn extract(
     }
     .await;
     drop(decoded);
+    decoding.abort();
     fetcher.abort();
     if let Some(pb) = bar {
         pb.finish_and_clear();

@@ -1,9 +1,10 @@
 //! JSON pages → Arrow `RecordBatch`es, typed by the catalog through the arrow-json decoder.
 //!
 //! A page arrives as its raw bytes plus the byte range of every record (found by the source's
-//! envelope parser), so no `serde_json::Value` tree is ever built. Each record is scanned once
-//! for what arrow-json cannot do on its own — tombstones, `json` columns kept as text, fields the
-//! catalog does not type (kept in `_ml_extra`) — and then fed verbatim to the decoder. A record
+//! envelope parser), so no `serde_json::Value` tree is ever built. Each record's top-level keys
+//! are scanned once ([`scan`]) for what arrow-json cannot do on its own — tombstones, `json`
+//! columns kept as text, fields the catalog does not type (kept in `_ml_extra`) — and the record
+//! is then fed verbatim to the decoder. A record
 //! the decoder cannot type does not fail the page: the page is re-decoded record by record and
 //! only the bad records go to the quarantine, with the decoder's reason.
 
@@ -19,12 +20,12 @@ use arrow_array::{
 };
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{Field, Schema, SchemaRef};
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use crate::error::{Error, Result};
 use crate::schema::{arrow_type, table_schema};
 use crate::spec::{ColumnType, Stream, Tombstone};
+
+pub mod scan;
 
 /// Largest slice of a bad record kept in the quarantine.
 const QUARANTINE_RAW_MAX: usize = 1 << 20;
@@ -91,12 +92,27 @@ impl fmt::Debug for RowDecoder {
     }
 }
 
-/// One scanned record.
+/// One scanned record: slices of the page body.
 struct Scan<'a> {
     tombstone: bool,
-    tombstone_id: Option<&'a RawValue>,
-    json: Vec<(usize, &'a RawValue)>,
-    extra: Vec<(Cow<'a, str>, &'a RawValue)>,
+    tombstone_id: Option<&'a [u8]>,
+    json: Vec<(usize, &'a [u8])>,
+    extra: Vec<(Cow<'a, str>, &'a [u8])>,
+}
+
+/// What a top-level key of a record means to the decoder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    Typed,
+    Json(usize),
+    /// The tombstone marker (`@odata.context` ending in `$deletedEntity`).
+    Marker,
+    /// The id of a tombstone.
+    TombstoneId,
+    /// Protocol annotations the catalog does not read (`@odata.etag`, `x@Namespace.term`).
+    Ignore,
+    /// A field the catalog does not type: kept in `_ml_extra`.
+    Extra,
 }
 
 /// Where the decoder input of a kept record lives.
@@ -109,7 +125,7 @@ enum Input {
 struct Kept<'a> {
     input: Input,
     deleted: bool,
-    json: Vec<(usize, &'a RawValue)>,
+    json: Vec<(usize, &'a [u8])>,
     extra: Option<String>,
 }
 
@@ -205,13 +221,16 @@ impl RowDecoder {
         let mut kept: Vec<Kept<'_>> = Vec::with_capacity(rows.len());
         let mut synth: Vec<u8> = Vec::new();
         let mut json_bytes = 0usize;
+        // Records of one page almost always list their keys in the same order: remember the
+        // previous record's keys and roles, and hash only when a key differs.
+        let mut key_cache: Vec<(&[u8], Role)> = Vec::new();
         for r in rows {
             let Some(raw) = body.get(r.clone()) else {
                 quarantined.push(self.quarantine(b"", "record range outside the page".into()));
                 continue;
             };
             json_bytes += raw.len();
-            match self.scan(raw) {
+            match self.scan(raw, &mut key_cache) {
                 Err(reason) => quarantined.push(self.quarantine(raw, reason)),
                 Ok(scan) if scan.tombstone => {
                     let Some(id) = scan.tombstone_id else {
@@ -225,7 +244,7 @@ impl RowDecoder {
                     // The key name came from the catalog; serde_json escapes it correctly.
                     let _ = serde_json::to_writer(&mut synth, &self.key_cols[0].1);
                     synth.push(b':');
-                    synth.extend_from_slice(id.get().as_bytes());
+                    synth.extend_from_slice(id);
                     synth.push(b'}');
                     kept.push(Kept {
                         input: Input::Synth(start..synth.len()),
@@ -301,7 +320,8 @@ impl RowDecoder {
             for k in &kept {
                 let mut vals: Vec<Option<&str>> = vec![None; self.json_count];
                 for (i, raw) in &k.json {
-                    let s = raw.get();
+                    // The decoder validated the record's UTF-8 already.
+                    let s = std::str::from_utf8(raw).unwrap_or("null");
                     vals[*i] = if s == "null" { None } else { Some(s) };
                 }
                 for (b, v) in json_builders.iter_mut().zip(vals) {
@@ -389,15 +409,91 @@ impl RowDecoder {
         dec.flush().map_err(|e| e.to_string())
     }
 
+    /// The role of a top-level key (unescaped).
+    fn role(&self, key: &str) -> Role {
+        if let Some(t) = &self.tombstone {
+            if key == t.marker_field {
+                return Role::Marker;
+            }
+            if key == t.id_field && !self.known.contains_key(key) {
+                return Role::TombstoneId;
+            }
+        }
+        match self.known.get(key) {
+            Some(KeyRole::Typed) => Role::Typed,
+            Some(KeyRole::Json(i)) => Role::Json(*i),
+            None if key.contains('@') => Role::Ignore,
+            None => Role::Extra,
+        }
+    }
+
     /// Scans one record's top-level keys.
-    fn scan<'a>(&self, raw: &'a [u8]) -> std::result::Result<Scan<'a>, String> {
-        let mut de = serde_json::Deserializer::from_slice(raw);
-        let scan = ScanSeed { dec: self }
-            .deserialize(&mut de)
-            .map_err(|e| format!("not a JSON object: {e}"))?;
-        de.end()
-            .map_err(|e| format!("trailing bytes after the record: {e}"))?;
-        Ok(scan)
+    fn scan<'a>(
+        &self,
+        raw: &'a [u8],
+        cache: &mut Vec<(&'a [u8], Role)>,
+    ) -> std::result::Result<Scan<'a>, String> {
+        let mut out = Scan {
+            tombstone: false,
+            tombstone_id: None,
+            json: Vec::new(),
+            extra: Vec::new(),
+        };
+        let mut pos = 0usize;
+        scan::members(raw, |m| {
+            let value = &raw[m.value.clone()];
+            let (role, key) = if m.escaped {
+                let key: String =
+                    serde_json::from_slice(&quoted(m.key)).map_err(|e| format!("bad key: {e}"))?;
+                (self.role(&key), Some(key))
+            } else {
+                let role = match cache.get(pos) {
+                    Some((k, role)) if *k == m.key => *role,
+                    _ => {
+                        let key = std::str::from_utf8(m.key)
+                            .map_err(|_| "a key is not valid UTF-8".to_string())?;
+                        let role = self.role(key);
+                        if pos < cache.len() {
+                            cache[pos] = (m.key, role);
+                        } else {
+                            cache.push((m.key, role));
+                        }
+                        role
+                    }
+                };
+                (role, None)
+            };
+            pos += 1;
+            match role {
+                Role::Typed | Role::Ignore => {}
+                Role::Json(i) => out.json.push((i, value)),
+                Role::Marker => {
+                    let v: Cow<'_, str> = serde_json::from_slice(value)
+                        .map_err(|_| "the record's context is not a string".to_string())?;
+                    let suffix = self
+                        .tombstone
+                        .as_ref()
+                        .map_or("", |t| t.marker_suffix.as_str());
+                    out.tombstone = v.ends_with(suffix);
+                }
+                Role::TombstoneId => out.tombstone_id = Some(value),
+                Role::Extra => {
+                    let key = match key {
+                        Some(k) => Cow::Owned(k),
+                        None => Cow::Borrowed(
+                            std::str::from_utf8(m.key)
+                                .map_err(|_| "a key is not valid UTF-8".to_string())?,
+                        ),
+                    };
+                    out.extra.push((key, value));
+                }
+            }
+            Ok(())
+        })?;
+        if out.tombstone {
+            out.extra.clear();
+        }
+        Ok(out)
     }
 
     fn quarantine(&self, raw: &[u8], reason: String) -> Quarantined {
@@ -412,7 +508,8 @@ impl RowDecoder {
 
     /// Best-effort read of the primary key of a (possibly bad) record, for the quarantine.
     fn key_of(&self, raw: &[u8]) -> Option<String> {
-        let map: HashMap<Cow<'_, str>, &RawValue> = serde_json::from_slice(raw).ok()?;
+        let map: HashMap<Cow<'_, str>, &serde_json::value::RawValue> =
+            serde_json::from_slice(raw).ok()?;
         let mut parts = Vec::new();
         for (_, key) in &self.key_cols {
             let v = map.get(key.as_str())?;
@@ -433,7 +530,7 @@ impl RowDecoder {
 }
 
 /// `{"key": raw, ...}` of the fields the catalog does not type, or `None`.
-fn extra_json(extra: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
+fn extra_json(extra: &[(Cow<'_, str>, &[u8])]) -> Option<String> {
     if extra.is_empty() {
         return None;
     }
@@ -445,100 +542,19 @@ fn extra_json(extra: &[(Cow<'_, str>, &RawValue)]) -> Option<String> {
         }
         let _ = serde_json::to_writer(&mut out, k.as_ref());
         out.push(b':');
-        out.extend_from_slice(v.get().as_bytes());
+        out.extend_from_slice(v);
     }
     out.push(b'}');
     String::from_utf8(out).ok()
 }
 
-struct ScanSeed<'d> {
-    dec: &'d RowDecoder,
-}
-
-impl<'de> DeserializeSeed<'de> for ScanSeed<'_> {
-    type Value = Scan<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ScanSeed<'_> {
-    type Value = Scan<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(
-        self,
-        mut map: A,
-    ) -> std::result::Result<Self::Value, A::Error> {
-        let mut scan = Scan {
-            tombstone: false,
-            tombstone_id: None,
-            json: Vec::new(),
-            extra: Vec::new(),
-        };
-        let tomb = self.dec.tombstone.as_ref();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            if let Some(t) = tomb {
-                if key == t.marker_field {
-                    let v: Cow<'de, str> = map.next_value_seed(KeySeed)?;
-                    scan.tombstone = v.ends_with(t.marker_suffix.as_str());
-                    continue;
-                }
-                if key == t.id_field && !self.dec.known.contains_key(key.as_ref()) {
-                    scan.tombstone_id = Some(map.next_value()?);
-                    continue;
-                }
-            }
-            match self.dec.known.get(key.as_ref()) {
-                Some(KeyRole::Typed) => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                Some(KeyRole::Json(i)) => scan.json.push((*i, map.next_value()?)),
-                // Annotations (`@odata.etag`, `x@Namespace.term`) the catalog does not read are
-                // protocol metadata, not data.
-                None if key.contains('@') => {
-                    map.next_value::<IgnoredAny>()?;
-                }
-                None => {
-                    let v: &'de RawValue = map.next_value()?;
-                    scan.extra.push((key, v));
-                }
-            }
-        }
-        if scan.tombstone {
-            scan.extra.clear();
-        }
-        Ok(scan)
-    }
-}
-
-/// Deserializes a string, borrowing it from the input when it has no escapes.
-struct KeySeed;
-
-impl<'de> DeserializeSeed<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
-        d.deserialize_str(KeySeed)
-    }
-}
-
-impl<'de> Visitor<'de> for KeySeed {
-    type Value = Cow<'de, str>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
-    }
-    fn visit_borrowed_str<E>(self, v: &'de str) -> std::result::Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-    fn visit_str<E>(self, v: &str) -> std::result::Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> std::result::Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
+/// The key as it appeared, quotes included, for serde to unescape.
+fn quoted(key: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(key.len() + 2);
+    v.push(b'"');
+    v.extend_from_slice(key);
+    v.push(b'"');
+    v
 }
 
 #[cfg(test)]
