@@ -228,7 +228,7 @@ fn default_concurrency() -> usize {
     2
 }
 fn default_part_mb() -> f64 {
-    64.0
+    32.0
 }
 
 #[derive(Debug, Deserialize)]

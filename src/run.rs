@@ -557,7 +557,7 @@ async fn extract(
     };
     ctx.lake.write_manifest(&manifest).await?;
     ctx.state.mark_extracted(&run.run_id, pending.as_deref())?;
-    tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), "extracted");
+    tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "extracted");
     Ok(())
 }
 
@@ -619,6 +619,15 @@ async fn flush_part(
     Ok(())
 }
 
+/// Peak resident memory of this process so far, in MiB (Linux; `None` elsewhere). Logged at
+/// stage boundaries so memory regressions show up in ordinary logs.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// Merges an extracted run into the warehouse.
 async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<()> {
     let manifest = ctx
@@ -640,7 +649,7 @@ async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<()> {
         .await?;
     ctx.state
         .mark_loaded(&run.run_id, stats.upserted, stats.deleted, stats.table_rows)?;
-    tracing::info!(stream = %stream.id, upserted = stats.upserted, deleted = stats.deleted, table_rows = stats.table_rows, "loaded");
+    tracing::info!(stream = %stream.id, upserted = stats.upserted, deleted = stats.deleted, table_rows = stats.table_rows, peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "loaded");
     Ok(())
 }
 
