@@ -1,22 +1,26 @@
-//! Micro-benchmarks of the extraction hot path (DESIGN.md §15), on real sandbox pages of
-//! `dataverse.account`: OData envelope parse, JSON → Arrow decode, Parquet encode. Prints MB/s
-//! of JSON per stage on one core. End-to-end figures (HTTP, pipeline, warehouse) come from
-//! `bench/sync.sh`.
+//! Micro-benchmarks of the sync hot path (DESIGN.md §15), on real sandbox pages of
+//! `dataverse.account`: sandbox serving (render + HTTP), OData envelope parse, JSON → Arrow
+//! decode, Parquet encode (one core each), and the embedded warehouse's first-load merge.
+//! Prints MB/s of JSON per stage. End-to-end figures come from `bench/sync.sh`.
 //!
 //!     cargo bench --bench pipeline
 
 use std::time::Instant;
 
 use ml_connector::batches::RowDecoder;
-use ml_connector::lake::PartWriter;
+use ml_connector::lake::{Lake, PartWriter};
+use ml_connector::loaders::warehouse::DeleteMode;
+use ml_connector::loaders::warehouse::local::{LocalWarehouse, MergeRequest};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::spec::Definitions;
 use ml_connector::streams::odata::parse_envelope;
+use object_store::path::Path as ObjPath;
 
 const ROWS: u64 = 100_000;
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let t = Instant::now();
     let pages = rt.block_on(fetch_pages());
     let bytes: usize = pages.iter().map(|p| p.len()).sum();
     let mb = bytes as f64 / 1e6;
@@ -24,6 +28,7 @@ fn main() {
         "{} pages, {ROWS} account rows, {mb:.1} MB of JSON",
         pages.len()
     );
+    report("sandbox serve (HTTP)", mb, t);
 
     let defs = Definitions::builtin().expect("definitions");
     let stream = defs
@@ -59,6 +64,32 @@ fn main() {
         parquet.len() as f64 / 1e6,
         bytes as f64 / parquet.len() as f64
     );
+
+    // First load of the part into an empty embedded-warehouse table.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lake = Lake::open("memory://", dir.path()).expect("lake");
+    let part = ObjPath::from("raw/dataverse/account/run=r/part-00000.parquet");
+    let wh = LocalWarehouse::open(&dir.path().join("wh"), DeleteMode::Hard).expect("warehouse");
+    let t = Instant::now();
+    let stats = rt
+        .block_on(async {
+            lake.put(&part, parquet).await?;
+            wh.merge(MergeRequest {
+                dataset: "raw_dataverse",
+                table: "account",
+                store: lake.store(),
+                parts: std::slice::from_ref(&part),
+                primary_key: &stream.catalog.primary_key,
+                schema: decoder.schema(),
+                reconcile: true,
+                run_id: "r",
+                extracted_at_micros: 0,
+            })
+            .await
+        })
+        .expect("merge");
+    assert_eq!(stats.table_rows, ROWS);
+    report("warehouse merge (2 cores)", mb, t);
 }
 
 fn report(stage: &str, mb: f64, t: Instant) {
