@@ -135,13 +135,7 @@ async fn fetch_pages() -> Vec<bytes::Bytes> {
     let stream = defs
         .get(&"dataverse.account".parse().expect("id"))
         .expect("stream");
-    let select: Vec<&str> = stream
-        .catalog
-        .columns
-        .iter()
-        .filter(|c| !c.is_annotation())
-        .map(|c| c.source_name())
-        .collect();
+    let select = stream.select_fields();
     let mut next = Some(format!(
         "{}/api/data/v9.2/accounts?$select={}",
         sb.dataverse_url(),

@@ -355,6 +355,17 @@ impl Stream {
             .unwrap_or(self.source.lookback_seconds)
     }
 
+    /// Payload keys to request (OData `$select`): every catalog column that is a field, not an
+    /// annotation on one.
+    pub fn select_fields(&self) -> Vec<&str> {
+        self.catalog
+            .columns
+            .iter()
+            .filter(|c| !c.is_annotation())
+            .map(|c| c.source_name())
+            .collect()
+    }
+
     /// The catalog column named as the cursor, if any.
     pub fn cursor_column(&self) -> Option<&Column> {
         let name = self.spec.cursor_field.as_deref()?;

@@ -141,13 +141,7 @@ impl ODataSource {
                 path: stream.id.to_string(),
                 message: "odata streams need entity_set".into(),
             })?;
-        let select: Vec<&str> = stream
-            .catalog
-            .columns
-            .iter()
-            .filter(|c| !c.is_annotation())
-            .map(|c| c.source_name())
-            .collect();
+        let select = stream.select_fields();
         let mut annotations: Vec<&str> = stream
             .catalog
             .columns

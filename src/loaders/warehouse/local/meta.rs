@@ -10,7 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -143,19 +143,6 @@ pub(super) fn column_type(dt: &DataType) -> Option<ColumnType> {
     })
 }
 
-/// The Arrow type a column of catalog type `ty` is stored as.
-pub(super) fn storage_type(ty: ColumnType) -> DataType {
-    match ty {
-        ColumnType::String | ColumnType::Json => DataType::Utf8,
-        ColumnType::Int64 => DataType::Int64,
-        ColumnType::Float64 => DataType::Float64,
-        ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
-        ColumnType::Bool => DataType::Boolean,
-        ColumnType::Date => DataType::Date32,
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-    }
-}
-
 /// Normalises a run's Arrow schema into the column list this warehouse stores.
 ///
 /// Fails on a column type the local warehouse cannot store (nested types, binary, ...) or a
@@ -189,7 +176,7 @@ pub(super) fn columns_schema(columns: &[MetaColumn]) -> SchemaRef {
     std::sync::Arc::new(Schema::new(
         columns
             .iter()
-            .map(|c| Field::new(&c.name, storage_type(c.ty), true))
+            .map(|c| Field::new(&c.name, crate::schema::arrow_type(c.ty), true))
             .collect::<Vec<_>>(),
     ))
 }
