@@ -53,3 +53,62 @@ pub fn diff(warehouse: &Warehouse, streams: &[&Stream]) -> Result<Vec<Drift>> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batches::RowDecoder;
+    use crate::config::{WarehouseConfig, WarehouseKind};
+    use crate::lake::{Lake, Manifest, PartWriter};
+    use crate::loaders::warehouse::DeleteMode;
+    use crate::spec::Definitions;
+
+    // polars blocks in place inside a tokio runtime: it needs the multi-threaded flavour.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn counts_untyped_fields_per_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let defs = Definitions::builtin().unwrap();
+        let stream = defs.get(&"dataverse.account".parse().unwrap()).unwrap();
+        let a = r#"{"accountid":"a1","name":"x","new_tier":"gold"}"#;
+        let b = r#"{"accountid":"a2","new_tier":"silver","new_score":3}"#;
+        let body = format!("{a}{b}");
+        let dec = RowDecoder::new(stream, "crm", "r1").unwrap();
+        let page = dec
+            .decode_page(body.as_bytes(), &[0..a.len(), a.len()..body.len()], 0)
+            .unwrap();
+        assert!(page.quarantined.is_empty(), "{:?}", page.quarantined);
+        let mut w = PartWriter::new(dec.schema()).unwrap();
+        w.write(&page.batch.unwrap(), 0).unwrap();
+        let lake = Lake::open("memory://", dir.path()).unwrap();
+        let part = Lake::part_path(&stream.id, "r1", 0);
+        lake.put(&part, w.finish().unwrap()).await.unwrap();
+        let wh = Warehouse::open(&WarehouseConfig {
+            kind: WarehouseKind::Local,
+            path: dir.path().join("wh"),
+            delete_mode: DeleteMode::Hard,
+        })
+        .unwrap();
+        let manifest = Manifest {
+            run_id: "r1".into(),
+            stream: stream.id.to_string(),
+            connection: "crm".into(),
+            kind: "snapshot".into(),
+            reconcile: true,
+            schema_hash: String::new(),
+            started_at: String::new(),
+            finished_at: String::new(),
+            rows: 2,
+            deleted: 0,
+            quarantined: 0,
+            cursor_start: None,
+            cursor_end: None,
+            files: vec![],
+            quarantine_files: vec![],
+        };
+        wh.merge(stream, &lake, &manifest, &[part]).await.unwrap();
+        let d = diff(&wh, &[stream]).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].untyped_fields["new_tier"], 2);
+        assert_eq!(d[0].untyped_fields["new_score"], 1);
+    }
+}
