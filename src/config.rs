@@ -71,13 +71,52 @@ pub struct Connection {
     pub streams: Vec<String>,
     pub requests_per_minute: Option<u32>,
     pub max_concurrency: Option<usize>,
+    /// Hours between key-set reconciliations (`reconcile = "keyset"` streams); default 24.
+    pub reconcile_every_hours: Option<f64>,
 }
 
 impl Connection {
     pub fn system(&self) -> &'static str {
         match &self.settings {
             ConnectionSettings::Dataverse(_) => "dataverse",
+            ConnectionSettings::BusinessCentral(_) => "business_central",
+            ConnectionSettings::Deltek(_) => "deltek",
+            ConnectionSettings::Pipedrive(_) => "pipedrive",
         }
+    }
+
+    /// The URL that identifies the tenant, for listings.
+    pub fn url(&self) -> String {
+        match &self.settings {
+            ConnectionSettings::Dataverse(d) => d.environment_url.clone(),
+            ConnectionSettings::BusinessCentral(b) => b.api_base(),
+            ConnectionSettings::Deltek(d) => d.base_url.clone(),
+            ConnectionSettings::Pipedrive(p) => p.api_url.clone(),
+        }
+    }
+
+    /// Whether mlc.toml supplies the connection's secrets (as `${VAR}` references) rather than
+    /// the vault.
+    pub fn secrets_from_environment(&self) -> bool {
+        match &self.settings {
+            ConnectionSettings::Dataverse(d) => d.client_secret.is_some(),
+            ConnectionSettings::BusinessCentral(b) => b.client_secret.is_some(),
+            ConnectionSettings::Deltek(d) => d.password.is_some() && d.client_secret.is_some(),
+            ConnectionSettings::Pipedrive(p) => p.api_token.is_some() || p.refresh_token.is_some(),
+        }
+    }
+
+    /// The zone in which the system writes timestamps that carry none (Deltek).
+    pub fn naive_time_zone(&self) -> Option<&str> {
+        match &self.settings {
+            ConnectionSettings::Deltek(d) => Some(&d.time_zone),
+            _ => None,
+        }
+    }
+
+    /// Hours between key-set reconciliations of streams with `reconcile = "keyset"`.
+    pub fn reconcile_every_hours(&self) -> f64 {
+        self.reconcile_every_hours.unwrap_or(24.0)
     }
 }
 
@@ -85,6 +124,138 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub enum ConnectionSettings {
     Dataverse(DataverseSettings),
+    BusinessCentral(BusinessCentralSettings),
+    Deltek(DeltekSettings),
+    Pipedrive(PipedriveSettings),
+}
+
+/// A Business Central online environment and its Entra app registration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusinessCentralSettings {
+    /// Entra tenant id or verified domain (also the tenant segment of the API URL).
+    pub tenant_id: String,
+    /// Environment name, e.g. `Production` or `Sandbox`.
+    pub environment: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Token authority host.
+    #[serde(default = "default_authority")]
+    pub authority_url: String,
+    /// API host (`https://api.businesscentral.dynamics.com`); the API base is
+    /// `{api_url}/v2.0/{tenant_id}/{environment}`.
+    #[serde(default = "default_bc_api")]
+    pub api_url: String,
+    /// OAuth scope; national clouds and on-prem use their own.
+    #[serde(default = "default_bc_scope")]
+    pub scope: String,
+    /// Company ids or names to read; empty = every company. The company id is part of every
+    /// key, so several companies share one table.
+    #[serde(default)]
+    pub companies: Vec<String>,
+}
+
+fn default_bc_api() -> String {
+    "https://api.businesscentral.dynamics.com".into()
+}
+
+fn default_bc_scope() -> String {
+    "https://api.businesscentral.dynamics.com/.default".into()
+}
+
+impl BusinessCentralSettings {
+    /// `{api_url}/v2.0/{tenant}/{environment}` (no trailing slash); stream files add
+    /// `/api/v2.0`.
+    pub fn api_base(&self) -> String {
+        format!(
+            "{}/v2.0/{}/{}",
+            self.api_url.trim_end_matches('/'),
+            self.tenant_id,
+            self.environment
+        )
+    }
+}
+
+/// A Deltek Vantagepoint database and its API authorization (password grant).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltekSettings {
+    /// The full tenant URL up to and including `/api`, e.g.
+    /// `https://acme.deltekfirst.com/acme/api` (on-prem: `https://vp.example.com/vantagepoint/api`).
+    pub base_url: String,
+    /// Database name as shown on the API Authorization form.
+    pub database: String,
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    /// Client id of the API authorization ("Consumer Key").
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Windows / Entra integrated authentication (`integrated=Y`).
+    #[serde(default)]
+    pub integrated: bool,
+    /// Zone of the tenant's zone-less timestamps (IANA name).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// How opportunities are modelled: `hub` (before 5.0: the Opportunities hub) or
+    /// `project_stage` (5.0+: projects with a pursuit stage).
+    #[serde(default)]
+    pub opportunity_model: OpportunityModel,
+    /// `culture` sent at login (e.g. `en-US`).
+    #[serde(default)]
+    pub culture: Option<String>,
+}
+
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+
+/// Where a Vantagepoint tenant keeps its opportunities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OpportunityModel {
+    /// The Opportunities hub of releases before 5.0.
+    Hub,
+    /// 5.0+: regular projects carrying a pursuit `Stage`.
+    #[default]
+    ProjectStage,
+}
+
+/// A Pipedrive company account, by API token or OAuth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipedriveSettings {
+    /// Company domain (`https://acme.pipedrive.com`) or `https://api.pipedrive.com`. With OAuth
+    /// the token response's `api_domain` takes precedence.
+    #[serde(default = "default_pipedrive_api")]
+    pub api_url: String,
+    /// Personal API token (sent as `x-api-token`).
+    #[serde(default)]
+    pub api_token: Option<SecretString>,
+    /// OAuth app: client id, secret and a refresh token from the install.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    #[serde(default)]
+    pub refresh_token: Option<SecretString>,
+    /// OAuth token endpoint.
+    #[serde(default = "default_pipedrive_oauth")]
+    pub oauth_url: String,
+    /// Stop a run when fewer daily API tokens than this remain (leaves room for the users'
+    /// own integrations).
+    #[serde(default)]
+    pub daily_token_reserve: u64,
+}
+
+fn default_pipedrive_api() -> String {
+    "https://api.pipedrive.com".into()
+}
+
+fn default_pipedrive_oauth() -> String {
+    "https://oauth.pipedrive.com/oauth/token".into()
 }
 
 /// A Dataverse (Dynamics 365 Sales) environment and its Entra app registration.
@@ -267,6 +438,7 @@ const COMMON_KEYS: &[&str] = &[
     "streams",
     "requests_per_minute",
     "max_concurrency",
+    "reconcile_every_hours",
 ];
 
 impl Config {
@@ -417,7 +589,41 @@ fn parse_connection(
                 .map_err(|e| Error::Config(format!("{}: {e}", at("max_concurrency"))))?,
         ),
     };
+    let reconcile_every_hours = match table.remove("reconcile_every_hours") {
+        None => None,
+        Some(v) => {
+            let h = v
+                .as_float()
+                .or_else(|| v.as_integer().map(|i| i as f64))
+                .filter(|h| *h >= 0.0)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{} must be a number of hours (0 = every run)",
+                        at("reconcile_every_hours")
+                    ))
+                })?;
+            Some(h)
+        }
+    };
     table.remove("system");
+    let typed = |system: &str| {
+        let name = name.to_string();
+        let system = system.to_string();
+        move |e: toml::de::Error| {
+            Error::Config(format!(
+                "connections.{name} ({system}): {}",
+                e.to_string().trim()
+            ))
+        }
+    };
+    let check_url = |k: &str, v: &str, example: &str| -> Result<()> {
+        url::Url::parse(v).map(|_| ()).map_err(|e| {
+            Error::Config(format!(
+                "{} = \"{v}\" is not a URL ({e}); e.g. {example}",
+                at(k)
+            ))
+        })
+    };
     let settings = match system.as_str() {
         "dataverse" => {
             let s: DataverseSettings = table.try_into().map_err(|e| {
@@ -439,9 +645,54 @@ fn parse_connection(
             }
             ConnectionSettings::Dataverse(s)
         }
+        "business_central" => {
+            let s: BusinessCentralSettings = table.try_into().map_err(typed("business_central"))?;
+            check_url(
+                "api_url",
+                &s.api_url,
+                "https://api.businesscentral.dynamics.com",
+            )?;
+            check_url(
+                "authority_url",
+                &s.authority_url,
+                "https://login.microsoftonline.com",
+            )?;
+            ConnectionSettings::BusinessCentral(s)
+        }
+        "deltek" => {
+            let s: DeltekSettings = table.try_into().map_err(typed("deltek"))?;
+            check_url(
+                "base_url",
+                &s.base_url,
+                "https://acme.deltekfirst.com/acme/api",
+            )?;
+            if s.time_zone.parse::<arrow_array::timezone::Tz>().is_err() {
+                return Err(Error::Config(format!(
+                    "{} = \"{}\" is not an IANA time zone; e.g. \"America/New_York\"",
+                    at("time_zone"),
+                    s.time_zone
+                )));
+            }
+            ConnectionSettings::Deltek(s)
+        }
+        "pipedrive" => {
+            let s: PipedriveSettings = table.try_into().map_err(typed("pipedrive"))?;
+            check_url("api_url", &s.api_url, "https://acme.pipedrive.com")?;
+            check_url(
+                "oauth_url",
+                &s.oauth_url,
+                "https://oauth.pipedrive.com/oauth/token",
+            )?;
+            if s.client_id.is_some() != s.refresh_token.is_some() {
+                return Err(Error::Config(format!(
+                    "connections.{name}: OAuth needs both client_id and refresh_token (with client_secret); for a personal token set only api_token"
+                )));
+            }
+            ConnectionSettings::Pipedrive(s)
+        }
         other => {
             return Err(Error::Config(format!(
-                "{} = \"{other}\" is not a supported system; supported: dataverse ({} are accepted on every connection)",
+                "{} = \"{other}\" is not a supported system; supported: dataverse, business_central, deltek, pipedrive ({} are accepted on every connection)",
                 at("system"),
                 COMMON_KEYS.join(", ")
             )));
@@ -453,6 +704,7 @@ fn parse_connection(
         streams,
         requests_per_minute,
         max_concurrency,
+        reconcile_every_hours,
     })
 }
 
@@ -539,7 +791,9 @@ mod tests {
         )
         .unwrap();
         let conn = c.connection("crm").unwrap();
-        let ConnectionSettings::Dataverse(d) = &conn.settings;
+        let ConnectionSettings::Dataverse(d) = &conn.settings else {
+            panic!("a dataverse connection")
+        };
         assert_eq!(d.tenant_id, "contoso.onmicrosoft.com");
         use secrecy::ExposeSecret;
         assert_eq!(

@@ -74,6 +74,40 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 base: d.api_base().to_string(),
             })
         }
+        ConnectionSettings::BusinessCentral(b) => {
+            let secret = secret(conn, vault, "client_secret", b.client_secret.as_ref())?;
+            let auth = EntraClientCredentials::new(
+                "business_central",
+                &b.authority_url,
+                &b.tenant_id,
+                &b.client_id,
+                secret,
+                b.scope.clone(),
+            );
+            let http = HttpClient::new(
+                "business_central",
+                &conn.name,
+                Some(Arc::new(auth)),
+                Limits {
+                    // 6000 requests per 5-minute sliding window per user; 5 processed at once
+                    // (more queue, and a long queue ends in 503).
+                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(1000)),
+                    max_concurrency: conn.max_concurrency.unwrap_or(5),
+                },
+                RetryPolicy::default(),
+            )?;
+            Ok(Endpoint {
+                http,
+                base: b.api_base(),
+            })
+        }
+        ConnectionSettings::Deltek(_) | ConnectionSettings::Pipedrive(_) => {
+            Err(Error::Config(format!(
+                "connection `{}`: {} is not supported yet",
+                conn.name,
+                conn.system()
+            )))
+        }
     }
 }
 
@@ -131,8 +165,81 @@ pub async fn check(conn: &Connection, vault: &Vault) -> CheckReport {
                 Err(e) => report.problem = Some(explain_dataverse(&e, &d.environment_url)),
             }
         }
+        ConnectionSettings::BusinessCentral(b) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            let url = format!("{}/api/v2.0/companies?$select=id,name", ep.base);
+            match ep.http.get(&url, &headers, "check").await {
+                Ok(resp) => {
+                    let names: Vec<String> =
+                        serde_json::from_slice::<serde_json::Value>(&resp.body)
+                            .ok()
+                            .and_then(|v| {
+                                v.get("value")?.as_array().map(|a| {
+                                    a.iter()
+                                        .filter_map(|c| c.get("name")?.as_str().map(String::from))
+                                        .collect()
+                                })
+                            })
+                            .unwrap_or_default();
+                    report.steps.push(format!(
+                        "token issued and companies listed: {}",
+                        names.join(", ")
+                    ));
+                    let missing: Vec<&String> = b
+                        .companies
+                        .iter()
+                        .filter(|w| {
+                            !names.contains(w)
+                                && !String::from_utf8_lossy(&resp.body).contains(w.as_str())
+                        })
+                        .collect();
+                    if missing.is_empty() {
+                        report.ok = true;
+                    } else {
+                        report.problem = Some(format!(
+                            "configured companies not found in environment {}: {}",
+                            b.environment,
+                            missing
+                                .iter()
+                                .map(|s| s.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                }
+                Err(e) => report.problem = Some(explain_business_central(&e, b)),
+            }
+        }
+        ConnectionSettings::Deltek(_) | ConnectionSettings::Pipedrive(_) => {
+            report.problem = Some(format!("{} is not supported yet", conn.system()));
+        }
     }
     report
+}
+
+/// Business Central failures in words an admin can act on.
+fn explain_business_central(e: &Error, b: &crate::config::BusinessCentralSettings) -> String {
+    match e {
+        Error::Auth { .. } => e.to_string(),
+        Error::Http {
+            status: 401 | 403,
+            body,
+            ..
+        } if body.contains("Authentication_") || body.contains("Authorization_") => format!(
+            "the app is not enabled in Business Central: open the page \"Microsoft Entra applications\" in environment {}, add client id {} with State = Enabled and assign permission sets (API.ReadWrite.All needs admin consent in Entra) ({e})",
+            b.environment, b.client_id
+        ),
+        Error::Http { status: 404, .. } => format!(
+            "no Business Central environment `{}` for tenant `{}`: check environment and tenant_id ({e})",
+            b.environment, b.tenant_id
+        ),
+        Error::Transport { .. } => format!(
+            "cannot reach {}: check api_url and the network ({e})",
+            b.api_url
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// Dataverse failures in words a tenant admin can act on.

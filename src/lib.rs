@@ -25,6 +25,7 @@ pub mod batches;
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod discover;
 pub mod drift;
 pub mod error;
 pub mod http;

@@ -672,8 +672,7 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
             let stored = Vault::new(&cfg.vault).names()?;
             println!("{:<16} {:<12} {:<48} secret", "name", "system", "url");
             for c in cfg.connections.values() {
-                let ml_connector::config::ConnectionSettings::Dataverse(d) = &c.settings;
-                let secret = if d.client_secret.is_some() {
+                let secret = if c.secrets_from_environment() {
                     "from environment"
                 } else if stored.contains(&c.name) {
                     "stored (encrypted)"
@@ -684,7 +683,7 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                     "{:<16} {:<12} {:<48} {}",
                     c.name,
                     c.system(),
-                    d.environment_url,
+                    c.url(),
                     secret
                 );
             }

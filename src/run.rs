@@ -368,8 +368,12 @@ async fn extract(
         pb
     });
     let mut seen_bytes = run.json_bytes;
-    let mut source = streams::open(stream, ep, &mode, run.position.clone())?;
-    let decoder = Arc::new(RowDecoder::new(stream, &conn.name, &run.run_id)?);
+    let mut source = streams::open(stream, conn, ep, &mode, run.position.clone())?;
+    let mut decoder = RowDecoder::new(stream, &conn.name, &run.run_id)?;
+    if let Some(tz) = conn.naive_time_zone() {
+        decoder = decoder.with_naive_time_zone(tz)?;
+    }
+    let decoder = Arc::new(decoder);
     let schema = decoder.schema();
     let part_target = ctx.config.sync.part_size_bytes;
     let cursor_col = (stream.spec.incremental == Incremental::Cursor)
@@ -414,10 +418,11 @@ async fn extract(
                         async move {
                             let page = page?;
                             tokio::task::spawn_blocking(move || {
-                                let out = decoder.decode_page(
+                                let out = decoder.decode_page_with(
                                     &page.body,
                                     &page.rows,
                                     page.received_at_micros,
+                                    &page.context,
                                 );
                                 out.map(|d| (d, page.resume, page.end_cursor))
                             })

@@ -106,6 +106,14 @@ pub struct SourceFile {
     /// Default lookback window for `cursor` streams, in seconds.
     #[serde(default)]
     pub lookback_seconds: u64,
+    /// Entity sets live under `companies({id})/` (Business Central): the reader lists the
+    /// connection's companies and reads each in turn, supplying `$company_id` to the catalog.
+    #[serde(default)]
+    pub company_scoped: bool,
+    /// Headers sent with every read (e.g. Business Central `Data-Access-Intent: ReadOnly`,
+    /// which serves reads from a replica).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
 }
 
 /// The protocol family a system speaks.
@@ -114,6 +122,10 @@ pub struct SourceFile {
 pub enum ReaderKind {
     /// OData v4 (Dataverse, Business Central).
     Odata,
+    /// Deltek Vantagepoint REST: JSON arrays, `page`/`pageSize`, `fieldFilter`, `filterHash`.
+    Deltek,
+    /// Pipedrive API v2: `{success, data, additional_data.next_cursor}` envelopes.
+    Pipedrive,
 }
 
 /// Closed set of paging schemes (DESIGN.md §4).
@@ -130,15 +142,21 @@ pub enum Pagination {
     Offset,
 }
 
-/// A deleted record in a change feed: a row whose `marker_field` ends with `marker_suffix`
-/// carries the deleted key in `id_field` (Dataverse: `@odata.context` ending in
-/// `$deletedEntity`, key in `id`).
+/// A deleted record in a change feed. Either a notice whose `marker_field` is a string ending
+/// with `marker_suffix` and which carries the deleted key in `id_field` (Dataverse:
+/// `@odata.context` ending in `$deletedEntity`, key in `id`), or a full record whose
+/// `marker_field` is `true` (Pipedrive: `is_deleted`), kept with `_ml_deleted = true`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Tombstone {
     pub marker_field: String,
-    pub marker_suffix: String,
-    pub id_field: String,
+    /// Suffix of a string marker; absent = the marker is the boolean `true`.
+    #[serde(default)]
+    pub marker_suffix: Option<String>,
+    /// Payload key of the deleted record's id in a notice (ignored for boolean markers, whose
+    /// records carry their key columns).
+    #[serde(default)]
+    pub id_field: Option<String>,
 }
 
 /// How a stream finds what changed since its last run.
@@ -182,6 +200,24 @@ pub struct StreamFile {
     /// the protocol forbids it with change tracking.
     #[serde(default)]
     pub filter: Option<String>,
+    /// Fixed query parameters sent with every list request (e.g. Deltek `wbstype = "wbs1"`,
+    /// Pipedrive `status = "open,won,lost,deleted"`). Kept in the file so a tenant can adjust
+    /// an endpoint without a rebuild.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// How deletes are found when the source has no delete feed: `keyset` reads only the key
+    /// columns of the whole table every `reconcile_every_hours` (connection setting) and
+    /// removes keys the source no longer has.
+    #[serde(default)]
+    pub reconcile: Option<Reconcile>,
+}
+
+/// Delete detection for sources without a delete feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconcile {
+    /// Periodic key-set comparison.
+    Keyset,
 }
 
 /// `catalog/<system>/<entity>.toml`: the shape of one table. The Arrow schema, the warehouse
@@ -232,6 +268,12 @@ impl Column {
     /// The key of this column in the API payload.
     pub fn source_name(&self) -> &str {
         self.source.as_deref().unwrap_or(&self.name)
+    }
+
+    /// A value the reader supplies for every record of a page rather than a payload field
+    /// (`source = "$company_id"`: the Business Central company a page was read from).
+    pub fn context_name(&self) -> Option<&str> {
+        self.source_name().strip_prefix('$')
     }
 
     /// An OData instance annotation (`field@Namespace.term`) rather than a selectable field.
@@ -355,13 +397,25 @@ impl Stream {
             .unwrap_or(self.source.lookback_seconds)
     }
 
-    /// Payload keys to request (OData `$select`): every catalog column that is a field, not an
-    /// annotation on one.
+    /// Payload keys to request (OData `$select`, Deltek `fieldFilter`): every catalog column
+    /// that is a field, not an annotation on one nor a reader-supplied context value.
     pub fn select_fields(&self) -> Vec<&str> {
         self.catalog
             .columns
             .iter()
-            .filter(|c| !c.is_annotation())
+            .filter(|c| !c.is_annotation() && c.context_name().is_none())
+            .map(|c| c.source_name())
+            .collect()
+    }
+
+    /// Payload keys of the primary-key columns that come from the payload (what a key-set
+    /// reconciliation requests).
+    pub fn key_fields(&self) -> Vec<&str> {
+        self.catalog
+            .primary_key
+            .iter()
+            .filter_map(|k| self.catalog.columns.iter().find(|c| &c.name == k))
+            .filter(|c| c.context_name().is_none())
             .map(|c| c.source_name())
             .collect()
     }
@@ -663,6 +717,31 @@ fn validate(s: &Stream) -> Result<(), String> {
                 return Err("odata sources page with pagination = \"odata_next_link\"".into());
             }
         }
+        ReaderKind::Deltek => {
+            if s.spec.path.is_none() {
+                return Err("deltek streams need path (the hub, e.g. \"project\")".into());
+            }
+            if s.source.pagination != Pagination::PageNumber {
+                return Err("deltek sources page with pagination = \"page_number\"".into());
+            }
+        }
+        ReaderKind::Pipedrive => {
+            if s.spec.path.is_none() {
+                return Err("pipedrive streams need path (e.g. \"/api/v2/deals\")".into());
+            }
+            if !matches!(s.source.pagination, Pagination::Cursor | Pagination::Offset) {
+                return Err(
+                    "pipedrive sources page with pagination = \"cursor\" (v2) or \"offset\" (v1)"
+                        .into(),
+                );
+            }
+        }
+    }
+    if let Some(t) = &s.source.tombstone
+        && t.marker_suffix.is_some()
+        && t.id_field.is_none()
+    {
+        return Err("a tombstone with marker_suffix needs id_field".into());
     }
     if s.spec.incremental == Incremental::Delta && s.source.reader != ReaderKind::Odata {
         return Err("incremental = \"delta\" needs an OData change-tracking source".into());

@@ -15,6 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
+use arrow_array::cast::AsArray;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -67,7 +68,13 @@ enum KeyRole {
 enum OutCol {
     Decoded(usize),
     Json(usize),
+    /// A value the reader supplies per page (index into `context_cols`).
+    Context(usize),
 }
+
+/// Values a reader supplies for every record of a page (e.g. `company_id` of a Business
+/// Central page), by context name (the catalog `source` without its `$`).
+pub type PageContext = std::collections::BTreeMap<String, String>;
 
 /// Decodes pages of one stream for one run. Cheap to share across threads.
 pub struct RowDecoder {
@@ -78,8 +85,13 @@ pub struct RowDecoder {
     json_count: usize,
     known: HashMap<String, KeyRole>,
     tombstone: Option<Tombstone>,
-    /// Decode-schema index and payload key of each primary-key column.
+    /// Decode-schema index and payload key of each primary-key column read from the payload.
     key_cols: Vec<(usize, String)>,
+    /// Context names of the columns the reader supplies.
+    context_cols: Vec<String>,
+    /// Decode-schema indexes of timestamp columns decoded in a tenant time zone (then
+    /// relabelled UTC: the values are instants either way).
+    zoned: Vec<usize>,
     connection: String,
     run_id: String,
 }
@@ -105,8 +117,10 @@ struct Scan<'a> {
 enum Role {
     Typed,
     Json(usize),
-    /// The tombstone marker (`@odata.context` ending in `$deletedEntity`).
+    /// The tombstone marker (`@odata.context` ending in `$deletedEntity`, or `is_deleted`).
     Marker,
+    /// A boolean tombstone marker that is also a typed catalog column.
+    TypedMarker,
     /// The id of a tombstone.
     TombstoneId,
     /// Protocol annotations the catalog does not read (`@odata.etag`, `x@Namespace.term`).
@@ -137,8 +151,12 @@ impl RowDecoder {
         let mut plan = Vec::new();
         let mut known = HashMap::new();
         let mut json_count = 0;
+        let mut context_cols = Vec::new();
         for c in &cat.columns {
-            if c.ty == ColumnType::Json {
+            if let Some(name) = c.context_name() {
+                plan.push(OutCol::Context(context_cols.len()));
+                context_cols.push(name.to_string());
+            } else if c.ty == ColumnType::Json {
                 known.insert(c.source_name().to_string(), KeyRole::Json(json_count));
                 plan.push(OutCol::Json(json_count));
                 json_count += 1;
@@ -162,6 +180,8 @@ impl RowDecoder {
                 OutCol::Decoded(i) => {
                     key_cols.push((i, cat.columns[col].source_name().to_string()))
                 }
+                // Supplied by the reader for the whole page: never missing from a record.
+                OutCol::Context(_) => {}
                 OutCol::Json(_) => {
                     return Err(Error::Definition {
                         path: stream.id.to_string(),
@@ -170,7 +190,13 @@ impl RowDecoder {
                 }
             }
         }
-        if stream.source.tombstone.is_some() && key_cols.len() != 1 {
+        if stream
+            .source
+            .tombstone
+            .as_ref()
+            .is_some_and(|t| t.id_field.is_some())
+            && key_cols.len() != 1
+        {
             return Err(Error::Definition {
                 path: stream.id.to_string(),
                 message: "inline tombstones carry one id: the primary key must be one column"
@@ -186,9 +212,40 @@ impl RowDecoder {
             known,
             tombstone: stream.source.tombstone.clone(),
             key_cols,
+            context_cols,
+            zoned: Vec::new(),
             connection: connection.to_string(),
             run_id: run_id.to_string(),
         })
+    }
+
+    /// Reads timestamps written without a zone (Deltek's `2024-05-01T04:00:00.000`) as wall
+    /// time in `tz` (an IANA name such as `America/New_York`). Values with an offset or `Z` are
+    /// unaffected. Fails when `tz` is not a known zone.
+    pub fn with_naive_time_zone(mut self, tz: &str) -> Result<Self> {
+        tz.parse::<arrow_array::timezone::Tz>()
+            .map_err(|e| Error::Config(format!("time zone `{tz}`: {e}")))?;
+        let mut zoned = Vec::new();
+        let fields: Vec<Field> = self
+            .decode_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match f.data_type() {
+                arrow_schema::DataType::Timestamp(unit, _) => {
+                    zoned.push(i);
+                    Field::new(
+                        f.name(),
+                        arrow_schema::DataType::Timestamp(*unit, Some(tz.into())),
+                        true,
+                    )
+                }
+                _ => f.as_ref().clone(),
+            })
+            .collect();
+        self.decode_schema = Arc::new(Schema::new(fields));
+        self.zoned = zoned;
+        Ok(self)
     }
 
     /// The schema of the batches this decoder produces.
@@ -217,6 +274,18 @@ impl RowDecoder {
         rows: &[Range<usize>],
         extracted_at_micros: i64,
     ) -> Result<DecodedPage> {
+        self.decode_page_with(body, rows, extracted_at_micros, &PageContext::new())
+    }
+
+    /// [`RowDecoder::decode_page`] with the reader's per-page values. Fails when a column the
+    /// catalog takes from the context is missing from `context` (a reader bug, not bad data).
+    pub fn decode_page_with(
+        &self,
+        body: &[u8],
+        rows: &[Range<usize>],
+        extracted_at_micros: i64,
+        context: &PageContext,
+    ) -> Result<DecodedPage> {
         let mut quarantined = Vec::new();
         let mut kept: Vec<Kept<'_>> = Vec::with_capacity(rows.len());
         let mut synth: Vec<u8> = Vec::new();
@@ -232,7 +301,7 @@ impl RowDecoder {
             json_bytes += raw.len();
             match self.scan(raw, &mut key_cache) {
                 Err(reason) => quarantined.push(self.quarantine(raw, reason)),
-                Ok(scan) if scan.tombstone => {
+                Ok(scan) if scan.tombstone && self.tombstone_is_notice() => {
                     let Some(id) = scan.tombstone_id else {
                         quarantined.push(
                             self.quarantine(raw, "deleted-record notice without an id".into()),
@@ -255,7 +324,7 @@ impl RowDecoder {
                 }
                 Ok(scan) => kept.push(Kept {
                     input: Input::Body(r.clone()),
-                    deleted: false,
+                    deleted: scan.tombstone,
                     extra: extra_json(&scan.extra),
                     json: scan.json,
                 }),
@@ -335,7 +404,25 @@ impl RowDecoder {
             .collect();
         for out in &self.plan {
             columns.push(match out {
+                OutCol::Decoded(i) if self.zoned.contains(i) => Arc::new(
+                    decoded
+                        .column(*i)
+                        .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
+                        .clone()
+                        .with_timezone("UTC"),
+                ),
                 OutCol::Decoded(i) => decoded.column(*i).clone(),
+                OutCol::Context(i) => {
+                    let name = &self.context_cols[*i];
+                    let v = context.get(name).ok_or_else(|| Error::Decode {
+                        stream: self.stream.clone(),
+                        message: format!("the reader supplied no `{name}` for this page"),
+                    })?;
+                    Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        v.as_str(),
+                        n,
+                    )))
+                }
                 OutCol::Json(i) => json_arrays[*i].take().ok_or_else(|| Error::Decode {
                     stream: self.stream.clone(),
                     message: "json column used twice".into(),
@@ -409,13 +496,24 @@ impl RowDecoder {
         dec.flush().map_err(|e| e.to_string())
     }
 
+    /// Whether deletes arrive as notices carrying only an id (Dataverse) rather than as full
+    /// records flagged deleted (Pipedrive).
+    fn tombstone_is_notice(&self) -> bool {
+        self.tombstone
+            .as_ref()
+            .is_some_and(|t| t.id_field.is_some())
+    }
+
     /// The role of a top-level key (unescaped).
     fn role(&self, key: &str) -> Role {
         if let Some(t) = &self.tombstone {
             if key == t.marker_field {
-                return Role::Marker;
+                return match self.known.get(key) {
+                    Some(KeyRole::Typed) if t.marker_suffix.is_none() => Role::TypedMarker,
+                    _ => Role::Marker,
+                };
             }
-            if key == t.id_field && !self.known.contains_key(key) {
+            if t.id_field.as_deref() == Some(key) && !self.known.contains_key(key) {
                 return Role::TombstoneId;
             }
         }
@@ -467,15 +565,20 @@ impl RowDecoder {
             match role {
                 Role::Typed | Role::Ignore => {}
                 Role::Json(i) => out.json.push((i, value)),
-                Role::Marker => {
-                    let v: Cow<'_, str> = serde_json::from_slice(value)
-                        .map_err(|_| "the record's context is not a string".to_string())?;
-                    let suffix = self
-                        .tombstone
-                        .as_ref()
-                        .map_or("", |t| t.marker_suffix.as_str());
-                    out.tombstone = v.ends_with(suffix);
-                }
+                Role::TypedMarker => out.tombstone = value == b"true",
+                Role::Marker => match self
+                    .tombstone
+                    .as_ref()
+                    .and_then(|t| t.marker_suffix.as_deref())
+                {
+                    Some(suffix) => {
+                        let v: Cow<'_, str> = serde_json::from_slice(value).map_err(|_| {
+                            "the record's deletion marker is not a string".to_string()
+                        })?;
+                        out.tombstone = v.ends_with(suffix);
+                    }
+                    None => out.tombstone = value == b"true",
+                },
                 Role::TombstoneId => out.tombstone_id = Some(value),
                 Role::Extra => {
                     let key = match key {
@@ -490,7 +593,7 @@ impl RowDecoder {
             }
             Ok(())
         })?;
-        if out.tombstone {
+        if out.tombstone && self.tombstone_is_notice() {
             out.extra.clear();
         }
         Ok(out)
@@ -519,7 +622,7 @@ impl RowDecoder {
             && parts.is_empty()
         {
             parts.push(
-                map.get(t.id_field.as_str())?
+                map.get(t.id_field.as_deref()?)?
                     .get()
                     .trim_matches('"')
                     .to_string(),

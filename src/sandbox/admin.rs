@@ -72,7 +72,7 @@ async fn expire_delta_tokens(State(app): State<Arc<App>>) -> StatusCode {
 async fn faults(State(app): State<Arc<App>>, body: String) -> Response {
     match body.parse::<Faults>() {
         Ok(f) => {
-            app.protection.set_faults(f);
+            app.set_faults(f);
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => bad(e.to_string()),

@@ -23,13 +23,16 @@
 //! [`entra::CLIENT_ID`], [`entra::CLIENT_SECRET`].
 
 mod admin;
+mod business_central;
 mod dataverse;
+mod deltek;
 mod entities;
 pub mod entra;
 mod json;
 mod odata;
 mod options;
 mod pages;
+mod pipedrive;
 mod protection;
 mod rng;
 mod stats;
@@ -73,6 +76,10 @@ pub(crate) struct App {
     protection: Protection,
     stats: Mutex<RequestStats>,
     app_user: AtomicBool,
+    /// The other systems, each in its own module with its own routes and admin endpoints.
+    business_central: business_central::BusinessCentral,
+    deltek: deltek::Deltek,
+    pipedrive: pipedrive::Pipedrive,
 }
 
 impl App {
@@ -101,8 +108,20 @@ impl App {
         self.org.write().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// One round of changes in every system; the Dataverse summary is returned (the other
+    /// systems report theirs through their own controls).
     fn mutate(&self) -> MutationSummary {
+        self.business_central.mutate();
+        self.deltek.mutate();
+        self.pipedrive.mutate();
         self.org_mut().mutate()
+    }
+
+    fn set_faults(&self, faults: Faults) {
+        self.protection.set_faults(faults);
+        self.business_central.set_faults(faults);
+        self.deltek.set_faults(faults);
+        self.pipedrive.set_faults(faults);
     }
 
     fn stats(&self) -> RequestStats {
@@ -177,12 +196,18 @@ impl Sandbox {
             protection: Protection::new(opts.budget, opts.faults, opts.seed),
             stats: Mutex::new(RequestStats::default()),
             app_user: AtomicBool::new(true),
+            business_central: business_central::BusinessCentral::new(&opts),
+            deltek: deltek::Deltek::new(&opts),
+            pipedrive: pipedrive::Pipedrive::new(&opts),
         });
         let router = Router::new()
             .route("/entra/{tenant}/oauth2/v2.0/token", post(entra::token))
             .route("/dataverse/api/data/v9.2/{*rest}", any(dataverse::handle))
             .route("/dataverse/api/data/v9.2/", any(dataverse::handle))
             .merge(admin::routes())
+            .merge(business_central::routes())
+            .merge(deltek::routes())
+            .merge(pipedrive::routes())
             .fallback(dataverse::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 app.clone(),
@@ -234,7 +259,8 @@ impl Sandbox {
         entra::CLIENT_SECRET
     }
 
-    /// One deterministic round of inserts, updates and deletes on every entity set.
+    /// One deterministic round of inserts, updates and deletes on every entity set of every
+    /// system.
     pub fn mutate(&self) -> MutationSummary {
         self.app.mutate()
     }
@@ -247,7 +273,7 @@ impl Sandbox {
 
     /// Replaces the fault rates (takes effect on the next request).
     pub fn set_faults(&self, faults: Faults) {
-        self.app.protection.set_faults(faults);
+        self.app.set_faults(faults);
     }
 
     /// The next `count` live rows of `entity_set` (in key order) serve badly typed values

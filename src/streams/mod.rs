@@ -3,12 +3,17 @@
 //! the position to resume from after the page. Decoding is not the reader's job
 //! (see `batches`), so pages can be decoded on other threads while the next one is fetched.
 
+pub mod deltek;
 pub mod odata;
+pub mod pipedrive;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::batches::PageContext;
+use crate::config::Connection;
 use crate::connect::Endpoint;
 use crate::error::Result;
 use crate::spec::{ReaderKind, Stream};
@@ -25,6 +30,8 @@ pub struct Page {
     pub resume: Option<String>,
     /// The position the next run starts from, known on the last page (a delta link).
     pub end_cursor: Option<String>,
+    /// Values the reader supplies for every record of the page (catalog `source = "$name"`).
+    pub context: Arc<PageContext>,
 }
 
 /// What part of the source a run reads.
@@ -40,6 +47,9 @@ pub enum ReadMode {
         since: Option<String>,
         until: Option<String>,
     },
+    /// Every record, but only its key columns where the API can project (a key-set
+    /// reconciliation: keys absent from the read are deleted).
+    Keys,
 }
 
 /// A source of pages.
@@ -53,14 +63,31 @@ pub trait PageSource: Send {
 /// interrupted attempt of the same run.
 pub fn open(
     stream: &Stream,
+    conn: &Connection,
     endpoint: &Endpoint,
     mode: &ReadMode,
     resume: Option<String>,
 ) -> Result<Box<dyn PageSource>> {
     match stream.source.reader {
         ReaderKind::Odata => Ok(Box::new(odata::ODataSource::new(
-            stream, endpoint, mode, resume,
+            stream, conn, endpoint, mode, resume,
         )?)),
+        ReaderKind::Deltek => Ok(Box::new(deltek::DeltekSource::new(
+            stream, conn, endpoint, mode, resume,
+        )?)),
+        ReaderKind::Pipedrive => Ok(Box::new(pipedrive::PipedriveSource::new(
+            stream, conn, endpoint, mode, resume,
+        )?)),
+    }
+}
+
+/// The records of one response body as the stream's reader finds them (fixtures, drift
+/// checks). Fails when the body is not the system's page shape.
+pub fn records(stream: &Stream, body: &[u8]) -> std::result::Result<Vec<Range<usize>>, String> {
+    match stream.source.reader {
+        ReaderKind::Odata => odata::parse_envelope(body).map(|p| p.rows),
+        ReaderKind::Deltek => deltek::parse_page(body),
+        ReaderKind::Pipedrive => pipedrive::parse_page(body).map(|p| p.rows),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The OData v4 reader shared by Dataverse and Business Central: `$select` derived from the
 //! catalog, `Prefer: odata.maxpagesize`, `@odata.nextLink` followed verbatim, change tracking
-//! (`odata.track-changes` + `@odata.deltaLink`) and cursor filters.
+//! (`odata.track-changes` + `@odata.deltaLink`), cursor filters, and company scoping
+//! (Business Central: the entity set is read under each configured company in turn).
 //!
 //! The envelope `{"@odata.context":…,"value":[…],"@odata.nextLink":…}` is parsed once, borrowing
 //! each record as raw JSON; only byte offsets are kept, so records reach the Arrow decoder
@@ -14,6 +15,10 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use std::sync::Arc;
+
+use crate::batches::PageContext;
+use crate::config::{Connection, ConnectionSettings};
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
@@ -32,6 +37,42 @@ pub struct ODataSource {
     stream: String,
     headers: HeaderMap,
     next: Option<String>,
+    /// Company-scoped reads: the companies still to read and the query of the first page.
+    companies: Option<Companies>,
+    context: Arc<PageContext>,
+}
+
+/// The company loop of a company-scoped stream.
+struct Companies {
+    /// `{base}{api_path}`: companies are listed at `{root}/companies`.
+    root: String,
+    entity_set: String,
+    /// `?$select=…` (with the leading `?`) of every company's first page.
+    query: String,
+    /// Configured ids or names; empty = every company.
+    wanted: Vec<String>,
+    /// Resolved on the first page: (id, remaining), in the service's order.
+    list: Option<Vec<String>>,
+    /// Index into `list` of the company being read.
+    at: usize,
+    /// Company and page to resume at.
+    resume: Option<CompanyPosition>,
+}
+
+/// Resume position of a company-scoped read: which company, and the next link inside it.
+#[derive(serde::Serialize, Deserialize)]
+struct CompanyPosition {
+    company: String,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct CompanyRow {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, rename = "displayName")]
+    display_name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,6 +170,7 @@ fn window_filter(field: &str, since: Option<&str>, until: Option<&str>) -> Resul
 impl ODataSource {
     pub fn new(
         stream: &Stream,
+        conn: &Connection,
         endpoint: &Endpoint,
         mode: &ReadMode,
         resume: Option<String>,
@@ -141,7 +183,11 @@ impl ODataSource {
                 path: stream.id.to_string(),
                 message: "odata streams need entity_set".into(),
             })?;
-        let select = stream.select_fields();
+        let select = if *mode == ReadMode::Keys {
+            stream.key_fields()
+        } else {
+            stream.select_fields()
+        };
         let mut annotations: Vec<&str> = stream
             .catalog
             .columns
@@ -154,7 +200,7 @@ impl ODataSource {
         let track = match mode {
             ReadMode::Snapshot { track } => *track,
             ReadMode::Incremental { .. } => stream.spec.incremental == Incremental::Delta,
-            ReadMode::Window { .. } => false,
+            ReadMode::Window { .. } | ReadMode::Keys => false,
         };
         let mut prefer = vec![format!("odata.maxpagesize={}", stream.page_size())];
         if !annotations.is_empty() {
@@ -167,6 +213,14 @@ impl ODataSource {
             prefer.push("odata.track-changes".into());
         }
         let mut headers = HeaderMap::new();
+        for (k, v) in &stream.source.headers {
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes())
+                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
+                HeaderValue::from_str(v)
+                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
+            );
+        }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(
             HeaderName::from_static("odata-maxversion"),
@@ -182,7 +236,8 @@ impl ODataSource {
                 .map_err(|e| Error::Config(format!("Prefer header: {e}")))?,
         );
 
-        let base = format!("{}{}/{}", endpoint.base, stream.source.api_path, entity_set);
+        let root = format!("{}{}", endpoint.base, stream.source.api_path);
+        let base = format!("{root}/{entity_set}");
         let mut query = vec![("$select", select.join(","))];
         let mut filters: Vec<String> = Vec::new();
         let cursor_source = stream.cursor_column().map(|c| c.source_name().to_string());
@@ -221,7 +276,7 @@ impl ODataSource {
                 }
                 None
             }
-            ReadMode::Snapshot { .. } => None,
+            ReadMode::Snapshot { .. } | ReadMode::Keys => None,
         };
         // Change tracking refuses $filter; a stream filter applies to plain reads only.
         if !track && let Some(f) = &stream.spec.filter {
@@ -230,20 +285,159 @@ impl ODataSource {
         if !filters.is_empty() {
             query.push(("$filter", filters.join(" and ")));
         }
-        let built = format!(
-            "{base}?{}",
+        let query = format!(
+            "?{}",
             query
                 .iter()
                 .map(|(k, v)| format!("{k}={}", encode_query_value(v)))
                 .collect::<Vec<_>>()
                 .join("&")
         );
+        if stream.source.company_scoped {
+            let wanted = match &conn.settings {
+                ConnectionSettings::BusinessCentral(b) => b.companies.clone(),
+                _ => Vec::new(),
+            };
+            let resume = match resume {
+                Some(r) => Some(serde_json::from_str::<CompanyPosition>(&r).map_err(|e| {
+                    Error::State(format!(
+                        "{}: the saved paging position is not a company position ({e}); run `mlc state reset {}`",
+                        stream.id, stream.id
+                    ))
+                })?),
+                None => None,
+            };
+            return Ok(Self {
+                http: endpoint.http.clone(),
+                stream: stream.id.to_string(),
+                headers,
+                next: None,
+                companies: Some(Companies {
+                    root,
+                    entity_set: entity_set.to_string(),
+                    query,
+                    wanted,
+                    list: None,
+                    at: 0,
+                    resume,
+                }),
+                context: Arc::new(PageContext::new()),
+            });
+        }
         Ok(Self {
             http: endpoint.http.clone(),
             stream: stream.id.to_string(),
             headers,
-            next: Some(resume.or(first_url).unwrap_or(built)),
+            next: Some(resume.or(first_url).unwrap_or(format!("{base}{query}"))),
+            companies: None,
+            context: Arc::new(PageContext::new()),
         })
+    }
+
+    /// Lists the companies of the environment and keeps the configured ones, in the service's
+    /// order. Fails when a configured company does not exist (naming the ones that do).
+    async fn list_companies(&self, c: &Companies) -> Result<Vec<String>> {
+        let url = format!("{}/companies?$select=id,name,displayName", c.root);
+        let resp = self.http.get(&url, &self.headers, &self.stream).await?;
+        #[derive(Deserialize)]
+        struct List {
+            value: Vec<CompanyRow>,
+        }
+        let list: List = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
+            stream: self.stream.clone(),
+            message: format!("the companies list is not an OData collection: {e}"),
+        })?;
+        if c.wanted.is_empty() {
+            return Ok(list.value.into_iter().map(|r| r.id).collect());
+        }
+        let mut out = Vec::new();
+        for w in &c.wanted {
+            let found = list.value.iter().find(|r| {
+                r.id.eq_ignore_ascii_case(w)
+                    || r.name.as_deref() == Some(w.as_str())
+                    || r.display_name.as_deref() == Some(w.as_str())
+            });
+            match found {
+                Some(r) => out.push(r.id.clone()),
+                None => {
+                    return Err(Error::Config(format!(
+                        "company `{w}` is not in this Business Central environment; it has: {}",
+                        list.value
+                            .iter()
+                            .map(|r| format!("{} ({})", r.name.as_deref().unwrap_or("?"), r.id))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves to the next company with pages to read; `false` when all are done.
+    async fn advance_company(&mut self) -> Result<bool> {
+        let Some(mut c) = self.companies.take() else {
+            return Ok(false);
+        };
+        let result = async {
+            if c.list.is_none() {
+                let list = self.list_companies(&c).await?;
+                if let Some(pos) = c.resume.take() {
+                    let at = list.iter().position(|id| *id == pos.company).ok_or_else(|| {
+                        Error::State(format!(
+                            "{}: the run was interrupted in company {} which is no longer listed; run `mlc sync --full {}`",
+                            self.stream, pos.company, self.stream
+                        ))
+                    })?;
+                    c.at = at;
+                    c.list = Some(list);
+                    self.start_company(&c, Some(pos.url));
+                    return Ok(true);
+                }
+                c.list = Some(list);
+                c.at = 0;
+            } else {
+                c.at += 1;
+            }
+            if c.at < c.list.as_ref().map_or(0, |l| l.len()) {
+                self.start_company(&c, None);
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        }
+        .await;
+        self.companies = Some(c);
+        result
+    }
+
+    fn start_company(&mut self, c: &Companies, url: Option<String>) {
+        let Some(id) = c.list.as_ref().and_then(|l| l.get(c.at)) else {
+            return;
+        };
+        let mut ctx = PageContext::new();
+        ctx.insert("company_id".into(), id.clone());
+        self.context = Arc::new(ctx);
+        self.next =
+            Some(url.unwrap_or_else(|| {
+                format!("{}/companies({id})/{}{}", c.root, c.entity_set, c.query)
+            }));
+    }
+
+    /// The resume position after a page whose next link is `next`.
+    fn position(&self, next: &Option<String>) -> Option<String> {
+        let next = next.as_ref()?;
+        match &self.companies {
+            None => Some(next.clone()),
+            Some(c) => {
+                let company = c.list.as_ref()?.get(c.at)?.clone();
+                serde_json::to_string(&CompanyPosition {
+                    company,
+                    url: next.clone(),
+                })
+                .ok()
+            }
+        }
     }
 
     fn is_delta_expired(e: &Error) -> bool {
@@ -256,6 +450,9 @@ impl ODataSource {
 #[async_trait::async_trait]
 impl PageSource for ODataSource {
     async fn next_page(&mut self) -> Result<Option<Page>> {
+        if self.next.is_none() && !self.advance_company().await? {
+            return Ok(None);
+        }
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
@@ -287,12 +484,34 @@ impl PageSource for ODataSource {
             match parsed {
                 Ok(p) => {
                     self.next = p.next_link.clone();
+                    // Between companies the position is the next company's start: resuming
+                    // from the last finished company's end re-reads nothing.
+                    let resume = match (&p.next_link, &self.companies) {
+                        (Some(_), _) => self.position(&p.next_link),
+                        (None, Some(c)) => {
+                            c.list
+                                .as_ref()
+                                .and_then(|l| l.get(c.at + 1))
+                                .and_then(|id| {
+                                    serde_json::to_string(&CompanyPosition {
+                                        company: id.clone(),
+                                        url: format!(
+                                            "{}/companies({id})/{}{}",
+                                            c.root, c.entity_set, c.query
+                                        ),
+                                    })
+                                    .ok()
+                                })
+                        }
+                        (None, None) => None,
+                    };
                     return Ok(Some(Page {
                         body,
                         rows: p.rows,
                         received_at_micros,
-                        resume: p.next_link,
+                        resume,
                         end_cursor: p.delta_link,
+                        context: self.context.clone(),
                     }));
                 }
                 Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {

@@ -1,31 +1,16 @@
-//! Auth providers behind one trait. Tokens are cached, refreshed ahead of expiry, and a refused
-//! token (401) forces exactly one refresh (the caller decides when to give up). Secrets live in
-//! `SecretString` and tokens in sensitive header values, so neither reaches logs or `Debug`.
+//! Microsoft Entra ID client-credentials grant, shared by Dataverse and Business Central (the
+//! scope decides which service the token is for).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
+use super::{AuthProvider, Cached, OAuthError, TokenResponse, renew_after};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
-
-/// Something that can produce the `Authorization` header of a request.
-#[async_trait::async_trait]
-pub trait AuthProvider: Send + Sync + fmt::Debug {
-    /// The header value to send. `refresh` forces a new token because the last one was
-    /// refused. Fails with [`Error::Auth`] explaining what to fix.
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue>;
-}
-
-/// A cached token and the instant after which it is renewed.
-struct Cached {
-    header: HeaderValue,
-    renew_at: Instant,
-}
 
 /// Microsoft Entra ID client-credentials grant (Dataverse, Business Central).
 pub struct EntraClientCredentials {
@@ -47,40 +32,6 @@ impl fmt::Debug for EntraClientCredentials {
             .field("secret", &"***")
             .finish()
     }
-}
-
-#[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    #[serde(default)]
-    token_type: Option<String>,
-    /// The v2 endpoint sends a number; older endpoints sent a string.
-    #[serde(default)]
-    expires_in: Option<NumOrString>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrString {
-    Num(u64),
-    Str(String),
-}
-
-impl NumOrString {
-    fn seconds(&self) -> Option<u64> {
-        match self {
-            NumOrString::Num(n) => Some(*n),
-            NumOrString::Str(s) => s.parse().ok(),
-        }
-    }
-}
-
-#[derive(Deserialize, Default)]
-struct OAuthError {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    error_description: String,
 }
 
 impl EntraClientCredentials {
@@ -224,13 +175,6 @@ impl EntraClientCredentials {
             format!("{hint} (HTTP {status}: {detail})")
         }
     }
-}
-
-/// Renew when less than a fifth of the lifetime (at most 5 minutes) is left, so a token never
-/// expires mid-request and short-lived sandbox tokens still get used.
-fn renew_after(ttl: Duration) -> Duration {
-    let margin = (ttl / 5).min(Duration::from_secs(300));
-    ttl.saturating_sub(margin)
 }
 
 #[async_trait::async_trait]

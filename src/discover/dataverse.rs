@@ -1,0 +1,13 @@
+//! Dataverse discovery (placeholder).
+
+use super::Draft;
+use crate::connect::Endpoint;
+use crate::error::{Error, Result};
+use crate::spec::Definitions;
+
+/// Drafts catalog files from Dataverse's metadata.
+pub async fn discover(_ep: &Endpoint, _defs: &Definitions, _only: &[String]) -> Result<Vec<Draft>> {
+    Err(Error::Config(
+        "discovery for Dataverse is not built yet".into(),
+    ))
+}

@@ -1,0 +1,1 @@
+//! Deltek Vantagepoint OAuth2 password grant (placeholder until the Deltek source lands).

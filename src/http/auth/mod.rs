@@ -1,0 +1,78 @@
+//! Auth providers behind one trait. Tokens are cached, refreshed ahead of expiry, and a refused
+//! token (401) forces exactly one refresh (the caller decides when to give up). Secrets live in
+//! `SecretString` and tokens in sensitive header values, so neither reaches logs or `Debug`.
+
+pub mod deltek;
+pub mod entra;
+pub mod pipedrive;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderValue;
+use serde::Deserialize;
+
+use crate::error::Result;
+
+pub use entra::EntraClientCredentials;
+
+/// Something that can produce the `Authorization` header of a request.
+#[async_trait::async_trait]
+pub trait AuthProvider: Send + Sync + fmt::Debug {
+    /// The header value to send. `refresh` forces a new token because the last one was
+    /// refused. Fails with [`Error::Auth`] explaining what to fix.
+    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue>;
+}
+
+/// A cached token and the instant after which it is renewed.
+pub(crate) struct Cached {
+    pub(crate) header: HeaderValue,
+    pub(crate) renew_at: Instant,
+}
+
+#[derive(Deserialize)]
+pub(crate) struct TokenResponse {
+    pub(crate) access_token: String,
+    #[serde(default)]
+    pub(crate) token_type: Option<String>,
+    /// The v2 endpoint sends a number; older endpoints sent a string.
+    #[serde(default)]
+    pub(crate) expires_in: Option<NumOrString>,
+    /// OAuth refresh token (Deltek, Pipedrive); store the new one whenever it rotates.
+    #[serde(default)]
+    pub(crate) refresh_token: Option<String>,
+    /// Pipedrive: the API host of the install.
+    #[serde(default)]
+    pub(crate) api_domain: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumOrString {
+    Num(u64),
+    Str(String),
+}
+
+impl NumOrString {
+    pub(crate) fn seconds(&self) -> Option<u64> {
+        match self {
+            NumOrString::Num(n) => Some(*n),
+            NumOrString::Str(s) => s.parse().ok(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub(crate) struct OAuthError {
+    #[serde(default)]
+    pub(crate) error: String,
+    #[serde(default)]
+    pub(crate) error_description: String,
+}
+
+/// Renew when less than a fifth of the lifetime (at most 5 minutes) is left, so a token never
+/// expires mid-request and short-lived sandbox tokens still get used.
+pub(crate) fn renew_after(ttl: Duration) -> Duration {
+    let margin = (ttl / 5).min(Duration::from_secs(300));
+    ttl.saturating_sub(margin)
+}

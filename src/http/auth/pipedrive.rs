@@ -1,0 +1,1 @@
+//! Pipedrive API token and OAuth refresh grant (placeholder until the Pipedrive source lands).

@@ -1,0 +1,27 @@
+//! The Deltek fake (placeholder: no routes yet).
+
+use std::sync::Arc;
+
+use axum::Router;
+
+use super::options::Faults;
+use super::{App, SandboxOptions};
+
+/// State of the Deltek fake.
+pub(crate) struct Deltek;
+
+impl Deltek {
+    pub(crate) fn new(_opts: &SandboxOptions) -> Self {
+        Self
+    }
+
+    /// One round of inserts, updates and deletes.
+    pub(crate) fn mutate(&self) {}
+
+    pub(crate) fn set_faults(&self, _faults: Faults) {}
+}
+
+/// Routes of the Deltek fake.
+pub(crate) fn routes() -> Router<Arc<App>> {
+    Router::new()
+}
