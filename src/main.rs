@@ -97,6 +97,18 @@ enum Command {
     /// Inspect stream and table definitions.
     #[command(subcommand)]
     Catalog(CatalogCmd),
+    /// Draft catalog (and stream) files from a connection's live metadata, custom fields
+    /// included. Review the drafts, then move them into catalog/ and streams/ to use them.
+    Discover {
+        /// Connection to read (its system decides the metadata endpoint).
+        connection: String,
+        /// Only these entities (stream entity names, or API names for new ones).
+        #[arg(long = "entity")]
+        entities: Vec<String>,
+        /// Folder receiving catalog/<system>/<entity>.toml (and streams/ for new entities).
+        #[arg(long, default_value = "discovered")]
+        out: PathBuf,
+    },
     /// Manage connections and their encrypted credentials.
     #[command(subcommand)]
     Connection(ConnectionCmd),
@@ -171,23 +183,32 @@ enum ConnectionCmd {
 #[derive(Args)]
 struct AddArgs {
     name: String,
+    /// dataverse, business_central, deltek or pipedrive.
     #[arg(long, default_value = "dataverse")]
     system: String,
-    /// https://<org>.crm.dynamics.com
+    /// Dataverse: https://<org>.crm.dynamics.com
     #[arg(long)]
-    environment_url: String,
+    environment_url: Option<String>,
     #[arg(long)]
-    tenant_id: String,
+    tenant_id: Option<String>,
     #[arg(long)]
-    client_id: String,
+    client_id: Option<String>,
     #[arg(long)]
     authority_url: Option<String>,
+    /// Any other setting of the system, as key=value (repeatable), e.g.
+    /// --set environment=Production --set 'companies=["CRONUS USA, Inc."]'.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// Read the client secret from this environment variable.
     #[arg(long, conflicts_with = "client_secret_stdin")]
     client_secret_env: Option<String>,
     /// Read the client secret from standard input.
     #[arg(long)]
     client_secret_stdin: bool,
+    /// Another secret from an environment variable, as FIELD=VAR (repeatable), e.g.
+    /// --secret-env password=VP_PASSWORD --secret-env api_token=PIPEDRIVE_TOKEN.
+    #[arg(long, value_name = "FIELD=VAR")]
+    secret_env: Vec<String>,
 }
 
 fn init_logging(verbose: u8, json: bool) {
@@ -315,6 +336,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         }
         Command::State(cmd) => state(cmd, &cli.config),
         Command::Catalog(cmd) => catalog(cmd, &cli.config),
+        Command::Discover {
+            connection,
+            entities,
+            out,
+        } => discover(&cli.config, &connection, &entities, &out).await,
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
     }
 }
@@ -589,6 +615,33 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The secrets of `mlc connection add`: every `--secret-env FIELD=VAR`, plus the client
+/// secret from `--client-secret-env`, `--client-secret-stdin` or piped standard input.
+fn read_secrets(a: &AddArgs) -> Result<Secrets> {
+    let mut out = Secrets::new();
+    for item in &a.secret_env {
+        let (field, var) = item
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--secret-env `{item}`: expected FIELD=VAR"))?;
+        let v =
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        out.insert(field.to_string(), SecretString::from(v));
+    }
+    let wants_client_secret = a.client_secret_env.is_some()
+        || a.client_secret_stdin
+        || (out.is_empty() && !std::io::stdin().is_terminal())
+        || (out.is_empty() && matches!(a.system.as_str(), "dataverse" | "business_central"));
+    if wants_client_secret {
+        out.insert("client_secret".into(), read_secret(a)?);
+    }
+    if out.is_empty() {
+        bail!(
+            "give the connection's secrets with --secret-env FIELD=VAR (e.g. password=VP_PASSWORD, api_token=PIPEDRIVE_TOKEN) or --client-secret-env / --client-secret-stdin; they are stored encrypted, never in mlc.toml"
+        );
+    }
+    Ok(out)
+}
+
 fn read_secret(a: &AddArgs) -> Result<SecretString> {
     if let Some(var) = &a.client_secret_env {
         let v =
@@ -611,13 +664,84 @@ fn read_secret(a: &AddArgs) -> Result<SecretString> {
     )
 }
 
+async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let conn = cfg.connection(name)?;
+    let defs = ml_connector::spec::Definitions::load(Some(&cfg.definitions_dir))?;
+    let vault = Vault::new(&cfg.vault);
+    let ep = ml_connector::connect::endpoint(conn, &vault)?;
+    let drafts = ml_connector::discover::discover(conn, &ep, &defs, only).await?;
+    let system = conn.system();
+    for d in &drafts {
+        let cat_path = out
+            .join("catalog")
+            .join(system)
+            .join(format!("{}.toml", d.entity));
+        if let Some(dir) = cat_path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&cat_path, ml_connector::discover::catalog_toml(&d.catalog))
+            .with_context(|| format!("writing {}", cat_path.display()))?;
+        let id = format!("{system}.{}", d.entity);
+        let known = id
+            .parse()
+            .ok()
+            .and_then(|sid| defs.get(&sid).ok())
+            .map(|s| {
+                s.catalog
+                    .columns
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect::<Vec<_>>()
+            });
+        let note = match &known {
+            Some(cols) => {
+                let new: Vec<&str> = d
+                    .catalog
+                    .columns
+                    .iter()
+                    .filter(|c| !cols.contains(&c.name))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if new.is_empty() {
+                    "no columns beyond the current catalog".to_string()
+                } else {
+                    format!("{} new: {}", new.len(), new.join(", "))
+                }
+            }
+            None => "new stream".to_string(),
+        };
+        if let Some(stream) = &d.stream_toml {
+            let p = out
+                .join("streams")
+                .join(system)
+                .join(format!("{}.toml", d.entity));
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::write(&p, stream).with_context(|| format!("writing {}", p.display()))?;
+        }
+        println!(
+            "{:<36} {:>4} columns  {}  -> {}",
+            id,
+            d.catalog.columns.len(),
+            note,
+            cat_path.display()
+        );
+    }
+    println!(
+        "{} drafts written under {}; review them and copy into catalog/ and streams/ (next to mlc.toml) to use them",
+        drafts.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
     match cmd {
         ConnectionCmd::Add(a) => {
-            if a.system != "dataverse" {
-                bail!("--system {}: this build supports dataverse", a.system);
-            }
-            let secret = read_secret(&a)?;
+            let secrets = read_secrets(&a)?;
             let text = match std::fs::read_to_string(config) {
                 Ok(t) => t,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -639,11 +763,34 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                 .ok_or_else(|| anyhow!("`connections` in {} is not a table", config.display()))?;
             let mut t = toml_edit::Table::new();
             t.insert("system", toml_edit::value(&a.system));
-            t.insert("environment_url", toml_edit::value(&a.environment_url));
-            t.insert("tenant_id", toml_edit::value(&a.tenant_id));
-            t.insert("client_id", toml_edit::value(&a.client_id));
-            if let Some(auth) = &a.authority_url {
-                t.insert("authority_url", toml_edit::value(auth));
+            for (k, v) in [
+                ("environment_url", &a.environment_url),
+                ("tenant_id", &a.tenant_id),
+                ("client_id", &a.client_id),
+                ("authority_url", &a.authority_url),
+            ] {
+                if let Some(v) = v {
+                    t.insert(k, toml_edit::value(v));
+                }
+            }
+            for item in &a.settings {
+                let (k, v) = item
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--set `{item}`: expected KEY=VALUE"))?;
+                if secrets.contains_key(k)
+                    || ["client_secret", "password", "api_token", "refresh_token"].contains(&k)
+                {
+                    bail!(
+                        "--set {k}: secrets go through --secret-env {k}=VAR, never into mlc.toml"
+                    );
+                }
+                // A TOML literal (number, bool, array) when it parses as one, else a string.
+                let value = format!("v = {v}")
+                    .parse::<toml_edit::DocumentMut>()
+                    .ok()
+                    .and_then(|d| d.get("v").and_then(|i| i.as_value()).cloned())
+                    .unwrap_or_else(|| toml_edit::Value::from(v));
+                t.insert(k, toml_edit::Item::Value(value));
             }
             conns.insert(&a.name, toml_edit::Item::Table(t));
             let new_text = doc.to_string();
@@ -653,8 +800,6 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
             let parsed = Config::parse(&new_text, dir, &|k| std::env::var(k).ok())?;
-            let mut secrets = Secrets::new();
-            secrets.insert("client_secret".into(), secret);
             Vault::new(&parsed.vault).put(&a.name, &secrets)?;
             std::fs::write(config, new_text)
                 .with_context(|| format!("writing {}", config.display()))?;

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest, PartInfo, PartWriter, sha256_hex};
 use crate::loaders::warehouse::Warehouse;
 use crate::schema::schema_hash;
-use crate::spec::{Definitions, Incremental, Stream};
+use crate::spec::{Definitions, Incremental, Reconcile, Stream};
 use crate::state::{PartRecord, RunRecord, StateStore, pid_alive, status};
 use crate::streams::{self, Page, ReadMode};
 use crate::vault::Vault;
@@ -110,17 +110,64 @@ pub struct RunSummary {
     pub notes: Vec<String>,
 }
 
-/// Runs (or resumes) one stream of one connection.
+/// Runs (or resumes) one stream of one connection; then, for streams whose source has no
+/// delete feed (`reconcile = "keyset"`), a key-set reconciliation when one is due.
 pub async fn run_stream(
     ctx: &Context,
     conn: &Connection,
     stream: &Stream,
     req: &RunRequest,
 ) -> Result<RunSummary> {
-    let started = Instant::now();
     let ep = endpoint(conn, &ctx.vault)?;
     let mut notes = Vec::new();
-    let mut run = prepare_run(ctx, conn, stream, req, &mut notes)?;
+    let run = prepare_run(ctx, conn, stream, req, &mut notes)?;
+    let mut summary = drive(ctx, conn, stream, &ep, run, notes).await?;
+    // A snapshot reconciles by itself; backfills never touch deletes.
+    if summary.kind == "incremental" && keyset_due(ctx, conn, stream)? {
+        tracing::info!(stream = %stream.id, "key-set reconciliation: reading every key to find deletes");
+        let run = new_run(ctx, conn, stream, "keyset", true, None, None)?;
+        let ks = drive(ctx, conn, stream, &ep, run, Vec::new()).await?;
+        summary.deleted += ks.deleted;
+        summary.table_rows = ks.table_rows;
+        summary.seconds += ks.seconds;
+        summary.notes.push(format!(
+            "key-set reconciliation ({} keys read, {} deleted)",
+            ks.rows_extracted, ks.deleted
+        ));
+    }
+    Ok(summary)
+}
+
+/// Whether `stream` needs a key-set pass now: it has no delete feed and nothing reconciled it
+/// (a full snapshot or an earlier pass) within the connection's `reconcile_every_hours`.
+fn keyset_due(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<bool> {
+    if stream.spec.reconcile != Some(Reconcile::Keyset)
+        || stream.spec.incremental == Incremental::Full
+    {
+        return Ok(false);
+    }
+    let last = ctx
+        .state
+        .last_reconciled(&conn.name, &stream.id.to_string())?;
+    let Some(last) = last.and_then(|l| chrono::DateTime::parse_from_rfc3339(&l).ok()) else {
+        return Ok(true);
+    };
+    let age_hours =
+        (chrono::Utc::now() - last.with_timezone(&chrono::Utc)).num_seconds() as f64 / 3600.0;
+    Ok(age_hours >= conn.reconcile_every_hours())
+}
+
+/// Takes one run from wherever it stands (running, extracted, loaded) to committed.
+async fn drive(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    ep: &Endpoint,
+    mut run: RunRecord,
+    mut notes: Vec<String>,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let ep = ep.clone();
     let span = tracing::info_span!("run", stream = %stream.id, connection = %conn.name, run_id = %run.run_id);
     use tracing::Instrument;
     async move {
@@ -169,7 +216,9 @@ pub async fn run_stream(
         run = reload(ctx, &run.run_id)?;
     }
     if run.status == status::LOADED {
-        ctx.state.commit_run(&run.run_id, run.kind != "backfill")?;
+        // Backfills and key-set passes never move the stream's cursor.
+        ctx.state
+            .commit_run(&run.run_id, !matches!(run.kind.as_str(), "backfill" | "keyset"))?;
         run = reload(ctx, &run.run_id)?;
     }
     Ok(RunSummary {
@@ -326,6 +375,7 @@ fn read_mode(stream: &Stream, run: &RunRecord) -> ReadMode {
         "incremental" => ReadMode::Incremental {
             cursor: run.cursor_start.clone().unwrap_or_default(),
         },
+        "keyset" => ReadMode::Keys,
         _ => ReadMode::Snapshot {
             track: stream.spec.incremental == Incremental::Delta,
         },
@@ -524,6 +574,7 @@ async fn extract(
             }
             end
         }
+        Incremental::Cursor if run.kind == "keyset" => None,
         Incremental::Cursor => cursor_max
             .and_then(chrono::DateTime::from_timestamp_micros)
             .map(|t| t.to_rfc3339())

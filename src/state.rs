@@ -465,6 +465,18 @@ impl StateStore {
         })
     }
 
+    /// When the last committed run of `stream` on `connection` that reconciled deletes (a
+    /// full snapshot or a key-set pass) started, if any.
+    pub fn last_reconciled(&self, connection: &str, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT MAX(started_at) FROM runs WHERE connection = ?1 AND stream = ?2 AND status = 'committed' AND reconcile = 1",
+                params![connection, stream],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Run history, newest first, optionally for one stream.
     pub fn runs(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         self.with(|c| {

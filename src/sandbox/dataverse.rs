@@ -307,6 +307,9 @@ fn api(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap) -> Reply {
     let prefer = Prefer::from_headers(headers);
     let result = if path == "WhoAmI" || path == "WhoAmI()" {
         Ok(who_am_i(app))
+    } else if let Some(rest) = path.strip_prefix("EntityDefinitions") {
+        super::metadata::entity_definitions(app, rest)
+            .map(|v| Reply::json(200, v.to_string().into_bytes()))
     } else if let Some(set) = path.strip_suffix("/$count") {
         match Set::from_name(set) {
             Some(set) => Ok(count(app, set)),

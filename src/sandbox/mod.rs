@@ -29,6 +29,7 @@ mod deltek;
 mod entities;
 pub mod entra;
 mod json;
+mod metadata;
 mod odata;
 mod options;
 mod pages;

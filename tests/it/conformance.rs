@@ -7,10 +7,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use arrow_array::Array;
-use ml_connector::batches::RowDecoder;
+use ml_connector::batches::{PageContext, RowDecoder};
 use ml_connector::schema::table_schema;
 use ml_connector::spec::Definitions;
-use serde_json::value::RawValue;
 
 use crate::support::Project;
 
@@ -22,12 +21,6 @@ fn fixture(system: &str, entity: &str) -> PathBuf {
         .join("page.json")
 }
 
-#[derive(serde::Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    value: Vec<&'a RawValue>,
-}
-
 #[test]
 fn every_stream_decodes_its_fixture_to_its_catalog() {
     let defs = Definitions::builtin().unwrap();
@@ -36,21 +29,18 @@ fn every_stream_decodes_its_fixture_to_its_catalog() {
         let path = fixture(&stream.id.system, &stream.id.entity);
         let body = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: fixture {} missing: {e}", stream.id, path.display()));
-        let env: Envelope<'_> = serde_json::from_slice(&body).unwrap();
-        assert!(!env.value.is_empty(), "{}: empty fixture", stream.id);
-        let base = body.as_ptr() as usize;
-        let ranges: Vec<_> = env
-            .value
-            .iter()
-            .map(|r| {
-                let s = r.get().as_ptr() as usize - base;
-                s..s + r.get().len()
-            })
-            .collect();
+        let ranges = ml_connector::streams::records(stream, &body)
+            .unwrap_or_else(|e| panic!("{}: fixture is not a page: {e}", stream.id));
+        assert!(!ranges.is_empty(), "{}: empty fixture", stream.id);
         // The fixture exercises every selectable catalog field.
         let first: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(env.value[0].get()).unwrap();
-        for c in stream.catalog.columns.iter().filter(|c| !c.is_annotation()) {
+            serde_json::from_slice(&body[ranges[0].clone()]).unwrap();
+        for c in stream
+            .catalog
+            .columns
+            .iter()
+            .filter(|c| !c.is_annotation() && c.context_name().is_none())
+        {
             assert!(
                 first.contains_key(c.source_name()),
                 "{}: fixture lacks `{}`",
@@ -60,7 +50,14 @@ fn every_stream_decodes_its_fixture_to_its_catalog() {
         }
 
         let dec = RowDecoder::new(stream, "fixture", "r0").unwrap();
-        let page = dec.decode_page(&body, &ranges, 0).unwrap();
+        let context: PageContext = stream
+            .catalog
+            .columns
+            .iter()
+            .filter_map(|c| c.context_name())
+            .map(|n| (n.to_string(), format!("fixture-{n}")))
+            .collect();
+        let page = dec.decode_page_with(&body, &ranges, 0, &context).unwrap();
         assert!(
             page.quarantined.is_empty(),
             "{}: {:?}",

@@ -283,3 +283,136 @@ async fn an_interrupted_snapshot_resumes_from_its_last_part() {
     source.sort();
     assert_eq!(keys, source);
 }
+
+/// A cursor stream sees inserts and updates but not deletes; with `reconcile = "keyset"` a
+/// key-only read of the whole table removes what the source no longer has, touches nothing
+/// else and never moves the cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyset_reconciliation_finds_deletes_without_a_delete_feed() {
+    let p = Project::with_setup(opts(200), "reconcile_every_hours = 0", |dir| {
+        let d = dir.join("streams/dataverse");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("account.toml"),
+            "entity_set = \"accounts\"\nincremental = \"cursor\"\ncursor_field = \"modifiedon\"\nreconcile = \"keyset\"\n",
+        )
+        .unwrap();
+    })
+    .await;
+    let conn = p.conn();
+    let stream = p
+        .ctx
+        .defs
+        .get(&"dataverse.account".parse().unwrap())
+        .unwrap()
+        .clone();
+    let req = RunRequest::Sync { full: false };
+
+    let first = ml_connector::run::run_stream(&p.ctx, &conn, &stream, &req)
+        .await
+        .unwrap();
+    assert_eq!(first.kind, "snapshot");
+    assert!(
+        first.notes.iter().all(|n| !n.contains("key-set")),
+        "a snapshot reconciles by itself"
+    );
+    let cursor = p.ctx.state.cursor("crm", "dataverse.account").unwrap();
+    assert!(cursor.is_some());
+
+    let changes = p.sandbox.mutate();
+    let deleted = changes.entity_sets["accounts"].deleted;
+    assert!(deleted > 0);
+    let second = ml_connector::run::run_stream(&p.ctx, &conn, &stream, &req)
+        .await
+        .unwrap();
+    assert_eq!(second.kind, "incremental");
+    assert!(
+        second
+            .notes
+            .iter()
+            .any(|n| n.contains("key-set reconciliation")),
+        "{:?}",
+        second.notes
+    );
+    assert_eq!(second.deleted, deleted as u64);
+
+    let live = p.sandbox.live_rows("accounts").unwrap();
+    let table = p
+        .ctx
+        .warehouse
+        .local()
+        .unwrap()
+        .keys("raw_dataverse", "account", &["accountid", "versionnumber"])
+        .unwrap();
+    let mut source: Vec<Vec<String>> = live
+        .into_iter()
+        .map(|(id, v)| vec![id, v.to_string()])
+        .collect();
+    source.sort();
+    assert_eq!(
+        table, source,
+        "values survive the key-only read; deletes are gone"
+    );
+    // The key-set pass is committed without moving the cursor.
+    let runs = p.ctx.state.runs(Some("dataverse.account"), 10).unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.kind == "keyset" && r.status == "committed")
+    );
+    assert_ne!(
+        p.ctx.state.cursor("crm", "dataverse.account").unwrap(),
+        None
+    );
+}
+
+/// `mlc discover` drafts catalogs from `EntityDefinitions` that match the built-in ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_drafts_the_catalog_from_entity_definitions() {
+    let p = Project::new(opts(20), "").await;
+    let conn = p.conn();
+    let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
+    let drafts = ml_connector::discover::discover(
+        &conn,
+        &ep,
+        &p.ctx.defs,
+        &["account".into(), "opportunity".into()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(drafts.len(), 2);
+    for d in &drafts {
+        let built_in = &p
+            .ctx
+            .defs
+            .get(&format!("dataverse.{}", d.entity).parse().unwrap())
+            .unwrap()
+            .catalog;
+        assert_eq!(d.catalog.primary_key, built_in.primary_key);
+        assert!(d.stream_toml.is_none(), "the stream exists already");
+        for c in &built_in.columns {
+            let drafted = d
+                .catalog
+                .columns
+                .iter()
+                .find(|x| x.source_name() == c.source_name());
+            let drafted =
+                drafted.unwrap_or_else(|| panic!("{}: `{}` not drafted", d.entity, c.name));
+            assert_eq!(
+                drafted.ty.to_string().split('(').next(),
+                c.ty.to_string().split('(').next(),
+                "{}",
+                c.name
+            );
+        }
+    }
+    let opp = &drafts[1].catalog;
+    let ty = opp
+        .columns
+        .iter()
+        .find(|c| c.name == "customerid_type")
+        .unwrap();
+    assert_eq!(
+        ty.source.as_deref(),
+        Some("_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname")
+    );
+}

@@ -119,6 +119,9 @@ pub struct MergeRequest<'a> {
     pub schema: SchemaRef,
     /// The run is a full snapshot: live keys in the table but absent from it are deleted.
     pub reconcile: bool,
+    /// The run carries keys only (a key-set reconciliation): it deletes absent keys and
+    /// upserts nothing (its rows have no values).
+    pub keys_only: bool,
     /// The run's id, stamped on rows deleted by reconciliation.
     pub run_id: &'a str,
     /// The run's time (µs since the epoch, UTC), stamped on rows deleted by reconciliation;
@@ -148,6 +151,7 @@ struct OwnedRequest {
     primary_key: Vec<String>,
     schema: SchemaRef,
     reconcile: bool,
+    keys_only: bool,
     run_id: String,
     run_micros: i64,
 }
@@ -278,6 +282,7 @@ impl LocalWarehouse {
             primary_key: req.primary_key.to_vec(),
             schema: req.schema.clone(),
             reconcile: req.reconcile,
+            keys_only: req.keys_only,
             run_id: req.run_id.to_string(),
             run_micros: req.extracted_at_micros,
         };
@@ -422,6 +427,7 @@ impl LocalWarehouse {
             key: req.primary_key.iter().map(|k| k.as_str().into()).collect(),
             mode: self.delete_mode,
             reconcile: req.reconcile,
+            keys_only: req.keys_only,
             run_id: req.run_id.clone(),
             run_micros: req.run_micros,
         };

@@ -71,6 +71,7 @@ impl Warehouse {
                     primary_key: &stream.catalog.primary_key,
                     schema: crate::schema::table_schema(&stream.catalog),
                     reconcile: manifest.reconcile,
+                    keys_only: manifest.kind == "keyset",
                     run_id: &manifest.run_id,
                     extracted_at_micros: chrono::Utc::now().timestamp_micros(),
                 })

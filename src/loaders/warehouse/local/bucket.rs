@@ -11,7 +11,9 @@
 //!   the table's row included) with the tombstone's `_ml_run_id` / `_ml_extracted_at` and
 //!   `_ml_deleted = true`; a tombstone for a key never seen is dropped;
 //! - with `reconcile`, a live table row whose key is absent from the run and not newer than the
-//!   run is deleted the same way (stamped with the run id and run time in soft mode).
+//!   run is deleted the same way (stamped with the run id and run time in soft mode);
+//! - with `keys_only` (a key-set reconciliation run), that deletion is all the run does: its
+//!   rows carry keys without values and never replace the table's.
 //!
 //! Re-merging the same staged rows gives the same file: the table's copy of a row ties with the
 //! staged copy and the staged copy (identical) wins.
@@ -44,6 +46,8 @@ pub(super) struct MergeCtx {
     pub key: Vec<PlSmallStr>,
     pub mode: DeleteMode,
     pub reconcile: bool,
+    /// Staged rows are a key set: they decide deletions only, never replace values.
+    pub keys_only: bool,
     pub run_id: String,
     pub run_micros: i64,
 }
@@ -191,6 +195,8 @@ pub(super) fn merge_bucket(dir: &Path, job: &BucketJob, ctx: &MergeCtx) -> Resul
     let out = match (old, staged) {
         (None, None) => DataFrame::empty_with_schema(&ctx.schema),
         (Some(table), None) => table,
+        (Some(table), Some(_)) if ctx.keys_only => table,
+        (None, Some(_)) if ctx.keys_only => DataFrame::empty_with_schema(&ctx.schema),
         (table, Some(run)) => {
             let r = resolve(table, run, ctx).map_err(pe(&bucket_ctx))?;
             outcome.upserted += r.upserted;

@@ -213,6 +213,7 @@ impl Fixture {
                 primary_key: &pk,
                 schema: schema.clone(),
                 reconcile,
+                keys_only: false,
                 run_id: run,
                 extracted_at_micros: T0 + 30 * DAY,
             })
@@ -704,6 +705,7 @@ async fn composite_primary_key() {
             primary_key: &pk2,
             schema: schema.clone(),
             reconcile: false,
+            keys_only: false,
             run_id: "r3",
             extracted_at_micros: T0,
         })
