@@ -28,11 +28,13 @@ pub struct DemoOptions {
     pub scale: u64,
 }
 
-/// Writes the demo's mlc.toml for a running sandbox.
-fn write_config(dir: &Path, sb: &Sandbox) -> Result<PathBuf> {
-    let text = format!(
-        r#"# Written by `mlc demo`: a project reading the local sandbox.
-# The sandbox's client secret is in the encrypted vault (.mlc/vault.json), not here.
+/// Writes a project for a running sandbox into `dir`: an mlc.toml with one connection per
+/// system (no secrets in it) and the sandbox's credentials in the project's encrypted vault.
+/// Shared by `mlc demo`, `mlc sandbox --project` and the benchmarks.
+pub fn write_project(dir: &Path, sb: &Sandbox, extra: &str) -> Result<Config> {
+    let mut text = String::from(
+        r#"# A project reading the local sandbox (written by mlc).
+# The sandbox's credentials are in the encrypted vault (.mlc/vault.json), not here.
 
 [lake]
 url = "file://.mlc/lake"
@@ -43,22 +45,33 @@ path = ".mlc/state.db"
 [warehouse]
 kind = "local"
 path = ".mlc/warehouse"
-
-[connections.{DEMO_CONNECTION}]
-system = "dataverse"
-environment_url = "{env}"
-tenant_id = "{tenant}"
-client_id = "{client}"
-authority_url = "{authority}"
 "#,
-        env = sb.dataverse_url(),
-        tenant = sb.tenant_id(),
-        client = sb.client_id(),
-        authority = sb.authority_url(),
     );
+    text.push_str(extra);
+    let conns = sb.connections();
+    for c in &conns {
+        // The sandbox is local: client-side pacing would only slow the demo down (the
+        // sandboxes still answer 429 when their own limits are exceeded).
+        let _ = write!(
+            text,
+            "\n[connections.{}]\n{}requests_per_minute = 100000\n",
+            c.name, c.settings
+        );
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let path = dir.join(crate::config::CONFIG_FILE);
     std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-    Ok(path)
+    let config = Config::load(&path)?;
+    let vault = Vault::new(&config.vault);
+    for c in &conns {
+        let secrets: Secrets = c
+            .secrets
+            .iter()
+            .map(|(k, v)| (k.clone(), SecretString::from(v.clone())))
+            .collect();
+        vault.put(&c.name, &secrets)?;
+    }
+    Ok(config)
 }
 
 fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (String, bool) {
@@ -124,14 +137,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
         sandbox.base_url()
     ));
 
-    let config_path = write_config(dir, &sandbox)?;
-    let config = Config::load(&config_path)?;
-    let mut secrets = Secrets::new();
-    secrets.insert(
-        "client_secret".into(),
-        SecretString::from(sandbox.client_secret().to_string()),
-    );
-    Vault::new(&config.vault).put(DEMO_CONNECTION, &secrets)?;
+    let config = write_project(dir, &sandbox, "")?;
     let ctx = Context::open(config)?;
     let conn = ctx.config.connection(DEMO_CONNECTION)?.clone();
 

@@ -131,6 +131,10 @@ struct SandboxArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3599)]
     token_ttl: u64,
+    /// Also write a project for this sandbox into DIR (mlc.toml with one connection per
+    /// system, credentials in its encrypted vault), ready for `mlc --config DIR/mlc.toml sync`.
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -370,6 +374,18 @@ async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
     )
     .await?;
     println!("sandbox listening on {}", sb.base_url());
+    if let Some(dir) = &a.project {
+        let cfg = ml_connector::demo::write_project(dir, &sb, "")?;
+        println!(
+            "  project:           {} (connections: {})",
+            dir.join("mlc.toml").display(),
+            cfg.connections
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     println!("  Entra authority:   {}", sb.authority_url());
     println!("  Dataverse env URL: {}", sb.dataverse_url());
     println!("  tenant_id:         {}", sb.tenant_id());

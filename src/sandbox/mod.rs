@@ -141,6 +141,18 @@ impl App {
     }
 }
 
+/// How a project connects to one system of the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConnection {
+    /// Connection name in mlc.toml (`crm`, `erp`, …).
+    pub name: String,
+    pub system: &'static str,
+    /// The body of the `[connections.<name>]` section (no secrets).
+    pub settings: String,
+    /// (field, value) pairs for the vault.
+    pub secrets: Vec<(String, String)>,
+}
+
 /// A running sandbox. Dropping it stops the server too; [`Sandbox::shutdown`] waits for it.
 pub struct Sandbox {
     app: Arc<App>,
@@ -229,6 +241,33 @@ impl Sandbox {
             stop: Some(tx),
             task: Some(task),
         })
+    }
+
+    /// Every system the sandbox serves as (connection name, body of its mlc.toml
+    /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
+    /// `mlc sandbox --project` and the tests, so they all configure the same project.
+    pub fn connections(&self) -> Vec<SandboxConnection> {
+        let (dataverse, dataverse_secrets) = self.dataverse_connection();
+        vec![SandboxConnection {
+            name: "crm".into(),
+            system: "dataverse",
+            settings: dataverse,
+            secrets: dataverse_secrets,
+        }]
+    }
+
+    /// The Dataverse connection: settings (no secret) and the client secret.
+    pub fn dataverse_connection(&self) -> (String, Vec<(String, String)>) {
+        (
+            format!(
+                "system = \"dataverse\"\nenvironment_url = \"{}\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\nauthority_url = \"{}\"\n",
+                self.dataverse_url(),
+                self.tenant_id(),
+                self.client_id(),
+                self.authority_url()
+            ),
+            vec![("client_secret".into(), self.client_secret().to_string())],
+        )
     }
 
     /// `http://127.0.0.1:PORT`.
