@@ -80,7 +80,7 @@ fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (Stri
     let _ = writeln!(out, "\n{title}");
     let _ = writeln!(
         out,
-        "  {:<26} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8}",
+        "  {:<44} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8}",
         "table", "extracted", "upserted", "deleted", "quarantined", "rows", "seconds"
     );
     let mut sorted: Vec<_> = results.iter().collect();
@@ -88,10 +88,10 @@ fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (Stri
     for (label, r) in sorted {
         match r {
             Ok(s) => {
-                let table = s.stream.replacen("dataverse.", "raw_dataverse.", 1);
+                let table = format!("raw_{}", s.stream);
                 let _ = writeln!(
                     out,
-                    "  {:<26} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8.2}",
+                    "  {:<44} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8.2}",
                     table,
                     s.rows_extracted,
                     s.upserted,
@@ -106,7 +106,7 @@ fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (Stri
             }
             Err(e) => {
                 ok = false;
-                let _ = writeln!(out, "  {label:<26} FAILED: {e}");
+                let _ = writeln!(out, "  {label:<44} FAILED: {e}");
             }
         }
     }
@@ -139,9 +139,9 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
 
     let config = write_project(dir, &sandbox, "")?;
     let ctx = Context::open(config)?;
-    let conn = ctx.config.connection(DEMO_CONNECTION)?.clone();
+    let conns: Vec<&crate::config::Connection> = ctx.config.connections.values().collect();
 
-    let full = run_many(&ctx, &[&conn], &[], &RunRequest::Sync { full: false }).await?;
+    let full = run_many(&ctx, &conns, &[], &RunRequest::Sync { full: false }).await?;
     let (table, ok1) = summary_table("Full sync (change tracking started):", &full);
     print(&table);
 
@@ -149,27 +149,31 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     let changes = serde_json::to_value(&changes).unwrap_or_default();
     print(&format!("\nChanged the sandbox: {changes}"));
 
-    let incr = run_many(&ctx, &[&conn], &[], &RunRequest::Sync { full: false }).await?;
+    let incr = run_many(&ctx, &conns, &[], &RunRequest::Sync { full: false }).await?;
     let (table, ok2) = summary_table("Incremental sync (delta tokens):", &incr);
     print(&table);
 
     // Every table must equal its source.
     let mut check = String::from("\nWarehouse vs sandbox:\n");
     let mut all_equal = true;
-    let counts = sandbox.counts();
     let local = ctx
         .warehouse
         .local()
         .ok_or_else(|| Error::Config("the demo needs the local warehouse".into()))?;
-    for stream in ctx.streams_for(&conn, &[])? {
-        let set = stream.spec.entity_set.clone().unwrap_or_default();
-        let source = counts.get(&set).copied().unwrap_or(0);
+    let mut streams = Vec::new();
+    for conn in &conns {
+        streams.extend(ctx.streams_for(conn, &[])?);
+    }
+    for stream in streams {
+        let Some(source) = sandbox.live_count(&stream.id.system, &stream.id.entity) else {
+            continue;
+        };
         let rows = local.row_count(&stream.id.dataset(), &stream.id.entity)?;
         let mark = if rows == source { "ok" } else { "MISMATCH" };
         all_equal &= rows == source;
         let _ = writeln!(
             check,
-            "  {:<26} {:>8} rows  (sandbox {:>8})  {mark}",
+            "  {:<44} {:>8} rows  (sandbox {:>8})  {mark}",
             format!("{}.{}", stream.id.dataset(), stream.id.entity),
             rows,
             source

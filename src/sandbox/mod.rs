@@ -256,6 +256,17 @@ impl Sandbox {
         }]
     }
 
+    /// Live rows of the table behind a stream (`None`: not a table this sandbox serves).
+    pub fn live_count(&self, system: &str, entity: &str) -> Option<u64> {
+        match system {
+            "dataverse" => {
+                let set = ALL.into_iter().find(|s| s.logical() == entity)?;
+                self.counts().get(set.name()).copied()
+            }
+            _ => None,
+        }
+    }
+
     /// The Dataverse connection: settings (no secret) and the client secret.
     pub fn dataverse_connection(&self) -> (String, Vec<(String, String)>) {
         (
