@@ -575,10 +575,9 @@ async fn extract(
             end
         }
         Incremental::Cursor if run.kind == "keyset" => None,
-        Incremental::Cursor => cursor_max
-            .and_then(chrono::DateTime::from_timestamp_micros)
-            .map(|t| t.to_rfc3339())
-            .or(run.cursor_start.clone()),
+        Incremental::Cursor => {
+            next_cursor(stream, &run.started_at, cursor_max).or(run.cursor_start.clone())
+        }
         _ => None,
     };
     let manifest = Manifest {
@@ -615,6 +614,25 @@ async fn extract(
     ctx.state.mark_extracted(&run.run_id, pending.as_deref())?;
     tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "extracted");
     Ok(())
+}
+
+/// The position the next run of a cursor stream reads from (inclusively), given the newest
+/// cursor value this run saw.
+///
+/// The lookback exists for rows stamped before a read but committed after it (long
+/// transactions, replicas): they carry stamps close to the time of the read. So the next read
+/// starts at `run start − lookback` when this run saw rows that recent, and just after the
+/// newest value seen (`max + 1 µs`) when the table has been quiet for longer: a quiet table
+/// re-reads nothing, an active one re-reads the lookback window.
+fn next_cursor(stream: &Stream, started_at: &str, max_seen: Option<i64>) -> Option<String> {
+    let max = max_seen?;
+    let started = chrono::DateTime::parse_from_rfc3339(started_at)
+        .map(|t| t.timestamp_micros())
+        .unwrap_or(max);
+    let safe = started - stream.lookback_seconds() as i64 * 1_000_000;
+    let next = if max < safe { max + 1 } else { safe };
+    chrono::DateTime::from_timestamp_micros(next)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// Encodes and uploads a part (and its quarantine), then checkpoints.
@@ -737,4 +755,35 @@ pub async fn run_many(
         .collect::<Vec<_>>()
         .await;
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_cursor_rereads_only_a_recent_window() {
+        let defs = Definitions::builtin().unwrap();
+        let mut stream = defs
+            .get(&"dataverse.account".parse().unwrap())
+            .unwrap()
+            .clone();
+        stream.spec.lookback_seconds = Some(300);
+        let start = "2025-06-01T12:00:00+00:00";
+        let start_us = chrono::DateTime::parse_from_rfc3339(start)
+            .unwrap()
+            .timestamp_micros();
+        // A quiet table: just after the newest row, so an unchanged source yields nothing.
+        let old = start_us - 3_600_000_000;
+        assert_eq!(
+            next_cursor(&stream, start, Some(old)).unwrap(),
+            "2025-06-01T11:00:00.000001Z"
+        );
+        // Rows as recent as the lookback: the window is read again next time.
+        assert_eq!(
+            next_cursor(&stream, start, Some(start_us - 1_000_000)).unwrap(),
+            "2025-06-01T11:55:00.000000Z"
+        );
+        assert_eq!(next_cursor(&stream, start, None), None);
+    }
 }

@@ -248,18 +248,19 @@ impl ODataSource {
                     path: stream.id.to_string(),
                     message: "incremental = \"cursor\" needs cursor_field".into(),
                 })?;
+                // The run already folded the lookback into the cursor (run::next_cursor): read
+                // from it inclusively, to the microsecond.
                 let since = chrono::DateTime::parse_from_rfc3339(cursor).map_err(|e| {
                     Error::State(format!(
                         "{}: the saved cursor `{cursor}` is not a timestamp ({e}); run `mlc state reset {}`",
                         stream.id, stream.id
                     ))
                 })?;
-                let since = since - chrono::Duration::seconds(stream.lookback_seconds() as i64);
                 filters.push(format!(
                     "{field} ge {}",
                     since
                         .with_timezone(&chrono::Utc)
-                        .format("%Y-%m-%dT%H:%M:%SZ")
+                        .format("%Y-%m-%dT%H:%M:%S%.6fZ")
                 ));
                 query.push(("$orderby", format!("{field} asc")));
                 None
