@@ -1,0 +1,1 @@
+//! Deltek end to end against the sandbox (placeholder, filled below).
