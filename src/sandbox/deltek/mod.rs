@@ -58,8 +58,8 @@ pub const TIME_ZONE: &str = "America/New_York";
 /// Tenant switches and tables.
 struct Data {
     tables: Vec<Table>,
-    /// Access token → expiry.
-    tokens: HashMap<String, Instant>,
+    /// Access token → (issued, expiry).
+    tokens: HashMap<String, (Instant, Instant)>,
     /// Valid refresh tokens (each is used once: they rotate).
     refresh: HashMap<String, ()>,
     issued: u64,
@@ -151,8 +151,10 @@ impl Deltek {
         let h = super::rng::mix(self.seed ^ n ^ 0x70CE);
         let access = format!("vp{n}x{h:016x}");
         let refresh = format!("rt{n}x{:016x}+=", super::rng::mix(h));
-        d.tokens
-            .insert(access.clone(), Instant::now() + self.token_ttl);
+        d.tokens.insert(
+            access.clone(),
+            (Instant::now(), Instant::now() + self.token_ttl),
+        );
         d.refresh.insert(refresh.clone(), ());
         serde_json::json!({
             "access_token": access,
@@ -383,7 +385,13 @@ async fn list(
         let valid = token
             .as_ref()
             .and_then(|t| d.tokens.get(t))
-            .is_some_and(|exp| Instant::now() < *exp);
+            .is_some_and(|(_, exp)| Instant::now() < *exp);
+        // An injected expiry hits tokens in use for a while, as a real expiry would, never one
+        // just issued (that would be a refused fresh login, a different failure).
+        let old = token
+            .as_ref()
+            .and_then(|t| d.tokens.get(t))
+            .is_some_and(|(issued, _)| issued.elapsed() > Duration::from_millis(500));
         if !valid {
             return api_error(
                 StatusCode::UNAUTHORIZED,
@@ -391,7 +399,7 @@ async fn list(
                 "the access token is missing, invalid or expired",
             );
         }
-        if draw.expire_token {
+        if draw.expire_token && old {
             if let Some(t) = &token {
                 d.tokens.remove(t);
             }
