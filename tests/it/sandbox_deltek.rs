@@ -304,3 +304,32 @@ async fn write_fixtures_when_asked() {
         .unwrap();
     }
 }
+
+#[tokio::test]
+async fn discover_adds_custom_fields_from_metadata() {
+    let sb = start(SandboxOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = deltek_config(dir.path(), &sb, "");
+    let conn = config.connection("vp").unwrap().clone();
+    let ep = connect::endpoint(&conn, &Vault::new(&config.vault)).unwrap();
+    let defs = ml_connector::spec::Definitions::builtin().unwrap();
+    let drafts = ml_connector::discover::discover(&conn, &ep, &defs, &["project".into()])
+        .await
+        .unwrap();
+    assert_eq!(drafts.len(), 1);
+    let cat = &drafts[0].catalog;
+    let sector = cat
+        .columns
+        .iter()
+        .find(|c| c.name == "cust_sector")
+        .unwrap();
+    assert_eq!(sector.source.as_deref(), Some("CustSector"));
+    let hours = cat
+        .columns
+        .iter()
+        .find(|c| c.name == "cust_budget_hours")
+        .unwrap();
+    assert_eq!(hours.ty.to_string(), "decimal(19,4)");
+    // Known columns are kept as they are.
+    assert!(cat.columns.iter().any(|c| c.name == "wbs1" && !c.nullable));
+}

@@ -476,6 +476,9 @@ async fn list(
 fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
     let q = parse_query(raw)?;
     let lower = rest.trim_end_matches('/').to_ascii_lowercase();
+    if let Some(hub) = lower.strip_prefix("metadata/") {
+        return metadata(dk, hub);
+    }
     // `{hub}/{key}`: one record, still an array.
     let (hub, by_key) = match ALL.iter().find(|k| lower == k.hub()) {
         Some(_) => (lower.clone(), None),
@@ -644,6 +647,41 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
     }
     out.push(b']');
     Ok(out)
+}
+
+/// `GET metadata/{hub}`: the hub's fields with types and captions, plus two custom fields the
+/// catalogs lack (what `mlc discover` adds). The real answer's shape is [UNCERTAIN].
+fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Response> {
+    let kind = match hub {
+        "project" => Kind::Project,
+        h => ALL.into_iter().find(|k| k.hub() == h).ok_or_else(|| {
+            api_error(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                &format!("no metadata for `{h}`"),
+            )
+        })?,
+    };
+    let ty = |f: &str| {
+        if f.ends_with("Date") {
+            "datetime"
+        } else if matches!(f, "Fee" | "Revenue" | "Amount") {
+            "decimal"
+        } else if matches!(f, "Probability" | "Period" | "PostSeq") {
+            "int"
+        } else {
+            "string"
+        }
+    };
+    let mut fields: Vec<serde_json::Value> = dk.fields[kind as usize]
+        .iter()
+        .map(|f| serde_json::json!({"name": f, "type": ty(f), "caption": f, "required": tables::key_fields(kind).contains(&f.as_str())}))
+        .collect();
+    fields.push(serde_json::json!({"name": "CustSector", "type": "string", "caption": "Market Sector", "required": false}));
+    fields.push(serde_json::json!({"name": "CustBudgetHours", "type": "decimal", "caption": "Budget Hours", "required": false}));
+    Ok(serde_json::json!({ "hub": hub, "fields": fields })
+        .to_string()
+        .into_bytes())
 }
 
 async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
