@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use ml_connector::run::{Context, RunRequest, RunSummary, run_many};
 use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions};
+use ml_connector::streams::{self, ReadMode};
 
 use crate::sandbox_deltek::deltek_config;
 
@@ -297,4 +298,52 @@ async fn opportunity_hub_model_reads_the_hub() {
     );
     let before = p.sandbox.stats();
     assert!(before.total > 0);
+}
+
+/// Reads every page of `entity` in `mode` straight from the reader.
+async fn read_all(p: &Vp, entity: &str, mode: ReadMode) -> Vec<serde_json::Value> {
+    let conn = p.ctx.config.connection("vp").unwrap().clone();
+    let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
+    let stream = p
+        .ctx
+        .defs
+        .get(&format!("deltek.{entity}").parse().unwrap())
+        .unwrap();
+    let mut src = streams::open(stream, &conn, &ep, &mode, None).unwrap();
+    let mut out = Vec::new();
+    while let Some(page) = src.next_page().await.unwrap() {
+        for r in &page.rows {
+            out.push(serde_json::from_slice(&page.body[r.clone()]).unwrap());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_window_reads() {
+    let p = Vp::new(opts(200), 30, "").await;
+    p.sandbox.deltek_mutate();
+    // Keys: every live row, key fields only.
+    let keys = read_all(&p, "project_phase", ReadMode::Keys).await;
+    assert_eq!(
+        keys.len() as u64,
+        p.sandbox.deltek_counts()["project_phase"]
+    );
+    assert!(keys.iter().all(|k| k.as_object().unwrap().len() == 2));
+    // Keys of the 5.0+ opportunity variant come renamed to the catalog's names.
+    let opp = read_all(&p, "opportunity", ReadMode::Keys).await;
+    assert!(opp[0]["OpportunityID"].is_string(), "{}", opp[0]);
+    // A window on ModDate (UTC bounds, tenant wall-clock filter): only the mutation round.
+    let changes = p.sandbox.deltek_mutate();
+    let w = read_all(
+        &p,
+        "firm",
+        ReadMode::Window {
+            since: Some("2026-01-01T01:30:00Z".into()),
+            until: None,
+        },
+    )
+    .await;
+    let c = changes["firm"];
+    assert_eq!(w.len() as u64, c.inserted + c.updated);
 }
