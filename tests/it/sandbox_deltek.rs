@@ -333,3 +333,32 @@ async fn discover_adds_custom_fields_from_metadata() {
     // Known columns are kept as they are.
     assert!(cat.columns.iter().any(|c| c.name == "wbs1" && !c.nullable));
 }
+
+#[tokio::test]
+async fn a_million_tasks_page_fast_anywhere() {
+    let sb = start(SandboxOptions {
+        scale: 1_000_000,
+        ..SandboxOptions::default()
+    })
+    .await;
+    assert_eq!(sb.deltek_counts()["project_task"], 1_000_000);
+    sb.deltek_mutate();
+    let (_, tok) = login(&sb, &[]).await;
+    let t = tok["access_token"].as_str().unwrap();
+    for page in [1, 1000, 2000] {
+        let started = std::time::Instant::now();
+        let (s, v) = get(
+            &sb,
+            t,
+            &format!("project?wbstype=wbs3&page={page}&pageSize=500"),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(v.as_array().unwrap().len(), 500, "page {page}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "page {page}: {:?}",
+            started.elapsed()
+        );
+    }
+}

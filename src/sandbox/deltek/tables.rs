@@ -449,12 +449,12 @@ pub fn write_row(
             "StartDate" | "EstStartDate" | "HireDate" | "InvoiceDate" | "TransDate" => {
                 s(out, &day(range(h, 0, 4000)))
             }
-            "EndDate" | "EstCompletionDate" => s(out, &day(range(h, 2000, 5000))),
+            "EndDate" | "EstCompletionDate" => s(out, &day(range(h, 3001, 5000))),
             "ActCompletionDate" => {
                 if pct(h, 70) {
                     out.extend_from_slice(b"null")
                 } else {
-                    s(out, &day(range(h, 2000, 4000)))
+                    s(out, &day(range(h, 3001, 4000)))
                 }
             }
             _ => out.extend_from_slice(b"null"),
