@@ -291,6 +291,14 @@ async fn opportunity_hub_model_reads_the_hub() {
         "opportunity_model = \"hub\"\nstreams = [\"deltek.opportunity\"]",
     )
     .await;
+    // A 5.0+ tenant has no Opportunities hub: the hub model fails there, plainly.
+    let conn = p.ctx.config.connection("vp").unwrap().clone();
+    let results = run_many(&p.ctx, &[&conn], &[], &RunRequest::Sync { full: false })
+        .await
+        .unwrap();
+    let err = results[0].1.as_ref().unwrap_err().to_string();
+    assert!(err.contains("404"), "{err}");
+    p.sandbox.deltek_opportunity_hub(true);
     let out = p.sync(false).await;
     assert_eq!(
         out["opportunity"].rows_extracted,

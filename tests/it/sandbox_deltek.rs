@@ -285,6 +285,7 @@ async fn write_fixtures_when_asked() {
     let sb = start(SandboxOptions::default()).await;
     let (_, tok) = login(&sb, &[]).await;
     let t = tok["access_token"].as_str().unwrap();
+    sb.deltek_opportunity_hub(true);
     let defs = ml_connector::spec::Definitions::builtin().unwrap();
     for s in defs.select(&["deltek".into()]).unwrap() {
         let mut q = format!("{}?page=2&pageSize=3", s.spec.path.clone().unwrap());

@@ -7,6 +7,7 @@
 //!                                      accountConfiguration/glAccount; by key: {hub}/{key}
 //! POST /_sandbox/deltek/mutate         one round of inserts, updates, deletes
 //! GET  /_sandbox/deltek/counts         live rows per table
+//! GET  /_sandbox/deltek/{entity}/keys  live (key, ModDate) pairs
 //! ```
 //!
 //! Quirks kept: responses are always JSON arrays (by key too), `page`/`pageSize` or
@@ -16,10 +17,13 @@
 //! (America/New_York), Y/N strings, accounts as decimal strings, 401 on expired tokens, 429
 //! with Retry-After from a proxy, and the faults of `SandboxOptions.faults`.
 //!
+//! The tenant is 5.0+ by default (`/opportunity` answers 404; a `Stage != ""` filter on
+//! `project` serves the pursuits, the opportunity table named as project fields);
+//! `Sandbox::deltek_opportunity_hub(true)` makes it pre-5.0 (the hub answers, Stage is unknown).
+//!
 //! Simplifications: `wbstype` picks the project level (default wbs1), a blank-WBS2 filter is
-//! consistent with it; a `Stage != ""` filter on `project` serves the pursuits (the
-//! opportunity table, named as project fields) whatever the tenant model; deleting a project
-//! leaves its phases.
+//! consistent with it; pursuits are not listed among plain projects; deleting a project leaves
+//! its phases.
 
 mod store;
 mod tables;
@@ -82,6 +86,9 @@ pub(crate) struct Deltek {
     password_grant: AtomicBool,
     /// The API user's role may read the hubs.
     role_access: AtomicBool,
+    /// A pre-5.0 tenant: the Opportunities hub answers and projects carry no pursuit stage.
+    /// Default `false` (5.0+: `/opportunity` is gone, pursuits are staged projects).
+    opportunity_hub: AtomicBool,
 }
 
 impl Deltek {
@@ -122,6 +129,7 @@ impl Deltek {
             protection: Protection::new(None, opts.faults, opts.seed ^ 0xDE17_0000),
             password_grant: AtomicBool::new(true),
             role_access: AtomicBool::new(true),
+            opportunity_hub: AtomicBool::new(false),
         }
     }
 
@@ -500,6 +508,14 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
         .into_iter()
         .find(|k| k.hub() == hub)
         .unwrap_or(Kind::Project);
+    let hub_tenant = dk.opportunity_hub.load(Ordering::Relaxed);
+    if kind == Kind::Opportunity && !hub_tenant {
+        return Err(api_error(
+            StatusCode::NOT_FOUND,
+            "No HTTP resource was found that matches the request URI.",
+            rest,
+        ));
+    }
     if hub == "project" {
         kind = match q.wbstype.as_deref() {
             None | Some("wbs1") => Kind::Project,
@@ -560,6 +576,13 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
                 }
             }
             ("wbs2", "=") if f.value.trim().is_empty() => empty |= kind != Kind::Project,
+            ("stage", _) if hub_tenant => {
+                return Err(api_error(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    "Field 'Stage' does not exist on project.",
+                ));
+            }
             ("stage", "!=")
                 if f.value.trim().is_empty() && hub == "project" && kind == Kind::Project =>
             {
@@ -692,6 +715,36 @@ async fn admin_counts(State(app): State<Arc<App>>) -> Response {
     axum::Json(deltek_counts(&app.deltek)).into_response()
 }
 
+/// Live (key, ModDate) pairs of one table, for out-of-process checks.
+async fn admin_keys(State(app): State<Arc<App>>, Path(entity): Path<String>) -> Response {
+    match live_rows(&app.deltek, &entity) {
+        Some(rows) => axum::Json(rows).into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            &format!("no table `{entity}`"),
+        ),
+    }
+}
+
+fn live_rows(dk: &Deltek, entity: &str) -> Option<Vec<(String, String)>> {
+    let kind = Kind::from_entity(entity)?;
+    let d = dk.data();
+    let t = &d.tables[kind as usize];
+    let mut v: Vec<(String, String)> = t
+        .live()
+        .into_iter()
+        .map(|o| {
+            (
+                tables::key_of(dk.seed, kind, o, &dk.counts).join("|"),
+                tables::wall(t.meta(o).1, &dk.tz),
+            )
+        })
+        .collect();
+    v.sort();
+    Some(v)
+}
+
 fn deltek_counts(dk: &Deltek) -> BTreeMap<String, u64> {
     let d = dk.data();
     ALL.iter()
@@ -706,6 +759,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/deltek/{instance}/api/{*rest}", get(list))
         .route("/_sandbox/deltek/mutate", post(admin_mutate))
         .route("/_sandbox/deltek/counts", get(admin_counts))
+        .route("/_sandbox/deltek/{entity}/keys", get(admin_keys))
 }
 
 impl Sandbox {
@@ -742,22 +796,7 @@ impl Sandbox {
     /// (key values joined with `|`, ModDate as served) of every live row of `entity`, sorted.
     /// `None` for an unknown entity.
     pub fn deltek_live_rows(&self, entity: &str) -> Option<Vec<(String, String)>> {
-        let dk = &self.app.deltek;
-        let kind = Kind::from_entity(entity)?;
-        let d = dk.data();
-        let t = &d.tables[kind as usize];
-        let mut v: Vec<(String, String)> = t
-            .live()
-            .into_iter()
-            .map(|o| {
-                (
-                    tables::key_of(dk.seed, kind, o, &dk.counts).join("|"),
-                    tables::wall(t.meta(o).1, &dk.tz),
-                )
-            })
-            .collect();
-        v.sort();
-        Some(v)
+        live_rows(&self.app.deltek, entity)
     }
 
     /// The next `count` live rows of `entity` serve badly typed values (`ModDate` "not a date",
@@ -780,6 +819,15 @@ impl Sandbox {
             .deltek
             .password_grant
             .store(allowed, Ordering::Relaxed);
+    }
+
+    /// `true`: a pre-5.0 tenant (the Opportunities hub answers, projects have no Stage);
+    /// `false` (default): 5.0+, `/opportunity` answers 404 and pursuits are staged projects.
+    pub fn deltek_opportunity_hub(&self, hub: bool) {
+        self.app
+            .deltek
+            .opportunity_hub
+            .store(hub, Ordering::Relaxed);
     }
 
     /// `false`: the API user's role has no access, every hub read answers 403.
