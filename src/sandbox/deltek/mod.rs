@@ -191,6 +191,11 @@ fn api_error(status: StatusCode, message: &str, detail: &str) -> Response {
         .into_response()
 }
 
+/// An API error for the `?` paths (boxed: a `Response` is large).
+fn boxed(status: StatusCode, message: &str, detail: &str) -> Box<Response> {
+    Box::new(api_error(status, message, detail))
+}
+
 /// `POST /token`: form field names matched case-insensitively, as the service seems to.
 async fn token(State(app): State<Arc<App>>, Path(instance): Path<String>, body: Bytes) -> Response {
     let dk = &app.deltek;
@@ -283,7 +288,7 @@ struct Query {
     filters: Vec<Filter>,
 }
 
-fn parse_query(raw: &str) -> Result<Query, Response> {
+fn parse_query(raw: &str) -> Result<Query, Box<Response>> {
     let mut q = Query {
         page: 1,
         size: 100,
@@ -295,7 +300,7 @@ fn parse_query(raw: &str) -> Result<Query, Response> {
     };
     let mut filters: BTreeMap<u32, Filter> = BTreeMap::new();
     let bad = |what: &str, v: &str| {
-        api_error(
+        boxed(
             StatusCode::BAD_REQUEST,
             "The request is invalid.",
             &format!("{what} must be a positive integer, got `{v}`"),
@@ -333,7 +338,7 @@ fn parse_query(raw: &str) -> Result<Query, Response> {
                 let rest = &kl["filterhash[".len()..];
                 let (idx, tail) = rest.split_once(']').unwrap_or(("", ""));
                 let Ok(i) = idx.parse::<u32>() else {
-                    return Err(api_error(
+                    return Err(boxed(
                         StatusCode::BAD_REQUEST,
                         "The request is invalid.",
                         &format!("bad filterHash key `{k}`"),
@@ -454,7 +459,7 @@ async fn list(
     }
     let body = match render(dk, &rest, raw.as_deref().unwrap_or("")) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut resp = match draw.reset {
         Some(frac) => {
@@ -481,7 +486,7 @@ async fn list(
 }
 
 /// The JSON array answering `rest?raw`.
-fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
+fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> {
     let q = parse_query(raw)?;
     let lower = rest.trim_end_matches('/').to_ascii_lowercase();
     if let Some(hub) = lower.strip_prefix("metadata/") {
@@ -496,7 +501,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
                 Some(rest.rsplit_once('/').map_or(key, |(_, k)| k).to_string()),
             ),
             _ => {
-                return Err(api_error(
+                return Err(boxed(
                     StatusCode::NOT_FOUND,
                     "No HTTP resource was found that matches the request URI.",
                     rest,
@@ -510,7 +515,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
         .unwrap_or(Kind::Project);
     let hub_tenant = dk.opportunity_hub.load(Ordering::Relaxed);
     if kind == Kind::Opportunity && !hub_tenant {
-        return Err(api_error(
+        return Err(boxed(
             StatusCode::NOT_FOUND,
             "No HTTP resource was found that matches the request URI.",
             rest,
@@ -522,7 +527,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
             Some("wbs2") => Kind::Phase,
             Some("wbs3") => Kind::Task,
             Some(o) => {
-                return Err(api_error(
+                return Err(boxed(
                     StatusCode::BAD_REQUEST,
                     "The request is invalid.",
                     &format!("unknown wbstype `{o}`"),
@@ -545,7 +550,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
             "<=" | "le" => "<=",
             "like" => "like",
             o => {
-                return Err(api_error(
+                return Err(boxed(
                     StatusCode::BAD_REQUEST,
                     "The request is invalid.",
                     &format!("unknown filter operator `{o}`"),
@@ -555,7 +560,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
         match (f.name.to_ascii_lowercase().as_str(), op) {
             ("moddate", _) => {
                 let Some(t) = parse_wall(&f.value, &dk.tz) else {
-                    return Err(api_error(
+                    return Err(boxed(
                         StatusCode::BAD_REQUEST,
                         "The request is invalid.",
                         &format!("`{}` is not a datetime", f.value),
@@ -567,7 +572,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
                     "<" => lt = Some(t),
                     "<=" => lt = Some(t + 1),
                     _ => {
-                        return Err(api_error(
+                        return Err(boxed(
                             StatusCode::BAD_REQUEST,
                             "The request is invalid.",
                             "ModDate takes a range operator",
@@ -577,7 +582,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
             }
             ("wbs2", "=") if f.value.trim().is_empty() => empty |= kind != Kind::Project,
             ("stage", _) if hub_tenant => {
-                return Err(api_error(
+                return Err(boxed(
                     StatusCode::BAD_REQUEST,
                     "The request is invalid.",
                     "Field 'Stage' does not exist on project.",
@@ -594,7 +599,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
                 ]);
             }
             (n, _) => {
-                return Err(api_error(
+                return Err(boxed(
                     StatusCode::BAD_REQUEST,
                     "The request is invalid.",
                     &format!("the sandbox cannot filter on `{n}` with `{op}`"),
@@ -615,7 +620,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
     let mut fields = Vec::with_capacity(wanted.len());
     for w in wanted {
         let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&w)) else {
-            return Err(api_error(
+            return Err(boxed(
                 StatusCode::BAD_REQUEST,
                 "Invalid fieldFilter.",
                 &format!("Field '{w}' does not exist on {hub}."),
@@ -631,7 +636,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(o))
         {
-            return Err(api_error(
+            return Err(boxed(
                 StatusCode::BAD_REQUEST,
                 "The request is invalid.",
                 &format!("cannot order by `{o}`"),
@@ -674,11 +679,11 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Response> {
 
 /// `GET metadata/{hub}`: the hub's fields with types and captions, plus two custom fields the
 /// catalogs lack (what `mlc discover` adds). The real answer's shape is [UNCERTAIN].
-fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Response> {
+fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Box<Response>> {
     let kind = match hub {
         "project" => Kind::Project,
         h => ALL.into_iter().find(|k| k.hub() == h).ok_or_else(|| {
-            api_error(
+            boxed(
                 StatusCode::NOT_FOUND,
                 "Not Found",
                 &format!("no metadata for `{h}`"),

@@ -229,7 +229,6 @@ fn day(days_since_2015: i64) -> String {
 
 /// Renders one record with the fields `fields` (payload names; `rename` maps a payload name to
 /// the field the table generates it from).
-#[allow(clippy::too_many_arguments)]
 pub fn write_row(
     out: &mut Vec<u8>,
     c: &Ctx,
