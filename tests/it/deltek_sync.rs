@@ -310,6 +310,16 @@ async fn opportunity_hub_model_reads_the_hub() {
 
 /// Reads every page of `entity` in `mode` straight from the reader.
 async fn read_all(p: &Vp, entity: &str, mode: ReadMode) -> Vec<serde_json::Value> {
+    read_from(p, entity, mode, None).await
+}
+
+/// Like `read_all`, resuming at a saved position.
+async fn read_from(
+    p: &Vp,
+    entity: &str,
+    mode: ReadMode,
+    resume: Option<String>,
+) -> Vec<serde_json::Value> {
     let conn = p.ctx.config.connection("vp").unwrap().clone();
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
     let stream = p
@@ -317,7 +327,7 @@ async fn read_all(p: &Vp, entity: &str, mode: ReadMode) -> Vec<serde_json::Value
         .defs
         .get(&format!("deltek.{entity}").parse().unwrap())
         .unwrap();
-    let mut src = streams::open(stream, &conn, &ep, &mode, None).unwrap();
+    let mut src = streams::open(stream, &conn, &ep, &mode, resume).unwrap();
     let mut out = Vec::new();
     while let Some(page) = src.next_page().await.unwrap() {
         for r in &page.rows {
@@ -341,6 +351,17 @@ async fn keys_and_window_reads() {
     // Keys of the 5.0+ opportunity variant come renamed to the catalog's names.
     let opp = read_all(&p, "opportunity", ReadMode::Keys).await;
     assert!(opp[0]["OpportunityID"].is_string(), "{}", opp[0]);
+    // Resuming at page 3 (the position saved after page 2) skips the first two pages.
+    let all = read_all(&p, "contact", ReadMode::Snapshot { track: false }).await;
+    let rest = read_from(
+        &p,
+        "contact",
+        ReadMode::Snapshot { track: false },
+        Some("3".into()),
+    )
+    .await;
+    assert_eq!(rest.len(), all.len() - 60);
+    assert_eq!(rest[0], all[60]);
     // A window on ModDate (UTC bounds, tenant wall-clock filter): only the mutation round.
     let changes = p.sandbox.deltek_mutate();
     let w = read_all(

@@ -273,6 +273,27 @@ async fn provider_refreshes_ahead_of_expiry_and_relogs_on_401() {
     sb.deltek_allow_password_grant(true);
     let report = connect::check(&conn, &Vault::new(&config.vault)).await;
     assert!(report.ok, "{:?}", report.problem);
+    sb.deltek_role_access(false);
+    let report = connect::check(&conn, &Vault::new(&config.vault)).await;
+    let p = report.problem.unwrap();
+    assert!(p.contains("role"), "{p}");
+    sb.deltek_role_access(true);
+
+    // A wrong database name is named in the advice.
+    let dir2 = tempfile::tempdir().unwrap();
+    let config = deltek_config(dir2.path(), &sb, "");
+    let text = std::fs::read_to_string(dir2.path().join("mlc.toml"))
+        .unwrap()
+        .replace("ACME_PROD", "ACME_TEST");
+    std::fs::write(dir2.path().join("mlc.toml"), text).unwrap();
+    let config2 = Config::load(&dir2.path().join("mlc.toml")).unwrap();
+    let conn2 = config2.connection("vp").unwrap().clone();
+    let report = connect::check(&conn2, &Vault::new(&config.vault)).await;
+    let p = report.problem.unwrap();
+    assert!(
+        p.contains("ACME_TEST") && p.contains("Database Name"),
+        "{p}"
+    );
 }
 
 /// Writes tests/fixtures/deltek/<entity>/page.json from the sandbox when
