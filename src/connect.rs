@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::{Connection, ConnectionSettings};
 use crate::error::{Error, Result};
 use crate::http::auth::EntraClientCredentials;
+use crate::http::auth::deltek::{DeltekLogin, DeltekPasswordGrant};
 use crate::http::retry::RetryPolicy;
 use crate::http::{HttpClient, Limits};
 use crate::vault::Vault;
@@ -101,13 +102,39 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 base: b.api_base(),
             })
         }
-        ConnectionSettings::Deltek(_) | ConnectionSettings::Pipedrive(_) => {
-            Err(Error::Config(format!(
-                "connection `{}`: {} is not supported yet",
-                conn.name,
-                conn.system()
-            )))
+        ConnectionSettings::Deltek(d) => {
+            let password = secret(conn, vault, "password", d.password.as_ref())?;
+            let client_secret = secret(conn, vault, "client_secret", d.client_secret.as_ref())?;
+            let base = d.base_url.trim_end_matches('/').to_string();
+            let auth = DeltekPasswordGrant::new(DeltekLogin {
+                base_url: base.clone(),
+                database: d.database.clone(),
+                username: d.username.clone(),
+                password,
+                client_id: d.client_id.clone(),
+                client_secret,
+                integrated: d.integrated,
+                culture: d.culture.clone(),
+            });
+            let http = HttpClient::new(
+                "deltek",
+                &conn.name,
+                Some(Arc::new(auth)),
+                Limits {
+                    // No published limit; tenants sit behind proxies that answer 429, and
+                    // on-prem servers are small: stay conservative unless configured.
+                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(120)),
+                    max_concurrency: conn.max_concurrency.unwrap_or(2),
+                },
+                RetryPolicy::default(),
+            )?;
+            Ok(Endpoint { http, base })
         }
+        ConnectionSettings::Pipedrive(_) => Err(Error::Config(format!(
+            "connection `{}`: {} is not supported yet",
+            conn.name,
+            conn.system()
+        ))),
     }
 }
 
@@ -211,11 +238,59 @@ pub async fn check(conn: &Connection, vault: &Vault) -> CheckReport {
                 Err(e) => report.problem = Some(explain_business_central(&e, b)),
             }
         }
-        ConnectionSettings::Deltek(_) | ConnectionSettings::Pipedrive(_) => {
+        ConnectionSettings::Deltek(d) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            let url = format!(
+                "{}/employee?page=1&pageSize=1&fieldFilter=Employee",
+                ep.base
+            );
+            match ep.http.get(&url, &headers, "check").await {
+                Ok(resp) => {
+                    report.steps.push(format!(
+                        "token issued for user {} on database {}",
+                        d.username, d.database
+                    ));
+                    match crate::streams::deltek::parse_page(&resp.body) {
+                        Ok(_) => {
+                            report.steps.push("read one employee row".into());
+                            report.ok = true;
+                        }
+                        Err(e) => {
+                            report.problem = Some(format!(
+                                "{url} did not answer with a JSON array ({e}): is base_url the API root, ending in /api?"
+                            ))
+                        }
+                    }
+                }
+                Err(e) => report.problem = Some(explain_deltek(&e, d)),
+            }
+        }
+        ConnectionSettings::Pipedrive(_) => {
             report.problem = Some(format!("{} is not supported yet", conn.system()));
         }
     }
     report
+}
+
+/// Deltek failures in words an administrator can act on.
+fn explain_deltek(e: &Error, d: &crate::config::DeltekSettings) -> String {
+    match e {
+        Error::Auth { .. } => e.to_string(),
+        Error::Http { status: 403, .. } => format!(
+            "user `{}` may not read employees: give the API user's role access to the Employees, Firms, Contacts and Projects hubs (Settings > Security > Roles) ({e})",
+            d.username
+        ),
+        Error::Http { status: 404, .. } => format!(
+            "no Vantagepoint API at {}: base_url is the tenant URL ending in /api, e.g. https://acme.deltekfirst.com/acme/api ({e})",
+            d.base_url
+        ),
+        Error::Transport { .. } => format!(
+            "cannot reach {}: check base_url and the network ({e})",
+            d.base_url
+        ),
+        _ => e.to_string(),
+    }
 }
 
 /// Business Central failures in words an admin can act on.

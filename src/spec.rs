@@ -210,6 +210,58 @@ pub struct StreamFile {
     /// removes keys the source no longer has.
     #[serde(default)]
     pub reconcile: Option<Reconcile>,
+    /// Fixed structured filters sent with every list request (Deltek `filterHash`, e.g.
+    /// `filters = [{ name = "WBS2", value = "", opp = "=" }]` for top-level projects only).
+    #[serde(default)]
+    pub filters: Vec<FixedFilter>,
+    /// Per-tenant variants of the endpoint, chosen by a connection setting (Deltek:
+    /// `opportunity_model`, `hub` or `project_stage`). A variant replaces `path`, `params` and
+    /// `filters` and may rename payload fields to the catalog's names.
+    #[serde(default)]
+    pub variants: BTreeMap<String, Variant>,
+}
+
+/// One fixed `filterHash` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FixedFilter {
+    /// Payload field, e.g. `WBS2`.
+    pub name: String,
+    /// Value compared with (an empty string is a real value: "blank").
+    #[serde(default)]
+    pub value: String,
+    /// Operator as the API spells it (`=`, `!=`, `>=`, `<`, `like`).
+    #[serde(default = "default_opp")]
+    pub opp: String,
+    /// `string` (default), `datetime` or `dropdown`.
+    #[serde(default, rename = "type")]
+    pub ty: Option<String>,
+    /// Table alias some hubs want (`PR` = projects).
+    #[serde(default)]
+    pub tablename: Option<String>,
+}
+
+fn default_opp() -> String {
+    "=".into()
+}
+
+/// A tenant-dependent shape of one stream's endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// REST path of this variant.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Replaces the stream's `params`.
+    #[serde(default)]
+    pub params: Option<BTreeMap<String, String>>,
+    /// Replaces the stream's `filters`.
+    #[serde(default)]
+    pub filters: Option<Vec<FixedFilter>>,
+    /// Payload field of this variant → the field name the catalog uses (`WBS1 = "OpportunityID"`):
+    /// the reader requests the variant's names and renames them in each record.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
 }
 
 /// Delete detection for sources without a delete feed.

@@ -1,11 +1,13 @@
 //! The one integration-test binary (DESIGN.md §14): modules per area, sharing helpers.
 
 mod sandbox_dataverse;
+mod sandbox_deltek;
 
 mod cli;
 mod conformance;
 mod crash_resume;
 mod dataverse_sync;
+mod deltek_sync;
 mod http_runtime;
 mod secrets;
 mod support;

@@ -1,27 +1,852 @@
-//! The Deltek fake (placeholder: no routes yet).
+//! The Deltek Vantagepoint fake, served under `{base}/deltek/{instance}/api/`:
+//!
+//! ```text
+//! POST /deltek/acme/api/token          password and refresh grants (rotating refresh tokens)
+//! GET  /deltek/acme/api/{hub...}       project (wbstype wbs1|wbs2|wbs3), firm, contact, employee,
+//!                                      opportunity, activity, PSALedger/{AP,IN,JE},
+//!                                      accountConfiguration/glAccount; by key: {hub}/{key}
+//! POST /_sandbox/deltek/mutate         one round of inserts, updates, deletes
+//! GET  /_sandbox/deltek/counts         live rows per table
+//! GET  /_sandbox/deltek/{entity}/keys  live (key, ModDate) pairs
+//! ```
+//!
+//! Quirks kept: responses are always JSON arrays (by key too), `page`/`pageSize` or
+//! `offset`/`limit`, `fieldFilter` (an unknown field is a 400 `{message, detail}`), `filterHash`
+//! with the operator spellings seen in the wild (`=`, `==`, `!=`, `>=`, `>`, `<`, `<=` and
+//! `eq`/`ne`/`ge`/`gt`/`lt`/`le`), `order=ModDate`, zone-less dates in the tenant zone
+//! (America/New_York), Y/N strings, accounts as decimal strings, 401 on expired tokens, 429
+//! with Retry-After from a proxy, and the faults of `SandboxOptions.faults`.
+//!
+//! The tenant is 5.0+ by default (`/opportunity` answers 404; a `Stage != ""` filter on
+//! `project` serves the pursuits, the opportunity table named as project fields);
+//! `Sandbox::deltek_opportunity_hub(true)` makes it pre-5.0 (the hub answers, Stage is unknown).
+//!
+//! Simplifications: `wbstype` picks the project level (default wbs1), a blank-WBS2 filter is
+//! consistent with it; pursuits are not listed among plain projects; deleting a project leaves
+//! its phases.
 
-use std::sync::Arc;
+mod store;
+mod tables;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
 
 use super::options::Faults;
-use super::{App, SandboxOptions};
+use super::protection::Protection;
+use super::rng::SeqRng;
+use super::{App, Sandbox, SandboxOptions};
+pub use store::Changes;
+use store::{MUTATION_START_MS, Table};
+use tables::{ALL, Kind};
+
+/// The instance segment of the fake tenant URL.
+pub const INSTANCE: &str = "acme";
+pub const DATABASE: &str = "ACME_PROD";
+pub const USERNAME: &str = "API_USER";
+pub const PASSWORD: &str = "vp-sandbox-password";
+pub const CLIENT_ID: &str = "mlc-sandbox-consumer-key";
+pub const CLIENT_SECRET: &str = "vp-sandbox-client-secret";
+/// The tenant's zone: every date is sent as wall clock in it.
+pub const TIME_ZONE: &str = "America/New_York";
+
+/// Tenant switches and tables.
+struct Data {
+    tables: Vec<Table>,
+    /// Access token → (issued, expiry).
+    tokens: HashMap<String, (Instant, Instant)>,
+    /// Valid refresh tokens (each is used once: they rotate).
+    refresh: HashMap<String, ()>,
+    issued: u64,
+    rounds: u64,
+    rng: SeqRng,
+}
 
 /// State of the Deltek fake.
-pub(crate) struct Deltek;
+pub(crate) struct Deltek {
+    seed: u64,
+    counts: [u64; 12],
+    token_ttl: Duration,
+    retry_after: u64,
+    tz: arrow_array::timezone::Tz,
+    /// Catalog fields (payload names) per table.
+    fields: Vec<Vec<String>>,
+    data: Mutex<Data>,
+    protection: Protection,
+    /// "Allow Password Grant Type" ticked on the API authorization.
+    password_grant: AtomicBool,
+    /// The API user's role may read the hubs.
+    role_access: AtomicBool,
+    /// A pre-5.0 tenant: the Opportunities hub answers and projects carry no pursuit stage.
+    /// Default `false` (5.0+: `/opportunity` is gone, pursuits are staged projects).
+    opportunity_hub: AtomicBool,
+}
 
 impl Deltek {
-    pub(crate) fn new(_opts: &SandboxOptions) -> Self {
-        Self
+    pub(crate) fn new(opts: &SandboxOptions) -> Self {
+        let counts: [u64; 12] = std::array::from_fn(|i| ALL[i].initial_rows(opts.scale));
+        let defs = crate::spec::Definitions::builtin().ok();
+        let fields = ALL
+            .iter()
+            .map(|k| {
+                defs.as_ref()
+                    .and_then(|d| {
+                        d.get(&crate::spec::StreamId::new("deltek", k.entity()))
+                            .ok()
+                    })
+                    .map(|s| s.select_fields().into_iter().map(String::from).collect())
+                    .unwrap_or_default()
+            })
+            .collect();
+        Self {
+            seed: opts.seed,
+            counts,
+            token_ttl: opts.token_ttl,
+            retry_after: opts.retry_after_secs,
+            tz: TIME_ZONE.parse().unwrap_or_else(|_| {
+                "UTC"
+                    .parse()
+                    .unwrap_or_else(|_| unreachable!("UTC is a zone"))
+            }),
+            fields,
+            data: Mutex::new(Data {
+                tables: counts.iter().map(|n| Table::new(*n)).collect(),
+                tokens: HashMap::new(),
+                refresh: HashMap::new(),
+                issued: 0,
+                rounds: 0,
+                rng: SeqRng::new(opts.seed ^ 0xDE17),
+            }),
+            protection: Protection::new(None, opts.faults, opts.seed ^ 0xDE17_0000),
+            password_grant: AtomicBool::new(true),
+            role_access: AtomicBool::new(true),
+            opportunity_hub: AtomicBool::new(false),
+        }
     }
 
-    /// One round of inserts, updates and deletes.
-    pub(crate) fn mutate(&self) {}
+    fn data(&self) -> std::sync::MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-    pub(crate) fn set_faults(&self, _faults: Faults) {}
+    /// One round of inserts, updates and deletes in every table.
+    pub(crate) fn mutate(&self) -> BTreeMap<String, Changes> {
+        let mut d = self.data();
+        d.rounds += 1;
+        let at = MUTATION_START_MS + d.rounds as i64 * 3_600_000;
+        let Data { tables, rng, .. } = &mut *d;
+        ALL.iter()
+            .zip(tables.iter_mut())
+            .map(|(k, t)| (k.entity().to_string(), t.mutate(rng, at)))
+            .collect()
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.protection.set_faults(faults);
+    }
+
+    fn issue(&self, d: &mut Data) -> serde_json::Value {
+        d.issued += 1;
+        let n = d.issued;
+        let h = super::rng::mix(self.seed ^ n ^ 0x70CE);
+        let access = format!("vp{n}x{h:016x}");
+        let refresh = format!("rt{n}x{:016x}+=", super::rng::mix(h));
+        d.tokens.insert(
+            access.clone(),
+            (Instant::now(), Instant::now() + self.token_ttl),
+        );
+        d.refresh.insert(refresh.clone(), ());
+        serde_json::json!({
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": self.token_ttl.as_secs().max(1),
+            "refresh_token": refresh,
+        })
+    }
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({"error": error, "error_description": description}).to_string(),
+    )
+        .into_response()
+}
+
+fn api_error(status: StatusCode, message: &str, detail: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        serde_json::json!({"message": message, "detail": detail}).to_string(),
+    )
+        .into_response()
+}
+
+/// An API error for the `?` paths (boxed: a `Response` is large).
+fn boxed(status: StatusCode, message: &str, detail: &str) -> Box<Response> {
+    Box::new(api_error(status, message, detail))
+}
+
+/// `POST /token`: form field names matched case-insensitively, as the service seems to.
+async fn token(State(app): State<Arc<App>>, Path(instance): Path<String>, body: Bytes) -> Response {
+    let dk = &app.deltek;
+    if instance != INSTANCE {
+        return api_error(StatusCode::NOT_FOUND, "Not Found", "no such instance");
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body)
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+        .collect();
+    let f = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    if f("client_id") != CLIENT_ID || f("client_secret") != CLIENT_SECRET {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            "Client authentication failed: unknown client id or secret.",
+        );
+    }
+    let mut d = dk.data();
+    match f("grant_type") {
+        "password" => {
+            if !dk.password_grant.load(Ordering::Relaxed) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "unauthorized_client",
+                    "The password grant type is not allowed for this client.",
+                );
+            }
+            if !f("database").eq_ignore_ascii_case(DATABASE) {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &format!("Invalid database: {}", f("database")),
+                );
+            }
+            if f("username") != USERNAME || f("password") != PASSWORD {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "The user name or password is incorrect.",
+                );
+            }
+            let v = dk.issue(&mut d);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                v.to_string(),
+            )
+                .into_response()
+        }
+        "refresh_token" => {
+            if d.refresh.remove(f("refresh_token")).is_none() {
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_grant",
+                    "The refresh token is invalid or expired.",
+                );
+            }
+            let v = dk.issue(&mut d);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                v.to_string(),
+            )
+                .into_response()
+        }
+        other => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            &format!("grant_type `{other}` is not supported"),
+        ),
+    }
+}
+
+/// One `filterHash` entry.
+#[derive(Default, Debug)]
+struct Filter {
+    name: String,
+    value: String,
+    opp: String,
+}
+
+/// The parsed query.
+struct Query {
+    page: u64,
+    size: u64,
+    offset: Option<u64>,
+    fields: Option<Vec<String>>,
+    wbstype: Option<String>,
+    order: Option<String>,
+    filters: Vec<Filter>,
+}
+
+fn parse_query(raw: &str) -> Result<Query, Box<Response>> {
+    let mut q = Query {
+        page: 1,
+        size: 100,
+        offset: None,
+        fields: None,
+        wbstype: None,
+        order: None,
+        filters: Vec::new(),
+    };
+    let mut filters: BTreeMap<u32, Filter> = BTreeMap::new();
+    let bad = |what: &str, v: &str| {
+        boxed(
+            StatusCode::BAD_REQUEST,
+            "The request is invalid.",
+            &format!("{what} must be a positive integer, got `{v}`"),
+        )
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let kl = k.to_ascii_lowercase();
+        match kl.as_str() {
+            "page" => {
+                q.page = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("page", &v))?
+            }
+            "pagesize" | "limit" => {
+                q.size = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| bad("pageSize", &v))?
+            }
+            "offset" => q.offset = Some(v.parse().map_err(|_| bad("offset", &v))?),
+            "fieldfilter" => {
+                q.fields = Some(
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect(),
+                )
+            }
+            "wbstype" => q.wbstype = Some(v.to_ascii_lowercase()),
+            "order" => q.order = Some(v.into_owned()),
+            _ if kl.starts_with("filterhash[") => {
+                let rest = &kl["filterhash[".len()..];
+                let (idx, tail) = rest.split_once(']').unwrap_or(("", ""));
+                let Ok(i) = idx.parse::<u32>() else {
+                    return Err(boxed(
+                        StatusCode::BAD_REQUEST,
+                        "The request is invalid.",
+                        &format!("bad filterHash key `{k}`"),
+                    ));
+                };
+                let e = filters.entry(i).or_default();
+                match tail.trim_start_matches('[').trim_end_matches(']') {
+                    "name" => e.name = v.into_owned(),
+                    "value" => e.value = v.into_owned(),
+                    "opp" => e.opp = v.into_owned(),
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    q.filters = filters.into_values().collect();
+    Ok(q)
+}
+
+/// A zone-less filter value as ms UTC.
+fn parse_wall(v: &str, tz: &arrow_array::timezone::Tz) -> Option<i64> {
+    use chrono::TimeZone;
+    let n = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S%.f"))
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .map(|d| d.and_time(chrono::NaiveTime::MIN))
+        })
+        .ok()?;
+    tz.from_local_datetime(&n)
+        .earliest()
+        .map(|t| t.timestamp_millis())
+}
+
+/// `GET /{hub...}`.
+async fn list(
+    State(app): State<Arc<App>>,
+    Path((instance, rest)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let dk = &app.deltek;
+    if instance != INSTANCE {
+        return api_error(StatusCode::NOT_FOUND, "Not Found", "no such instance");
+    }
+    // Authorization: bearer (any case).
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let draw = dk.protection.draw();
+    {
+        let mut d = dk.data();
+        let valid = token
+            .as_ref()
+            .and_then(|t| d.tokens.get(t))
+            .is_some_and(|(_, exp)| Instant::now() < *exp);
+        // An injected expiry hits tokens in use for a while, as a real expiry would, never one
+        // just issued (that would be a refused fresh login, a different failure).
+        let old = token
+            .as_ref()
+            .and_then(|t| d.tokens.get(t))
+            .is_some_and(|(issued, _)| issued.elapsed() > Duration::from_millis(500));
+        if !valid {
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "Authorization has been denied for this request.",
+                "the access token is missing, invalid or expired",
+            );
+        }
+        if draw.expire_token && old {
+            if let Some(t) = &token {
+                d.tokens.remove(t);
+            }
+            return api_error(
+                StatusCode::UNAUTHORIZED,
+                "Authorization has been denied for this request.",
+                "the access token expired",
+            );
+        }
+    }
+    if draw.throttle {
+        let mut r = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            "rate limited by the gateway",
+        );
+        if let Ok(v) = HeaderValue::from_str(&dk.retry_after.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if let Some(s) = draw.server_error {
+        let mut r = api_error(
+            StatusCode::from_u16(s).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "An error has occurred.",
+            "sandbox fault",
+        );
+        if s == 503
+            && let Ok(v) = HeaderValue::from_str(&dk.retry_after.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    if let Some(dl) = draw.slow {
+        tokio::time::sleep(dl).await;
+    }
+    if !dk.role_access.load(Ordering::Relaxed) {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "Access denied.",
+            &format!("The role of user {USERNAME} has no access to {rest}"),
+        );
+    }
+    let body = match render(dk, &rest, raw.as_deref().unwrap_or("")) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let mut resp = match draw.reset {
+        Some(frac) => {
+            let cut = ((body.len() as f64 * frac) as usize).min(body.len().saturating_sub(1));
+            let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(
+                Bytes::copy_from_slice(&body[..cut]),
+            )]);
+            let tail = futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "sandbox fault: connection reset mid-body",
+                ))
+            });
+            Response::new(Body::from_stream(head.chain(tail)))
+        }
+        None => Response::new(Body::from(body)),
+    };
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    resp
+}
+
+/// The JSON array answering `rest?raw`.
+fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> {
+    let q = parse_query(raw)?;
+    let lower = rest.trim_end_matches('/').to_ascii_lowercase();
+    if let Some(hub) = lower.strip_prefix("metadata/") {
+        return metadata(dk, hub);
+    }
+    // `{hub}/{key}`: one record, still an array.
+    let (hub, by_key) = match ALL.iter().find(|k| lower == k.hub()) {
+        Some(_) => (lower.clone(), None),
+        None => match lower.rsplit_once('/') {
+            Some((h, key)) if ALL.iter().any(|k| k.hub() == h) => (
+                h.to_string(),
+                Some(rest.rsplit_once('/').map_or(key, |(_, k)| k).to_string()),
+            ),
+            _ => {
+                return Err(boxed(
+                    StatusCode::NOT_FOUND,
+                    "No HTTP resource was found that matches the request URI.",
+                    rest,
+                ));
+            }
+        },
+    };
+    let mut kind = ALL
+        .into_iter()
+        .find(|k| k.hub() == hub)
+        .unwrap_or(Kind::Project);
+    let hub_tenant = dk.opportunity_hub.load(Ordering::Relaxed);
+    if kind == Kind::Opportunity && !hub_tenant {
+        return Err(boxed(
+            StatusCode::NOT_FOUND,
+            "No HTTP resource was found that matches the request URI.",
+            rest,
+        ));
+    }
+    if hub == "project" {
+        kind = match q.wbstype.as_deref() {
+            None | Some("wbs1") => Kind::Project,
+            Some("wbs2") => Kind::Phase,
+            Some("wbs3") => Kind::Task,
+            Some(o) => {
+                return Err(boxed(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    &format!("unknown wbstype `{o}`"),
+                ));
+            }
+        };
+    }
+    // Field names the table is asked for under, and what each is generated from.
+    let mut rename: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut ge = None;
+    let mut lt = None;
+    let mut empty = false;
+    for f in &q.filters {
+        let op = match f.opp.to_ascii_lowercase().as_str() {
+            "=" | "==" | "eq" => "=",
+            "!=" | "<>" | "ne" => "!=",
+            ">=" | "ge" => ">=",
+            ">" | "gt" => ">",
+            "<" | "lt" => "<",
+            "<=" | "le" => "<=",
+            "like" => "like",
+            o => {
+                return Err(boxed(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    &format!("unknown filter operator `{o}`"),
+                ));
+            }
+        };
+        match (f.name.to_ascii_lowercase().as_str(), op) {
+            ("moddate", _) => {
+                let Some(t) = parse_wall(&f.value, &dk.tz) else {
+                    return Err(boxed(
+                        StatusCode::BAD_REQUEST,
+                        "The request is invalid.",
+                        &format!("`{}` is not a datetime", f.value),
+                    ));
+                };
+                match op {
+                    ">=" => ge = Some(ge.map_or(t, |g: i64| g.max(t))),
+                    ">" => ge = Some(t + 1),
+                    "<" => lt = Some(t),
+                    "<=" => lt = Some(t + 1),
+                    _ => {
+                        return Err(boxed(
+                            StatusCode::BAD_REQUEST,
+                            "The request is invalid.",
+                            "ModDate takes a range operator",
+                        ));
+                    }
+                }
+            }
+            ("wbs2", "=") if f.value.trim().is_empty() => empty |= kind != Kind::Project,
+            ("stage", _) if hub_tenant => {
+                return Err(boxed(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    "Field 'Stage' does not exist on project.",
+                ));
+            }
+            ("stage", "!=")
+                if f.value.trim().is_empty() && hub == "project" && kind == Kind::Project =>
+            {
+                kind = Kind::Opportunity;
+                rename = BTreeMap::from([
+                    ("WBS1", "OpportunityID"),
+                    ("Fee", "Revenue"),
+                    ("StartDate", "EstStartDate"),
+                ]);
+            }
+            (n, _) => {
+                return Err(boxed(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    &format!("the sandbox cannot filter on `{n}` with `{op}`"),
+                ));
+            }
+        }
+    }
+    let known: Vec<String> = dk.fields[kind as usize]
+        .iter()
+        .map(|f| {
+            rename
+                .iter()
+                .find(|(_, to)| **to == f.as_str())
+                .map_or(f.clone(), |(from, _)| from.to_string())
+        })
+        .collect();
+    let wanted = q.fields.clone().unwrap_or_else(|| known.clone());
+    let mut fields = Vec::with_capacity(wanted.len());
+    for w in wanted {
+        let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&w)) else {
+            return Err(boxed(
+                StatusCode::BAD_REQUEST,
+                "Invalid fieldFilter.",
+                &format!("Field '{w}' does not exist on {hub}."),
+            ));
+        };
+        let gen_name = rename.get(k.as_str()).map_or(k.clone(), |g| g.to_string());
+        fields.push((k.clone(), gen_name));
+    }
+    if let Some(o) = &q.order {
+        let o = o.trim_end_matches("_A").trim_end_matches("_a");
+        if !o.eq_ignore_ascii_case("ModDate")
+            && !tables::key_fields(kind)
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(o))
+        {
+            return Err(boxed(
+                StatusCode::BAD_REQUEST,
+                "The request is invalid.",
+                &format!("cannot order by `{o}`"),
+            ));
+        }
+    }
+    let d = dk.data();
+    let t = &d.tables[kind as usize];
+    let ctx = tables::Ctx {
+        seed: dk.seed,
+        counts: &dk.counts,
+        tz: &dk.tz,
+    };
+    let ordinals: Vec<u64> = if empty {
+        Vec::new()
+    } else if let Some(key) = by_key {
+        // Linear in the changed rows only: generated keys are looked up by scanning? No:
+        // tests ask by key on small tables, so a scan of the live rows is fine.
+        t.live()
+            .into_iter()
+            .find(|o| tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key)
+            .into_iter()
+            .collect()
+    } else {
+        let sel = t.select(ge, lt);
+        let skip = q.offset.unwrap_or((q.page - 1) * q.size);
+        sel.slice(skip, q.size)
+    };
+    let mut out = Vec::with_capacity(ordinals.len() * 600 + 2);
+    out.push(b'[');
+    for (i, o) in ordinals.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        tables::write_row(&mut out, &ctx, kind, t, *o, &fields);
+    }
+    out.push(b']');
+    Ok(out)
+}
+
+/// `GET metadata/{hub}`: the hub's fields with types and captions, plus two custom fields the
+/// catalogs lack (what `mlc discover` adds). The real answer's shape is [UNCERTAIN].
+fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Box<Response>> {
+    let kind = match hub {
+        "project" => Kind::Project,
+        h => ALL.into_iter().find(|k| k.hub() == h).ok_or_else(|| {
+            boxed(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                &format!("no metadata for `{h}`"),
+            )
+        })?,
+    };
+    let ty = |f: &str| {
+        if f.ends_with("Date") {
+            "datetime"
+        } else if matches!(f, "Fee" | "Revenue" | "Amount") {
+            "decimal"
+        } else if matches!(f, "Probability" | "Period" | "PostSeq") {
+            "int"
+        } else {
+            "string"
+        }
+    };
+    let mut fields: Vec<serde_json::Value> = dk.fields[kind as usize]
+        .iter()
+        .map(|f| serde_json::json!({"name": f, "type": ty(f), "caption": f, "required": tables::key_fields(kind).contains(&f.as_str())}))
+        .collect();
+    fields.push(serde_json::json!({"name": "CustSector", "type": "string", "caption": "Market Sector", "required": false}));
+    fields.push(serde_json::json!({"name": "CustBudgetHours", "type": "decimal", "caption": "Budget Hours", "required": false}));
+    Ok(serde_json::json!({ "hub": hub, "fields": fields })
+        .to_string()
+        .into_bytes())
+}
+
+async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.deltek.mutate()).into_response()
+}
+
+async fn admin_counts(State(app): State<Arc<App>>) -> Response {
+    axum::Json(deltek_counts(&app.deltek)).into_response()
+}
+
+/// Live (key, ModDate) pairs of one table, for out-of-process checks.
+async fn admin_keys(State(app): State<Arc<App>>, Path(entity): Path<String>) -> Response {
+    match live_rows(&app.deltek, &entity) {
+        Some(rows) => axum::Json(rows).into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            &format!("no table `{entity}`"),
+        ),
+    }
+}
+
+fn live_rows(dk: &Deltek, entity: &str) -> Option<Vec<(String, String)>> {
+    let kind = Kind::from_entity(entity)?;
+    let d = dk.data();
+    let t = &d.tables[kind as usize];
+    let mut v: Vec<(String, String)> = t
+        .live()
+        .into_iter()
+        .map(|o| {
+            (
+                tables::key_of(dk.seed, kind, o, &dk.counts).join("|"),
+                tables::wall(t.meta(o).1, &dk.tz),
+            )
+        })
+        .collect();
+    v.sort();
+    Some(v)
+}
+
+fn deltek_counts(dk: &Deltek) -> BTreeMap<String, u64> {
+    let d = dk.data();
+    ALL.iter()
+        .map(|k| (k.entity().to_string(), d.tables[*k as usize].live_count()))
+        .collect()
 }
 
 /// Routes of the Deltek fake.
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
+        .route("/deltek/{instance}/api/token", post(token))
+        .route("/deltek/{instance}/api/{*rest}", get(list))
+        .route("/_sandbox/deltek/mutate", post(admin_mutate))
+        .route("/_sandbox/deltek/counts", get(admin_counts))
+        .route("/_sandbox/deltek/{entity}/keys", get(admin_keys))
+}
+
+impl Sandbox {
+    /// The tenant API base: `{base}/deltek/acme/api`.
+    pub fn deltek_base_url(&self) -> String {
+        format!("{}/deltek/{INSTANCE}/api", self.app.base)
+    }
+
+    /// The body of an mlc.toml `[connections.X]` section for the fake tenant, and the secrets
+    /// to store in the vault.
+    pub fn deltek_connection(&self) -> (String, Vec<(String, String)>) {
+        (
+            format!(
+                "system = \"deltek\"\nbase_url = \"{}\"\ndatabase = \"{DATABASE}\"\nusername = \"{USERNAME}\"\nclient_id = \"{CLIENT_ID}\"\ntime_zone = \"{TIME_ZONE}\"\n",
+                self.deltek_base_url()
+            ),
+            vec![
+                ("password".into(), PASSWORD.into()),
+                ("client_secret".into(), CLIENT_SECRET.into()),
+            ],
+        )
+    }
+
+    /// One round of inserts, updates and deletes on every Deltek table (by catalog entity).
+    pub fn deltek_mutate(&self) -> BTreeMap<String, Changes> {
+        self.app.deltek.mutate()
+    }
+
+    /// Live rows per catalog entity.
+    pub fn deltek_counts(&self) -> BTreeMap<String, u64> {
+        deltek_counts(&self.app.deltek)
+    }
+
+    /// (key values joined with `|`, ModDate as served) of every live row of `entity`, sorted.
+    /// `None` for an unknown entity.
+    pub fn deltek_live_rows(&self, entity: &str) -> Option<Vec<(String, String)>> {
+        live_rows(&self.app.deltek, entity)
+    }
+
+    /// The next `count` live rows of `entity` serve badly typed values (`ModDate` "not a date",
+    /// `Probability` "high") until the next mutation round, which updates them.
+    pub fn deltek_poison(&self, entity: &str, count: usize) -> bool {
+        let dk = &self.app.deltek;
+        let Some(kind) = Kind::from_entity(entity) else {
+            return false;
+        };
+        let mut d = dk.data();
+        let t = &mut d.tables[kind as usize];
+        let live = t.live();
+        t.poisoned.extend(live.into_iter().take(count));
+        true
+    }
+
+    /// Untick "Allow Password Grant Type" (`false`): password logins are refused.
+    pub fn deltek_allow_password_grant(&self, allowed: bool) {
+        self.app
+            .deltek
+            .password_grant
+            .store(allowed, Ordering::Relaxed);
+    }
+
+    /// `true`: a pre-5.0 tenant (the Opportunities hub answers, projects have no Stage);
+    /// `false` (default): 5.0+, `/opportunity` answers 404 and pursuits are staged projects.
+    pub fn deltek_opportunity_hub(&self, hub: bool) {
+        self.app
+            .deltek
+            .opportunity_hub
+            .store(hub, Ordering::Relaxed);
+    }
+
+    /// `false`: the API user's role has no access, every hub read answers 403.
+    pub fn deltek_role_access(&self, access: bool) {
+        self.app.deltek.role_access.store(access, Ordering::Relaxed);
+    }
+
+    /// Every issued access token expires now (the next call gets 401).
+    pub fn deltek_expire_tokens(&self) {
+        self.app.deltek.data().tokens.clear();
+    }
+
+    /// Tokens issued so far (password and refresh grants).
+    pub fn deltek_tokens_issued(&self) -> u64 {
+        self.app.deltek.data().issued
+    }
 }

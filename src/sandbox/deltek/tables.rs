@@ -1,0 +1,463 @@
+//! The Deltek fake's tables and their values: which hub serves which table, row counts derived
+//! from the sandbox scale, keys, and every field a pure function of (seed, table, ordinal,
+//! revision, field name), rendered straight into JSON bytes the way Vantagepoint sends them
+//! (zone-less tenant wall-clock dates, Y/N strings, accounts as decimal strings).
+
+use super::super::rng::{field, pct, pick, range, row_key};
+use super::super::words;
+use super::store::Table;
+
+/// A table of the fake. Counts from the sandbox scale N: projects N/4, phases N/2, tasks N
+/// (the biggest stream: N rows), firms N/2, contacts N, employees max(20, N/50),
+/// opportunities N/8, activities N/2, AP/AR/JE ledger lines N/4 each, GL accounts
+/// max(40, N/200).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Project,
+    Phase,
+    Task,
+    Firm,
+    Contact,
+    Employee,
+    Opportunity,
+    Activity,
+    Ap,
+    Ar,
+    Je,
+    GlAccount,
+}
+
+pub const ALL: [Kind; 12] = [
+    Kind::Project,
+    Kind::Phase,
+    Kind::Task,
+    Kind::Firm,
+    Kind::Contact,
+    Kind::Employee,
+    Kind::Opportunity,
+    Kind::Activity,
+    Kind::Ap,
+    Kind::Ar,
+    Kind::Je,
+    Kind::GlAccount,
+];
+
+impl Kind {
+    /// The catalog entity (stream `deltek.<entity>`) whose fields the table serves.
+    pub fn entity(self) -> &'static str {
+        match self {
+            Kind::Project => "project",
+            Kind::Phase => "project_phase",
+            Kind::Task => "project_task",
+            Kind::Firm => "firm",
+            Kind::Contact => "contact",
+            Kind::Employee => "employee",
+            Kind::Opportunity => "opportunity",
+            Kind::Activity => "activity",
+            Kind::Ap => "ap_voucher",
+            Kind::Ar => "ar_invoice",
+            Kind::Je => "journal_entry",
+            Kind::GlAccount => "gl_account",
+        }
+    }
+
+    pub fn from_entity(e: &str) -> Option<Kind> {
+        ALL.into_iter().find(|k| k.entity() == e)
+    }
+
+    /// Rows at start for sandbox scale `n`.
+    pub fn initial_rows(self, n: u64) -> u64 {
+        match self {
+            Kind::Project => (n / 4).max(4),
+            Kind::Phase => (n / 2).max(8),
+            Kind::Task => n.max(16),
+            Kind::Firm => (n / 2).max(4),
+            Kind::Contact => n.max(4),
+            Kind::Employee => (n / 50).max(20),
+            Kind::Opportunity => (n / 8).max(4),
+            Kind::Activity => (n / 2).max(4),
+            Kind::Ap | Kind::Ar | Kind::Je => (n / 4).max(4),
+            Kind::GlAccount => (n / 200).max(40),
+        }
+    }
+
+    /// The hub path (after `/api/`) serving the table; the project levels and project-stage
+    /// opportunities share `project` and are told apart by `wbstype` and filters.
+    pub fn hub(self) -> &'static str {
+        match self {
+            Kind::Project | Kind::Phase | Kind::Task => "project",
+            Kind::Firm => "firm",
+            Kind::Contact => "contact",
+            Kind::Employee => "employee",
+            Kind::Opportunity => "opportunity",
+            Kind::Activity => "activity",
+            Kind::Ap => "psaledger/ap",
+            Kind::Ar => "psaledger/in",
+            Kind::Je => "psaledger/je",
+            Kind::GlAccount => "accountconfiguration/glaccount",
+        }
+    }
+
+    fn index(self) -> u32 {
+        self as u32 + 40
+    }
+}
+
+/// Project number of project ordinal `o`.
+pub fn project_key(o: u64) -> String {
+    format!("{}-{:06}", 2015 + o % 11, o)
+}
+
+fn guid(h: u64, o: u64) -> String {
+    format!(
+        "{:08X}-{:04X}-4{:03X}-A{:03X}-{:012X}",
+        (h >> 32) as u32,
+        (h >> 16) as u16,
+        (h >> 4) as u16 & 0xFFF,
+        (o >> 48) as u16 & 0xFFF,
+        o & 0xFFFF_FFFF_FFFF
+    )
+}
+
+/// Everything rendering needs besides the row.
+pub struct Ctx<'a> {
+    pub seed: u64,
+    pub counts: &'a [u64; 12],
+    pub tz: &'a arrow_array::timezone::Tz,
+}
+
+impl Ctx<'_> {
+    fn n(&self, k: Kind) -> u64 {
+        self.counts[k as usize].max(1)
+    }
+
+    /// Key of another table's row (an initial one, so references mostly resolve).
+    fn reference(&self, k: Kind, h: u64) -> String {
+        key_of(self.seed, k, h % self.n(k), self.counts).join("|")
+    }
+}
+
+/// The key values of `ordinal` in table `k` (several for phases, tasks and ledger lines).
+pub fn key_of(seed: u64, k: Kind, o: u64, counts: &[u64; 12]) -> Vec<String> {
+    let n = |k: Kind| counts[k as usize].max(1);
+    match k {
+        Kind::Project => vec![project_key(o)],
+        Kind::Phase => {
+            if o < n(Kind::Phase) {
+                vec![project_key(o / 2), format!("{:03}", o % 2 + 1)]
+            } else {
+                vec![project_key(o % n(Kind::Project)), format!("X{o}")]
+            }
+        }
+        Kind::Task => {
+            if o < n(Kind::Task) {
+                let mut p = key_of(seed, Kind::Phase, o / 2, counts);
+                p.push(format!("{:03}", o % 2 + 1));
+                p
+            } else {
+                let mut p = key_of(seed, Kind::Phase, o % n(Kind::Phase), counts);
+                p.push(format!("X{o}"));
+                p
+            }
+        }
+        Kind::Firm | Kind::Contact => vec![guid(row_key(seed, k.index(), o), o)],
+        Kind::Employee => vec![format!("{:05}", o + 1)],
+        Kind::Opportunity => vec![format!("PUR-{o:06}")],
+        Kind::Activity => vec![guid(row_key(seed, k.index(), o), o)],
+        Kind::Ap | Kind::Ar | Kind::Je => {
+            let period = 201901 + (o / 500) / 12 * 100 + (o / 500) % 12;
+            vec![
+                period.to_string(),
+                (o % 500 + 1).to_string(),
+                format!("{o:08}"),
+            ]
+        }
+        Kind::GlAccount => vec![format!("{}.00", 100 + o * 5)],
+    }
+}
+
+/// The catalog key fields of each table, by payload name.
+pub fn key_fields(k: Kind) -> &'static [&'static str] {
+    match k {
+        Kind::Project => &["WBS1"],
+        Kind::Phase => &["WBS1", "WBS2"],
+        Kind::Task => &["WBS1", "WBS2", "WBS3"],
+        Kind::Firm => &["ClientID"],
+        Kind::Contact => &["ContactID"],
+        Kind::Employee => &["Employee"],
+        Kind::Opportunity => &["OpportunityID"],
+        Kind::Activity => &["ActivityID"],
+        Kind::Ap | Kind::Ar | Kind::Je => &["Period", "PostSeq", "PKey"],
+        Kind::GlAccount => &["Account"],
+    }
+}
+
+fn tag(name: &str) -> u64 {
+    name.bytes().fold(0xCBF2_9CE4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01B3)
+    })
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.bytes() {
+        match c {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            _ => out.push(c),
+        }
+    }
+    out.push(b'"');
+}
+
+/// Tenant wall clock of an instant (ms UTC).
+pub fn wall(ms: i64, tz: &arrow_array::timezone::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .with_timezone(tz)
+        .naive_local()
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string()
+}
+
+/// A date (midnight) as Vantagepoint sends it.
+fn day(days_since_2015: i64) -> String {
+    let d = chrono::NaiveDate::from_ymd_opt(2015, 1, 1).unwrap_or_default()
+        + chrono::Duration::days(days_since_2015);
+    format!("{}T00:00:00.000", d.format("%Y-%m-%d"))
+}
+
+/// Renders one record with the fields `fields` (payload names; `rename` maps a payload name to
+/// the field the table generates it from).
+pub fn write_row(
+    out: &mut Vec<u8>,
+    c: &Ctx,
+    k: Kind,
+    t: &Table,
+    o: u64,
+    fields: &[(String, String)],
+) {
+    let (rev, mod_ms) = t.meta(o);
+    let poisoned = t.poisoned.contains(&o);
+    let key = key_of(c.seed, k, o, c.counts);
+    let rk = row_key(c.seed, k.index(), o);
+    let vk = rk ^ (rev as u64).wrapping_mul(0x9E37_79B9);
+    out.push(b'{');
+    for (i, (out_name, gen_name)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_str(out, out_name);
+        out.push(b':');
+        if let Some(pos) = key_fields(k).iter().position(|f| f == gen_name) {
+            let v = &key[pos];
+            if matches!(k, Kind::Ap | Kind::Ar | Kind::Je) && pos < 2 {
+                out.extend_from_slice(v.as_bytes());
+            } else {
+                push_str(out, v);
+            }
+            continue;
+        }
+        // Created rows keep their creation values; a revision changes the others.
+        let h = field(
+            if gen_name == "CreateDate" { rk } else { vk },
+            tag(gen_name),
+        );
+        let s = |out: &mut Vec<u8>, v: &str| push_str(out, v);
+        match gen_name.as_str() {
+            "ModDate" => {
+                if poisoned {
+                    s(out, "not a date")
+                } else {
+                    s(out, &wall(mod_ms, c.tz))
+                }
+            }
+            "CreateDate" => s(
+                out,
+                &wall(
+                    t.base_mod_ms(o.min(t.initial)) - 86_400_000 * range(h, 0, 400),
+                    c.tz,
+                ),
+            ),
+            "Name" | "LongName" => {
+                let (head, _) = pick(h, words::COMPANY_HEAD);
+                let (noun, _) = pick(h >> 8, words::COMPANY_NOUN);
+                match k {
+                    Kind::Firm => s(
+                        out,
+                        &format!("{head} {noun} {}", pick(h >> 16, words::COMPANY_SUFFIX)),
+                    ),
+                    Kind::GlAccount => s(
+                        out,
+                        &format!(
+                            "{noun} {}",
+                            pick(
+                                h >> 16,
+                                &["Revenue", "Expense", "Payable", "Receivable", "Cash"]
+                            )
+                        ),
+                    ),
+                    _ => s(
+                        out,
+                        &format!(
+                            "{} {head} {noun}",
+                            pick(
+                                h >> 16,
+                                &["Riverside", "North", "Central", "Harbor", "Valley"]
+                            )
+                        ),
+                    ),
+                }
+            }
+            "Subject" => s(
+                out,
+                &format!(
+                    "{} with {}",
+                    pick(h, &["Call", "Meeting", "Site visit", "Follow-up"]),
+                    pick(h >> 8, words::LAST).0
+                ),
+            ),
+            "FirstName" => s(out, pick(h, words::FIRST).0),
+            "LastName" => s(out, pick(h, words::LAST).0),
+            "MiddleName" | "PreferredName" | "Vendor" | "ProposalWBS1" | "OpportunityID"
+            | "ParentID" => {
+                if pct(h, 60) {
+                    out.extend_from_slice(b"null")
+                } else if gen_name == "OpportunityID" {
+                    s(out, &format!("PUR-{:06}", h % c.n(Kind::Opportunity)))
+                } else if gen_name == "ProposalWBS1" {
+                    s(out, &project_key(h % c.n(Kind::Project)))
+                } else if gen_name == "ParentID" || gen_name == "Vendor" {
+                    s(out, &c.reference(Kind::Firm, h))
+                } else {
+                    s(out, pick(h, words::FIRST).0)
+                }
+            }
+            "Title" => s(out, pick(h, words::JOB_TITLE)),
+            "Email" | "EMail" | "PrimaryEmail" => s(
+                out,
+                &format!(
+                    "{}.{}@{}",
+                    pick(h, words::FIRST).0,
+                    pick(h >> 8, words::LAST).0,
+                    pick(h >> 16, words::FREEMAIL)
+                )
+                .to_ascii_lowercase(),
+            ),
+            "Phone" | "CellPhone" | "PrimaryPhone" => s(
+                out,
+                &format!(
+                    "+1 {:03} {:03} {:04}",
+                    range(h, 201, 989),
+                    range(h >> 10, 200, 999),
+                    range(h >> 20, 0, 9999)
+                ),
+            ),
+            "WebSite" => s(
+                out,
+                &format!(
+                    "https://www.{}.com",
+                    pick(h, words::COMPANY_NOUN).0.to_ascii_lowercase()
+                ),
+            ),
+            "PrimaryAddress1" => s(
+                out,
+                &format!(
+                    "{} {} {}",
+                    range(h, 1, 9999),
+                    pick(h >> 8, words::STREET),
+                    pick(h >> 16, words::STREET_TYPE)
+                ),
+            ),
+            "PrimaryCity" => s(out, pick(h, words::CITIES).city),
+            "PrimaryState" => s(out, pick(h, words::CITIES).state),
+            "PrimaryCountry" => s(out, pick(h, words::CITIES).country),
+            "PrimaryZip" => s(out, pick(h, words::CITIES).postal),
+            "Org" => s(out, pick(h, &["01:ENG", "01:ARC", "02:ENV", "02:PM"])),
+            "ClientID" => s(out, &c.reference(Kind::Firm, h)),
+            "BillingClientID" => s(out, &c.reference(Kind::Firm, h)),
+            "ContactID" => s(out, &c.reference(Kind::Contact, h)),
+            "ProjMgr" | "Principal" | "Supervisor" | "Owner" | "CreateUser" | "ModUser" => {
+                s(out, &c.reference(Kind::Employee, h))
+            }
+            "WBS1" => s(out, &project_key(h % c.n(Kind::Project))),
+            "WBS2" | "WBS3" => s(out, if pct(h, 50) { " " } else { "001" }),
+            "WBSNumber" => s(out, &key.join(".")),
+            "Status" => s(out, pick(h, &["A", "A", "A", "I"])),
+            "ContactStatus" => s(out, pick(h, &["A", "A", "I"])),
+            "QualifiedStatus" => s(
+                out,
+                pick(h, &["sysQualified", "sysDisqualified", "sysLead"]),
+            ),
+            "ChargeType" => s(out, pick(h, &["R", "R", "R", "H", "P"])),
+            "SubLevel" => s(out, if matches!(k, Kind::Task) { "N" } else { "Y" }),
+            "ClientInd" | "CompletionInd" | "Detail" => s(out, if pct(h, 70) { "Y" } else { "N" }),
+            "VendorInd" => s(out, if pct(h, 20) { "Y" } else { "N" }),
+            "Type" => match k {
+                Kind::GlAccount => out.extend_from_slice(range(h, 1, 9).to_string().as_bytes()),
+                Kind::Activity => s(out, pick(h, &["Meeting", "Phone Call", "Email", "Task"])),
+                _ => s(out, pick(h, &["Client", "Prospect", "Partner", "Vendor"])),
+            },
+            "RevType" => s(out, pick(h, &["B", "M", "N", "P"])),
+            "ProjectType" => s(out, pick(h, &["Design", "Study", "Construction Admin"])),
+            "ProjectCurrencyCode" | "BillingCurrencyCode" | "CurrencyCode" => {
+                s(out, pick(h, &["USD", "USD", "USD", "CAD"]))
+            }
+            "PayType" => s(out, pick(h, &["H", "S"])),
+            "EmployeeCompany" => s(out, "01"),
+            "Stage" | "StageDescription" => {
+                let stages = [
+                    ("01", "Lead"),
+                    ("02", "Qualified"),
+                    ("03", "Proposal"),
+                    ("04", "Shortlisted"),
+                ];
+                let st = pick(field(rk ^ rev as u64, 7), &stages);
+                let blank = k == Kind::Project && pct(field(rk, 9), 60);
+                if blank {
+                    out.extend_from_slice(b"null")
+                } else if gen_name == "Stage" {
+                    s(out, st.0)
+                } else {
+                    s(out, st.1)
+                }
+            }
+            "Probability" => {
+                if poisoned {
+                    s(out, "high")
+                } else {
+                    out.extend_from_slice(range(h, 0, 10).saturating_mul(10).to_string().as_bytes())
+                }
+            }
+            "Fee" | "Revenue" | "Amount" => {
+                let cents =
+                    range(h, -50_000, 25_000_000) * if gen_name == "Amount" { 1 } else { 10 };
+                let cents = if gen_name == "Amount" {
+                    cents
+                } else {
+                    cents.abs()
+                };
+                let sign = if cents < 0 { "-" } else { "" };
+                let a = cents.unsigned_abs();
+                out.extend_from_slice(format!("{sign}{}.{:02}", a / 100, a % 100).as_bytes());
+            }
+            "Account" => s(out, &c.reference(Kind::GlAccount, h)),
+            "Voucher" | "Invoice" | "RefNo" => s(out, &format!("{:07}", h % 10_000_000)),
+            "Desc1" => s(out, pick(h, words::PRODUCT)),
+            "Period" => out.extend_from_slice(key[0].as_bytes()),
+            "StartDate" | "EstStartDate" | "HireDate" | "InvoiceDate" | "TransDate" => {
+                s(out, &day(range(h, 0, 4000)))
+            }
+            "EndDate" | "EstCompletionDate" => s(out, &day(range(h, 3001, 5000))),
+            "ActCompletionDate" => {
+                if pct(h, 70) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    s(out, &day(range(h, 3001, 4000)))
+                }
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
+    }
+    out.push(b'}');
+}
