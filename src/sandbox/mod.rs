@@ -247,13 +247,18 @@ impl Sandbox {
     /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
     /// `mlc sandbox --project` and the tests, so they all configure the same project.
     pub fn connections(&self) -> Vec<SandboxConnection> {
-        let (dataverse, dataverse_secrets) = self.dataverse_connection();
-        vec![SandboxConnection {
-            name: "crm".into(),
-            system: "dataverse",
-            settings: dataverse,
-            secrets: dataverse_secrets,
-        }]
+        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 2] = [
+            ("crm", "dataverse", self.dataverse_connection()),
+            ("vp", "deltek", self.deltek_connection()),
+        ];
+        each.into_iter()
+            .map(|(name, system, (settings, secrets))| SandboxConnection {
+                name: name.into(),
+                system,
+                settings,
+                secrets,
+            })
+            .collect()
     }
 
     /// Live rows of the table behind a stream (`None`: not a table this sandbox serves).
@@ -263,6 +268,7 @@ impl Sandbox {
                 let set = ALL.into_iter().find(|s| s.logical() == entity)?;
                 self.counts().get(set.name()).copied()
             }
+            "deltek" => self.deltek_counts().get(entity).copied(),
             _ => None,
         }
     }

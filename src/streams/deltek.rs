@@ -4,7 +4,7 @@
 //! borrowed as raw JSON and only their byte ranges kept.
 //!
 //! Change detection: `ModDate` (zone-less, tenant wall clock). An incremental read asks for
-//! `ModDate >= cursor - lookback`, the UTC cursor converted to the tenant's wall clock, ordered
+//! `ModDate >= cursor` (the run folds the lookback into the cursor), converted to the tenant's wall clock, ordered
 //! by `ModDate`; deletes are found by the key-set reconciliation (`ReadMode::Keys`, key fields
 //! only). A stream may carry tenant-dependent `variants` (opportunities: the pre-5.0 hub or
 //! 5.0+ projects with a pursuit stage), chosen by the connection's `opportunity_model`.
@@ -49,11 +49,7 @@ fn tenant_zone(conn: &Connection) -> Result<arrow_array::timezone::Tz> {
 
 /// An RFC 3339 instant or a date (midnight UTC) as the tenant's zone-less wall clock,
 /// `YYYY-MM-DDTHH:MM:SS.mmm`, the way Vantagepoint compares `datetime` filters.
-pub fn to_wall_clock(
-    value: &str,
-    back: chrono::Duration,
-    tz: &arrow_array::timezone::Tz,
-) -> Result<String> {
+pub fn to_wall_clock(value: &str, tz: &arrow_array::timezone::Tz) -> Result<String> {
     let utc = if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value) {
         t.with_timezone(&chrono::Utc)
     } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
@@ -63,7 +59,15 @@ pub fn to_wall_clock(
             "`{value}` is not a date (YYYY-MM-DD) or an RFC 3339 timestamp"
         )));
     };
-    Ok((utc - back)
+    // ModDate has millisecond precision: round up, so `>=` of the next millisecond after the
+    // newest row seen (run::next_cursor) does not read that row again.
+    let sub_ms = i64::from(utc.timestamp_subsec_nanos() % 1_000_000);
+    let utc = if sub_ms > 0 {
+        utc + chrono::Duration::nanoseconds(1_000_000 - sub_ms)
+    } else {
+        utc
+    };
+    Ok(utc
         .with_timezone(tz)
         .naive_local()
         .format("%Y-%m-%dT%H:%M:%S%.3f")
@@ -182,8 +186,8 @@ impl DeltekSource {
         match mode {
             ReadMode::Incremental { cursor: c } => {
                 let field = need_cursor()?;
-                let back = chrono::Duration::seconds(stream.lookback_seconds() as i64);
-                let since = to_wall_clock(c, back, &tz).map_err(|e| {
+                // The run folded the lookback into the cursor already (run::next_cursor).
+                let since = to_wall_clock(c, &tz).map_err(|e| {
                     Error::State(format!(
                         "{}: the saved cursor `{c}` is not a timestamp ({e}); run `mlc state reset {}`",
                         stream.id, stream.id
@@ -195,18 +199,10 @@ impl DeltekSource {
             ReadMode::Window { since, until } => {
                 let field = need_cursor()?;
                 if let Some(s) = since {
-                    filters.push(datetime(
-                        &field,
-                        to_wall_clock(s, chrono::Duration::zero(), &tz)?,
-                        ">=",
-                    ));
+                    filters.push(datetime(&field, to_wall_clock(s, &tz)?, ">="));
                 }
                 if let Some(u) = until {
-                    filters.push(datetime(
-                        &field,
-                        to_wall_clock(u, chrono::Duration::zero(), &tz)?,
-                        "<",
-                    ));
+                    filters.push(datetime(&field, to_wall_clock(u, &tz)?, "<"));
                 }
                 ordered = true;
             }
@@ -406,10 +402,15 @@ mod tests {
     fn cursor_becomes_tenant_wall_clock() {
         let tz: arrow_array::timezone::Tz = "America/New_York".parse().unwrap();
         assert_eq!(
-            to_wall_clock("2024-05-01T04:00:00Z", chrono::Duration::seconds(60), &tz).unwrap(),
-            "2024-04-30T23:59:00.000"
+            to_wall_clock("2024-05-01T04:00:00Z", &tz).unwrap(),
+            "2024-05-01T00:00:00.000"
         );
-        assert!(to_wall_clock("yesterday", chrono::Duration::zero(), &tz).is_err());
+        // Just after a row's millisecond: that row is not read again.
+        assert_eq!(
+            to_wall_clock("2024-05-01T04:00:00.120001Z", &tz).unwrap(),
+            "2024-05-01T00:00:00.121"
+        );
+        assert!(to_wall_clock("yesterday", &tz).is_err());
     }
 
     #[test]

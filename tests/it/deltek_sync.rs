@@ -195,20 +195,21 @@ async fn full_then_incremental_carries_exactly_the_changes() {
 
     let wall = |w: &str| chrono::NaiveDateTime::parse_from_str(w, "%Y-%m-%dT%H:%M:%S%.3f").unwrap();
     for round in 0..2 {
-        // The cursor each stream keeps is the newest ModDate it has seen; the next read starts
-        // the lookback (300 s) before it, so rows saved in that window are read again.
+        // Each stream reads from its committed cursor (run::next_cursor: just after the newest
+        // ModDate seen, or the lookback before the run when rows were that recent), compared
+        // in the tenant's wall clock to the millisecond.
         let since: BTreeMap<String, chrono::NaiveDateTime> = full
             .keys()
             .map(|e| {
-                let newest = p
-                    .sandbox
-                    .deltek_live_rows(e)
+                let cursor = p
+                    .ctx
+                    .state
+                    .cursor("vp", &format!("deltek.{e}"))
                     .unwrap()
-                    .iter()
-                    .map(|(_, m)| wall(m))
-                    .max()
                     .unwrap();
-                (e.clone(), newest - chrono::Duration::seconds(300))
+                let tz: arrow_array::timezone::Tz = "America/New_York".parse().unwrap();
+                let w = ml_connector::streams::deltek::to_wall_clock(&cursor, &tz).unwrap();
+                (e.clone(), wall(&w))
             })
             .collect();
         let changes = p.sandbox.deltek_mutate();
