@@ -26,6 +26,10 @@ pub const CLIENT_ID: &str = "0c1d2e3f-4a5b-4c6d-8e7f-a0b1c2d3e4f5";
 /// The app registration's client secret.
 pub const CLIENT_SECRET: &str = "mlc~sandbox-secret.0123456789abcdef";
 
+/// The Business Central API resource (token audience) and its client-credentials scope.
+pub const BUSINESS_CENTRAL_RESOURCE: &str = "https://api.businesscentral.dynamics.com";
+pub const BUSINESS_CENTRAL_SCOPE: &str = "https://api.businesscentral.dynamics.com/.default";
+
 /// Why a bearer token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenProblem {
@@ -204,8 +208,13 @@ pub(crate) async fn token(
             ),
         );
     }
-    let resource = app.dataverse_url();
     let scope = field("scope").unwrap_or("");
+    // Business Central's resource is the same for every tenant and environment.
+    let resource = if scope == BUSINESS_CENTRAL_SCOPE {
+        BUSINESS_CENTRAL_RESOURCE.to_string()
+    } else {
+        app.dataverse_url()
+    };
     let valid = [
         format!("{resource}/.default"),
         format!("{resource}//.default"),
