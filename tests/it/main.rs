@@ -1,7 +1,9 @@
 //! The one integration-test binary (DESIGN.md §14): modules per area, sharing helpers.
 
+mod sandbox_business_central;
 mod sandbox_dataverse;
 
+mod business_central_sync;
 mod cli;
 mod conformance;
 mod crash_resume;
