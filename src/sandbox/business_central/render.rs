@@ -397,7 +397,18 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, edm: &str, tag: u64) {
             if (lower.contains("requested") || lower.contains("promised")) && pct(k, 70) {
                 return out.extend_from_slice(b"\"0001-01-01\"");
             }
-            json::date(out, DAY_2020 + range(k, 0, 5 * 365))
+            // One document date per row; the others follow it.
+            let base = DAY_2020 + range(field(c.key, 0xDA), 0, 5 * 365);
+            let offset = if lower.contains("due") {
+                30
+            } else if lower.contains("promised") {
+                35
+            } else if lower.contains("shipment") || lower.contains("requested") {
+                7
+            } else {
+                0
+            };
+            json::date(out, base + offset)
         }
         "Edm.DateTimeOffset" => json::timestamp(out, 1_577_836_800 + range(k, 0, 150_000_000)),
         "Edm.Decimal" => {
@@ -430,7 +441,7 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, edm: &str, tag: u64) {
         _ => {
             let v = if lower.contains("addressline1") {
                 format!(
-                    "{} {} {}",
+                    "{} {}{}",
                     1 + k % 9999,
                     pick(k, w::STREET),
                     pick(k >> 5, w::STREET_TYPE)
