@@ -352,3 +352,42 @@ async fn only_the_configured_companies_are_read() {
         "1"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_drafts_catalogs_with_extension_fields() {
+    let p = Bc::new(opts(100), "", None).await;
+    let conn = p.conn();
+    let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
+    let drafts = ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &[])
+        .await
+        .unwrap();
+    assert_eq!(drafts.len(), 14);
+    let customer = drafts.iter().find(|d| d.entity == "customer").unwrap();
+    assert!(customer.stream_toml.is_none());
+    assert_eq!(customer.catalog.primary_key, ["company_id", "id"]);
+    let builtin = p
+        .ctx
+        .defs
+        .get(&"business_central.customer".parse().unwrap())
+        .unwrap();
+    // Every built-in column comes back under its own name, plus the tenant's extension fields.
+    for c in &builtin.catalog.columns {
+        assert!(
+            customer.catalog.columns.iter().any(|d| d.name == c.name),
+            "{} missing",
+            c.name
+        );
+    }
+    let extra: Vec<&str> = customer
+        .catalog
+        .columns
+        .iter()
+        .filter(|d| !builtin.catalog.columns.iter().any(|c| c.name == d.name))
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(extra, ["mlc_loyalty_tier", "mlc_credit_score"]);
+    // The draft is a valid catalog file.
+    let text = ml_connector::discover::catalog_toml(&customer.catalog);
+    let back: ml_connector::spec::CatalogFile = toml::from_str(&text).unwrap();
+    assert_eq!(back.columns.len(), customer.catalog.columns.len());
+}
