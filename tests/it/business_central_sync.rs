@@ -447,3 +447,51 @@ fn fixtures_decode_to_their_catalogs_with_the_company_context() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_check_explains_failures() {
+    let p = Bc::new(opts(100), "", None).await;
+    let ok = ml_connector::connect::check(&p.conn(), &p.ctx.vault).await;
+    assert!(ok.ok, "{:?}", ok.problem);
+    assert!(ok.steps[0].contains("CRONUS USA, Inc."), "{:?}", ok.steps);
+
+    let p = Bc::new(opts(100), "companies = [\"Nope Ltd.\"]", None).await;
+    let r = ml_connector::connect::check(&p.conn(), &p.ctx.vault).await;
+    assert!(!r.ok);
+    assert!(r.problem.unwrap().contains("Nope Ltd."));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (body, secrets) = p.sandbox.business_central_connection();
+    let body = body.replace("environment = \"Production\"", "environment = \"Staging\"");
+    let path = dir.path().join("mlc.toml");
+    std::fs::write(&path, format!("[connections.erp]\n{body}")).unwrap();
+    let config = Config::load(&path).unwrap();
+    let mut s = Secrets::new();
+    for (k, v) in secrets {
+        s.insert(k, SecretString::from(v));
+    }
+    let vault = Vault::new(&config.vault);
+    vault.put("erp", &s).unwrap();
+    let r = ml_connector::connect::check(config.connection("erp").unwrap(), &vault).await;
+    assert!(!r.ok);
+    assert!(
+        r.problem.as_deref().unwrap().contains("Staging"),
+        "{:?}",
+        r.problem
+    );
+
+    let mut bad = Secrets::new();
+    bad.insert(
+        "client_secret".into(),
+        SecretString::from("s3cr3t-QX9-not-it".to_string()),
+    );
+    vault.put("erp", &bad).unwrap();
+    let r = ml_connector::connect::check(config.connection("erp").unwrap(), &vault).await;
+    assert!(!r.ok);
+    let problem = r.problem.unwrap();
+    assert!(!problem.contains("s3cr3t-QX9"), "the secret leaked: {problem}");
+    assert!(
+        problem.contains("7000215") || problem.to_lowercase().contains("secret"),
+        "{problem}"
+    );
+}
