@@ -489,7 +489,10 @@ async fn connection_check_explains_failures() {
     let r = ml_connector::connect::check(config.connection("erp").unwrap(), &vault).await;
     assert!(!r.ok);
     let problem = r.problem.unwrap();
-    assert!(!problem.contains("s3cr3t-QX9"), "the secret leaked: {problem}");
+    assert!(
+        !problem.contains("s3cr3t-QX9"),
+        "the secret leaked: {problem}"
+    );
     assert!(
         problem.contains("7000215") || problem.to_lowercase().contains("secret"),
         "{problem}"
