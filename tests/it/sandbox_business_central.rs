@@ -315,3 +315,49 @@ async fn the_request_budget_answers_application_too_many_requests() {
     assert_eq!(v["error"]["code"], "Application_TooManyRequests");
     drop(sb);
 }
+
+#[tokio::test]
+async fn admin_endpoints_mutate_count_and_poison() {
+    let (sb, http, tok, root) = start(SandboxOptions::default()).await;
+    let base = sb.base_url();
+    let before: Value = http
+        .get(format!("{base}/_sandbox/business_central/counts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(before["customers"], 400, "scale 2000: 200 per company");
+    let changes: Value = http
+        .post(format!("{base}/_sandbox/business_central/mutate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let c = &changes["customers"];
+    let after = sb.business_central_counts();
+    assert_eq!(
+        after["customers"] as i64,
+        400 + c["inserted"].as_i64().unwrap() - c["deleted"].as_i64().unwrap()
+    );
+    let r = http
+        .post(format!(
+            "{base}/_sandbox/business_central/poison?entity_set=items&count=1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let (cid, _) = sb.business_central_companies()[0].clone();
+    let v = get_json(
+        &http,
+        &format!("{root}/companies({cid})/items?$top=1&$select=id,unitPrice"),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(v["value"][0]["unitPrice"], "n/a");
+}
