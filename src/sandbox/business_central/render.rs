@@ -191,6 +191,9 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, edm: &str, tag: u64) {
     }
     let city = pick(field(c.key, 0xC1), w::CITIES);
     let is_line = c.set.header().is_some();
+    if is_line && let Some(v) = line_amount(c, name) {
+        return json::fixed(out, v, 2);
+    }
     match name {
         "id" => return c.guid_of(out, c.set, c.row.ordinal),
         "lastModifiedDateTime" => {
@@ -498,4 +501,29 @@ fn term(o: u64) -> (&'static str, &'static str, &'static str, &'static str, i64)
 
 fn currency(o: u64) -> (&'static str, &'static str, &'static str) {
     CURRENCIES[o as usize % CURRENCIES.len()]
+}
+
+/// Quantities and amounts of a line that add up: amount = quantity × unit price, tax 8 %,
+/// shipped ≤ quantity, invoiced ≤ shipped (all in hundredths).
+fn line_amount(c: &RowCtx, name: &str) -> Option<i64> {
+    let qty = range(field(c.rev, 0x51), 1, 50);
+    let price = range(field(c.rev, 0x52), 1_000, 500_000);
+    let shipped = range(field(c.rev, 0x53), 0, qty);
+    let invoiced = range(field(c.rev, 0x54), 0, shipped);
+    let net = qty * price;
+    let tax = net * 8 / 100;
+    Some(match name {
+        "quantity" => qty * 100,
+        "unitPrice" => price,
+        "shippedQuantity" => shipped * 100,
+        "invoicedQuantity" => invoiced * 100,
+        "shipQuantity" => (qty - shipped) * 100,
+        "invoiceQuantity" => (shipped - invoiced) * 100,
+        "discountAmount" | "discountPercent" | "invoiceDiscountAllocation" => 0,
+        "amountExcludingTax" | "netAmount" => net,
+        "taxPercent" => 800,
+        "totalTaxAmount" | "netTaxAmount" => tax,
+        "amountIncludingTax" | "netAmountIncludingTax" => net + tax,
+        _ => return None,
+    })
 }
