@@ -210,6 +210,8 @@ pub struct Field {
     pub edm: &'static str,
     /// `,"displayName":` pre-rendered.
     pub key: Vec<u8>,
+    /// The name in lower case (generators match on it; computed once, not per row).
+    pub lower: String,
     /// Hash tag of the field.
     pub tag: u64,
 }
@@ -264,6 +266,7 @@ impl Entity {
                 .enumerate()
                 .map(|(i, (name, edm))| Field {
                     key: format!(",\"{name}\":").into_bytes(),
+                    lower: name.to_ascii_lowercase(),
                     name,
                     edm,
                     tag: 0x200 + i as u64,

@@ -140,7 +140,7 @@ pub fn write_row(out: &mut Vec<u8>, ent: &Entity, c: &RowCtx, sel: &[usize]) {
     for &i in sel {
         let f = &ent.fields[i];
         out.extend_from_slice(&f.key);
-        value(out, c, &f.name, f.edm, f.tag);
+        value(out, c, &f.name, &f.lower, f.edm, f.tag);
     }
     out.push(b'}');
 }
@@ -179,7 +179,7 @@ fn doc_totals(key: u64) -> (i64, i64) {
     (net, net * 8 / 100)
 }
 
-fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, edm: &str, tag: u64) {
+fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, lower: &str, edm: &str, tag: u64) {
     let h = field(c.rev, tag);
     let k = field(c.key, tag);
     if c.row.poisoned {
@@ -391,7 +391,6 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, edm: &str, tag: u64) {
         "mlcShelfLifeDays" => return json::i64(out, range(k, 30, 720)),
         _ => {}
     }
-    let lower = name.to_ascii_lowercase();
     match edm {
         "Edm.Guid" => s(out, EMPTY_GUID),
         "Edm.Boolean" => out.extend_from_slice(if pct(h, 20) { b"true" } else { b"false" }),
