@@ -41,6 +41,8 @@ pub(crate) enum TokenProblem {
 #[derive(Debug, Clone)]
 struct Issued {
     client_id: String,
+    /// The resource the token was issued for (`aud`).
+    audience: String,
     expires: Instant,
 }
 
@@ -95,6 +97,7 @@ impl Tokens {
             token.clone(),
             Issued {
                 client_id: client_id.to_string(),
+                audience: audience.to_string(),
                 expires: Instant::now() + ttl,
             },
         );
@@ -114,6 +117,25 @@ impl Tokens {
             return Err(TokenProblem::Expired);
         }
         Ok(t.client_id.clone())
+    }
+
+    /// Like [`Tokens::check`], and the token must have been issued for `audience` (a token
+    /// for another resource is refused as invalid, as the real services do).
+    pub fn check_for(
+        &self,
+        authorization: Option<&str>,
+        audience: &str,
+    ) -> Result<String, TokenProblem> {
+        let client = self.check(authorization)?;
+        let token = authorization
+            .and_then(|a| a.trim().split_once(' '))
+            .map(|(_, t)| t.trim())
+            .unwrap_or_default();
+        let m = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        match m.get(token) {
+            Some(t) if t.audience == audience => Ok(client),
+            _ => Err(TokenProblem::Invalid),
+        }
     }
 
     /// Makes a token expire now (the `expire` fault).

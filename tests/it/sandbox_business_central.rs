@@ -90,6 +90,12 @@ async fn auth_needs_a_bc_token() {
             .await
             .is_err()
     );
+    // A token for another resource (Dataverse) does not open Business Central.
+    let dv = token(&sb, &http, &format!("{}/.default", sb.dataverse_url()))
+        .await
+        .unwrap();
+    let r = get(&http, &format!("{root}/companies"), &dv, None).await;
+    assert_eq!(r.status(), 401);
     let r = get(&http, &format!("{root}/companies"), &tok, None).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["odata-version"], "4.0");

@@ -254,7 +254,10 @@ async fn handle(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let client = match app.tokens.check(auth.as_deref()) {
+    let client = match app
+        .tokens
+        .check_for(auth.as_deref(), entra::BUSINESS_CENTRAL_RESOURCE)
+    {
         Ok(c) => c,
         Err(p) => return unauthorized(p).into_response(None),
     };
