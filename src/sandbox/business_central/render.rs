@@ -262,20 +262,10 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, lower: &str, edm: &str, tag:
                 },
             );
         }
+        // 1 yen, 0.01 of everything else.
         "amountRoundingPrecision" => {
-            return json::fixed(
-                out,
-                if currency(c.row.ordinal).0 == "JPY" {
-                    1
-                } else {
-                    1
-                },
-                if currency(c.row.ordinal).0 == "JPY" {
-                    0
-                } else {
-                    2
-                },
-            );
+            let yen = currency(c.row.ordinal).0 == "JPY";
+            return json::fixed(out, 1, if yen { 0 } else { 2 });
         }
         "type" => {
             let v = match c.set {
@@ -435,7 +425,7 @@ fn value(out: &mut Vec<u8>, c: &RowCtx, name: &str, lower: &str, edm: &str, tag:
                 };
                 money(out, v)
             } else if lower.contains("price") || lower.contains("cost") {
-                json::fixed(out, range(h, 100, 500_000_00), 5)
+                json::fixed(out, range(h, 100, 50_000_000), 5)
             } else {
                 money(out, range(h, 0, 1_000_000))
             }
