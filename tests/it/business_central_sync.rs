@@ -498,3 +498,60 @@ async fn connection_check_explains_failures() {
         "{problem}"
     );
 }
+
+/// The reader's paging positions span companies: reading up to any page, then resuming a new
+/// reader from that page's position, reads every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_from_any_page_reads_every_row_once() {
+    use ml_connector::streams::{ReadMode, open};
+    let p = Bc::new(opts(200), "", Some(9)).await;
+    let conn = p.conn();
+    let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
+    let stream = p
+        .ctx
+        .defs
+        .get(&"business_central.customer".parse().unwrap())
+        .unwrap();
+    let mode = ReadMode::Snapshot { track: false };
+    let ids_of = |body: &[u8], rows: &[std::ops::Range<usize>], company: &str| -> Vec<String> {
+        rows.iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&body[r.clone()]).unwrap();
+                format!("{company}/{}", v["id"].as_str().unwrap())
+            })
+            .collect()
+    };
+    // One uninterrupted read, remembering every page's resume position.
+    let mut all = Vec::new();
+    let mut positions = Vec::new();
+    let mut src = open(stream, &conn, &ep, &mode, None).unwrap();
+    while let Some(page) = src.next_page().await.unwrap() {
+        let company = page.context["company_id"].clone();
+        all.extend(ids_of(&page.body, &page.rows, &company));
+        positions.push((all.len(), page.resume.clone()));
+    }
+    let live: Vec<String> = p
+        .sandbox
+        .business_central_live_rows("customers")
+        .unwrap()
+        .into_iter()
+        .map(|r| format!("{}/{}", r.company_id, r.id))
+        .collect();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, live);
+    // Resume after every page: what was read plus what the resumed reader reads = everything.
+    for (read, pos) in positions {
+        let Some(pos) = pos else {
+            assert_eq!(read, all.len(), "only the last page has no position");
+            continue;
+        };
+        let mut rest = Vec::new();
+        let mut src = open(stream, &conn, &ep, &mode, Some(pos)).unwrap();
+        while let Some(page) = src.next_page().await.unwrap() {
+            let company = page.context["company_id"].clone();
+            rest.extend(ids_of(&page.body, &page.rows, &company));
+        }
+        assert_eq!(&all[read..], &rest[..], "resumed after {read} rows");
+    }
+}
