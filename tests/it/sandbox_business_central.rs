@@ -366,4 +366,14 @@ async fn admin_endpoints_mutate_count_and_poison() {
     )
     .await;
     assert_eq!(v["value"][0]["unitPrice"], "n/a");
+    let keys: Vec<(String, String, Option<i64>)> = http
+        .get(format!("{base}/_sandbox/business_central/currencies/keys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 20);
+    assert!(keys.iter().all(|k| k.2.is_some()));
 }

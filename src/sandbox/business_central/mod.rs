@@ -132,6 +132,10 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/_sandbox/business_central/mutate", post(admin_mutate))
         .route("/_sandbox/business_central/counts", get(admin_counts))
         .route("/_sandbox/business_central/poison", post(admin_poison))
+        .route(
+            "/_sandbox/business_central/{entity_set}/keys",
+            get(admin_keys),
+        )
 }
 
 /// An answer before faults are applied.
@@ -583,6 +587,36 @@ async fn admin_poison(
     }
 }
 
+/// `[[company_id, id, lastModifiedDateTime µs or null], …]` of every live row, sorted.
+async fn admin_keys(State(app): State<Arc<App>>, Path(entity_set): Path<String>) -> Response {
+    match live_rows(&app.business_central, &entity_set) {
+        Ok(rows) => axum::Json(
+            rows.into_iter()
+                .map(|r| (r.company_id, r.id, r.modified_micros))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    }
+}
+
+fn live_rows(bc: &BusinessCentral, entity_set: &str) -> Result<Vec<BcRow>> {
+    let set = bc_set(entity_set)?;
+    let store = bc.store();
+    let mut out = Vec::new();
+    for c in 0..COMPANIES.len() {
+        for r in store.live_rows(c, set) {
+            out.push(BcRow {
+                company_id: company_id(c),
+                id: json::guid_string(set.code(c), r.ordinal),
+                modified_micros: set.has_modified().then_some(r.modified_ms * 1000),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 fn counts(bc: &BusinessCentral) -> BTreeMap<String, u64> {
     let store = bc.store();
     ALL.iter()
@@ -640,20 +674,7 @@ impl Sandbox {
 
     /// Every live row of `entity_set`, sorted. Fails for an unknown entity set.
     pub fn business_central_live_rows(&self, entity_set: &str) -> Result<Vec<BcRow>> {
-        let set = bc_set(entity_set)?;
-        let store = self.app.business_central.store();
-        let mut out = Vec::new();
-        for c in 0..COMPANIES.len() {
-            for r in store.live_rows(c, set) {
-                out.push(BcRow {
-                    company_id: company_id(c),
-                    id: json::guid_string(set.code(c), r.ordinal),
-                    modified_micros: set.has_modified().then_some(r.modified_ms * 1000),
-                });
-            }
-        }
-        out.sort();
-        Ok(out)
+        live_rows(&self.app.business_central, entity_set)
     }
 
     /// The first `count` live rows of `entity_set` in the first company serve badly typed
