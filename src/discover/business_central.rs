@@ -1,13 +1,355 @@
-//! Business Central discovery (placeholder).
+//! Business Central discovery: reads the environment's `$metadata` (OData CSDL XML) and drafts
+//! a catalog file per entity set: every property of the entity type with its warehouse type,
+//! the key, and the `company_id` column every company-scoped table carries. Fields the
+//! built-in catalog lacks (extension fields, newer API versions) are drafted too, so they can
+//! be typed instead of landing in `_ml_extra`; entity sets without a stream get a stream file.
 
-use super::Draft;
+use std::collections::{BTreeMap, BTreeSet};
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+
+use super::{Draft, snake_case};
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
-use crate::spec::Definitions;
+use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
 
-/// Drafts catalog files from Business Central's metadata.
-pub async fn discover(_ep: &Endpoint, _defs: &Definitions, _only: &[String]) -> Result<Vec<Draft>> {
-    Err(Error::Config(
-        "discovery for Business Central is not built yet".into(),
-    ))
+const SYSTEM: &str = "business_central";
+const API_PATH: &str = "/api/v2.0";
+
+/// One entity type of the CSDL document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityType {
+    pub name: String,
+    pub key: Vec<String>,
+    pub properties: Vec<Property>,
+}
+
+/// One structural property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Property {
+    pub name: String,
+    /// `Edm.String`, `Microsoft.NAV.contactType`, `Collection(...)`, …
+    pub edm: String,
+    pub nullable: bool,
+    pub precision: Option<u8>,
+    pub scale: Option<i8>,
+}
+
+/// What a `$metadata` document declares.
+#[derive(Debug, Clone, Default)]
+pub struct Csdl {
+    pub types: BTreeMap<String, EntityType>,
+    /// Entity set name → entity type name (without namespace).
+    pub sets: BTreeMap<String, String>,
+    pub enums: BTreeSet<String>,
+}
+
+fn attr(e: &BytesStart, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == name)
+        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+}
+
+fn unqualified(t: &str) -> &str {
+    t.rsplit('.').next().unwrap_or(t)
+}
+
+/// Parses a CSDL document.
+pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut csdl = Csdl::default();
+    let mut current: Option<EntityType> = None;
+    let mut in_key = false;
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("not valid XML at byte {}: {e}", reader.buffer_position()))?;
+        let (e, empty) = match ev {
+            Event::Start(e) => (e, false),
+            Event::Empty(e) => (e, true),
+            Event::End(e) => {
+                match e.local_name().as_ref() {
+                    b"EntityType" => {
+                        if let Some(t) = current.take() {
+                            csdl.types.insert(t.name.clone(), t);
+                        }
+                    }
+                    b"Key" => in_key = false,
+                    _ => {}
+                }
+                continue;
+            }
+            Event::Eof => break,
+            _ => continue,
+        };
+        match e.local_name().as_ref() {
+            b"EntityType" => {
+                let t = EntityType {
+                    name: attr(&e, b"Name").unwrap_or_default(),
+                    ..EntityType::default()
+                };
+                if empty {
+                    csdl.types.insert(t.name.clone(), t);
+                } else {
+                    current = Some(t);
+                }
+            }
+            b"Key" => in_key = !empty,
+            b"PropertyRef" if in_key => {
+                if let (Some(t), Some(n)) = (current.as_mut(), attr(&e, b"Name")) {
+                    t.key.push(n);
+                }
+            }
+            b"Property" => {
+                if let Some(t) = current.as_mut() {
+                    t.properties.push(Property {
+                        name: attr(&e, b"Name").unwrap_or_default(),
+                        edm: attr(&e, b"Type").unwrap_or_default(),
+                        nullable: attr(&e, b"Nullable").as_deref() != Some("false"),
+                        precision: attr(&e, b"Precision").and_then(|p| p.parse().ok()),
+                        scale: attr(&e, b"Scale").and_then(|s| s.parse().ok()),
+                    });
+                }
+            }
+            b"EnumType" => {
+                if let Some(n) = attr(&e, b"Name") {
+                    csdl.enums.insert(n);
+                }
+            }
+            b"EntitySet" => {
+                if let (Some(n), Some(t)) = (attr(&e, b"Name"), attr(&e, b"EntityType")) {
+                    csdl.sets.insert(n, unqualified(&t).to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(csdl)
+}
+
+/// The warehouse type of a CSDL property type; `None` for what a table cannot hold
+/// (streams, navigation).
+pub fn column_type(p: &Property, csdl: &Csdl) -> Option<ColumnType> {
+    let t = p.edm.as_str();
+    if t.starts_with("Collection(") {
+        return Some(ColumnType::Json);
+    }
+    Some(match t {
+        "Edm.String" | "Edm.Guid" => ColumnType::String,
+        "Edm.Int16" | "Edm.Int32" | "Edm.Int64" | "Edm.Byte" | "Edm.SByte" => ColumnType::Int64,
+        "Edm.Double" | "Edm.Single" => ColumnType::Float64,
+        "Edm.Decimal" => ColumnType::Decimal {
+            precision: p.precision.unwrap_or(20),
+            scale: p.scale.unwrap_or(5),
+        },
+        "Edm.Boolean" => ColumnType::Bool,
+        "Edm.Date" => ColumnType::Date,
+        "Edm.DateTimeOffset" => ColumnType::Timestamp,
+        "Edm.Stream" | "Edm.Binary" => return None,
+        other if csdl.enums.contains(unqualified(other)) => ColumnType::String,
+        other if other.starts_with("Edm.") => ColumnType::String,
+        // Complex types (addresses and the like) arrive as nested objects.
+        _ => ColumnType::Json,
+    })
+}
+
+/// Drafts the catalog of entity set `set` (type `et`), keeping the names and descriptions of
+/// columns an existing catalog already has.
+pub fn draft_catalog(et: &EntityType, csdl: &Csdl, existing: Option<&CatalogFile>) -> CatalogFile {
+    let known = |source: &str| {
+        existing.and_then(|c| c.columns.iter().find(|col| col.source_name() == source))
+    };
+    let mut columns = vec![Column {
+        name: "company_id".into(),
+        ty: ColumnType::String,
+        nullable: false,
+        description: Some(
+            "Company the record belongs to (GUID from the companies list, supplied by the reader)."
+                .into(),
+        ),
+        source: Some("$company_id".into()),
+    }];
+    for p in &et.properties {
+        let Some(ty) = column_type(p, csdl) else {
+            continue;
+        };
+        let old = known(&p.name);
+        let name = old.map_or_else(|| snake_case(&p.name), |c| c.name.clone());
+        let description = match old {
+            Some(c) => c.description.clone(),
+            None if existing.is_some() => Some(format!(
+                "{} ({}; not in the built-in catalog: an extension field or a newer API version).",
+                p.name, p.edm
+            )),
+            None => Some(format!("{} ({}).", p.name, p.edm)),
+        };
+        columns.push(Column {
+            source: (name != p.name).then(|| p.name.clone()),
+            name,
+            ty,
+            nullable: p.nullable && !et.key.contains(&p.name),
+            description,
+        });
+    }
+    let mut primary_key = vec!["company_id".to_string()];
+    for k in &et.key {
+        if let Some(c) = columns.iter().find(|c| c.source_name() == k) {
+            primary_key.push(c.name.clone());
+        }
+    }
+    CatalogFile {
+        description: existing.and_then(|c| c.description.clone()),
+        primary_key,
+        partition_by: existing.and_then(|c| c.partition_by.clone()),
+        cluster_by: existing.map(|c| c.cluster_by.clone()).unwrap_or_default(),
+        columns,
+    }
+}
+
+/// A stream file for an entity set no built-in stream reads.
+fn draft_stream(set: &str, et: &EntityType) -> String {
+    let has_modified = et
+        .properties
+        .iter()
+        .any(|p| p.name == "lastModifiedDateTime");
+    let mode = if has_modified {
+        "incremental = \"cursor\"\ncursor_field = \"last_modified_date_time\"\nreconcile = \"keyset\"\n"
+    } else {
+        "# No lastModifiedDateTime on this entity: every run reads it whole.\nincremental = \"full\"\n"
+    };
+    format!("# Drafted by `mlc discover` from $metadata.\nentity_set = \"{set}\"\n{mode}")
+}
+
+/// Drafts catalog files from Business Central's `$metadata`. `only` names stream entities
+/// (`customer`) or entity sets (`customers`); empty = the sets the built-in streams read.
+pub async fn discover(ep: &Endpoint, defs: &Definitions, only: &[String]) -> Result<Vec<Draft>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/xml"));
+    let url = format!("{}{API_PATH}/$metadata", ep.base);
+    let resp = ep.http.get(&url, &headers, "discover").await?;
+    let xml = String::from_utf8_lossy(&resp.body);
+    let csdl = parse_csdl(&xml).map_err(|e| Error::Decode {
+        stream: "business_central.$metadata".into(),
+        message: e,
+    })?;
+    drafts(&csdl, defs, only)
+}
+
+/// The drafts for a parsed document (separate from the fetch, for tests).
+pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Draft>> {
+    let builtin: BTreeMap<String, &crate::spec::Stream> = defs
+        .streams()
+        .filter(|s| s.id.system == SYSTEM)
+        .filter_map(|s| s.spec.entity_set.clone().map(|set| (set, s)))
+        .collect();
+    let wanted: Vec<String> = if only.is_empty() {
+        builtin.keys().cloned().collect()
+    } else {
+        let mut v = Vec::new();
+        for o in only {
+            let hit = builtin
+                .iter()
+                .find(|(set, s)| *set == o || s.id.entity == *o)
+                .map(|(set, _)| set.clone())
+                .or_else(|| csdl.sets.contains_key(o).then(|| o.clone()));
+            match hit {
+                Some(set) => v.push(set),
+                None => {
+                    return Err(Error::Config(format!(
+                        "`{o}` is neither a Business Central stream nor an entity set of this environment; entity sets: {}",
+                        csdl.sets.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+        }
+        v
+    };
+    let mut out = Vec::new();
+    for set in wanted {
+        let Some(et) = csdl.sets.get(&set).and_then(|t| csdl.types.get(t)) else {
+            tracing::warn!(entity_set = %set, "not in this environment's $metadata; skipped");
+            continue;
+        };
+        let existing = builtin.get(&set);
+        let catalog = draft_catalog(et, csdl, existing.map(|s| &s.catalog));
+        out.push(Draft {
+            entity: existing.map_or_else(|| snake_case(&et.name), |s| s.id.entity.clone()),
+            stream_toml: existing.is_none().then(|| draft_stream(&set, et)),
+            catalog,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>
+<Schema Namespace="Microsoft.NAV" xmlns="http://docs.oasis-open.org/odata/ns/edm">
+<EnumType Name="contactType"><Member Name="Company" Value="0" /></EnumType>
+<EntityType Name="customer"><Key><PropertyRef Name="id" /></Key>
+<Property Name="id" Type="Edm.Guid" Nullable="false" />
+<Property Name="number" Type="Edm.String" MaxLength="20" />
+<Property Name="type" Type="Microsoft.NAV.contactType" />
+<Property Name="balanceDue" Type="Edm.Decimal" Scale="Variable" />
+<Property Name="lastModifiedDateTime" Type="Edm.DateTimeOffset" />
+<Property Name="loyaltyTier" Type="Edm.String" />
+<Property Name="picture" Type="Edm.Stream" />
+<NavigationProperty Name="currency" Type="Microsoft.NAV.currency" />
+</EntityType>
+<EntityType Name="shipmentMethod"><Key><PropertyRef Name="id" /></Key>
+<Property Name="id" Type="Edm.Guid" Nullable="false" /><Property Name="code" Type="Edm.String" />
+</EntityType>
+<EntityContainer Name="NAV"><EntitySet Name="customers" EntityType="Microsoft.NAV.customer" />
+<EntitySet Name="shipmentMethods" EntityType="Microsoft.NAV.shipmentMethod" /></EntityContainer>
+</Schema></edmx:DataServices></edmx:Edmx>"#;
+
+    #[test]
+    fn parses_types_sets_and_enums() {
+        let c = parse_csdl(SAMPLE).unwrap();
+        assert_eq!(c.sets["customers"], "customer");
+        let t = &c.types["customer"];
+        assert_eq!(t.key, vec!["id"]);
+        assert_eq!(t.properties.len(), 7);
+        assert!(c.enums.contains("contactType"));
+        assert!(parse_csdl("<a><b></a>").is_err());
+    }
+
+    #[test]
+    fn drafts_keep_catalog_names_and_add_extension_fields() {
+        let c = parse_csdl(SAMPLE).unwrap();
+        let defs = Definitions::builtin().unwrap();
+        let d = drafts(&c, &defs, &["customer".into(), "shipmentMethods".into()]).unwrap();
+        assert_eq!(d.len(), 2);
+        let cust = &d[0];
+        assert_eq!(cust.entity, "customer");
+        assert!(cust.stream_toml.is_none());
+        assert_eq!(cust.catalog.primary_key, vec!["company_id", "id"]);
+        let col = |n: &str| cust.catalog.columns.iter().find(|c| c.name == n).unwrap();
+        assert_eq!(col("balance_due").ty.to_string(), "decimal(20,5)");
+        assert_eq!(col("type").ty, ColumnType::String);
+        assert_eq!(col("loyalty_tier").source.as_deref(), Some("loyaltyTier"));
+        assert!(
+            col("loyalty_tier")
+                .description
+                .as_deref()
+                .unwrap()
+                .contains("not in the built-in catalog")
+        );
+        assert!(!cust.catalog.columns.iter().any(|c| c.name == "picture"));
+        let ship = &d[1];
+        assert_eq!(ship.entity, "shipment_method");
+        assert!(
+            ship.stream_toml
+                .as_deref()
+                .unwrap()
+                .contains("incremental = \"full\"")
+        );
+        assert!(drafts(&c, &defs, &["nosuch".into()]).is_err());
+    }
 }

@@ -26,6 +26,10 @@ pub const CLIENT_ID: &str = "0c1d2e3f-4a5b-4c6d-8e7f-a0b1c2d3e4f5";
 /// The app registration's client secret.
 pub const CLIENT_SECRET: &str = "mlc~sandbox-secret.0123456789abcdef";
 
+/// The Business Central API resource (token audience) and its client-credentials scope.
+pub const BUSINESS_CENTRAL_RESOURCE: &str = "https://api.businesscentral.dynamics.com";
+pub const BUSINESS_CENTRAL_SCOPE: &str = "https://api.businesscentral.dynamics.com/.default";
+
 /// Why a bearer token was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TokenProblem {
@@ -37,6 +41,8 @@ pub(crate) enum TokenProblem {
 #[derive(Debug, Clone)]
 struct Issued {
     client_id: String,
+    /// The resource the token was issued for (`aud`).
+    audience: String,
     expires: Instant,
 }
 
@@ -91,6 +97,7 @@ impl Tokens {
             token.clone(),
             Issued {
                 client_id: client_id.to_string(),
+                audience: audience.to_string(),
                 expires: Instant::now() + ttl,
             },
         );
@@ -110,6 +117,25 @@ impl Tokens {
             return Err(TokenProblem::Expired);
         }
         Ok(t.client_id.clone())
+    }
+
+    /// Like [`Tokens::check`], and the token must have been issued for `audience` (a token
+    /// for another resource is refused as invalid, as the real services do).
+    pub fn check_for(
+        &self,
+        authorization: Option<&str>,
+        audience: &str,
+    ) -> Result<String, TokenProblem> {
+        let client = self.check(authorization)?;
+        let token = authorization
+            .and_then(|a| a.trim().split_once(' '))
+            .map(|(_, t)| t.trim())
+            .unwrap_or_default();
+        let m = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
+        match m.get(token) {
+            Some(t) if t.audience == audience => Ok(client),
+            _ => Err(TokenProblem::Invalid),
+        }
     }
 
     /// Makes a token expire now (the `expire` fault).
@@ -204,8 +230,13 @@ pub(crate) async fn token(
             ),
         );
     }
-    let resource = app.dataverse_url();
     let scope = field("scope").unwrap_or("");
+    // Business Central's resource is the same for every tenant and environment.
+    let resource = if scope == BUSINESS_CENTRAL_SCOPE {
+        BUSINESS_CENTRAL_RESOURCE.to_string()
+    } else {
+        app.dataverse_url()
+    };
     let valid = [
         format!("{resource}/.default"),
         format!("{resource}//.default"),

@@ -1,8 +1,10 @@
 //! The one integration-test binary (DESIGN.md §14): modules per area, sharing helpers.
 
+mod sandbox_business_central;
 mod sandbox_dataverse;
 mod sandbox_deltek;
 
+mod business_central_sync;
 mod cli;
 mod conformance;
 mod crash_resume;

@@ -1,27 +1,696 @@
-//! The BusinessCentral fake (placeholder: no routes yet).
+//! The Business Central API v2.0 fake, under `{base}/bc`:
+//!
+//! ```text
+//! {base}/bc/v2.0/{tenant}/{environment}/api/v2.0/companies                     company list
+//! {base}/bc/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/{entitySet}   collections
+//! {base}/bc/v2.0/{tenant}/{environment}/api/v2.0/companies({id})/{set}({id})   one entity
+//! {base}/bc/v2.0/{tenant}/{environment}/api/v2.0/{entitySet}?company={name}    older form
+//! {base}/bc/v2.0/{tenant}/{environment}/api/v2.0/$metadata                     CSDL
+//! {base}/_sandbox/business_central/{mutate,counts,poison}                      admin
+//! ```
+//!
+//! Same standard as the Dataverse fake: no stored rows (store.rs keeps metadata of changed
+//! rows only; render.rs derives values from seed and ordinal), deterministic, quirks of the
+//! real service (20000-row server pages honouring `Prefer: odata.maxpagesize` with
+//! `Preference-Applied`, absolute `@odata.nextLink` with `$skiptoken`, opaque `@odata.etag`,
+//! `""` for empty text and `0001-01-01` for blank dates, BC error codes with a CorrelationId),
+//! tokens from the shared Entra fake (scope `https://api.businesscentral.dynamics.com/.default`),
+//! 6000 requests per 5-minute window per client (`Application_TooManyRequests`), and faults
+//! from `SandboxOptions.faults` (429 + Retry-After, 503 + Retry-After, 504 for 500 draws, 502,
+//! connection resets mid-body, slow answers, token expiry).
+//!
+//! Reads only: writes (POST, PATCH with If-Match, deep insert, bound actions) answer 405 for
+//! now; the store's per-row metadata is what a write would update.
 
-use std::sync::Arc;
+mod entities;
+mod metadata;
+mod query;
+mod render;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use futures::StreamExt;
 
+use super::entra::{self, TokenProblem};
+use super::odata::{Param, Prefer, append_param, get as param, link_without, parse_query};
 use super::options::Faults;
-use super::{App, SandboxOptions};
+use super::protection::Protection;
+use super::{App, Sandbox, SandboxOptions, json};
+use crate::error::{Error, Result};
+use entities::{ALL, Entity, Set};
+use query::{After, Order, Reject, Times};
+use store::{COMPANIES, Store};
 
-/// State of the BusinessCentral fake.
-pub(crate) struct BusinessCentral;
+pub use store::Changes as BcChanges;
+
+/// BC's server-side page ceiling.
+const MAX_PAGE: usize = 20_000;
+/// The sandbox environment name (case-insensitive, like the service).
+pub const ENVIRONMENT: &str = "Production";
+/// GUID code of the companies.
+const COMPANY_CODE: u32 = 0xBC00_0000;
+
+/// State of the Business Central fake.
+pub(crate) struct BusinessCentral {
+    entities: Vec<Entity>,
+    store: RwLock<Store>,
+    protection: Protection,
+    retry_after_secs: u64,
+}
 
 impl BusinessCentral {
-    pub(crate) fn new(_opts: &SandboxOptions) -> Self {
-        Self
+    pub(crate) fn new(opts: &SandboxOptions) -> Self {
+        let entities = ALL
+            .into_iter()
+            .filter_map(|s| match Entity::load(s) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::error!(error = %e, "business central sandbox: entity not served");
+                    None
+                }
+            })
+            .collect();
+        Self {
+            entities,
+            store: RwLock::new(Store::new(opts.scale, opts.seed)),
+            protection: Protection::new(opts.budget, opts.faults, opts.seed ^ 0xBC),
+            retry_after_secs: opts.retry_after_secs,
+        }
+    }
+
+    fn store(&self) -> std::sync::RwLockReadGuard<'_, Store> {
+        self.store.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn store_mut(&self) -> std::sync::RwLockWriteGuard<'_, Store> {
+        self.store.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entity(&self, set: Set) -> Option<&Entity> {
+        self.entities.iter().find(|e| e.set == set)
     }
 
     /// One round of inserts, updates and deletes.
-    pub(crate) fn mutate(&self) {}
+    pub(crate) fn mutate(&self) -> BTreeMap<String, BcChanges> {
+        self.store_mut().mutate()
+    }
 
-    pub(crate) fn set_faults(&self, _faults: Faults) {}
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.protection.set_faults(faults);
+    }
 }
 
-/// Routes of the BusinessCentral fake.
+/// The company id (GUID) of company `c` (0-based).
+fn company_id(c: usize) -> String {
+    json::guid_string(COMPANY_CODE, c as u64 + 1)
+}
+
+fn find_company(s: &str) -> Option<usize> {
+    let s = s.trim().trim_matches('\'');
+    if let Some((code, o)) = json::parse_guid(s) {
+        return (code == COMPANY_CODE && (1..=COMPANIES.len() as u64).contains(&o))
+            .then(|| o as usize - 1);
+    }
+    COMPANIES.iter().position(|(n, _)| *n == s)
+}
+
+/// Routes of the Business Central fake.
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
+        .route(
+            "/bc/v2.0/{tenant}/{environment}/api/v2.0/{*rest}",
+            any(handle),
+        )
+        .route("/_sandbox/business_central/mutate", post(admin_mutate))
+        .route("/_sandbox/business_central/counts", get(admin_counts))
+        .route("/_sandbox/business_central/poison", post(admin_poison))
+        .route(
+            "/_sandbox/business_central/{entity_set}/keys",
+            get(admin_keys),
+        )
+}
+
+/// An answer before faults are applied.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(body: Vec<u8>) -> Reply {
+        Reply {
+            status: 200,
+            content_type: "application/json; odata.metadata=minimal; odata.streaming=true",
+            headers: Vec::new(),
+            body,
+        }
+    }
+
+    /// `{"error":{"code":…,"message":"…  CorrelationId:  <guid>."}}`.
+    fn error(status: u16, code: &str, message: &str) -> Reply {
+        let corr = correlation_id();
+        let body = serde_json::json!({
+            "error": { "code": code, "message": format!("{message}  CorrelationId:  {corr}.") }
+        });
+        Reply {
+            status,
+            content_type: "application/json; charset=utf-8",
+            headers: Vec::new(),
+            body: body.to_string().into_bytes(),
+        }
+    }
+
+    fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    fn into_response(self, reset: Option<f64>) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = match reset {
+            Some(frac) if self.status == 200 => truncated(self.body, frac),
+            _ => Body::from(self.body),
+        };
+        let mut r = (status, body).into_response();
+        let h = r.headers_mut();
+        h.insert("odata-version", HeaderValue::from_static("4.0"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.content_type),
+        );
+        for (k, v) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(k, v);
+            }
+        }
+        r
+    }
+}
+
+impl From<Reject> for Reply {
+    fn from(r: Reject) -> Reply {
+        Reply::error(r.status, r.code, &r.message)
+    }
+}
+
+fn correlation_id() -> String {
+    let n = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default() as u64;
+    let mut v = Vec::new();
+    json::guid_from_bits(&mut v, super::rng::mix(n), super::rng::mix(n ^ 0xC0));
+    String::from_utf8_lossy(&v).trim_matches('"').to_string()
+}
+
+/// Sends `frac` of the body, then cuts the connection.
+fn truncated(mut body: Vec<u8>, frac: f64) -> Body {
+    let cut = ((body.len() as f64 * frac) as usize).min(body.len().saturating_sub(1));
+    body.truncate(cut);
+    let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(body))]);
+    let cut_off = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection reset mid-body",
+        ))
+    });
+    Body::from_stream(head.chain(cut_off))
+}
+
+fn unauthorized(p: TokenProblem) -> Reply {
+    let msg = match p {
+        TokenProblem::Missing => "The credentials provided are incorrect",
+        TokenProblem::Invalid => "The credentials provided are incorrect",
+        TokenProblem::Expired => {
+            "The credentials provided are incorrect: the access token has expired"
+        }
+    };
+    Reply::error(401, "Authentication_InvalidCredentials", msg).header(
+        "www-authenticate",
+        "Bearer authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", error=\"invalid_token\"",
+    )
+}
+
+fn too_many(bc: &BusinessCentral, message: &str) -> Reply {
+    Reply::error(429, "Application_TooManyRequests", message)
+        .header("retry-after", bc.retry_after_secs.to_string())
+}
+
+/// Every API request: auth, rate limit, faults, then the API.
+async fn handle(
+    State(app): State<Arc<App>>,
+    Path((tenant, environment, rest)): Path<(String, String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let bc = &app.business_central;
+    let draw = bc.protection.draw();
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let client = match app
+        .tokens
+        .check_for(auth.as_deref(), entra::BUSINESS_CENTRAL_RESOURCE)
+    {
+        Ok(c) => c,
+        Err(p) => return unauthorized(p).into_response(None),
+    };
+    if tenant != entra::TENANT_ID && !tenant.eq_ignore_ascii_case(entra::TENANT_DOMAIN) {
+        return Reply::error(
+            401,
+            "Authentication_InvalidCredentials",
+            &format!("The token was issued for another tenant than '{tenant}'."),
+        )
+        .into_response(None);
+    }
+    if !environment.eq_ignore_ascii_case(ENVIRONMENT) {
+        return Reply::error(
+            404,
+            "BadRequest_NotFound",
+            &format!("The environment '{environment}' was not found for this tenant."),
+        )
+        .into_response(None);
+    }
+    if let Err((max, _)) = bc.protection.admit(&client) {
+        return too_many(
+            bc,
+            &format!(
+                "Too many requests reached.  Actual ({}).  Maximum ({max}).",
+                max + 1
+            ),
+        )
+        .into_response(None);
+    }
+    if draw.expire_token {
+        app.tokens.revoke(auth.as_deref());
+        return unauthorized(TokenProblem::Expired).into_response(None);
+    }
+    if draw.throttle {
+        return too_many(
+            bc,
+            "Too many requests reached.  Actual (101).  Maximum (100).",
+        )
+        .into_response(None);
+    }
+    if let Some(status) = draw.server_error {
+        let r = match status {
+            503 => Reply::error(
+                503,
+                "Internal_ServiceUnavailable",
+                "The service is temporarily unavailable.",
+            )
+            .header("retry-after", bc.retry_after_secs.to_string()),
+            502 => Reply::error(502, "Internal_ServerError", "Bad gateway."),
+            _ => Reply::error(504, "Internal_ServerError", "The request timed out."),
+        };
+        return r.into_response(None);
+    }
+    if let Some(d) = draw.slow {
+        tokio::time::sleep(d).await;
+    }
+    if method != Method::GET {
+        return Reply::error(
+            405,
+            "BadRequest_MethodNotAllowed",
+            &format!("'{method}' is not allowed on this resource in the sandbox (reads only)."),
+        )
+        .into_response(None);
+    }
+    let root = format!("{}/bc/v2.0/{tenant}/{environment}/api/v2.0/", app.base);
+    let worker = app.clone();
+    let query = uri.query().map(str::to_string);
+    let reply =
+        tokio::task::spawn_blocking(move || api(&worker, &root, &rest, query.as_deref(), &headers))
+            .await
+            .unwrap_or_else(|_| {
+                Reply::error(500, "Internal_ServerError", "An unexpected error occurred.")
+            });
+    reply.into_response(draw.reset)
+}
+
+/// The API proper (blocking: renders whole pages).
+fn api(app: &App, root: &str, rest: &str, query: Option<&str>, headers: &HeaderMap) -> Reply {
+    let bc = &app.business_central;
+    let params = parse_query(query);
+    if rest == "$metadata" {
+        let mut r = Reply::json(metadata::csdl(&bc.entities).into_bytes());
+        r.content_type = "application/xml";
+        return r;
+    }
+    if rest == "companies" {
+        return companies(root);
+    }
+    // companies({id})/{set}[({id})] or {set}?company=…
+    let (company, tail) = if let Some(after) = rest.strip_prefix("companies(") {
+        let Some((id, tail)) = after.split_once(')') else {
+            return Reply::error(400, "BadRequest", "Bad Request - Error in query syntax.");
+        };
+        let Some(c) = find_company(id) else {
+            return Reply::error(
+                404,
+                "Internal_CompanyNotFound",
+                &format!("The company '{id}' does not exist."),
+            );
+        };
+        (c, tail.trim_start_matches('/'))
+    } else {
+        match param(&params, "company").map(find_company) {
+            Some(Some(c)) => (c, rest),
+            Some(None) => {
+                return Reply::error(
+                    404,
+                    "Internal_CompanyNotFound",
+                    "The company does not exist.",
+                );
+            }
+            None => {
+                return Reply::error(
+                    400,
+                    "BadRequest_NotFound",
+                    &format!(
+                        "No HTTP resource was found that matches the request URI '{root}{rest}'."
+                    ),
+                );
+            }
+        }
+    };
+    let (set_name, one) = match tail.split_once('(') {
+        Some((s, id)) => (s, Some(id.trim_end_matches(')'))),
+        None => (tail, None),
+    };
+    let Some(ent) = Set::from_name(set_name).and_then(|s| bc.entity(s)) else {
+        return Reply::error(
+            404,
+            "BadRequest_NotFound",
+            &format!("No HTTP resource was found that matches the request URI '{root}{rest}'."),
+        );
+    };
+    match collection(bc, root, rest, company, ent, one, &params, headers) {
+        Ok(r) => r,
+        Err(r) => r.into(),
+    }
+}
+
+fn companies(root: &str) -> Reply {
+    let mut out = Vec::new();
+    out.extend_from_slice(
+        format!("{{\"@odata.context\":\"{root}$metadata#companies\",\"value\":[").as_bytes(),
+    );
+    for (i, (name, display)) in COMPANIES.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let v = serde_json::json!({
+            "id": company_id(i),
+            "systemVersion": "25.0.23364.25040",
+            "timestamp": 1000 + i,
+            "name": name,
+            "displayName": display,
+            "businessProfileId": "",
+            "systemCreatedAt": "2024-01-01T08:00:00.000Z",
+            "systemCreatedBy": "00000000-0000-0000-0000-000000000001",
+            "systemModifiedAt": "2024-01-01T08:00:00.000Z",
+            "systemModifiedBy": "00000000-0000-0000-0000-000000000001",
+        });
+        out.extend_from_slice(v.to_string().as_bytes());
+    }
+    out.extend_from_slice(b"]}");
+    Reply::json(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn collection(
+    bc: &BusinessCentral,
+    root: &str,
+    rest: &str,
+    company: usize,
+    ent: &Entity,
+    one: Option<&str>,
+    params: &[Param],
+    headers: &HeaderMap,
+) -> std::result::Result<Reply, Reject> {
+    let sel = query::select(ent, param(params, "$select"))?;
+    let store = bc.store();
+    let set = ent.set;
+    let context = format!(
+        "{root}$metadata#companies({})/{}",
+        company_id(company),
+        set.name()
+    );
+    if let Some(id) = one {
+        let row = json::parse_guid(id.trim_matches('\''))
+            .filter(|(code, _)| *code == set.code(company))
+            .and_then(|(_, o)| store.live(company, set, o));
+        let Some(row) = row else {
+            return Err(Reject {
+                status: 404,
+                code: "Internal_RecordNotFound",
+                message: format!(
+                    "The {} does not exist. Identification fields and values: Id='{id}'",
+                    set.type_name()
+                ),
+            });
+        };
+        let mut out = Vec::new();
+        render::write_row(
+            &mut out,
+            ent,
+            &render::RowCtx::new(&store, company, set, row),
+            &sel,
+        );
+        // Put the context first: {"@odata.context":…, then the row's fields.
+        let mut body = format!("{{\"@odata.context\":\"{context}/$entity\",").into_bytes();
+        body.extend_from_slice(&out[1..]);
+        return Ok(Reply::json(body));
+    }
+    let times = match param(params, "$filter") {
+        Some(f) if !f.trim().is_empty() => query::parse_filter(ent, f)?,
+        _ => Times::all(),
+    };
+    let order = query::order(ent, param(params, "$orderby"))?;
+    let prefer = Prefer::from_headers(headers);
+    let mut page = MAX_PAGE;
+    let mut applied = None;
+    if let Some(n) = prefer.maxpagesize {
+        page = (n as usize).clamp(1, MAX_PAGE);
+        applied = Some(format!("odata.maxpagesize={page}"));
+    }
+    let num =
+        |k: &str| -> std::result::Result<Option<usize>, Reject> {
+            match param(params, k) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                    Reject::bad(format!("Invalid value '{v}' for the query option {k}."))
+                }),
+            }
+        };
+    let top = num("$top")?;
+    let skip = num("$skip")?.unwrap_or(0);
+    let after = match param(params, "$skiptoken") {
+        Some(t) => Some(
+            parse_skiptoken(t, set.code(company))
+                .ok_or_else(|| Reject::bad("The skip token is not valid."))?,
+        ),
+        None => None,
+    };
+    let want = top.map_or(page, |t| t.min(page));
+    let mut rows = query::scan(&store, company, set, &times, order, after, skip + want + 1);
+    let rows_after_skip: Vec<_> = rows.drain(..).skip(skip).collect();
+    let more_in_source = rows_after_skip.len() > want;
+    let rows: Vec<_> = rows_after_skip.into_iter().take(want).collect();
+    let mut out = Vec::with_capacity(rows.len() * 900 + 256);
+    out.extend_from_slice(format!("{{\"@odata.context\":\"{context}\",\"value\":[").as_bytes());
+    for (i, r) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        render::write_row(
+            &mut out,
+            ent,
+            &render::RowCtx::new(&store, company, set, *r),
+            &sel,
+        );
+    }
+    out.push(b']');
+    let remaining_top = top.map(|t| t - rows.len());
+    if more_in_source
+        && remaining_top != Some(0)
+        && let Some(last) = rows.last()
+    {
+        let mut link = link_without(root, rest, params, &["$skiptoken", "$skip", "$top"]);
+        if let Some(t) = remaining_top {
+            append_param(&mut link, "$top", &t.to_string(), true);
+        }
+        let token = match order {
+            Order::Key => format!("'{}'", json::guid_string(set.code(company), last.ordinal)),
+            Order::Modified => format!(
+                "'{},{}'",
+                last.modified_ms,
+                json::guid_string(set.code(company), last.ordinal)
+            ),
+        };
+        append_param(&mut link, "$skiptoken", &token, true);
+        out.extend_from_slice(b",\"@odata.nextLink\":");
+        json::string(&mut out, &link);
+    }
+    out.push(b'}');
+    let mut r = Reply::json(out);
+    if let Some(a) = applied {
+        r = r.header("preference-applied", a);
+    }
+    Ok(r)
+}
+
+fn parse_skiptoken(t: &str, code: u32) -> Option<After> {
+    let t = t.trim().trim_matches('\'');
+    let (ms, guid) = match t.split_once(',') {
+        Some((ms, g)) => (ms.parse().ok()?, g),
+        None => (i64::MIN, t),
+    };
+    let (c, o) = json::parse_guid(guid)?;
+    (c == code).then_some(After {
+        modified_ms: ms,
+        ordinal: o,
+    })
+}
+
+async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.business_central.mutate()).into_response()
+}
+
+async fn admin_counts(State(app): State<Arc<App>>) -> Response {
+    axum::Json(counts(&app.business_central)).into_response()
+}
+
+async fn admin_poison(
+    State(app): State<Arc<App>>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let set = q.get("entity_set").and_then(|s| Set::from_name(s));
+    let count = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
+    match set {
+        Some(s) => {
+            app.business_central.store_mut().poison(s, count);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        None => (StatusCode::BAD_REQUEST, "entity_set=<name>&count=<n>").into_response(),
+    }
+}
+
+/// `[[company_id, id, lastModifiedDateTime µs or null], …]` of every live row, sorted.
+async fn admin_keys(State(app): State<Arc<App>>, Path(entity_set): Path<String>) -> Response {
+    match live_rows(&app.business_central, &entity_set) {
+        Ok(rows) => axum::Json(
+            rows.into_iter()
+                .map(|r| (r.company_id, r.id, r.modified_micros))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => (StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    }
+}
+
+fn live_rows(bc: &BusinessCentral, entity_set: &str) -> Result<Vec<BcRow>> {
+    let set = bc_set(entity_set)?;
+    let store = bc.store();
+    let mut out = Vec::new();
+    for c in 0..COMPANIES.len() {
+        for r in store.live_rows(c, set) {
+            out.push(BcRow {
+                company_id: company_id(c),
+                id: json::guid_string(set.code(c), r.ordinal),
+                modified_micros: set.has_modified().then_some(r.modified_ms * 1000),
+            });
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn counts(bc: &BusinessCentral) -> BTreeMap<String, u64> {
+    let store = bc.store();
+    ALL.iter()
+        .map(|s| {
+            let n = (0..COMPANIES.len()).map(|c| store.count(c, *s)).sum();
+            (s.name().to_string(), n)
+        })
+        .collect()
+}
+
+/// A live row as the tests compare it with the warehouse.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BcRow {
+    pub company_id: String,
+    pub id: String,
+    /// `lastModifiedDateTime` in microseconds UTC (`None` for lines, which have none).
+    pub modified_micros: Option<i64>,
+}
+
+impl Sandbox {
+    /// The `[connections.X]` body of an mlc.toml for the Business Central fake, and the secrets
+    /// to store in the vault (field, value).
+    pub fn business_central_connection(&self) -> (String, Vec<(String, String)>) {
+        let body = format!(
+            "system = \"business_central\"\ntenant_id = \"{}\"\nenvironment = \"{ENVIRONMENT}\"\nclient_id = \"{}\"\nauthority_url = \"{}\"\napi_url = \"{}/bc\"\n",
+            entra::TENANT_ID,
+            entra::CLIENT_ID,
+            self.app.authority_url(),
+            self.app.base
+        );
+        (
+            body,
+            vec![("client_secret".into(), entra::CLIENT_SECRET.into())],
+        )
+    }
+
+    /// The environment's companies: (id, name).
+    pub fn business_central_companies(&self) -> Vec<(String, String)> {
+        COMPANIES
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (company_id(i), n.to_string()))
+            .collect()
+    }
+
+    /// One round of inserts, updates and deletes in the Business Central fake only.
+    pub fn business_central_mutate(&self) -> BTreeMap<String, BcChanges> {
+        self.app.business_central.mutate()
+    }
+
+    /// Live rows per entity set (all companies).
+    pub fn business_central_counts(&self) -> BTreeMap<String, u64> {
+        counts(&self.app.business_central)
+    }
+
+    /// Every live row of `entity_set`, sorted. Fails for an unknown entity set.
+    pub fn business_central_live_rows(&self, entity_set: &str) -> Result<Vec<BcRow>> {
+        live_rows(&self.app.business_central, entity_set)
+    }
+
+    /// The first `count` live rows of `entity_set` in the first company serve badly typed
+    /// values (decimals `"n/a"`, dates `"yesterday"`) until the next mutation round.
+    pub fn business_central_poison(&self, entity_set: &str, count: usize) -> Result<()> {
+        let set = bc_set(entity_set)?;
+        self.app.business_central.store_mut().poison(set, count);
+        Ok(())
+    }
+}
+
+fn bc_set(name: &str) -> Result<Set> {
+    Set::from_name(name).ok_or_else(|| {
+        Error::Config(format!(
+            "sandbox: unknown Business Central entity set `{name}`; known: {}",
+            ALL.map(|s| s.name()).join(", ")
+        ))
+    })
 }
