@@ -247,8 +247,13 @@ impl Sandbox {
     /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
     /// `mlc sandbox --project` and the tests, so they all configure the same project.
     pub fn connections(&self) -> Vec<SandboxConnection> {
-        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 2] = [
+        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 3] = [
             ("crm", "dataverse", self.dataverse_connection()),
+            (
+                "erp",
+                "business_central",
+                self.business_central_connection(),
+            ),
             ("vp", "deltek", self.deltek_connection()),
         ];
         each.into_iter()
@@ -269,6 +274,7 @@ impl Sandbox {
                 self.counts().get(set.name()).copied()
             }
             "deltek" => self.deltek_counts().get(entity).copied(),
+            "business_central" => self.business_central_count(entity),
             _ => None,
         }
     }

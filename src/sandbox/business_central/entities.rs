@@ -156,6 +156,26 @@ impl Set {
         }
     }
 
+    /// The stream entity (and catalog file) name, e.g. `sales_order_line`.
+    pub fn entity(self) -> &'static str {
+        match self {
+            Set::Customers => "customer",
+            Set::Vendors => "vendor",
+            Set::Contacts => "contact",
+            Set::Items => "item",
+            Set::SalesOrders => "sales_order",
+            Set::SalesOrderLines => "sales_order_line",
+            Set::SalesInvoices => "sales_invoice",
+            Set::SalesInvoiceLines => "sales_invoice_line",
+            Set::Accounts => "account",
+            Set::GeneralLedgerEntries => "general_ledger_entry",
+            Set::Dimensions => "dimension",
+            Set::DimensionValues => "dimension_value",
+            Set::PaymentTerms => "payment_term",
+            Set::Currencies => "currency",
+        }
+    }
+
     fn catalog_text(self) -> &'static str {
         match self {
             Set::Customers => include_str!("../../../catalog/business_central/customer.toml"),

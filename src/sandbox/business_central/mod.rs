@@ -672,6 +672,13 @@ impl Sandbox {
         counts(&self.app.business_central)
     }
 
+    /// Live rows (all companies) of the table behind stream entity `entity` (`customer`,
+    /// `sales_order_line`, …).
+    pub fn business_central_count(&self, entity: &str) -> Option<u64> {
+        let set = ALL.into_iter().find(|s| s.entity() == entity)?;
+        self.business_central_counts().get(set.name()).copied()
+    }
+
     /// Every live row of `entity_set`, sorted. Fails for an unknown entity set.
     pub fn business_central_live_rows(&self, entity_set: &str) -> Result<Vec<BcRow>> {
         live_rows(&self.app.business_central, entity_set)
