@@ -200,7 +200,6 @@ impl PipedriveSource {
             base: None,
             stream: stream.id.to_string(),
             fields_path: fields_path_of(&path),
-            path,
             query,
             // v1 endpoints (users) page by offset whatever the source's default says.
             pagination: if path.contains("/v1/") {
@@ -208,6 +207,7 @@ impl PipedriveSource {
             } else {
                 stream.source.pagination
             },
+            path,
             limit: stream.page_size().clamp(1, MAX_LIMIT),
             headers,
             fields: None,

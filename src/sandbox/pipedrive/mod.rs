@@ -32,8 +32,6 @@ use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
 use render::{Dims, Kind, Row, T0};
 
-pub use render::Kind as PipedriveKind;
-
 /// Credentials of the fake (not secrets: a local test fixture).
 pub const API_TOKEN: &str = "sandbox-pipedrive-api-token";
 pub const CLIENT_ID: &str = "sandbox-pipedrive-client";
@@ -52,7 +50,7 @@ struct Meta {
     deleted: Option<i64>,
 }
 
-struct State {
+struct Inner {
     clock: i64,
     rounds: u64,
     /// Rows per kind (initial + inserted); ids are 1..=count.
@@ -79,7 +77,7 @@ pub(crate) struct Pipedrive {
     scale: u64,
     initial: HashMap<Kind, i64>,
     token_ttl: Duration,
-    state: Mutex<State>,
+    state: Mutex<Inner>,
     faults: Protection,
 }
 
@@ -95,7 +93,7 @@ impl Pipedrive {
             scale: opts.scale,
             initial: initial.clone(),
             token_ttl: opts.token_ttl,
-            state: Mutex::new(State {
+            state: Mutex::new(Inner {
                 clock: T0 + max + 86_400,
                 rounds: 0,
                 counts: initial,
@@ -115,11 +113,11 @@ impl Pipedrive {
         }
     }
 
-    fn st(&self) -> MutexGuard<'_, State> {
+    fn st(&self) -> MutexGuard<'_, Inner> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn dims(&self, st: &State) -> Dims {
+    fn dims(&self, st: &Inner) -> Dims {
         Dims {
             seed: self.seed,
             users: render::user_count(self.scale),
@@ -165,7 +163,7 @@ impl Pipedrive {
     }
 
     /// The row as known now (`None`: never existed).
-    fn row(&self, st: &State, kind: Kind, id: i64) -> Option<Row> {
+    fn row(&self, st: &Inner, kind: Kind, id: i64) -> Option<Row> {
         if id < 1 || id > st.counts[&kind] {
             return None;
         }
@@ -181,7 +179,7 @@ impl Pipedrive {
 }
 
 /// Changes (or deletes) one row: a new revision and update time.
-fn touch(st: &mut State, kind: Kind, id: i64, delete: bool) {
+fn touch(st: &mut Inner, kind: Kind, id: i64, delete: bool) {
     st.clock += 1;
     let now = st.clock;
     let old = st.changed.get(&(kind, id)).copied();
@@ -273,7 +271,7 @@ fn decode_cursor(c: &str) -> Option<String> {
 
 impl Pipedrive {
     /// Whether a row is listed under the request's filters.
-    fn listed(&self, st: &State, kind: Kind, r: &Row, q: &ListQuery, d: &Dims) -> bool {
+    fn listed(&self, st: &Inner, kind: Kind, r: &Row, q: &ListQuery, d: &Dims) -> bool {
         if q.since.is_some_and(|s| r.update_time < s) || q.until.is_some_and(|u| r.update_time > u)
         {
             return false;
@@ -304,12 +302,12 @@ impl Pipedrive {
         let d = self.dims(&st);
         let mut out = String::with_capacity(q.limit * 600);
         let mut n = 0usize;
-        let mut emit = |out: &mut String, r: &Row| {
-            if n > 0 {
+        let emit = |out: &mut String, n: &mut usize, r: &Row| {
+            if *n > 0 {
                 out.push(',');
             }
             render::record(out, &d, kind, r);
-            n += 1;
+            *n += 1;
         };
         let pos = match &q.cursor {
             Some(c) => Some(decode_cursor(c).ok_or("invalid cursor")?),
@@ -341,7 +339,7 @@ impl Pipedrive {
                         && let Some(r) = self.row(&st, kind, id)
                         && self.listed(&st, kind, &r, q, &d)
                     {
-                        emit(&mut out, &r);
+                        emit(&mut out, &mut n, &r);
                     }
                     after = id;
                     id += 1;
@@ -371,7 +369,7 @@ impl Pipedrive {
                     if let Some(r) = self.row(&st, kind, id)
                         && self.listed(&st, kind, &r, q, &d)
                     {
-                        emit(&mut out, &r);
+                        emit(&mut out, &mut n, &r);
                     }
                     b_from = (t, id);
                 }
@@ -392,7 +390,7 @@ impl Pipedrive {
                     && let Some(r) = self.row(&st, kind, id)
                     && self.listed(&st, kind, &r, q, &d)
                 {
-                    emit(&mut out, &r);
+                    emit(&mut out, &mut n, &r);
                 }
                 id += if q.desc { -1 } else { 1 };
             }
