@@ -91,6 +91,9 @@ pub struct PipedriveSource {
 /// The field-definition endpoint of an entity list path, if it has custom fields.
 pub fn fields_path_of(path: &str) -> Option<String> {
     let (prefix, last) = path.trim_end_matches('/').rsplit_once('/')?;
+    if !(prefix.ends_with("/v2") || prefix.ends_with("/v1")) {
+        return None;
+    }
     let entity = match last {
         "deals" => "deal",
         "persons" => "person",
@@ -336,11 +339,18 @@ impl PipedriveSource {
     }
 
     async fn next_child(&mut self) -> Result<Option<Page>> {
-        let base = self.base().await?;
-        let limit = self.limit;
-        let Some(p) = self.parent.as_mut() else {
+        // The parent loop is taken out while fetching (which borrows `self`) and put back.
+        let Some(mut p) = self.parent.take() else {
             return Ok(None);
         };
+        let out = self.step_child(&mut p).await;
+        self.parent = Some(p);
+        out
+    }
+
+    async fn step_child(&mut self, p: &mut Parent) -> Result<Option<Page>> {
+        let base = self.base().await?;
+        let limit = self.limit;
         // Next batch of parent ids (skipping parent pages without records).
         while p.ids.is_empty() {
             if p.after == Some(None) {
@@ -355,10 +365,7 @@ impl PipedriveSource {
                 q.push(("cursor".into(), c.clone()));
             }
             let url = with_query(&format!("{base}{}", p.path), &q);
-            let resp = self.http.get(&url, &self.headers, &self.stream).await?;
-            let parsed = parse_page(&resp.body).map_err(|e| {
-                Error::Stopped(format!("{}: unparsable parent page: {e}", self.stream))
-            })?;
+            let (body, parsed) = self.fetch(&url).await?;
             #[derive(Deserialize)]
             struct Id {
                 id: i64,
@@ -366,7 +373,7 @@ impl PipedriveSource {
             p.ids = parsed
                 .rows
                 .iter()
-                .filter_map(|r| serde_json::from_slice::<Id>(&resp.body[r.clone()]).ok())
+                .filter_map(|r| serde_json::from_slice::<Id>(&body[r.clone()]).ok())
                 .map(|i| i.id)
                 .collect();
             p.after = Some(parsed.next_cursor.clone());
@@ -386,9 +393,6 @@ impl PipedriveSource {
         }
         let url = with_query(&format!("{base}{}", self.path), &q);
         let (body, parsed) = self.fetch(&url).await?;
-        let Some(p) = self.parent.as_mut() else {
-            return Ok(None);
-        };
         let resume = match &parsed.next_cursor {
             Some(c) => {
                 // Mid-batch: resuming re-reads this batch (merging makes that harmless).
@@ -397,10 +401,7 @@ impl PipedriveSource {
             }
             None => {
                 p.ids.clear();
-                match p.after.clone().flatten() {
-                    Some(next) => Some(format!("p:{next}")),
-                    None => None,
-                }
+                p.after.clone().flatten().map(|next| format!("p:{next}"))
             }
         };
         if resume.is_none() {
@@ -751,6 +752,7 @@ mod tests {
             Some("/api/v2/dealFields")
         );
         assert_eq!(fields_path_of("/api/v2/stages"), None);
+        assert_eq!(fields_path_of("/api/v2/deals/products"), None);
         assert_eq!(
             since("2024-05-02T09:15:00Z", 60).unwrap(),
             "2024-05-02T09:14:00Z"

@@ -6,7 +6,7 @@
 //! `x-ratelimit-*` headers on a 2-second burst window, a daily token budget charged by
 //! `x-token-cost`, a Cloudflare HTML 403 mode, seeded faults and mutation rounds.
 //!
-//! No rows are stored: unchanged row `id` renders from (seed, id) with update time `T0 + id`;
+//! No rows are stored: unchanged row `id` renders from (seed, id) with update time `T0 + id * STEP`;
 //! only rows a mutation touched keep (revision, update time, deleted) — so a million deals
 //! cost nothing until they change, and a page sorted by update time is the unchanged id range
 //! followed by the changed rows in time order. Writes (PATCH) can be added by bumping a row's
@@ -30,7 +30,7 @@ use super::options::Faults;
 use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
-use render::{Dims, Kind, Row, T0};
+use render::{Dims, Kind, Row, STEP, T0};
 
 /// Credentials of the fake (not secrets: a local test fixture).
 pub const API_TOKEN: &str = "sandbox-pipedrive-api-token";
@@ -94,7 +94,7 @@ impl Pipedrive {
             initial: initial.clone(),
             token_ttl: opts.token_ttl,
             state: Mutex::new(Inner {
-                clock: T0 + max + 86_400,
+                clock: T0 + max * STEP + 86_400,
                 rounds: 0,
                 counts: initial,
                 changed: HashMap::new(),
@@ -171,7 +171,7 @@ impl Pipedrive {
         Some(Row {
             id,
             rev: m.map_or(0, |m| m.rev),
-            update_time: m.map_or(T0 + id, |m| m.update_time),
+            update_time: m.map_or(T0 + id * STEP, |m| m.update_time),
             deleted: m.is_some_and(|m| m.deleted.is_some()),
             poisoned: st.poisoned.contains(&(kind, id)),
         })
@@ -315,7 +315,7 @@ impl Pipedrive {
         };
         let mut next = None;
         if q.by_time && !q.desc {
-            // Phase a: unchanged initial rows by id (their update time is T0 + id); phase b:
+            // Phase a: unchanged initial rows by id (their update time is T0 + id * STEP); phase b:
             // changed rows in update-time order.
             let initial = self.initial[&kind];
             let (mut phase_b, mut after) = match pos.as_deref().and_then(|p| p.split_once(':')) {
@@ -331,8 +331,11 @@ impl Pipedrive {
                 None => (i64::MIN, 0),
             };
             if !phase_b {
-                let lo = (after + 1).max(q.since.map_or(1, |s| s - T0));
-                let hi = q.until.map_or(initial, |u| (u - T0).min(initial));
+                let lo =
+                    (after + 1).max(q.since.map_or(1, |s| (s - T0 + STEP - 1).div_euclid(STEP)));
+                let hi = q
+                    .until
+                    .map_or(initial, |u| (u - T0).div_euclid(STEP).min(initial));
                 let mut id = lo.max(1);
                 while id <= hi && n < q.limit {
                     if !st.changed.contains_key(&(kind, id))

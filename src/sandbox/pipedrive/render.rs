@@ -58,8 +58,10 @@ impl Kind {
 }
 
 /// Epoch seconds of the first generated row (2024-01-01T00:00:00Z): unchanged row `id` was
-/// last updated at `T0 + id`, so update order equals id order until rows change.
+/// last updated at `T0 + id * STEP`, so update order equals id order until rows change (and a
+/// lookback of a few minutes re-reads only a few unchanged rows).
 pub const T0: i64 = 1_704_067_200;
+pub const STEP: i64 = 60;
 
 /// Users, pipelines and stages (fixed small sets).
 pub fn user_count(scale: u64) -> i64 {
@@ -174,7 +176,7 @@ fn key(d: &Dims, kind: Kind, id: i64, rev: u32) -> u64 {
 }
 
 fn add_time(d: &Dims, kind: Kind, id: i64) -> i64 {
-    T0 + id - range(row_key(d.seed, kind.tag(), id as u64), 0, 86_400 * 30)
+    T0 + id * STEP - range(row_key(d.seed, kind.tag(), id as u64), 0, 86_400 * 30)
 }
 
 /// A deal's status (open/won/lost), or deleted.
