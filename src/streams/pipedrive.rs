@@ -461,9 +461,22 @@ pub async fn load_field_map(
             q.push(("start".into(), s.to_string()));
         }
         let url = with_query(&format!("{base}{fields_path}"), &q);
-        let resp = http.get(&url, &headers, stream).await?;
-        let parsed = parse_page(&resp.body)
-            .map_err(|e| Error::Stopped(format!("{stream}: unparsable field definitions: {e}")))?;
+        let mut tries = 0;
+        let (resp, parsed) = loop {
+            let resp = http.get(&url, &headers, stream).await?;
+            match parse_page(&resp.body) {
+                Ok(p) => break (resp, p),
+                Err(e) if tries < MALFORMED_PAGE_RETRIES => {
+                    tries += 1;
+                    tracing::warn!(stream = %stream, "unparsable field definitions, fetching again: {e}");
+                }
+                Err(e) => {
+                    return Err(Error::Stopped(format!(
+                        "{stream}: unparsable field definitions: {e}"
+                    )));
+                }
+            }
+        };
         for r in &parsed.rows {
             let Ok(v) = serde_json::from_slice::<Value>(&resp.body[r.clone()]) else {
                 continue;

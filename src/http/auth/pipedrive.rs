@@ -116,6 +116,21 @@ impl PipedriveOAuth {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
+        self.fetch_with(http, refresh).await
+    }
+
+    /// The refresh token in the vault, if one is attached and holds one.
+    fn stored_refresh_token(&self) -> Option<SecretString> {
+        let store = self.store.as_ref()?;
+        store
+            .vault
+            .get(&store.connection)
+            .ok()
+            .flatten()?
+            .remove("refresh_token")
+    }
+
+    async fn fetch_with(&self, http: &reqwest::Client, refresh: SecretString) -> Result<Cached> {
         let basic = base64::engine::general_purpose::STANDARD.encode(format!(
             "{}:{}",
             self.client_id,
@@ -160,6 +175,17 @@ impl PipedriveOAuth {
             }
             if !(200..300).contains(&status) {
                 let e: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
+                // Another stream or process may have rotated the token: take the stored one.
+                if e.error == "invalid_grant"
+                    && let Some(stored) = self.stored_refresh_token()
+                    && stored.expose_secret() != refresh.expose_secret()
+                {
+                    *self
+                        .refresh_token
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = stored.clone();
+                    return Box::pin(self.fetch_with(http, stored)).await;
+                }
                 let hint = match (status, e.error.as_str()) {
                     (401, _) | (_, "invalid_client") => {
                         "client_id or client_secret is wrong (the app's OAuth credentials in Developer Hub)"

@@ -61,7 +61,8 @@ struct Inner {
     /// Access token → expiry.
     tokens: HashMap<String, Instant>,
     refresh: String,
-    previous_refresh: Option<String>,
+    /// Earlier refresh tokens still accepted (a grace window for racing refreshes).
+    previous_refresh: Vec<String>,
     issued: u64,
     /// Burst window start and requests in it.
     window: (Instant, u32),
@@ -102,7 +103,7 @@ impl Pipedrive {
                 poisoned: HashSet::new(),
                 tokens: HashMap::new(),
                 refresh: FIRST_REFRESH_TOKEN.into(),
-                previous_refresh: None,
+                previous_refresh: Vec::new(),
                 issued: 0,
                 window: (Instant::now(), 0),
                 burst_limit: 400,
@@ -180,7 +181,8 @@ impl Pipedrive {
 
 /// Changes (or deletes) one row: a new revision and update time.
 fn touch(st: &mut Inner, kind: Kind, id: i64, delete: bool) {
-    st.clock += 1;
+    // Changes are 37 s apart, so a lookback of minutes re-reads a handful of rows.
+    st.clock += 37;
     let now = st.clock;
     let old = st.changed.get(&(kind, id)).copied();
     if old.is_some_and(|m| m.deleted.is_some()) {
@@ -672,7 +674,7 @@ fn route(pd: &Pipedrive, rest: &str, q: &ListQuery) -> Result<String, (StatusCod
 }
 
 /// OAuth token endpoint: refresh grant, Basic client authentication, rotating refresh tokens
-/// (the previous one stays valid once, for a racing process).
+/// (the last eight stay valid, a grace window for racing refreshes).
 async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> Response {
     let pd = &app.pipedrive;
     let oauth_err = |status: StatusCode, e: &str, d: &str| {
@@ -710,7 +712,7 @@ async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: String) ->
     }
     let mut st = pd.st();
     let given = form.get("refresh_token").cloned().unwrap_or_default();
-    if given != st.refresh && st.previous_refresh.as_deref() != Some(given.as_str()) {
+    if given != st.refresh && !st.previous_refresh.contains(&given) {
         return oauth_err(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -723,7 +725,11 @@ async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: String) ->
     st.tokens.insert(access.clone(), expiry);
     if given == st.refresh {
         let new = format!("sandbox-refresh-{}", st.issued);
-        st.previous_refresh = Some(std::mem::replace(&mut st.refresh, new));
+        let old = std::mem::replace(&mut st.refresh, new);
+        st.previous_refresh.push(old);
+        if st.previous_refresh.len() > 8 {
+            st.previous_refresh.remove(0);
+        }
     }
     let body = format!(
         "{{\"access_token\":\"{access}\",\"token_type\":\"Bearer\",\"refresh_token\":\"{}\",\"scope\":\"base,deals:read,contacts:read,products:read,users:read\",\"expires_in\":{},\"api_domain\":\"{}/pipedrive\"}}",
