@@ -318,3 +318,18 @@ fn fixtures_decode_to_their_catalogs() {
     }
     assert_eq!(checked, 8);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_check_explains_a_bad_token() {
+    let p = project(opts(50), false, 50).await;
+    let conn = p.conn();
+    let ok = ml_connector::connect::check(&conn, &p.ctx.vault).await;
+    assert!(ok.ok, "{:?}", ok.problem);
+    assert!(ok.steps[0].contains("Sandbox Co"));
+    let mut s = Secrets::new();
+    s.insert("api_token".into(), SecretString::from("wrong".to_string()));
+    p.ctx.vault.put("crm", &s).unwrap();
+    let bad = ml_connector::connect::check(&conn, &p.ctx.vault).await;
+    assert!(!bad.ok);
+    assert!(bad.problem.unwrap().contains("API token"));
+}

@@ -404,3 +404,98 @@ impl crate::http::ResponseHook for PipedriveLimits {
         Verdict::Proceed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{ResponseHook, Verdict};
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn paces_on_an_empty_burst_window() {
+        let l = PipedriveLimits::new(0);
+        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "2")]);
+        assert_eq!(l.inspect(200, &h, b"{}"), Verdict::Proceed);
+        assert!(matches!(l.before(), Verdict::Wait(d) if d <= Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_429_waits_for_the_window_reset() {
+        let l = PipedriveLimits::new(0);
+        let h = headers(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "1")]);
+        assert_eq!(
+            l.inspect(
+                429,
+                &h,
+                br#"{"success":false,"error":"Request over limit"}"#
+            ),
+            Verdict::Wait(Duration::from_secs(1))
+        );
+        // Without headers the client's backoff decides.
+        let l = PipedriveLimits::new(0);
+        assert_eq!(l.inspect(429, &HeaderMap::new(), b""), Verdict::Proceed);
+    }
+
+    #[test]
+    fn a_spent_daily_budget_stops_and_stays_stopped() {
+        let l = PipedriveLimits::new(0);
+        let h = headers(&[("x-daily-ratelimit-token-remaining", "0")]);
+        assert!(matches!(l.inspect(429, &h, b"{}"), Verdict::Stop(m) if m.contains("budget")));
+        assert!(matches!(l.before(), Verdict::Stop(_)));
+        // The reserve: a good page is kept, the next request stops.
+        let l = PipedriveLimits::new(500);
+        let h = headers(&[("x-daily-ratelimit-token-remaining", "400")]);
+        assert_eq!(l.inspect(200, &h, b"{}"), Verdict::Proceed);
+        assert!(matches!(l.before(), Verdict::Stop(m) if m.contains("daily_token_reserve")));
+        let l = PipedriveLimits::new(0);
+        assert!(matches!(
+            l.inspect(
+                429,
+                &HeaderMap::new(),
+                br#"{"error":"Daily token budget exceeded"}"#
+            ),
+            Verdict::Stop(_)
+        ));
+    }
+
+    #[test]
+    fn cloudflare_html_403_is_a_hard_stop_but_json_403_is_not() {
+        let l = PipedriveLimits::new(0);
+        let h = headers(&[("content-type", "text/html; charset=UTF-8")]);
+        assert!(
+            matches!(l.inspect(403, &h, b"<!DOCTYPE html>"), Verdict::Stop(m) if m.contains("Cloudflare"))
+        );
+        let l = PipedriveLimits::new(0);
+        assert_eq!(
+            l.inspect(
+                403,
+                &HeaderMap::new(),
+                br#"{"success":false,"error":"forbidden"}"#
+            ),
+            Verdict::Proceed
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug() {
+        let t = PipedriveApiToken::new(SecretString::from("tok-123".to_string()));
+        assert!(!format!("{t:?}").contains("tok-123"));
+        let o = PipedriveOAuth::new(
+            "http://x/oauth/token",
+            "cid",
+            SecretString::from("sec-456".to_string()),
+            SecretString::from("ref-789".to_string()),
+            None,
+        );
+        let d = format!("{o:?}");
+        assert!(!d.contains("sec-456") && !d.contains("ref-789"));
+    }
+}
