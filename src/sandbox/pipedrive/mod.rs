@@ -666,10 +666,7 @@ fn route(pd: &Pipedrive, rest: &str, q: &ListQuery) -> Result<String, (StatusCod
             "{\"success\":true,\"data\":{\"id\":1,\"name\":\"Sandbox Admin\",\"email\":\"admin@example.com\",\"company_id\":9,\"company_name\":\"Sandbox Co\",\"company_domain\":\"sandbox\"}}"
                 .into(),
         ),
-        _ => Err((
-            StatusCode::NOT_FOUND,
-            format!("Unknown method ."),
-        )),
+        _ => Err((StatusCode::NOT_FOUND, "Unknown method .".to_string())),
     }
 }
 

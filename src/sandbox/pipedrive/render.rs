@@ -199,7 +199,7 @@ fn custom(out: &mut String, d: &Dims, kind: Kind, k: u64) {
         let h = field(k, 100 + i as u64);
         let _ = write!(out, "\"{}\":", field_key(d.seed, kind, i));
         match f.field_type {
-            _ if h % 7 == 0 => out.push_str("null"),
+            _ if h.is_multiple_of(7) => out.push_str("null"),
             "enum" => {
                 let _ = write!(out, "{}", pick(h, f.options).0);
             }
