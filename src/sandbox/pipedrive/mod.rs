@@ -332,6 +332,11 @@ impl Pipedrive {
                     .unwrap_or((i64::MIN, 0)),
                 None => (i64::MIN, 0),
             };
+            // Unchanged rows are never deleted: a deleted-only listing skips them.
+            let only_deleted = !q.statuses.is_empty() && q.statuses.iter().all(|s| s == "deleted");
+            if !phase_b && only_deleted {
+                phase_b = true;
+            }
             if !phase_b {
                 let lo =
                     (after + 1).max(q.since.map_or(1, |s| (s - T0 + STEP - 1).div_euclid(STEP)));
