@@ -241,3 +241,38 @@ async fn oauth_refresh_grant_rotates_and_issues_bearer_tokens() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_scale_account_pages_cheaply() {
+    // scale 1M: 500k deals, ~1.25M line items; nothing is stored until rows change.
+    let sb = start(1_000_000).await;
+    sb.pipedrive_mutate();
+    let started = std::time::Instant::now();
+    let (s, _, first) = get(&sb, "/api/v2/deals?limit=500").await;
+    assert_eq!(s, 200);
+    assert_eq!(first["data"].as_array().unwrap().len(), 500);
+    let c = first["additional_data"]["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, _, second) = get(&sb, &format!("/api/v2/deals?limit=500&cursor={c}")).await;
+    let last = first["data"][499]["id"].as_i64().unwrap();
+    assert!(second["data"][0]["id"].as_i64().unwrap() > last);
+    let (_, _, tail) = get(
+        &sb,
+        "/api/v2/deals?limit=500&sort_by=update_time&sort_direction=asc&updated_since=2024-12-01T00:00:00Z&status=open,won,lost,deleted",
+    )
+    .await;
+    assert!(!tail["data"].as_array().unwrap().is_empty());
+    let (_, _, deleted) = get(
+        &sb,
+        "/api/v2/deals?status=deleted&limit=500&sort_by=update_time",
+    )
+    .await;
+    assert!(!deleted["data"].as_array().unwrap().is_empty());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
