@@ -683,9 +683,11 @@ fn parse_connection(
                 &s.oauth_url,
                 "https://oauth.pipedrive.com/oauth/token",
             )?;
-            if s.client_id.is_some() != s.refresh_token.is_some() {
+            // OAuth: client_id here; client_secret and the refresh token in mlc.toml (`${VAR}`)
+            // or in the vault, where a rotated refresh token is written back.
+            if s.refresh_token.is_some() && s.client_id.is_none() {
                 return Err(Error::Config(format!(
-                    "connections.{name}: OAuth needs both client_id and refresh_token (with client_secret); for a personal token set only api_token"
+                    "connections.{name}: OAuth needs client_id with refresh_token (and client_secret); for a personal token set only api_token"
                 )));
             }
             ConnectionSettings::Pipedrive(s)

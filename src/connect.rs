@@ -130,12 +130,75 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
             )?;
             Ok(Endpoint { http, base })
         }
-        ConnectionSettings::Pipedrive(_) => Err(Error::Config(format!(
-            "connection `{}`: {} is not supported yet",
-            conn.name,
-            conn.system()
-        ))),
+        ConnectionSettings::Pipedrive(p) => pipedrive_endpoint(conn, vault, p),
     }
+}
+
+/// Pipedrive: an API token (`x-api-token`) when one is configured or stored, else the OAuth
+/// refresh grant (whose `api_domain` the reader prefers over `api_url`).
+fn pipedrive_endpoint(
+    conn: &Connection,
+    vault: &Vault,
+    p: &crate::config::PipedriveSettings,
+) -> Result<Endpoint> {
+    use crate::http::auth::AuthProvider;
+    use crate::http::auth::pipedrive::{
+        PipedriveApiToken, PipedriveLimits, PipedriveOAuth, RefreshStore,
+    };
+    let stored = if p.api_token.is_none() && p.refresh_token.is_none() {
+        vault.get(&conn.name)?.unwrap_or_default()
+    } else {
+        Default::default()
+    };
+    let auth: Arc<dyn AuthProvider> = if let Some(t) = p.api_token.clone().or_else(|| {
+        (p.refresh_token.is_none())
+            .then(|| stored.get("api_token").cloned())
+            .flatten()
+    }) {
+        Arc::new(PipedriveApiToken::new(t))
+    } else {
+        let client_id = p.client_id.clone().ok_or_else(|| {
+            Error::Config(format!(
+                "connection `{}`: set api_token, or client_id with client_secret and refresh_token (OAuth)",
+                conn.name
+            ))
+        })?;
+        let secret_v = secret(conn, vault, "client_secret", p.client_secret.as_ref())?;
+        let (refresh, store) = match &p.refresh_token {
+            Some(r) => (r.clone(), None),
+            None => (
+                secret(conn, vault, "refresh_token", None)?,
+                Some(RefreshStore {
+                    vault: vault.clone(),
+                    connection: conn.name.clone(),
+                }),
+            ),
+        };
+        Arc::new(PipedriveOAuth::new(
+            &p.oauth_url,
+            &client_id,
+            secret_v,
+            refresh,
+            store,
+        ))
+    };
+    let http = HttpClient::new(
+        "pipedrive",
+        &conn.name,
+        Some(auth),
+        Limits {
+            // Burst limit is 20–120 requests per 2 s per token by plan; the response headers
+            // pace the rest. 600/min stays under the smallest plan's 2-second window.
+            requests_per_minute: Some(conn.requests_per_minute.unwrap_or(600)),
+            max_concurrency: conn.max_concurrency.unwrap_or(4),
+        },
+        RetryPolicy::default(),
+    )?
+    .with_hook(Arc::new(PipedriveLimits::new(p.daily_token_reserve)));
+    Ok(Endpoint {
+        http,
+        base: p.api_url.trim_end_matches('/').to_string(),
+    })
 }
 
 /// The outcome of `mlc connection check`.
@@ -266,8 +329,33 @@ pub async fn check(conn: &Connection, vault: &Vault) -> CheckReport {
                 Err(e) => report.problem = Some(explain_deltek(&e, d)),
             }
         }
-        ConnectionSettings::Pipedrive(_) => {
-            report.problem = Some(format!("{} is not supported yet", conn.system()));
+        ConnectionSettings::Pipedrive(p) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            let base = match ep.http.auth_api_base().await {
+                Ok(b) => b.unwrap_or_else(|| ep.base.clone()),
+                Err(e) => {
+                    report.problem = Some(e.to_string());
+                    return report;
+                }
+            };
+            let url = format!("{base}/api/v1/users/me");
+            match ep.http.get(&url, &headers, "check").await {
+                Ok(resp) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&resp.body).unwrap_or_default();
+                    let d = &v["data"];
+                    report.steps.push(format!(
+                        "authenticated as {} ({}) in company {} ({})",
+                        d["name"].as_str().unwrap_or("?"),
+                        d["email"].as_str().unwrap_or("?"),
+                        d["company_name"].as_str().unwrap_or("?"),
+                        d["company_domain"].as_str().unwrap_or("?"),
+                    ));
+                    report.ok = true;
+                }
+                Err(e) => report.problem = Some(explain_pipedrive(&e, &base, p)),
+            }
         }
     }
     report
@@ -289,6 +377,26 @@ fn explain_deltek(e: &Error, d: &crate::config::DeltekSettings) -> String {
             "cannot reach {}: check base_url and the network ({e})",
             d.base_url
         ),
+        _ => e.to_string(),
+    }
+}
+
+/// Pipedrive failures in words.
+fn explain_pipedrive(e: &Error, base: &str, p: &crate::config::PipedriveSettings) -> String {
+    match e {
+        Error::Auth { .. } if p.api_token.is_some() || p.client_id.is_none() => format!(
+            "Pipedrive refused the API token: copy it again from Personal preferences > API (a regenerated token invalidates the old one; each token belongs to one company) ({e})"
+        ),
+        Error::Auth { .. } => e.to_string(),
+        Error::Http { status: 404, .. } => format!(
+            "no Pipedrive API at {base}: use https://<company>.pipedrive.com or https://api.pipedrive.com as api_url ({e})"
+        ),
+        Error::Http { status, body, .. } if !body.trim_start().starts_with('{') => format!(
+            "{base} answered HTTP {status} with something that is not the Pipedrive API (wrong domain, or a Cloudflare block): check api_url ({e})"
+        ),
+        Error::Transport { .. } => {
+            format!("cannot reach {base}: check api_url (the company domain) and the network ({e})")
+        }
         _ => e.to_string(),
     }
 }

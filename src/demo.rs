@@ -51,10 +51,11 @@ path = ".mlc/warehouse"
     let conns = sb.connections();
     for c in &conns {
         // The sandbox is local: client-side pacing would only slow the demo down (the
-        // sandboxes still answer 429 when their own limits are exceeded).
+        // sandboxes still answer 429 when their own limits are exceeded). Key-set passes run
+        // after every incremental run, so deletes of sources without a delete feed show at once.
         let _ = write!(
             text,
-            "\n[connections.{}]\n{}requests_per_minute = 100000\n",
+            "\n[connections.{}]\n{}requests_per_minute = 100000\nreconcile_every_hours = 0\n",
             c.name, c.settings
         );
     }

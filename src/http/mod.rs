@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{AUTHORIZATION, HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -92,6 +92,27 @@ pub struct Response {
     pub body: Bytes,
 }
 
+/// What a [`ResponseHook`] decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Carry on as usual.
+    Proceed,
+    /// Wait this long first (before a request: pacing; after a failed one: the retry wait
+    /// when the server sent no `Retry-After`).
+    Wait(Duration),
+    /// Stop the run with this message ([`Error::Stopped`], never retried).
+    Stop(String),
+}
+
+/// A system's reading of rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
+/// budget, Cloudflare's HTML 403). Other systems have none and behave as before.
+pub trait ResponseHook: Send + Sync {
+    /// Called before every attempt.
+    fn before(&self) -> Verdict;
+    /// Called with every response (any status).
+    fn inspect(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Verdict;
+}
+
 /// The client of one connection (one tenant of one system).
 #[derive(Clone)]
 pub struct HttpClient {
@@ -102,6 +123,7 @@ pub struct HttpClient {
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     gate: Arc<Semaphore>,
     policy: RetryPolicy,
+    hook: Option<Arc<dyn ResponseHook>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -152,7 +174,26 @@ impl HttpClient {
             limiter,
             gate: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
             policy,
+            hook: None,
         })
+    }
+
+    /// Adds a system's response hook (rate-limit pacing and hard stops).
+    pub fn with_hook(mut self, hook: Arc<dyn ResponseHook>) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// The API base the auth provider learned from its token response (Pipedrive OAuth
+    /// `api_domain`); fetches a token first when none is cached.
+    pub async fn auth_api_base(&self) -> Result<Option<String>> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        if auth.api_base().is_none() {
+            auth.authorization(&self.http, false).await?;
+        }
+        Ok(auth.api_base())
     }
 
     /// The system this client speaks to (`dataverse`, ...).
@@ -241,6 +282,13 @@ impl HttpClient {
         if let Some(l) = &self.limiter {
             l.until_ready().await;
         }
+        if let Some(hook) = &self.hook {
+            match hook.before() {
+                Verdict::Proceed => {}
+                Verdict::Wait(d) => tokio::time::sleep(d).await,
+                Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
+            }
+        }
         let _permit = match self.gate.acquire().await {
             Ok(p) => p,
             Err(_) => return Attempt::Failed(Error::Stopped("HTTP client closed".into())),
@@ -248,7 +296,7 @@ impl HttpClient {
         let mut rb = build(self.http.request(method.clone(), url));
         if let Some(auth) = &self.auth {
             match auth.authorization(&self.http, refresh).await {
-                Ok(h) => rb = rb.header(AUTHORIZATION, h),
+                Ok(h) => rb = rb.header(auth.header_name(), h),
                 Err(e) => return Attempt::Failed(e),
             }
         }
@@ -273,6 +321,14 @@ impl HttpClient {
         span.record("status", status);
         span.record("ms", started.elapsed().as_millis() as u64);
         tracing::debug!(bytes = body.len(), "response");
+        let mut hook_wait = None;
+        if let Some(hook) = &self.hook {
+            match hook.inspect(status, &headers, &body) {
+                Verdict::Proceed => {}
+                Verdict::Wait(d) => hook_wait = Some(d),
+                Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
+            }
+        }
         if (200..300).contains(&status) {
             return Attempt::Done(Response {
                 status,
@@ -283,7 +339,8 @@ impl HttpClient {
         let retry_after = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+            .and_then(|v| parse_retry_after(v, SystemTime::now()))
+            .or(hook_wait);
         let err = Error::Http {
             system: self.system.to_string(),
             method: method.to_string(),

@@ -275,6 +275,16 @@ impl Sandbox {
             }
             "deltek" => self.deltek_counts().get(entity).copied(),
             "business_central" => self.business_central_count(entity),
+            "pipedrive" => match entity {
+                "deal" | "person" | "organization" | "product" | "deal_product" => {
+                    Some(self.pipedrive_live_rows(entity).len() as u64)
+                }
+                _ => self
+                    .pipedrive_counts()
+                    .into_iter()
+                    .find(|(k, _)| k == entity)
+                    .and_then(|(_, n)| u64::try_from(n).ok()),
+            },
             _ => None,
         }
     }

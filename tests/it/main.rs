@@ -3,6 +3,7 @@
 mod sandbox_business_central;
 mod sandbox_dataverse;
 mod sandbox_deltek;
+mod sandbox_pipedrive;
 
 mod business_central_sync;
 mod cli;
@@ -11,5 +12,6 @@ mod crash_resume;
 mod dataverse_sync;
 mod deltek_sync;
 mod http_runtime;
+mod pipedrive_sync;
 mod secrets;
 mod support;

@@ -9,7 +9,7 @@ pub mod pipedrive;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::error::Result;
@@ -22,6 +22,18 @@ pub trait AuthProvider: Send + Sync + fmt::Debug {
     /// The header value to send. `refresh` forces a new token because the last one was
     /// refused. Fails with [`Error::Auth`] explaining what to fix.
     async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue>;
+
+    /// The header that carries the credential (`Authorization` unless the system uses its own,
+    /// e.g. Pipedrive's `x-api-token`).
+    fn header_name(&self) -> HeaderName {
+        AUTHORIZATION
+    }
+
+    /// An API base URL the token response named (Pipedrive OAuth `api_domain`), known after the
+    /// first token; `None` = use the configured one.
+    fn api_base(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A cached token and the instant after which it is renewed.

@@ -1,27 +1,893 @@
-//! The Pipedrive fake (placeholder: no routes yet).
+//! The Pipedrive fake: `/pipedrive/api/v2/...` and `/pipedrive/api/v1/...` with the
+//! `{success, data, additional_data}` envelopes, `x-api-token` and OAuth bearer auth (token
+//! endpoint at `/pipedrive-oauth/oauth/token`, refresh grant with Basic client auth, rotating
+//! refresh tokens, `api_domain`), opaque v2 cursors, `updated_since`/`updated_until`,
+//! `sort_by`/`sort_direction`, deal `status` filters incl. deleted (visible 30 days),
+//! `x-ratelimit-*` headers on a 2-second burst window, a daily token budget charged by
+//! `x-token-cost`, a Cloudflare HTML 403 mode, seeded faults and mutation rounds.
+//!
+//! No rows are stored: unchanged row `id` renders from (seed, id) with update time `T0 + id * STEP`;
+//! only rows a mutation touched keep (revision, update time, deleted) — so a million deals
+//! cost nothing until they change, and a page sorted by update time is the unchanged id range
+//! followed by the changed rows in time order. Writes (PATCH) can be added by bumping a row's
+//! revision the same way a mutation does.
 
-use std::sync::Arc;
+mod render;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use base64::Engine;
 
 use super::options::Faults;
-use super::{App, SandboxOptions};
+use super::protection::Protection;
+use super::rng::SeqRng;
+use super::{App, Sandbox, SandboxOptions};
+use render::{Dims, Kind, Row, STEP, T0};
+
+/// Credentials of the fake (not secrets: a local test fixture).
+pub const API_TOKEN: &str = "sandbox-pipedrive-api-token";
+pub const CLIENT_ID: &str = "sandbox-pipedrive-client";
+pub const CLIENT_SECRET: &str = "sandbox-pipedrive-client-secret";
+pub const FIRST_REFRESH_TOKEN: &str = "sandbox-refresh-0";
+
+/// Deleted deals stay listed (status=deleted) this long.
+const DELETED_VISIBLE_SECS: i64 = 30 * 86_400;
+
+/// What a changed row remembers.
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    rev: u32,
+    update_time: i64,
+    /// When it was deleted.
+    deleted: Option<i64>,
+}
+
+struct Inner {
+    clock: i64,
+    rounds: u64,
+    /// Rows per kind (initial + inserted); ids are 1..=count.
+    counts: HashMap<Kind, i64>,
+    changed: HashMap<(Kind, i64), Meta>,
+    by_time: BTreeSet<(Kind, i64, i64)>,
+    poisoned: HashSet<(Kind, i64)>,
+    /// Access token → expiry.
+    tokens: HashMap<String, Instant>,
+    refresh: String,
+    /// Earlier refresh tokens still accepted (a grace window for racing refreshes).
+    previous_refresh: Vec<String>,
+    issued: u64,
+    /// Burst window start and requests in it.
+    window: (Instant, u32),
+    burst_limit: u32,
+    /// Daily budget: (limit, remaining).
+    daily: (u64, u64),
+    html_403: bool,
+}
 
 /// State of the Pipedrive fake.
-pub(crate) struct Pipedrive;
+pub(crate) struct Pipedrive {
+    seed: u64,
+    scale: u64,
+    initial: HashMap<Kind, i64>,
+    token_ttl: Duration,
+    state: Mutex<Inner>,
+    faults: Protection,
+}
 
 impl Pipedrive {
-    pub(crate) fn new(_opts: &SandboxOptions) -> Self {
-        Self
+    pub(crate) fn new(opts: &SandboxOptions) -> Self {
+        let initial: HashMap<Kind, i64> = Kind::ALL
+            .iter()
+            .map(|k| (*k, k.initial(opts.scale)))
+            .collect();
+        let max = initial.values().copied().max().unwrap_or(0);
+        Self {
+            seed: opts.seed,
+            scale: opts.scale,
+            initial: initial.clone(),
+            token_ttl: opts.token_ttl,
+            state: Mutex::new(Inner {
+                clock: T0 + max * STEP + 86_400,
+                rounds: 0,
+                counts: initial,
+                changed: HashMap::new(),
+                by_time: BTreeSet::new(),
+                poisoned: HashSet::new(),
+                tokens: HashMap::new(),
+                refresh: FIRST_REFRESH_TOKEN.into(),
+                previous_refresh: Vec::new(),
+                issued: 0,
+                window: (Instant::now(), 0),
+                burst_limit: 400,
+                daily: (100_000_000, 100_000_000),
+                html_403: false,
+            }),
+            faults: Protection::new(None, opts.faults, opts.seed ^ 0x919E),
+        }
     }
 
-    /// One round of inserts, updates and deletes.
-    pub(crate) fn mutate(&self) {}
+    fn st(&self) -> MutexGuard<'_, Inner> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-    pub(crate) fn set_faults(&self, _faults: Faults) {}
+    fn dims(&self, st: &Inner) -> Dims {
+        Dims {
+            seed: self.seed,
+            users: render::user_count(self.scale),
+            persons: st.counts[&Kind::Person],
+            orgs: st.counts[&Kind::Org],
+            products: st.counts[&Kind::Product],
+        }
+    }
+
+    /// One round of inserts, updates and deletes on deals, persons, organizations (deletes
+    /// hard, deals soft: status deleted) and products (updates and inserts).
+    pub(crate) fn mutate(&self) {
+        let mut st = self.st();
+        st.rounds += 1;
+        let mut rng = SeqRng::new(self.seed ^ st.rounds.wrapping_mul(0x5EED));
+        for kind in Kind::ALL {
+            let n = st.counts[&kind];
+            let updates = (n / 50).max(2);
+            let inserts = (n / 100).max(1);
+            let deletes = if kind == Kind::Product {
+                0
+            } else {
+                (n / 200).max(1)
+            };
+            for _ in 0..updates {
+                let id = 1 + rng.below(n as u64) as i64;
+                touch(&mut st, kind, id, false);
+            }
+            for _ in 0..deletes {
+                let id = 1 + rng.below(n as u64) as i64;
+                touch(&mut st, kind, id, true);
+            }
+            for _ in 0..inserts {
+                let id = st.counts[&kind] + 1;
+                st.counts.insert(kind, id);
+                touch(&mut st, kind, id, false);
+            }
+        }
+    }
+
+    pub(crate) fn set_faults(&self, faults: Faults) {
+        self.faults.set_faults(faults);
+    }
+
+    /// The row as known now (`None`: never existed).
+    fn row(&self, st: &Inner, kind: Kind, id: i64) -> Option<Row> {
+        if id < 1 || id > st.counts[&kind] {
+            return None;
+        }
+        let m = st.changed.get(&(kind, id));
+        Some(Row {
+            id,
+            rev: m.map_or(0, |m| m.rev),
+            update_time: m.map_or(T0 + id * STEP, |m| m.update_time),
+            deleted: m.is_some_and(|m| m.deleted.is_some()),
+            poisoned: st.poisoned.contains(&(kind, id)),
+        })
+    }
+}
+
+/// Changes (or deletes) one row: a new revision and update time.
+fn touch(st: &mut Inner, kind: Kind, id: i64, delete: bool) {
+    // Changes are 37 s apart, so a lookback of minutes re-reads a handful of rows.
+    st.clock += 37;
+    let now = st.clock;
+    let old = st.changed.get(&(kind, id)).copied();
+    if old.is_some_and(|m| m.deleted.is_some()) {
+        return;
+    }
+    if let Some(m) = old {
+        st.by_time.remove(&(kind, m.update_time, id));
+    }
+    let m = Meta {
+        rev: old.map_or(1, |m| m.rev + 1),
+        update_time: now,
+        deleted: delete.then_some(now),
+    };
+    st.changed.insert((kind, id), m);
+    st.by_time.insert((kind, now, id));
+}
+
+/// Query parameters of one list request.
+#[derive(Default)]
+struct ListQuery {
+    cursor: Option<String>,
+    limit: usize,
+    since: Option<i64>,
+    until: Option<i64>,
+    by_time: bool,
+    desc: bool,
+    statuses: Vec<String>,
+    ids: Vec<i64>,
+    start: usize,
+}
+
+fn parse_time(v: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+fn parse_query(raw: Option<&str>) -> Result<ListQuery, String> {
+    let mut q = ListQuery {
+        limit: 100,
+        ..Default::default()
+    };
+    for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "cursor" => q.cursor = Some(v.to_string()),
+            "limit" => {
+                q.limit = v.parse().map_err(|_| format!("limit: not a number: {v}"))?;
+                if q.limit > 500 {
+                    return Err("Limit must be less than or equal to 500".into());
+                }
+            }
+            "start" => q.start = v.parse().unwrap_or(0),
+            "updated_since" => {
+                q.since = Some(parse_time(&v).ok_or(format!("updated_since: invalid date {v}"))?)
+            }
+            "updated_until" => {
+                q.until = Some(parse_time(&v).ok_or(format!("updated_until: invalid date {v}"))?)
+            }
+            "sort_by" => q.by_time = v == "update_time",
+            "sort_direction" => q.desc = v == "desc",
+            "status" => q.statuses = v.split(',').map(|s| s.trim().to_string()).collect(),
+            "deal_ids" | "ids" => {
+                q.ids = v.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+                if q.ids.len() > 100 {
+                    return Err("A maximum of 100 deal IDs can be provided".into());
+                }
+            }
+            "api_token" => return Err("use the x-api-token header".into()),
+            _ => {}
+        }
+    }
+    if q.limit == 0 {
+        q.limit = 100;
+    }
+    Ok(q)
+}
+
+fn encode_cursor(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+fn decode_cursor(c: &str) -> Option<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+impl Pipedrive {
+    /// Whether a row is listed under the request's filters.
+    fn listed(&self, st: &Inner, kind: Kind, r: &Row, q: &ListQuery, d: &Dims) -> bool {
+        if q.since.is_some_and(|s| r.update_time < s) || q.until.is_some_and(|u| r.update_time > u)
+        {
+            return false;
+        }
+        if kind != Kind::Deal {
+            return !r.deleted;
+        }
+        if r.deleted
+            && st
+                .changed
+                .get(&(kind, r.id))
+                .and_then(|m| m.deleted)
+                .is_some_and(|t| st.clock - t > DELETED_VISIBLE_SECS)
+        {
+            return false;
+        }
+        let status = render::deal_status(d, r);
+        if q.statuses.is_empty() {
+            status != "deleted"
+        } else {
+            q.statuses.iter().any(|s| s == status)
+        }
+    }
+
+    /// One page of a v2 list: rows in order and the next cursor.
+    fn list(&self, kind: Kind, q: &ListQuery) -> Result<(String, Option<String>), String> {
+        let st = self.st();
+        let d = self.dims(&st);
+        let mut out = String::with_capacity(q.limit * 600);
+        let mut n = 0usize;
+        let emit = |out: &mut String, n: &mut usize, r: &Row| {
+            if *n > 0 {
+                out.push(',');
+            }
+            render::record(out, &d, kind, r);
+            *n += 1;
+        };
+        let pos = match &q.cursor {
+            Some(c) => Some(decode_cursor(c).ok_or("invalid cursor")?),
+            None => None,
+        };
+        let mut next = None;
+        if q.by_time && !q.desc {
+            // Phase a: unchanged initial rows by id (their update time is T0 + id * STEP); phase b:
+            // changed rows in update-time order.
+            let initial = self.initial[&kind];
+            let (mut phase_b, mut after) = match pos.as_deref().and_then(|p| p.split_once(':')) {
+                Some(("a", id)) => (false, id.parse::<i64>().unwrap_or(0)),
+                Some(("b", rest)) => (true, rest.parse::<i64>().map(|_| 0).unwrap_or(0)),
+                _ => (false, 0),
+            };
+            let mut b_from: (i64, i64) = match pos.as_deref().and_then(|p| p.strip_prefix("b:")) {
+                Some(rest) => rest
+                    .split_once(':')
+                    .and_then(|(t, i)| Some((t.parse().ok()?, i.parse().ok()?)))
+                    .unwrap_or((i64::MIN, 0)),
+                None => (i64::MIN, 0),
+            };
+            // Unchanged rows are never deleted: a deleted-only listing skips them.
+            let only_deleted = !q.statuses.is_empty() && q.statuses.iter().all(|s| s == "deleted");
+            if !phase_b && only_deleted {
+                phase_b = true;
+            }
+            if !phase_b {
+                let lo =
+                    (after + 1).max(q.since.map_or(1, |s| (s - T0 + STEP - 1).div_euclid(STEP)));
+                let hi = q
+                    .until
+                    .map_or(initial, |u| (u - T0).div_euclid(STEP).min(initial));
+                let mut id = lo.max(1);
+                while id <= hi && n < q.limit {
+                    if !st.changed.contains_key(&(kind, id))
+                        && let Some(r) = self.row(&st, kind, id)
+                        && self.listed(&st, kind, &r, q, &d)
+                    {
+                        emit(&mut out, &mut n, &r);
+                    }
+                    after = id;
+                    id += 1;
+                }
+                if n >= q.limit && id <= hi {
+                    next = Some(format!("a:{after}"));
+                } else {
+                    phase_b = true;
+                }
+            }
+            if phase_b && next.is_none() {
+                let since = q.since.unwrap_or(i64::MIN);
+                let from = if b_from.0 == i64::MIN {
+                    (kind, since, i64::MIN)
+                } else {
+                    (kind, b_from.0, b_from.1 + 1)
+                };
+                let mut more = false;
+                for &(k, t, id) in st.by_time.range(from..) {
+                    if k != kind || q.until.is_some_and(|u| t > u) {
+                        break;
+                    }
+                    if n >= q.limit {
+                        more = true;
+                        break;
+                    }
+                    if let Some(r) = self.row(&st, kind, id)
+                        && self.listed(&st, kind, &r, q, &d)
+                    {
+                        emit(&mut out, &mut n, &r);
+                    }
+                    b_from = (t, id);
+                }
+                if more {
+                    next = Some(format!("b:{}:{}", b_from.0, b_from.1));
+                }
+            }
+        } else {
+            // Id order (descending when asked); time filters checked row by row.
+            let count = st.counts[&kind];
+            let mut id: i64 = match pos.as_deref().and_then(|p| p.strip_prefix("i:")) {
+                Some(v) => v.parse().map_err(|_| "invalid cursor")?,
+                None if q.desc => count,
+                None => 1,
+            };
+            while (1..=count).contains(&id) && n < q.limit {
+                if (q.ids.is_empty() || q.ids.contains(&id))
+                    && let Some(r) = self.row(&st, kind, id)
+                    && self.listed(&st, kind, &r, q, &d)
+                {
+                    emit(&mut out, &mut n, &r);
+                }
+                id += if q.desc { -1 } else { 1 };
+            }
+            if (1..=count).contains(&id) {
+                next = Some(format!("i:{id}"));
+            }
+        }
+        Ok((out, next.map(|n| encode_cursor(&n))))
+    }
+
+    /// Line items of up to 100 deals (deleted deals have none), cursor-paged.
+    fn deal_products(&self, q: &ListQuery) -> Result<(String, Option<String>), String> {
+        if q.ids.is_empty() {
+            return Err("deal_ids is required".into());
+        }
+        let st = self.st();
+        let d = self.dims(&st);
+        let skip: usize = match &q.cursor {
+            Some(c) => decode_cursor(c)
+                .and_then(|s| s.parse().ok())
+                .ok_or("invalid cursor")?,
+            None => 0,
+        };
+        let mut ids = q.ids.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut out = String::new();
+        let (mut seen, mut n) = (0usize, 0usize);
+        for id in ids {
+            let Some(deal) = self.row(&st, Kind::Deal, id) else {
+                continue;
+            };
+            if deal.deleted {
+                continue;
+            }
+            for k in 0..render::deal_product_count(&d, &deal) {
+                seen += 1;
+                if seen <= skip {
+                    continue;
+                }
+                if n == q.limit {
+                    return Ok((out, Some(encode_cursor(&(skip + n).to_string()))));
+                }
+                if n > 0 {
+                    out.push(',');
+                }
+                render::deal_product(&mut out, &d, &deal, k);
+                n += 1;
+            }
+        }
+        Ok((out, None))
+    }
+}
+
+fn envelope(data: &str, next: Option<String>) -> String {
+    format!(
+        "{{\"success\":true,\"data\":[{data}],\"additional_data\":{{\"next_cursor\":{}}}}}",
+        next.map_or("null".to_string(), |c| format!("\"{c}\""))
+    )
+}
+
+fn error(status: StatusCode, msg: &str) -> (StatusCode, String) {
+    (
+        status,
+        format!(
+            "{{\"success\":false,\"error\":{},\"errorCode\":{},\"error_info\":\"Please check developers.pipedrive.com for more information about Pipedrive API.\",\"data\":null,\"additional_data\":null}}",
+            serde_json::to_string(msg).unwrap_or_default(),
+            status.as_u16()
+        ),
+    )
+}
+
+/// `x-token-cost` of a route (v2 list 10, v1 list 20, single v1 GET 2, field lists 10).
+fn token_cost(rest: &str) -> u64 {
+    if rest.starts_with("api/v1/users/me") {
+        2
+    } else if rest.starts_with("api/v1/") {
+        20
+    } else {
+        10
+    }
+}
+
+async fn handle(
+    State(app): State<Arc<App>>,
+    Path(rest): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let pd = &app.pipedrive;
+    let draw = pd.faults.draw();
+    if let Some(d) = draw.slow {
+        tokio::time::sleep(d).await;
+    }
+    // Limits first: Cloudflare, daily budget, burst window.
+    let (limit, remaining, reset, daily_left, daily_limit, verdict) = {
+        let mut st = pd.st();
+        if st.html_403 {
+            return (
+                StatusCode::FORBIDDEN,
+                [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+                "<!DOCTYPE html><html><head><title>Attention Required! | Cloudflare</title></head><body>Sorry, you have been blocked</body></html>",
+            )
+                .into_response();
+        }
+        let now = Instant::now();
+        if now.duration_since(st.window.0) >= Duration::from_secs(2) {
+            st.window = (now, 0);
+        }
+        let reset = 2u64
+            .saturating_sub(now.duration_since(st.window.0).as_secs())
+            .max(1);
+        let cost = token_cost(&rest);
+        let verdict = if st.daily.1 < cost {
+            st.daily.1 = 0;
+            Some(error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Daily token budget exceeded: the company's API token budget for today is spent",
+            ))
+        } else if st.window.1 >= st.burst_limit || draw.throttle {
+            Some(error(StatusCode::TOO_MANY_REQUESTS, "Request over limit"))
+        } else {
+            st.window.1 += 1;
+            st.daily.1 -= cost;
+            None
+        };
+        let remaining = if verdict.is_some() {
+            0
+        } else {
+            st.burst_limit - st.window.1
+        };
+        (
+            st.burst_limit,
+            remaining,
+            reset,
+            st.daily.1,
+            st.daily.0,
+            verdict,
+        )
+    };
+    let rl = [
+        ("x-ratelimit-limit", limit.to_string()),
+        ("x-ratelimit-remaining", remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+        ("x-daily-ratelimit-token-limit", daily_limit.to_string()),
+        ("x-daily-ratelimit-token-remaining", daily_left.to_string()),
+        ("content-type", "application/json".to_string()),
+    ];
+    let reply = |(status, body): (StatusCode, String)| {
+        let mut r = Response::builder().status(status);
+        for (k, v) in &rl {
+            r = r.header(*k, v.as_str());
+        }
+        r.body(Body::from(body))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    };
+    if let Some(v) = verdict {
+        return reply(v);
+    }
+    if let Some(code) = draw.server_error {
+        return reply(error(
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            "Internal server error (sandbox fault)",
+        ));
+    }
+    // Auth: x-api-token, or a bearer token from the OAuth endpoint.
+    let authed = {
+        let mut st = pd.st();
+        if let Some(t) = headers.get("x-api-token").and_then(|v| v.to_str().ok()) {
+            t == API_TOKEN
+        } else if let Some(b) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+        {
+            if draw.expire_token {
+                st.tokens.remove(b);
+            }
+            st.tokens.get(b).is_some_and(|exp| *exp > Instant::now())
+        } else {
+            false
+        }
+    };
+    if !authed {
+        return reply(error(StatusCode::UNAUTHORIZED, "unauthorized access"));
+    }
+    let q = match parse_query(raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return reply(error(StatusCode::BAD_REQUEST, &e)),
+    };
+    let body = route(pd, &rest, &q);
+    let (status, mut body) = match body {
+        Ok(b) => (StatusCode::OK, b),
+        Err((s, m)) => error(s, &m),
+    };
+    if let Some(frac) = draw.reset {
+        // A body cut short (what a dropped connection leaves behind).
+        body.truncate((body.len() as f64 * frac) as usize);
+        while !body.is_char_boundary(body.len()) {
+            body.pop();
+        }
+    }
+    reply((status, body))
+}
+
+fn route(pd: &Pipedrive, rest: &str, q: &ListQuery) -> Result<String, (StatusCode, String)> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
+    let path = rest.trim_end_matches('/');
+    if let Some(v2) = path.strip_prefix("api/v2/") {
+        if v2 == "deals/products" {
+            let (data, next) = pd.deal_products(q).map_err(bad)?;
+            return Ok(envelope(&data, next));
+        }
+        for kind in Kind::ALL {
+            if v2 == kind.plural() {
+                let (data, next) = pd.list(kind, q).map_err(bad)?;
+                return Ok(envelope(&data, next));
+            }
+            if v2 == format!("{}Fields", kind.singular()) {
+                let mut out = String::new();
+                render::field_defs(&mut out, pd.seed, kind);
+                return Ok(envelope(&out, None));
+            }
+        }
+        let small = |n: i64, f: fn(&mut String, i64)| {
+            let mut out = String::new();
+            for id in 1..=n {
+                if id > 1 {
+                    out.push(',');
+                }
+                f(&mut out, id);
+            }
+            envelope(&out, None)
+        };
+        match v2 {
+            "pipelines" => return Ok(small(render::PIPELINES, render::pipeline)),
+            "stages" => {
+                return Ok(small(
+                    render::PIPELINES * render::STAGES_PER_PIPELINE,
+                    render::stage,
+                ));
+            }
+            _ => {}
+        }
+    }
+    match path {
+        "api/v1/users" => {
+            let st = pd.st();
+            let d = pd.dims(&st);
+            let n = d.users as usize;
+            let start = q.start.min(n);
+            let end = (start + q.limit).min(n);
+            let mut out = String::new();
+            for id in start..end {
+                if id > start {
+                    out.push(',');
+                }
+                render::user(&mut out, &d, id as i64 + 1);
+            }
+            Ok(format!(
+                "{{\"success\":true,\"data\":[{out}],\"additional_data\":{{\"pagination\":{{\"start\":{start},\"limit\":{},\"more_items_in_collection\":{}{}}}}}}}",
+                q.limit,
+                end < n,
+                if end < n { format!(",\"next_start\":{end}") } else { String::new() }
+            ))
+        }
+        "api/v1/users/me" => Ok(
+            "{\"success\":true,\"data\":{\"id\":1,\"name\":\"Sandbox Admin\",\"email\":\"admin@example.com\",\"company_id\":9,\"company_name\":\"Sandbox Co\",\"company_domain\":\"sandbox\"}}"
+                .into(),
+        ),
+        _ => Err((StatusCode::NOT_FOUND, "Unknown method .".to_string())),
+    }
+}
+
+/// OAuth token endpoint: refresh grant, Basic client authentication, rotating refresh tokens
+/// (the last eight stay valid, a grace window for racing refreshes).
+async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: String) -> Response {
+    let pd = &app.pipedrive;
+    let oauth_err = |status: StatusCode, e: &str, d: &str| {
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json")],
+            format!("{{\"error\":\"{e}\",\"error_description\":\"{d}\"}}"),
+        )
+            .into_response()
+    };
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        != Some(want.as_str())
+    {
+        return oauth_err(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client credentials",
+        );
+    }
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_err(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "only refresh_token",
+        );
+    }
+    let mut st = pd.st();
+    let given = form.get("refresh_token").cloned().unwrap_or_default();
+    if given != st.refresh && !st.previous_refresh.contains(&given) {
+        return oauth_err(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid refresh token",
+        );
+    }
+    st.issued += 1;
+    let access = format!("v1u:sandbox-access-{}", st.issued);
+    let expiry = Instant::now() + pd.token_ttl;
+    st.tokens.insert(access.clone(), expiry);
+    if given == st.refresh {
+        let new = format!("sandbox-refresh-{}", st.issued);
+        let old = std::mem::replace(&mut st.refresh, new);
+        st.previous_refresh.push(old);
+        if st.previous_refresh.len() > 8 {
+            st.previous_refresh.remove(0);
+        }
+    }
+    let body = format!(
+        "{{\"access_token\":\"{access}\",\"token_type\":\"Bearer\",\"refresh_token\":\"{}\",\"scope\":\"base,deals:read,contacts:read,products:read,users:read\",\"expires_in\":{},\"api_domain\":\"{}/pipedrive\"}}",
+        st.refresh,
+        pd.token_ttl.as_secs().max(1),
+        app.base
+    );
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
+    app.pipedrive.mutate();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn admin_counts(State(app): State<Arc<App>>) -> Response {
+    let st = app.pipedrive.st();
+    let counts: serde_json::Map<String, serde_json::Value> = Kind::ALL
+        .iter()
+        .map(|k| (k.plural().to_string(), st.counts[k].into()))
+        .collect();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::Value::Object(counts).to_string(),
+    )
+        .into_response()
 }
 
 /// Routes of the Pipedrive fake.
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
+        .route("/pipedrive/{*rest}", any(handle))
+        .route("/pipedrive-oauth/oauth/token", post(token))
+        .route("/_sandbox/pipedrive/mutate", post(admin_mutate))
+        .route("/_sandbox/pipedrive/counts", get(admin_counts))
+}
+
+fn kind_of(entity: &str) -> Option<Kind> {
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.singular() == entity || k.plural() == entity)
+}
+
+/// Pipedrive controls for tests and the demo.
+impl Sandbox {
+    /// Body of an mlc.toml `[connections.X]` section using the API token, and the secrets to
+    /// store in the vault.
+    pub fn pipedrive_connection(&self) -> (String, Vec<(String, String)>) {
+        (
+            format!(
+                "system = \"pipedrive\"\napi_url = \"{}/pipedrive\"\n",
+                self.app.base
+            ),
+            vec![("api_token".into(), API_TOKEN.into())],
+        )
+    }
+
+    /// The same account through OAuth (refresh grant; the token response names the API host).
+    pub fn pipedrive_oauth_connection(&self) -> (String, Vec<(String, String)>) {
+        let refresh = self.app.pipedrive.st().refresh.clone();
+        (
+            format!(
+                "system = \"pipedrive\"\napi_url = \"{}/pipedrive-wrong-host\"\noauth_url = \"{}/pipedrive-oauth/oauth/token\"\nclient_id = \"{CLIENT_ID}\"\n",
+                self.app.base, self.app.base
+            ),
+            vec![
+                ("client_secret".into(), CLIENT_SECRET.into()),
+                ("refresh_token".into(), refresh),
+            ],
+        )
+    }
+
+    /// One mutation round on the Pipedrive fake only.
+    pub fn pipedrive_mutate(&self) {
+        self.app.pipedrive.mutate();
+    }
+
+    /// Rows per entity (ids ever issued).
+    pub fn pipedrive_counts(&self) -> Vec<(String, i64)> {
+        let st = self.app.pipedrive.st();
+        Kind::ALL
+            .iter()
+            .map(|k| (k.singular().to_string(), st.counts[k]))
+            .collect()
+    }
+
+    /// Live rows of `entity` (`deal`, `person`, `organization`, `product`, `deal_product`):
+    /// (id, update_time RFC 3339), deleted rows excluded, in id order.
+    pub fn pipedrive_live_rows(&self, entity: &str) -> Vec<(i64, String)> {
+        let pd = &self.app.pipedrive;
+        let st = pd.st();
+        let d = pd.dims(&st);
+        let deal_products = entity == "deal_product";
+        let Some(kind) = (if deal_products {
+            Some(Kind::Deal)
+        } else {
+            kind_of(entity)
+        }) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for id in 1..=st.counts[&kind] {
+            let Some(r) = pd.row(&st, kind, id) else {
+                continue;
+            };
+            if r.deleted {
+                continue;
+            }
+            if deal_products {
+                for k in 0..render::deal_product_count(&d, &r) {
+                    out.push((id * 4 + k, render::ts(r.update_time)));
+                }
+            } else {
+                out.push((id, render::ts(r.update_time)));
+            }
+        }
+        out
+    }
+
+    /// Requests allowed per 2-second window (default 400).
+    pub fn pipedrive_set_burst_limit(&self, n: u32) {
+        self.app.pipedrive.st().burst_limit = n.max(1);
+    }
+
+    /// Daily token budget left (the limit header keeps the original figure).
+    pub fn pipedrive_set_daily_tokens(&self, remaining: u64) {
+        self.app.pipedrive.st().daily.1 = remaining;
+    }
+
+    /// Cloudflare mode: every API call answers 403 with an HTML page.
+    pub fn pipedrive_set_html_403(&self, on: bool) {
+        self.app.pipedrive.st().html_403 = on;
+    }
+
+    /// Invalidates every issued access token (the next call gets 401 and must refresh).
+    pub fn pipedrive_expire_tokens(&self) {
+        self.app.pipedrive.st().tokens.clear();
+    }
+
+    /// Makes `count` existing rows of `entity` render an unreadable update_time (the decoder
+    /// must quarantine them); returns their ids.
+    pub fn pipedrive_poison(&self, entity: &str, count: usize) -> Vec<i64> {
+        let Some(kind) = kind_of(entity) else {
+            return Vec::new();
+        };
+        let mut st = self.app.pipedrive.st();
+        let n = st.counts[&kind];
+        let ids: Vec<i64> = (0..count as i64).map(|i| 1 + (i * 7919) % n).collect();
+        for id in &ids {
+            st.poisoned.insert((kind, *id));
+        }
+        ids
+    }
+
+    /// The 40-hex key of custom field `i` of `entity`, for tests.
+    pub fn pipedrive_custom_field_key(&self, entity: &str, i: usize) -> Option<String> {
+        kind_of(entity).map(|k| render::field_key(self.app.pipedrive.seed, k, i))
+    }
 }
