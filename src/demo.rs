@@ -30,8 +30,15 @@ pub struct DemoOptions {
 
 /// Writes a project for a running sandbox into `dir`: an mlc.toml with one connection per
 /// system (no secrets in it) and the sandbox's credentials in the project's encrypted vault.
-/// Shared by `mlc demo`, `mlc sandbox --project` and the benchmarks.
-pub fn write_project(dir: &Path, sb: &Sandbox, extra: &str) -> Result<Config> {
+/// Shared by `mlc demo`, `mlc sandbox --project` and the benchmarks. `keyset_every_run` sets
+/// `reconcile_every_hours = 0`, so deletes of sources without a delete feed are found by every
+/// incremental run (the demo shows them at once).
+pub fn write_project(
+    dir: &Path,
+    sb: &Sandbox,
+    extra: &str,
+    keyset_every_run: bool,
+) -> Result<Config> {
     let mut text = String::from(
         r#"# A project reading the local sandbox (written by mlc).
 # The sandbox's credentials are in the encrypted vault (.mlc/vault.json), not here.
@@ -51,12 +58,17 @@ path = ".mlc/warehouse"
     let conns = sb.connections();
     for c in &conns {
         // The sandbox is local: client-side pacing would only slow the demo down (the
-        // sandboxes still answer 429 when their own limits are exceeded). Key-set passes run
-        // after every incremental run, so deletes of sources without a delete feed show at once.
+        // sandboxes still answer 429 when their own limits are exceeded).
         let _ = write!(
             text,
-            "\n[connections.{}]\n{}requests_per_minute = 100000\nreconcile_every_hours = 0\n",
-            c.name, c.settings
+            "\n[connections.{}]\n{}requests_per_minute = 100000\n{}",
+            c.name,
+            c.settings,
+            if keyset_every_run {
+                "reconcile_every_hours = 0\n"
+            } else {
+                ""
+            }
         );
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -133,12 +145,12 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     )
     .await?;
     print(&format!(
-        "ml-connector demo in {}\nsandbox (Entra + Dataverse) at {}",
+        "ml-connector demo in {}\nsandbox (Entra, Dataverse, Business Central, Deltek, Pipedrive) at {}",
         dir.display(),
         sandbox.base_url()
     ));
 
-    let config = write_project(dir, &sandbox, "")?;
+    let config = write_project(dir, &sandbox, "", true)?;
     let ctx = Context::open(config)?;
     let conns: Vec<&crate::config::Connection> = ctx.config.connections.values().collect();
 
@@ -151,7 +163,10 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     print(&format!("\nChanged the sandbox: {changes}"));
 
     let incr = run_many(&ctx, &conns, &[], &RunRequest::Sync { full: false }).await?;
-    let (table, ok2) = summary_table("Incremental sync (delta tokens):", &incr);
+    let (table, ok2) = summary_table(
+        "Incremental sync (delta tokens, modified-time cursors, key-set passes):",
+        &incr,
+    );
     print(&table);
 
     // Every table must equal its source.

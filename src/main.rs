@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         scale: u64,
     },
-    /// Serve the local fakes (Entra + Dataverse) for tests, demos and benchmarks.
+    /// Serve the local fakes (Entra, Dataverse, Business Central, Deltek, Pipedrive) for tests, demos and benchmarks.
     Sandbox(SandboxArgs),
     /// Write a commented mlc.toml.
     Init {
@@ -375,7 +375,7 @@ async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
     .await?;
     println!("sandbox listening on {}", sb.base_url());
     if let Some(dir) = &a.project {
-        let cfg = ml_connector::demo::write_project(dir, &sb, "")?;
+        let cfg = ml_connector::demo::write_project(dir, &sb, "", false)?;
         println!(
             "  project:           {} (connections: {})",
             dir.join("mlc.toml").display(),

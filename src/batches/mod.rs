@@ -89,9 +89,10 @@ pub struct RowDecoder {
     key_cols: Vec<(usize, String)>,
     /// Context names of the columns the reader supplies.
     context_cols: Vec<String>,
-    /// Decode-schema indexes of timestamp columns decoded in a tenant time zone (then
-    /// relabelled UTC: the values are instants either way).
+    /// Decode-schema indexes of timestamp columns written as zone-less wall time, and the
+    /// zone they are in.
     zoned: Vec<usize>,
+    zone: Option<arrow_array::timezone::Tz>,
     connection: String,
     run_id: String,
 }
@@ -214,6 +215,7 @@ impl RowDecoder {
             key_cols,
             context_cols,
             zoned: Vec::new(),
+            zone: None,
             connection: connection.to_string(),
             run_id: run_id.to_string(),
         })
@@ -223,8 +225,12 @@ impl RowDecoder {
     /// time in `tz` (an IANA name such as `America/New_York`). Values with an offset or `Z` are
     /// unaffected. Fails when `tz` is not a known zone.
     pub fn with_naive_time_zone(mut self, tz: &str) -> Result<Self> {
-        tz.parse::<arrow_array::timezone::Tz>()
+        let zone: arrow_array::timezone::Tz = tz
+            .parse()
             .map_err(|e| Error::Config(format!("time zone `{tz}`: {e}")))?;
+        // Decoded as plain wall time (no zone), then placed in `zone` by `to_utc`: arrow's own
+        // zoned parsing rejects the repeated hour of a DST fall-back, which every November
+        // brings in real data.
         let mut zoned = Vec::new();
         let fields: Vec<Field> = self
             .decode_schema
@@ -236,7 +242,7 @@ impl RowDecoder {
                     zoned.push(i);
                     Field::new(
                         f.name(),
-                        arrow_schema::DataType::Timestamp(*unit, Some(tz.into())),
+                        arrow_schema::DataType::Timestamp(*unit, None),
                         true,
                     )
                 }
@@ -245,6 +251,7 @@ impl RowDecoder {
             .collect();
         self.decode_schema = Arc::new(Schema::new(fields));
         self.zoned = zoned;
+        self.zone = Some(zone);
         Ok(self)
     }
 
@@ -404,13 +411,18 @@ impl RowDecoder {
             .collect();
         for out in &self.plan {
             columns.push(match out {
-                OutCol::Decoded(i) if self.zoned.contains(i) => Arc::new(
-                    decoded
+                OutCol::Decoded(i) if self.zoned.contains(i) => {
+                    let zone = self.zone.as_ref().ok_or_else(|| Error::Decode {
+                        stream: self.stream.clone(),
+                        message: "zoned column without a zone".into(),
+                    })?;
+                    let wall = decoded
                         .column(*i)
-                        .as_primitive::<arrow_array::types::TimestampMicrosecondType>()
-                        .clone()
-                        .with_timezone("UTC"),
-                ),
+                        .as_primitive::<arrow_array::types::TimestampMicrosecondType>();
+                    let utc: TimestampMicrosecondArray =
+                        wall.unary_opt(|w| wall_to_utc_micros(w, zone));
+                    Arc::new(utc.with_timezone("UTC"))
+                }
                 OutCol::Decoded(i) => decoded.column(*i).clone(),
                 OutCol::Context(i) => {
                     let name = &self.context_cols[*i];
@@ -632,6 +644,22 @@ impl RowDecoder {
     }
 }
 
+/// A wall-clock time in `zone` (µs as if UTC) as an instant (µs UTC). The repeated hour of a
+/// DST fall-back resolves to its first occurrence; a time inside a spring-forward gap (which
+/// no clock showed) is read with the offset in force just before the gap.
+fn wall_to_utc_micros(wall: i64, zone: &arrow_array::timezone::Tz) -> Option<i64> {
+    use chrono::{LocalResult, Offset, TimeZone};
+    let naive = chrono::DateTime::from_timestamp_micros(wall)?.naive_utc();
+    let t = match zone.from_local_datetime(&naive) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t,
+        LocalResult::None => {
+            let before = zone.offset_from_utc_datetime(&(naive - chrono::Duration::hours(3)));
+            return Some((naive - before.fix()).and_utc().timestamp_micros());
+        }
+    };
+    Some(t.timestamp_micros())
+}
+
 /// `{"key": raw, ...}` of the fields the catalog does not type, or `None`.
 fn extra_json(extra: &[(Cow<'_, str>, &[u8])]) -> Option<String> {
     if extra.is_empty() {
@@ -781,5 +809,35 @@ mod tests {
         let out = d.decode_page(&body, &[0..body.len()], 1).unwrap();
         assert!(out.batch.is_none());
         assert_eq!(out.quarantined.len(), 1);
+    }
+
+    #[test]
+    fn wall_times_resolve_across_dst() {
+        let ny: arrow_array::timezone::Tz = "America/New_York".parse().unwrap();
+        let wall = |s: &str| {
+            chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S")
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        };
+        let utc = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_micros()
+        };
+        assert_eq!(
+            wall_to_utc_micros(wall("2024-05-01T00:00:00"), &ny),
+            Some(utc("2024-05-01T04:00:00Z"))
+        );
+        // The repeated hour of the fall-back: its first occurrence (still EDT).
+        assert_eq!(
+            wall_to_utc_micros(wall("2024-11-03T01:57:36"), &ny),
+            Some(utc("2024-11-03T05:57:36Z"))
+        );
+        // Inside the spring-forward gap: the offset before it (EST).
+        assert_eq!(
+            wall_to_utc_micros(wall("2024-03-10T02:30:00"), &ny),
+            Some(utc("2024-03-10T07:30:00Z"))
+        );
     }
 }

@@ -247,7 +247,7 @@ impl Sandbox {
     /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
     /// `mlc sandbox --project` and the tests, so they all configure the same project.
     pub fn connections(&self) -> Vec<SandboxConnection> {
-        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 3] = [
+        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 4] = [
             ("crm", "dataverse", self.dataverse_connection()),
             (
                 "erp",
@@ -255,6 +255,7 @@ impl Sandbox {
                 self.business_central_connection(),
             ),
             ("vp", "deltek", self.deltek_connection()),
+            ("pd", "pipedrive", self.pipedrive_connection()),
         ];
         each.into_iter()
             .map(|(name, system, (settings, secrets))| SandboxConnection {

@@ -11,7 +11,9 @@ use ml_connector::batches::{PageContext, RowDecoder};
 use ml_connector::schema::table_schema;
 use ml_connector::spec::Definitions;
 
-use crate::support::Project;
+use ml_connector::run::{Context, RunRequest, run_many};
+use ml_connector::sandbox::{Sandbox, SandboxOptions};
+use ml_connector::spec::Incremental;
 
 fn fixture(system: &str, entity: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -107,24 +109,51 @@ fn every_stream_decodes_its_fixture_to_its_catalog() {
     assert!(checked >= 9);
 }
 
+/// Every system, every stream: after a full sync, a second run against the unchanged sandbox
+/// fetches no rows (one request per stream for most), except streams that are full snapshots
+/// by design (`incremental = "full"`), which read their table again and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_incremental_run_yields_nothing_new() {
-    let p = Project::new(
-        ml_connector::sandbox::SandboxOptions {
-            scale: 50,
+    let dir = tempfile::tempdir().unwrap();
+    let sb = Sandbox::start(
+        SandboxOptions {
+            scale: 100,
             ..Default::default()
         },
-        "",
+        "127.0.0.1:0".parse().unwrap(),
     )
-    .await;
-    p.sync_incremental().await;
-    let second = p.sync_incremental().await;
-    assert_eq!(
-        second.len(),
-        p.ctx.defs.select(&["dataverse".into()]).unwrap().len()
-    );
-    for (stream, s) in second {
-        assert_eq!(s.kind, "incremental", "{stream}");
-        assert_eq!(s.rows_extracted, 0, "{stream}");
+    .await
+    .unwrap();
+    let config = ml_connector::demo::write_project(dir.path(), &sb, "", false).unwrap();
+    let ctx = Context::open(config).unwrap();
+    let conns: Vec<_> = ctx.config.connections.values().collect();
+    assert_eq!(conns.len(), 4, "one connection per system");
+    let req = RunRequest::Sync { full: false };
+    let first = run_many(&ctx, &conns, &[], &req).await.unwrap();
+    let mut table_rows = std::collections::BTreeMap::new();
+    for (label, r) in &first {
+        let s = r.as_ref().unwrap_or_else(|e| panic!("{label}: {e}"));
+        table_rows.insert(s.stream.clone(), s.table_rows);
     }
+    assert_eq!(first.len(), ctx.defs.streams().count(), "every stream ran");
+    let second = run_many(&ctx, &conns, &[], &req).await.unwrap();
+    for (label, r) in second {
+        let s = r.unwrap_or_else(|e| panic!("{label}: {e}"));
+        let stream = ctx.defs.get(&s.stream.parse().unwrap()).unwrap();
+        assert_eq!(
+            s.table_rows, table_rows[&s.stream],
+            "{label}: the table changed"
+        );
+        if stream.spec.incremental == Incremental::Full {
+            assert_eq!(s.kind, "snapshot", "{label}");
+            assert_eq!(s.deleted, 0, "{label}");
+        } else {
+            assert_eq!(s.kind, "incremental", "{label}");
+            assert_eq!(
+                s.rows_extracted, 0,
+                "{label}: an unchanged source yields no rows"
+            );
+        }
+    }
+    sb.shutdown().await;
 }
