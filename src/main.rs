@@ -391,6 +391,17 @@ async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
     println!("  tenant_id:         {}", sb.tenant_id());
     println!("  client_id:         {}", sb.client_id());
     println!("  client secret:     {} (sandbox only)", sb.client_secret());
+    // Every system's connection, as mlc.toml would hold it (the credentials are the sandbox's
+    // own, public and useless anywhere else).
+    for c in sb.connections() {
+        println!("  [connections.{}]  ({})", c.name, c.system);
+        for line in c.settings.lines() {
+            println!("    {line}");
+        }
+        for (field, _) in &c.secrets {
+            println!("    {field}: stored in the vault by --project (sandbox only)");
+        }
+    }
     println!(
         "  admin:             {}/_sandbox/ (mutate, faults, counts, stats)",
         sb.base_url()
