@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
@@ -24,10 +23,7 @@ use crate::connect::Endpoint;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::spec::{FixedFilter, Stream};
-use crate::streams::{Page, PageSource, ReadMode, now_micros};
-
-/// How often a page whose body does not parse is fetched again before the run stops.
-const MALFORMED_PAGE_RETRIES: u32 = 2;
+use crate::streams::{Page, PageSource, ReadMode, get_parsed};
 
 /// The variant name a connection selects (`opportunity_model`).
 pub fn variant_name(conn: &Connection) -> Option<&'static str> {
@@ -330,56 +326,34 @@ impl PageSource for DeltekSource {
             return Ok(None);
         };
         let url = self.page_url(page);
-        let mut malformed = 0;
-        loop {
-            let resp = self.http.get(&url, &self.headers, &self.stream).await?;
-            let received_at_micros = now_micros();
-            let body: Bytes = resp.body;
-            let parse_body = body.clone();
-            let rename = self.rename.clone();
-            let parsed = tokio::task::spawn_blocking(move || {
-                let rows = parse_page(&parse_body)?;
+        let rename = Arc::new(self.rename.clone());
+        let ((body, rows), received_at_micros) = get_parsed(
+            &self.http,
+            &url,
+            &self.headers,
+            &self.stream,
+            "a JSON array",
+            move |body: Bytes| {
+                let rows = parse_page(&body)?;
                 if rename.is_empty() {
-                    Ok((parse_body, rows))
+                    Ok((body, rows))
                 } else {
-                    renamed(&parse_body, &rows, &rename)
+                    renamed(&body, &rows, &rename)
                 }
-            })
-            .await
-            .map_err(|e| Error::Decode {
-                stream: self.stream.clone(),
-                message: format!("page parser stopped: {e}"),
-            })?;
-            match parsed {
-                Ok((body, rows)) => {
-                    let last = (rows.len() as u64) < u64::from(self.page_size);
-                    self.next = (!last).then_some(page + 1);
-                    return Ok(Some(Page {
-                        body,
-                        rows,
-                        received_at_micros,
-                        resume: self.next.map(|n| n.to_string()),
-                        end_cursor: None,
-                        context: self.context.clone(),
-                    }));
-                }
-                Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {
-                    malformed += 1;
-                    tracing::warn!(stream = %self.stream, "page body is not a JSON array ({msg}); fetching it again");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(malformed))).await;
-                }
-                Err(msg) => {
-                    return Err(Error::Decode {
-                        stream: self.stream.clone(),
-                        message: format!(
-                            "the page at {} is not a JSON array after {} attempts: {msg}",
-                            crate::http::redact::redact_url(&url),
-                            malformed + 1
-                        ),
-                    });
-                }
-            }
-        }
+            },
+            |e| e,
+        )
+        .await?;
+        let last = (rows.len() as u64) < u64::from(self.page_size);
+        self.next = (!last).then_some(page + 1);
+        Ok(Some(Page {
+            body,
+            rows,
+            received_at_micros,
+            resume: self.next.map(|n| n.to_string()),
+            end_cursor: None,
+            context: self.context.clone(),
+        }))
     }
 }
 

@@ -10,12 +10,16 @@ pub mod pipedrive;
 use std::ops::Range;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use reqwest::header::HeaderMap;
 
 use crate::batches::PageContext;
 use crate::config::Connection;
 use crate::connect::Endpoint;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::http::HttpClient;
 use crate::spec::{ReaderKind, Stream};
 
 /// One page of records as received.
@@ -88,6 +92,56 @@ pub fn records(stream: &Stream, body: &[u8]) -> std::result::Result<Vec<Range<us
         ReaderKind::Odata => odata::parse_envelope(body).map(|p| p.rows),
         ReaderKind::Deltek => deltek::parse_page(body),
         ReaderKind::Pipedrive => pipedrive::parse_page(body).map(|p| p.rows),
+    }
+}
+
+/// How often a page whose body does not parse is fetched again before the run stops: a body
+/// cut short on the way parses on the next try; a page the service really sends broken does not.
+const MALFORMED_PAGE_RETRIES: u32 = 4;
+
+/// GETs `url` and parses its body with `parse` (on a blocking thread: pages are large), fetching
+/// again with a short pause while the body does not parse. `shape` names what was expected
+/// ("an OData collection"), for the error that ends the run after the retries. `map_err` lets a
+/// reader turn a service error into its own (an expired delta token). Returns the parsed page
+/// and when it was received (µs UTC).
+pub async fn get_parsed<T: Send + 'static>(
+    http: &HttpClient,
+    url: &str,
+    headers: &HeaderMap,
+    stream: &str,
+    shape: &str,
+    parse: impl Fn(Bytes) -> std::result::Result<T, String> + Send + Sync + Clone + 'static,
+    map_err: impl Fn(Error) -> Error,
+) -> Result<(T, i64)> {
+    let mut malformed = 0;
+    loop {
+        let resp = http.get(url, headers, stream).await.map_err(&map_err)?;
+        let received_at_micros = now_micros();
+        let parse = parse.clone();
+        let parsed = tokio::task::spawn_blocking(move || parse(resp.body))
+            .await
+            .map_err(|e| Error::Decode {
+                stream: stream.to_string(),
+                message: format!("page parser stopped: {e}"),
+            })?;
+        match parsed {
+            Ok(page) => return Ok((page, received_at_micros)),
+            Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {
+                malformed += 1;
+                tracing::warn!(stream = %stream, "page body is not {shape} ({msg}); fetching it again");
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(malformed))).await;
+            }
+            Err(msg) => {
+                return Err(Error::Decode {
+                    stream: stream.to_string(),
+                    message: format!(
+                        "the page at {} is not {shape} after {} attempts: {msg}",
+                        crate::http::redact::redact_url(url),
+                        malformed + 1
+                    ),
+                });
+            }
+        }
     }
 }
 

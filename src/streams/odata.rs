@@ -8,7 +8,6 @@
 //! without an intermediate tree.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
@@ -23,10 +22,7 @@ use crate::connect::Endpoint;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::spec::{Incremental, Stream};
-use crate::streams::{Page, PageSource, ReadMode, now_micros};
-
-/// How often a page whose body does not parse is fetched again before the run stops.
-const MALFORMED_PAGE_RETRIES: u32 = 2;
+use crate::streams::{Page, PageSource, ReadMode, get_parsed};
 
 /// Text Dataverse sends when a change-tracking token is past the org's retention.
 const DELTA_EXPIRED_TEXT: &str = "Version stamp associated with the client has expired";
@@ -457,81 +453,56 @@ impl PageSource for ODataSource {
         let Some(url) = self.next.take() else {
             return Ok(None);
         };
-        let mut malformed = 0;
-        loop {
-            let resp = match self.http.get(&url, &self.headers, &self.stream).await {
-                Ok(r) => r,
-                Err(e) if Self::is_delta_expired(&e) => {
-                    return Err(Error::DeltaExpired {
-                        stream: self.stream.clone(),
-                        message: if let Error::Http { body, .. } = &e {
-                            body.clone()
-                        } else {
-                            e.to_string()
-                        },
-                    });
+        let stream = self.stream.clone();
+        let (p, received_at_micros) = get_parsed(
+            &self.http,
+            &url,
+            &self.headers,
+            &self.stream,
+            "a valid OData collection",
+            move |body: Bytes| parse_envelope(&body).map(|p| (body, p)),
+            |e| {
+                if !Self::is_delta_expired(&e) {
+                    return e;
                 }
-                Err(e) => return Err(e),
-            };
-            let received_at_micros = now_micros();
-            let body: Bytes = resp.body;
-            let parse_body = body.clone();
-            let parsed = tokio::task::spawn_blocking(move || parse_envelope(&parse_body))
-                .await
-                .map_err(|e| Error::Decode {
-                    stream: self.stream.clone(),
-                    message: format!("page parser stopped: {e}"),
-                })?;
-            match parsed {
-                Ok(p) => {
-                    self.next = p.next_link.clone();
-                    // Between companies the position is the next company's start: resuming
-                    // from the last finished company's end re-reads nothing.
-                    let resume = match (&p.next_link, &self.companies) {
-                        (Some(_), _) => self.position(&p.next_link),
-                        (None, Some(c)) => {
-                            c.list
-                                .as_ref()
-                                .and_then(|l| l.get(c.at + 1))
-                                .and_then(|id| {
-                                    serde_json::to_string(&CompanyPosition {
-                                        company: id.clone(),
-                                        url: format!(
-                                            "{}/companies({id})/{}{}",
-                                            c.root, c.entity_set, c.query
-                                        ),
-                                    })
-                                    .ok()
-                                })
-                        }
-                        (None, None) => None,
-                    };
-                    return Ok(Some(Page {
-                        body,
-                        rows: p.rows,
-                        received_at_micros,
-                        resume,
-                        end_cursor: p.delta_link,
-                        context: self.context.clone(),
-                    }));
+                let message = match &e {
+                    Error::Http { body, .. } => body.clone(),
+                    _ => e.to_string(),
+                };
+                Error::DeltaExpired {
+                    stream: stream.clone(),
+                    message,
                 }
-                Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {
-                    malformed += 1;
-                    tracing::warn!(stream = %self.stream, "page body is not a valid OData collection ({msg}); fetching it again");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(malformed))).await;
-                }
-                Err(msg) => {
-                    return Err(Error::Decode {
-                        stream: self.stream.clone(),
-                        message: format!(
-                            "the page at {} is not a valid OData collection after {} attempts: {msg}",
-                            crate::http::redact::redact_url(&url),
-                            malformed + 1
-                        ),
-                    });
-                }
-            }
-        }
+            },
+        )
+        .await?;
+        let (body, p) = p;
+        self.next = p.next_link.clone();
+        // Between companies the position is the next company's start: resuming from the last
+        // finished company's end re-reads nothing.
+        let resume = match (&p.next_link, &self.companies) {
+            (Some(_), _) => self.position(&p.next_link),
+            (None, Some(c)) => c
+                .list
+                .as_ref()
+                .and_then(|l| l.get(c.at + 1))
+                .and_then(|id| {
+                    serde_json::to_string(&CompanyPosition {
+                        company: id.clone(),
+                        url: format!("{}/companies({id})/{}{}", c.root, c.entity_set, c.query),
+                    })
+                    .ok()
+                }),
+            (None, None) => None,
+        };
+        Ok(Some(Page {
+            body,
+            rows: p.rows,
+            received_at_micros,
+            resume,
+            end_cursor: p.delta_link,
+            context: self.context.clone(),
+        }))
     }
 }
 

@@ -23,10 +23,7 @@ use crate::discover::snake_case;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::spec::{Pagination, Stream};
-use crate::streams::{Page, PageSource, ReadMode, now_micros};
-
-/// How often a page whose body does not parse is fetched again before the run stops.
-const MALFORMED_PAGE_RETRIES: u32 = 2;
+use crate::streams::{Page, PageSource, ReadMode, get_parsed, now_micros};
 
 /// Pipedrive's ceiling on `limit`, and on ids per `deal_ids` request.
 const MAX_LIMIT: u32 = 500;
@@ -262,23 +259,17 @@ impl PipedriveSource {
 
     /// GET with retries of unparsable bodies; returns the body and its parsed page.
     async fn fetch(&self, url: &str) -> Result<(Bytes, Parsed)> {
-        let mut tries = 0;
-        loop {
-            let resp = self.http.get(url, &self.headers, &self.stream).await?;
-            match parse_page(&resp.body) {
-                Ok(p) => return Ok((resp.body, p)),
-                Err(e) if tries < MALFORMED_PAGE_RETRIES => {
-                    tries += 1;
-                    tracing::warn!(stream = %self.stream, "unparsable page, fetching again: {e}");
-                }
-                Err(e) => {
-                    return Err(Error::Stopped(format!(
-                        "{}: Pipedrive sent a page that is not a {{success, data}} envelope: {e}",
-                        self.stream
-                    )));
-                }
-            }
-        }
+        let (page, _) = get_parsed(
+            &self.http,
+            url,
+            &self.headers,
+            &self.stream,
+            "a {success, data} envelope",
+            |body: Bytes| parse_page(&body).map(|p| (body, p)),
+            |e| e,
+        )
+        .await?;
+        Ok(page)
     }
 
     async fn load_fields(&mut self) -> Result<()> {
@@ -466,24 +457,18 @@ pub async fn load_field_map(
             q.push(("start".into(), s.to_string()));
         }
         let url = with_query(&format!("{base}{fields_path}"), &q);
-        let mut tries = 0;
-        let (resp, parsed) = loop {
-            let resp = http.get(&url, &headers, stream).await?;
-            match parse_page(&resp.body) {
-                Ok(p) => break (resp, p),
-                Err(e) if tries < MALFORMED_PAGE_RETRIES => {
-                    tries += 1;
-                    tracing::warn!(stream = %stream, "unparsable field definitions, fetching again: {e}");
-                }
-                Err(e) => {
-                    return Err(Error::Stopped(format!(
-                        "{stream}: unparsable field definitions: {e}"
-                    )));
-                }
-            }
-        };
+        let ((body, parsed), _) = get_parsed(
+            http,
+            &url,
+            &headers,
+            stream,
+            "a field-definition envelope",
+            |body: Bytes| parse_page(&body).map(|p| (body, p)),
+            |e| e,
+        )
+        .await?;
         for r in &parsed.rows {
-            let Ok(v) = serde_json::from_slice::<Value>(&resp.body[r.clone()]) else {
+            let Ok(v) = serde_json::from_slice::<Value>(&body[r.clone()]) else {
                 continue;
             };
             if let Some((key, def)) = field_def(&v) {
