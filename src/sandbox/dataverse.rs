@@ -8,7 +8,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use futures::StreamExt;
 
 use super::App;
 use super::entities::Set;
@@ -16,7 +15,7 @@ use super::entra::TokenProblem;
 use super::json;
 use super::odata::{self, Cookie, Filter, Order, Param, Prefer, Reject};
 use super::pages::{self, Items, Page};
-use super::protection::Slot;
+use super::protection::{Slot, truncated_body};
 use super::store::DeltaPhase;
 
 const PREFIX: &str = "/dataverse/api/data/v9.2/";
@@ -73,7 +72,7 @@ impl Reply {
                 })
                 .await
                 .unwrap_or_default();
-                truncated(full, frac)
+                truncated_body(full, frac)
             }
             (Some(page), None) => {
                 let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
@@ -94,7 +93,7 @@ impl Reply {
                 }))
             }
             (None, Some(frac)) if self.status == 200 => {
-                truncated(std::mem::take(&mut self.body), frac)
+                truncated_body(std::mem::take(&mut self.body), frac)
             }
             (None, _) => Body::from(std::mem::take(&mut self.body)),
         };
@@ -121,22 +120,6 @@ impl Reply {
 
 /// Rendered pages are streamed in chunks of about this size.
 const CHUNK: usize = 256 * 1024;
-
-/// A body that sends `frac` of `body`, pauses (so hyper flushes the status, headers and the
-/// partial body), then fails, which aborts the connection mid-body.
-fn truncated(mut body: Vec<u8>, frac: f64) -> Body {
-    let cut = ((body.len() as f64 * frac) as usize).min(body.len().saturating_sub(1));
-    body.truncate(cut);
-    let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(body))]);
-    let cut_off = futures::stream::once(async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "sandbox fault: connection reset mid-body",
-        ))
-    });
-    Body::from_stream(head.chain(cut_off))
-}
 
 impl From<Reject> for Reply {
     fn from(r: Reject) -> Self {

@@ -5,6 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::body::{Body, Bytes};
+use futures::StreamExt;
+
 use super::options::Faults;
 use super::rng::SeqRng;
 
@@ -119,6 +122,22 @@ impl Protection {
             reset: (u[4] < f.reset).then(|| 0.1 + u[7] * 0.8),
         }
     }
+}
+
+/// The `reset` fault: a body that sends `frac` of `body`, pauses (so hyper flushes the status,
+/// headers and the partial body), then fails, which aborts the connection mid-body.
+pub fn truncated_body(mut body: Vec<u8>, frac: f64) -> Body {
+    let cut = ((body.len() as f64 * frac) as usize).min(body.len().saturating_sub(1));
+    body.truncate(cut);
+    let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(body))]);
+    let cut_off = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "sandbox fault: connection reset mid-body",
+        ))
+    });
+    Body::from_stream(head.chain(cut_off))
 }
 
 #[cfg(test)]

@@ -32,17 +32,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use futures::StreamExt;
 
 use super::entra::{self, TokenProblem};
 use super::odata::{Param, Prefer, append_param, get as param, link_without, parse_query};
 use super::options::Faults;
-use super::protection::Protection;
+use super::protection::{Protection, truncated_body};
 use super::{App, Sandbox, SandboxOptions, json};
 use crate::error::{Error, Result};
 use entities::{ALL, Entity, Set};
@@ -178,7 +177,7 @@ impl Reply {
     fn into_response(self, reset: Option<f64>) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match reset {
-            Some(frac) if self.status == 200 => truncated(self.body, frac),
+            Some(frac) if self.status == 200 => truncated_body(self.body, frac),
             _ => Body::from(self.body),
         };
         let mut r = (status, body).into_response();
@@ -208,21 +207,6 @@ fn correlation_id() -> String {
     let mut v = Vec::new();
     json::guid_from_bits(&mut v, super::rng::mix(n), super::rng::mix(n ^ 0xC0));
     String::from_utf8_lossy(&v).trim_matches('"').to_string()
-}
-
-/// Sends `frac` of the body, then cuts the connection.
-fn truncated(mut body: Vec<u8>, frac: f64) -> Body {
-    let cut = ((body.len() as f64 * frac) as usize).min(body.len().saturating_sub(1));
-    body.truncate(cut);
-    let head = futures::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(body))]);
-    let cut_off = futures::stream::once(async {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        Err(std::io::Error::new(
-            std::io::ErrorKind::ConnectionReset,
-            "sandbox fault: connection reset mid-body",
-        ))
-    });
-    Body::from_stream(head.chain(cut_off))
 }
 
 fn unauthorized(p: TokenProblem) -> Reply {
