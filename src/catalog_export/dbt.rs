@@ -4,7 +4,9 @@
 //!
 //! Why the staging models are generated too: they are a mechanical projection of the catalog
 //! (every column, deleted rows filtered), and generating them keeps one place — the catalog —
-//! to change when a column is added. Marts are hand-written on top of them.
+//! to change when a column is added. Marts are hand-written on top of them. They cast nothing:
+//! the tables already hold the catalog's exact types (decimals, dates, UTC timestamps) in both
+//! warehouses, and JSON stays text so it reads the same on DuckDB and BigQuery.
 //!
 //! Local warehouse: each source carries a dbt-duckdb `external_location` reading the table's
 //! bucket files, `read_parquet('<warehouse>/<dataset>/<table>/*.parquet', union_by_name = true)`
