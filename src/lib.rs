@@ -22,6 +22,7 @@
 //!   adding an entity needs no Rust.
 
 pub mod batches;
+pub mod catalog_export;
 pub mod config;
 pub mod connect;
 pub mod demo;

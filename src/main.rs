@@ -112,6 +112,14 @@ enum Command {
     /// Manage connections and their encrypted credentials.
     #[command(subcommand)]
     Connection(ConnectionCmd),
+    /// Generate LookML views (one per stream) from the catalog, for a Looker project.
+    Lookml {
+        /// Streams: `system.entity`, `system.*` or `system` (default: every stream).
+        streams: Vec<String>,
+        /// Folder receiving <system>/<entity>.view.lkml.
+        #[arg(long, default_value = "lookml")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -170,6 +178,12 @@ enum CatalogCmd {
     Show { stream: String },
     /// Fields the sources send that the catalog does not type (kept in `_ml_extra`).
     Diff { streams: Vec<String> },
+    /// Generate the dbt project's sources.yml and staging models from the catalog.
+    ExportDbt {
+        /// The dbt project folder (receives models/sources.yml and models/staging/).
+        #[arg(long, default_value = "dbt")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -346,6 +360,20 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             out,
         } => discover(&cli.config, &connection, &entities, &out).await,
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
+        Command::Lookml { streams, out } => {
+            let defs = definitions(&cli.config)?;
+            let selected = defs.select(&streams)?;
+            let files = ml_connector::catalog_export::lookml::generate(&selected);
+            let report = ml_connector::catalog_export::write_files(&out, &files, &[], &|_| false)?;
+            println!(
+                "{} views under {} ({} written, {} unchanged)",
+                files.len(),
+                out.display(),
+                report.written.len(),
+                report.unchanged
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -594,6 +622,29 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
             if clean {
                 println!("no drift: every field the sources sent is typed by the catalog");
             }
+        }
+        CatalogCmd::ExportDbt { out } => {
+            use ml_connector::catalog_export::{dbt, write_files};
+            let defs = definitions(config)?;
+            let files = dbt::generate(&defs);
+            let report = write_files(&out, &files, &dbt::owned_dirs(), &dbt::is_generated)?;
+            for p in &report.written {
+                println!("wrote {}", out.join(p).display());
+            }
+            for p in &report.removed {
+                println!(
+                    "removed {} (its stream no longer exists)",
+                    out.join(p).display()
+                );
+            }
+            println!(
+                "{} files under {}: {} written, {} unchanged, {} removed",
+                files.len(),
+                out.display(),
+                report.written.len(),
+                report.unchanged,
+                report.removed.len()
+            );
         }
         CatalogCmd::List => {
             let defs = definitions(config)?;

@@ -10,6 +10,7 @@ mod cli;
 mod conformance;
 mod crash_resume;
 mod dataverse_sync;
+mod dbt_lookml;
 mod deltek_sync;
 mod http_runtime;
 mod pipedrive_sync;

@@ -1,0 +1,391 @@
+//! `mlc lookml`: one LookML view per stream, generated from the catalog, so a Looker developer
+//! starts from working views over the warehouse tables instead of typing 40 of them.
+//!
+//! What a view holds: `sql_table_name` = the warehouse table (`raw_deltek.project`), one
+//! dimension per column typed by [`lookml_field`] (string, number, yesno), dates and instants as
+//! `dimension_group`s of timeframes (dates with `convert_tz: no`: they have no zone), the
+//! primary key marked (a composite key becomes one hidden dimension concatenating its parts,
+//! since Looker needs a single primary-key field for symmetric aggregates), the `_ml_` columns
+//! as hidden fields (`ml_deleted` lets an explore filter soft-deleted rows), and a `count`
+//! measure. Sums and other measures are a modelling decision, left to the developer.
+//!
+//! Why not committed: views are regenerated on demand into the Looker project (which lives in
+//! its own repository); customise them with refinements (`view: +deltek_project { … }`) in
+//! separate files, so re-generating never overwrites hand-written work.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use super::{GeneratedFile, quoted};
+use crate::schema::{LookmlField, lookml_field, meta_columns};
+use crate::spec::{ColumnType, Stream, StreamId};
+
+/// The view of a stream: `<system>_<entity>`; entity names repeat across systems (`contact`,
+/// `account`), view names must not within a Looker model.
+pub fn view_name(id: &StreamId) -> String {
+    format!("{}_{}", id.system, id.entity)
+}
+
+/// One `<system>/<entity>.view.lkml` per stream, in the given order.
+pub fn generate(streams: &[&Stream]) -> Vec<GeneratedFile> {
+    streams
+        .iter()
+        .map(|s| GeneratedFile {
+            path: PathBuf::from(&s.id.system).join(format!("{}.view.lkml", s.id.entity)),
+            contents: view(s),
+        })
+        .collect()
+}
+
+/// Name of the dimension group of a time column: the column without its `_date`/`_time`/`_at`
+/// suffix, since Looker appends the timeframe (`mod_date` → `mod` → `mod_date`, `mod_month`),
+/// unless that would collide with another field.
+fn group_name(column: &str, taken: &BTreeSet<String>) -> String {
+    for suffix in ["_date_time", "_datetime", "_date", "_time", "_at"] {
+        if let Some(stem) = column.strip_suffix(suffix)
+            && !stem.is_empty()
+            && !taken.contains(stem)
+        {
+            return stem.to_string();
+        }
+    }
+    column.to_string()
+}
+
+fn timeframes(ty: ColumnType) -> &'static str {
+    if ty == ColumnType::Date {
+        "[raw, date, week, month, quarter, year]"
+    } else {
+        "[raw, time, date, week, month, quarter, year]"
+    }
+}
+
+struct Field<'a> {
+    name: String,
+    column: &'a str,
+    ty: ColumnType,
+    description: Option<&'a str>,
+    primary_key: bool,
+    hidden: bool,
+}
+
+fn write_field(v: &mut String, f: &Field<'_>) {
+    match lookml_field(f.ty) {
+        LookmlField::Dimension(ty) => {
+            let _ = writeln!(v, "  dimension: {} {{", f.name);
+            if f.primary_key {
+                v.push_str("    primary_key: yes\n");
+            }
+            let _ = writeln!(v, "    type: {ty}");
+        }
+        LookmlField::Time {
+            datatype,
+            convert_tz,
+        } => {
+            let _ = writeln!(v, "  dimension_group: {} {{", f.name);
+            v.push_str("    type: time\n");
+            let _ = writeln!(v, "    datatype: {datatype}");
+            if !convert_tz {
+                v.push_str("    convert_tz: no\n");
+            }
+            let _ = writeln!(v, "    timeframes: {}", timeframes(f.ty));
+        }
+    }
+    if f.hidden {
+        v.push_str("    hidden: yes\n");
+    }
+    if let Some(d) = f.description {
+        let _ = writeln!(v, "    description: {}", quoted(d));
+    }
+    let _ = writeln!(v, "    sql: ${{TABLE}}.{} ;;", f.column);
+    v.push_str("  }\n\n");
+}
+
+/// The LookML text of one stream's view.
+pub fn view(s: &Stream) -> String {
+    let cat = &s.catalog;
+    let mut taken: BTreeSet<String> = cat.columns.iter().map(|c| c.name.clone()).collect();
+    // A single key on a plain dimension is marked in place; anything else (composite keys,
+    // a date key, which becomes a dimension group) gets one compound key dimension.
+    let single_key = match cat.primary_key.as_slice() {
+        [k] => cat
+            .columns
+            .iter()
+            .find(|c| &c.name == k)
+            .filter(|c| matches!(lookml_field(c.ty), LookmlField::Dimension(_)))
+            .map(|c| c.name.clone()),
+        _ => None,
+    };
+    let compound_key = if single_key.is_none() {
+        let mut name = "primary_key".to_string();
+        while taken.contains(&name) {
+            name.push('_');
+        }
+        taken.insert(name.clone());
+        Some(name)
+    } else {
+        None
+    };
+
+    let mut v = String::new();
+    let _ = writeln!(
+        v,
+        "# Generated by `mlc lookml` from catalog/{}/{}.toml; customise it with a refinement\n# (`view: +{} {{ ... }}`) in another file, so regenerating never loses work.",
+        s.id.system,
+        s.id.entity,
+        view_name(&s.id)
+    );
+    if let Some(d) = s.spec.description.as_ref().or(cat.description.as_ref()) {
+        let _ = writeln!(v, "# {}", d.replace('\n', " "));
+    }
+    let _ = writeln!(v, "view: {} {{", view_name(&s.id));
+    let _ = writeln!(
+        v,
+        "  sql_table_name: {}.{} ;;\n",
+        s.id.dataset(),
+        s.id.entity
+    );
+
+    if let Some(name) = &compound_key {
+        let parts: Vec<String> = cat
+            .primary_key
+            .iter()
+            .map(|k| format!("CAST(${{TABLE}}.{k} AS STRING)"))
+            .collect();
+        let _ = writeln!(v, "  dimension: {name} {{");
+        v.push_str("    primary_key: yes\n    hidden: yes\n    type: string\n");
+        let _ = writeln!(
+            v,
+            "    description: {}",
+            quoted(&format!("Key of the row: {}.", cat.primary_key.join(" | ")))
+        );
+        let _ = writeln!(v, "    sql: CONCAT({}) ;;", parts.join(", '|', "));
+        v.push_str("  }\n\n");
+    }
+
+    for c in &cat.columns {
+        let name = match lookml_field(c.ty) {
+            LookmlField::Dimension(_) => c.name.clone(),
+            LookmlField::Time { .. } => {
+                let g = group_name(&c.name, &taken);
+                taken.insert(g.clone());
+                g
+            }
+        };
+        write_field(
+            &mut v,
+            &Field {
+                name,
+                column: &c.name,
+                ty: c.ty,
+                description: c.description.as_deref(),
+                primary_key: single_key.as_deref() == Some(c.name.as_str()),
+                hidden: false,
+            },
+        );
+    }
+    for m in meta_columns() {
+        // `_ml_extracted_at` → `ml_extracted` (a group); the others keep their name without
+        // the leading underscore.
+        let base = m.name.trim_start_matches('_');
+        let name = match lookml_field(m.ty) {
+            LookmlField::Time { .. } => group_name(base, &taken),
+            LookmlField::Dimension(_) => base.to_string(),
+        };
+        write_field(
+            &mut v,
+            &Field {
+                name,
+                column: m.name,
+                ty: m.ty,
+                description: Some(m.description),
+                primary_key: false,
+                hidden: true,
+            },
+        );
+    }
+
+    let drill: Vec<&str> = match (&single_key, &compound_key) {
+        (Some(k), _) => vec![k.as_str()],
+        _ => cat
+            .primary_key
+            .iter()
+            .filter(|k| {
+                cat.columns.iter().any(|c| {
+                    &c.name == *k && matches!(lookml_field(c.ty), LookmlField::Dimension(_))
+                })
+            })
+            .map(|k| k.as_str())
+            .collect(),
+    };
+    v.push_str("  measure: count {\n    type: count\n");
+    if !drill.is_empty() {
+        let _ = writeln!(v, "    drill_fields: [{}]", drill.join(", "));
+    }
+    v.push_str("  }\n}\n");
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Definitions;
+
+    /// A one-stream catalog of every column type, with a composite key, overlaid on the
+    /// built-in definitions.
+    fn small_catalog() -> (tempfile::TempDir, Definitions) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("streams/shop");
+        let c = dir.path().join("catalog/shop");
+        std::fs::create_dir_all(&s).unwrap();
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(
+            s.join("_source.toml"),
+            "reader = \"pipedrive\"\npagination = \"cursor\"\npage_size = 100\n",
+        )
+        .unwrap();
+        std::fs::write(
+            s.join("order_line.toml"),
+            "description = \"Order lines.\"\npath = \"/lines\"\nincremental = \"full\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            c.join("order_line.toml"),
+            r#"primary_key = ["order_id", "line_no"]
+columns = [
+  { name = "order_id", type = "string", nullable = false, description = "Order \"number\"." },
+  { name = "line_no", type = "int64", nullable = false },
+  { name = "amount", type = "decimal(19,4)" },
+  { name = "shipped", type = "bool" },
+  { name = "ship_date", type = "date" },
+  { name = "updated_at", type = "timestamp" },
+  { name = "tags", type = "json" },
+]
+"#,
+        )
+        .unwrap();
+        let defs = Definitions::load(Some(dir.path())).unwrap();
+        (dir, defs)
+    }
+
+    #[test]
+    fn view_of_a_small_catalog() {
+        let (_dir, defs) = small_catalog();
+        let s = defs.get(&"shop.order_line".parse().unwrap()).unwrap();
+        let files = generate(&[s]);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].path, PathBuf::from("shop/order_line.view.lkml"));
+        let v = &files[0].contents;
+        assert!(v.contains("view: shop_order_line {\n  sql_table_name: raw_shop.order_line ;;\n"));
+        assert!(v.contains(
+            "  dimension: primary_key {\n    primary_key: yes\n    hidden: yes\n    type: string\n    description: \"Key of the row: order_id | line_no.\"\n    sql: CONCAT(CAST(${TABLE}.order_id AS STRING), '|', CAST(${TABLE}.line_no AS STRING)) ;;\n  }\n"
+        ), "{v}");
+        assert!(v.contains(
+            "  dimension: order_id {\n    type: string\n    description: \"Order \\\"number\\\".\"\n    sql: ${TABLE}.order_id ;;\n"
+        ), "{v}");
+        assert!(v.contains("  dimension: amount {\n    type: number\n"));
+        assert!(v.contains("  dimension: shipped {\n    type: yesno\n"));
+        assert!(v.contains("  dimension: tags {\n    type: string\n"));
+        assert!(v.contains(
+            "  dimension_group: ship {\n    type: time\n    datatype: date\n    convert_tz: no\n    timeframes: [raw, date, week, month, quarter, year]\n    sql: ${TABLE}.ship_date ;;\n"
+        ), "{v}");
+        assert!(v.contains(
+            "  dimension_group: updated {\n    type: time\n    datatype: timestamp\n    timeframes: [raw, time, date, week, month, quarter, year]\n    sql: ${TABLE}.updated_at ;;\n"
+        ), "{v}");
+        assert!(v.contains("  dimension_group: ml_extracted {\n"));
+        assert!(v.contains("  dimension: ml_deleted {\n    type: yesno\n    hidden: yes\n"));
+        assert!(v.contains(
+            "  measure: count {\n    type: count\n    drill_fields: [order_id, line_no]\n  }\n}\n"
+        ));
+        assert_eq!(v.matches("primary_key: yes").count(), 1);
+        check_view(v).unwrap();
+    }
+
+    #[test]
+    fn single_keys_are_marked_in_place() {
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&"deltek.project".parse().unwrap()).unwrap();
+        let v = view(s);
+        assert!(v.contains("  dimension: wbs1 {\n    primary_key: yes\n    type: string\n"));
+        assert!(!v.contains("dimension: primary_key"));
+        assert!(v.contains("  dimension_group: mod {\n"));
+        assert!(v.contains("drill_fields: [wbs1]"));
+    }
+
+    #[test]
+    fn every_builtin_view_parses() {
+        let defs = Definitions::builtin().unwrap();
+        let streams: Vec<&Stream> = defs.streams().collect();
+        let files = generate(&streams);
+        assert_eq!(files.len(), streams.len());
+        let mut names = BTreeSet::new();
+        for f in &files {
+            check_view(&f.contents).unwrap_or_else(|e| panic!("{}: {e}", f.path.display()));
+            let name = f
+                .contents
+                .lines()
+                .find(|l| l.starts_with("view: "))
+                .unwrap();
+            assert!(names.insert(name.to_string()), "duplicate {name}");
+        }
+    }
+
+    /// A minimal LookML well-formedness check: braces balance outside strings and comments,
+    /// exactly one top-level `view:`, every `sql` parameter closed by `;;`, and no field name
+    /// used twice.
+    fn check_view(text: &str) -> Result<(), String> {
+        let mut depth = 0i32;
+        let mut views = 0;
+        let mut fields = BTreeSet::new();
+        for (n, line) in text.lines().enumerate() {
+            let t = line.trim_start();
+            if t.starts_with('#') {
+                continue;
+            }
+            if depth == 0 && !t.is_empty() {
+                if !t.starts_with("view: ") {
+                    return Err(format!("line {}: `{t}` outside a view", n + 1));
+                }
+                views += 1;
+            }
+            if depth == 1
+                && let Some((kind, rest)) = t.split_once(": ")
+                && ["dimension", "dimension_group", "measure"].contains(&kind)
+            {
+                let name = rest.trim_end_matches(" {").to_string();
+                if !fields.insert(name.clone()) {
+                    return Err(format!("line {}: field `{name}` twice", n + 1));
+                }
+            }
+            if (t.starts_with("sql:") || t.starts_with("sql_table_name:")) && !t.ends_with(";;") {
+                return Err(format!("line {}: sql not closed by ;;", n + 1));
+            }
+            let mut in_str = false;
+            let mut escaped = false;
+            for ch in t.chars() {
+                match ch {
+                    _ if escaped => escaped = false,
+                    '\\' if in_str => escaped = true,
+                    '"' => in_str = !in_str,
+                    '{' if !in_str => depth += 1,
+                    '}' if !in_str => depth -= 1,
+                    _ => {}
+                }
+                if depth < 0 {
+                    return Err(format!("line {}: unbalanced `}}`", n + 1));
+                }
+            }
+            if in_str {
+                return Err(format!("line {}: unterminated string", n + 1));
+            }
+        }
+        if depth != 0 {
+            return Err(format!("unbalanced braces (depth {depth} at the end)"));
+        }
+        if views != 1 {
+            return Err(format!("{views} views in one file"));
+        }
+        Ok(())
+    }
+}
