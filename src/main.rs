@@ -187,7 +187,7 @@ enum ConnectionCmd {
 #[derive(Args)]
 struct AddArgs {
     name: String,
-    /// dataverse, business_central, deltek or pipedrive.
+    /// dataverse, business_central, deltek, pipedrive or looker.
     #[arg(long, default_value = "dataverse")]
     system: String,
     /// Dataverse: https://<org>.crm.dynamics.com
@@ -605,7 +605,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
                 println!(
                     "{:<28} {:<32} {:<12} {:>7}",
                     s.id.to_string(),
-                    format!("{}.{}", s.id.dataset(), s.id.entity),
+                    format!("{}.{}", s.dataset(), s.id.entity),
                     format!("{:?}", s.spec.incremental).to_lowercase(),
                     s.catalog.columns.len()
                 );
@@ -614,7 +614,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
         CatalogCmd::Show { stream } => {
             let defs = definitions(config)?;
             let s = defs.get(&stream.parse()?)?;
-            println!("{} → {}.{}", s.id, s.id.dataset(), s.id.entity);
+            println!("{} → {}.{}", s.id, s.dataset(), s.id.entity);
             if let Some(d) = &s.catalog.description {
                 println!("{d}");
             }
@@ -657,7 +657,11 @@ fn read_secrets(a: &AddArgs) -> Result<Secrets> {
     let wants_client_secret = a.client_secret_env.is_some()
         || a.client_secret_stdin
         || (out.is_empty() && !std::io::stdin().is_terminal())
-        || (out.is_empty() && matches!(a.system.as_str(), "dataverse" | "business_central"));
+        || (out.is_empty()
+            && matches!(
+                a.system.as_str(),
+                "dataverse" | "business_central" | "looker"
+            ));
     if wants_client_secret {
         out.insert("client_secret".into(), read_secret(a)?);
     }

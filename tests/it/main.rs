@@ -3,6 +3,7 @@
 mod sandbox_business_central;
 mod sandbox_dataverse;
 mod sandbox_deltek;
+mod sandbox_looker;
 mod sandbox_pipedrive;
 
 mod business_central_sync;
@@ -12,6 +13,7 @@ mod crash_resume;
 mod dataverse_sync;
 mod deltek_sync;
 mod http_runtime;
+mod looker_sync;
 mod pipedrive_sync;
 mod secrets;
 mod support;
