@@ -326,6 +326,9 @@ struct Inner {
     /// Requests allowed per sliding window, and the window.
     rate: Option<(u32, Duration)>,
     window: VecDeque<Instant>,
+    /// Authenticated calls still answered before every token is revoked (a token that dies
+    /// mid-run).
+    revoke_after: Option<u64>,
 }
 
 /// State of the Looker fake.
@@ -406,6 +409,7 @@ impl Looker {
                 stall: false,
                 rate: None,
                 window: VecDeque::new(),
+                revoke_after: None,
             }),
             faults: Protection::new(None, opts.faults, opts.seed ^ 0x100C),
         }
@@ -750,6 +754,14 @@ async fn handle(
     }
     let authed = {
         let mut st = lk.st();
+        match st.revoke_after {
+            Some(0) => {
+                st.tokens.clear();
+                st.revoke_after = None;
+            }
+            Some(n) => st.revoke_after = Some(n - 1),
+            None => {}
+        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -1061,6 +1073,11 @@ impl Sandbox {
     /// Invalidates every issued access token (the next call gets 401 and must log in again).
     pub fn looker_expire_tokens(&self) {
         self.app.looker.st().tokens.clear();
+    }
+
+    /// Every issued token is revoked after `calls` more API calls (the next one gets 401).
+    pub fn looker_revoke_tokens_after(&self, calls: u64) {
+        self.app.looker.st().revoke_after = Some(calls);
     }
 
     /// At most `max` API calls per sliding `window` (login excluded); more answer 429 with

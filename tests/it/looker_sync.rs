@@ -33,6 +33,14 @@ async fn project(opts: SandboxOptions, settings: &str, setup: impl FnOnce(&Path)
         .unwrap();
     setup(dir.path());
     let (body, secrets) = sandbox.looker_connection();
+    // `settings` replaces the sandbox's own values of the same keys.
+    let key = |l: &str| l.split('=').next().unwrap_or_default().trim().to_string();
+    let overridden: Vec<String> = settings.lines().map(key).collect();
+    let body: String = body
+        .lines()
+        .filter(|l| !overridden.contains(&key(l)))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let path = dir.path().join("mlc.toml");
     std::fs::write(&path, format!("[connections.crm]\n{body}{settings}\n")).unwrap();
     let config = Config::load(&path).unwrap();
@@ -123,7 +131,8 @@ async fn query_and_look_land_as_typed_reference_tables_replaced_by_every_run() {
 
     // The sources change: amounts move and deals leave the pipeline. The next run replaces the
     // tables: deal counts drop with the source and the table still equals the result.
-    let actual_before = p.scalar("SELECT SUM(actual_amount) FROM ref_looker.budget_summary");
+    let actual_before =
+        p.scalar("SELECT ROUND(SUM(actual_amount), 2) FROM ref_looker.budget_summary");
     p.sandbox.looker_mutate();
     let second = p.sync_incremental().await;
     assert_eq!(
@@ -131,7 +140,7 @@ async fn query_and_look_land_as_typed_reference_tables_replaced_by_every_run() {
         "97"
     );
     assert_ne!(
-        p.scalar("SELECT SUM(actual_amount) FROM ref_looker.budget_summary"),
+        p.scalar("SELECT ROUND(SUM(actual_amount), 2) FROM ref_looker.budget_summary"),
         actual_before
     );
     for e in ["budget_summary", "pipeline_by_stage"] {
@@ -141,11 +150,11 @@ async fn query_and_look_land_as_typed_reference_tables_replaced_by_every_run() {
         );
     }
     // A rerun of an unchanged source changes nothing.
-    let before = p.scalar("SELECT SUM(actual_amount) FROM ref_looker.budget_summary");
+    let before = p.scalar("SELECT ROUND(SUM(actual_amount), 2) FROM ref_looker.budget_summary");
     let third = p.sync_incremental().await;
     assert_eq!(third["looker.budget_summary"].table_rows, 8 * 24);
     assert_eq!(
-        p.scalar("SELECT SUM(actual_amount) FROM ref_looker.budget_summary"),
+        p.scalar("SELECT ROUND(SUM(actual_amount), 2) FROM ref_looker.budget_summary"),
         before
     );
 }
@@ -316,13 +325,19 @@ async fn logs_in_again_before_the_token_expires_and_once_on_401() {
     assert!(st.logins >= 2, "logged in again ahead of expiry: {st:?}");
     assert_eq!(st.unauthorized, 0, "no call was made with an expired token");
 
-    // A revoked token: one 401, one login, and the run goes on.
+    // A token revoked mid-run (after the query, the task and one poll): one 401, one more
+    // login, and the run goes on.
     p.sandbox.looker_set_task_progress(1, 1, 0, 202);
-    p.sandbox.looker_expire_tokens();
-    run_one(&p, "looker.budget_summary").await.unwrap();
+    p.sandbox.looker_revoke_tokens_after(3);
+    let s = run_one(&p, "looker.budget_summary").await.unwrap();
+    assert_eq!(s.table_rows, 8 * 24);
     let after = p.sandbox.looker_stats();
     assert_eq!(after.unauthorized, 1);
-    assert_eq!(after.logins, st.logins + 1);
+    assert_eq!(
+        after.logins,
+        st.logins + 2,
+        "the run's login and the one after the 401"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
