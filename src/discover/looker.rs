@@ -42,7 +42,7 @@ pub async fn discover(
         if stream.source.reader != ReaderKind::Looker {
             continue;
         }
-        if !only.is_empty() && !only.iter().any(|o| *o == stream.id.entity) {
+        if !only.is_empty() && !only.contains(&stream.id.entity) {
             continue;
         }
         let api = LookerApi::new(ep, &stream.id.to_string(), TaskSettings::of(conn));

@@ -251,6 +251,9 @@ impl Explore {
     }
 }
 
+/// One group of a result: its dimension values and, per measure, (sum, rows).
+type Group = (Vec<Value>, Vec<(f64, u64)>);
+
 /// A stored query (queries are immutable, as in Looker).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Query {
@@ -472,7 +475,7 @@ impl Looker {
             other => other.to_string(),
         };
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut groups: Vec<(Vec<Value>, Vec<(f64, u64)>)> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
         for i in 0..explore.rows(self.scale, rev) {
             let pass = filters.iter().all(|(f, yes, no)| {
                 let v = text(&explore.value(f, self.seed, i, rev));
