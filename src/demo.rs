@@ -217,7 +217,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     // The Looker reverse stream: one query and one saved Look, landed as reference tables.
-    let sql = "SELECT department, SUM(planned_amount) AS planned, SUM(actual_amount) AS actual \
+    let sql = "SELECT department, ROUND(SUM(planned_amount), 2) AS planned, ROUND(SUM(actual_amount), 2) AS actual \
                FROM ref_looker.budget_summary GROUP BY department ORDER BY department LIMIT 5";
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
