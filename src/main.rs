@@ -22,7 +22,7 @@ use secrecy::SecretString;
     name = "mlc",
     version,
     about = "ml-connector: ERP/CRM → Parquet lake → warehouse",
-    long_about = "ml-connector moves data out of Deltek Vantagepoint, Dynamics 365 (Dataverse, Business Central) and Pipedrive into a Parquet lake and a warehouse, incrementally, with deletes.\n\nStart with `mlc demo`."
+    long_about = "ml-connector moves data out of Deltek Vantagepoint, Dynamics 365 (Dataverse, Business Central) and Pipedrive into a Parquet lake and a warehouse, incrementally, with deletes, and brings Looker results back as reference tables.\n\nStart with `mlc demo`."
 )]
 struct Cli {
     /// Path of the configuration file.
@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         scale: u64,
     },
-    /// Serve the local fakes (Entra, Dataverse, Business Central, Deltek, Pipedrive) for tests, demos and benchmarks.
+    /// Serve the local fakes (Entra, Dataverse, Business Central, Deltek, Pipedrive, Looker) for tests, demos and benchmarks.
     Sandbox(SandboxArgs),
     /// Write a commented mlc.toml.
     Init {

@@ -981,6 +981,40 @@ mod tests {
     }
 
     #[test]
+    fn looker_streams_are_reference_tables_with_explicit_limits() {
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&"looker.budget_summary".parse().unwrap()).unwrap();
+        assert_eq!(s.dataset(), "ref_looker");
+        assert_eq!(s.catalog.primary_key, vec!["result_row"]);
+        let pd = defs.get(&"pipedrive.deal".parse().unwrap()).unwrap();
+        assert_eq!(pd.dataset(), "raw_pipedrive");
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("streams/looker");
+        std::fs::create_dir_all(&d).unwrap();
+        let load = |text: &str| {
+            std::fs::write(d.join("x.toml"), text).unwrap();
+            Definitions::load(Some(dir.path())).map_err(|e| e.to_string())
+        };
+        // No catalog file yet: the row key alone, everything else in _ml_extra.
+        let ok = load("incremental = \"full\"\nlimit = -1\nlook_id = \"7\"\n").unwrap();
+        let x = ok.get(&"looker.x".parse().unwrap()).unwrap();
+        assert_eq!(x.catalog.columns.len(), 1);
+        let e = load("incremental = \"full\"\nlook_id = \"7\"\n").unwrap_err();
+        assert!(e.contains("explicit limit"), "{e}");
+        let e = load("incremental = \"full\"\nlimit = 0\nlook_id = \"7\"\n").unwrap_err();
+        assert!(e.contains("-1"), "{e}");
+        let e = load(
+            "incremental = \"full\"\nlimit = 10\nlook_id = \"7\"\n[query]\nmodel = \"m\"\nview = \"v\"\nfields = [\"v.a\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = load("incremental = \"cursor\"\ncursor_field = \"result_row\"\nlimit = 10\nlook_id = \"7\"\n")
+            .unwrap_err();
+        assert!(e.contains("incremental = \"full\""), "{e}");
+    }
+
+    #[test]
     fn overlay_replaces_and_adds() {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("streams/dataverse");
