@@ -366,3 +366,27 @@ async fn pacing_stays_under_the_request_limit_and_429_backs_off() {
     assert_eq!(s.table_rows, 8 * 24);
     assert!(q.sandbox.looker_stats().throttled > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_do_not_change_the_result() {
+    let faults: ml_connector::sandbox::Faults = "429=0.1,5xx=0.1,expire=0.1".parse().unwrap();
+    let p = project(
+        SandboxOptions {
+            faults,
+            ..opts(400)
+        },
+        FAST,
+        |_| {},
+    )
+    .await;
+    let out = p.sync_incremental().await;
+    for e in ["budget_summary", "pipeline_by_stage"] {
+        assert_eq!(
+            out[&format!("looker.{e}")].table_rows,
+            p.sandbox.looker_result_rows(e).unwrap(),
+            "{e}"
+        );
+    }
+    let st = p.sandbox.looker_stats();
+    assert!(st.throttled + st.unauthorized > 0, "faults fired: {st:?}");
+}
