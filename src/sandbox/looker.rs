@@ -1010,6 +1010,56 @@ async fn admin_stats(State(app): State<Arc<App>>) -> Response {
     )
 }
 
+/// `PUT /_sandbox/looker/tasks`: how new query tasks behave (any subset of the fields).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskControls {
+    added_polls: Option<u32>,
+    running_polls: Option<u32>,
+    results_lag: Option<u32>,
+    not_ready_status: Option<u16>,
+    fail_next: Option<u32>,
+    expire_next: Option<u32>,
+    stall: Option<bool>,
+    /// `[max, window_seconds]`; `[0, 0]` lifts the request limit.
+    rate_limit: Option<(u32, f64)>,
+}
+
+async fn admin_tasks(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let c: TaskControls = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let mut st = app.looker.st();
+    if let Some(v) = c.added_polls {
+        st.added_polls = v;
+    }
+    if let Some(v) = c.running_polls {
+        st.running_polls = v;
+    }
+    if let Some(v) = c.results_lag {
+        st.results_lag = v;
+    }
+    if let Some(v) = c.not_ready_status {
+        st.not_ready_status = if v == 204 { 204 } else { 202 };
+    }
+    if let Some(v) = c.fail_next {
+        st.fail_next = v;
+    }
+    if let Some(v) = c.expire_next {
+        st.expire_next = v;
+    }
+    if let Some(v) = c.stall {
+        st.stall = v;
+    }
+    if let Some((max, window)) = c.rate_limit {
+        st.rate = (max > 0 && window.is_finite() && window > 0.0)
+            .then(|| (max, Duration::from_secs_f64(window)));
+        st.window.clear();
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
     app.looker.mutate();
     StatusCode::NO_CONTENT.into_response()
@@ -1021,6 +1071,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/looker/api/4.0/{*rest}", any(handle))
         .route("/_sandbox/looker/stats", get(admin_stats))
         .route("/_sandbox/looker/mutate", post(admin_mutate))
+        .route("/_sandbox/looker/tasks", axum::routing::put(admin_tasks))
 }
 
 /// Looker controls for tests and the demo.

@@ -297,4 +297,22 @@ async fn request_limit_answers_429_with_retry_after() {
     let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=30).contains(&wait), "{wait}");
     assert_eq!(sb.looker_stats().throttled, 1);
+
+    // The same controls over the admin API, for a sandbox in another process.
+    let r = reqwest::Client::new()
+        .put(format!("{}/_sandbox/looker/tasks", sb.base_url()))
+        .json(&json!({ "rate_limit": [0, 0], "fail_next": 1 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (s, _, _) = call(&sb, &token, reqwest::Method::GET, "user", None).await;
+    assert_eq!(s, 200, "limit lifted");
+    let stats: Value = reqwest::get(format!("{}/_sandbox/looker/stats", sb.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["throttled"], 1);
 }
