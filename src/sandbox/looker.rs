@@ -280,6 +280,7 @@ enum Plan {
     Error(String),
     Expired,
     Stall,
+    Killed,
 }
 
 struct Task {
@@ -307,6 +308,8 @@ pub struct LookerStats {
     pub results_not_ready: u64,
     /// API calls admitted (login excluded).
     pub api_calls: u64,
+    /// Tasks stopped with `DELETE /running_queries/{id}`.
+    pub killed: u64,
 }
 
 struct Inner {
@@ -817,6 +820,7 @@ async fn handle(
         (Method::POST, ["query_tasks"]) => create_task(lk, &q, &body),
         (Method::GET, ["query_tasks", id]) => task_status(lk, id),
         (Method::GET, ["query_tasks", id, "results"]) => task_results(lk, id),
+        (Method::DELETE, ["running_queries", id]) => kill_task(lk, id),
         (Method::GET, ["user"]) => json_reply(
             StatusCode::OK,
             r#"{"id":"7","display_name":"Sandbox Analyst","email":"analyst@example.com"}"#.into(),
@@ -945,7 +949,25 @@ fn status_of(t: &Task, added: u32, running: u32) -> &'static str {
         Plan::Error(_) => "error",
         Plan::Expired => "expired",
         Plan::Stall => "running",
+        Plan::Killed => "killed",
     }
+}
+
+/// kill_query: a task still running stops (status `killed`); 404 for an unknown task, 422
+/// for one already finished.
+fn kill_task(lk: &Looker, id: &str) -> Response {
+    let mut st = lk.st();
+    let (added, running) = (st.added_polls, st.running_polls);
+    let Some(t) = st.tasks.get_mut(id) else {
+        return error(StatusCode::NOT_FOUND, "Not found");
+    };
+    if !matches!(status_of(t, added, running), "added" | "running") {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, "The query is not running");
+    }
+    t.plan = Plan::Killed;
+    t.polls = t.polls.max(added + running);
+    st.stats.killed += 1;
+    StatusCode::NO_CONTENT.into_response()
 }
 
 fn task_status(lk: &Looker, id: &str) -> Response {

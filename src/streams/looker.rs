@@ -24,6 +24,8 @@
 //!   metadata with the catalog and warns about drift.
 //! - **Retries are safe.** `POST /queries` and `POST /query_tasks` create no business data (a
 //!   repeated create at worst runs the query twice), so they are retried like reads.
+//! - **Abandoned tasks are killed.** A task not done within `query_timeout_seconds` is stopped
+//!   with `DELETE /running_queries/{id}` (kill_query) before the run fails.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -346,7 +348,32 @@ impl LookerApi {
         ))
     }
 
-    /// Sleeps before the next poll; fails when the deadline has passed.
+    /// Asks Looker to stop a task the run gives up on (`DELETE /running_queries/{id}`,
+    /// kill_query), so an abandoned query stops loading the database. Best effort: a failure
+    /// is logged, the run fails with the timeout either way.
+    async fn kill(&self, task: &str) {
+        let url = format!("{}/running_queries/{}", self.base, enc(task));
+        let headers = Self::headers();
+        let sent = self
+            .http
+            .send(
+                Method::DELETE,
+                &url,
+                &self.stream,
+                Idempotency::Safe,
+                |rb| rb.headers(headers.clone()),
+            )
+            .await;
+        match sent {
+            Ok(_) => tracing::info!(stream = %self.stream, task, "killed the timed-out query task"),
+            Err(e) => {
+                tracing::warn!(stream = %self.stream, task, "could not kill the timed-out query task: {e}")
+            }
+        }
+    }
+
+    /// Sleeps before the next poll; fails (after killing the task) when the deadline has
+    /// passed.
     async fn pause(
         &self,
         pause: &mut Duration,
@@ -356,6 +383,7 @@ impl LookerApi {
     ) -> Result<()> {
         let now = Instant::now();
         if now >= deadline {
+            self.kill(task).await;
             return Err(self.fail(format!(
                 "query task {task} was not done after {:.0} s (last status `{state}`): raise query_timeout_seconds on the connection, or make the query cheaper",
                 self.settings.timeout.as_secs_f64()

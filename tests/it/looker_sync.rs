@@ -301,6 +301,11 @@ async fn task_lifecycle_slow_error_expired_and_stalled() {
     p.sandbox.looker_stall_tasks(true);
     let e = run_one(&p, "looker.budget_summary").await.unwrap_err();
     assert!(e.contains("was not done after 3 s"), "{e}");
+    assert_eq!(
+        p.sandbox.looker_stats().killed,
+        1,
+        "the abandoned task was killed"
+    );
     p.sandbox.looker_stall_tasks(false);
     run_one(&p, "looker.budget_summary").await.unwrap();
     assert_eq!(rows(&p, "budget_summary"), 8 * 24);
