@@ -395,3 +395,22 @@ async fn faults_do_not_change_the_result() {
     let st = p.sandbox.looker_stats();
     assert!(st.throttled + st.unauthorized > 0, "faults fired: {st:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_check_explains_a_wrong_api_key_without_showing_it() {
+    let p = project(opts(100), FAST, |_| {}).await;
+    let conn = p.conn();
+    let ok = ml_connector::connect::check(&conn, &p.ctx.vault).await;
+    assert!(ok.ok, "{ok:?}");
+    let mut s = Secrets::new();
+    s.insert(
+        "client_secret".into(),
+        SecretString::from("wrong-looker-secret".to_string()),
+    );
+    p.ctx.vault.put("crm", &s).unwrap();
+    let bad = ml_connector::connect::check(&conn, &p.ctx.vault).await;
+    let problem = bad.problem.unwrap_or_default();
+    assert!(!bad.ok);
+    assert!(problem.contains("API Keys"), "{problem}");
+    assert!(!problem.contains("wrong-looker-secret"), "{problem}");
+}

@@ -119,15 +119,17 @@ impl LookerLogin {
     }
 }
 
-/// A refused login in words an administrator can act on.
+/// A refused login in words an administrator can act on. Looker answers a wrong API key with
+/// 404 "Not found", the same as a wrong address, so a 404 names both causes.
 fn explain(status: u16, message: &str, client_id: &str) -> String {
+    let key = format!(
+        "copy client id {client_id} and its secret again from Admin > Users > Edit > API Keys (a key belongs to a user; a deleted or disabled user's keys stop working)"
+    );
     match status {
-        404 if message.to_ascii_lowercase().contains("not found") || message.is_empty() => format!(
-            "no Looker API 4.0 login at this address (HTTP 404: {message}): check base_url and port"
+        404 => format!(
+            "Looker refused the login (HTTP 404: {message}): either the API key is wrong ({key}), or base_url and port do not reach the API 4.0 (443, or 19999 on older AWS-hosted instances)"
         ),
-        400..=404 => format!(
-            "Looker refused API key {client_id} (HTTP {status}: {message}): copy the client id and secret again from Admin > Users > Edit > API Keys (the key belongs to a user, and a deleted or disabled user's keys stop working)"
-        ),
+        400..=403 => format!("Looker refused the login (HTTP {status}: {message}): {key}"),
         _ => format!("login refused (HTTP {status}): {message}"),
     }
 }
@@ -168,6 +170,10 @@ mod tests {
     #[test]
     fn explains_refusals() {
         assert!(explain(403, "Invalid client credentials", "abc").contains("API Keys"));
-        assert!(explain(404, "Not found", "abc").contains("base_url and port"));
+        let e = explain(404, "Not found", "abc");
+        assert!(
+            e.contains("base_url and port") && e.contains("client id abc"),
+            "{e}"
+        );
     }
 }
