@@ -82,6 +82,7 @@ impl Connection {
             ConnectionSettings::BusinessCentral(_) => "business_central",
             ConnectionSettings::Deltek(_) => "deltek",
             ConnectionSettings::Pipedrive(_) => "pipedrive",
+            ConnectionSettings::Looker(_) => "looker",
         }
     }
 
@@ -92,6 +93,7 @@ impl Connection {
             ConnectionSettings::BusinessCentral(b) => b.api_base(),
             ConnectionSettings::Deltek(d) => d.base_url.clone(),
             ConnectionSettings::Pipedrive(p) => p.api_url.clone(),
+            ConnectionSettings::Looker(l) => l.api_base(),
         }
     }
 
@@ -103,6 +105,7 @@ impl Connection {
             ConnectionSettings::BusinessCentral(b) => b.client_secret.is_some(),
             ConnectionSettings::Deltek(d) => d.password.is_some() && d.client_secret.is_some(),
             ConnectionSettings::Pipedrive(p) => p.api_token.is_some() || p.refresh_token.is_some(),
+            ConnectionSettings::Looker(l) => l.client_secret.is_some(),
         }
     }
 
@@ -110,6 +113,9 @@ impl Connection {
     pub fn naive_time_zone(&self) -> Option<&str> {
         match &self.settings {
             ConnectionSettings::Deltek(d) => Some(&d.time_zone),
+            // Queries run with `query_timezone` (UTC unless the stream says otherwise), and
+            // Looker writes times in it without a zone.
+            ConnectionSettings::Looker(_) => Some("UTC"),
             _ => None,
         }
     }
@@ -127,6 +133,62 @@ pub enum ConnectionSettings {
     BusinessCentral(BusinessCentralSettings),
     Deltek(DeltekSettings),
     Pipedrive(PipedriveSettings),
+    Looker(LookerSettings),
+}
+
+/// A Looker instance (API 4.0) and an API key pair (client id and secret) of the Looker user
+/// whose permissions the reverse streams run with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookerSettings {
+    /// Instance URL, e.g. `https://acme.cloud.looker.com` (or the Admin > API "API Host URL").
+    pub base_url: String,
+    /// API port: 443 for instances on GCP, Azure and AWS created from 2020-07-07, 19999 for
+    /// older AWS-hosted instances (the legacy API port). Default: the URL's own port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Client id of the API key.
+    pub client_id: String,
+    /// Client secret of the API key; only as `${VAR}`, otherwise stored with
+    /// `mlc connection add`.
+    #[serde(default)]
+    pub client_secret: Option<SecretString>,
+    /// Longest wait for one query task (queued plus running), in seconds.
+    #[serde(default = "default_looker_timeout")]
+    pub query_timeout_seconds: f64,
+    /// First wait between status polls of a query task, in milliseconds; it grows by half
+    /// each poll up to `poll_max_interval_ms`.
+    #[serde(default = "default_looker_poll")]
+    pub poll_interval_ms: u64,
+    /// Longest wait between two status polls, in milliseconds.
+    #[serde(default = "default_looker_poll_max")]
+    pub poll_max_interval_ms: u64,
+}
+
+fn default_looker_timeout() -> f64 {
+    600.0
+}
+
+fn default_looker_poll() -> u64 {
+    500
+}
+
+fn default_looker_poll_max() -> u64 {
+    5000
+}
+
+impl LookerSettings {
+    /// `{scheme}://{host}:{port}/api/4.0` (no trailing slash).
+    pub fn api_base(&self) -> String {
+        let mut base = self.base_url.trim_end_matches('/').to_string();
+        if let Some(port) = self.port
+            && let Ok(mut u) = url::Url::parse(&base)
+            && u.set_port(Some(port)).is_ok()
+        {
+            base = u.as_str().trim_end_matches('/').to_string();
+        }
+        format!("{base}/api/4.0")
+    }
 }
 
 /// A Business Central online environment and its Entra app registration.
@@ -692,9 +754,22 @@ fn parse_connection(
             }
             ConnectionSettings::Pipedrive(s)
         }
+        "looker" => {
+            let s: LookerSettings = table.try_into().map_err(typed("looker"))?;
+            check_url("base_url", &s.base_url, "https://acme.cloud.looker.com")?;
+            if s.query_timeout_seconds.is_nan()
+                || s.query_timeout_seconds <= 0.0
+                || s.poll_interval_ms == 0
+            {
+                return Err(Error::Config(format!(
+                    "connections.{name}: query_timeout_seconds and poll_interval_ms must be positive"
+                )));
+            }
+            ConnectionSettings::Looker(s)
+        }
         other => {
             return Err(Error::Config(format!(
-                "{} = \"{other}\" is not a supported system; supported: dataverse, business_central, deltek, pipedrive ({} are accepted on every connection)",
+                "{} = \"{other}\" is not a supported system; supported: dataverse, business_central, deltek, pipedrive, looker ({} are accepted on every connection)",
                 at("system"),
                 COMMON_KEYS.join(", ")
             )));
@@ -856,6 +931,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("url2"), "{e}");
+    }
+
+    #[test]
+    fn looker_host_and_port() {
+        let c = Config::parse(
+            "[connections.bi]\nsystem = \"looker\"\nbase_url = \"https://acme.looker.com/\"\nport = 19999\nclient_id = \"id\"\nclient_secret = \"${SECRET}\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        let conn = c.connection("bi").unwrap();
+        assert_eq!(conn.url(), "https://acme.looker.com:19999/api/4.0");
+        assert_eq!(conn.streams, vec!["looker.*"]);
+        assert!(!format!("{c:?}").contains("s3cr3t"));
+        let ConnectionSettings::Looker(l) = &conn.settings else {
+            panic!("a looker connection")
+        };
+        assert_eq!(l.query_timeout_seconds, 600.0);
     }
 
     #[test]

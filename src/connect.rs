@@ -131,6 +131,26 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
             Ok(Endpoint { http, base })
         }
         ConnectionSettings::Pipedrive(p) => pipedrive_endpoint(conn, vault, p),
+        ConnectionSettings::Looker(l) => {
+            let secret = secret(conn, vault, "client_secret", l.client_secret.as_ref())?;
+            let base = l.api_base();
+            let auth = crate::http::auth::looker::LookerLogin::new(&base, &l.client_id, secret);
+            // No published per-second limit, but every call counts against the edition's
+            // monthly API quota and 429s are documented: 60 a minute, paced one at a time.
+            let rpm = conn.requests_per_minute.unwrap_or(60);
+            let http = HttpClient::new(
+                "looker",
+                &conn.name,
+                Some(Arc::new(auth)),
+                Limits {
+                    requests_per_minute: Some(rpm),
+                    max_concurrency: conn.max_concurrency.unwrap_or(2),
+                },
+                RetryPolicy::default(),
+            )?
+            .with_rate(rpm, 1)?;
+            Ok(Endpoint { http, base })
+        }
     }
 }
 
@@ -327,6 +347,31 @@ pub async fn check(conn: &Connection, vault: &Vault) -> CheckReport {
                     }
                 }
                 Err(e) => report.problem = Some(explain_deltek(&e, d)),
+            }
+        }
+        ConnectionSettings::Looker(l) => {
+            let mut headers = HeaderMap::new();
+            headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+            let url = format!("{}/user?fields=id,display_name,email", ep.base);
+            match ep.http.get(&url, &headers, "check").await {
+                Ok(resp) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&resp.body).unwrap_or_default();
+                    report.steps.push(format!(
+                        "logged in to {} as {} ({})",
+                        l.api_base(),
+                        v["display_name"].as_str().unwrap_or("?"),
+                        v["email"].as_str().unwrap_or("?"),
+                    ));
+                    report.ok = true;
+                }
+                Err(e @ Error::Transport { .. }) => {
+                    report.problem = Some(format!(
+                        "cannot reach {}: check base_url and port (443, or 19999 for older AWS-hosted instances) ({e})",
+                        l.api_base()
+                    ))
+                }
+                Err(e) => report.problem = Some(e.to_string()),
             }
         }
         ConnectionSettings::Pipedrive(p) => {

@@ -1,8 +1,9 @@
 //! `mlc demo`: the main job end to end on embedded defaults, with no credentials and no network.
 //! Starts the sandbox in-process, configures a project folder for it (the sandbox's client
-//! secret goes to the encrypted vault, never to mlc.toml), runs a full sync of every Dataverse
-//! stream, mutates the sandbox, runs an incremental sync, checks every table against the source
-//! and prints a summary and a sample query.
+//! secret goes to the encrypted vault, never to mlc.toml), runs a full sync of every stream of
+//! every system (the Looker reverse stream included: one query and one saved Look landed as
+//! `ref_looker` reference tables), mutates the sandbox, runs an incremental sync, checks every
+//! table against the source and prints a summary and sample queries.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,11 @@ path = ".mlc/warehouse"
     Ok(config)
 }
 
-fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (String, bool) {
+fn summary_table(
+    title: &str,
+    results: &[(String, Result<RunSummary>)],
+    defs: &crate::spec::Definitions,
+) -> (String, bool) {
     let mut out = String::new();
     let mut ok = true;
     let _ = writeln!(out, "\n{title}");
@@ -101,7 +106,11 @@ fn summary_table(title: &str, results: &[(String, Result<RunSummary>)]) -> (Stri
     for (label, r) in sorted {
         match r {
             Ok(s) => {
-                let table = format!("raw_{}", s.stream);
+                // `raw_<system>.<entity>`, or the source's own dataset (`ref_looker`).
+                let table = match s.stream.parse().ok().and_then(|id| defs.get(&id).ok()) {
+                    Some(st) => format!("{}.{}", st.dataset(), st.id.entity),
+                    None => format!("raw_{}", s.stream),
+                };
                 let _ = writeln!(
                     out,
                     "  {:<44} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8.2}",
@@ -145,7 +154,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     )
     .await?;
     print(&format!(
-        "ml-connector demo in {}\nsandbox (Entra, Dataverse, Business Central, Deltek, Pipedrive) at {}",
+        "ml-connector demo in {}\nsandbox (Entra, Dataverse, Business Central, Deltek, Pipedrive, Looker) at {}",
         dir.display(),
         sandbox.base_url()
     ));
@@ -155,7 +164,11 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     let conns: Vec<&crate::config::Connection> = ctx.config.connections.values().collect();
 
     let full = run_many(&ctx, &conns, &[], &RunRequest::Sync { full: false }).await?;
-    let (table, ok1) = summary_table("Full sync (change tracking started):", &full);
+    let (table, ok1) = summary_table(
+        "Full sync (change tracking started; Looker queries run as reference tables):",
+        &full,
+        &ctx.defs,
+    );
     print(&table);
 
     let changes = sandbox.mutate();
@@ -164,8 +177,9 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
 
     let incr = run_many(&ctx, &conns, &[], &RunRequest::Sync { full: false }).await?;
     let (table, ok2) = summary_table(
-        "Incremental sync (delta tokens, modified-time cursors, key-set passes):",
+        "Incremental sync (delta tokens, modified-time cursors, key-set passes; Looker tables replaced):",
         &incr,
+        &ctx.defs,
     );
     print(&table);
 
@@ -184,13 +198,13 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
         let Some(source) = sandbox.live_count(&stream.id.system, &stream.id.entity) else {
             continue;
         };
-        let rows = local.row_count(&stream.id.dataset(), &stream.id.entity)?;
+        let rows = local.row_count(&stream.dataset(), &stream.id.entity)?;
         let mark = if rows == source { "ok" } else { "MISMATCH" };
         all_equal &= rows == source;
         let _ = writeln!(
             check,
             "  {:<44} {:>8} rows  (sandbox {:>8})  {mark}",
-            format!("{}.{}", stream.id.dataset(), stream.id.entity),
+            format!("{}.{}", stream.dataset(), stream.id.entity),
             rows,
             source
         );
@@ -202,8 +216,16 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
                WHERE o.statecode = 1 ORDER BY o.actualvalue DESC LIMIT 5";
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
+    // The Looker reverse stream: one query and one saved Look, landed as reference tables.
+    let sql = "SELECT department, ROUND(SUM(planned_amount), 2) AS planned, ROUND(SUM(actual_amount), 2) AS actual \
+               FROM ref_looker.budget_summary GROUP BY department ORDER BY department LIMIT 5";
+    print(&format!("\nmlc query \"{sql}\""));
+    print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
+    let sql = "SELECT * FROM ref_looker.pipeline_by_stage ORDER BY result_row";
+    print(&format!("\nmlc query \"{sql}\""));
+    print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     print(&format!(
-        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc state show\n",
+        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc query \"SELECT * FROM ref_looker.budget_summary LIMIT 10\"\n  mlc state show\n",
         dir.display()
     ));
     sandbox.shutdown().await;

@@ -27,7 +27,7 @@ pub fn diff(warehouse: &Warehouse, streams: &[&Stream]) -> Result<Vec<Drift>> {
     for s in streams {
         let sql = format!(
             "SELECT _ml_extra FROM {}.{} WHERE _ml_extra IS NOT NULL LIMIT {SAMPLE_ROWS}",
-            s.id.dataset(),
+            s.dataset(),
             s.id.entity
         );
         let Ok(json) = warehouse.query(&sql, OutputFormat::Json) else {

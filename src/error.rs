@@ -78,6 +78,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A query the remote system ran for a stream failed or cannot be trusted (a Looker query
+    /// task that errored, expired, timed out, or whose result exceeds the stream's row limit);
+    /// never retried, the message says what to change.
+    #[error("{stream}: {message}")]
+    Query { stream: String, message: String },
+
     /// A stop the user asked for or that protects the tenant (budget spent, another run holds
     /// the stream); never retried.
     #[error("{0}")]

@@ -3,7 +3,9 @@
 //! An ELT and integration engine for professional-services firms: it reads ERP and CRM systems
 //! (Deltek Vantagepoint, Dynamics 365 Business Central, Dataverse / Dynamics 365 Sales,
 //! Pipedrive), writes what it reads as Parquet to a lake on object storage, and merges it into a
-//! warehouse (an embedded local one by default, BigQuery in production).
+//! warehouse (an embedded local one by default, BigQuery in production). The Looker reverse
+//! stream brings rolled-up figures computed in Looker back the same way, as reference tables
+//! (`ref_looker.<stream>`) that every run replaces.
 //!
 //! ```text
 //!  source system ──> streams/ (fetch pages) ──> batches (JSON → Arrow, typed by catalog/)
@@ -20,6 +22,9 @@
 //!   harmless (at-least-once extraction, exactly-once effect).
 //! - **Definitions are data.** Streams and table shapes live in TOML (`streams/`, `catalog/`);
 //!   adding an entity needs no Rust.
+//! - **Reference tables are replaced, not merged.** A Looker result has no key of its own: its
+//!   rows are keyed by their position (`result_row`) and every run is a full snapshot whose
+//!   reconciliation drops rows beyond the new result, so the table equals the latest result.
 
 pub mod batches;
 pub mod catalog_export;

@@ -22,7 +22,7 @@ use secrecy::SecretString;
     name = "mlc",
     version,
     about = "ml-connector: ERP/CRM → Parquet lake → warehouse",
-    long_about = "ml-connector moves data out of Deltek Vantagepoint, Dynamics 365 (Dataverse, Business Central) and Pipedrive into a Parquet lake and a warehouse, incrementally, with deletes.\n\nStart with `mlc demo`."
+    long_about = "ml-connector moves data out of Deltek Vantagepoint, Dynamics 365 (Dataverse, Business Central) and Pipedrive into a Parquet lake and a warehouse, incrementally, with deletes, and brings Looker results back as reference tables.\n\nStart with `mlc demo`."
 )]
 struct Cli {
     /// Path of the configuration file.
@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         scale: u64,
     },
-    /// Serve the local fakes (Entra, Dataverse, Business Central, Deltek, Pipedrive) for tests, demos and benchmarks.
+    /// Serve the local fakes (Entra, Dataverse, Business Central, Deltek, Pipedrive, Looker) for tests, demos and benchmarks.
     Sandbox(SandboxArgs),
     /// Write a commented mlc.toml.
     Init {
@@ -201,7 +201,7 @@ enum ConnectionCmd {
 #[derive(Args)]
 struct AddArgs {
     name: String,
-    /// dataverse, business_central, deltek or pipedrive.
+    /// dataverse, business_central, deltek, pipedrive or looker.
     #[arg(long, default_value = "dataverse")]
     system: String,
     /// Dataverse: https://<org>.crm.dynamics.com
@@ -656,7 +656,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
                 println!(
                     "{:<28} {:<32} {:<12} {:>7}",
                     s.id.to_string(),
-                    format!("{}.{}", s.id.dataset(), s.id.entity),
+                    format!("{}.{}", s.dataset(), s.id.entity),
                     format!("{:?}", s.spec.incremental).to_lowercase(),
                     s.catalog.columns.len()
                 );
@@ -665,7 +665,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
         CatalogCmd::Show { stream } => {
             let defs = definitions(config)?;
             let s = defs.get(&stream.parse()?)?;
-            println!("{} → {}.{}", s.id, s.id.dataset(), s.id.entity);
+            println!("{} → {}.{}", s.id, s.dataset(), s.id.entity);
             if let Some(d) = &s.catalog.description {
                 println!("{d}");
             }
@@ -708,7 +708,11 @@ fn read_secrets(a: &AddArgs) -> Result<Secrets> {
     let wants_client_secret = a.client_secret_env.is_some()
         || a.client_secret_stdin
         || (out.is_empty() && !std::io::stdin().is_terminal())
-        || (out.is_empty() && matches!(a.system.as_str(), "dataverse" | "business_central"));
+        || (out.is_empty()
+            && matches!(
+                a.system.as_str(),
+                "dataverse" | "business_central" | "looker"
+            ));
     if wants_client_secret {
         out.insert("client_secret".into(), read_secret(a)?);
     }

@@ -114,6 +114,11 @@ pub struct SourceFile {
     /// which serves reads from a replica).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Warehouse dataset of the system's tables (default `raw_<system>`). The Looker reverse
+    /// stream lands in `ref_looker`: its tables are reference data computed by Looker, not
+    /// raw source records.
+    #[serde(default)]
+    pub dataset: Option<String>,
 }
 
 /// The protocol family a system speaks.
@@ -126,6 +131,9 @@ pub enum ReaderKind {
     Deltek,
     /// Pipedrive API v2: `{success, data, additional_data.next_cursor}` envelopes.
     Pipedrive,
+    /// Looker API 4.0 (reverse stream): a query or a saved Look run as an async query task,
+    /// its `json_bi` result landed as a reference table.
+    Looker,
 }
 
 /// Closed set of paging schemes (DESIGN.md §4).
@@ -140,6 +148,9 @@ pub enum Pagination {
     Cursor,
     /// `start`/`limit` offsets.
     Offset,
+    /// The whole result in one response (a Looker query task's results: Looker has no result
+    /// paging, so the row limit is explicit and checked instead).
+    Single,
 }
 
 /// A deleted record in a change feed. Either a notice whose `marker_field` is a string ending
@@ -219,6 +230,38 @@ pub struct StreamFile {
     /// `filters` and may rename payload fields to the catalog's names.
     #[serde(default)]
     pub variants: BTreeMap<String, Variant>,
+    /// Looker: the query to run (model, view, fields, filters, sorts). Exactly one of `query`
+    /// and `look_id` is set.
+    #[serde(default)]
+    pub query: Option<LookerQuery>,
+    /// Looker: the id of a saved Look whose query is run (Looker 4.0 ids are strings).
+    #[serde(default)]
+    pub look_id: Option<String>,
+    /// Looker: the row limit, required and explicit (`-1` = unlimited). Looker applies a
+    /// 5000-row default when a query has none, so an omitted limit would truncate silently; a
+    /// result with more rows than a positive limit fails the run instead of being cut.
+    #[serde(default)]
+    pub limit: Option<i64>,
+}
+
+/// A Looker query definition (`POST /api/4.0/queries`); the field names are Looker's own
+/// (`view.field`). Queries always run with `query_timezone = "UTC"`, so the zone-less times
+/// of a result are UTC instants.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LookerQuery {
+    /// LookML model.
+    pub model: String,
+    /// Explore name (the API calls it `view`).
+    pub view: String,
+    /// Fields to select, `view.field`.
+    pub fields: Vec<String>,
+    /// Filter expressions by field, in Looker's filter syntax (`"7 days"`, `"complete"`).
+    #[serde(default)]
+    pub filters: BTreeMap<String, String>,
+    /// Sorts, `view.field` or `view.field desc`.
+    #[serde(default)]
+    pub sorts: Vec<String>,
 }
 
 /// One fixed `filterHash` entry.
@@ -433,6 +476,15 @@ pub struct Stream {
 }
 
 impl Stream {
+    /// Warehouse dataset of the stream's table: the source's `dataset` (`ref_looker`) or
+    /// `raw_<system>`.
+    pub fn dataset(&self) -> String {
+        self.source
+            .dataset
+            .clone()
+            .unwrap_or_else(|| self.id.dataset())
+    }
+
     /// Rows per page after the stream override and the source's ceiling.
     pub fn page_size(&self) -> u32 {
         let wanted = self.spec.page_size.unwrap_or(self.source.page_size);
@@ -476,6 +528,27 @@ impl Stream {
     pub fn cursor_column(&self) -> Option<&Column> {
         let name = self.spec.cursor_field.as_deref()?;
         self.catalog.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// The catalog of a Looker stream that has no catalog file yet: only the row key
+/// (`result_row`, the row's position in the result; see `streams::looker`).
+pub fn looker_row_catalog() -> CatalogFile {
+    CatalogFile {
+        description: None,
+        primary_key: vec!["result_row".into()],
+        partition_by: None,
+        cluster_by: Vec::new(),
+        columns: vec![Column {
+            name: "result_row".into(),
+            ty: ColumnType::Int64,
+            nullable: false,
+            description: Some(
+                "Position of the row in the Looker result (1-based): the key of a reference table that every run replaces."
+                    .into(),
+            ),
+            source: None,
+        }],
     }
 }
 
@@ -548,11 +621,20 @@ impl Definitions {
                 })?;
             let spec: StreamFile = parse(raw)?;
             let cat_rel = PathBuf::from(&system).join(name);
-            let cat_raw = catalogs.get(&cat_rel).ok_or_else(|| Error::Definition {
-                path: raw.origin.clone(),
-                message: format!("no catalog file catalog/{system}/{name} for stream {id}"),
-            })?;
-            let catalog: CatalogFile = parse(cat_raw)?;
+            let (catalog, cat_origin) = match catalogs.get(&cat_rel) {
+                Some(cat_raw) => (parse::<CatalogFile>(cat_raw)?, cat_raw.origin.clone()),
+                // A new Looker stream runs before its catalog is drafted: every field lands in
+                // `_ml_extra` until `mlc discover` writes the typed catalog file.
+                None if source.reader == ReaderKind::Looker => {
+                    (looker_row_catalog(), "(no catalog file yet)".to_string())
+                }
+                None => {
+                    return Err(Error::Definition {
+                        path: raw.origin.clone(),
+                        message: format!("no catalog file catalog/{system}/{name} for stream {id}"),
+                    });
+                }
+            };
             let stream = Stream {
                 id: id.clone(),
                 source,
@@ -560,7 +642,7 @@ impl Definitions {
                 catalog,
             };
             validate(&stream).map_err(|message| Error::Definition {
-                path: format!("{} / {}", raw.origin, cat_raw.origin),
+                path: format!("{} / {}", raw.origin, cat_origin),
                 message,
             })?;
             out.insert(id, stream);
@@ -788,6 +870,56 @@ fn validate(s: &Stream) -> Result<(), String> {
                 );
             }
         }
+        ReaderKind::Looker => {
+            if s.source.pagination != Pagination::Single {
+                return Err("looker sources have pagination = \"single\"".into());
+            }
+            match (&s.spec.query, &s.spec.look_id) {
+                (Some(q), None) => {
+                    if q.fields.is_empty() {
+                        return Err("a Looker query needs fields".into());
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(
+                        "looker streams set exactly one of `query` (model, view, fields, ...) and `look_id`"
+                            .into(),
+                    );
+                }
+            }
+            match s.spec.limit {
+                Some(-1) => {}
+                Some(n) if n > 0 => {}
+                Some(n) => {
+                    return Err(format!(
+                        "limit = {n}: use a positive row limit or -1 (unlimited)"
+                    ));
+                }
+                None => {
+                    return Err(
+                        "looker streams need an explicit limit (-1 = unlimited): without one Looker caps results at 5000 rows"
+                            .into(),
+                    );
+                }
+            }
+            if s.spec.incremental != Incremental::Full {
+                return Err(
+                    "looker streams are reference tables replaced by every run: incremental = \"full\""
+                        .into(),
+                );
+            }
+        }
+    }
+    if let Some(ds) = &s.source.dataset
+        && !is_ident(ds)
+    {
+        return Err(format!("dataset `{ds}`: names are snake_case ASCII"));
+    }
+    if s.source.reader != ReaderKind::Looker
+        && (s.spec.query.is_some() || s.spec.look_id.is_some() || s.spec.limit.is_some())
+    {
+        return Err("query, look_id and limit are Looker stream settings".into());
     }
     if let Some(t) = &s.source.tombstone
         && t.marker_suffix.is_some()
@@ -846,6 +978,40 @@ mod tests {
         assert!(defs.select(&["nosuch".into()]).is_err());
         let one = defs.select(&["dataverse.account".into()]).unwrap();
         assert_eq!(one[0].catalog.primary_key, vec!["accountid"]);
+    }
+
+    #[test]
+    fn looker_streams_are_reference_tables_with_explicit_limits() {
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&"looker.budget_summary".parse().unwrap()).unwrap();
+        assert_eq!(s.dataset(), "ref_looker");
+        assert_eq!(s.catalog.primary_key, vec!["result_row"]);
+        let pd = defs.get(&"pipedrive.deal".parse().unwrap()).unwrap();
+        assert_eq!(pd.dataset(), "raw_pipedrive");
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("streams/looker");
+        std::fs::create_dir_all(&d).unwrap();
+        let load = |text: &str| {
+            std::fs::write(d.join("x.toml"), text).unwrap();
+            Definitions::load(Some(dir.path())).map_err(|e| e.to_string())
+        };
+        // No catalog file yet: the row key alone, everything else in _ml_extra.
+        let ok = load("incremental = \"full\"\nlimit = -1\nlook_id = \"7\"\n").unwrap();
+        let x = ok.get(&"looker.x".parse().unwrap()).unwrap();
+        assert_eq!(x.catalog.columns.len(), 1);
+        let e = load("incremental = \"full\"\nlook_id = \"7\"\n").unwrap_err();
+        assert!(e.contains("explicit limit"), "{e}");
+        let e = load("incremental = \"full\"\nlimit = 0\nlook_id = \"7\"\n").unwrap_err();
+        assert!(e.contains("-1"), "{e}");
+        let e = load(
+            "incremental = \"full\"\nlimit = 10\nlook_id = \"7\"\n[query]\nmodel = \"m\"\nview = \"v\"\nfields = [\"v.a\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = load("incremental = \"cursor\"\ncursor_field = \"result_row\"\nlimit = 10\nlook_id = \"7\"\n")
+            .unwrap_err();
+        assert!(e.contains("incremental = \"full\""), "{e}");
     }
 
     #[test]

@@ -92,8 +92,12 @@ fn sources_yml(defs: &Definitions) -> String {
     let mut y = String::new();
     let _ = writeln!(y, "# {GENERATED}");
     y.push_str("version: 2\n\nsources:\n");
-    for system in defs.systems() {
-        let dataset = StreamId::new(&system, "x").dataset();
+    let mut by_dataset: std::collections::BTreeMap<String, Vec<&Stream>> = Default::default();
+    for s in defs.streams() {
+        by_dataset.entry(s.dataset()).or_default().push(s);
+    }
+    for (dataset, streams) in &by_dataset {
+        let system = &streams[0].id.system;
         let location = format!(
             "read_parquet('{{{{ env_var('{WAREHOUSE_ENV}', '{DEFAULT_WAREHOUSE}') }}}}/{dataset}/{{name}}/*.parquet', union_by_name = true)"
         );
@@ -108,7 +112,7 @@ fn sources_yml(defs: &Definitions) -> String {
         let _ = writeln!(y, "    meta:");
         let _ = writeln!(y, "      external_location: {}", quoted(&location));
         y.push_str("    tables:\n");
-        for s in defs.streams().filter(|s| s.id.system == system) {
+        for s in streams {
             let cat = &s.catalog;
             let _ = writeln!(y, "      - name: {}", s.id.entity);
             let _ = writeln!(y, "        description: {}", quoted(&description(s)));
@@ -180,7 +184,7 @@ fn staging_sql(s: &Stream) -> String {
     let _ = writeln!(
         q,
         "from {{{{ source('{}', '{}') }}}}",
-        s.id.dataset(),
+        s.dataset(),
         s.id.entity
     );
     let _ = writeln!(q, "where not coalesce({ML_DELETED}, false)");
@@ -199,7 +203,7 @@ fn staging_yml(streams: &[&Stream]) -> String {
             quoted(&format!(
                 "{} Staged from {}.{} without deleted rows; key: {}.",
                 description(s),
-                s.id.dataset(),
+                s.dataset(),
                 s.id.entity,
                 s.catalog.primary_key.join(", ")
             ))

@@ -140,12 +140,7 @@ pub fn view(s: &Stream) -> String {
         let _ = writeln!(v, "# {}", d.replace('\n', " "));
     }
     let _ = writeln!(v, "view: {} {{", view_name(&s.id));
-    let _ = writeln!(
-        v,
-        "  sql_table_name: {}.{} ;;\n",
-        s.id.dataset(),
-        s.id.entity
-    );
+    let _ = writeln!(v, "  sql_table_name: {}.{} ;;\n", s.dataset(), s.id.entity);
 
     if let Some(name) = &compound_key {
         let parts: Vec<String> = cat

@@ -3,11 +3,12 @@
 //!
 //! Each system has its own module reading its own metadata endpoint (Dataverse
 //! `EntityDefinitions`, Business Central `$metadata`, Pipedrive `*Fields`, Deltek
-//! `metadata/{hub}`); this module holds what they share: the draft type and the TOML writer.
+//! `metadata/{hub}`, Looker's `json_bi` field metadata); this module holds what they share: the draft type and the TOML writer.
 
 mod business_central;
 mod dataverse;
 mod deltek;
+mod looker;
 mod pipedrive;
 
 use crate::config::{Connection, ConnectionSettings};
@@ -40,6 +41,7 @@ pub async fn discover(
         ConnectionSettings::BusinessCentral(_) => business_central::discover(ep, defs, only).await,
         ConnectionSettings::Deltek(_) => deltek::discover(ep, defs, only).await,
         ConnectionSettings::Pipedrive(_) => pipedrive::discover(ep, defs, only).await,
+        ConnectionSettings::Looker(_) => looker::discover(conn, ep, defs, only).await,
     }
 }
 

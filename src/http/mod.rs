@@ -178,6 +178,23 @@ impl HttpClient {
         })
     }
 
+    /// Replaces the rate limit with `rpm` requests per minute and a burst of `burst`. A small
+    /// burst paces strictly: Looker counts calls against a per-minute budget, so a burst of a
+    /// tenth of the minute (the default) could overshoot it within any sliding minute.
+    pub fn with_rate(mut self, rpm: u32, burst: u32) -> Result<Self> {
+        let rpm = NonZeroU32::new(rpm).ok_or_else(|| {
+            Error::Config(format!(
+                "connections.{}: requests_per_minute must be at least 1",
+                self.connection
+            ))
+        })?;
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        self.limiter = Some(Arc::new(RateLimiter::direct(
+            Quota::per_minute(rpm).allow_burst(burst),
+        )));
+        Ok(self)
+    }
+
     /// Adds a system's response hook (rate-limit pacing and hard stops).
     pub fn with_hook(mut self, hook: Arc<dyn ResponseHook>) -> Self {
         self.hook = Some(hook);

@@ -1,5 +1,6 @@
-//! Faithful, fast, deterministic local fakes of the source systems (DESIGN.md §12): today
-//! Microsoft Entra (token endpoint) and the Dataverse Web API v9.2, served by axum.
+//! Faithful, fast, deterministic local fakes of the source systems (DESIGN.md §12): Microsoft
+//! Entra (token endpoint), the Dataverse Web API v9.2, Business Central, Deltek Vantagepoint,
+//! Pipedrive and Looker (API 4.0, the reverse stream), served by axum.
 //!
 //! ```text
 //! {base}/entra/{tenant}/oauth2/v2.0/token     client-credentials grant (entra.rs)
@@ -29,6 +30,7 @@ mod deltek;
 mod entities;
 pub mod entra;
 mod json;
+mod looker;
 mod metadata;
 mod odata;
 mod options;
@@ -54,6 +56,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+pub use looker::LookerStats;
 pub use options::{Faults, SandboxOptions};
 pub use stats::RequestStats;
 pub use store::{MutationSummary, SetChanges};
@@ -81,6 +84,7 @@ pub(crate) struct App {
     business_central: business_central::BusinessCentral,
     deltek: deltek::Deltek,
     pipedrive: pipedrive::Pipedrive,
+    looker: looker::Looker,
 }
 
 impl App {
@@ -115,6 +119,7 @@ impl App {
         self.business_central.mutate();
         self.deltek.mutate();
         self.pipedrive.mutate();
+        self.looker.mutate();
         self.org_mut().mutate()
     }
 
@@ -123,6 +128,7 @@ impl App {
         self.business_central.set_faults(faults);
         self.deltek.set_faults(faults);
         self.pipedrive.set_faults(faults);
+        self.looker.set_faults(faults);
     }
 
     fn stats(&self) -> RequestStats {
@@ -212,6 +218,7 @@ impl Sandbox {
             business_central: business_central::BusinessCentral::new(&opts),
             deltek: deltek::Deltek::new(&opts),
             pipedrive: pipedrive::Pipedrive::new(&opts),
+            looker: looker::Looker::new(&opts),
         });
         let router = Router::new()
             .route("/entra/{tenant}/oauth2/v2.0/token", post(entra::token))
@@ -221,6 +228,7 @@ impl Sandbox {
             .merge(business_central::routes())
             .merge(deltek::routes())
             .merge(pipedrive::routes())
+            .merge(looker::routes())
             .fallback(dataverse::not_found)
             .layer(axum::middleware::from_fn_with_state(
                 app.clone(),
@@ -247,7 +255,7 @@ impl Sandbox {
     /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
     /// `mlc sandbox --project` and the tests, so they all configure the same project.
     pub fn connections(&self) -> Vec<SandboxConnection> {
-        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 4] = [
+        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 5] = [
             ("crm", "dataverse", self.dataverse_connection()),
             (
                 "erp",
@@ -256,6 +264,7 @@ impl Sandbox {
             ),
             ("vp", "deltek", self.deltek_connection()),
             ("pd", "pipedrive", self.pipedrive_connection()),
+            ("bi", "looker", self.looker_connection()),
         ];
         each.into_iter()
             .map(|(name, system, (settings, secrets))| SandboxConnection {
@@ -286,6 +295,7 @@ impl Sandbox {
                     .find(|(k, _)| k == entity)
                     .and_then(|(_, n)| u64::try_from(n).ok()),
             },
+            "looker" => self.looker_result_rows(entity),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 //! (see `batches`), so pages can be decoded on other threads while the next one is fetched.
 
 pub mod deltek;
+pub mod looker;
 pub mod odata;
 pub mod pipedrive;
 
@@ -82,6 +83,9 @@ pub fn open(
         ReaderKind::Pipedrive => Ok(Box::new(pipedrive::PipedriveSource::new(
             stream, conn, endpoint, mode, resume,
         )?)),
+        ReaderKind::Looker => Ok(Box::new(looker::LookerSource::new(
+            stream, conn, endpoint, mode, resume,
+        )?)),
     }
 }
 
@@ -92,6 +96,20 @@ pub fn records(stream: &Stream, body: &[u8]) -> std::result::Result<Vec<Range<us
         ReaderKind::Odata => odata::parse_envelope(body).map(|p| p.rows),
         ReaderKind::Deltek => deltek::parse_page(body),
         ReaderKind::Pipedrive => pipedrive::parse_page(body).map(|p| p.rows),
+        ReaderKind::Looker => looker::parse_json_bi(body).map(|p| p.rows),
+    }
+}
+
+/// One response body as the stream's reader hands it to the decoder: the body (rewritten
+/// where the reader adds keys, e.g. Looker's `result_row`) and the range of every record.
+/// Fails when the body is not the system's page shape.
+pub fn decoder_input(
+    stream: &Stream,
+    body: &[u8],
+) -> std::result::Result<(Bytes, Vec<Range<usize>>), String> {
+    match stream.source.reader {
+        ReaderKind::Looker => looker::parse_page(body),
+        _ => Ok((Bytes::copy_from_slice(body), records(stream, body)?)),
     }
 }
 

@@ -29,9 +29,9 @@ fn every_stream_decodes_its_fixture_to_its_catalog() {
     let mut checked = 0;
     for stream in defs.streams() {
         let path = fixture(&stream.id.system, &stream.id.entity);
-        let body = std::fs::read(&path)
+        let raw = std::fs::read(&path)
             .unwrap_or_else(|e| panic!("{}: fixture {} missing: {e}", stream.id, path.display()));
-        let ranges = ml_connector::streams::records(stream, &body)
+        let (body, ranges) = ml_connector::streams::decoder_input(stream, &raw)
             .unwrap_or_else(|e| panic!("{}: fixture is not a page: {e}", stream.id));
         assert!(!ranges.is_empty(), "{}: empty fixture", stream.id);
         // The fixture exercises every selectable catalog field.
@@ -127,7 +127,7 @@ async fn a_second_incremental_run_yields_nothing_new() {
     let config = ml_connector::demo::write_project(dir.path(), &sb, "", false).unwrap();
     let ctx = Context::open(config).unwrap();
     let conns: Vec<_> = ctx.config.connections.values().collect();
-    assert_eq!(conns.len(), 4, "one connection per system");
+    assert_eq!(conns.len(), 5, "one connection per system");
     let req = RunRequest::Sync { full: false };
     let first = run_many(&ctx, &conns, &[], &req).await.unwrap();
     let mut table_rows = std::collections::BTreeMap::new();

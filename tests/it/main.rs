@@ -3,6 +3,7 @@
 mod sandbox_business_central;
 mod sandbox_dataverse;
 mod sandbox_deltek;
+mod sandbox_looker;
 mod sandbox_pipedrive;
 
 mod business_central_sync;
@@ -13,6 +14,7 @@ mod dataverse_sync;
 mod dbt_lookml;
 mod deltek_sync;
 mod http_runtime;
+mod looker_sync;
 mod pipedrive_sync;
 mod secrets;
 mod support;

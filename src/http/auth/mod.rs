@@ -4,6 +4,7 @@
 
 pub mod deltek;
 pub mod entra;
+pub mod looker;
 pub mod pipedrive;
 
 use std::fmt;

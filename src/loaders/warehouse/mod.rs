@@ -64,7 +64,7 @@ impl Warehouse {
         match self {
             Warehouse::Local(w) => {
                 w.merge(MergeRequest {
-                    dataset: &stream.id.dataset(),
+                    dataset: &stream.dataset(),
                     table: &stream.id.entity,
                     store: lake.store(),
                     parts,
