@@ -437,7 +437,7 @@ async fn extract(
 
     // Fetch ahead of decoding.
     let (page_tx, page_rx) = mpsc::channel::<Result<Page>>(PREFETCH_PAGES);
-    let fetcher = tokio::spawn(async move {
+    let fetcher = AbortOnDrop(tokio::spawn(async move {
         loop {
             let next = source.next_page().await;
             let stop = !matches!(next, Ok(Some(_)));
@@ -450,13 +450,13 @@ async fn extract(
                 break;
             }
         }
-    });
+    }));
     // Decode in order, several pages at once, in a task of its own so decoding never waits
     // for the Parquet writer below.
     let (decoded_tx, mut decoded) = mpsc::channel::<Result<Decoded>>(DECODE_PARALLELISM);
     let stream_name = stream.id.to_string();
     let decoding =
-        tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             let pages = futures::stream::unfold(page_rx, |mut rx| async move {
                 rx.recv().await.map(|p| (p, rx))
             });
@@ -491,7 +491,7 @@ async fn extract(
                     break;
                 }
             }
-        });
+        }));
 
     let mut part_no = run.next_part;
     let mut open: Option<OpenPart> = None;
@@ -553,8 +553,8 @@ async fn extract(
     }
     .await;
     drop(decoded);
-    decoding.abort();
-    fetcher.abort();
+    drop(decoding);
+    drop(fetcher);
     if let Some(pb) = bar {
         pb.finish_and_clear();
     }
@@ -755,6 +755,17 @@ pub async fn run_many(
         .collect::<Vec<_>>()
         .await;
     Ok(results)
+}
+
+/// A spawned task that is aborted when its handle is dropped: the fetch and decode tasks of a
+/// run live exactly as long as the run, so a run whose future is dropped (a cancelled sync, a
+/// shutdown) stops requesting pages instead of draining the source in the background.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]

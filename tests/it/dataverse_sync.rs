@@ -257,7 +257,17 @@ async fn an_interrupted_snapshot_resumes_from_its_last_part() {
         r = run => panic!("the run finished before it could be interrupted: {r:?}"),
         r = watcher => r,
     };
-    let before = p.sandbox.stats().kind("data");
+    // Dropping the run leaves its prefetch task finishing the page it was fetching: count the
+    // resumed run's pages only once the sandbox has gone quiet.
+    let mut before = p.sandbox.stats().kind("data");
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = p.sandbox.stats().kind("data");
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let resumed =
         ml_connector::run::run_stream(ctx, &conn, &stream, &RunRequest::Sync { full: false })
             .await
