@@ -39,6 +39,8 @@ fn help_lists_the_commands() {
         "state",
         "catalog",
         "connection",
+        "discover",
+        "lookml",
     ] {
         assert!(help.contains(cmd), "`{cmd}` missing from --help:\n{help}");
     }
