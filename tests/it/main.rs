@@ -15,4 +15,5 @@ mod deltek_sync;
 mod http_runtime;
 mod pipedrive_sync;
 mod secrets;
+mod sink;
 mod support;
