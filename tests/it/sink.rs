@@ -313,3 +313,54 @@ async fn a_validation_error_fails_only_that_job_with_its_reason_audited() {
     let status = sink.status().unwrap();
     assert_eq!(status.jobs_by_status["failed"] as u64, missing);
 }
+
+/// Runs `mlc` in the project folder off the async workers (the sandbox keeps serving).
+async fn mlc(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        crate::cli::mlc(&dir, &a)
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_cli_plans_dry_runs_applies_and_reports() {
+    let env = Env::new(20).await;
+    env.sync().await;
+    let dir = env._dir.path();
+    let (ok, out) = mlc(dir, &["sink", "plan", FLOW]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("create  account"), "{out}");
+    // Apply without --yes is a dry run.
+    let (ok, out) = mlc(dir, &["sink", "apply", FLOW]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("dry run"), "{out}");
+    assert!(env.sandbox.deltek_writes().is_empty());
+    let (ok, out) = mlc(dir, &["sink", "apply", FLOW, "--yes"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains(" 0 failed"), "{out}");
+    assert!(!env.sandbox.deltek_writes().is_empty());
+    let (ok, out) = mlc(dir, &["sink", "plan", FLOW]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("0 creates, 0 updates"), "{out}");
+    let (ok, out) = mlc(dir, &["sink", "status"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("cursor dataverse.account: 2"), "{out}");
+    let (ok, out) = mlc(dir, &["sink", "audit", FLOW]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("create"), "{out}");
+    let (ok, out) = mlc(dir, &["sink", "replay", FLOW, "--yes"]).await;
+    assert!(ok, "{out}");
+    assert!(out.contains("0 created"), "{out}");
+}
