@@ -167,6 +167,7 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
     assert_eq!(env.creates("firm") + env.creates("contact"), posts);
 
     // Source changes: inserts are created, updates update, deletes are audited no-ops.
+    let first_jobs = env.ctx.state.sink_jobs(FLOW, None).unwrap();
     let changes = env.sandbox.mutate();
     env.sync().await;
     let plan = sink.plan().await.unwrap();
@@ -187,6 +188,27 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
         .filter(|a| a.action == "noop")
         .count() as u64;
     assert_eq!(noops, deleted, "deleted rows are audited as no-ops");
+    // A stale job replayed after a newer version was written changes nothing.
+    let writes_before = env.sandbox.deltek_writes().len();
+    let mut superseded = 0;
+    for j in &first_jobs {
+        let link = env
+            .ctx
+            .state
+            .sink_link(FLOW, &j.source_entity, &j.source_id)
+            .unwrap()
+            .unwrap();
+        if link.source_version > j.source_version {
+            let r = sink
+                .replay(&Replay::Job(j.job_id.clone()), &target)
+                .await
+                .unwrap();
+            assert_eq!(r.noop, 1, "{:?}", r.jobs);
+            superseded += 1;
+        }
+    }
+    assert!(superseded > 0);
+    assert_eq!(env.sandbox.deltek_writes().len(), writes_before);
     // Every create the target saw is one audited create: nothing was written twice.
     let audited = env
         .ctx

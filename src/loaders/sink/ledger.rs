@@ -27,6 +27,9 @@ pub enum Outcome {
     },
     /// A dependency has no target record yet.
     Waiting(String),
+    /// The target already holds a newer version of the record (a stale job replayed): nothing
+    /// written, so an old failed job can never overwrite newer data.
+    Superseded(String),
 }
 
 /// The parent's source id when the row points at a parent of the mapped type.
@@ -137,9 +140,10 @@ impl JobCtx<'_> {
     ) -> Result<Outcome> {
         let outcome = self.attempt(em, j, record).await?;
         let (status, error, ambiguous) = match &outcome {
-            Outcome::Created(_) | Outcome::Updated(_) | Outcome::Linked(_) => {
-                (job_status::APPLIED, None, false)
-            }
+            Outcome::Created(_)
+            | Outcome::Updated(_)
+            | Outcome::Linked(_)
+            | Outcome::Superseded(_) => (job_status::APPLIED, None, false),
             Outcome::Failed { reason, ambiguous } => {
                 (job_status::FAILED, Some(reason.as_str()), *ambiguous)
             }
@@ -163,6 +167,26 @@ impl JobCtx<'_> {
     ) -> Result<Outcome> {
         let hub = em.target.as_str();
         let target = format!("{}.{hub}", self.flow.target_system);
+        if let Some(l) = self
+            .state
+            .sink_link(self.flow_name, j.source_entity, j.source_id)?
+            .filter(|l| l.source_version.is_some() && l.source_version > j.source_version)
+        {
+            self.audit(
+                j,
+                &target,
+                AuditEntry {
+                    action: "noop".into(),
+                    target_key: Some(l.target_key.clone()),
+                    error: Some(format!(
+                        "superseded: the target holds version {}",
+                        l.source_version.unwrap_or_default()
+                    )),
+                    ..AuditEntry::default()
+                },
+            )?;
+            return Ok(Outcome::Superseded(l.target_key));
+        }
         let (mut body, defaulted) = map_fields(self.flow, em, record);
         let owner_note = if defaulted { " owner=default" } else { "" };
         // The parent must exist in the target first.

@@ -424,6 +424,11 @@ fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult
         Outcome::Linked(k) => ("linked", Some(k), "found by search".into()),
         Outcome::Failed { reason, .. } => ("failed", None, reason),
         Outcome::Waiting(why) => ("waiting", None, why),
+        Outcome::Superseded(k) => (
+            "noop",
+            Some(k),
+            "superseded: the target holds a newer version".into(),
+        ),
     };
     JobResult {
         job_id: job_id.into(),
