@@ -459,12 +459,13 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             );
         }
         println!(
-            "{}: {} creates, {} updates, {} no-ops, {} waiting",
+            "{}: {} creates, {} updates, {} no-ops, {} waiting, {} malformed",
             p.flow,
             p.count(&Action::Create),
             p.count(&Action::Update),
             p.count(&Action::Noop),
-            p.count(&Action::Wait)
+            p.count(&Action::Wait),
+            p.count(&Action::Invalid)
         );
     };
     let print_report = |r: &ApplyReport| {

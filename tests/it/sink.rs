@@ -129,6 +129,15 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
             .all(|w| w.start_workflow.as_deref() == Some("N")),
         "every write carries startWorkflow=N"
     );
+    // No owner override is configured: every write uses the default employee and says so.
+    let audit = env.ctx.state.sink_audit_entries(FLOW, None).unwrap();
+    assert!(audit.iter().filter(|a| a.action == "create").all(|a| {
+        a.request
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("owner=default")
+            && a.request.as_deref().unwrap_or_default().contains("Owner")
+    }));
     // Contacts attached to an account carry their firm.
     let with_firm = writes
         .iter()

@@ -167,6 +167,23 @@ impl JobCtx<'_> {
     ) -> Result<Outcome> {
         let hub = em.target.as_str();
         let target = format!("{}.{hub}", self.flow.target_system);
+        // A malformed change row (no primary key) is never written, however often replayed.
+        if j.source_id.starts_with(super::plan::MALFORMED) {
+            let why = "malformed change row: no primary key".to_string();
+            self.audit(
+                j,
+                &target,
+                AuditEntry {
+                    action: "failed".into(),
+                    error: Some(why.clone()),
+                    ..AuditEntry::default()
+                },
+            )?;
+            return Ok(Outcome::Failed {
+                reason: why,
+                ambiguous: false,
+            });
+        }
         if let Some(l) = self
             .state
             .sink_link(self.flow_name, j.source_entity, j.source_id)?

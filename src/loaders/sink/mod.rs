@@ -247,6 +247,29 @@ impl<'a> Sink<'a> {
                     }
                     report.push(result("noop", pj.target_key.clone(), pj.reason.clone()));
                 }
+                Action::Invalid => {
+                    if new {
+                        self.ctx.state.sink_finish_job(
+                            &pj.job_id,
+                            job_status::FAILED,
+                            Some(&pj.reason),
+                            false,
+                            true,
+                        )?;
+                        self.ctx.state.sink_audit(&AuditEntry {
+                            flow: self.name.clone(),
+                            job_id: pj.job_id.clone(),
+                            source_entity: pj.source_entity.clone(),
+                            source_id: pj.source_id.clone(),
+                            source_version: pj.source_version,
+                            target: pj.target.clone(),
+                            action: "failed".into(),
+                            error: Some(pj.reason.clone()),
+                            ..AuditEntry::default()
+                        })?;
+                    }
+                    report.push(result("failed", None, pj.reason.clone()));
+                }
                 Action::Create | Action::Update | Action::Wait => {
                     let Some(em) = self.flow.entity(&pj.source_entity) else {
                         continue;

@@ -25,7 +25,14 @@ pub enum Action {
     Noop,
     /// A dependency is missing (the contact's firm): the job waits.
     Wait,
+    /// The change row is malformed (no primary key): apply fails this job, with the reason
+    /// audited, and goes on with the others.
+    Invalid,
 }
+
+/// Source ids given to change rows without a primary key (`?malformed:<run>#<row>`): they
+/// keep such rows apart as jobs, and no attempt ever writes them.
+pub const MALFORMED: &str = "?malformed:";
 
 /// One planned job.
 #[derive(Debug, Clone, Serialize)]
@@ -107,7 +114,14 @@ pub async fn plan(
         // The newest version of each record across the runs read (later runs win).
         let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
         for m in &runs {
-            for row in changes::read_run(lake, m, &key, version.as_deref()).await? {
+            for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                if row.id.is_empty() {
+                    row.id = format!("{MALFORMED}{}#{i}", m.run_id);
+                }
                 latest.insert(row.id.clone(), (m.run_id.clone(), row));
             }
         }
@@ -118,10 +132,10 @@ pub async fn plan(
             let jid = job_id(name, &em.source, &row.id, row.version);
             let link = state.sink_link(name, &em.source, &row.id)?;
             let prior = state.sink_job(&jid)?;
-            let (action, reason) = if row.id.is_empty() {
+            let (action, reason) = if row.id.starts_with(MALFORMED) {
                 (
-                    Action::Noop,
-                    "the change row has no primary key".to_string(),
+                    Action::Invalid,
+                    format!("malformed change row: no {} (primary key)", key.join(", ")),
                 )
             } else if row.deleted {
                 (
@@ -216,6 +230,88 @@ fn missing_parent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use crate::lake::{Manifest, PartInfo, PartWriter, sha256_hex};
+
+    /// One run of `dataverse.account` written by hand: a good row and one without its key.
+    #[tokio::test]
+    async fn a_row_without_its_key_is_planned_invalid_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open("memory://", dir.path()).unwrap();
+        let state = StateStore::open(&dir.path().join("s.db")).unwrap();
+        let defs = Definitions::builtin().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("accountid", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("versionnumber", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("A1"), None])) as ArrayRef,
+                Arc::new(StringArray::from(vec![Some("Acme"), Some("Broken")])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![Some(7), Some(8)])) as ArrayRef,
+            ],
+        )
+        .unwrap();
+        let mut w = PartWriter::new(schema).unwrap();
+        w.write(&batch, 0).unwrap();
+        let bytes = w.finish().unwrap();
+        let id: StreamId = "dataverse.account".parse().unwrap();
+        let path = Lake::part_path(&id, "20260101T000000000Z-000001", 0);
+        lake.put(&path, bytes.clone()).await.unwrap();
+        lake.write_manifest(&Manifest {
+            run_id: "20260101T000000000Z-000001".into(),
+            stream: id.to_string(),
+            connection: "crm".into(),
+            kind: "snapshot".into(),
+            reconcile: true,
+            schema_hash: "h".into(),
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            rows: 2,
+            deleted: 0,
+            quarantined: 0,
+            cursor_start: None,
+            cursor_end: None,
+            files: vec![PartInfo {
+                path: path.to_string(),
+                rows: 2,
+                deleted: 0,
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            }],
+            quarantine_files: vec![],
+        })
+        .await
+        .unwrap();
+        // A later run without a manifest (still running): reading stops before it.
+        lake.put(
+            &Lake::part_path(&id, "20260102T000000000Z-000002", 0),
+            bytes.clone(),
+        )
+        .await
+        .unwrap();
+        let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
+        let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
+        assert_eq!(p.jobs.len(), 2);
+        let good = p.jobs.iter().find(|j| j.source_id == "A1").unwrap();
+        assert_eq!(good.action, Action::Create);
+        assert_eq!(good.source_version, Some(7));
+        let bad = p.jobs.iter().find(|j| j.action == Action::Invalid).unwrap();
+        assert!(bad.reason.contains("accountid"), "{}", bad.reason);
+        assert_eq!(
+            p.cursors,
+            vec![(
+                "dataverse.account".to_string(),
+                "20260101T000000000Z-000001".to_string()
+            )]
+        );
+    }
 
     #[test]
     fn job_ids_are_stable_and_version_sensitive() {
