@@ -498,7 +498,7 @@ impl StateStore {
 /// idempotency map). `sink_jobs`: one row per (flow, entity, source id, source version), keyed
 /// by its hash, with the source record kept so `replay` needs no change set. `sink_audit`:
 /// every write attempt, append-only, secrets never stored. `sink_cursor`: the last run of each
-/// source stream a flow has consumed.
+/// source stream a flow has consumed. `sink_lease`: one apply or replay per flow at a time.
 pub const SINK_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sink_ledger (
     flow TEXT NOT NULL,
@@ -544,6 +544,11 @@ CREATE TABLE IF NOT EXISTS sink_audit (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS sink_audit_by_job ON sink_audit (job_id);
+CREATE TABLE IF NOT EXISTS sink_lease (
+    flow TEXT PRIMARY KEY,
+    owner_pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS sink_cursor (
     flow TEXT NOT NULL,
     stream TEXT NOT NULL,
@@ -822,6 +827,47 @@ impl StateStore {
         })
     }
 
+    /// Takes the flow's lease for this process: `Ok(None)` when taken, `Ok(Some(pid))` when a
+    /// live process holds it (two applies at once could both search, miss, and create). A lease
+    /// left by a dead process is taken over.
+    pub fn sink_acquire(&self, flow: &str) -> Result<Option<u32>> {
+        let me = std::process::id();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let holder: Option<u32> = tx
+                .query_row(
+                    "SELECT owner_pid FROM sink_lease WHERE flow = ?1",
+                    params![flow],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(pid) = holder
+                && pid != me
+                && pid_alive(pid)
+            {
+                return Ok(Some(pid));
+            }
+            tx.execute(
+                "INSERT INTO sink_lease (flow, owner_pid, acquired_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (flow) DO UPDATE SET owner_pid = excluded.owner_pid, acquired_at = excluded.acquired_at",
+                params![flow, me, chrono::Utc::now().to_rfc3339()],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
+    /// Gives the flow's lease back (only if this process holds it).
+    pub fn sink_release(&self, flow: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM sink_lease WHERE flow = ?1 AND owner_pid = ?2",
+                params![flow, std::process::id()],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Forgets a flow's cursors: the next plan re-reads every change set (the ledger keeps
     /// it from writing anything twice).
     pub fn sink_reset_cursor(&self, flow: &str) -> Result<()> {
@@ -921,5 +967,31 @@ mod tests {
         let s = StateStore::open(&p).unwrap();
         assert!(s.open_run("c", "x.y").unwrap().is_some());
         assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn sink_lease_is_exclusive_and_taken_over_from_the_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        // Held by this process: re-entrant.
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        // A live other process holds it (pid 1 is always alive on Linux).
+        s.with(|c| c.execute("UPDATE sink_lease SET owner_pid = 1 WHERE flow = 'f'", []))
+            .unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(s.sink_acquire("f").unwrap(), Some(1));
+        }
+        // A dead holder's lease is taken over.
+        s.with(|c| {
+            c.execute(
+                "UPDATE sink_lease SET owner_pid = 4000000 WHERE flow = 'f'",
+                [],
+            )
+        })
+        .unwrap();
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        s.sink_release("f").unwrap();
+        assert_eq!(s.sink_acquire("g").unwrap(), None);
     }
 }

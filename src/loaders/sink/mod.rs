@@ -174,6 +174,21 @@ impl<'a> Sink<'a> {
         Ok(DeltekTarget::new(ep.http, &ep.base))
     }
 
+    /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once
+    /// could both search, both miss, and both create).
+    fn lease(&self) -> Result<Lease<'_>> {
+        match self.ctx.state.sink_acquire(&self.name)? {
+            None => Ok(Lease {
+                state: &self.ctx.state,
+                flow: &self.name,
+            }),
+            Some(pid) => Err(Error::Stopped(format!(
+                "sink flow `{}` is being applied by another mlc process (pid {pid}); wait for it to finish",
+                self.name
+            ))),
+        }
+    }
+
     fn job_ctx<'b>(&'b self, target: &'b DeltekTarget) -> JobCtx<'b> {
         JobCtx {
             state: &self.ctx.state,
@@ -187,6 +202,7 @@ impl<'a> Sink<'a> {
     /// audits no-ops of deleted rows, then moves the flow's cursors (failed jobs stay in the jobs
     /// table for `replay`). Then retries jobs still waiting from earlier applies.
     pub async fn apply(&self, plan: &Plan, target: &DeltekTarget) -> Result<ApplyReport> {
+        let _lease = self.lease()?;
         let mut report = ApplyReport {
             flow: self.name.clone(),
             ..ApplyReport::default()
@@ -310,6 +326,7 @@ impl<'a> Sink<'a> {
     /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
     /// each attempt goes through the ledger and the search before any create.
     pub async fn replay(&self, which: &Replay, target: &DeltekTarget) -> Result<ApplyReport> {
+        let _lease = self.lease()?;
         let jobs = match which {
             Replay::Failed => {
                 let mut v = self
@@ -437,6 +454,20 @@ impl<'a> Sink<'a> {
                 .filter(|j| j.status == job_status::FAILED || j.status == job_status::WAITING)
                 .collect(),
         })
+    }
+}
+
+/// A held flow lease, given back on drop (a crash leaves it to be taken over: its pid is dead).
+struct Lease<'a> {
+    state: &'a crate::state::StateStore,
+    flow: &'a str,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.sink_release(self.flow) {
+            tracing::warn!(flow = %self.flow, "could not release the sink lease: {e}");
+        }
     }
 }
 
