@@ -187,6 +187,23 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
     assert!(plan.count(&Action::Update) > 0);
     let report = sink.apply(&plan, &target).await.unwrap();
     assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    // An updated account's firm carries the new values, found by its external id.
+    let updated = plan
+        .jobs
+        .iter()
+        .find(|j| j.action == Action::Update && j.source_entity == "account")
+        .unwrap();
+    let name = updated.row.record["name"].as_str().unwrap().to_string();
+    let found = target
+        .search(
+            "firm",
+            &[("CustDynamicsId".to_string(), updated.source_id.clone())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["Name"].as_str(), Some(name.as_str()));
+    assert_eq!(found[0]["ClientID"].as_str(), updated.target_key.as_deref());
     assert_eq!((report.created + report.linked) as u64, inserted);
     let noops = env
         .ctx
