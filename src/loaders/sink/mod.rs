@@ -106,6 +106,18 @@ impl<'a> Sink<'a> {
                 flow.target_system
             )));
         }
+        // Only these hubs have a key, search and tested write path today; refuse the rest
+        // rather than write half-mapped records.
+        if let Some(e) = flow
+            .entities
+            .iter()
+            .find(|e| !matches!(e.target.as_str(), "firm" | "contact"))
+        {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: {} → {} is not supported yet (the sink writes Deltek firm and contact)",
+                e.source, e.target
+            )));
+        }
         Ok(Self {
             ctx,
             name: name.to_string(),
