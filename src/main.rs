@@ -112,6 +112,9 @@ enum Command {
     /// Manage connections and their encrypted credentials.
     #[command(subcommand)]
     Connection(ConnectionCmd),
+    /// The CRM → ERP sink stage: plan, apply (dry run unless --yes), replay, status, audit.
+    #[command(subcommand)]
+    Sink(SinkCmd),
     /// Generate LookML views (one per stream) from the catalog, for a Looker project.
     Lookml {
         /// Streams: `system.entity`, `system.*` or `system` (default: every stream).
@@ -167,6 +170,62 @@ enum StateCmd {
         stream: String,
         #[arg(long)]
         connection: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SinkCmd {
+    /// What apply would do with the flow's new change sets: creates, updates, no-ops and waits,
+    /// each with its reason. Reads the lake and the state store only; writes nothing.
+    Plan {
+        /// Flow name: loaders/sink/<flow>.toml (built in: dynamics_to_deltek).
+        flow: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perform the plan. A dry run (prints the plan, writes nothing) unless --yes is given.
+    /// Exits non-zero when a job failed (the other jobs still ran; see `mlc sink status`).
+    Apply {
+        flow: String,
+        /// Really write to the target.
+        #[arg(long)]
+        yes: bool,
+        /// Target connection (default: the only connection of the flow's target system).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-run failed and waiting jobs (the default, --failed) or one job (--job ID) from their
+    /// stored source records; each attempt searches the target before any create. Dry run
+    /// unless --yes.
+    Replay {
+        flow: String,
+        #[arg(long, conflicts_with = "job")]
+        failed: bool,
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Links, jobs by status, cursors over run manifests, and failed or waiting jobs with why.
+    Status {
+        /// Flow name (default: every built-in flow).
+        flow: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every audited write (and no-op) of a flow, or of one job.
+    Audit {
+        flow: String,
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -360,6 +419,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             out,
         } => discover(&cli.config, &connection, &entities, &out).await,
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
+        Command::Sink(cmd) => sink(cmd, &cli.config).await,
         Command::Lookml { streams, out } => {
             let defs = definitions(&cli.config)?;
             let selected = defs.select(&streams)?;
@@ -372,6 +432,206 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
                 report.written.len(),
                 report.unchanged
             );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
+    use ml_connector::loaders::sink::{ApplyReport, Replay, Sink, plan::Plan};
+    let ctx = Context::open(load_config(config)?)?;
+    let print_plan = |p: &Plan| {
+        for j in &p.jobs {
+            let action = serde_json::to_value(&j.action)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            println!(
+                "{action:<7} {} {} v{} -> {}{}: {}",
+                j.source_entity,
+                j.source_id,
+                j.source_version.map_or("?".into(), |v| v.to_string()),
+                j.target,
+                j.target_key
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" {k}")),
+                j.reason
+            );
+        }
+        println!(
+            "{}: {} creates, {} updates, {} no-ops, {} waiting, {} malformed",
+            p.flow,
+            p.count(&Action::Create),
+            p.count(&Action::Update),
+            p.count(&Action::Noop),
+            p.count(&Action::Wait),
+            p.count(&Action::Invalid)
+        );
+    };
+    let print_report = |r: &ApplyReport| {
+        for j in r.jobs.iter().filter(|j| j.outcome != "noop") {
+            println!(
+                "{:<8} {} {}{} {}",
+                j.outcome,
+                j.source_entity,
+                j.source_id,
+                j.target_key
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(" -> {k}")),
+                j.detail
+            );
+        }
+        println!(
+            "{}: {} created, {} updated, {} linked, {} no-ops, {} failed, {} waiting",
+            r.flow, r.created, r.updated, r.linked, r.noop, r.failed, r.waiting
+        );
+    };
+    use ml_connector::loaders::sink::plan::Action;
+    let code = |r: &ApplyReport| {
+        if r.failed > 0 {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    };
+    match cmd {
+        SinkCmd::Plan { flow, json } => {
+            let s = Sink::open(&ctx, &flow)?;
+            let p = s.plan().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print_plan(&p);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SinkCmd::Apply {
+            flow,
+            yes,
+            target,
+            json,
+        } => {
+            let s = Sink::open(&ctx, &flow)?;
+            let p = s.plan().await?;
+            if !yes {
+                print_plan(&p);
+                println!("dry run: nothing written; run again with --yes to apply");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let t = s.target(target.as_deref())?;
+            let r = s.apply(&p, &t).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_report(&r);
+            }
+            Ok(code(&r))
+        }
+        SinkCmd::Replay {
+            flow,
+            failed: _,
+            job,
+            yes,
+            target,
+            json,
+        } => {
+            let s = Sink::open(&ctx, &flow)?;
+            let which = job.map_or(Replay::Failed, Replay::Job);
+            if !yes {
+                let jobs = match &which {
+                    Replay::Failed => s.status()?.failed,
+                    Replay::Job(id) => ctx.state.sink_job(id)?.into_iter().collect(),
+                };
+                for j in &jobs {
+                    println!(
+                        "would replay {} {} {} ({}, {} attempts): {}",
+                        j.job_id,
+                        j.source_entity,
+                        j.source_id,
+                        j.status,
+                        j.attempts,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                println!("dry run: nothing written; run again with --yes to replay");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let t = s.target(target.as_deref())?;
+            let r = s.replay(&which, &t).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_report(&r);
+            }
+            Ok(code(&r))
+        }
+        SinkCmd::Status { flow, json } => {
+            let flows = match flow {
+                Some(f) => vec![f],
+                None => ml_connector::loaders::sink::flow::FlowFile::builtin_names(),
+            };
+            let mut all = Vec::new();
+            for f in flows {
+                all.push(Sink::open(&ctx, &f)?.status()?);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for st in all {
+                println!("{}: {}", st.flow, st.description);
+                println!("  links: {}", st.links);
+                let jobs: Vec<String> = st
+                    .jobs_by_status
+                    .iter()
+                    .map(|(k, v)| format!("{v} {k}"))
+                    .collect();
+                println!(
+                    "  jobs: {}",
+                    if jobs.is_empty() {
+                        "none".to_string()
+                    } else {
+                        jobs.join(", ")
+                    }
+                );
+                for (stream, c) in &st.cursors {
+                    println!("  cursor {stream}: {}", c.as_deref().unwrap_or("(start)"));
+                }
+                for j in &st.failed {
+                    println!(
+                        "  {} {} {} {}: {}",
+                        j.status,
+                        j.job_id,
+                        j.source_entity,
+                        j.source_id,
+                        j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SinkCmd::Audit { flow, job, json } => {
+            Sink::open(&ctx, &flow)?;
+            let entries = ctx.state.sink_audit_entries(&flow, job.as_deref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for a in entries {
+                println!(
+                    "{} {} {:<7} {} {} -> {} {} {}ms {}{}",
+                    a.at,
+                    a.job_id,
+                    a.action,
+                    a.source_entity,
+                    a.source_id,
+                    a.target,
+                    a.target_key.as_deref().unwrap_or("-"),
+                    a.ms,
+                    a.status.map_or(String::new(), |s| format!("HTTP {s} ")),
+                    a.error.or(a.request).unwrap_or_default()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -4,6 +4,10 @@
 //! Ordering rule (DESIGN.md §6): a cursor advances only in [`StateStore::commit_run`], called
 //! after the warehouse load succeeded. Everything a run learns before that is kept on the run
 //! row (`pending_cursor`, `position`), so a crash at any point resumes without a gap.
+//!
+//! The sink stage (DESIGN.md §9) keeps its tables here too: the ledger (source id → target
+//! key), its jobs, the audit of every write, and each flow's cursor over run manifests
+//! ([`SINK_SCHEMA`]; created the same idempotent way as the stream tables).
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -228,6 +232,7 @@ impl StateStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(SINK_SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -489,6 +494,390 @@ impl StateStore {
     }
 }
 
+/// The sink stage's tables. `sink_ledger`: which target record a source record became (the
+/// idempotency map). `sink_jobs`: one row per (flow, entity, source id, source version), keyed
+/// by its hash, with the source record kept so `replay` needs no change set. `sink_audit`:
+/// every write attempt, append-only, secrets never stored. `sink_cursor`: the last run of each
+/// source stream a flow has consumed. `sink_lease`: one apply or replay per flow at a time.
+pub const SINK_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS sink_ledger (
+    flow TEXT NOT NULL,
+    source_entity TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    target_entity TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    source_version INTEGER,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (flow, source_entity, source_id)
+);
+CREATE TABLE IF NOT EXISTS sink_jobs (
+    job_id TEXT PRIMARY KEY,
+    flow TEXT NOT NULL,
+    source_entity TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    source_version INTEGER,
+    run_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    ambiguous INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sink_jobs_by_status ON sink_jobs (flow, status);
+CREATE TABLE IF NOT EXISTS sink_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    flow TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    source_entity TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    source_version INTEGER,
+    target TEXT NOT NULL,
+    action TEXT NOT NULL,
+    method TEXT,
+    request TEXT,
+    status INTEGER,
+    target_key TEXT,
+    ms INTEGER NOT NULL,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS sink_audit_by_job ON sink_audit (job_id);
+CREATE TABLE IF NOT EXISTS sink_lease (
+    flow TEXT PRIMARY KEY,
+    owner_pid INTEGER NOT NULL,
+    acquired_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sink_cursor (
+    flow TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    last_run_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (flow, stream)
+);
+"#;
+
+/// Sink job statuses.
+pub mod job_status {
+    /// Decided, not written yet.
+    pub const PLANNED: &str = "planned";
+    /// Written (or linked, or a no-op) and recorded in the ledger.
+    pub const APPLIED: &str = "applied";
+    /// The target refused it, or the answer was lost; `replay` retries it (searching first).
+    pub const FAILED: &str = "failed";
+    /// A dependency (e.g. the contact's firm) is missing; retried with it.
+    pub const WAITING: &str = "waiting";
+}
+
+/// A ledger link: what a source record became in the target.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LedgerLink {
+    pub target_entity: String,
+    pub target_key: String,
+    pub source_version: Option<i64>,
+    pub updated_at: String,
+}
+
+/// One sink job.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinkJob {
+    pub job_id: String,
+    pub flow: String,
+    pub source_entity: String,
+    pub source_id: String,
+    pub source_version: Option<i64>,
+    pub run_id: String,
+    /// The source record as JSON text (what `replay` maps again).
+    pub record: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    /// The last attempt may have written without us seeing the answer: search before creating.
+    pub ambiguous: bool,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// One audited write (or decided no-op).
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: String,
+    pub flow: String,
+    pub job_id: String,
+    pub source_entity: String,
+    pub source_id: String,
+    pub source_version: Option<i64>,
+    /// Target hub, e.g. `deltek.firm`.
+    pub target: String,
+    /// `create`, `update`, `link`, `search`, `noop`, `failed`, `waiting`.
+    pub action: String,
+    pub method: Option<String>,
+    /// Redacted request summary: method, path and the field names sent (never values of
+    /// secrets; never tokens).
+    pub request: Option<String>,
+    pub status: Option<u16>,
+    pub target_key: Option<String>,
+    pub ms: u64,
+    pub error: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "job_id, flow, source_entity, source_id, source_version, run_id, record, status, attempts, last_error, ambiguous, created_at, updated_at";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
+    Ok(SinkJob {
+        job_id: r.get(0)?,
+        flow: r.get(1)?,
+        source_entity: r.get(2)?,
+        source_id: r.get(3)?,
+        source_version: r.get(4)?,
+        run_id: r.get(5)?,
+        record: r.get(6)?,
+        status: r.get(7)?,
+        attempts: r.get(8)?,
+        last_error: r.get(9)?,
+        ambiguous: r.get(10)?,
+        created_at: r.get(11)?,
+        updated_at: r.get(12)?,
+    })
+}
+
+/// The sink stage's view of the store.
+impl StateStore {
+    /// The ledger link of a source record, if it has one.
+    pub fn sink_link(
+        &self,
+        flow: &str,
+        source_entity: &str,
+        source_id: &str,
+    ) -> Result<Option<LedgerLink>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT target_entity, target_key, source_version, updated_at FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
+                params![flow, source_entity, source_id],
+                |r| {
+                    Ok(LedgerLink {
+                        target_entity: r.get(0)?,
+                        target_key: r.get(1)?,
+                        source_version: r.get(2)?,
+                        updated_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Records (or moves) a link; `source_version` is the last version written to the target.
+    pub fn sink_set_link(
+        &self,
+        flow: &str,
+        source_entity: &str,
+        source_id: &str,
+        target_entity: &str,
+        target_key: &str,
+        source_version: Option<i64>,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_ledger (flow, source_entity, source_id, target_entity, target_key, source_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (flow, source_entity, source_id) DO UPDATE SET target_entity = excluded.target_entity, target_key = excluded.target_key, source_version = excluded.source_version, updated_at = excluded.updated_at",
+                params![flow, source_entity, source_id, target_entity, target_key, source_version, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Every link of a flow, ordered by source entity and id.
+    pub fn sink_links(&self, flow: &str) -> Result<Vec<(String, String, LedgerLink)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT source_entity, source_id, target_entity, target_key, source_version, updated_at FROM sink_ledger WHERE flow = ?1 ORDER BY source_entity, source_id",
+            )?;
+            st.query_map(params![flow], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    LedgerLink {
+                        target_entity: r.get(2)?,
+                        target_key: r.get(3)?,
+                        source_version: r.get(4)?,
+                        updated_at: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect()
+        })
+    }
+
+    /// A job by id.
+    pub fn sink_job(&self, job_id: &str) -> Result<Option<SinkJob>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM sink_jobs WHERE job_id = ?1"),
+                params![job_id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Inserts a job in `planned` state unless it exists (a re-read record keeps its job).
+    /// Returns whether it was new.
+    pub fn sink_add_job(&self, j: &SinkJob) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                &format!("INSERT OR IGNORE INTO sink_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    /// Moves a job to `status`, counting an attempt when `attempted`.
+    pub fn sink_finish_job(
+        &self,
+        job_id: &str,
+        status: &str,
+        error: Option<&str>,
+        ambiguous: bool,
+        attempted: bool,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE sink_jobs SET status = ?2, last_error = ?3, ambiguous = ?4, attempts = attempts + ?5, updated_at = ?6 WHERE job_id = ?1",
+                params![job_id, status, error, ambiguous, attempted as i64, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Jobs of a flow, optionally only those in `status`, oldest first.
+    pub fn sink_jobs(&self, flow: &str, status: Option<&str>) -> Result<Vec<SinkJob>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY created_at, rowid"
+            ))?;
+            st.query_map(params![flow, status], job_from_row)?.collect()
+        })
+    }
+
+    /// Appends to the audit.
+    pub fn sink_audit(&self, a: &AuditEntry) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![chrono::Utc::now().to_rfc3339(), a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The audit of a flow (or of one job), oldest first.
+    pub fn sink_audit_entries(&self, flow: &str, job_id: Option<&str>) -> Result<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT seq, at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error FROM sink_audit WHERE flow = ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq",
+            )?;
+            st.query_map(params![flow, job_id], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    flow: r.get(2)?,
+                    job_id: r.get(3)?,
+                    source_entity: r.get(4)?,
+                    source_id: r.get(5)?,
+                    source_version: r.get(6)?,
+                    target: r.get(7)?,
+                    action: r.get(8)?,
+                    method: r.get(9)?,
+                    request: r.get(10)?,
+                    status: r.get(11)?,
+                    target_key: r.get(12)?,
+                    ms: count(r, 13)?,
+                    error: r.get(14)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The last run of `stream` the flow has consumed.
+    pub fn sink_cursor(&self, flow: &str, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_run_id FROM sink_cursor WHERE flow = ?1 AND stream = ?2",
+                params![flow, stream],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Moves a flow's cursor over `stream` to `run_id` (after every job of it is recorded).
+    pub fn sink_set_cursor(&self, flow: &str, stream: &str, run_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_cursor (flow, stream, last_run_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, stream) DO UPDATE SET last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
+                params![flow, stream, run_id, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Takes the flow's lease for this process: `Ok(None)` when taken, `Ok(Some(pid))` when a
+    /// live process holds it (two applies at once could both search, miss, and create). A lease
+    /// left by a dead process is taken over.
+    pub fn sink_acquire(&self, flow: &str) -> Result<Option<u32>> {
+        let me = std::process::id();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let holder: Option<u32> = tx
+                .query_row(
+                    "SELECT owner_pid FROM sink_lease WHERE flow = ?1",
+                    params![flow],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(pid) = holder
+                && pid != me
+                && pid_alive(pid)
+            {
+                return Ok(Some(pid));
+            }
+            tx.execute(
+                "INSERT INTO sink_lease (flow, owner_pid, acquired_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (flow) DO UPDATE SET owner_pid = excluded.owner_pid, acquired_at = excluded.acquired_at",
+                params![flow, me, chrono::Utc::now().to_rfc3339()],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
+    /// Gives the flow's lease back (only if this process holds it).
+    pub fn sink_release(&self, flow: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM sink_lease WHERE flow = ?1 AND owner_pid = ?2",
+                params![flow, std::process::id()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Forgets a flow's cursors: the next plan re-reads every change set (the ledger keeps
+    /// it from writing anything twice).
+    pub fn sink_reset_cursor(&self, flow: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute("DELETE FROM sink_cursor WHERE flow = ?1", params![flow])
+                .map(|_| ())
+        })
+    }
+}
+
 /// Whether a process id is alive on this machine (Linux `/proc`; elsewhere assumed alive, so a
 /// foreign run is never stolen).
 pub fn pid_alive(pid: u32) -> bool {
@@ -578,5 +967,31 @@ mod tests {
         let s = StateStore::open(&p).unwrap();
         assert!(s.open_run("c", "x.y").unwrap().is_some());
         assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn sink_lease_is_exclusive_and_taken_over_from_the_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("s.db")).unwrap();
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        // Held by this process: re-entrant.
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        // A live other process holds it (pid 1 is always alive on Linux).
+        s.with(|c| c.execute("UPDATE sink_lease SET owner_pid = 1 WHERE flow = 'f'", []))
+            .unwrap();
+        if cfg!(target_os = "linux") {
+            assert_eq!(s.sink_acquire("f").unwrap(), Some(1));
+        }
+        // A dead holder's lease is taken over.
+        s.with(|c| {
+            c.execute(
+                "UPDATE sink_lease SET owner_pid = 4000000 WHERE flow = 'f'",
+                [],
+            )
+        })
+        .unwrap();
+        assert_eq!(s.sink_acquire("f").unwrap(), None);
+        s.sink_release("f").unwrap();
+        assert_eq!(s.sink_acquire("g").unwrap(), None);
     }
 }

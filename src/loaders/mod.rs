@@ -1,3 +1,4 @@
-//! Everything that writes: warehouse loads (and, later, the CRM → ERP sink stage).
+//! Everything that writes: warehouse loads and the CRM → ERP sink stage.
 
+pub mod sink;
 pub mod warehouse;

@@ -17,4 +17,5 @@ mod http_runtime;
 mod looker_sync;
 mod pipedrive_sync;
 mod secrets;
+mod sink;
 mod support;

@@ -5,7 +5,10 @@
 //! GET  /deltek/acme/api/{hub...}       project (wbstype wbs1|wbs2|wbs3), firm, contact, employee,
 //!                                      opportunity, activity, PSALedger/{AP,IN,JE},
 //!                                      accountConfiguration/glAccount; by key: {hub}/{key}
+//! POST /deltek/acme/api/{firm|contact}  create (array in, array out; see writes.rs)
+//! PUT|PATCH /deltek/acme/api/{firm|contact}/{key}   update
 //! POST /_sandbox/deltek/mutate         one round of inserts, updates, deletes
+//! GET  /_sandbox/deltek/writes         every write received (method, hub, key, status)
 //! GET  /_sandbox/deltek/counts         live rows per table
 //! GET  /_sandbox/deltek/{entity}/keys  live (key, ModDate) pairs
 //! ```
@@ -21,12 +24,17 @@
 //! `project` serves the pursuits, the opportunity table named as project fields);
 //! `Sandbox::deltek_opportunity_hub(true)` makes it pre-5.0 (the hub answers, Stage is unknown).
 //!
+//! Searches: a `filterHash` entry `=` (case-insensitive, as SQL Server's default collation) or
+//! `like` (`%` wildcards) on any hub field or custom `Cust*` field; custom fields hold values only
+//! on rows saved through the API. Above 200 000 live rows only API-saved rows are searched.
+//!
 //! Simplifications: `wbstype` picks the project level (default wbs1), a blank-WBS2 filter is
 //! consistent with it; pursuits are not listed among plain projects; deleting a project leaves
 //! its phases.
 
 mod store;
 mod tables;
+mod writes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +44,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::Method;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,6 +57,7 @@ use super::{App, Sandbox, SandboxOptions};
 pub use store::Changes;
 use store::{MUTATION_START_MS, Table};
 use tables::{ALL, Kind};
+pub use writes::WriteLog;
 
 /// The instance segment of the fake tenant URL.
 pub const INSTANCE: &str = "acme";
@@ -69,6 +79,8 @@ struct Data {
     issued: u64,
     rounds: u64,
     rng: SeqRng,
+    /// What the API saved, the write log and the write faults.
+    written: writes::Written,
 }
 
 /// State of the Deltek fake.
@@ -125,6 +137,7 @@ impl Deltek {
                 issued: 0,
                 rounds: 0,
                 rng: SeqRng::new(opts.seed ^ 0xDE17),
+                written: writes::Written::default(),
             }),
             protection: Protection::new(None, opts.faults, opts.seed ^ 0xDE17_0000),
             password_grant: AtomicBool::new(true),
@@ -540,6 +553,8 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
     let mut ge = None;
     let mut lt = None;
     let mut empty = false;
+    // Equality / like filters on plain fields: (field, value, like).
+    let mut equals: Vec<(String, String, bool)> = Vec::new();
     for f in &q.filters {
         let op = match f.opp.to_ascii_lowercase().as_str() {
             "=" | "==" | "eq" => "=",
@@ -597,6 +612,19 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
                     ("Fee", "Revenue"),
                     ("StartDate", "EstStartDate"),
                 ]);
+            }
+            (n, "=" | "like")
+                if n.starts_with("cust")
+                    || dk.fields[kind as usize]
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(n)) =>
+            {
+                let name = dk.fields[kind as usize]
+                    .iter()
+                    .find(|k| k.eq_ignore_ascii_case(n))
+                    .cloned()
+                    .unwrap_or_else(|| f.name.clone());
+                equals.push((name, f.value.clone(), op == "like"));
             }
             (n, _) => {
                 return Err(boxed(
@@ -660,6 +688,54 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             .find(|o| tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key)
             .into_iter()
             .collect()
+    } else if !equals.is_empty() {
+        let skip = q.offset.unwrap_or((q.page - 1) * q.size);
+        let candidates: Vec<u64> = if t.live_count() <= 200_000 {
+            let sel = t.select(ge, lt);
+            sel.slice(0, u64::MAX / 2)
+        } else {
+            let mut v: Vec<u64> = d
+                .written
+                .rows
+                .keys()
+                .filter(|(k, o)| *k == kind && t.is_live(*o))
+                .map(|(_, o)| *o)
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        candidates
+            .into_iter()
+            .filter(|o| {
+                let over = d.written.rows.get(&(kind, *o));
+                equals.iter().all(|(name, want, like)| {
+                    let have = match over.and_then(|m| m.get(name)) {
+                        Some(v) => v.as_str().map(String::from),
+                        None if name.starts_with("Cust") => None,
+                        None => {
+                            let mut buf = Vec::new();
+                            tables::write_row(
+                                &mut buf,
+                                &ctx,
+                                kind,
+                                t,
+                                *o,
+                                &[(name.clone(), name.clone())],
+                                None,
+                            );
+                            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
+                                &buf,
+                            )
+                            .ok()
+                            .and_then(|m| m.get(name)?.as_str().map(String::from))
+                        }
+                    };
+                    have.is_some_and(|h| matches_value(&h, want, *like))
+                })
+            })
+            .skip(skip as usize)
+            .take(q.size as usize)
+            .collect()
     } else {
         let sel = t.select(ge, lt);
         let skip = q.offset.unwrap_or((q.page - 1) * q.size);
@@ -671,10 +747,300 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         if i > 0 {
             out.push(b',');
         }
-        tables::write_row(&mut out, &ctx, kind, t, *o, &fields);
+        tables::write_row(
+            &mut out,
+            &ctx,
+            kind,
+            t,
+            *o,
+            &fields,
+            d.written.rows.get(&(kind, *o)),
+        );
+        // Custom fields saved through the API come with the record (unless projected away).
+        if q.fields.is_none()
+            && let Some(over) = d.written.rows.get(&(kind, *o))
+        {
+            for (name, v) in over.iter().filter(|(n, _)| n.starts_with("Cust")) {
+                out.pop();
+                out.extend_from_slice(
+                    format!(",{}:{v}}}", serde_json::Value::from(name.as_str())).as_bytes(),
+                );
+            }
+        }
     }
     out.push(b']');
     Ok(out)
+}
+
+/// A `filterHash` comparison: `=` is case-insensitive (SQL Server's default collation); `like`
+/// takes `%` wildcards.
+fn matches_value(have: &str, want: &str, like: bool) -> bool {
+    let (h, w) = (have.to_lowercase(), want.to_lowercase());
+    if !like || !w.contains('%') {
+        return h == w;
+    }
+    let parts: Vec<&str> = w.split('%').collect();
+    let mut pos = 0;
+    for (i, p) in parts.iter().enumerate() {
+        if p.is_empty() {
+            continue;
+        }
+        match h[pos..].find(p) {
+            Some(at) if i > 0 || at == 0 => pos += at + p.len(),
+            _ => return false,
+        }
+    }
+    parts.last().is_none_or(|l| l.is_empty() || h.ends_with(l))
+}
+
+/// Whether the request carries a live access token (writes check the token, not the read
+/// faults).
+fn authorized(dk: &Deltek, headers: &HeaderMap) -> bool {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let d = dk.data();
+    token
+        .as_ref()
+        .and_then(|t| d.tokens.get(t))
+        .is_some_and(|(_, exp)| Instant::now() < *exp)
+}
+
+/// The live ordinal of `kind` whose key is `key`.
+fn find_ordinal(dk: &Deltek, t: &Table, kind: Kind, key: &str) -> Option<u64> {
+    t.live()
+        .into_iter()
+        .find(|o| tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key)
+}
+
+/// `POST /{hub}`, `PUT|PATCH /{hub}/{key}` (see writes.rs for the rules and assumptions).
+async fn write(
+    State(app): State<Arc<App>>,
+    method: Method,
+    Path((instance, rest)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let dk = &app.deltek;
+    if instance != INSTANCE {
+        return api_error(StatusCode::NOT_FOUND, "Not Found", "no such instance");
+    }
+    if !authorized(dk, &headers) {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "Authorization has been denied for this request.",
+            "the access token is missing, invalid or expired",
+        );
+    }
+    let params: HashMap<String, String> =
+        url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+            .collect();
+    let start_workflow = params.get("startworkflow").cloned();
+    let check_required = !params
+        .get("requiredfieldvalidation")
+        .is_some_and(|v| v.eq_ignore_ascii_case("n"));
+    let trimmed = rest.trim_end_matches('/');
+    let (hub, key) = match trimmed.split_once('/') {
+        Some((h, k)) => (h.to_ascii_lowercase(), Some(k.to_string())),
+        None => (trimmed.to_ascii_lowercase(), None),
+    };
+    let not_allowed = || {
+        api_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("The requested resource does not support http method '{method}'."),
+            &rest,
+        )
+    };
+    let Some(kind) = writes::writable(&hub) else {
+        return not_allowed();
+    };
+    let creating = match (&method, &key) {
+        (&Method::POST, None) => true,
+        (&Method::PUT | &Method::PATCH, Some(_)) => false,
+        _ => return not_allowed(),
+    };
+    let records: Vec<serde_json::Map<String, serde_json::Value>> =
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(serde_json::Value::Object(o)) => vec![o],
+            Ok(serde_json::Value::Array(a)) if a.iter().all(|v| v.is_object()) && !a.is_empty() => {
+                a.into_iter()
+                    .filter_map(|v| match v {
+                        serde_json::Value::Object(o) => Some(o),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            _ => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "The request is invalid.",
+                    "the body must be a JSON object or a non-empty array of objects",
+                );
+            }
+        };
+    if !creating && records.len() != 1 {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "The request is invalid.",
+            "an update takes one record",
+        );
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let mut d = dk.data();
+    let log = |d: &mut Data,
+               key: Option<String>,
+               status: u16,
+               rec: &serde_json::Map<String, serde_json::Value>,
+               dropped: bool| {
+        d.written.log.push(WriteLog {
+            method: method.to_string(),
+            hub: hub.clone(),
+            key,
+            status,
+            start_workflow: start_workflow.clone(),
+            fields: rec.keys().cloned().collect(),
+            dropped,
+        });
+    };
+    // Validate the whole batch first: one bad record refuses the request.
+    let required: Vec<String> = if check_required {
+        d.written.required.get(&hub).cloned().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let target = match &key {
+        Some(k) => match find_ordinal(dk, &d.tables[kind as usize], kind, k) {
+            Some(o) => Some(o),
+            None => {
+                log(&mut d, None, 404, &records[0], false);
+                return api_error(
+                    StatusCode::NOT_FOUND,
+                    "Not Found",
+                    &format!("No {hub} record with key '{k}'."),
+                );
+            }
+        },
+        None => None,
+    };
+    for rec in &records {
+        let mut problem = writes::validate(
+            kind,
+            &hub,
+            &dk.fields[kind as usize],
+            &required,
+            rec,
+            creating,
+        )
+        .err();
+        if problem.is_none()
+            && kind == Kind::Contact
+            && let Some(firm) = rec
+                .get("ClientID")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+            && find_ordinal(dk, &d.tables[Kind::Firm as usize], Kind::Firm, firm).is_none()
+        {
+            problem = Some(format!("ClientID '{firm}' is not a valid firm."));
+        }
+        if let Some(p) = problem {
+            for r in &records {
+                log(&mut d, None, 400, r, false);
+            }
+            return api_error(StatusCode::BAD_REQUEST, "Validation failed.", &p);
+        }
+    }
+    let ctx_counts = dk.counts;
+    let mut saved = Vec::with_capacity(records.len());
+    for rec in &records {
+        let o = match target {
+            Some(o) => {
+                let t = &mut d.tables[kind as usize];
+                let rev = t.meta(o).0 + 1;
+                t.changed.insert(o, (rev, now_ms));
+                o
+            }
+            None => {
+                let t = &mut d.tables[kind as usize];
+                let o = t.next;
+                t.next += 1;
+                t.changed.insert(o, (1, now_ms));
+                o
+            }
+        };
+        d.written
+            .rows
+            .entry((kind, o))
+            .or_default()
+            .extend(writes::saved_fields(kind, rec));
+        saved.push((o, rec));
+    }
+    let drop = creating && d.written.drop_creates > 0;
+    if drop {
+        d.written.drop_creates -= 1;
+    }
+    let fields: Vec<(String, String)> = dk.fields[kind as usize]
+        .iter()
+        .map(|f| (f.clone(), f.clone()))
+        .collect();
+    let ctx = tables::Ctx {
+        seed: dk.seed,
+        counts: &ctx_counts,
+        tz: &dk.tz,
+    };
+    let mut out = Vec::with_capacity(saved.len() * 600 + 2);
+    out.push(b'[');
+    for (i, (o, rec)) in saved.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let t = &d.tables[kind as usize];
+        tables::write_row(
+            &mut out,
+            &ctx,
+            kind,
+            t,
+            *o,
+            &fields,
+            d.written.rows.get(&(kind, *o)),
+        );
+        let k = tables::key_of(dk.seed, kind, *o, &dk.counts).join("|");
+        log(&mut d, Some(k), 200, rec, drop);
+    }
+    out.push(b']');
+    drop_guard(d);
+    if drop {
+        // Applied, answer lost: headers go out, the body never completes.
+        let tail = futures::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "sandbox fault: create applied, answer dropped",
+            ))
+        });
+        let mut r = Response::new(Body::from_stream(tail));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        return r;
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        out,
+    )
+        .into_response()
+}
+
+/// Releases the data lock before the answer is built.
+fn drop_guard<T>(_g: T) {}
+
+async fn admin_writes(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.deltek.data().written.log.clone()).into_response()
 }
 
 /// `GET metadata/{hub}`: the hub's fields with types and captions, plus two custom fields the
@@ -761,7 +1127,11 @@ fn deltek_counts(dk: &Deltek) -> BTreeMap<String, u64> {
 pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/deltek/{instance}/api/token", post(token))
-        .route("/deltek/{instance}/api/{*rest}", get(list))
+        .route(
+            "/deltek/{instance}/api/{*rest}",
+            get(list).post(write).put(write).patch(write),
+        )
+        .route("/_sandbox/deltek/writes", get(admin_writes))
         .route("/_sandbox/deltek/mutate", post(admin_mutate))
         .route("/_sandbox/deltek/counts", get(admin_counts))
         .route("/_sandbox/deltek/{entity}/keys", get(admin_keys))
@@ -843,6 +1213,26 @@ impl Sandbox {
     /// Every issued access token expires now (the next call gets 401).
     pub fn deltek_expire_tokens(&self) {
         self.app.deltek.data().tokens.clear();
+    }
+
+    /// Every write the Deltek fake received, in order (refused ones too).
+    pub fn deltek_writes(&self) -> Vec<WriteLog> {
+        self.app.deltek.data().written.log.clone()
+    }
+
+    /// The next `n` creates are applied, then their answers are dropped (the connection resets
+    /// before the body): the client cannot know the record exists.
+    pub fn deltek_drop_create_responses(&self, n: u32) {
+        self.app.deltek.data().written.drop_creates = n;
+    }
+
+    /// Tenant-required fields of `hub` (as set in the screen designer): creates without them
+    /// are refused with a 400 validation error, unless sent with `requiredFieldValidation=N`.
+    pub fn deltek_required_fields(&self, hub: &str, fields: &[&str]) {
+        self.app.deltek.data().written.required.insert(
+            hub.to_ascii_lowercase(),
+            fields.iter().map(|s| s.to_string()).collect(),
+        );
     }
 
     /// Tokens issued so far (password and refresh grants).

@@ -228,7 +228,7 @@ fn day(days_since_2015: i64) -> String {
 }
 
 /// Renders one record with the fields `fields` (payload names; `rename` maps a payload name to
-/// the field the table generates it from).
+/// the field the table generates it from); `over` holds the values saved through the API.
 pub fn write_row(
     out: &mut Vec<u8>,
     c: &Ctx,
@@ -236,6 +236,7 @@ pub fn write_row(
     t: &Table,
     o: u64,
     fields: &[(String, String)],
+    over: Option<&serde_json::Map<String, serde_json::Value>>,
 ) {
     let (rev, mod_ms) = t.meta(o);
     let poisoned = t.poisoned.contains(&o);
@@ -256,6 +257,11 @@ pub fn write_row(
             } else {
                 push_str(out, v);
             }
+            continue;
+        }
+        // Values saved through the API (POST/PUT) win over generated ones.
+        if let Some(v) = over.and_then(|m| m.get(out_name.as_str())) {
+            out.extend_from_slice(v.to_string().as_bytes());
             continue;
         }
         // Created rows keep their creation values; a revision changes the others.

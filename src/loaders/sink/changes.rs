@@ -1,0 +1,108 @@
+//! The sink's one read path: the change sets stream runs wrote to the lake (DESIGN.md §9),
+//! newer than the flow's cursor, in run order. Never the source API: what the sink writes is
+//! exactly what the lake holds, so a plan can be replayed from the same files.
+
+use arrow_array::RecordBatch;
+use object_store::path::Path;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::lake::{Lake, Manifest, read_parquet};
+use crate::spec::StreamId;
+
+/// One source record of a change set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRow {
+    /// Primary key value (joined with `|` for composite keys).
+    pub id: String,
+    /// The row version (`versionnumber` for Dataverse), part of the job id.
+    pub version: Option<i64>,
+    /// The source marked it deleted (`_ml_deleted`): the sink never deletes in the target.
+    pub deleted: bool,
+    /// The record, columns by catalog name.
+    pub record: Map<String, Value>,
+}
+
+/// The complete runs of a stream after `after` (exclusive), oldest first. A run without a
+/// manifest is incomplete: reading stops before it, so a run still in progress is never skipped
+/// and its changes are picked up once its manifest lands.
+pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Result<Vec<Manifest>> {
+    let prefix = Path::from(id.lake_prefix());
+    let listed = lake
+        .store()
+        .list_with_delimiter(Some(&prefix))
+        .await
+        .map_err(|e| Error::lake(&prefix, e))?;
+    let mut runs: Vec<String> = listed
+        .common_prefixes
+        .iter()
+        .filter_map(|p| p.filename()?.strip_prefix("run=").map(String::from))
+        .filter(|r| after.is_none_or(|a| r.as_str() > a))
+        .collect();
+    // Run ids start with their UTC start time, so their order is run order.
+    runs.sort();
+    let mut out = Vec::new();
+    for r in runs {
+        match lake.read_manifest(id, &r).await? {
+            Some(m) => out.push(m),
+            None => {
+                tracing::info!(stream = %id, run_id = %r, "run has no manifest yet: the sink stops before it");
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of one run, in part order. `key` names the primary-key columns; `version` the
+/// row-version column when the catalog has one.
+pub async fn read_run(
+    lake: &Lake,
+    m: &Manifest,
+    key: &[String],
+    version: Option<&str>,
+) -> Result<Vec<ChangeRow>> {
+    let mut rows = Vec::new();
+    for part in &m.files {
+        let path = Path::from(part.path.as_str());
+        let bytes = lake.get(&path).await?;
+        for batch in read_parquet(bytes)? {
+            for record in batch_to_json(&batch).map_err(|e| Error::lake(&path, e))? {
+                let id = key
+                    .iter()
+                    .map(|k| match record.get(k) {
+                        Some(Value::String(s)) => s.clone(),
+                        Some(Value::Null) | None => String::new(),
+                        Some(v) => v.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|");
+                let version = version.and_then(|v| record.get(v)).and_then(|v| match v {
+                    Value::Number(n) => n.as_i64(),
+                    Value::String(s) => s.parse().ok(),
+                    _ => None,
+                });
+                let deleted = record.get("_ml_deleted") == Some(&Value::Bool(true));
+                rows.push(ChangeRow {
+                    id,
+                    version,
+                    deleted,
+                    record,
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// A batch as JSON objects (nulls left out), via arrow-json's writer.
+fn batch_to_json(batch: &RecordBatch) -> std::result::Result<Vec<Map<String, Value>>, String> {
+    let mut w = arrow_json::ArrayWriter::new(Vec::new());
+    w.write(batch).map_err(|e| e.to_string())?;
+    w.finish().map_err(|e| e.to_string())?;
+    let bytes = w.into_inner();
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}

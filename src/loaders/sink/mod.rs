@@ -1,0 +1,507 @@
+//! The sink stage (DESIGN.md §9): change sets in the lake → plan → apply against an ERP,
+//! idempotent (ledger + search before create), audited (every write), replayable (jobs keep
+//! their source record).
+//!
+//! ```text
+//! flow.rs     loaders/sink/<flow>.toml: source stream → target hub, field mapping, keys
+//! changes.rs  the change sets newer than the flow's cursor, in run order (the one read path)
+//! plan.rs     per record: create / update / no-op / wait, with the reason (no target calls)
+//! ledger.rs   one job, idempotently: ledger link → search (external id, natural key) → create
+//! deltek.rs   Vantagepoint search / POST / PUT with startWorkflow=N
+//! ```
+//!
+//! Today only `dynamics_to_deltek`'s account → firm and contact → contact are wired; see the
+//! README's "Sink stage" section for what is not.
+
+pub mod changes;
+pub mod deltek;
+pub mod flow;
+pub mod ledger;
+pub mod plan;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use self::deltek::DeltekTarget;
+use self::flow::FlowFile;
+use self::ledger::{JobCtx, JobRef, Outcome};
+use self::plan::{Action, Plan};
+use crate::error::{Error, Result};
+use crate::run::Context;
+use crate::state::{AuditEntry, SinkJob, job_status};
+
+/// What `replay` re-runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Every failed or waiting job of the flow.
+    Failed,
+    /// One job, whatever its status.
+    Job(String),
+}
+
+/// One job's result, for printing.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobResult {
+    pub job_id: String,
+    pub source_entity: String,
+    pub source_id: String,
+    /// `created`, `updated`, `linked`, `noop`, `failed`, `waiting`.
+    pub outcome: String,
+    pub target_key: Option<String>,
+    pub detail: String,
+}
+
+/// What an apply or replay did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ApplyReport {
+    pub flow: String,
+    pub created: usize,
+    pub updated: usize,
+    pub linked: usize,
+    pub noop: usize,
+    pub failed: usize,
+    pub waiting: usize,
+    pub jobs: Vec<JobResult>,
+}
+
+impl ApplyReport {
+    fn push(&mut self, j: JobResult) {
+        match j.outcome.as_str() {
+            "created" => self.created += 1,
+            "updated" => self.updated += 1,
+            "linked" => self.linked += 1,
+            "failed" => self.failed += 1,
+            "waiting" => self.waiting += 1,
+            _ => self.noop += 1,
+        }
+        self.jobs.push(j);
+    }
+}
+
+/// Job counts by status, for `mlc sink status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowStatus {
+    pub flow: String,
+    pub description: String,
+    pub links: usize,
+    pub jobs_by_status: std::collections::BTreeMap<String, usize>,
+    pub cursors: Vec<(String, Option<String>)>,
+    pub failed: Vec<SinkJob>,
+}
+
+/// A flow bound to a project.
+pub struct Sink<'a> {
+    ctx: &'a Context,
+    name: String,
+    flow: FlowFile,
+}
+
+impl<'a> Sink<'a> {
+    /// Loads flow `name` (project overlay or built in).
+    pub fn open(ctx: &'a Context, name: &str) -> Result<Self> {
+        let flow = FlowFile::load(&ctx.config.definitions_dir, name)?;
+        if flow.target_system != "deltek" {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: target system `{}` is not supported yet (only deltek)",
+                flow.target_system
+            )));
+        }
+        // Only these hubs have a key, search and tested write path today; refuse the rest
+        // rather than write half-mapped records.
+        if let Some(e) = flow
+            .entities
+            .iter()
+            .find(|e| !matches!(e.target.as_str(), "firm" | "contact"))
+        {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: {} → {} is not supported yet (the sink writes Deltek firm and contact)",
+                e.source, e.target
+            )));
+        }
+        Ok(Self {
+            ctx,
+            name: name.to_string(),
+            flow,
+        })
+    }
+
+    pub fn flow(&self) -> &FlowFile {
+        &self.flow
+    }
+
+    /// Plans the flow's new change sets (reads the lake and the state store only).
+    pub async fn plan(&self) -> Result<Plan> {
+        plan::plan(
+            &self.ctx.state,
+            &self.ctx.lake,
+            &self.ctx.defs,
+            &self.name,
+            &self.flow,
+        )
+        .await
+    }
+
+    /// The target client: the mlc.toml connection `name`, or the only connection of the flow's
+    /// target system.
+    pub fn target(&self, name: Option<&str>) -> Result<DeltekTarget> {
+        let conn = match name {
+            Some(n) => self.ctx.config.connection(n)?,
+            None => {
+                let mine: Vec<_> = self
+                    .ctx
+                    .config
+                    .connections
+                    .values()
+                    .filter(|c| c.system() == self.flow.target_system)
+                    .collect();
+                match mine.as_slice() {
+                    [one] => *one,
+                    [] => {
+                        return Err(Error::Config(format!(
+                            "sink flow `{}` writes to {}, and mlc.toml has no {} connection: add one with `mlc connection add NAME --system {}`",
+                            self.name,
+                            self.flow.target_system,
+                            self.flow.target_system,
+                            self.flow.target_system
+                        )));
+                    }
+                    _ => {
+                        return Err(Error::Config(format!(
+                            "several {} connections: pick one with --target NAME",
+                            self.flow.target_system
+                        )));
+                    }
+                }
+            }
+        };
+        if conn.system() != self.flow.target_system {
+            return Err(Error::Config(format!(
+                "connection `{}` is {}, the flow writes to {}",
+                conn.name,
+                conn.system(),
+                self.flow.target_system
+            )));
+        }
+        let ep = crate::connect::endpoint(conn, &self.ctx.vault)?;
+        Ok(DeltekTarget::new(ep.http, &ep.base))
+    }
+
+    /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once
+    /// could both search, both miss, and both create).
+    fn lease(&self) -> Result<Lease<'_>> {
+        match self.ctx.state.sink_acquire(&self.name)? {
+            None => Ok(Lease {
+                state: &self.ctx.state,
+                flow: &self.name,
+            }),
+            Some(pid) => Err(Error::Stopped(format!(
+                "sink flow `{}` is being applied by another mlc process (pid {pid}); wait for it to finish",
+                self.name
+            ))),
+        }
+    }
+
+    fn job_ctx<'b>(&'b self, target: &'b DeltekTarget) -> JobCtx<'b> {
+        JobCtx {
+            state: &self.ctx.state,
+            target,
+            flow_name: &self.name,
+            flow: &self.flow,
+        }
+    }
+
+    /// Performs `plan`: records every job, writes the creates and updates in dependency order,
+    /// audits no-ops of deleted rows, then moves the flow's cursors (failed jobs stay in the jobs
+    /// table for `replay`). Then retries jobs still waiting from earlier applies.
+    pub async fn apply(&self, plan: &Plan, target: &DeltekTarget) -> Result<ApplyReport> {
+        let _lease = self.lease()?;
+        let mut report = ApplyReport {
+            flow: self.name.clone(),
+            ..ApplyReport::default()
+        };
+        let jc = self.job_ctx(target);
+        let now = chrono::Utc::now().to_rfc3339();
+        let mut in_plan = std::collections::BTreeSet::new();
+        for pj in &plan.jobs {
+            in_plan.insert(pj.job_id.clone());
+            let record =
+                serde_json::to_string(&pj.row.record).map_err(|e| Error::State(e.to_string()))?;
+            let job = SinkJob {
+                job_id: pj.job_id.clone(),
+                flow: self.name.clone(),
+                source_entity: pj.source_entity.clone(),
+                source_id: pj.source_id.clone(),
+                source_version: pj.source_version,
+                run_id: pj.run_id.clone(),
+                record,
+                status: job_status::PLANNED.into(),
+                attempts: 0,
+                last_error: None,
+                ambiguous: false,
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            };
+            let new = self.ctx.state.sink_add_job(&job)?;
+            let result = |outcome: &str, key: Option<String>, detail: String| JobResult {
+                job_id: pj.job_id.clone(),
+                source_entity: pj.source_entity.clone(),
+                source_id: pj.source_id.clone(),
+                outcome: outcome.into(),
+                target_key: key,
+                detail,
+            };
+            match pj.action {
+                Action::Noop => {
+                    if new {
+                        self.ctx.state.sink_finish_job(
+                            &pj.job_id,
+                            job_status::APPLIED,
+                            None,
+                            false,
+                            false,
+                        )?;
+                        self.ctx.state.sink_audit(&AuditEntry {
+                            flow: self.name.clone(),
+                            job_id: pj.job_id.clone(),
+                            source_entity: pj.source_entity.clone(),
+                            source_id: pj.source_id.clone(),
+                            source_version: pj.source_version,
+                            target: pj.target.clone(),
+                            action: "noop".into(),
+                            target_key: pj.target_key.clone(),
+                            error: Some(pj.reason.clone()),
+                            ..AuditEntry::default()
+                        })?;
+                    }
+                    report.push(result("noop", pj.target_key.clone(), pj.reason.clone()));
+                }
+                Action::Invalid => {
+                    if new {
+                        self.ctx.state.sink_finish_job(
+                            &pj.job_id,
+                            job_status::FAILED,
+                            Some(&pj.reason),
+                            false,
+                            true,
+                        )?;
+                        self.ctx.state.sink_audit(&AuditEntry {
+                            flow: self.name.clone(),
+                            job_id: pj.job_id.clone(),
+                            source_entity: pj.source_entity.clone(),
+                            source_id: pj.source_id.clone(),
+                            source_version: pj.source_version,
+                            target: pj.target.clone(),
+                            action: "failed".into(),
+                            error: Some(pj.reason.clone()),
+                            ..AuditEntry::default()
+                        })?;
+                    }
+                    report.push(result("failed", None, pj.reason.clone()));
+                }
+                Action::Create | Action::Update | Action::Wait => {
+                    let Some(em) = self.flow.entity(&pj.source_entity) else {
+                        continue;
+                    };
+                    let jr = JobRef {
+                        job_id: &pj.job_id,
+                        source_entity: &pj.source_entity,
+                        source_id: &pj.source_id,
+                        source_version: pj.source_version,
+                    };
+                    let out = jc.run(em, &jr, &pj.row.record).await?;
+                    report.push(outcome_result(
+                        &pj.job_id,
+                        &pj.source_entity,
+                        &pj.source_id,
+                        out,
+                    ));
+                }
+            }
+        }
+        for (stream, run_id) in &plan.cursors {
+            self.ctx.state.sink_set_cursor(&self.name, stream, run_id)?;
+        }
+        // Jobs that waited for a parent created just now.
+        let waiting: Vec<SinkJob> = self
+            .ctx
+            .state
+            .sink_jobs(&self.name, Some(job_status::WAITING))?
+            .into_iter()
+            .filter(|j| !in_plan.contains(&j.job_id))
+            .collect();
+        for j in self.ordered(waiting) {
+            report.push(self.rerun(&jc, &j).await?);
+        }
+        Ok(report)
+    }
+
+    /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
+    /// each attempt goes through the ledger and the search before any create.
+    pub async fn replay(&self, which: &Replay, target: &DeltekTarget) -> Result<ApplyReport> {
+        let _lease = self.lease()?;
+        let jobs = match which {
+            Replay::Failed => {
+                let mut v = self
+                    .ctx
+                    .state
+                    .sink_jobs(&self.name, Some(job_status::FAILED))?;
+                v.extend(
+                    self.ctx
+                        .state
+                        .sink_jobs(&self.name, Some(job_status::WAITING))?,
+                );
+                v
+            }
+            Replay::Job(id) => match self.ctx.state.sink_job(id)? {
+                Some(j) if j.flow == self.name => vec![j],
+                _ => {
+                    return Err(Error::Config(format!(
+                        "no job `{id}` in flow `{}`: see `mlc sink status {}`",
+                        self.name, self.name
+                    )));
+                }
+            },
+        };
+        let jc = self.job_ctx(target);
+        let mut report = ApplyReport {
+            flow: self.name.clone(),
+            ..ApplyReport::default()
+        };
+        for j in self.ordered(jobs) {
+            report.push(self.rerun(&jc, &j).await?);
+        }
+        Ok(report)
+    }
+
+    /// Jobs in the flow's dependency order (entity order), oldest first within an entity.
+    fn ordered(&self, mut jobs: Vec<SinkJob>) -> Vec<SinkJob> {
+        let rank = |e: &str| {
+            self.flow
+                .entities
+                .iter()
+                .position(|m| m.source == e)
+                .unwrap_or(usize::MAX)
+        };
+        jobs.sort_by(|a, b| {
+            rank(&a.source_entity)
+                .cmp(&rank(&b.source_entity))
+                .then_with(|| a.created_at.cmp(&b.created_at))
+        });
+        jobs
+    }
+
+    async fn rerun(&self, jc: &JobCtx<'_>, j: &SinkJob) -> Result<JobResult> {
+        let Some(em) = self.flow.entity(&j.source_entity) else {
+            return Ok(JobResult {
+                job_id: j.job_id.clone(),
+                source_entity: j.source_entity.clone(),
+                source_id: j.source_id.clone(),
+                outcome: "failed".into(),
+                target_key: None,
+                detail: format!("the flow no longer maps {}", j.source_entity),
+            });
+        };
+        let record: Map<String, Value> = match serde_json::from_str(&j.record) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!("the stored source record is unreadable: {e}");
+                self.ctx.state.sink_finish_job(
+                    &j.job_id,
+                    job_status::FAILED,
+                    Some(&why),
+                    false,
+                    true,
+                )?;
+                return Ok(JobResult {
+                    job_id: j.job_id.clone(),
+                    source_entity: j.source_entity.clone(),
+                    source_id: j.source_id.clone(),
+                    outcome: "failed".into(),
+                    target_key: None,
+                    detail: why,
+                });
+            }
+        };
+        let jr = JobRef {
+            job_id: &j.job_id,
+            source_entity: &j.source_entity,
+            source_id: &j.source_id,
+            source_version: j.source_version,
+        };
+        let out = jc.run(em, &jr, &record).await?;
+        Ok(outcome_result(
+            &j.job_id,
+            &j.source_entity,
+            &j.source_id,
+            out,
+        ))
+    }
+
+    /// Links, job counts, cursors and failed jobs.
+    pub fn status(&self) -> Result<FlowStatus> {
+        let st = &self.ctx.state;
+        let mut by = std::collections::BTreeMap::new();
+        let jobs = st.sink_jobs(&self.name, None)?;
+        for j in &jobs {
+            *by.entry(j.status.clone()).or_insert(0) += 1;
+        }
+        let cursors = self
+            .flow
+            .entities
+            .iter()
+            .map(|e| {
+                let s = format!("{}.{}", self.flow.source_system, e.source);
+                let c = st.sink_cursor(&self.name, &s)?;
+                Ok((s, c))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(FlowStatus {
+            flow: self.name.clone(),
+            description: self.flow.description.clone(),
+            links: st.sink_links(&self.name)?.len(),
+            jobs_by_status: by,
+            cursors,
+            failed: jobs
+                .into_iter()
+                .filter(|j| j.status == job_status::FAILED || j.status == job_status::WAITING)
+                .collect(),
+        })
+    }
+}
+
+/// A held flow lease, given back on drop (a crash leaves it to be taken over: its pid is dead).
+struct Lease<'a> {
+    state: &'a crate::state::StateStore,
+    flow: &'a str,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.state.sink_release(self.flow) {
+            tracing::warn!(flow = %self.flow, "could not release the sink lease: {e}");
+        }
+    }
+}
+
+fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult {
+    let (outcome, key, detail) = match o {
+        Outcome::Created(k) => ("created", Some(k), String::new()),
+        Outcome::Updated(k) => ("updated", Some(k), String::new()),
+        Outcome::Linked(k) => ("linked", Some(k), "found by search".into()),
+        Outcome::Failed { reason, .. } => ("failed", None, reason),
+        Outcome::Waiting(why) => ("waiting", None, why),
+        Outcome::Superseded(k) => (
+            "noop",
+            Some(k),
+            "superseded: the target holds a newer version".into(),
+        ),
+    };
+    JobResult {
+        job_id: job_id.into(),
+        source_entity: entity.into(),
+        source_id: id.into(),
+        outcome: outcome.into(),
+        target_key: key,
+        detail,
+    }
+}

@@ -1,0 +1,324 @@
+//! Plan: read the flow's new change sets and decide, per source record, what apply will do and
+//! why — from the ledger and the jobs table only (no target calls, so `plan` is free to run).
+//! Apply re-checks the target (search before create), so a plan is a forecast, not a promise.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::changes::{self, ChangeRow};
+use super::flow::FlowFile;
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::spec::{Definitions, StreamId};
+use crate::state::{StateStore, job_status};
+
+/// What apply will do with one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// No ledger link: search the target (external id, then natural key), link or create.
+    Create,
+    /// Linked to `target_key` at an older version: update it.
+    Update,
+    /// Nothing to write.
+    Noop,
+    /// A dependency is missing (the contact's firm): the job waits.
+    Wait,
+    /// The change row is malformed (no primary key): apply fails this job, with the reason
+    /// audited, and goes on with the others.
+    Invalid,
+}
+
+/// Source ids given to change rows without a primary key (`?malformed:<run>#<row>`): they
+/// keep such rows apart as jobs, and no attempt ever writes them.
+pub const MALFORMED: &str = "?malformed:";
+
+/// One planned job.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedJob {
+    pub job_id: String,
+    pub source_entity: String,
+    pub source_id: String,
+    pub source_version: Option<i64>,
+    pub run_id: String,
+    pub target: String,
+    pub action: Action,
+    pub target_key: Option<String>,
+    pub reason: String,
+    /// The source record (kept on the job, so replay needs no change set).
+    #[serde(skip)]
+    pub row: ChangeRow,
+}
+
+/// A flow's plan: jobs in dependency order, and where each stream's cursor moves once applied.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Plan {
+    pub flow: String,
+    pub jobs: Vec<PlannedJob>,
+    /// (stream, last run read): the cursors apply commits.
+    pub cursors: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// Jobs with `action`.
+    pub fn count(&self, action: &Action) -> usize {
+        self.jobs.iter().filter(|j| &j.action == action).count()
+    }
+
+    /// Planned writes (creates and updates).
+    pub fn writes(&self) -> usize {
+        self.count(&Action::Create) + self.count(&Action::Update)
+    }
+}
+
+/// The job id: a hash of (flow, source entity, source id, source version). A record read again
+/// (a replayed or overlapping change set) gets the same id, so it is done once.
+pub fn job_id(flow: &str, entity: &str, id: &str, version: Option<i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let v = version.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let h = Sha256::digest(format!("{flow}\u{0}{entity}\u{0}{id}\u{0}{v}").as_bytes());
+    hex::encode(&h[..12])
+}
+
+/// Plans flow `name`: every record of the change sets after the flow's cursors.
+pub async fn plan(
+    state: &StateStore,
+    lake: &Lake,
+    defs: &Definitions,
+    name: &str,
+    flow: &FlowFile,
+) -> Result<Plan> {
+    let mut out = Plan {
+        flow: name.to_string(),
+        ..Plan::default()
+    };
+    // Source ids of each entity that this plan creates or updates (a child may depend on them).
+    let mut planned: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for em in &flow.entities {
+        let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;
+        let stream = defs.get(&sid).map_err(|_| {
+            Error::Config(format!(
+                "sink flow `{name}` reads {sid}, which no stream defines"
+            ))
+        })?;
+        let key = stream.catalog.primary_key.clone();
+        let version = stream
+            .catalog
+            .columns
+            .iter()
+            .find(|c| c.name == "versionnumber")
+            .map(|c| c.name.clone());
+        let cursor = state.sink_cursor(name, &sid.to_string())?;
+        let runs = changes::runs_after(lake, &sid, cursor.as_deref()).await?;
+        // The newest version of each record across the runs read (later runs win).
+        let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
+        for m in &runs {
+            for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
+                .await?
+                .into_iter()
+                .enumerate()
+            {
+                if row.id.is_empty() {
+                    row.id = format!("{MALFORMED}{}#{i}", m.run_id);
+                }
+                latest.insert(row.id.clone(), (m.run_id.clone(), row));
+            }
+        }
+        if let Some(last) = runs.last() {
+            out.cursors.push((sid.to_string(), last.run_id.clone()));
+        }
+        for (_, (run_id, row)) in latest {
+            let jid = job_id(name, &em.source, &row.id, row.version);
+            let link = state.sink_link(name, &em.source, &row.id)?;
+            let prior = state.sink_job(&jid)?;
+            let (action, reason) = if row.id.starts_with(MALFORMED) {
+                (
+                    Action::Invalid,
+                    format!("malformed change row: no {} (primary key)", key.join(", ")),
+                )
+            } else if row.deleted {
+                (
+                    Action::Noop,
+                    "deleted in the source: the sink never deletes in the target".into(),
+                )
+            } else if prior
+                .as_ref()
+                .is_some_and(|j| j.status == job_status::APPLIED)
+            {
+                (Action::Noop, "this job is already applied".into())
+            } else if let Some(l) = link
+                .as_ref()
+                .filter(|l| l.source_version.is_some() && l.source_version >= row.version)
+            {
+                (
+                    Action::Noop,
+                    format!(
+                        "{} {} already holds version {}",
+                        em.target,
+                        l.target_key,
+                        l.source_version.unwrap_or_default()
+                    ),
+                )
+            } else if let Some(wait) = missing_parent(state, name, em, &row, &planned)? {
+                (Action::Wait, wait)
+            } else if let Some(l) = &link {
+                (
+                    Action::Update,
+                    format!(
+                        "linked to {} {}; source version {} is newer",
+                        em.target,
+                        l.target_key,
+                        row.version.map_or("?".into(), |v| v.to_string())
+                    ),
+                )
+            } else {
+                (
+                    Action::Create,
+                    "no ledger link: apply searches the target (external id, then natural key) and links or creates".into(),
+                )
+            };
+            if matches!(action, Action::Create | Action::Update) {
+                planned
+                    .entry(em.source.clone())
+                    .or_default()
+                    .insert(row.id.clone());
+            }
+            out.jobs.push(PlannedJob {
+                job_id: jid,
+                source_entity: em.source.clone(),
+                source_id: row.id.clone(),
+                source_version: row.version,
+                run_id,
+                target: format!("{}.{}", flow.target_system, em.target),
+                action,
+                target_key: link.map(|l| l.target_key),
+                reason,
+                row,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Why a record cannot be written yet: its parent (e.g. the contact's account) has no ledger
+/// link and is not planned in this run either.
+fn missing_parent(
+    state: &StateStore,
+    flow_name: &str,
+    em: &super::flow::EntityMap,
+    row: &ChangeRow,
+    planned: &BTreeMap<String, std::collections::BTreeSet<String>>,
+) -> Result<Option<String>> {
+    let Some(p) = &em.parent else {
+        return Ok(None);
+    };
+    let Some(pid) = super::ledger::parent_id(p, &row.record) else {
+        return Ok(None);
+    };
+    if state.sink_link(flow_name, &p.source, &pid)?.is_some()
+        || planned.get(&p.source).is_some_and(|s| s.contains(&pid))
+    {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "its {} {pid} has no target record yet and is not in these change sets",
+        p.source
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+    use arrow_schema::{DataType, Field, Schema};
+
+    use crate::lake::{Manifest, PartInfo, PartWriter, sha256_hex};
+
+    /// One run of `dataverse.account` written by hand: a good row and one without its key.
+    #[tokio::test]
+    async fn a_row_without_its_key_is_planned_invalid_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open("memory://", dir.path()).unwrap();
+        let state = StateStore::open(&dir.path().join("s.db")).unwrap();
+        let defs = Definitions::builtin().unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("accountid", DataType::Utf8, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("versionnumber", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("A1"), None])) as ArrayRef,
+                Arc::new(StringArray::from(vec![Some("Acme"), Some("Broken")])) as ArrayRef,
+                Arc::new(Int64Array::from(vec![Some(7), Some(8)])) as ArrayRef,
+            ],
+        )
+        .unwrap();
+        let mut w = PartWriter::new(schema).unwrap();
+        w.write(&batch, 0).unwrap();
+        let bytes = w.finish().unwrap();
+        let id: StreamId = "dataverse.account".parse().unwrap();
+        let path = Lake::part_path(&id, "20260101T000000000Z-000001", 0);
+        lake.put(&path, bytes.clone()).await.unwrap();
+        lake.write_manifest(&Manifest {
+            run_id: "20260101T000000000Z-000001".into(),
+            stream: id.to_string(),
+            connection: "crm".into(),
+            kind: "snapshot".into(),
+            reconcile: true,
+            schema_hash: "h".into(),
+            started_at: "s".into(),
+            finished_at: "f".into(),
+            rows: 2,
+            deleted: 0,
+            quarantined: 0,
+            cursor_start: None,
+            cursor_end: None,
+            files: vec![PartInfo {
+                path: path.to_string(),
+                rows: 2,
+                deleted: 0,
+                bytes: bytes.len() as u64,
+                sha256: sha256_hex(&bytes),
+            }],
+            quarantine_files: vec![],
+        })
+        .await
+        .unwrap();
+        // A later run without a manifest (still running): reading stops before it.
+        lake.put(
+            &Lake::part_path(&id, "20260102T000000000Z-000002", 0),
+            bytes.clone(),
+        )
+        .await
+        .unwrap();
+        let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
+        let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
+        assert_eq!(p.jobs.len(), 2);
+        let good = p.jobs.iter().find(|j| j.source_id == "A1").unwrap();
+        assert_eq!(good.action, Action::Create);
+        assert_eq!(good.source_version, Some(7));
+        let bad = p.jobs.iter().find(|j| j.action == Action::Invalid).unwrap();
+        assert!(bad.reason.contains("accountid"), "{}", bad.reason);
+        assert_eq!(
+            p.cursors,
+            vec![(
+                "dataverse.account".to_string(),
+                "20260101T000000000Z-000001".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn job_ids_are_stable_and_version_sensitive() {
+        let a = job_id("f", "account", "1", Some(7));
+        assert_eq!(a, job_id("f", "account", "1", Some(7)));
+        assert_ne!(a, job_id("f", "account", "1", Some(8)));
+        assert_ne!(a, job_id("f", "contact", "1", Some(7)));
+        assert_eq!(a.len(), 24);
+    }
+}

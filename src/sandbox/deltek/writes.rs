@@ -1,0 +1,209 @@
+//! Writes to the Deltek fake: `POST /{hub}` creates (a JSON array of records in, the saved
+//! records out as an array), `PUT`/`PATCH /{hub}/{key}` updates, as Vantagepoint's hubs take
+//! them (shared/reference/deltek-pipedrive-looker.md §1.6, §1.8). No idempotency key, as the
+//! real API. Every write is logged ([`WriteLog`]) so tests can count them; a fault can apply a
+//! create and then drop its answer.
+//!
+//! Writable hubs: `firm` and `contact` (the sink's first targets). Assumptions, marked where
+//! the reference is silent [ASSUMPTION]:
+//! - the body may be one object or an array of objects; the answer is always an array, status
+//!   200;
+//! - a batch is validated whole: one bad record refuses the request (400, nothing saved);
+//! - the key (`ClientID`, `ContactID`) is assigned by the server; a key sent on create is
+//!   ignored;
+//! - system-required fields: firm `Name`, contact `LastName`; a contact's `ClientID` must be an
+//!   existing firm; tenant "screen designer" required fields ([`Written::required`]) apply
+//!   unless `requiredFieldValidation=N`;
+//! - fields must exist on the hub (the catalog's fields) or be custom (`Cust*`); an unknown
+//!   field is a 400 `{message, detail}`;
+//! - `PATCH` behaves as `PUT` (partial: fields not sent keep their values).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::tables::{Kind, key_fields};
+
+/// One write the fake received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WriteLog {
+    /// `POST`, `PUT`, `PATCH`.
+    pub method: String,
+    pub hub: String,
+    /// The saved record's key (none when refused).
+    pub key: Option<String>,
+    pub status: u16,
+    /// The `startWorkflow` query value as sent.
+    pub start_workflow: Option<String>,
+    /// Field names sent.
+    pub fields: Vec<String>,
+    /// The create was applied but its answer dropped (fault).
+    pub dropped: bool,
+}
+
+/// What the API saved and how it is configured.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// Values saved through the API, per (table, ordinal): they override generated values.
+    pub rows: HashMap<(Kind, u64), Map<String, Value>>,
+    pub log: Vec<WriteLog>,
+    /// The next N creates are applied and then their answers dropped (connection reset).
+    pub drop_creates: u32,
+    /// Tenant-required fields per hub (screen designer).
+    pub required: BTreeMap<String, Vec<String>>,
+}
+
+/// The writable table behind a hub path.
+pub fn writable(hub: &str) -> Option<Kind> {
+    match hub {
+        "firm" => Some(Kind::Firm),
+        "contact" => Some(Kind::Contact),
+        _ => None,
+    }
+}
+
+/// System-required fields [ASSUMPTION].
+fn system_required(k: Kind) -> &'static [&'static str] {
+    match k {
+        Kind::Firm => &["Name"],
+        Kind::Contact => &["LastName"],
+        _ => &[],
+    }
+}
+
+/// Checks one record: known fields, required fields. `creating`: required fields must be
+/// present (an update may send a subset, but must not blank them).
+pub fn validate(
+    k: Kind,
+    hub: &str,
+    known: &[String],
+    tenant_required: &[String],
+    record: &Map<String, Value>,
+    creating: bool,
+) -> Result<(), String> {
+    for f in record.keys() {
+        let ok = f.starts_with("Cust")
+            || f.starts_with('_')
+            || known.iter().any(|k| k.eq_ignore_ascii_case(f));
+        if !ok {
+            return Err(format!("Field '{f}' does not exist on {hub}."));
+        }
+    }
+    let blank = |f: &str| match record.get(f) {
+        None => creating,
+        Some(Value::Null) => true,
+        Some(Value::String(s)) => s.trim().is_empty(),
+        Some(_) => false,
+    };
+    for f in system_required(k)
+        .iter()
+        .map(|s| s.to_string())
+        .chain(tenant_required.iter().cloned())
+    {
+        if key_fields(k).contains(&f.as_str()) {
+            continue;
+        }
+        if blank(&f) {
+            return Err(format!("{f} is required."));
+        }
+    }
+    Ok(())
+}
+
+/// The fields a request may save: everything but the key and the server-kept dates.
+pub fn saved_fields(k: Kind, record: &Map<String, Value>) -> Map<String, Value> {
+    record
+        .iter()
+        .filter(|(f, _)| {
+            !key_fields(k).contains(&f.as_str())
+                && !matches!(
+                    f.as_str(),
+                    "ModDate" | "CreateDate" | "ModUser" | "CreateUser"
+                )
+                && !f.starts_with('_')
+        })
+        .map(|(f, v)| (f.clone(), v.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(v: serde_json::Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let known = vec!["Name".to_string(), "WebSite".to_string()];
+        assert!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &[],
+                &rec(serde_json::json!({"Name": "A"})),
+                true
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &[],
+                &rec(serde_json::json!({"WebSite": "x"})),
+                true
+            ),
+            Err("Name is required.".into())
+        );
+        // An update may leave Name out, not blank it.
+        assert!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &[],
+                &rec(serde_json::json!({"WebSite": "x"})),
+                false
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &[],
+                &rec(serde_json::json!({"Name": "A", "Nope": 1})),
+                true
+            ),
+            Err("Field 'Nope' does not exist on firm.".into())
+        );
+        assert!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &[],
+                &rec(serde_json::json!({"Name": "A", "CustX": 1})),
+                true
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            validate(
+                Kind::Firm,
+                "firm",
+                &known,
+                &["WebSite".into()],
+                &rec(serde_json::json!({"Name": "A"})),
+                true
+            ),
+            Err("WebSite is required.".into())
+        );
+    }
+}
