@@ -5,6 +5,7 @@ mod sandbox_dataverse;
 mod sandbox_deltek;
 mod sandbox_pipedrive;
 
+mod bigquery;
 mod business_central_sync;
 mod cli;
 mod conformance;
