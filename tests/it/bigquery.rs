@@ -394,10 +394,13 @@ async fn bigquery_catalog_column_is_added_and_retried_loads_do_nothing() {
     .unwrap();
     let overlay = p.dir.path().join("catalog/dataverse");
     std::fs::create_dir_all(&overlay).unwrap();
+    let end = catalog.rfind(']').unwrap();
     std::fs::write(
         overlay.join("account.toml"),
         format!(
-            "{catalog}\n[[columns]]\nname = \"mlc_test_note\"\ntype = \"string\"\ndescription = \"Added by a test.\"\n"
+            "{}  {{ name = \"mlc_test_note\", type = \"string\", description = \"Added by a test.\" }},\n{}",
+            &catalog[..end],
+            &catalog[end..]
         ),
     )
     .unwrap();

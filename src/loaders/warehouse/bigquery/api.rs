@@ -301,19 +301,14 @@ impl Api {
             };
             // A job that exists already: wait for it, take its result, never run it again.
             // (Checked before inserting: some servers answer a reused id with 200 and run it.)
-            let existing = match self.get_job(&id).await? {
-                Some(job) => Some(job),
+            let inserted = match self.get_job(&id).await? {
+                Some(job) => Inserted::Existing(job),
                 None => self.insert_job(&id, &configuration, upload).await?,
             };
-            let (job, started) = match existing {
-                Some(job) => (self.wait_job(&id, job).await?, false),
-                None => {
-                    let job = self
-                        .get_job(&id)
-                        .await?
-                        .ok_or_else(|| Error::Warehouse(format!("BigQuery job {id} vanished")))?;
-                    (self.wait_job(&id, job).await?, true)
-                }
+            let (job, started) = match inserted {
+                Inserted::Existing(job) => (self.wait_job(&id, job).await?, false),
+                // The insert's answer is the job (polled by its id until DONE).
+                Inserted::Created(job) => (self.wait_job(&id, job).await?, true),
             };
             match job.pointer("/status/errorResult") {
                 None => {
@@ -338,14 +333,14 @@ impl Api {
         )))
     }
 
-    /// Inserts a job. Returns `Some(job)` when the id was taken (409: someone already started
-    /// it), `None` when this call created it.
+    /// Inserts a job: `Existing` when the id was taken (409: someone already started it),
+    /// `Created` with the insert's answer when this call created it.
     async fn insert_job(
         &self,
         job_id: &str,
         configuration: &Value,
         upload: Option<&bytes::Bytes>,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Inserted> {
         let job = json!({
             "jobReference": {"projectId": self.project, "jobId": job_id, "location": self.location},
             "configuration": configuration,
@@ -365,12 +360,12 @@ impl Api {
         };
         match self.send(Method::POST, &url, Some(body)).await? {
             (409, _) => match self.get_job(job_id).await? {
-                Some(job) => Ok(Some(job)),
+                Some(job) => Ok(Inserted::Existing(job)),
                 None => Err(Error::Warehouse(format!(
                     "BigQuery job {job_id} exists (409) but cannot be read; check jobs.get permission and warehouse.bigquery.location"
                 ))),
             },
-            (s, _) if (200..300).contains(&s) => Ok(None),
+            (s, v) if (200..300).contains(&s) => Ok(Inserted::Created(v)),
             (s, v) => Err(self.http_error(&Method::POST, &url, s, &v, b"")),
         }
     }
@@ -382,7 +377,7 @@ impl Api {
         job_id: &str,
         job: &Value,
         file: &bytes::Bytes,
-    ) -> Result<Option<Value>> {
+    ) -> Result<Inserted> {
         let url = format!(
             "{}/projects/{}/jobs?uploadType=resumable",
             self.upload_base, self.project
@@ -409,7 +404,12 @@ impl Api {
             .map_err(|e| transport("POST", &url, e))?;
         let status = resp.status().as_u16();
         if status == 409 {
-            return self.get_job(job_id).await;
+            return match self.get_job(job_id).await? {
+                Some(job) => Ok(Inserted::Existing(job)),
+                None => Err(Error::Warehouse(format!(
+                    "BigQuery job {job_id} exists (409) but cannot be read"
+                ))),
+            };
         }
         let session = resp
             .headers()
@@ -439,7 +439,10 @@ impl Api {
             let v = serde_json::from_slice(&raw).unwrap_or(Value::Null);
             return Err(self.http_error(&Method::PUT, &session, status, &v, &raw));
         }
-        Ok(None)
+        let raw = resp.bytes().await.unwrap_or_default();
+        Ok(Inserted::Created(
+            serde_json::from_slice(&raw).unwrap_or(Value::Null),
+        ))
     }
 
     /// Polls a job until it is DONE.
@@ -458,10 +461,15 @@ impl Api {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(5));
+            let id = job
+                .pointer("/jobReference/jobId")
+                .and_then(Value::as_str)
+                .unwrap_or(job_id)
+                .to_string();
             job = self
-                .get_job(job_id)
+                .get_job(&id)
                 .await?
-                .ok_or_else(|| Error::Warehouse(format!("BigQuery job {job_id} vanished")))?;
+                .ok_or_else(|| Error::Warehouse(format!("BigQuery job {id} vanished")))?;
         }
     }
 
@@ -523,6 +531,14 @@ impl Api {
             resp = self.send_ok(Method::GET, &url, None).await?;
         }
     }
+}
+
+/// What a job insert found.
+enum Inserted {
+    /// The id was taken: that job.
+    Existing(Value),
+    /// This call created the job: the insert's answer.
+    Created(Value),
 }
 
 /// A request body.
