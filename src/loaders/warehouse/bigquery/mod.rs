@@ -28,6 +28,7 @@ use std::sync::Arc;
 use object_store::ObjectStore;
 use object_store::path::Path as ObjPath;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+#[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -292,6 +293,9 @@ impl BigQueryWarehouse {
 
     /// The staging table's columns: the first part's schema as written (so an older run loads
     /// with the columns it has), or the catalog's when the run wrote no part.
+    // parquet 59 deprecates ParquetObjectReader in favour of a hand-written AsyncFileReader;
+    // it is still the simplest correct way to read one footer from the lake.
+    #[allow(deprecated)]
     async fn staging_fields(
         &self,
         lake: &Lake,
