@@ -39,7 +39,64 @@ pub struct WarehouseConfig {
     pub kind: WarehouseKind,
     pub path: PathBuf,
     pub delete_mode: DeleteMode,
+    /// `[warehouse.bigquery]`; present (and checked) when `kind = "bigquery"`.
+    pub bigquery: Option<BigQueryConfig>,
 }
+
+/// `[warehouse.bigquery]`: where and as whom BigQuery loads run. Deployment settings, so they
+/// live in mlc.toml next to the lake URL rather than in the shipped `loaders/` data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BigQueryConfig {
+    /// Project that owns the datasets and is billed for the jobs.
+    pub project: String,
+    /// Location of the datasets and jobs (`US`, `EU`, `europe-west1`, ...).
+    pub location: String,
+    /// Dataset of a system: `datasets.<system>` if set, else `<dataset_prefix><system>`.
+    pub dataset_prefix: String,
+    pub datasets: BTreeMap<String, String>,
+    pub credentials: BigQueryCredentials,
+    /// Service-account key file for `credentials = "service_account_key"` (default:
+    /// `GOOGLE_APPLICATION_CREDENTIALS`).
+    pub key_file: Option<PathBuf>,
+    /// BigQuery v2 REST base (emulators, private endpoints); uploads go to the same host under
+    /// `/upload/bigquery/v2`.
+    pub base_url: String,
+    /// `gs://bucket/prefix` at which BigQuery can read the lake's files, when the lake is not
+    /// itself a `gs://` URL (a mirrored or mounted bucket; the emulator's GCS root in tests).
+    /// Without it, a non-GCS lake's Parquet parts are uploaded with each load job.
+    pub lake_gcs_url: Option<String>,
+}
+
+impl BigQueryConfig {
+    /// The dataset holding `system`'s tables: `datasets.<system>` if set, else the dataset its
+    /// source definition names (`ref_looker`: reference tables are not raw data), else
+    /// `<dataset_prefix><system>`.
+    pub fn dataset(&self, system: &str, source_dataset: Option<&str>) -> String {
+        self.datasets
+            .get(system)
+            .cloned()
+            .or_else(|| source_dataset.map(str::to_string))
+            .unwrap_or_else(|| format!("{}{system}", self.dataset_prefix))
+    }
+}
+
+/// How mlc obtains BigQuery access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BigQueryCredentials {
+    /// `GOOGLE_APPLICATION_CREDENTIALS`, then gcloud's user credentials, then the metadata
+    /// server (what Google's client libraries do).
+    ApplicationDefault,
+    /// A service-account JSON key file (`key_file`).
+    ServiceAccountKey,
+    /// The GKE / Cloud Run / GCE metadata server's token for the attached service account.
+    WorkloadIdentity,
+    /// No token (local emulators only).
+    None,
+}
+
+/// The public BigQuery REST base.
+pub const BIGQUERY_BASE_URL: &str = "https://bigquery.googleapis.com/bigquery/v2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -424,6 +481,8 @@ struct RawWarehouse {
     path: String,
     #[serde(default)]
     delete_mode: DeleteMode,
+    #[serde(default)]
+    bigquery: Option<RawBigQuery>,
 }
 impl Default for RawWarehouse {
     fn default() -> Self {
@@ -431,8 +490,125 @@ impl Default for RawWarehouse {
             kind: default_kind(),
             path: default_wh_path(),
             delete_mode: DeleteMode::Hard,
+            bigquery: None,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBigQuery {
+    project: String,
+    #[serde(default = "default_bq_location")]
+    location: String,
+    #[serde(default = "default_bq_prefix")]
+    dataset_prefix: String,
+    #[serde(default)]
+    datasets: BTreeMap<String, String>,
+    #[serde(default = "default_bq_credentials")]
+    credentials: BigQueryCredentials,
+    #[serde(default)]
+    key_file: Option<String>,
+    #[serde(default = "default_bq_base_url")]
+    base_url: String,
+    #[serde(default)]
+    lake_gcs_url: Option<String>,
+}
+fn default_bq_location() -> String {
+    "US".into()
+}
+fn default_bq_prefix() -> String {
+    "raw_".into()
+}
+fn default_bq_credentials() -> BigQueryCredentials {
+    BigQueryCredentials::ApplicationDefault
+}
+fn default_bq_base_url() -> String {
+    BIGQUERY_BASE_URL.into()
+}
+
+/// BigQuery dataset names: letters, digits and `_`, at most 1024.
+fn valid_dataset_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 1024 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Checks and expands `[warehouse.bigquery]`.
+fn parse_bigquery(
+    kind: WarehouseKind,
+    raw: Option<RawBigQuery>,
+    ex: &dyn Fn(&str, &str) -> Result<String>,
+    resolve: &dyn Fn(&str, &str) -> Result<PathBuf>,
+) -> Result<Option<BigQueryConfig>> {
+    let Some(raw) = raw else {
+        if kind == WarehouseKind::Bigquery {
+            return Err(Error::Config(
+                "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with at least project = \"<gcp-project-id>\"".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let k = |key: &str| format!("warehouse.bigquery.{key}");
+    let project = ex(&k("project"), &raw.project)?;
+    if project.trim().is_empty() {
+        return Err(Error::Config(format!(
+            "{} is empty: set it to the GCP project id that owns the datasets",
+            k("project")
+        )));
+    }
+    let dataset_prefix = ex(&k("dataset_prefix"), &raw.dataset_prefix)?;
+    if !dataset_prefix.is_empty() && !valid_dataset_name(&dataset_prefix) {
+        return Err(Error::Config(format!(
+            "{} = \"{dataset_prefix}\": dataset names use letters, digits and `_` only",
+            k("dataset_prefix")
+        )));
+    }
+    let mut datasets = BTreeMap::new();
+    for (system, name) in raw.datasets {
+        let key = k(&format!("datasets.{system}"));
+        let name = ex(&key, &name)?;
+        if !valid_dataset_name(&name) {
+            return Err(Error::Config(format!(
+                "{key} = \"{name}\": dataset names use letters, digits and `_` only"
+            )));
+        }
+        datasets.insert(system, name);
+    }
+    let base_url = ex(&k("base_url"), &raw.base_url)?
+        .trim_end_matches('/')
+        .to_string();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        return Err(Error::Config(format!(
+            "{} = \"{base_url}\": use an http(s) URL ending in /bigquery/v2, e.g. {BIGQUERY_BASE_URL}",
+            k("base_url")
+        )));
+    }
+    let lake_gcs_url = match raw.lake_gcs_url {
+        Some(u) => {
+            let u = ex(&k("lake_gcs_url"), &u)?;
+            if !u.starts_with("gs://") {
+                return Err(Error::Config(format!(
+                    "{} = \"{u}\": must be a gs://bucket/prefix URL",
+                    k("lake_gcs_url")
+                )));
+            }
+            Some(u.trim_end_matches('/').to_string())
+        }
+        None => None,
+    };
+    let key_file = match raw.key_file {
+        Some(p) => Some(resolve(&k("key_file"), &p)?),
+        None => None,
+    };
+    Ok(Some(BigQueryConfig {
+        project,
+        location: ex(&k("location"), &raw.location)?,
+        dataset_prefix,
+        datasets,
+        credentials: raw.credentials,
+        key_file,
+        base_url,
+        lake_gcs_url,
+    }))
 }
 fn default_kind() -> WarehouseKind {
     WarehouseKind::Local
@@ -560,6 +736,12 @@ impl Config {
                 kind: raw.warehouse.kind,
                 path: resolve("warehouse.path", &raw.warehouse.path)?,
                 delete_mode: raw.warehouse.delete_mode,
+                bigquery: parse_bigquery(
+                    raw.warehouse.kind,
+                    raw.warehouse.bigquery,
+                    &ex,
+                    &resolve,
+                )?,
             },
             sync: SyncConfig {
                 concurrency: raw.sync.concurrency,
@@ -955,5 +1137,54 @@ mod tests {
     fn expands_defaults() {
         assert_eq!(expand("k", "a${X:-b}c", &env).unwrap(), "abc");
         assert!(expand("k", "${X", &env).is_err());
+    }
+
+    #[test]
+    fn bigquery_warehouse_keys() {
+        let c = Config::parse(
+            r#"
+            [warehouse]
+            kind = "bigquery"
+            delete_mode = "soft"
+            [warehouse.bigquery]
+            project = "${TENANT:-x}"
+            location = "EU"
+            key_file = "keys/sa.json"
+            credentials = "service_account_key"
+            datasets = { deltek = "erp_deltek" }
+            base_url = "http://127.0.0.1:9050/bigquery/v2/"
+            "#,
+            Path::new("/p"),
+            &|_| None,
+        )
+        .unwrap();
+        let bq = c.warehouse.bigquery.unwrap();
+        assert_eq!(bq.project, "x");
+        assert_eq!(bq.location, "EU");
+        assert_eq!(bq.credentials, BigQueryCredentials::ServiceAccountKey);
+        assert_eq!(bq.key_file.as_deref(), Some(Path::new("/p/keys/sa.json")));
+        assert_eq!(bq.dataset("deltek", None), "erp_deltek");
+        assert_eq!(bq.dataset("dataverse", None), "raw_dataverse");
+        assert_eq!(bq.dataset("looker", Some("ref_looker")), "ref_looker");
+        assert_eq!(bq.base_url, "http://127.0.0.1:9050/bigquery/v2");
+        assert_eq!(bq.lake_gcs_url, None);
+    }
+
+    #[test]
+    fn bigquery_errors_name_the_key() {
+        let err = |text: &str| {
+            Config::parse(text, Path::new("."), &|_| None)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err("[warehouse]\nkind = \"bigquery\"\n").contains("[warehouse.bigquery]"));
+        assert!(err("[warehouse]\nkind = \"bigquery\"\n[warehouse.bigquery]\nproject = \"p\"\nlake_gcs_url = \"s3://b\"\n")
+            .contains("warehouse.bigquery.lake_gcs_url"));
+        assert!(err("[warehouse]\nkind = \"bigquery\"\n[warehouse.bigquery]\nproject = \"p\"\ndataset_prefix = \"raw-\"\n")
+            .contains("warehouse.bigquery.dataset_prefix"));
+        assert!(
+            err("[warehouse.bigquery]\nproject = \"p\"\ncredentials = \"magic\"\n")
+                .contains("credentials")
+        );
     }
 }

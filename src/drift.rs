@@ -86,6 +86,7 @@ mod tests {
             kind: WarehouseKind::Local,
             path: dir.path().join("wh"),
             delete_mode: DeleteMode::Hard,
+            bigquery: None,
         })
         .unwrap();
         let manifest = Manifest {

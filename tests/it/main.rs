@@ -6,6 +6,7 @@ mod sandbox_deltek;
 mod sandbox_looker;
 mod sandbox_pipedrive;
 
+mod bigquery;
 mod business_central_sync;
 mod cli;
 mod conformance;

@@ -1,6 +1,7 @@
 //! Warehouses a stream run is loaded into. `local` (embedded, the default) keeps current-state
 //! Parquet tables merged with polars; BigQuery comes through load jobs + MERGE.
 
+pub mod bigquery;
 pub mod local;
 
 /// What happens to a row the source reports deleted.
@@ -32,11 +33,13 @@ use crate::config::{WarehouseConfig, WarehouseKind};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest};
 use crate::spec::Stream;
+use bigquery::BigQueryWarehouse;
 use local::{LocalWarehouse, MergeRequest, MergeStats};
 
 /// The configured warehouse.
 pub enum Warehouse {
     Local(LocalWarehouse),
+    Bigquery(BigQueryWarehouse),
 }
 
 impl Warehouse {
@@ -46,10 +49,17 @@ impl Warehouse {
                 &cfg.path,
                 cfg.delete_mode,
             )?)),
-            WarehouseKind::Bigquery => Err(Error::Config(
-                "warehouse.kind = \"bigquery\" is not available in this build yet; use \"local\""
-                    .into(),
-            )),
+            WarehouseKind::Bigquery => {
+                let bq = cfg.bigquery.clone().ok_or_else(|| {
+                    Error::Config(
+                        "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with project = \"<gcp-project-id>\"".into(),
+                    )
+                })?;
+                Ok(Warehouse::Bigquery(BigQueryWarehouse::new(
+                    bq,
+                    cfg.delete_mode,
+                )))
+            }
         }
     }
 
@@ -77,6 +87,7 @@ impl Warehouse {
                 })
                 .await
             }
+            Warehouse::Bigquery(w) => w.merge(stream, lake, manifest, parts).await,
         }
     }
 
@@ -84,6 +95,10 @@ impl Warehouse {
     pub fn query(&self, sql: &str, format: OutputFormat) -> Result<String> {
         match self {
             Warehouse::Local(w) => w.query(sql, format),
+            Warehouse::Bigquery(w) => Err(Error::Config(format!(
+                "`mlc query` runs on the local warehouse; query BigQuery project {} with `bq query` or the console",
+                w.config().project
+            ))),
         }
     }
 
@@ -91,6 +106,15 @@ impl Warehouse {
     pub fn local(&self) -> Option<&LocalWarehouse> {
         match self {
             Warehouse::Local(w) => Some(w),
+            Warehouse::Bigquery(_) => None,
+        }
+    }
+
+    /// The BigQuery warehouse, when configured.
+    pub fn bigquery(&self) -> Option<&BigQueryWarehouse> {
+        match self {
+            Warehouse::Bigquery(w) => Some(w),
+            Warehouse::Local(_) => None,
         }
     }
 }
