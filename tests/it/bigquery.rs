@@ -136,6 +136,8 @@ base_url = "{url}"
 credentials = "none"
 dataset_prefix = "{prefix}"
 lake_gcs_url = "{lake_gcs_url}"
+# Looker's reference tables land in their own dataset; this test's copy is kept apart too.
+datasets = {{ looker = "{prefix}ref_looker" }}
 {conns}"#,
             root = self.emu.gcs_root,
             bucket = self.bucket,
@@ -151,7 +153,11 @@ lake_gcs_url = "{lake_gcs_url}"
     }
 
     fn table_ref(&self, system: &str, entity: &str) -> String {
-        format!("`{}.{}{system}.{entity}`", self.emu.project, self.prefix)
+        let dataset = match system {
+            "looker" => format!("{}ref_looker", self.prefix),
+            _ => format!("{}{system}", self.prefix),
+        };
+        format!("`{}.{dataset}.{entity}`", self.emu.project)
     }
 }
 
