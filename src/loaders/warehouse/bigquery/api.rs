@@ -111,6 +111,17 @@ impl Api {
     /// body (`Null` when empty). Non-success statuses are returned, not raised: callers decide
     /// what 404 and 409 mean.
     async fn send(&self, method: Method, url: &str, body: Option<Body>) -> Result<(u16, Value)> {
+        self.send_attempts(method, url, body, ATTEMPTS).await
+    }
+
+    /// [`send`](Self::send) with at most `attempts` tries of a transient failure.
+    async fn send_attempts(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Body>,
+        attempts: u32,
+    ) -> Result<(u16, Value)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -145,7 +156,7 @@ impl Api {
                 Ok((status, _)) => matches!(status, 429 | 500 | 502 | 503 | 504),
                 Err(_) => true,
             };
-            if transient && attempt < ATTEMPTS {
+            if transient && attempt < attempts {
                 tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
                 continue;
             }
@@ -301,10 +312,7 @@ impl Api {
             };
             // A job that exists already: wait for it, take its result, never run it again.
             // (Checked before inserting: some servers answer a reused id with 200 and run it.)
-            let inserted = match self.get_job(&id).await? {
-                Some(job) => Inserted::Existing(job),
-                None => self.insert_job(&id, &configuration, upload).await?,
-            };
+            let inserted = self.find_or_insert(&id, &configuration, upload).await?;
             let (job, started) = match inserted {
                 Inserted::Existing(job) => (self.wait_job(&id, job).await?, false),
                 // The insert's answer is the job (polled by its id until DONE).
@@ -333,7 +341,31 @@ impl Api {
         )))
     }
 
-    /// Inserts a job: `Existing` when the id was taken (409: someone already started it),
+    /// The job under `id` if it exists, else inserted. An insert that fails in transit is not
+    /// sent again blindly: the server may have started the job, so the next try looks it up
+    /// first (a server that re-runs a reused id, like the emulator, would otherwise run it twice).
+    async fn find_or_insert(
+        &self,
+        id: &str,
+        configuration: &Value,
+        upload: Option<&bytes::Bytes>,
+    ) -> Result<Inserted> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(job) = self.get_job(id).await? {
+                return Ok(Inserted::Existing(job));
+            }
+            match self.insert_job(id, configuration, upload).await {
+                Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt))).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Inserts a job, once: `Existing` when the id was taken (409: someone already started it),
     /// `Created` with the insert's answer when this call created it.
     async fn insert_job(
         &self,
@@ -358,7 +390,10 @@ impl Api {
                 multipart_related(&job, file),
             ),
         };
-        match self.send(Method::POST, &url, Some(body)).await? {
+        match self
+            .send_attempts(Method::POST, &url, Some(body), 1)
+            .await?
+        {
             (409, _) => match self.get_job(job_id).await? {
                 Some(job) => Ok(Inserted::Existing(job)),
                 None => Err(Error::Warehouse(format!(
