@@ -6,9 +6,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Mutex;
 
-use super::{AuthProvider, Cached, OAuthError, TokenResponse, renew_after};
+use super::{AuthProvider, Cached, OAuthError, TokenCache, TokenResponse, renew_after};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
@@ -20,7 +19,7 @@ pub struct EntraClientCredentials {
     client_id: String,
     secret: SecretString,
     scope: String,
-    cache: Mutex<Option<Cached>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for EntraClientCredentials {
@@ -56,7 +55,7 @@ impl EntraClientCredentials {
             client_id: client_id.to_string(),
             secret,
             scope,
-            cache: Mutex::new(None),
+            cache: TokenCache::default(),
         }
     }
 
@@ -180,17 +179,7 @@ impl EntraClientCredentials {
 #[async_trait::async_trait]
 impl AuthProvider for EntraClientCredentials {
     async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        let mut cache = self.cache.lock().await;
-        if !refresh
-            && let Some(c) = cache.as_ref()
-            && Instant::now() < c.renew_at
-        {
-            return Ok(c.header.clone());
-        }
-        let fresh = self.fetch(http).await?;
-        let header = fresh.header.clone();
-        *cache = Some(fresh);
-        Ok(header)
+        self.cache.header(refresh, || self.fetch(http)).await
     }
 }
 

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
-use super::{AuthProvider, Cached, TokenResponse, renew_after};
+use super::{AuthProvider, Cached, TokenCache, TokenResponse, renew_after};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
@@ -20,7 +19,7 @@ pub struct LookerLogin {
     login_url: String,
     client_id: String,
     secret: SecretString,
-    cache: Mutex<Option<Cached>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for LookerLogin {
@@ -47,7 +46,7 @@ impl LookerLogin {
             login_url: format!("{}/login", api_base.trim_end_matches('/')),
             client_id: client_id.to_string(),
             secret,
-            cache: Mutex::new(None),
+            cache: TokenCache::default(),
         }
     }
 
@@ -137,17 +136,7 @@ fn explain(status: u16, message: &str, client_id: &str) -> String {
 #[async_trait::async_trait]
 impl AuthProvider for LookerLogin {
     async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        let mut cache = self.cache.lock().await;
-        if !refresh
-            && let Some(c) = cache.as_ref()
-            && Instant::now() < c.renew_at
-        {
-            return Ok(c.header.clone());
-        }
-        let fresh = self.login(http).await?;
-        let header = fresh.header.clone();
-        *cache = Some(fresh);
-        Ok(header)
+        self.cache.header(refresh, || self.login(http)).await
     }
 }
 

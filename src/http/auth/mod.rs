@@ -43,6 +43,32 @@ pub(crate) struct Cached {
     pub(crate) renew_at: Instant,
 }
 
+/// The token of a provider that renews by fetching a new one: the cached header until its
+/// renewal time, else (or when a refused token forces it) a fresh one. Callers wait on one
+/// lock, so concurrent requests share one renewal instead of each logging in.
+#[derive(Default)]
+pub(crate) struct TokenCache(tokio::sync::Mutex<Option<Cached>>);
+
+impl TokenCache {
+    pub(crate) async fn header<F, Fut>(&self, refresh: bool, renew: F) -> Result<HeaderValue>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Cached>>,
+    {
+        let mut cache = self.0.lock().await;
+        if !refresh
+            && let Some(c) = cache.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return Ok(c.header.clone());
+        }
+        let fresh = renew().await?;
+        let header = fresh.header.clone();
+        *cache = Some(fresh);
+        Ok(header)
+    }
+}
+
 #[derive(Deserialize)]
 pub(crate) struct TokenResponse {
     pub(crate) access_token: String,

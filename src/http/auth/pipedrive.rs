@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::Mutex;
 
-use super::{AuthProvider, Cached, OAuthError, TokenResponse, renew_after};
+use super::{AuthProvider, Cached, OAuthError, TokenCache, TokenResponse, renew_after};
 use crate::error::{Error, Result};
 use crate::http::redact::body_excerpt;
 use crate::vault::Vault;
@@ -71,7 +70,7 @@ pub struct PipedriveOAuth {
     refresh_token: StdMutex<SecretString>,
     api_domain: StdMutex<Option<String>>,
     store: Option<RefreshStore>,
-    cache: Mutex<Option<Cached>>,
+    cache: TokenCache,
 }
 
 impl fmt::Debug for PipedriveOAuth {
@@ -99,7 +98,7 @@ impl PipedriveOAuth {
             refresh_token: StdMutex::new(refresh_token),
             api_domain: StdMutex::new(None),
             store,
-            cache: Mutex::new(None),
+            cache: TokenCache::default(),
         }
     }
 
@@ -268,17 +267,7 @@ impl PipedriveOAuth {
 #[async_trait::async_trait]
 impl AuthProvider for PipedriveOAuth {
     async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        let mut cache = self.cache.lock().await;
-        if !refresh
-            && let Some(c) = cache.as_ref()
-            && Instant::now() < c.renew_at
-        {
-            return Ok(c.header.clone());
-        }
-        let fresh = self.fetch(http).await?;
-        let h = fresh.header.clone();
-        *cache = Some(fresh);
-        Ok(h)
+        self.cache.header(refresh, || self.fetch(http)).await
     }
 
     fn api_base(&self) -> Option<String> {
