@@ -17,8 +17,14 @@ SCALES=(${SCALES[*]})
 # shellcheck disable=SC2206
 STREAMS=(${MLC_BENCH_STREAMS:-dataverse.account})
 
-cargo build --release --quiet --bin mlc
-MLC="$PWD/target/release/mlc"
+# MLC_BENCH_BIN: time that binary instead of building the release one (e.g. a build of another
+# profile; say which when quoting figures).
+if [ -n "${MLC_BENCH_BIN:-}" ]; then
+  MLC="$MLC_BENCH_BIN"
+else
+  cargo build --release --quiet --bin mlc
+  MLC="$PWD/target/release/mlc"
+fi
 PORT=${MLC_BENCH_PORT:-18800}
 
 for scale in "${SCALES[@]}"; do
