@@ -417,22 +417,23 @@ impl JobCtx<'_> {
                     )?;
                     return Ok(Err(reason));
                 }
-                Ok(found) if by_natural => {
-                    let mine: Vec<_> = found
+                Ok(found) => {
+                    let candidates: Vec<_> = found
                         .iter()
                         .filter(|r| {
-                            em.external_id_field.as_ref().is_none_or(|x| {
-                                match r.get(x).and_then(Value::as_str).map(str::trim) {
-                                    None | Some("") => true,
-                                    Some(v) => v == j.source_id,
-                                }
-                            })
+                            !by_natural
+                                || em.external_id_field.as_ref().is_none_or(|x| {
+                                    match r.get(x).and_then(Value::as_str).map(str::trim) {
+                                        None | Some("") => true,
+                                        Some(v) => v == j.source_id,
+                                    }
+                                })
                         })
                         .collect();
-                    if mine.len() > 1 {
+                    if candidates.len() > 1 {
                         let reason = format!(
                             "{} {hub} records match [{}]: link one by hand (the sink never guesses)",
-                            mine.len(),
+                            candidates.len(),
                             fields.join(",")
                         );
                         self.audit(
@@ -450,37 +451,7 @@ impl JobCtx<'_> {
                         )?;
                         return Ok(Err(reason));
                     }
-                    if let Some(k) = mine
-                        .first()
-                        .and_then(|r| r.get(key_field(hub)))
-                        .and_then(Value::as_str)
-                    {
-                        return Ok(Ok(Some(k.to_string())));
-                    }
-                }
-                Ok(found) if found.len() > 1 => {
-                    let reason = format!(
-                        "{} {hub} records match [{}]: link one by hand (the sink never guesses)",
-                        found.len(),
-                        fields.join(",")
-                    );
-                    self.audit(
-                        j,
-                        target,
-                        AuditEntry {
-                            action: "failed".into(),
-                            method: Some("GET".into()),
-                            request: Some(req),
-                            status: Some(200),
-                            ms,
-                            error: Some(reason.clone()),
-                            ..AuditEntry::default()
-                        },
-                    )?;
-                    return Ok(Err(reason));
-                }
-                Ok(found) => {
-                    if let Some(k) = found
+                    if let Some(k) = candidates
                         .first()
                         .and_then(|r| r.get(key_field(hub)))
                         .and_then(Value::as_str)
