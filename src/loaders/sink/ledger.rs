@@ -258,27 +258,9 @@ impl JobCtx<'_> {
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
                     Ok((_, status)) => {
-                        self.state.sink_set_link(
-                            self.flow_name,
-                            j.source_entity,
-                            j.source_id,
-                            hub,
-                            &key,
-                            j.source_version,
-                        )?;
-                        self.audit(
-                            j,
-                            &target,
-                            AuditEntry {
-                                action: if by_search { "link" } else { "update" }.into(),
-                                method: Some("PUT".into()),
-                                request: Some(format!("{req}{owner_note}")),
-                                status: Some(status),
-                                target_key: Some(key.clone()),
-                                ms,
-                                ..AuditEntry::default()
-                            },
-                        )?;
+                        let action = if by_search { "link" } else { "update" };
+                        let request = format!("{req}{owner_note}");
+                        self.written(j, &target, hub, &key, action, "PUT", request, status, ms)?;
                         Ok(if by_search {
                             Outcome::Linked(key)
                         } else {
@@ -298,33 +280,52 @@ impl JobCtx<'_> {
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
                     Ok((key, status)) => {
-                        self.state.sink_set_link(
-                            self.flow_name,
-                            j.source_entity,
-                            j.source_id,
-                            hub,
-                            &key,
-                            j.source_version,
-                        )?;
-                        self.audit(
-                            j,
-                            &target,
-                            AuditEntry {
-                                action: "create".into(),
-                                method: Some("POST".into()),
-                                request: Some(format!("{req}{owner_note}")),
-                                status: Some(status),
-                                target_key: Some(key.clone()),
-                                ms,
-                                ..AuditEntry::default()
-                            },
-                        )?;
+                        let request = format!("{req}{owner_note}");
+                        self.written(j, &target, hub, &key, "create", "POST", request, status, ms)?;
                         Ok(Outcome::Created(key))
                     }
                     Err(e) => self.failed(j, &target, "POST", req, None, ms, e),
                 }
             }
         }
+    }
+
+    /// Records a successful write: the ledger link (source → target key, at this source
+    /// version) and its audit entry.
+    #[allow(clippy::too_many_arguments)]
+    fn written(
+        &self,
+        j: &JobRef<'_>,
+        target: &str,
+        hub: &str,
+        key: &str,
+        action: &str,
+        method: &str,
+        request: String,
+        status: u16,
+        ms: u64,
+    ) -> Result<()> {
+        self.state.sink_set_link(
+            self.flow_name,
+            j.source_entity,
+            j.source_id,
+            hub,
+            key,
+            j.source_version,
+        )?;
+        self.audit(
+            j,
+            target,
+            AuditEntry {
+                action: action.into(),
+                method: Some(method.into()),
+                request: Some(request),
+                status: Some(status),
+                target_key: Some(key.to_string()),
+                ms,
+                ..AuditEntry::default()
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
