@@ -526,6 +526,7 @@ CREATE TABLE IF NOT EXISTS sink_jobs (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sink_jobs_by_status ON sink_jobs (flow, status);
+CREATE INDEX IF NOT EXISTS sink_jobs_by_source ON sink_jobs (flow, source_entity, source_id);
 CREATE TABLE IF NOT EXISTS sink_audit (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -555,6 +556,15 @@ CREATE TABLE IF NOT EXISTS sink_cursor (
     last_run_id TEXT NOT NULL,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (flow, stream)
+);
+CREATE TABLE IF NOT EXISTS sink_numbers (
+    flow TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    number TEXT NOT NULL,
+    PRIMARY KEY (flow, mapping, source_id)
 );
 "#;
 
@@ -623,6 +633,31 @@ pub struct AuditEntry {
     pub error: Option<String>,
 }
 
+/// A ledger link to record.
+#[derive(Debug, Clone)]
+pub struct NewLink<'a> {
+    pub flow: &'a str,
+    pub source_entity: &'a str,
+    pub source_id: &'a str,
+    pub target_entity: &'a str,
+    pub target_key: &'a str,
+    pub source_version: Option<i64>,
+}
+
+/// The end of one job attempt (see [`StateStore::sink_commit`]).
+#[derive(Debug, Clone, Default)]
+pub struct JobFinish<'a> {
+    /// The job to move (none: only audit).
+    pub job_id: Option<&'a str>,
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub ambiguous: bool,
+    /// Counts as an attempt (a wait does not).
+    pub attempted: bool,
+    pub link: Option<NewLink<'a>>,
+    pub audits: &'a [AuditEntry],
+}
+
 const JOB_COLUMNS: &str = "job_id, flow, source_entity, source_id, source_version, run_id, record, status, attempts, last_error, ambiguous, created_at, updated_at";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
@@ -669,23 +704,128 @@ impl StateStore {
         })
     }
 
-    /// Records (or moves) a link; `source_version` is the last version written to the target.
-    pub fn sink_set_link(
+    /// What one job attempt ended with, committed in one transaction: its audit entries, the
+    /// ledger link of a successful write, and the job's new status (one fsync per job, and a
+    /// crash never leaves a link without its audit).
+    pub fn sink_commit(&self, f: &JobFinish<'_>) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for a in f.audits {
+                tx.execute(
+                    "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                    params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
+                )?;
+            }
+            if let Some(l) = &f.link {
+                tx.execute(
+                    "INSERT INTO sink_ledger (flow, source_entity, source_id, target_entity, target_key, source_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (flow, source_entity, source_id) DO UPDATE SET target_entity = excluded.target_entity, target_key = excluded.target_key, source_version = excluded.source_version, updated_at = excluded.updated_at",
+                    params![l.flow, l.source_entity, l.source_id, l.target_entity, l.target_key, l.source_version, now],
+                )?;
+            }
+            if let Some(job_id) = f.job_id {
+                tx.execute(
+                    "UPDATE sink_jobs SET status = ?2, last_error = ?3, ambiguous = ?4, attempts = attempts + ?5, updated_at = ?6 WHERE job_id = ?1",
+                    params![job_id, f.status, f.error, f.ambiguous, f.attempted as i64, now],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The newest source record the flow holds for a mapping's source id (from its jobs): how
+    /// a lookup through another record (an opportunity's contact → its account) is resolved
+    /// without reading the source again.
+    pub fn sink_record(
         &self,
         flow: &str,
-        source_entity: &str,
+        mapping: &str,
         source_id: &str,
-        target_entity: &str,
-        target_key: &str,
-        source_version: Option<i64>,
-    ) -> Result<()> {
+    ) -> Result<Option<String>> {
         self.with(|c| {
-            c.execute(
-                "INSERT INTO sink_ledger (flow, source_entity, source_id, target_entity, target_key, source_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (flow, source_entity, source_id) DO UPDATE SET target_entity = excluded.target_entity, target_key = excluded.target_key, source_version = excluded.source_version, updated_at = excluded.updated_at",
-                params![flow, source_entity, source_id, target_entity, target_key, source_version, chrono::Utc::now().to_rfc3339()],
+            c.query_row(
+                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 ORDER BY source_version DESC, created_at DESC LIMIT 1",
+                params![flow, mapping, source_id],
+                |r| r.get(0),
             )
-            .map(|_| ())
+            .optional()
+        })
+    }
+
+    /// The number allocated to a source record (allocating the next of `prefix` when it has
+    /// none, or when `renumber`: the one it had is taken in the target).
+    pub fn sink_number(
+        &self,
+        flow: &str,
+        mapping: &str,
+        source_id: &str,
+        prefix: &str,
+        renumber: bool,
+        render: impl Fn(u64) -> String,
+    ) -> Result<String> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let have: Option<String> = tx
+                .query_row(
+                    "SELECT number FROM sink_numbers WHERE flow = ?1 AND mapping = ?2 AND source_id = ?3",
+                    params![flow, mapping, source_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(n) = have.filter(|_| !renumber) {
+                return Ok(n);
+            }
+            let last: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(seq), 0) FROM sink_numbers WHERE flow = ?1 AND mapping = ?2 AND prefix = ?3",
+                params![flow, mapping, prefix],
+                |r| r.get(0),
+            )?;
+            let seq = last.max(0) as u64 + 1;
+            let number = render(seq);
+            tx.execute(
+                "INSERT INTO sink_numbers (flow, mapping, source_id, prefix, seq, number) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (flow, mapping, source_id) DO UPDATE SET prefix = excluded.prefix, seq = excluded.seq, number = excluded.number",
+                params![flow, mapping, source_id, prefix, seq as i64, number],
+            )?;
+            tx.commit()?;
+            Ok(number)
+        })
+    }
+
+    /// Records planned jobs (keeping existing ones: a re-read record keeps its job) and moves
+    /// the flow's cursors past the runs they came from, in one transaction: once committed,
+    /// the jobs are the flow's to finish (apply picks up `planned` jobs a crash left).
+    /// Returns the ids of the jobs that were new.
+    pub fn sink_add_jobs(
+        &self,
+        jobs: &[SinkJob],
+        flow: &str,
+        cursors: &[(String, String)],
+    ) -> Result<std::collections::HashSet<String>> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut new = std::collections::HashSet::new();
+            {
+                let mut st = tx.prepare(&format!(
+                    "INSERT OR IGNORE INTO sink_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                ))?;
+                for j in jobs {
+                    if st.execute(params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at])? > 0 {
+                        new.insert(j.job_id.clone());
+                    }
+                }
+            }
+            for (stream, run_id) in cursors {
+                tx.execute(
+                    "INSERT INTO sink_cursor (flow, stream, last_run_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (flow, stream) DO UPDATE SET last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
+                    params![flow, stream, run_id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(new)
         })
     }
 
@@ -723,36 +863,6 @@ impl StateStore {
         })
     }
 
-    /// Inserts a job in `planned` state unless it exists (a re-read record keeps its job).
-    /// Returns whether it was new.
-    pub fn sink_add_job(&self, j: &SinkJob) -> Result<bool> {
-        self.with(|c| {
-            c.execute(
-                &format!("INSERT OR IGNORE INTO sink_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
-                params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at],
-            )
-            .map(|n| n > 0)
-        })
-    }
-
-    /// Moves a job to `status`, counting an attempt when `attempted`.
-    pub fn sink_finish_job(
-        &self,
-        job_id: &str,
-        status: &str,
-        error: Option<&str>,
-        ambiguous: bool,
-        attempted: bool,
-    ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE sink_jobs SET status = ?2, last_error = ?3, ambiguous = ?4, attempts = attempts + ?5, updated_at = ?6 WHERE job_id = ?1",
-                params![job_id, status, error, ambiguous, attempted as i64, chrono::Utc::now().to_rfc3339()],
-            )
-            .map(|_| ())
-        })
-    }
-
     /// Jobs of a flow, optionally only those in `status`, oldest first.
     pub fn sink_jobs(&self, flow: &str, status: Option<&str>) -> Result<Vec<SinkJob>> {
         self.with(|c| {
@@ -760,17 +870,6 @@ impl StateStore {
                 "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY created_at, rowid"
             ))?;
             st.query_map(params![flow, status], job_from_row)?.collect()
-        })
-    }
-
-    /// Appends to the audit.
-    pub fn sink_audit(&self, a: &AuditEntry) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![chrono::Utc::now().to_rfc3339(), a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
-            )
-            .map(|_| ())
         })
     }
 
@@ -812,18 +911,6 @@ impl StateStore {
                 |r| r.get(0),
             )
             .optional()
-        })
-    }
-
-    /// Moves a flow's cursor over `stream` to `run_id` (after every job of it is recorded).
-    pub fn sink_set_cursor(&self, flow: &str, stream: &str, run_id: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO sink_cursor (flow, stream, last_run_id, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (flow, stream) DO UPDATE SET last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
-                params![flow, stream, run_id, chrono::Utc::now().to_rfc3339()],
-            )
-            .map(|_| ())
         })
     }
 

@@ -864,8 +864,8 @@ fn person(seed: u64, set: Set, o: u64) -> Person {
     let nf = w::FIRST.len() as u64;
     let nl = w::LAST.len() as u64;
     let (fi, li, serial) = if set == Set::SystemUsers {
-        let k = o.saturating_sub(1);
-        (k % nf, (k / nf) % nl, k / (nf * nl))
+        let (fi, li, serial) = w::staff(o.saturating_sub(1));
+        (fi as u64, li as u64, serial)
     } else {
         let h = fh(row_key(seed, set.code(), o), T_PERSON);
         (h % nf, (h >> 24) % nl, 0)

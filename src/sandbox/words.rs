@@ -131,6 +131,15 @@ pub const TLD: &[&str] = &[
     ".com", ".com", ".com", ".net", ".co.uk", ".de", ".io", ".org",
 ];
 
+/// Member `k` (from 0) of the sandbox firm's staff, as (index in [`FIRST`], index in
+/// [`LAST`], serial). Dataverse user `k + 1` and Deltek employee `k` are the same person, so a
+/// sink can match owners to employees by email, as in a real firm.
+pub fn staff(k: u64) -> (usize, usize, u64) {
+    let nf = FIRST.len() as u64;
+    let nl = LAST.len() as u64;
+    ((k % nf) as usize, ((k / nf) % nl) as usize, k / (nf * nl))
+}
+
 /// Given names (display, slug).
 pub const FIRST: &[(&str, &str)] = &[
     ("James", "james"),

@@ -85,7 +85,7 @@ fn enc(v: &str) -> String {
 }
 
 /// `filterHash[i][…]` query pairs of `filters`, joined with AND.
-fn filter_hash(filters: &[FixedFilter]) -> Vec<(String, String)> {
+pub(crate) fn filter_hash(filters: &[FixedFilter]) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (i, f) in filters.iter().enumerate() {
         let key = |k: &str| format!("filterHash[{i}][{k}]");

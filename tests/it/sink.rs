@@ -1,16 +1,22 @@
-//! The sink stage against the sandboxes: Dataverse accounts and contacts synced into the lake,
-//! then `dynamics_to_deltek` applied to the Deltek fake — each firm and contact created once,
-//! a re-read plans zero writes, a dropped create answer does not duplicate on retry, and a
-//! validation error fails only its job, with the reason in the audit.
+//! The sink stage against the sandboxes: Dataverse users, accounts, contacts and
+//! opportunities synced into the lake, then `dynamics_to_deltek` applied to the Deltek fake —
+//! each firm, contact and pursuit created once, owners matched to employees by email (or the
+//! flagged default), customers on contacts resolved to the contact's firm, a Won opportunity
+//! seeding exactly one project, a re-read planning zero writes, a dropped create answer not
+//! duplicating on retry, and a validation error failing only its job, with the reason audited.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
+use ml_connector::lake::{Manifest, PartInfo, PartWriter, sha256_hex};
 use ml_connector::loaders::sink::plan::Action;
 use ml_connector::loaders::sink::{Replay, Sink};
 use ml_connector::run::{Context, RunRequest, run_many};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
+use ml_connector::spec::StreamId;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
+use serde_json::{Map, Value};
 use tempfile::TempDir;
 
 use crate::support::write_project;
@@ -25,6 +31,11 @@ struct Env {
 
 impl Env {
     async fn new(scale: u64) -> Env {
+        Env::with_model(scale, None).await
+    }
+
+    /// `model`: the Deltek connection's `opportunity_model` (the sandbox tenant follows it).
+    async fn with_model(scale: u64, model: Option<&str>) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = Sandbox::start(
             SandboxOptions {
@@ -36,9 +47,13 @@ impl Env {
         )
         .await
         .unwrap();
+        if model == Some("hub") {
+            sandbox.deltek_opportunity_hub(true);
+        }
         let (vp, secrets) = sandbox.deltek_connection();
+        let model = model.map_or(String::new(), |m| format!("opportunity_model = \"{m}\"\n"));
         let extra = format!(
-            "streams = [\"dataverse.account\", \"dataverse.contact\"]\n\n[connections.vp]\n{vp}requests_per_minute = 100000\nstreams = []\n"
+            "streams = [\"dataverse.systemuser\", \"dataverse.account\", \"dataverse.contact\", \"dataverse.opportunity\"]\n\n[connections.vp]\n{vp}{model}requests_per_minute = 100000\nstreams = []\n"
         );
         let config = write_project(dir.path(), &sandbox, &extra);
         let mut s = Secrets::new();
@@ -78,50 +93,160 @@ impl Env {
             .unwrap()
     }
 
-    /// Successful creates the Deltek fake received for `hub`.
-    fn creates(&self, hub: &str) -> usize {
+    /// Successful creates the Deltek fake received into `table` (firm, contact, opportunity,
+    /// project).
+    fn creates(&self, table: &str) -> usize {
         self.sandbox
             .deltek_writes()
             .iter()
-            .filter(|w| w.method == "POST" && w.hub == hub && w.status == 200)
+            .filter(|w| w.method == "POST" && w.table == table && w.status == 200)
             .count()
+    }
+
+    fn all_creates(&self) -> usize {
+        ["firm", "contact", "opportunity", "project"]
+            .iter()
+            .map(|t| self.creates(t))
+            .sum()
+    }
+
+    fn link(&self, mapping: &str, id: &str) -> Option<String> {
+        self.ctx
+            .state
+            .sink_link(FLOW, mapping, id)
+            .unwrap()
+            .map(|l| l.target_key)
+    }
+
+    /// Writes one run of `dataverse.<entity>` holding `records` to the lake, as a stream run
+    /// would (Parquet part + manifest), for changes the sandbox can't be told to make.
+    async fn write_run(&self, entity: &str, run_id: &str, records: &[Map<String, Value>]) {
+        let id: StreamId = format!("dataverse.{entity}").parse().unwrap();
+        let stream = self.ctx.defs.get(&id).unwrap();
+        let schema = ml_connector::schema::table_schema(&stream.catalog);
+        let json: Vec<u8> = records
+            .iter()
+            .flat_map(|r| {
+                let mut line = serde_json::to_vec(r).unwrap();
+                line.push(b'\n');
+                line
+            })
+            .collect();
+        let mut reader = arrow_json::ReaderBuilder::new(Arc::clone(&schema))
+            .build(std::io::Cursor::new(json))
+            .unwrap();
+        let batch = reader.next().unwrap().unwrap();
+        let mut w = PartWriter::new(schema).unwrap();
+        w.write(&batch, 0).unwrap();
+        let bytes = w.finish().unwrap();
+        let path = ml_connector::lake::Lake::part_path(&id, run_id, 0);
+        self.ctx.lake.put(&path, bytes.clone()).await.unwrap();
+        self.ctx
+            .lake
+            .write_manifest(&Manifest {
+                run_id: run_id.into(),
+                stream: id.to_string(),
+                connection: "crm".into(),
+                kind: "incremental".into(),
+                reconcile: false,
+                schema_hash: "test".into(),
+                started_at: "s".into(),
+                finished_at: "f".into(),
+                rows: records.len() as u64,
+                deleted: 0,
+                quarantined: 0,
+                cursor_start: None,
+                cursor_end: None,
+                files: vec![PartInfo {
+                    path: path.to_string(),
+                    rows: records.len() as u64,
+                    deleted: 0,
+                    bytes: bytes.len() as u64,
+                    sha256: sha256_hex(&bytes),
+                }],
+                quarantine_files: vec![],
+            })
+            .await
+            .unwrap();
     }
 }
 
+/// Opportunities whose customer leads to an account: directly, or through a contact whose
+/// parent is an account.
+const RESOLVABLE_OPPS: &str = "FROM raw_dataverse.opportunity o LEFT JOIN raw_dataverse.contact c ON o.customerid = c.contactid WHERE (o.customerid_type = 'account' OR (o.customerid_type = 'contact' AND c.parentcustomerid_type = 'account'))";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
+async fn sink_creates_each_record_once_resolves_owners_and_customers_and_replans_nothing() {
     let env = Env::new(60).await;
     env.sync().await;
+    let users = env.scalar("SELECT COUNT(*) FROM raw_dataverse.systemuser");
     let accounts = env.scalar("SELECT COUNT(*) FROM raw_dataverse.account");
     let contacts = env.scalar("SELECT COUNT(*) FROM raw_dataverse.contact");
     let attached = env.scalar(
         "SELECT COUNT(*) FROM raw_dataverse.contact WHERE parentcustomerid_type = 'account'",
     );
+    let opps = env.scalar("SELECT COUNT(*) FROM raw_dataverse.opportunity");
+    let resolvable = env.scalar(&format!("SELECT COUNT(*) {RESOLVABLE_OPPS}"));
+    let won = env.scalar(&format!(
+        "SELECT COUNT(*) {RESOLVABLE_OPPS} AND o.statecode = 1"
+    ));
+    let won_all = env.scalar("SELECT COUNT(*) FROM raw_dataverse.opportunity WHERE statecode = 1");
+    // Unresolvable opportunities wait, for the pursuit and (when Won) for the project.
+    let waits = (opps - resolvable) + (won_all - won);
+    let on_contacts = env.scalar(&format!(
+        "SELECT COUNT(*) {RESOLVABLE_OPPS} AND o.customerid_type = 'contact'"
+    ));
     assert!(accounts > 0 && contacts > 0 && attached > 0);
+    assert!(resolvable < opps, "some customers can't be resolved");
+    assert!(won > 0 && on_contacts > 0);
 
     let sink = Sink::open(&env.ctx, FLOW).unwrap();
     let plan = sink.plan().await.unwrap();
-    assert_eq!(plan.count(&Action::Create) as u64, accounts + contacts);
-    assert_eq!(plan.writes(), plan.jobs.len());
-    // Dependencies first: every firm job precedes every contact job.
-    let first_contact = plan
-        .jobs
-        .iter()
-        .position(|j| j.source_entity == "contact")
-        .unwrap();
-    assert!(
-        plan.jobs[first_contact..]
-            .iter()
-            .all(|j| j.source_entity == "contact")
+    assert_eq!(plan.count(&Action::Match) as u64, users);
+    assert_eq!(
+        plan.count(&Action::Create) as u64,
+        accounts + contacts + resolvable + won
+    );
+    assert_eq!(plan.count(&Action::Wait) as u64, waits);
+    // Dependencies first: users, then firms, contacts, pursuits, projects.
+    let order: Vec<&str> = plan.jobs.iter().map(|j| j.source_entity.as_str()).collect();
+    let mut seen = order.clone();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        [
+            "systemuser",
+            "account",
+            "contact",
+            "opportunity",
+            "won_project"
+        ]
     );
 
     let target = sink.target(None).unwrap();
     let report = sink.apply(&plan, &target).await.unwrap();
     assert_eq!(report.failed, 0, "{:#?}", report.jobs);
-    assert_eq!(report.waiting, 0);
+    assert_eq!(report.waiting as u64, waits);
+    for j in report.jobs.iter().filter(|j| j.outcome == "waiting") {
+        assert!(j.detail.contains("customerid"), "{}", j.detail);
+    }
     // A Dataverse account whose name matches an existing Deltek firm is linked, not created.
-    assert_eq!((report.created + report.linked) as u64, accounts + contacts);
-    assert_eq!(env.creates("firm") + env.creates("contact"), report.created);
+    let written = accounts + contacts + resolvable + won;
+    let linked_users = report
+        .jobs
+        .iter()
+        .filter(|j| j.source_entity == "systemuser" && j.outcome == "linked")
+        .count() as u64;
+    assert!(
+        linked_users > 0 && linked_users < users,
+        "some users match no employee"
+    );
+    assert_eq!(
+        (report.created + report.linked) as u64,
+        written + linked_users
+    );
+    assert_eq!(env.all_creates(), report.created);
+    assert_eq!(env.creates("project") as u64, won);
     let writes = env.sandbox.deltek_writes();
     assert!(
         writes
@@ -129,40 +254,97 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
             .all(|w| w.start_workflow.as_deref() == Some("N")),
         "every write carries startWorkflow=N"
     );
-    // No owner override is configured: every write uses the default employee and says so.
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.method != "POST" || w.hub != "employee")
+    );
+    // Owners: a matched user's records carry its employee; the others use the default and say
+    // so in the audit.
     let audit = env.ctx.state.sink_audit_entries(FLOW, None).unwrap();
-    assert!(audit.iter().filter(|a| a.action == "create").all(|a| {
-        a.request
-            .as_deref()
-            .unwrap_or_default()
-            .ends_with("owner=default")
-            && a.request.as_deref().unwrap_or_default().contains("Owner")
-    }));
+    let (mut defaulted, mut matched) = (0, 0);
+    for a in audit
+        .iter()
+        .filter(|a| a.action == "create" && a.source_entity == "account")
+    {
+        let job = env.ctx.state.sink_job(&a.job_id).unwrap().unwrap();
+        let rec: Map<String, Value> = serde_json::from_str(&job.record).unwrap();
+        let owner = rec["ownerid"].as_str().unwrap();
+        let flagged = a.request.as_deref().unwrap().ends_with("owner=default");
+        let employee = env.link("systemuser", owner);
+        assert_eq!(flagged, employee.is_none(), "{a:?}");
+        let firm = target
+            .search("firm", &[("CustDynamicsId".into(), job.source_id.clone())])
+            .await
+            .unwrap();
+        let expected = employee.clone().unwrap_or_else(|| "00001".into());
+        assert_eq!(firm[0]["Owner"].as_str(), Some(expected.as_str()));
+        if flagged {
+            defaulted += 1;
+        } else {
+            matched += 1;
+        }
+    }
+    assert!(defaulted > 0 && matched > 0, "{defaulted} {matched}");
     // Contacts attached to an account carry their firm.
     let with_firm = writes
         .iter()
-        .filter(|w| w.hub == "contact" && w.fields.iter().any(|f| f == "ClientID"))
+        .filter(|w| w.table == "contact" && w.fields.iter().any(|f| f == "ClientID"))
         .count() as u64;
     assert_eq!(with_firm, attached);
-    // One distinct target record per source record.
+    // An opportunity on a contact is the contact's firm's pursuit; a Won one's project too.
+    let mut checked = 0;
+    for j in plan.jobs.iter().filter(|j| {
+        j.source_entity == "opportunity"
+            && j.action == Action::Create
+            && j.row.record["customerid_type"] == "contact"
+    }) {
+        let contact = j.row.record["customerid"].as_str().unwrap();
+        let crec: Map<String, Value> = serde_json::from_str(
+            &env.ctx
+                .state
+                .sink_record(FLOW, "contact", contact)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        let firm = env
+            .link("account", crec["parentcustomerid"].as_str().unwrap())
+            .unwrap();
+        let found = target
+            .search(
+                "opportunity",
+                &[("CustDynamicsId".into(), j.source_id.clone())],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0]["ClientID"].as_str(), Some(firm.as_str()));
+        checked += 1;
+    }
+    assert_eq!(checked, on_contacts);
+    // One distinct target record per source record and mapping.
     let links = env.ctx.state.sink_links(FLOW).unwrap();
-    assert_eq!(links.len() as u64, accounts + contacts);
-    let keys: BTreeSet<_> = links.iter().map(|(_, _, l)| l.target_key.clone()).collect();
-    assert_eq!(keys.len(), links.len());
+    assert_eq!(links.len() as u64, written + linked_users);
+    let keys: BTreeSet<_> = links
+        .iter()
+        .filter(|(m, _, _)| m != "systemuser")
+        .map(|(_, _, l)| l.target_key.clone())
+        .collect();
+    assert_eq!(keys.len() as u64, written);
 
     // The same change sets, again: nothing (the cursor moved) ...
     let again = sink.plan().await.unwrap();
     assert_eq!(again.jobs.len(), 0);
-    // ... and re-read from the start: all no-ops (the ledger knows every version).
+    // ... and re-read from the start: no writes (the ledger knows every version).
     env.ctx.state.sink_reset_cursor(FLOW).unwrap();
     let reread = sink.plan().await.unwrap();
-    assert_eq!(reread.jobs.len() as u64, accounts + contacts);
     assert_eq!(reread.writes(), 0);
     let r = sink.apply(&reread, &target).await.unwrap();
-    assert_eq!(r.created + r.updated + r.linked + r.failed, 0);
+    assert_eq!(r.created + r.updated + r.failed, 0, "{:#?}", r.jobs);
 
     // Replaying every job three times creates nothing new.
-    let posts = env.creates("firm") + env.creates("contact");
+    let posts = env.all_creates();
     for _ in 0..3 {
         for j in env.ctx.state.sink_jobs(FLOW, None).unwrap() {
             let r = sink
@@ -173,17 +355,41 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
             assert_eq!(r.failed, 0);
         }
     }
-    assert_eq!(env.creates("firm") + env.creates("contact"), posts);
+    assert_eq!(env.all_creates(), posts);
 
     // Source changes: inserts are created, updates update, deletes are audited no-ops.
     let first_jobs = env.ctx.state.sink_jobs(FLOW, None).unwrap();
+    let noops_before = env
+        .ctx
+        .state
+        .sink_audit_entries(FLOW, None)
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a.action == "noop"
+                && a.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("deleted")
+        })
+        .count() as u64;
     let changes = env.sandbox.mutate();
     env.sync().await;
     let plan = sink.plan().await.unwrap();
     let inserted =
         changes.entity_sets["accounts"].inserted + changes.entity_sets["contacts"].inserted;
-    let deleted = changes.entity_sets["accounts"].deleted + changes.entity_sets["contacts"].deleted;
-    assert_eq!(plan.count(&Action::Create) as u64, inserted);
+    let deleted = ["accounts", "contacts", "opportunities", "systemusers"]
+        .iter()
+        .map(|s| changes.entity_sets[*s].deleted)
+        .sum::<u64>();
+    assert_eq!(
+        plan.jobs
+            .iter()
+            .filter(|j| j.action == Action::Create
+                && matches!(j.source_entity.as_str(), "account" | "contact"))
+            .count() as u64,
+        inserted
+    );
     assert!(plan.count(&Action::Update) > 0);
     let report = sink.apply(&plan, &target).await.unwrap();
     assert_eq!(report.failed, 0, "{:#?}", report.jobs);
@@ -204,20 +410,34 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0]["Name"].as_str(), Some(name.as_str()));
     assert_eq!(found[0]["ClientID"].as_str(), updated.target_key.as_deref());
-    assert_eq!((report.created + report.linked) as u64, inserted);
-    let noops = env
+    let deleted_noops = env
         .ctx
         .state
         .sink_audit_entries(FLOW, None)
         .unwrap()
         .into_iter()
-        .filter(|a| a.action == "noop")
+        .filter(|a| {
+            a.action == "noop"
+                && a.error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("deleted")
+        })
         .count() as u64;
-    assert_eq!(noops, deleted, "deleted rows are audited as no-ops");
+    // A deleted opportunity is a no-op for both of its mappings.
+    let deleted_opps = changes.entity_sets["opportunities"].deleted;
+    assert_eq!(
+        deleted_noops - noops_before,
+        deleted + deleted_opps,
+        "deleted rows are audited as no-ops"
+    );
     // A stale job replayed after a newer version was written changes nothing.
     let writes_before = env.sandbox.deltek_writes().len();
     let mut superseded = 0;
-    for j in &first_jobs {
+    for j in first_jobs
+        .iter()
+        .filter(|j| j.source_entity == "account" || j.source_entity == "contact")
+    {
         let link = env
             .ctx
             .state
@@ -244,7 +464,123 @@ async fn sink_creates_each_firm_and_contact_once_and_replans_nothing() {
         .into_iter()
         .filter(|a| a.action == "create")
         .count();
-    assert_eq!(env.creates("firm") + env.creates("contact"), audited);
+    assert_eq!(env.all_creates(), audited);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_won_opportunity_seeds_exactly_one_project_even_when_it_flips() {
+    let env = Env::new(40).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let plan = sink.plan().await.unwrap();
+    let report = sink.apply(&plan, &target).await.unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    let seeded = plan
+        .jobs
+        .iter()
+        .find(|j| j.source_entity == "won_project" && j.action == Action::Create)
+        .expect("a Won opportunity with a known client");
+    let project = env.link("won_project", &seeded.source_id).unwrap();
+    let projects = env.creates("project");
+    // The project: the opportunity's client, its owner as principal and manager, a number from
+    // the scheme.
+    let found = target
+        .search("project", &[("WBS1".into(), project.clone())])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert!(project.starts_with(&format!("{year}-")), "{project}");
+    let pursuit = env.link("opportunity", &seeded.source_id).unwrap();
+    let opp = target
+        .search("opportunity", &[("OpportunityID".into(), pursuit.clone())])
+        .await
+        .unwrap();
+    assert_eq!(found[0]["ClientID"], opp[0]["ClientID"]);
+    assert_eq!(found[0]["Principal"], found[0]["ProjMgr"]);
+    assert_eq!(found[0]["Principal"], opp[0]["Principal"]);
+    // 5.0+ tenant: the pursuit is a project with a stage and its own number.
+    assert!(pursuit.starts_with(&format!("P{year}-")), "{pursuit}");
+    assert_eq!(opp[0]["Stage"].as_str(), Some("01"));
+
+    // Won → Open → Won, as later change sets: the pursuit is updated each time, the project
+    // is never created again.
+    let mut rec = seeded.row.record.clone();
+    let v = rec["versionnumber"].as_i64().unwrap();
+    for (i, state) in [0, 1].into_iter().enumerate() {
+        rec.insert("statecode".into(), Value::from(state));
+        rec.insert("versionnumber".into(), Value::from(v + 1 + i as i64));
+        env.write_run(
+            "opportunity",
+            &format!("29990101T00000000{i}Z-flip"),
+            &[rec.clone()],
+        )
+        .await;
+        let p = sink.plan().await.unwrap();
+        let seed_job = p
+            .jobs
+            .iter()
+            .find(|j| j.source_entity == "won_project")
+            .unwrap();
+        assert_eq!(seed_job.action, Action::Noop, "{}", seed_job.reason);
+        let r = sink.apply(&p, &target).await.unwrap();
+        assert_eq!(r.created, 0, "{:#?}", r.jobs);
+        assert_eq!(r.updated, 1, "the pursuit follows the opportunity");
+    }
+    assert_eq!(env.creates("project"), projects);
+    // Replaying every seeding job creates nothing either.
+    for j in env
+        .ctx
+        .state
+        .sink_jobs(FLOW, None)
+        .unwrap()
+        .iter()
+        .filter(|j| j.source_entity == "won_project")
+    {
+        let r = sink
+            .replay(&Replay::Job(j.job_id.clone()), &target)
+            .await
+            .unwrap();
+        assert_eq!(r.created + r.failed, 0);
+    }
+    assert_eq!(env.creates("project"), projects);
+    assert_eq!(env.link("won_project", &seeded.source_id), Some(project));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pre_5_tenant_gets_pursuits_in_its_opportunities_hub() {
+    let env = Env::with_model(30, Some("hub")).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let plan = sink.plan().await.unwrap();
+    let report = sink.apply(&plan, &target).await.unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    let pursuits = plan
+        .jobs
+        .iter()
+        .filter(|j| j.source_entity == "opportunity" && j.action == Action::Create)
+        .count();
+    assert!(pursuits > 0);
+    let posts: Vec<_> = env
+        .sandbox
+        .deltek_writes()
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.hub == "opportunity")
+        .collect();
+    assert_eq!(posts.len(), pursuits);
+    // The hub assigns its keys; the client sends none.
+    assert!(
+        posts
+            .iter()
+            .all(|w| !w.fields.iter().any(|f| f == "OpportunityID"))
+    );
+    assert!(
+        posts
+            .iter()
+            .all(|w| w.key.as_deref().is_some_and(|k| k.starts_with("PUR-")))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,26 +590,39 @@ async fn a_dropped_create_answer_does_not_duplicate_on_retry() {
     let sink = Sink::open(&env.ctx, FLOW).unwrap();
     let target = sink.target(None).unwrap();
     let plan = sink.plan().await.unwrap();
-    let first = plan.jobs[0].clone();
-    assert_eq!(first.source_entity, "account");
 
     env.sandbox.deltek_drop_create_responses(1);
     let report = sink.apply(&plan, &target).await.unwrap();
-    // The first firm was saved, but we never saw its key: that job fails as ambiguous (and,
-    // if it had contacts, they wait for it); the run went on.
+    // The first firm created was saved, but we never saw its key: that job fails as ambiguous
+    // (and, if it had contacts, they wait for it); the run went on.
     assert_eq!(report.failed, 1, "{:#?}", report.jobs);
+    let first = report
+        .jobs
+        .iter()
+        .find(|j| j.outcome == "failed")
+        .unwrap()
+        .clone();
+    assert_eq!(first.source_entity, "account");
     let job = env.ctx.state.sink_job(&first.job_id).unwrap().unwrap();
     assert_eq!(job.status, "failed");
     assert!(job.ambiguous);
     let writes = env.sandbox.deltek_writes();
-    assert!(writes[0].dropped);
+    let dropped = writes.iter().find(|w| w.dropped).unwrap().clone();
+    assert_eq!(dropped.table, "firm");
     let firms_after_first = env.creates("firm");
 
     let retry = sink.replay(&Replay::Failed, &target).await.unwrap();
     assert_eq!(retry.failed, 0, "{:#?}", retry.jobs);
-    assert_eq!(
-        retry.created, report.waiting,
-        "only the waiting contacts are created"
+    // The jobs that waited for it are written now; those whose customer leads nowhere wait on.
+    assert_eq!(retry.created + retry.waiting, report.waiting);
+    assert!(
+        retry
+            .jobs
+            .iter()
+            .filter(|j| j.outcome == "waiting")
+            .all(|j| j.detail.contains("customerid")),
+        "{:#?}",
+        retry.jobs
     );
     assert_eq!(env.creates("firm"), firms_after_first, "no second firm");
     let j = retry
@@ -282,7 +631,7 @@ async fn a_dropped_create_answer_does_not_duplicate_on_retry() {
         .find(|j| j.job_id == first.job_id)
         .unwrap();
     assert_eq!(j.outcome, "linked");
-    assert_eq!(j.target_key.as_deref(), writes[0].key.as_deref());
+    assert_eq!(j.target_key.as_deref(), dropped.key.as_deref());
     let audit: Vec<String> = env
         .ctx
         .state
@@ -292,15 +641,9 @@ async fn a_dropped_create_answer_does_not_duplicate_on_retry() {
         .map(|a| a.action)
         .collect();
     assert_eq!(audit, ["failed", "link"]);
-    // Nothing left to do.
-    assert_eq!(
-        sink.replay(&Replay::Failed, &target)
-            .await
-            .unwrap()
-            .jobs
-            .len(),
-        0
-    );
+    // Nothing left to write.
+    let last = sink.replay(&Replay::Failed, &target).await.unwrap();
+    assert_eq!(last.created + last.updated + last.linked + last.failed, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,10 +664,13 @@ async fn a_validation_error_fails_only_that_job_with_its_reason_audited() {
     let plan = sink.plan().await.unwrap();
     let report = sink.apply(&plan, &target).await.unwrap();
     assert_eq!(report.failed as u64, missing, "{:#?}", report.jobs);
-    assert_eq!(
-        (report.created + report.linked + report.failed) as u64,
-        total
-    );
+    let people_and_firms = report
+        .jobs
+        .iter()
+        .filter(|j| matches!(j.source_entity.as_str(), "account" | "contact"))
+        .filter(|j| matches!(j.outcome.as_str(), "created" | "linked" | "failed"))
+        .count();
+    assert_eq!(people_and_firms as u64, total);
     let failed = env.ctx.state.sink_jobs(FLOW, Some("failed")).unwrap();
     assert_eq!(failed.len() as u64, missing);
     for j in &failed {

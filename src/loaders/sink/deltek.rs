@@ -6,21 +6,56 @@
 //! on 429/503 (the server provably did nothing). Any other failure without an answer is reported
 //! as [`WriteError::Ambiguous`] and the caller searches before trying again (DESIGN.md §5, §9).
 
+use std::collections::BTreeMap;
+
 use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
-use crate::error::Error;
+use crate::config::Connection;
+use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
+use crate::spec::{Definitions, FixedFilter, StreamId};
 
-/// A hub's key field (what the ledger stores as the target key).
-pub fn key_field(hub: &str) -> &'static str {
-    match hub {
-        "firm" => "ClientID",
-        "contact" => "ContactID",
-        "employee" => "Employee",
-        "opportunity" => "OpportunityID",
-        _ => "WBS1",
+/// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same
+/// `variants` the extract reads with), so reading and writing a hub never disagree: on a 5.0+
+/// tenant (`opportunity_model = "project_stage"`) an `opportunity` is a project carrying a
+/// Stage, its `OpportunityID` is sent as `WBS1`, `Revenue` as `Fee`, `EstStartDate` as
+/// `StartDate`.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    /// Path after `/api/`.
+    path: String,
+    /// Fixed query parameters and filters of a search (pursuits: `Stage != ""`).
+    params: BTreeMap<String, String>,
+    filters: Vec<FixedFilter>,
+    /// Flow field (the hub's catalog `source` name) → payload field, where they differ.
+    outgoing: BTreeMap<String, String>,
+    /// The key field, as the flow names it.
+    key: String,
+}
+
+impl Hub {
+    fn payload_name<'a>(&'a self, f: &'a str) -> &'a str {
+        self.outgoing.get(f).map_or(f, String::as_str)
+    }
+
+    /// A record as the payload spells it.
+    fn outgoing(&self, record: &Map<String, Value>) -> Map<String, Value> {
+        record
+            .iter()
+            .map(|(k, v)| (self.payload_name(k).to_string(), v.clone()))
+            .collect()
+    }
+
+    /// A payload record with the flow's field names.
+    fn incoming(&self, mut record: Map<String, Value>) -> Map<String, Value> {
+        for (flow, payload) in &self.outgoing {
+            if let Some(v) = record.remove(payload) {
+                record.insert(flow.clone(), v);
+            }
+        }
+        record
     }
 }
 
@@ -92,14 +127,79 @@ pub struct DeltekTarget {
     http: HttpClient,
     /// `https://host/app/api` (no trailing slash).
     base: String,
+    hubs: BTreeMap<String, Hub>,
 }
 
 impl DeltekTarget {
-    pub fn new(http: HttpClient, base: &str) -> Self {
-        Self {
+    /// A target writing `hubs` through `conn` (whose `opportunity_model` picks the variants).
+    pub fn new(
+        http: HttpClient,
+        base: &str,
+        defs: &Definitions,
+        conn: &Connection,
+        hubs: &[&str],
+    ) -> Result<Self> {
+        let variant = crate::streams::deltek::variant_name(conn);
+        let mut out = BTreeMap::new();
+        for h in hubs {
+            let stream = defs.get(&StreamId::new("deltek", h)).map_err(|_| {
+                Error::Config(format!(
+                    "the sink writes Deltek `{h}`, and no stream deltek.{h} describes that hub"
+                ))
+            })?;
+            let spec = &stream.spec;
+            let v = variant.and_then(|v| spec.variants.get(v));
+            let rename = v.map(|v| v.rename.clone()).unwrap_or_default();
+            let key = match stream.key_fields().as_slice() {
+                [k] => k.to_string(),
+                _ => {
+                    return Err(Error::Config(format!(
+                        "deltek.{h} has a composite key: the sink writes single-key hubs only"
+                    )));
+                }
+            };
+            out.insert(
+                h.to_string(),
+                Hub {
+                    path: v
+                        .and_then(|v| v.path.clone())
+                        .or_else(|| spec.path.clone())
+                        .unwrap_or_else(|| h.to_string()),
+                    params: v
+                        .and_then(|v| v.params.clone())
+                        .unwrap_or_else(|| spec.params.clone()),
+                    filters: v
+                        .and_then(|v| v.filters.clone())
+                        .unwrap_or_else(|| spec.filters.clone()),
+                    outgoing: rename.into_iter().map(|(p, f)| (f, p)).collect(),
+                    key,
+                },
+            );
+        }
+        Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
-        }
+            hubs: out,
+        })
+    }
+
+    fn hub(&self, hub: &str) -> std::result::Result<&Hub, WriteError> {
+        self.hubs.get(hub).ok_or_else(|| WriteError::Refused {
+            status: 0,
+            reason: format!("hub `{hub}` is not set up for this flow"),
+        })
+    }
+
+    /// The hub's key field, as the flow names it.
+    pub fn key_field(&self, hub: &str) -> &str {
+        self.hubs.get(hub).map_or("", |h| h.key.as_str())
+    }
+
+    /// Whether the client assigns the hub's key on create: projects (and 5.0+ pursuits, which
+    /// are projects) take the WBS1 they are given; firms, contacts and pre-5.0 opportunities
+    /// get a server-assigned key.
+    pub fn client_keyed(&self, hub: &str) -> bool {
+        self.hubs.get(hub).is_some_and(|h| h.path == "project")
     }
 
     /// Records of `hub` whose fields equal every `(field, value)` (a `filterHash` with `=`).
@@ -109,19 +209,29 @@ impl DeltekTarget {
         &self,
         hub: &str,
         equals: &[(String, String)],
-    ) -> Result<Vec<Map<String, Value>>, WriteError> {
-        let mut url =
-            url::Url::parse(&format!("{}/{hub}", self.base)).map_err(|e| WriteError::Refused {
+    ) -> std::result::Result<Vec<Map<String, Value>>, WriteError> {
+        let h = self.hub(hub)?;
+        let mut url = url::Url::parse(&format!("{}/{}", self.base, h.path)).map_err(|e| {
+            WriteError::Refused {
                 status: 0,
                 reason: format!("bad target URL: {e}"),
-            })?;
+            }
+        })?;
+        let mut filters = h.filters.clone();
+        filters.extend(equals.iter().map(|(f, v)| FixedFilter {
+            name: h.payload_name(f).to_string(),
+            value: v.clone(),
+            opp: "=".into(),
+            ty: None,
+            tablename: None,
+        }));
         {
             let mut q = url.query_pairs_mut();
-            for (i, (f, v)) in equals.iter().enumerate() {
-                q.append_pair(&format!("filterHash[{i}][name]"), f);
-                q.append_pair(&format!("filterHash[{i}][value]"), v);
-                q.append_pair(&format!("filterHash[{i}][opp]"), "=");
-                q.append_pair(&format!("filterHash[{i}][condition]"), "AND");
+            for (k, v) in &h.params {
+                q.append_pair(k, v);
+            }
+            for (k, v) in crate::streams::deltek::filter_hash(&filters) {
+                q.append_pair(&k, &v);
             }
             q.append_pair("pageSize", "10");
         }
@@ -132,52 +242,56 @@ impl DeltekTarget {
             })
             .await
             .map_err(classify)?;
-        serde_json::from_slice::<Vec<Map<String, Value>>>(&resp.body).map_err(|e| {
+        let found = serde_json::from_slice::<Vec<Map<String, Value>>>(&resp.body).map_err(|e| {
             WriteError::Refused {
                 status: resp.status,
                 reason: format!("search answer is not a JSON array of records: {e}"),
             }
-        })
+        })?;
+        Ok(found.into_iter().map(|r| h.incoming(r)).collect())
     }
 
-    /// `POST /{hub}?startWorkflow=N` with `[record]`; returns the new key and the HTTP status.
+    /// `POST /{path}?startWorkflow=N` with `[record]`; returns the new key and the HTTP status.
     pub async fn create(
         &self,
         hub: &str,
         record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
-        let url = format!("{}/{hub}?startWorkflow=N", self.base);
-        let body = serde_json::to_vec(&[record]).unwrap_or_default();
-        self.write(Method::POST, &url, hub, body).await
+    ) -> std::result::Result<(String, u16), WriteError> {
+        let h = self.hub(hub)?;
+        let url = format!("{}/{}?startWorkflow=N", self.base, h.path);
+        let body = serde_json::to_vec(&[h.outgoing(record)]).unwrap_or_default();
+        self.write(Method::POST, &url, h, body).await
     }
 
-    /// `PUT /{hub}/{key}?startWorkflow=N` with the changed fields.
+    /// `PUT /{path}/{key}?startWorkflow=N` with the changed fields.
     pub async fn update(
         &self,
         hub: &str,
         key: &str,
         record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
+    ) -> std::result::Result<(String, u16), WriteError> {
+        let h = self.hub(hub)?;
         let url = format!(
-            "{}/{hub}/{}?startWorkflow=N",
+            "{}/{}/{}?startWorkflow=N",
             self.base,
+            h.path,
             url::form_urlencoded::byte_serialize(key.as_bytes()).collect::<String>()
         );
-        let body = serde_json::to_vec(record).unwrap_or_default();
-        self.write(Method::PUT, &url, hub, body).await
+        let body = serde_json::to_vec(&h.outgoing(record)).unwrap_or_default();
+        self.write(Method::PUT, &url, h, body).await
     }
 
     async fn write(
         &self,
         method: Method,
         url: &str,
-        hub: &str,
+        h: &Hub,
         body: Vec<u8>,
-    ) -> Result<(String, u16), WriteError> {
+    ) -> std::result::Result<(String, u16), WriteError> {
         let body = bytes::Bytes::from(body);
         let resp = self
             .http
-            .send(method, url, hub, Idempotency::Unsafe, |rb| {
+            .send(method, url, &h.path, Idempotency::Unsafe, |rb| {
                 rb.header(CONTENT_TYPE, "application/json")
                     .header(ACCEPT, "application/json")
                     .body(body.clone())
@@ -192,15 +306,32 @@ impl DeltekTarget {
             })?;
         let key = saved
             .first()
-            .and_then(|r| r.get(key_field(hub)))
+            .and_then(|r| r.get(h.payload_name(&h.key)))
             .and_then(Value::as_str)
             .filter(|k| !k.is_empty())
             .ok_or_else(|| WriteError::Ambiguous {
                 status: Some(resp.status),
-                reason: format!("the saved record carries no {}", key_field(hub)),
+                reason: format!("the saved record carries no {}", h.payload_name(&h.key)),
             })?;
         Ok((key.to_string(), resp.status))
     }
+}
+
+/// A source value as the text Vantagepoint fields take: its fields are strings, Y/N for
+/// booleans, and dates as zone-less `YYYY-MM-DDTHH:MM:SS.mmm` (a date-only value is midnight).
+pub fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if s.is_empty() => None,
+        Value::String(s) if is_date(s) => Some(format!("{s}T00:00:00.000")),
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(if *b { "Y" } else { "N" }.into()),
+        other => Some(other.to_string()),
+    }
+}
+
+fn is_date(s: &str) -> bool {
+    s.len() == 10 && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
 }
 
 #[cfg(test)]
@@ -214,5 +345,17 @@ mod tests {
             "Validation failed. Name is required."
         );
         assert_eq!(reason_of("<html>"), "<html>");
+    }
+
+    #[test]
+    fn values_become_vantagepoint_text() {
+        assert_eq!(
+            text(&Value::from("2026-05-01")).as_deref(),
+            Some("2026-05-01T00:00:00.000")
+        );
+        assert_eq!(text(&Value::from("Acme")).as_deref(), Some("Acme"));
+        assert_eq!(text(&Value::from(true)).as_deref(), Some("Y"));
+        assert_eq!(text(&Value::from(12.5)).as_deref(), Some("12.5"));
+        assert_eq!(text(&Value::from("")), None);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use include_dir::{Dir, include_dir};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 
@@ -36,22 +37,51 @@ pub struct FlowFile {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Owners {
-    /// Employee code used when an owner has no override; such writes are flagged in the audit
-    /// (`owner=default`). Without it, the owner field is left out.
+    /// The `match` mapping (e.g. `systemuser` → `employee`) whose ledger links give each owner's
+    /// employee: owners resolve by what that mapping matched (by email), after `overrides`.
+    pub source: Option<String>,
+    /// Employee code used when an owner has no override and no match; such writes are flagged
+    /// in the audit (`owner=default`). Without it, the owner fields are left out.
     pub default_employee: Option<String>,
-    /// Source owner id → employee code.
+    /// Source owner id → employee code, checked first.
     #[serde(default)]
     pub overrides: BTreeMap<String, String>,
+}
+
+/// What a mapping may do in the target.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Link or create, then keep the target up to date with each newer source version.
+    #[default]
+    Upsert,
+    /// Search only (external id, natural key) and record the link; never create or update.
+    /// An unmatched record is audited (`unmatched`) and left alone. Used to resolve owners.
+    Match,
+    /// Create once per source record, ever; never update. A record whose link exists is a
+    /// no-op whatever its later versions say (a Won → Open → Won flip seeds one project).
+    Seed,
 }
 
 /// One source entity → one target hub.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EntityMap {
+    /// The mapping's name, keying its ledger links, jobs and cursor; defaults to `source`. Two
+    /// mappings of one source entity (opportunity → opportunity, opportunity → project) need
+    /// distinct names.
+    pub name: Option<String>,
     /// Source entity (`<source_system>.<source>` is the stream whose change sets are read).
     pub source: String,
-    /// Target hub (`firm`, `contact`).
+    /// Target hub (`firm`, `contact`, `employee`, `opportunity`, `project`).
     pub target: String,
+    /// What the mapping may do in the target.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Source column → required value: only rows matching every entry are written (e.g.
+    /// `statecode = 1`, Won); the others are no-ops with the reason.
+    #[serde(default)]
+    pub when: BTreeMap<String, Value>,
     /// Source column → target field. Null source values are left out of the request.
     pub fields: BTreeMap<String, String>,
     /// Target custom field holding the source id (searched first; written on create). Optional:
@@ -63,10 +93,14 @@ pub struct EntityMap {
     /// Values sent on create only (e.g. `ClientInd = "Y"`).
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
-    /// Target field receiving the owner's employee code (from the source `ownerid` column).
-    pub owner_field: Option<String>,
-    /// The parent this record attaches to (a contact's firm).
+    /// Target fields receiving the owner's employee code (from the source `ownerid` column,
+    /// through `[owners]`), e.g. `["Principal", "ProjMgr"]`.
+    #[serde(default)]
+    pub owner_fields: Vec<String>,
+    /// The parent this record attaches to (a contact's firm, an opportunity's client).
     pub parent: Option<ParentRef>,
+    /// A key the client assigns on create (a project number), from a per-flow sequence.
+    pub number: Option<NumberScheme>,
 }
 
 /// A lookup to a parent record that must exist in the target first.
@@ -75,13 +109,80 @@ pub struct EntityMap {
 pub struct ParentRef {
     /// Source column holding the parent's source id.
     pub column: String,
-    /// Source column naming the parent's table (polymorphic lookups); only rows whose type is
-    /// `source` attach, others are written without a parent.
+    /// Source column naming the parent's table (polymorphic lookups such as `customerid`).
     pub type_column: Option<String>,
-    /// The parent's source entity (its ledger links give the target key).
+    /// The parent's mapping (its ledger links give the target key).
     pub source: String,
     /// Target field receiving the parent's target key.
     pub field: String,
+    /// Other types the lookup may point at, resolved through that mapping's own parent: an
+    /// opportunity whose customer is a contact goes to that contact's account
+    /// (`through = ["contact"]`). A record whose parent can't be resolved waits, visibly.
+    #[serde(default)]
+    pub through: Vec<String>,
+}
+
+/// A client-assigned key: `format` with `{yyyy}` (year of allocation), `{yy}` and `{seq:N}`
+/// (the flow's next number for this prefix, zero-padded to N digits). A number is allocated
+/// once per source record and kept, so a retry reuses it; one already taken in the target
+/// moves to the next.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NumberScheme {
+    /// Target field receiving the number (e.g. `WBS1`).
+    pub field: String,
+    pub format: String,
+}
+
+impl NumberScheme {
+    /// The prefix and padding of `format` at `year`: everything before `{seq…}` rendered, the
+    /// text after it, and the width.
+    pub fn parts(&self, year: i32) -> (String, String, usize) {
+        let render = |s: &str| {
+            s.replace("{yyyy}", &format!("{year:04}"))
+                .replace("{yy}", &format!("{:02}", year.rem_euclid(100)))
+        };
+        let Some(at) = self.format.find("{seq") else {
+            return (render(&self.format), String::new(), 0);
+        };
+        let rest = &self.format[at..];
+        let close = rest.find('}').unwrap_or(rest.len() - 1);
+        let width = rest[..close]
+            .strip_prefix("{seq:")
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0);
+        (
+            render(&self.format[..at]),
+            render(&rest[close + 1..]),
+            width,
+        )
+    }
+
+    /// Number `seq` of this scheme at `year`.
+    pub fn render(&self, year: i32, seq: u64) -> String {
+        let (prefix, suffix, width) = self.parts(year);
+        format!("{prefix}{seq:0width$}{suffix}")
+    }
+}
+
+impl EntityMap {
+    /// The mapping's name (ledger, jobs, cursor key).
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.source)
+    }
+
+    /// Why `record` does not meet `when`, if it doesn't.
+    pub fn unmet(&self, record: &serde_json::Map<String, Value>) -> Option<String> {
+        self.when.iter().find_map(|(col, want)| {
+            let have = record.get(col).unwrap_or(&Value::Null);
+            let same = match (have, want) {
+                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+                (Value::String(a), Value::Number(b)) => a.parse::<f64>().ok() == b.as_f64(),
+                (a, b) => a == b,
+            };
+            (!same).then(|| format!("{col} is {have}, the mapping wants {want}"))
+        })
+    }
 }
 
 impl FlowFile {
@@ -125,25 +226,68 @@ impl FlowFile {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
         for (i, e) in self.entities.iter().enumerate() {
-            if e.fields.is_empty() {
-                return Err(format!("entities[{i}] ({}) maps no fields", e.source));
-            }
-            if let Some(p) = &e.parent
-                && !self.entities[..i].iter().any(|x| x.source == p.source)
-            {
+            let name = e.name();
+            let before = &self.entities[..i];
+            let mapped = |n: &str| before.iter().find(|x| x.name() == n);
+            if !names.insert(name.to_string()) {
                 return Err(format!(
-                    "entities[{i}] ({}): parent `{}` must be mapped before it",
-                    e.source, p.source
+                    "entities[{i}]: two mappings are named `{name}`: give one a distinct `name`"
                 ));
             }
+            if e.fields.is_empty() {
+                return Err(format!("entities[{i}] ({name}) maps no fields"));
+            }
+            if let Some(p) = &e.parent {
+                if mapped(&p.source).is_none() {
+                    return Err(format!(
+                        "entities[{i}] ({name}): parent `{}` must be mapped before it",
+                        p.source
+                    ));
+                }
+                for t in &p.through {
+                    if mapped(t).is_none_or(|m| m.parent.is_none()) {
+                        return Err(format!(
+                            "entities[{i}] ({name}): `through = [\"{t}\"]` needs a mapping `{t}` with a parent, before it"
+                        ));
+                    }
+                }
+            }
+            if !e.owner_fields.is_empty()
+                && let Some(o) = &self.owners.source
+                && mapped(o).is_none()
+            {
+                return Err(format!(
+                    "entities[{i}] ({name}): owners come from `{o}`, which must be mapped before it"
+                ));
+            }
+            if let Some(n) = &e.number
+                && !n.format.contains("{seq")
+            {
+                return Err(format!(
+                    "entities[{i}] ({name}): number format `{}` needs a `{{seq}}` (e.g. \"{{yyyy}}-{{seq:04}}\")",
+                    n.format
+                ));
+            }
+        }
+        if let Some(o) = &self.owners.source
+            && self
+                .entities
+                .iter()
+                .find(|e| e.name() == o)
+                .is_none_or(|e| e.mode != Mode::Match)
+        {
+            return Err(format!(
+                "[owners] source = \"{o}\" must name a mapping with mode = \"match\""
+            ));
         }
         Ok(())
     }
 
-    /// The mapping of a source entity.
-    pub fn entity(&self, source: &str) -> Option<&EntityMap> {
-        self.entities.iter().find(|e| e.source == source)
+    /// The mapping named `name`.
+    pub fn mapping(&self, name: &str) -> Option<&EntityMap> {
+        self.entities.iter().find(|e| e.name() == name)
     }
 }
 

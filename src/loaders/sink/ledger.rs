@@ -3,22 +3,25 @@
 //! else create; then record the link. A create whose answer was lost is never sent again
 //! blindly: the job fails as ambiguous, and its next attempt goes through the search first,
 //! finds the record the server did save, and links it.
+//!
+//! An attempt's audit entries, its ledger link and the job's new status are committed together
+//! ([`StateStore::sink_commit`]).
 
 use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::deltek::{DeltekTarget, WriteError, key_field};
-use super::flow::{EntityMap, FlowFile, ParentRef};
+use super::deltek::{DeltekTarget, WriteError, text};
+use super::flow::{EntityMap, FlowFile, Mode, ParentRef};
 use crate::error::Result;
-use crate::state::{AuditEntry, StateStore, job_status};
+use crate::state::{AuditEntry, JobFinish, NewLink, StateStore, job_status};
 
 /// What one attempt at a job ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Created(String),
     Updated(String),
-    /// Found by search and linked (then brought up to date with an update).
+    /// Found by search and linked (then, in `upsert` mode, brought up to date).
     Linked(String),
     /// The target refused, or the answer was lost (`ambiguous`).
     Failed {
@@ -27,67 +30,95 @@ pub enum Outcome {
     },
     /// A dependency has no target record yet.
     Waiting(String),
-    /// The target already holds a newer version of the record (a stale job replayed): nothing
-    /// written, so an old failed job can never overwrite newer data.
-    Superseded(String),
+    /// Nothing to write, and why: the target holds a newer version (a stale job replayed),
+    /// the project is already seeded, the record does not meet `when`, or a `match` mapping
+    /// found nothing.
+    Noop {
+        key: Option<String>,
+        reason: String,
+    },
 }
 
-/// The parent's source id when the row points at a parent of the mapped type.
-pub fn parent_id(p: &ParentRef, record: &Map<String, Value>) -> Option<String> {
-    let id = record.get(&p.column)?.as_str()?.trim();
-    if id.is_empty() {
-        return None;
-    }
-    if let Some(tc) = &p.type_column {
-        let ty = record.get(tc).and_then(Value::as_str).unwrap_or_default();
-        if !ty.eq_ignore_ascii_case(&p.source) {
-            return None;
-        }
-    }
-    Some(id.to_string())
+/// Where a record's parent lookup leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentId {
+    /// The record points at no parent of a mapped type: written without one.
+    None,
+    /// The parent mapping's source id.
+    Id(String),
+    /// It points somewhere the flow can't follow to a parent (a contact without an account):
+    /// the job waits, with this reason.
+    Unresolved(String),
 }
 
-/// A source value as the text Vantagepoint fields take (its fields are strings; numbers and
-/// booleans are sent as their text, Y/N for booleans).
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Null => None,
-        Value::String(s) if s.is_empty() => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(if *b { "Y" } else { "N" }.into()),
-        other => Some(other.to_string()),
-    }
-}
-
-/// The target fields of a source record (mapped fields and the owner; not the defaults, the
-/// external id or the parent). Also says whether the owner fell back to the default.
-pub fn map_fields(
+/// The parent source id of `record` under `p`. A lookup of a `through` type is followed to
+/// that record's own parent; `recall(mapping, id)` gives the source record of another mapping
+/// (from this plan, else from the flow's jobs).
+pub fn parent_id(
     flow: &FlowFile,
-    em: &EntityMap,
+    p: &ParentRef,
     record: &Map<String, Value>,
-) -> (Map<String, Value>, bool) {
-    let mut out = Map::new();
-    for (src, dst) in &em.fields {
-        if let Some(v) = record.get(src).and_then(text) {
-            out.insert(dst.clone(), Value::String(v));
-        }
+    recall: &dyn Fn(&str, &str) -> Result<Option<Map<String, Value>>>,
+) -> Result<ParentId> {
+    let Some(id) = record
+        .get(&p.column)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(ParentId::None);
+    };
+    let source_of = |m: &str| {
+        flow.mapping(m)
+            .map_or_else(|| m.to_string(), |e| e.source.clone())
+    };
+    let Some(tc) = &p.type_column else {
+        return Ok(ParentId::Id(id.to_string()));
+    };
+    let ty = record.get(tc).and_then(Value::as_str).unwrap_or_default();
+    if ty.eq_ignore_ascii_case(&source_of(&p.source)) {
+        return Ok(ParentId::Id(id.to_string()));
     }
-    let mut defaulted = false;
-    if let Some(of) = &em.owner_field {
-        let owner = record.get("ownerid").and_then(Value::as_str);
-        let mapped = owner.and_then(|o| flow.owners.overrides.get(o));
-        match (mapped, &flow.owners.default_employee) {
-            (Some(e), _) => {
-                out.insert(of.clone(), Value::String(e.clone()));
-            }
-            (None, Some(d)) => {
-                defaulted = true;
-                out.insert(of.clone(), Value::String(d.clone()));
-            }
-            (None, None) => {}
-        }
-    }
-    (out, defaulted)
+    let Some(via) = p
+        .through
+        .iter()
+        .find(|t| ty.eq_ignore_ascii_case(&source_of(t)))
+    else {
+        return Ok(if p.through.is_empty() {
+            ParentId::None
+        } else {
+            ParentId::Unresolved(format!(
+                "its {} points at a {ty} {id}, which leads to no {}",
+                p.column,
+                source_of(&p.source)
+            ))
+        });
+    };
+    let Some(vp) = flow.mapping(via).and_then(|m| m.parent.as_ref()) else {
+        return Ok(ParentId::Unresolved(format!(
+            "mapping `{via}` has no parent"
+        )));
+    };
+    let Some(other) = recall(via, id)? else {
+        return Ok(ParentId::Unresolved(format!(
+            "its {} is {ty} {id}, which this flow has not read yet",
+            p.column
+        )));
+    };
+    // One hop only: the intermediate record's own parent, of the wanted type.
+    let hop = ParentRef {
+        through: Vec::new(),
+        ..vp.clone()
+    };
+    Ok(match parent_id(flow, &hop, &other, recall)? {
+        ParentId::Id(pid) if hop.source == p.source => ParentId::Id(pid),
+        _ => ParentId::Unresolved(format!(
+            "its {} is {ty} {id}, which has no {}: it waits rather than guess a {}",
+            p.column,
+            source_of(&p.source),
+            source_of(&p.source)
+        )),
+    })
 }
 
 /// A redacted request summary for the audit: method, hub, and the field names sent (values can
@@ -112,51 +143,165 @@ pub struct JobCtx<'a> {
 /// The job's identity, for the audit.
 pub struct JobRef<'a> {
     pub job_id: &'a str,
+    /// The mapping's name (the source entity unless the mapping is named).
     pub source_entity: &'a str,
     pub source_id: &'a str,
     pub source_version: Option<i64>,
 }
 
-impl JobCtx<'_> {
-    fn audit(&self, j: &JobRef<'_>, target: &str, a: AuditEntry) -> Result<()> {
-        self.state.sink_audit(&AuditEntry {
-            flow: self.flow_name.to_string(),
+/// What an attempt did, committed with the job's status.
+struct Trail {
+    target: String,
+    audits: Vec<AuditEntry>,
+    /// (hub, key) of a successful write or link.
+    link: Option<(String, String)>,
+}
+
+impl Trail {
+    fn audit(&mut self, j: &JobRef<'_>, flow: &str, a: AuditEntry) {
+        self.audits.push(AuditEntry {
+            flow: flow.to_string(),
             job_id: j.job_id.to_string(),
             source_entity: j.source_entity.to_string(),
             source_id: j.source_id.to_string(),
             source_version: j.source_version,
-            target: target.to_string(),
+            target: self.target.clone(),
             ..a
-        })
+        });
+    }
+}
+
+/// A search's result: the key found, or why the job can't go on.
+type Found = std::result::Result<Option<String>, String>;
+
+impl JobCtx<'_> {
+    fn recall(&self, mapping: &str, id: &str) -> Result<Option<Map<String, Value>>> {
+        Ok(self
+            .state
+            .sink_record(self.flow_name, mapping, id)?
+            .and_then(|r| serde_json::from_str(&r).ok()))
     }
 
-    /// One attempt at a job: decides, writes, audits every call, records the ledger link and
-    /// the job's status. Fails only on state-store errors; target failures are outcomes.
+    /// The employee code of the record's owner: an override, else the employee the owners'
+    /// `match` mapping linked, else the default (`true`: flagged in the audit).
+    fn owner(&self, record: &Map<String, Value>) -> Result<(Option<String>, bool)> {
+        let o = &self.flow.owners;
+        if let Some(id) = record.get("ownerid").and_then(Value::as_str) {
+            if let Some(e) = o.overrides.get(id) {
+                return Ok((Some(e.clone()), false));
+            }
+            if let Some(src) = &o.source
+                && let Some(l) = self.state.sink_link(self.flow_name, src, id)?
+            {
+                return Ok((Some(l.target_key), false));
+            }
+        }
+        Ok((o.default_employee.clone(), true))
+    }
+
+    /// The target fields of a source record (mapped fields and owners; not the defaults, the
+    /// external id, the number or the parent), and whether the owner fell back to the default.
+    fn map_fields(
+        &self,
+        em: &EntityMap,
+        record: &Map<String, Value>,
+    ) -> Result<(Map<String, Value>, bool)> {
+        let mut out = Map::new();
+        for (src, dst) in &em.fields {
+            if let Some(v) = record.get(src).and_then(text) {
+                out.insert(dst.clone(), Value::String(v));
+            }
+        }
+        if em.owner_fields.is_empty() {
+            return Ok((out, false));
+        }
+        let (employee, defaulted) = self.owner(record)?;
+        if let Some(e) = employee {
+            for f in &em.owner_fields {
+                out.insert(f.clone(), Value::String(e.clone()));
+            }
+        }
+        Ok((out, defaulted))
+    }
+
+    /// One attempt at a job: decides, writes, and commits the audit, the ledger link and the
+    /// job's status together. Fails only on state-store errors; target failures are outcomes.
     pub async fn run(
         &self,
         em: &EntityMap,
         j: &JobRef<'_>,
         record: &Map<String, Value>,
     ) -> Result<Outcome> {
-        let outcome = self.attempt(em, j, record).await?;
+        let mut trail = Trail {
+            target: format!("{}.{}", self.flow.target_system, em.target),
+            audits: Vec::new(),
+            link: None,
+        };
+        let outcome = self.attempt(em, j, record, &mut trail).await?;
         let (status, error, ambiguous) = match &outcome {
             Outcome::Created(_)
             | Outcome::Updated(_)
             | Outcome::Linked(_)
-            | Outcome::Superseded(_) => (job_status::APPLIED, None, false),
+            | Outcome::Noop { .. } => (job_status::APPLIED, None, false),
             Outcome::Failed { reason, ambiguous } => {
                 (job_status::FAILED, Some(reason.as_str()), *ambiguous)
             }
             Outcome::Waiting(why) => (job_status::WAITING, Some(why.as_str()), false),
         };
-        self.state.sink_finish_job(
-            j.job_id,
+        self.state.sink_commit(&JobFinish {
+            job_id: Some(j.job_id),
             status,
             error,
             ambiguous,
-            !matches!(outcome, Outcome::Waiting(_)),
-        )?;
+            attempted: !matches!(outcome, Outcome::Waiting(_)),
+            link: trail.link.as_ref().map(|(hub, key)| NewLink {
+                flow: self.flow_name,
+                source_entity: j.source_entity,
+                source_id: j.source_id,
+                target_entity: hub,
+                target_key: key,
+                source_version: j.source_version,
+            }),
+            audits: &trail.audits,
+        })?;
         Ok(outcome)
+    }
+
+    fn noop(
+        &self,
+        j: &JobRef<'_>,
+        t: &mut Trail,
+        action: &str,
+        key: Option<String>,
+        reason: String,
+    ) -> Outcome {
+        t.audit(
+            j,
+            self.flow_name,
+            AuditEntry {
+                action: action.into(),
+                target_key: key.clone(),
+                error: Some(reason.clone()),
+                ..AuditEntry::default()
+            },
+        );
+        Outcome::Noop { key, reason }
+    }
+
+    fn fail(&self, j: &JobRef<'_>, t: &mut Trail, reason: String) -> Outcome {
+        t.audit(
+            j,
+            self.flow_name,
+            AuditEntry {
+                action: "failed".into(),
+                error: Some(reason.clone()),
+                ..AuditEntry::default()
+            },
+        );
+        Outcome::Failed {
+            reason,
+            ambiguous: false,
+        }
     }
 
     async fn attempt(
@@ -164,113 +309,173 @@ impl JobCtx<'_> {
         em: &EntityMap,
         j: &JobRef<'_>,
         record: &Map<String, Value>,
+        t: &mut Trail,
     ) -> Result<Outcome> {
         let hub = em.target.as_str();
-        let target = format!("{}.{hub}", self.flow.target_system);
         // A malformed change row (no primary key) is never written, however often replayed.
         if j.source_id.starts_with(super::plan::MALFORMED) {
-            let why = "malformed change row: no primary key".to_string();
-            self.audit(
-                j,
-                &target,
-                AuditEntry {
-                    action: "failed".into(),
-                    error: Some(why.clone()),
-                    ..AuditEntry::default()
-                },
-            )?;
-            return Ok(Outcome::Failed {
-                reason: why,
-                ambiguous: false,
-            });
+            return Ok(self.fail(j, t, "malformed change row: no primary key".into()));
         }
-        if let Some(l) = self
+        if let Some(why) = em.unmet(record) {
+            return Ok(self.noop(j, t, "noop", None, why));
+        }
+        let link = self
             .state
-            .sink_link(self.flow_name, j.source_entity, j.source_id)?
-            .filter(|l| l.source_version.is_some() && l.source_version > j.source_version)
-        {
-            self.audit(
-                j,
-                &target,
-                AuditEntry {
-                    action: "noop".into(),
-                    target_key: Some(l.target_key.clone()),
-                    error: Some(format!(
-                        "superseded: the target holds version {}",
-                        l.source_version.unwrap_or_default()
-                    )),
-                    ..AuditEntry::default()
-                },
-            )?;
-            return Ok(Outcome::Superseded(l.target_key));
+            .sink_link(self.flow_name, j.source_entity, j.source_id)?;
+        match (&link, em.mode) {
+            (Some(l), Mode::Seed) => {
+                let why = format!(
+                    "{hub} {} already seeded from this record (seeded once, ever)",
+                    l.target_key
+                );
+                return Ok(self.noop(j, t, "noop", Some(l.target_key.clone()), why));
+            }
+            (Some(l), _) if l.source_version.is_some() && l.source_version > j.source_version => {
+                let why = format!(
+                    "superseded: the target holds version {}",
+                    l.source_version.unwrap_or_default()
+                );
+                return Ok(self.noop(j, t, "noop", Some(l.target_key.clone()), why));
+            }
+            _ => {}
         }
-        let (mut body, defaulted) = map_fields(self.flow, em, record);
-        let owner_note = if defaulted { " owner=default" } else { "" };
+        let (mut body, defaulted) = self.map_fields(em, record)?;
+        let owner_note = if defaulted && !em.owner_fields.is_empty() {
+            " owner=default"
+        } else {
+            ""
+        };
         // The parent must exist in the target first.
-        if let Some(p) = &em.parent
-            && let Some(pid) = parent_id(p, record)
-        {
-            match self.state.sink_link(self.flow_name, &p.source, &pid)? {
-                Some(l) => {
-                    body.insert(p.field.clone(), Value::String(l.target_key));
-                }
-                None => {
-                    let why = format!("its {} {pid} has no target record yet", p.source);
-                    self.audit(
-                        j,
-                        &target,
-                        AuditEntry {
-                            action: "waiting".into(),
-                            error: Some(why.clone()),
-                            ..AuditEntry::default()
-                        },
-                    )?;
-                    return Ok(Outcome::Waiting(why));
-                }
+        if let Some(p) = &em.parent {
+            let pid = parent_id(self.flow, p, record, &|m, id| self.recall(m, id))?;
+            let why = match pid {
+                ParentId::None => None,
+                ParentId::Unresolved(why) => Some(why),
+                ParentId::Id(pid) => match self.state.sink_link(self.flow_name, &p.source, &pid)? {
+                    Some(l) => {
+                        body.insert(p.field.clone(), Value::String(l.target_key));
+                        None
+                    }
+                    None => Some(format!("its {} {pid} has no target record yet", p.source)),
+                },
+            };
+            if let Some(why) = why {
+                t.audit(
+                    j,
+                    self.flow_name,
+                    AuditEntry {
+                        action: "waiting".into(),
+                        error: Some(why.clone()),
+                        ..AuditEntry::default()
+                    },
+                );
+                return Ok(Outcome::Waiting(why));
             }
         }
         if let Some(x) = &em.external_id_field {
             body.insert(x.clone(), Value::String(j.source_id.to_string()));
         }
-        // 1. The ledger.
-        let linked = self
-            .state
-            .sink_link(self.flow_name, j.source_entity, j.source_id)?
-            .map(|l| (l.target_key, false));
-        // 2. Search: external id, then natural key.
-        let found = match linked {
-            Some(l) => Some(l),
-            None => match self.search(em, j, &target, &body).await? {
-                Ok(k) => k.map(|k| (k, true)),
-                Err(reason) => {
-                    return Ok(Outcome::Failed {
-                        reason,
-                        ambiguous: false,
-                    });
-                }
-            },
+        // 1. The ledger (a `match` mapping searches again: the email may have changed).
+        let mut found = match (&link, em.mode) {
+            (Some(l), Mode::Upsert) => Some((l.target_key.clone(), false)),
+            _ => None,
         };
+        // 2. Search: external id, ...
+        if found.is_none()
+            && let Some(x) = &em.external_id_field
+        {
+            match self
+                .search(em, j, t, &[(x.clone(), j.source_id.to_string())], false)
+                .await?
+            {
+                Ok(k) => found = k.map(|k| (k, true)),
+                Err(reason) => return Ok(failed_search(reason)),
+            }
+        }
+        // ... a free number for a client-keyed create, ...
+        if found.is_none()
+            && let Some(n) = &em.number
+            && self.target.client_keyed(hub)
+        {
+            match self.number(em, j, t, n).await? {
+                Ok(num) => {
+                    body.insert(n.field.clone(), Value::String(num));
+                }
+                Err(reason) => return Ok(failed_search(reason)),
+            }
+        }
+        // ... then the natural key.
+        let natural: Option<Vec<(String, String)>> = em
+            .natural_key
+            .iter()
+            .map(|f| {
+                body.get(f)
+                    .and_then(Value::as_str)
+                    .map(|v| (f.clone(), v.to_string()))
+            })
+            .collect();
+        if found.is_none()
+            && let Some(n) = natural.filter(|n| !n.is_empty())
+        {
+            match self.search(em, j, t, &n, true).await? {
+                Ok(k) => found = k.map(|k| (k, true)),
+                Err(reason) => return Ok(failed_search(reason)),
+            }
+        }
         let started = Instant::now();
-        match found {
-            Some((key, by_search)) => {
+        match (found, em.mode) {
+            (Some((key, _)), Mode::Match | Mode::Seed) => {
+                t.audit(
+                    j,
+                    self.flow_name,
+                    AuditEntry {
+                        action: "link".into(),
+                        target_key: Some(key.clone()),
+                        ..AuditEntry::default()
+                    },
+                );
+                t.link = Some((hub.to_string(), key.clone()));
+                Ok(Outcome::Linked(key))
+            }
+            (None, Mode::Match) => {
+                let keys: Vec<&str> = em.natural_key.iter().map(String::as_str).collect();
+                let why = format!(
+                    "no {hub} matches [{}]: records it owns use the default",
+                    keys.join(",")
+                );
+                Ok(self.noop(j, t, "unmatched", None, why))
+            }
+            (Some((key, by_search)), Mode::Upsert) => {
                 let req = summary("PUT", hub, Some(&key), &body);
                 let res = self.target.update(hub, &key, &body).await;
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
                     Ok((_, status)) => {
                         let action = if by_search { "link" } else { "update" };
-                        let request = format!("{req}{owner_note}");
-                        self.written(j, &target, hub, &key, action, "PUT", request, status, ms)?;
+                        t.audit(
+                            j,
+                            self.flow_name,
+                            AuditEntry {
+                                action: action.into(),
+                                method: Some("PUT".into()),
+                                request: Some(format!("{req}{owner_note}")),
+                                status: Some(status),
+                                target_key: Some(key.clone()),
+                                ms,
+                                ..AuditEntry::default()
+                            },
+                        );
+                        t.link = Some((hub.to_string(), key.clone()));
                         Ok(if by_search {
                             Outcome::Linked(key)
                         } else {
                             Outcome::Updated(key)
                         })
                     }
-                    Err(e) => self.failed(j, &target, "PUT", req, Some(key), ms, e),
+                    Err(e) => Ok(self.failed_write(j, t, "PUT", req, Some(key), ms, e)),
                 }
             }
-            None => {
+            (None, Mode::Upsert | Mode::Seed) => {
                 for (k, v) in &em.defaults {
                     body.entry(k.clone())
                         .or_insert_with(|| Value::String(v.clone()));
@@ -280,65 +485,39 @@ impl JobCtx<'_> {
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
                     Ok((key, status)) => {
-                        let request = format!("{req}{owner_note}");
-                        self.written(j, &target, hub, &key, "create", "POST", request, status, ms)?;
+                        t.audit(
+                            j,
+                            self.flow_name,
+                            AuditEntry {
+                                action: "create".into(),
+                                method: Some("POST".into()),
+                                request: Some(format!("{req}{owner_note}")),
+                                status: Some(status),
+                                target_key: Some(key.clone()),
+                                ms,
+                                ..AuditEntry::default()
+                            },
+                        );
+                        t.link = Some((hub.to_string(), key.clone()));
                         Ok(Outcome::Created(key))
                     }
-                    Err(e) => self.failed(j, &target, "POST", req, None, ms, e),
+                    Err(e) => Ok(self.failed_write(j, t, "POST", req, None, ms, e)),
                 }
             }
         }
     }
 
-    /// Records a successful write: the ledger link (source → target key, at this source
-    /// version) and its audit entry.
     #[allow(clippy::too_many_arguments)]
-    fn written(
+    fn failed_write(
         &self,
         j: &JobRef<'_>,
-        target: &str,
-        hub: &str,
-        key: &str,
-        action: &str,
-        method: &str,
-        request: String,
-        status: u16,
-        ms: u64,
-    ) -> Result<()> {
-        self.state.sink_set_link(
-            self.flow_name,
-            j.source_entity,
-            j.source_id,
-            hub,
-            key,
-            j.source_version,
-        )?;
-        self.audit(
-            j,
-            target,
-            AuditEntry {
-                action: action.into(),
-                method: Some(method.into()),
-                request: Some(request),
-                status: Some(status),
-                target_key: Some(key.to_string()),
-                ms,
-                ..AuditEntry::default()
-            },
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn failed(
-        &self,
-        j: &JobRef<'_>,
-        target: &str,
+        t: &mut Trail,
         method: &str,
         req: String,
         key: Option<String>,
         ms: u64,
         e: WriteError,
-    ) -> Result<Outcome> {
+    ) -> Outcome {
         let ambiguous = matches!(e, WriteError::Ambiguous { .. });
         let reason = if ambiguous {
             format!(
@@ -348,9 +527,9 @@ impl JobCtx<'_> {
         } else {
             e.reason().to_string()
         };
-        self.audit(
+        t.audit(
             j,
-            target,
+            self.flow_name,
             AuditEntry {
                 action: "failed".into(),
                 method: Some(method.into()),
@@ -361,130 +540,197 @@ impl JobCtx<'_> {
                 error: Some(reason.clone()),
                 ..AuditEntry::default()
             },
-        )?;
-        Ok(Outcome::Failed { reason, ambiguous })
+        );
+        Outcome::Failed { reason, ambiguous }
     }
 
-    /// The target key found by the external id, else by the natural key. `Err` when the search
-    /// failed or the natural key is ambiguous: never guess, never create blind.
+    /// The record's number (allocated once, kept across attempts), moved on while the target
+    /// already has that number on a record that is not this one.
+    async fn number(
+        &self,
+        em: &EntityMap,
+        j: &JobRef<'_>,
+        t: &mut Trail,
+        n: &super::flow::NumberScheme,
+    ) -> Result<std::result::Result<String, String>> {
+        use chrono::Datelike;
+        let year = chrono::Utc::now().year();
+        let (prefix, _, _) = n.parts(year);
+        let mut renumber = false;
+        for _ in 0..100 {
+            let num = self.state.sink_number(
+                self.flow_name,
+                j.source_entity,
+                j.source_id,
+                &prefix,
+                renumber,
+                |seq| n.render(year, seq),
+            )?;
+            let taken = match self
+                .lookup(em, j, t, &[(n.field.clone(), num.clone())])
+                .await?
+            {
+                Err(reason) => return Ok(Err(reason)),
+                Ok(found) => found.iter().any(|r| match &em.external_id_field {
+                    Some(x) => r.get(x).and_then(Value::as_str) != Some(j.source_id),
+                    // Without an external id, a record holding our number is taken to be the
+                    // one a lost create saved (the natural-key search will link it).
+                    None => false,
+                }),
+            };
+            if !taken {
+                return Ok(Ok(num));
+            }
+            renumber = true;
+        }
+        Ok(Err(format!(
+            "no free {} after 100 numbers of `{}`",
+            n.field, n.format
+        )))
+    }
+
+    /// Records of the mapping's hub matching `equals`; a failed search is audited and is an
+    /// error for the job, never "not found" (creating after a failed search could duplicate).
+    async fn lookup(
+        &self,
+        em: &EntityMap,
+        j: &JobRef<'_>,
+        t: &mut Trail,
+        equals: &[(String, String)],
+    ) -> Result<std::result::Result<Vec<Map<String, Value>>, String>> {
+        let hub = em.target.as_str();
+        let started = Instant::now();
+        let res = self.target.search(hub, equals).await;
+        let fields: Vec<&str> = equals.iter().map(|(f, _)| f.as_str()).collect();
+        Ok(res.map_err(|e| {
+            let reason = format!("search failed: {}", e.reason());
+            t.audit(
+                j,
+                self.flow_name,
+                AuditEntry {
+                    action: "failed".into(),
+                    method: Some("GET".into()),
+                    request: Some(format!("GET /{hub} filterHash=[{}]", fields.join(","))),
+                    status: e.status(),
+                    ms: started.elapsed().as_millis() as u64,
+                    error: Some(reason.clone()),
+                    ..AuditEntry::default()
+                },
+            );
+            reason
+        }))
+    }
+
+    /// The one target key matching `equals`. `by_natural`: skip matches whose external id names
+    /// another source record (a natural key must not steal a record someone else owns). `Err`
+    /// when the search failed or several records match: never guess, never create blind.
     async fn search(
         &self,
         em: &EntityMap,
         j: &JobRef<'_>,
-        target: &str,
-        body: &Map<String, Value>,
-    ) -> Result<std::result::Result<Option<String>, String>> {
+        t: &mut Trail,
+        equals: &[(String, String)],
+        by_natural: bool,
+    ) -> Result<Found> {
+        let found = match self.lookup(em, j, t, equals).await? {
+            Ok(f) => f,
+            Err(reason) => return Ok(Err(reason)),
+        };
         let hub = em.target.as_str();
-        let mut tries: Vec<Vec<(String, String)>> = Vec::new();
-        if let Some(x) = &em.external_id_field {
-            tries.push(vec![(x.clone(), j.source_id.to_string())]);
-        }
-        let natural: Option<Vec<(String, String)>> = em
-            .natural_key
+        let candidates: Vec<_> = found
             .iter()
-            .map(|f| {
-                body.get(f)
-                    .and_then(Value::as_str)
-                    .map(|v| (f.clone(), v.to_string()))
+            .filter(|r| {
+                !by_natural
+                    || em.external_id_field.as_ref().is_none_or(|x| {
+                        match r.get(x).and_then(Value::as_str).map(str::trim) {
+                            None | Some("") => true,
+                            Some(v) => v == j.source_id,
+                        }
+                    })
             })
             .collect();
-        if let Some(n) = natural.filter(|n| !n.is_empty()) {
-            tries.push(n);
-        }
-        for (i, equals) in tries.into_iter().enumerate() {
-            // The natural key (after the external id) must not steal a record another source
-            // record already owns: skip matches whose external id names someone else.
-            let by_natural = i > 0 || em.external_id_field.is_none();
-            let started = Instant::now();
-            let res = self.target.search(hub, &equals).await;
-            let ms = started.elapsed().as_millis() as u64;
+        if candidates.len() > 1 {
             let fields: Vec<&str> = equals.iter().map(|(f, _)| f.as_str()).collect();
-            let req = format!("GET /{hub} filterHash=[{}]", fields.join(","));
-            match res {
-                Err(e) => {
-                    let reason = format!("search failed: {}", e.reason());
-                    self.audit(
-                        j,
-                        target,
-                        AuditEntry {
-                            action: "failed".into(),
-                            method: Some("GET".into()),
-                            request: Some(req),
-                            status: e.status(),
-                            ms,
-                            error: Some(reason.clone()),
-                            ..AuditEntry::default()
-                        },
-                    )?;
-                    return Ok(Err(reason));
-                }
-                Ok(found) => {
-                    let candidates: Vec<_> = found
-                        .iter()
-                        .filter(|r| {
-                            !by_natural
-                                || em.external_id_field.as_ref().is_none_or(|x| {
-                                    match r.get(x).and_then(Value::as_str).map(str::trim) {
-                                        None | Some("") => true,
-                                        Some(v) => v == j.source_id,
-                                    }
-                                })
-                        })
-                        .collect();
-                    if candidates.len() > 1 {
-                        let reason = format!(
-                            "{} {hub} records match [{}]: link one by hand (the sink never guesses)",
-                            candidates.len(),
-                            fields.join(",")
-                        );
-                        self.audit(
-                            j,
-                            target,
-                            AuditEntry {
-                                action: "failed".into(),
-                                method: Some("GET".into()),
-                                request: Some(req),
-                                status: Some(200),
-                                ms,
-                                error: Some(reason.clone()),
-                                ..AuditEntry::default()
-                            },
-                        )?;
-                        return Ok(Err(reason));
-                    }
-                    if let Some(k) = candidates
-                        .first()
-                        .and_then(|r| r.get(key_field(hub)))
-                        .and_then(Value::as_str)
-                    {
-                        return Ok(Ok(Some(k.to_string())));
-                    }
-                }
-            }
+            let reason = format!(
+                "{} {hub} records match [{}]: link one by hand (the sink never guesses)",
+                candidates.len(),
+                fields.join(",")
+            );
+            t.audit(
+                j,
+                self.flow_name,
+                AuditEntry {
+                    action: "failed".into(),
+                    method: Some("GET".into()),
+                    status: Some(200),
+                    error: Some(reason.clone()),
+                    ..AuditEntry::default()
+                },
+            );
+            return Ok(Err(reason));
         }
-        Ok(Ok(None))
+        Ok(Ok(candidates
+            .first()
+            .and_then(|r| r.get(self.target.key_field(hub)))
+            .and_then(Value::as_str)
+            .map(String::from)))
+    }
+}
+
+/// A job stopped by a failed or ambiguous search (already audited).
+fn failed_search(reason: String) -> Outcome {
+    Outcome::Failed {
+        reason,
+        ambiguous: false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    fn rec(v: serde_json::Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
 
     #[test]
-    fn parent_of_the_mapped_type_only() {
-        let p = ParentRef {
-            column: "parentcustomerid".into(),
-            type_column: Some("parentcustomerid_type".into()),
-            source: "account".into(),
-            field: "ClientID".into(),
+    fn parents_follow_their_type_and_go_through_contacts() {
+        let flow = FlowFile::load(Path::new("/nonexistent"), "dynamics_to_deltek").unwrap();
+        let contact = flow.mapping("contact").unwrap().parent.clone().unwrap();
+        let opp = flow.mapping("opportunity").unwrap().parent.clone().unwrap();
+        let none = |_: &str, _: &str| Ok(None);
+        let c = |ty: &str| {
+            rec(serde_json::json!({"parentcustomerid": "A1", "parentcustomerid_type": ty}))
         };
-        let rec = |ty: &str| {
-            serde_json::json!({"parentcustomerid": "A1", "parentcustomerid_type": ty})
-                .as_object()
-                .cloned()
-                .unwrap()
+        assert_eq!(
+            parent_id(&flow, &contact, &c("account"), &none).unwrap(),
+            ParentId::Id("A1".into())
+        );
+        // A contact's parent that is another contact: written without a firm.
+        assert_eq!(
+            parent_id(&flow, &contact, &c("contact"), &none).unwrap(),
+            ParentId::None
+        );
+        // An opportunity on a contact goes to the contact's account ...
+        let o = rec(serde_json::json!({"customerid": "C1", "customerid_type": "contact"}));
+        let known = |m: &str, id: &str| {
+            assert_eq!((m, id), ("contact", "C1"));
+            Ok(Some(c("account")))
         };
-        assert_eq!(parent_id(&p, &rec("account")), Some("A1".into()));
-        assert_eq!(parent_id(&p, &rec("contact")), None);
+        assert_eq!(
+            parent_id(&flow, &opp, &o, &known).unwrap(),
+            ParentId::Id("A1".into())
+        );
+        // ... and waits when that contact has no account, or is unknown.
+        let orphan = |_: &str, _: &str| Ok(Some(c("contact")));
+        assert!(matches!(
+            parent_id(&flow, &opp, &o, &orphan).unwrap(),
+            ParentId::Unresolved(_)
+        ));
+        assert!(matches!(
+            parent_id(&flow, &opp, &o, &none).unwrap(),
+            ParentId::Unresolved(_)
+        ));
     }
 }

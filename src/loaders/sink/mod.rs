@@ -10,8 +10,8 @@
 //! deltek.rs   Vantagepoint search / POST / PUT with startWorkflow=N
 //! ```
 //!
-//! Today only `dynamics_to_deltek`'s account → firm and contact → contact are wired; see the
-//! README's "Sink stage" section for what is not.
+//! Today the target is Deltek Vantagepoint (`dynamics_to_deltek`); see the README's "Sink
+//! stage" section.
 
 pub mod changes;
 pub mod deltek;
@@ -28,7 +28,7 @@ use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
 use crate::error::{Error, Result};
 use crate::run::Context;
-use crate::state::{AuditEntry, SinkJob, job_status};
+use crate::state::{AuditEntry, JobFinish, SinkJob, job_status};
 
 /// What `replay` re-runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,14 +108,16 @@ impl<'a> Sink<'a> {
         }
         // Only these hubs have a key, search and tested write path today; refuse the rest
         // rather than write half-mapped records.
-        if let Some(e) = flow
-            .entities
-            .iter()
-            .find(|e| !matches!(e.target.as_str(), "firm" | "contact"))
-        {
+        if let Some(e) = flow.entities.iter().find(|e| {
+            !matches!(
+                e.target.as_str(),
+                "firm" | "contact" | "employee" | "opportunity" | "project"
+            )
+        }) {
             return Err(Error::Config(format!(
-                "sink flow `{name}`: {} → {} is not supported yet (the sink writes Deltek firm and contact)",
-                e.source, e.target
+                "sink flow `{name}`: {} → {} is not supported (the sink writes Deltek firm, contact, opportunity and project, and matches employee)",
+                e.name(),
+                e.target
             )));
         }
         Ok(Self {
@@ -183,7 +185,27 @@ impl<'a> Sink<'a> {
             )));
         }
         let ep = crate::connect::endpoint(conn, &self.ctx.vault)?;
-        Ok(DeltekTarget::new(ep.http, &ep.base))
+        let mut hubs: Vec<&str> = self
+            .flow
+            .entities
+            .iter()
+            .map(|e| e.target.as_str())
+            .collect();
+        hubs.dedup();
+        let target = DeltekTarget::new(ep.http, &ep.base, &self.ctx.defs, conn, &hubs)?;
+        if let Some(e) = self.flow.entities.iter().find(|e| {
+            target.client_keyed(&e.target) && e.number.is_none() && e.mode != flow::Mode::Match
+        }) {
+            return Err(Error::Config(format!(
+                "sink flow `{}`: on connection `{}`, {} records are projects, which take their number from the client: add `number = {{ field = \"{}\", format = \"{{yyyy}}-{{seq:04}}\" }}` to the `{}` mapping",
+                self.name,
+                conn.name,
+                e.target,
+                target.key_field(&e.target),
+                e.name()
+            )));
+        }
+        Ok(target)
     }
 
     /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once
@@ -221,27 +243,37 @@ impl<'a> Sink<'a> {
         };
         let jc = self.job_ctx(target);
         let now = chrono::Utc::now().to_rfc3339();
-        let mut in_plan = std::collections::BTreeSet::new();
+        let jobs = plan
+            .jobs
+            .iter()
+            .map(|pj| {
+                Ok(SinkJob {
+                    job_id: pj.job_id.clone(),
+                    flow: self.name.clone(),
+                    source_entity: pj.source_entity.clone(),
+                    source_id: pj.source_id.clone(),
+                    source_version: pj.source_version,
+                    run_id: pj.run_id.clone(),
+                    record: serde_json::to_string(&pj.row.record)
+                        .map_err(|e| Error::State(e.to_string()))?,
+                    status: job_status::PLANNED.into(),
+                    attempts: 0,
+                    last_error: None,
+                    ambiguous: false,
+                    created_at: now.clone(),
+                    updated_at: now.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Every job is recorded and the cursors move in one transaction: from here the jobs
+        // are the flow's to finish (a crash leaves them `planned`, picked up below next time).
+        let new = self
+            .ctx
+            .state
+            .sink_add_jobs(&jobs, &self.name, &plan.cursors)?;
+        let in_plan: std::collections::HashSet<&str> =
+            plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
         for pj in &plan.jobs {
-            in_plan.insert(pj.job_id.clone());
-            let record =
-                serde_json::to_string(&pj.row.record).map_err(|e| Error::State(e.to_string()))?;
-            let job = SinkJob {
-                job_id: pj.job_id.clone(),
-                flow: self.name.clone(),
-                source_entity: pj.source_entity.clone(),
-                source_id: pj.source_id.clone(),
-                source_version: pj.source_version,
-                run_id: pj.run_id.clone(),
-                record,
-                status: job_status::PLANNED.into(),
-                attempts: 0,
-                last_error: None,
-                ambiguous: false,
-                created_at: now.clone(),
-                updated_at: now.clone(),
-            };
-            let new = self.ctx.state.sink_add_job(&job)?;
             let result = |outcome: &str, key: Option<String>, detail: String| JobResult {
                 job_id: pj.job_id.clone(),
                 source_entity: pj.source_entity.clone(),
@@ -251,55 +283,39 @@ impl<'a> Sink<'a> {
                 detail,
             };
             match pj.action {
-                Action::Noop => {
-                    if new {
-                        self.ctx.state.sink_finish_job(
-                            &pj.job_id,
-                            job_status::APPLIED,
-                            None,
-                            false,
-                            false,
-                        )?;
-                        self.ctx.state.sink_audit(&AuditEntry {
+                Action::Noop | Action::Invalid => {
+                    let failed = pj.action == Action::Invalid;
+                    if new.contains(&pj.job_id) {
+                        let audit = AuditEntry {
                             flow: self.name.clone(),
                             job_id: pj.job_id.clone(),
                             source_entity: pj.source_entity.clone(),
                             source_id: pj.source_id.clone(),
                             source_version: pj.source_version,
                             target: pj.target.clone(),
-                            action: "noop".into(),
+                            action: if failed { "failed" } else { "noop" }.into(),
                             target_key: pj.target_key.clone(),
                             error: Some(pj.reason.clone()),
                             ..AuditEntry::default()
+                        };
+                        self.ctx.state.sink_commit(&JobFinish {
+                            job_id: Some(&pj.job_id),
+                            status: if failed {
+                                job_status::FAILED
+                            } else {
+                                job_status::APPLIED
+                            },
+                            error: failed.then_some(pj.reason.as_str()),
+                            attempted: failed,
+                            audits: std::slice::from_ref(&audit),
+                            ..JobFinish::default()
                         })?;
                     }
-                    report.push(result("noop", pj.target_key.clone(), pj.reason.clone()));
+                    let outcome = if failed { "failed" } else { "noop" };
+                    report.push(result(outcome, pj.target_key.clone(), pj.reason.clone()));
                 }
-                Action::Invalid => {
-                    if new {
-                        self.ctx.state.sink_finish_job(
-                            &pj.job_id,
-                            job_status::FAILED,
-                            Some(&pj.reason),
-                            false,
-                            true,
-                        )?;
-                        self.ctx.state.sink_audit(&AuditEntry {
-                            flow: self.name.clone(),
-                            job_id: pj.job_id.clone(),
-                            source_entity: pj.source_entity.clone(),
-                            source_id: pj.source_id.clone(),
-                            source_version: pj.source_version,
-                            target: pj.target.clone(),
-                            action: "failed".into(),
-                            error: Some(pj.reason.clone()),
-                            ..AuditEntry::default()
-                        })?;
-                    }
-                    report.push(result("failed", None, pj.reason.clone()));
-                }
-                Action::Create | Action::Update | Action::Wait => {
-                    let Some(em) = self.flow.entity(&pj.source_entity) else {
+                Action::Create | Action::Update | Action::Wait | Action::Match => {
+                    let Some(em) = self.flow.mapping(&pj.source_entity) else {
                         continue;
                     };
                     let jr = JobRef {
@@ -318,18 +334,19 @@ impl<'a> Sink<'a> {
                 }
             }
         }
-        for (stream, run_id) in &plan.cursors {
-            self.ctx.state.sink_set_cursor(&self.name, stream, run_id)?;
-        }
-        // Jobs that waited for a parent created just now.
-        let waiting: Vec<SinkJob> = self
+        // Jobs that waited for a parent created just now, and jobs a crashed apply left
+        // planned.
+        let mut left = self
             .ctx
             .state
-            .sink_jobs(&self.name, Some(job_status::WAITING))?
-            .into_iter()
-            .filter(|j| !in_plan.contains(&j.job_id))
-            .collect();
-        for j in self.ordered(waiting) {
+            .sink_jobs(&self.name, Some(job_status::WAITING))?;
+        left.extend(
+            self.ctx
+                .state
+                .sink_jobs(&self.name, Some(job_status::PLANNED))?,
+        );
+        left.retain(|j| !in_plan.contains(j.job_id.as_str()));
+        for j in self.ordered(left) {
             report.push(self.rerun(&jc, &j).await?);
         }
         Ok(report)
@@ -379,7 +396,7 @@ impl<'a> Sink<'a> {
             self.flow
                 .entities
                 .iter()
-                .position(|m| m.source == e)
+                .position(|m| m.name() == e)
                 .unwrap_or(usize::MAX)
         };
         jobs.sort_by(|a, b| {
@@ -391,7 +408,7 @@ impl<'a> Sink<'a> {
     }
 
     async fn rerun(&self, jc: &JobCtx<'_>, j: &SinkJob) -> Result<JobResult> {
-        let Some(em) = self.flow.entity(&j.source_entity) else {
+        let Some(em) = self.flow.mapping(&j.source_entity) else {
             return Ok(JobResult {
                 job_id: j.job_id.clone(),
                 source_entity: j.source_entity.clone(),
@@ -405,13 +422,13 @@ impl<'a> Sink<'a> {
             Ok(r) => r,
             Err(e) => {
                 let why = format!("the stored source record is unreadable: {e}");
-                self.ctx.state.sink_finish_job(
-                    &j.job_id,
-                    job_status::FAILED,
-                    Some(&why),
-                    false,
-                    true,
-                )?;
+                self.ctx.state.sink_commit(&JobFinish {
+                    job_id: Some(&j.job_id),
+                    status: job_status::FAILED,
+                    error: Some(&why),
+                    attempted: true,
+                    ..JobFinish::default()
+                })?;
                 return Ok(JobResult {
                     job_id: j.job_id.clone(),
                     source_entity: j.source_entity.clone(),
@@ -450,7 +467,7 @@ impl<'a> Sink<'a> {
             .entities
             .iter()
             .map(|e| {
-                let s = format!("{}.{}", self.flow.source_system, e.source);
+                let s = plan::cursor_key(&self.flow.source_system, e);
                 let c = st.sink_cursor(&self.name, &s)?;
                 Ok((s, c))
             })
@@ -490,11 +507,7 @@ fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult
         Outcome::Linked(k) => ("linked", Some(k), "found by search".into()),
         Outcome::Failed { reason, .. } => ("failed", None, reason),
         Outcome::Waiting(why) => ("waiting", None, why),
-        Outcome::Superseded(k) => (
-            "noop",
-            Some(k),
-            "superseded: the target holds a newer version".into(),
-        ),
+        Outcome::Noop { key, reason } => ("noop", key, reason),
     };
     JobResult {
         job_id: job_id.into(),

@@ -2,12 +2,14 @@
 //! why — from the ledger and the jobs table only (no target calls, so `plan` is free to run).
 //! Apply re-checks the target (search before create), so a plan is a forecast, not a promise.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
+use serde_json::{Map, Value};
 
 use super::changes::{self, ChangeRow};
-use super::flow::FlowFile;
+use super::flow::{EntityMap, FlowFile, Mode};
+use super::ledger::{ParentId, parent_id};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
@@ -25,6 +27,8 @@ pub enum Action {
     Noop,
     /// A dependency is missing (the contact's firm): the job waits.
     Wait,
+    /// A `match` mapping: search the target and link what is found; never write.
+    Match,
     /// The change row is malformed (no primary key): apply fails this job, with the reason
     /// audited, and goes on with the others.
     Invalid,
@@ -81,6 +85,16 @@ pub fn job_id(flow: &str, entity: &str, id: &str, version: Option<i64>) -> Strin
     hex::encode(&h[..12])
 }
 
+/// The cursor key of a mapping: its stream, plus the mapping's name when it is named (each
+/// mapping of one stream keeps its own place, so a mapping added later reads from the start).
+pub fn cursor_key(source_system: &str, em: &EntityMap) -> String {
+    let stream = format!("{source_system}.{}", em.source);
+    match &em.name {
+        Some(n) if n != &em.source => format!("{stream}#{n}"),
+        _ => stream,
+    }
+}
+
 /// Plans flow `name`: every record of the change sets after the flow's cursors.
 pub async fn plan(
     state: &StateStore,
@@ -93,49 +107,66 @@ pub async fn plan(
         flow: name.to_string(),
         ..Plan::default()
     };
-    // Source ids of each entity that this plan creates or updates (a child may depend on them).
-    let mut planned: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    // Source ids of each mapping that this plan creates or updates (a child may depend on them).
+    let mut planned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // The newest record of each source id read by this plan, per mapping (for `through`).
+    let mut seen: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
+    // Change sets already read, by (stream, cursor): two mappings of one stream read it once.
+    let mut read: BTreeMap<(String, Option<String>), (Vec<(String, ChangeRow)>, Option<String>)> =
+        BTreeMap::new();
     for em in &flow.entities {
+        let mapping = em.name();
         let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;
         let stream = defs.get(&sid).map_err(|_| {
             Error::Config(format!(
                 "sink flow `{name}` reads {sid}, which no stream defines"
             ))
         })?;
-        let key = stream.catalog.primary_key.clone();
-        let version = stream
-            .catalog
-            .columns
-            .iter()
-            .find(|c| c.name == "versionnumber")
-            .map(|c| c.name.clone());
-        let cursor = state.sink_cursor(name, &sid.to_string())?;
-        let runs = changes::runs_after(lake, &sid, cursor.as_deref()).await?;
-        // The newest version of each record across the runs read (later runs win).
-        let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
-        for m in &runs {
-            for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
-                .await?
-                .into_iter()
-                .enumerate()
-            {
-                if row.id.is_empty() {
-                    row.id = format!("{MALFORMED}{}#{i}", m.run_id);
+        let ckey = cursor_key(&flow.source_system, em);
+        let cursor = state.sink_cursor(name, &ckey)?;
+        let rk = (sid.to_string(), cursor.clone());
+        if !read.contains_key(&rk) {
+            let key = stream.catalog.primary_key.clone();
+            let version = stream
+                .catalog
+                .columns
+                .iter()
+                .find(|c| c.name == "versionnumber")
+                .map(|c| c.name.clone());
+            let runs = changes::runs_after(lake, &sid, cursor.as_deref()).await?;
+            // The newest version of each record across the runs read (later runs win).
+            let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
+            for m in &runs {
+                for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
+                    .await?
+                    .into_iter()
+                    .enumerate()
+                {
+                    if row.id.is_empty() {
+                        row.id = format!("{MALFORMED}{}#{i}", m.run_id);
+                    }
+                    latest.insert(row.id.clone(), (m.run_id.clone(), row));
                 }
-                latest.insert(row.id.clone(), (m.run_id.clone(), row));
             }
+            let last = runs.last().map(|m| m.run_id.clone());
+            read.insert(rk.clone(), (latest.into_values().collect(), last));
         }
-        if let Some(last) = runs.last() {
-            out.cursors.push((sid.to_string(), last.run_id.clone()));
+        let (rows, last) = &read[&rk];
+        if let Some(last) = last {
+            out.cursors.push((ckey, last.clone()));
         }
-        for (_, (run_id, row)) in latest {
-            let jid = job_id(name, &em.source, &row.id, row.version);
-            let link = state.sink_link(name, &em.source, &row.id)?;
+        let key_cols = stream.catalog.primary_key.join(", ");
+        for (run_id, row) in rows {
+            seen.entry(mapping.to_string())
+                .or_default()
+                .insert(row.id.clone(), row.record.clone());
+            let jid = job_id(name, mapping, &row.id, row.version);
+            let link = state.sink_link(name, mapping, &row.id)?;
             let prior = state.sink_job(&jid)?;
             let (action, reason) = if row.id.starts_with(MALFORMED) {
                 (
                     Action::Invalid,
-                    format!("malformed change row: no {} (primary key)", key.join(", ")),
+                    format!("malformed change row: no {key_cols} (primary key)"),
                 )
             } else if row.deleted {
                 (
@@ -147,6 +178,16 @@ pub async fn plan(
                 .is_some_and(|j| j.status == job_status::APPLIED)
             {
                 (Action::Noop, "this job is already applied".into())
+            } else if let Some(why) = em.unmet(&row.record) {
+                (Action::Noop, why)
+            } else if let Some(l) = link.as_ref().filter(|_| em.mode == Mode::Seed) {
+                (
+                    Action::Noop,
+                    format!(
+                        "{} {} already seeded from this record (seeded once, ever)",
+                        em.target, l.target_key
+                    ),
+                )
             } else if let Some(l) = link
                 .as_ref()
                 .filter(|l| l.source_version.is_some() && l.source_version >= row.version)
@@ -160,8 +201,19 @@ pub async fn plan(
                         l.source_version.unwrap_or_default()
                     ),
                 )
-            } else if let Some(wait) = missing_parent(state, name, em, &row, &planned)? {
+            } else if let Some(wait) =
+                missing_parent(state, name, flow, em, &row.record, &planned, &seen)?
+            {
                 (Action::Wait, wait)
+            } else if em.mode == Mode::Match {
+                (
+                    Action::Match,
+                    format!(
+                        "apply searches {} by [{}] and links what it finds",
+                        em.target,
+                        em.natural_key.join(",")
+                    ),
+                )
             } else if let Some(l) = &link {
                 (
                     Action::Update,
@@ -180,21 +232,21 @@ pub async fn plan(
             };
             if matches!(action, Action::Create | Action::Update) {
                 planned
-                    .entry(em.source.clone())
+                    .entry(mapping.to_string())
                     .or_default()
                     .insert(row.id.clone());
             }
             out.jobs.push(PlannedJob {
                 job_id: jid,
-                source_entity: em.source.clone(),
+                source_entity: mapping.to_string(),
                 source_id: row.id.clone(),
                 source_version: row.version,
-                run_id,
+                run_id: run_id.clone(),
                 target: format!("{}.{}", flow.target_system, em.target),
                 action,
                 target_key: link.map(|l| l.target_key),
                 reason,
-                row,
+                row: row.clone(),
             });
         }
     }
@@ -202,19 +254,31 @@ pub async fn plan(
 }
 
 /// Why a record cannot be written yet: its parent (e.g. the contact's account) has no ledger
-/// link and is not planned in this run either.
+/// link and is not planned in this run either, or its lookup leads to no parent at all.
 fn missing_parent(
     state: &StateStore,
     flow_name: &str,
-    em: &super::flow::EntityMap,
-    row: &ChangeRow,
-    planned: &BTreeMap<String, std::collections::BTreeSet<String>>,
+    flow: &FlowFile,
+    em: &EntityMap,
+    record: &Map<String, Value>,
+    planned: &BTreeMap<String, BTreeSet<String>>,
+    seen: &BTreeMap<String, BTreeMap<String, Map<String, Value>>>,
 ) -> Result<Option<String>> {
     let Some(p) = &em.parent else {
         return Ok(None);
     };
-    let Some(pid) = super::ledger::parent_id(p, &row.record) else {
-        return Ok(None);
+    let recall = |m: &str, id: &str| -> Result<Option<Map<String, Value>>> {
+        if let Some(r) = seen.get(m).and_then(|rows| rows.get(id)) {
+            return Ok(Some(r.clone()));
+        }
+        Ok(state
+            .sink_record(flow_name, m, id)?
+            .and_then(|r| serde_json::from_str(&r).ok()))
+    };
+    let pid = match parent_id(flow, p, record, &recall)? {
+        ParentId::None => return Ok(None),
+        ParentId::Unresolved(why) => return Ok(Some(why)),
+        ParentId::Id(pid) => pid,
     };
     if state.sink_link(flow_name, &p.source, &pid)?.is_some()
         || planned.get(&p.source).is_some_and(|s| s.contains(&pid))

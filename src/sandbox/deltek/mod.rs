@@ -57,6 +57,7 @@ use super::{App, Sandbox, SandboxOptions};
 pub use store::Changes;
 use store::{MUTATION_START_MS, Table};
 use tables::{ALL, Kind};
+use writes::PURSUIT_RENAME;
 pub use writes::WriteLog;
 
 /// The instance segment of the fake tenant URL.
@@ -554,7 +555,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
     let mut lt = None;
     let mut empty = false;
     // Equality / like filters on plain fields: (field, value, like).
-    let mut equals: Vec<(String, String, bool)> = Vec::new();
+    let mut equals: Vec<(String, String, String, bool)> = Vec::new();
     for f in &q.filters {
         let op = match f.opp.to_ascii_lowercase().as_str() {
             "=" | "==" | "eq" => "=",
@@ -615,16 +616,24 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             }
             (n, "=" | "like")
                 if n.starts_with("cust")
+                    || rename.keys().any(|p| p.eq_ignore_ascii_case(n))
                     || dk.fields[kind as usize]
                         .iter()
                         .any(|k| k.eq_ignore_ascii_case(n)) =>
             {
-                let name = dk.fields[kind as usize]
-                    .iter()
-                    .find(|k| k.eq_ignore_ascii_case(n))
-                    .cloned()
-                    .unwrap_or_else(|| f.name.clone());
-                equals.push((name, f.value.clone(), op == "like"));
+                // (payload name, the field the table generates it from).
+                let (out, gen_name) = match rename.iter().find(|(p, _)| p.eq_ignore_ascii_case(n)) {
+                    Some((p, g)) => (p.to_string(), g.to_string()),
+                    None => {
+                        let name = dk.fields[kind as usize]
+                            .iter()
+                            .find(|k| k.eq_ignore_ascii_case(n))
+                            .cloned()
+                            .unwrap_or_else(|| f.name.clone());
+                        (name.clone(), name)
+                    }
+                };
+                equals.push((out, gen_name, f.value.clone(), op == "like"));
             }
             (n, _) => {
                 return Err(boxed(
@@ -681,16 +690,14 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
     let ordinals: Vec<u64> = if empty {
         Vec::new()
     } else if let Some(key) = by_key {
-        // Linear in the changed rows only: generated keys are looked up by scanning? No:
-        // tests ask by key on small tables, so a scan of the live rows is fine.
-        t.live()
-            .into_iter()
-            .find(|o| tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key)
-            .into_iter()
-            .collect()
+        find_ordinal(dk, &d, kind, &key).into_iter().collect()
     } else if !equals.is_empty() {
         let skip = q.offset.unwrap_or((q.page - 1) * q.size);
-        let candidates: Vec<u64> = if t.live_count() <= 200_000 {
+        // Custom fields hold values only on rows saved through the API: search those alone.
+        let api_only = equals
+            .iter()
+            .any(|(name, _, _, _)| name.starts_with("Cust"));
+        let candidates: Vec<u64> = if t.live_count() <= 200_000 && !api_only {
             let sel = t.select(ge, lt);
             sel.slice(0, u64::MAX / 2)
         } else {
@@ -708,7 +715,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             .into_iter()
             .filter(|o| {
                 let over = d.written.rows.get(&(kind, *o));
-                equals.iter().all(|(name, want, like)| {
+                equals.iter().all(|(name, gen_name, want, like)| {
                     let have = match over.and_then(|m| m.get(name)) {
                         Some(v) => v.as_str().map(String::from),
                         None if name.starts_with("Cust") => None,
@@ -720,7 +727,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
                                 kind,
                                 t,
                                 *o,
-                                &[(name.clone(), name.clone())],
+                                &[(name.clone(), gen_name.clone())],
                                 None,
                             );
                             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
@@ -809,11 +816,22 @@ fn authorized(dk: &Deltek, headers: &HeaderMap) -> bool {
         .is_some_and(|(_, exp)| Instant::now() < *exp)
 }
 
-/// The live ordinal of `kind` whose key is `key`.
-fn find_ordinal(dk: &Deltek, t: &Table, kind: Kind, key: &str) -> Option<u64> {
-    t.live()
-        .into_iter()
-        .find(|o| tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key)
+/// The live ordinal of `kind` whose key is `key`: a client-assigned key, else the ordinal a
+/// generated key encodes, else (tables whose keys don't) a scan.
+fn find_ordinal(dk: &Deltek, d: &Data, kind: Kind, key: &str) -> Option<u64> {
+    let t = &d.tables[kind as usize];
+    if let Some(o) = d.written.client_keys.get(&(kind, key.to_ascii_uppercase())) {
+        return t.is_live(*o).then_some(*o);
+    }
+    let generated = |o: &u64| {
+        t.is_live(*o)
+            && !d.written.client_keys_of(kind, *o)
+            && tables::key_of(dk.seed, kind, *o, &dk.counts).join("|") == key
+    };
+    match tables::ordinal_hint(kind, key) {
+        Some(o) => generated(&o).then_some(o),
+        None => t.live().into_iter().find(generated),
+    }
 }
 
 /// `POST /{hub}`, `PUT|PATCH /{hub}/{key}` (see writes.rs for the rules and assumptions).
@@ -856,9 +874,6 @@ async fn write(
             &rest,
         )
     };
-    let Some(kind) = writes::writable(&hub) else {
-        return not_allowed();
-    };
     let creating = match (&method, &key) {
         (&Method::POST, None) => true,
         (&Method::PUT | &Method::PATCH, Some(_)) => false,
@@ -890,8 +905,60 @@ async fn write(
             "an update takes one record",
         );
     }
+    let hub_tenant = dk.opportunity_hub.load(Ordering::Relaxed);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let mut d = dk.data();
+    // An update goes to the table holding the key (a project or a 5.0+ pursuit); a create to
+    // the table its hub and Stage say.
+    let (kind, target) = match &key {
+        Some(k) => {
+            let tables: Vec<Kind> = match hub.as_str() {
+                "project" if hub_tenant => vec![Kind::Project],
+                "project" => vec![Kind::Project, Kind::Opportunity],
+                h => match writes::writable(h, hub_tenant, &records[0]) {
+                    Some(kind) => vec![kind],
+                    None => return not_allowed(),
+                },
+            };
+            match tables
+                .iter()
+                .find_map(|kind| Some((*kind, find_ordinal(dk, &d, *kind, k)?)))
+            {
+                Some((kind, o)) => (kind, Some(o)),
+                None => {
+                    return api_error(
+                        StatusCode::NOT_FOUND,
+                        "Not Found",
+                        &format!("No {hub} record with key '{k}'."),
+                    );
+                }
+            }
+        }
+        None => match writes::writable(&hub, hub_tenant, &records[0]) {
+            Some(kind) => (kind, None),
+            None if hub == "opportunity" => {
+                return api_error(
+                    StatusCode::NOT_FOUND,
+                    "No HTTP resource was found that matches the request URI.",
+                    &rest,
+                );
+            }
+            None => return not_allowed(),
+        },
+    };
+    // A project's number is the client's (and a pursuit sent to `project` is a project).
+    let client_key = hub == "project";
+    let pursuit_as_project = client_key && kind == Kind::Opportunity;
+    let known: Vec<String> = dk.fields[kind as usize]
+        .iter()
+        .map(|f| {
+            PURSUIT_RENAME
+                .iter()
+                .find(|(_, stored)| pursuit_as_project && stored == f)
+                .map_or_else(|| f.clone(), |(payload, _)| payload.to_string())
+        })
+        .chain(pursuit_as_project.then(|| "Stage".to_string()))
+        .collect();
     let log = |d: &mut Data,
                key: Option<String>,
                status: u16,
@@ -900,6 +967,7 @@ async fn write(
         d.written.log.push(WriteLog {
             method: method.to_string(),
             hub: hub.clone(),
+            table: kind.entity().to_string(),
             key,
             status,
             start_workflow: start_workflow.clone(),
@@ -913,39 +981,39 @@ async fn write(
     } else {
         Vec::new()
     };
-    let target = match &key {
-        Some(k) => match find_ordinal(dk, &d.tables[kind as usize], kind, k) {
-            Some(o) => Some(o),
-            None => {
-                log(&mut d, None, 404, &records[0], false);
-                return api_error(
-                    StatusCode::NOT_FOUND,
-                    "Not Found",
-                    &format!("No {hub} record with key '{k}'."),
-                );
-            }
-        },
-        None => None,
-    };
+    let mut numbers = std::collections::BTreeSet::new();
     for rec in &records {
-        let mut problem = writes::validate(
-            kind,
-            &hub,
-            &dk.fields[kind as usize],
-            &required,
-            rec,
-            creating,
-        )
-        .err();
+        let mut problem = if creating && writes::writable(&hub, hub_tenant, rec) != Some(kind) {
+            Some("a batch mixes projects and pursuits".to_string())
+        } else {
+            writes::validate(kind, &hub, &known, &required, rec, creating).err()
+        };
         if problem.is_none()
-            && kind == Kind::Contact
             && let Some(firm) = rec
                 .get("ClientID")
                 .and_then(|v| v.as_str())
                 .filter(|s| !s.is_empty())
-            && find_ordinal(dk, &d.tables[Kind::Firm as usize], Kind::Firm, firm).is_none()
+            && kind != Kind::Firm
+            && find_ordinal(dk, &d, Kind::Firm, firm).is_none()
         {
             problem = Some(format!("ClientID '{firm}' is not a valid firm."));
+        }
+        if problem.is_none() && client_key && creating {
+            let wbs1 = rec
+                .get("WBS1")
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .unwrap_or_default();
+            let taken = [Kind::Project, Kind::Opportunity]
+                .into_iter()
+                .any(|kind| find_ordinal(dk, &d, kind, wbs1).is_some());
+            problem = if wbs1.is_empty() {
+                Some("WBS1 is required.".into())
+            } else if taken || !numbers.insert(wbs1.to_ascii_uppercase()) {
+                Some(format!("Project number '{wbs1}' already exists."))
+            } else {
+                None
+            };
         }
         if let Some(p) = problem {
             for r in &records {
@@ -972,20 +1040,33 @@ async fn write(
                 o
             }
         };
-        d.written
-            .rows
-            .entry((kind, o))
-            .or_default()
-            .extend(writes::saved_fields(kind, rec));
+        // A project number is set on create only (Key Conversion changes it, not a PUT).
+        let keep_key = client_key && target.is_none();
+        let mut fields = writes::saved_fields(kind, rec, keep_key);
+        if !keep_key {
+            fields.remove("WBS1");
+        }
+        if keep_key && let Some(n) = fields.get("WBS1").and_then(|v| v.as_str()) {
+            d.written
+                .client_keys
+                .insert((kind, n.to_ascii_uppercase()), o);
+        }
+        d.written.rows.entry((kind, o)).or_default().extend(fields);
         saved.push((o, rec));
     }
     let drop = creating && d.written.drop_creates > 0;
     if drop {
         d.written.drop_creates -= 1;
     }
-    let fields: Vec<(String, String)> = dk.fields[kind as usize]
+    let fields: Vec<(String, String)> = known
         .iter()
-        .map(|f| (f.clone(), f.clone()))
+        .map(|f| {
+            let stored = PURSUIT_RENAME
+                .iter()
+                .find(|(payload, _)| pursuit_as_project && payload == f)
+                .map_or(f.as_str(), |(_, stored)| stored);
+            (f.clone(), stored.to_string())
+        })
         .collect();
     let ctx = tables::Ctx {
         seed: dk.seed,
@@ -1008,7 +1089,7 @@ async fn write(
             &fields,
             d.written.rows.get(&(kind, *o)),
         );
-        let k = tables::key_of(dk.seed, kind, *o, &dk.counts).join("|");
+        let k = key_str(dk, &d, kind, *o);
         log(&mut d, Some(k), 200, rec, drop);
     }
     out.push(b']');
@@ -1034,6 +1115,18 @@ async fn write(
         out,
     )
         .into_response()
+}
+
+/// The key of a live row: its client-assigned number, else the generated key.
+fn key_str(dk: &Deltek, d: &Data, kind: Kind, o: u64) -> String {
+    d.written
+        .rows
+        .get(&(kind, o))
+        .filter(|_| d.written.client_keys_of(kind, o))
+        .and_then(|r| r.get("WBS1"))
+        .and_then(|v| v.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| tables::key_of(dk.seed, kind, o, &dk.counts).join("|"))
 }
 
 /// Releases the data lock before the answer is built.
@@ -1105,12 +1198,7 @@ fn live_rows(dk: &Deltek, entity: &str) -> Option<Vec<(String, String)>> {
     let mut v: Vec<(String, String)> = t
         .live()
         .into_iter()
-        .map(|o| {
-            (
-                tables::key_of(dk.seed, kind, o, &dk.counts).join("|"),
-                tables::wall(t.meta(o).1, &dk.tz),
-            )
-        })
+        .map(|o| (key_str(dk, &d, kind, o), tables::wall(t.meta(o).1, &dk.tz)))
         .collect();
     v.sort();
     Some(v)

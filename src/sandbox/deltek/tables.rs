@@ -176,6 +176,33 @@ pub fn key_of(seed: u64, k: Kind, o: u64, counts: &[u64; 12]) -> Vec<String> {
     }
 }
 
+/// The ordinal whose generated key is `key`, for the single-key tables whose keys encode their
+/// ordinal (the caller checks `key_of` of it and liveness); `None` for the others.
+pub fn ordinal_hint(k: Kind, key: &str) -> Option<u64> {
+    match k {
+        Kind::Firm | Kind::Contact | Kind::Activity => {
+            let parts: Vec<&str> = key.split('-').collect();
+            let [_, _, _, hi, lo] = parts.as_slice() else {
+                return None;
+            };
+            let hi = u64::from_str_radix(hi.get(1..)?, 16).ok()?;
+            let lo = u64::from_str_radix(lo, 16).ok()?;
+            Some(hi << 48 | lo)
+        }
+        Kind::Employee => key.parse::<u64>().ok()?.checked_sub(1),
+        Kind::Opportunity => key.strip_prefix("PUR-")?.parse().ok(),
+        Kind::Project => key.split_once('-')?.1.parse().ok(),
+        _ => None,
+    }
+}
+
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
 /// The catalog key fields of each table, by payload name.
 pub fn key_fields(k: Kind) -> &'static [&'static str] {
     match k {
@@ -250,6 +277,12 @@ pub fn write_row(
         }
         push_str(out, out_name);
         out.push(b':');
+        // Values saved through the API (POST/PUT) win over generated ones, client-assigned
+        // keys (a project's WBS1) included.
+        if let Some(v) = over.and_then(|m| m.get(out_name.as_str())) {
+            out.extend_from_slice(v.to_string().as_bytes());
+            continue;
+        }
         if let Some(pos) = key_fields(k).iter().position(|f| f == gen_name) {
             let v = &key[pos];
             if matches!(k, Kind::Ap | Kind::Ar | Kind::Je) && pos < 2 {
@@ -257,11 +290,6 @@ pub fn write_row(
             } else {
                 push_str(out, v);
             }
-            continue;
-        }
-        // Values saved through the API (POST/PUT) win over generated ones.
-        if let Some(v) = over.and_then(|m| m.get(out_name.as_str())) {
-            out.extend_from_slice(v.to_string().as_bytes());
             continue;
         }
         // Created rows keep their creation values; a revision changes the others.
@@ -323,6 +351,35 @@ pub fn write_row(
                     pick(h >> 8, words::LAST).0
                 ),
             ),
+            "FirstName" | "LastName" | "EMail" if k == Kind::Employee => {
+                let (fi, li, serial) = words::staff(o);
+                let (first, first_slug) = words::FIRST[fi];
+                let (last, last_slug) = words::LAST[li];
+                match gen_name.as_str() {
+                    "FirstName" => s(out, first),
+                    "LastName" => s(out, last),
+                    // The firm's domain, spelled with capitals (matches are case-insensitive);
+                    // every fifth employee is a contractor with an outside address, so some
+                    // CRM users match no employee.
+                    _ if o % 5 == 4 => s(
+                        out,
+                        &format!("{first_slug}.{last_slug}@contractors.example"),
+                    ),
+                    _ => s(
+                        out,
+                        &format!(
+                            "{}.{}{}@MLCSandbox.onmicrosoft.com",
+                            capitalized(first_slug),
+                            capitalized(last_slug),
+                            if serial > 0 {
+                                serial.to_string()
+                            } else {
+                                String::new()
+                            }
+                        ),
+                    ),
+                }
+            }
             "FirstName" => s(out, pick(h, words::FIRST).0),
             "LastName" => s(out, pick(h, words::LAST).0),
             "MiddleName" | "PreferredName" | "Vendor" | "ProposalWBS1" | "OpportunityID"

@@ -4,16 +4,19 @@
 //! real API. Every write is logged ([`WriteLog`]) so tests can count them; a fault can apply a
 //! create and then drop its answer.
 //!
-//! Writable hubs: `firm` and `contact` (the sink's first targets). Assumptions, marked where
-//! the reference is silent [ASSUMPTION]:
+//! Writable hubs: `firm`, `contact`, `project` (regular projects, and on 5.0+ tenants pursuits:
+//! a project created with a `Stage`), and `opportunity` on pre-5.0 tenants. Assumptions, marked
+//! where the reference is silent [ASSUMPTION]:
 //! - the body may be one object or an array of objects; the answer is always an array, status
 //!   200;
 //! - a batch is validated whole: one bad record refuses the request (400, nothing saved);
-//! - the key (`ClientID`, `ContactID`) is assigned by the server; a key sent on create is
-//!   ignored;
-//! - system-required fields: firm `Name`, contact `LastName`; a contact's `ClientID` must be an
-//!   existing firm; tenant "screen designer" required fields ([`Written::required`]) apply
-//!   unless `requiredFieldValidation=N`;
+//! - firm, contact and opportunity keys (`ClientID`, `ContactID`, `OpportunityID`) are assigned
+//!   by the server (a key sent on create is ignored); a project's `WBS1` is the client's (the
+//!   reference: only Key Conversion changes it), required, and unique across projects and
+//!   pursuits;
+//! - system-required fields: firm `Name`, contact `LastName`, opportunity and project `Name`;
+//!   a `ClientID` must be an existing firm; tenant "screen designer" required fields
+//!   ([`Written::required`]) apply unless `requiredFieldValidation=N`;
 //! - fields must exist on the hub (the catalog's fields) or be custom (`Cust*`); an unknown
 //!   field is a 400 `{message, detail}`;
 //! - `PATCH` behaves as `PUT` (partial: fields not sent keep their values).
@@ -31,6 +34,8 @@ pub struct WriteLog {
     /// `POST`, `PUT`, `PATCH`.
     pub method: String,
     pub hub: String,
+    /// The table written (`project` or, for a 5.0+ pursuit sent to `project`, `opportunity`).
+    pub table: String,
     /// The saved record's key (none when refused).
     pub key: Option<String>,
     pub status: u16,
@@ -52,13 +57,40 @@ pub struct Written {
     pub drop_creates: u32,
     /// Tenant-required fields per hub (screen designer).
     pub required: BTreeMap<String, Vec<String>>,
+    /// Client-assigned keys (project numbers) of rows saved through the API.
+    pub client_keys: HashMap<(Kind, String), u64>,
 }
 
-/// The writable table behind a hub path.
-pub fn writable(hub: &str) -> Option<Kind> {
+impl Written {
+    /// Whether row `o` of `k` carries a client-assigned number (a project created with WBS1).
+    pub fn client_keys_of(&self, k: Kind, o: u64) -> bool {
+        self.rows
+            .get(&(k, o))
+            .is_some_and(|r| r.contains_key("WBS1"))
+    }
+}
+
+/// A 5.0+ pursuit's project fields and the opportunity fields they are stored as (the same
+/// rename streams/deltek/opportunity.toml reads them back with).
+pub const PURSUIT_RENAME: [(&str, &str); 3] = [
+    ("WBS1", "OpportunityID"),
+    ("Fee", "Revenue"),
+    ("StartDate", "EstStartDate"),
+];
+
+/// The writable table behind a hub path: `project` holds projects and (5.0+, with a Stage)
+/// pursuits; `opportunity` answers only on pre-5.0 tenants.
+pub fn writable(hub: &str, hub_tenant: bool, record: &Map<String, Value>) -> Option<Kind> {
+    let staged = record
+        .get("Stage")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.trim().is_empty());
     match hub {
         "firm" => Some(Kind::Firm),
         "contact" => Some(Kind::Contact),
+        "opportunity" if hub_tenant => Some(Kind::Opportunity),
+        "project" if staged && !hub_tenant => Some(Kind::Opportunity),
+        "project" => Some(Kind::Project),
         _ => None,
     }
 }
@@ -66,7 +98,7 @@ pub fn writable(hub: &str) -> Option<Kind> {
 /// System-required fields [ASSUMPTION].
 fn system_required(k: Kind) -> &'static [&'static str] {
     match k {
-        Kind::Firm => &["Name"],
+        Kind::Firm | Kind::Opportunity | Kind::Project => &["Name"],
         Kind::Contact => &["LastName"],
         _ => &[],
     }
@@ -111,12 +143,13 @@ pub fn validate(
     Ok(())
 }
 
-/// The fields a request may save: everything but the key and the server-kept dates.
-pub fn saved_fields(k: Kind, record: &Map<String, Value>) -> Map<String, Value> {
+/// The fields a request may save: everything but a server-assigned key and the server-kept
+/// dates (a client-assigned key, `client_key`, is kept: it is the record's number).
+pub fn saved_fields(k: Kind, record: &Map<String, Value>, client_key: bool) -> Map<String, Value> {
     record
         .iter()
         .filter(|(f, _)| {
-            !key_fields(k).contains(&f.as_str())
+            (client_key || !key_fields(k).contains(&f.as_str()))
                 && !matches!(
                     f.as_str(),
                     "ModDate" | "CreateDate" | "ModUser" | "CreateUser"
