@@ -298,8 +298,77 @@ mod tests {
     #[test]
     fn builtin_flow_parses() {
         let f = FlowFile::load(Path::new("/nonexistent"), "dynamics_to_deltek").unwrap();
-        assert_eq!(f.entities[0].target, "firm");
-        assert_eq!(f.entities[1].parent.as_ref().unwrap().source, "account");
+        assert_eq!(f.entities[0].mode, Mode::Match);
+        assert_eq!(
+            f.mapping("contact")
+                .unwrap()
+                .parent
+                .as_ref()
+                .unwrap()
+                .source,
+            "account"
+        );
+        let seed = f.mapping("won_project").unwrap();
+        assert_eq!(
+            (seed.source.as_str(), seed.mode),
+            ("opportunity", Mode::Seed)
+        );
+    }
+
+    #[test]
+    fn numbers_follow_their_scheme() {
+        let n = NumberScheme {
+            field: "WBS1".into(),
+            format: "P{yyyy}-{seq:04}/{yy}".into(),
+        };
+        assert_eq!(n.parts(2026), ("P2026-".to_string(), "/26".to_string(), 4));
+        assert_eq!(n.render(2026, 7), "P2026-0007/26");
+        assert_eq!(n.render(2026, 12345), "P2026-12345/26");
+    }
+
+    #[test]
+    fn mistakes_in_a_flow_name_the_mapping() {
+        let base = "source_system='dataverse'\ntarget_system='deltek'\n";
+        let bad = |body: &str| {
+            let f: FlowFile = toml::from_str(&format!("{base}{body}")).unwrap();
+            f.validate().unwrap_err()
+        };
+        let e = bad(
+            "[[entities]]\nsource='contact'\ntarget='contact'\nfields={a='A'}\nparent={column='p',source='account',field='ClientID'}\n",
+        );
+        assert!(
+            e.contains("parent `account` must be mapped before it"),
+            "{e}"
+        );
+        let e = bad(
+            "[[entities]]\nsource='a'\ntarget='firm'\nfields={a='A'}\n[[entities]]\nsource='a'\ntarget='project'\nfields={a='A'}\n",
+        );
+        assert!(e.contains("distinct `name`"), "{e}");
+        let e = bad(
+            "[owners]\nsource='u'\n[[entities]]\nsource='u'\ntarget='employee'\nfields={a='A'}\n",
+        );
+        assert!(e.contains("mode = \"match\""), "{e}");
+    }
+
+    #[test]
+    fn when_compares_numbers_and_text() {
+        let m: EntityMap = toml::from_str(
+            "source='opportunity'\ntarget='project'\nwhen={statecode=1}\nfields={name='Name'}\n",
+        )
+        .unwrap();
+        let rec = |v: Value| {
+            serde_json::json!({ "statecode": v })
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(m.unmet(&rec(Value::from(1))), None);
+        assert_eq!(m.unmet(&rec(Value::from("1"))), None);
+        assert!(
+            m.unmet(&rec(Value::from(0)))
+                .unwrap()
+                .contains("statecode is 0")
+        );
     }
 
     #[test]
