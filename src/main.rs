@@ -459,10 +459,11 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             );
         }
         println!(
-            "{}: {} creates, {} updates, {} no-ops, {} waiting, {} malformed",
+            "{}: {} creates, {} updates, {} matches, {} no-ops, {} waiting, {} malformed",
             p.flow,
             p.count(&Action::Create),
             p.count(&Action::Update),
+            p.count(&Action::Match),
             p.count(&Action::Noop),
             p.count(&Action::Wait),
             p.count(&Action::Invalid)

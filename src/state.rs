@@ -658,6 +658,28 @@ pub struct JobFinish<'a> {
     pub audits: &'a [AuditEntry],
 }
 
+const AUDIT_COLUMNS: &str = "seq, at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error";
+
+fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: r.get(0)?,
+        at: r.get(1)?,
+        flow: r.get(2)?,
+        job_id: r.get(3)?,
+        source_entity: r.get(4)?,
+        source_id: r.get(5)?,
+        source_version: r.get(6)?,
+        target: r.get(7)?,
+        action: r.get(8)?,
+        method: r.get(9)?,
+        request: r.get(10)?,
+        status: r.get(11)?,
+        target_key: r.get(12)?,
+        ms: count(r, 13)?,
+        error: r.get(14)?,
+    })
+}
+
 const JOB_COLUMNS: &str = "job_id, flow, source_entity, source_id, source_version, run_id, record, status, attempts, last_error, ambiguous, created_at, updated_at";
 
 fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
@@ -876,29 +898,10 @@ impl StateStore {
     /// The audit of a flow (or of one job), oldest first.
     pub fn sink_audit_entries(&self, flow: &str, job_id: Option<&str>) -> Result<Vec<AuditEntry>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT seq, at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error FROM sink_audit WHERE flow = ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq",
-            )?;
-            st.query_map(params![flow, job_id], |r| {
-                Ok(AuditEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    flow: r.get(2)?,
-                    job_id: r.get(3)?,
-                    source_entity: r.get(4)?,
-                    source_id: r.get(5)?,
-                    source_version: r.get(6)?,
-                    target: r.get(7)?,
-                    action: r.get(8)?,
-                    method: r.get(9)?,
-                    request: r.get(10)?,
-                    status: r.get(11)?,
-                    target_key: r.get(12)?,
-                    ms: count(r, 13)?,
-                    error: r.get(14)?,
-                })
-            })?
-            .collect()
+            let mut st = c.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE flow = ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq"
+            ))?;
+            st.query_map(params![flow, job_id], audit_from_row)?.collect()
         })
     }
 
@@ -911,6 +914,28 @@ impl StateStore {
                 |r| r.get(0),
             )
             .optional()
+        })
+    }
+
+    /// Moves a flow's cursor over `stream` to `run_id`.
+    pub fn sink_set_cursor(&self, flow: &str, stream: &str, run_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_cursor (flow, stream, last_run_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (flow, stream) DO UPDATE SET last_run_id = excluded.last_run_id, updated_at = excluded.updated_at",
+                params![flow, stream, run_id, chrono::Utc::now().to_rfc3339()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Audit entries of every flow after `seq`, oldest first (what the warehouse has not got).
+    pub fn sink_audit_since(&self, seq: i64) -> Result<Vec<AuditEntry>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE seq > ?1 ORDER BY seq"
+            ))?;
+            st.query_map(params![seq], audit_from_row)?.collect()
         })
     }
 

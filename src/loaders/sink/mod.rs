@@ -13,6 +13,7 @@
 //! Today the target is Deltek Vantagepoint (`dynamics_to_deltek`); see the README's "Sink
 //! stage" section.
 
+pub mod audit;
 pub mod changes;
 pub mod deltek;
 pub mod flow;
@@ -61,6 +62,8 @@ pub struct ApplyReport {
     pub noop: usize,
     pub failed: usize,
     pub waiting: usize,
+    /// Audit entries landed in the warehouse (`mlc_sink.audit`) after the run.
+    pub audit_landed: usize,
     pub jobs: Vec<JobResult>,
 }
 
@@ -349,7 +352,19 @@ impl<'a> Sink<'a> {
         for j in self.ordered(left) {
             report.push(self.rerun(&jc, &j).await?);
         }
+        self.land_audit(&mut report).await;
         Ok(report)
+    }
+
+    /// Lands the new audit entries in the warehouse. The writes are done and audited in the
+    /// state store whatever happens here; entries a failed landing missed go with the next one.
+    async fn land_audit(&self, report: &mut ApplyReport) {
+        match audit::land(self.ctx).await {
+            Ok(n) => report.audit_landed = n,
+            Err(e) => {
+                tracing::warn!(flow = %self.name, "the sink audit was not landed in the warehouse (the next apply retries): {e}")
+            }
+        }
     }
 
     /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
@@ -386,6 +401,11 @@ impl<'a> Sink<'a> {
         };
         for j in self.ordered(jobs) {
             report.push(self.rerun(&jc, &j).await?);
+        }
+        // A one-job replay (done by hand, often many in a row) leaves landing to the next
+        // apply or replay of the failed jobs: a warehouse merge per job would dominate.
+        if *which == Replay::Failed {
+            self.land_audit(&mut report).await;
         }
         Ok(report)
     }
