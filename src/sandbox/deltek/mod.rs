@@ -102,6 +102,8 @@ pub(crate) struct Deltek {
     /// A pre-5.0 tenant: the Opportunities hub answers and projects carry no pursuit stage.
     /// Default `false` (5.0+: `/opportunity` is gone, pursuits are staged projects).
     opportunity_hub: AtomicBool,
+    /// Value indexes for equality searches (see [`Deltek::value_index`]).
+    index: Mutex<HashMap<(Kind, String), Arc<HashMap<String, Vec<u64>>>>>,
 }
 
 impl Deltek {
@@ -144,7 +146,43 @@ impl Deltek {
             password_grant: AtomicBool::new(true),
             role_access: AtomicBool::new(true),
             opportunity_hub: AtomicBool::new(false),
+            index: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The generated values of `gen_name` over the table's initial rows (lowercased value →
+    /// ordinals), built on the first search that needs it. Generated values derive from the
+    /// seed and the ordinal only, so the index never goes stale; rows changed since (through
+    /// the API or a mutation round) are checked one by one by the caller.
+    fn value_index(
+        &self,
+        ctx: &tables::Ctx<'_>,
+        kind: Kind,
+        t: &Table,
+        gen_name: &str,
+    ) -> Arc<HashMap<String, Vec<u64>>> {
+        let mut cache = self.index.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (kind, gen_name.to_string());
+        if let Some(i) = cache.get(&key) {
+            return Arc::clone(i);
+        }
+        let pristine = Table::new(t.initial);
+        let field = [(gen_name.to_string(), gen_name.to_string())];
+        let mut index: HashMap<String, Vec<u64>> = HashMap::new();
+        let mut buf = Vec::new();
+        for o in 0..t.initial {
+            buf.clear();
+            tables::write_row(&mut buf, ctx, kind, &pristine, o, &field, None);
+            if let Ok(m) =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf)
+                && let Some(v) = m.get(gen_name).and_then(|v| v.as_str())
+            {
+                index.entry(v.to_lowercase()).or_default().push(o);
+            }
+        }
+        let index = Arc::new(index);
+        cache.insert(key, Arc::clone(&index));
+        index
     }
 
     fn data(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -697,7 +735,47 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         let api_only = equals
             .iter()
             .any(|(name, _, _, _)| name.starts_with("Cust"));
-        let candidates: Vec<u64> = if t.live_count() <= 200_000 && !api_only {
+        // An equality on a generated field: its value index over the unchanged rows, plus
+        // the changed rows (each checked below like any candidate).
+        let indexed = equals
+            .iter()
+            .find(|(_, _, want, like)| !like || !want.contains('%'))
+            .filter(|_| !api_only && t.initial <= 200_000);
+        let custom = equals.iter().find(|(name, _, want, like)| {
+            name.starts_with("Cust") && (!like || !want.contains('%'))
+        });
+        let candidates: Vec<u64> = if let Some((name, _, want, _)) = custom {
+            let mut v: Vec<u64> = d
+                .written
+                .custom
+                .get(&(kind, name.clone()))
+                .and_then(|values| values.get(&want.to_lowercase()))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|o| t.is_live(*o))
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        } else if let Some((_, gen_name, want, _)) = indexed {
+            let index = dk.value_index(&ctx, kind, t, gen_name);
+            let in_window = |o: &u64| {
+                let m = t.meta(*o).1;
+                ge.is_none_or(|g| m >= g) && lt.is_none_or(|l| m < l)
+            };
+            let mut v: Vec<u64> = index
+                .get(&want.to_lowercase())
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|o| !t.changed.contains_key(o) && !t.deleted.contains(o))
+                .chain(t.changed.keys().copied().filter(|o| t.is_live(*o)))
+                .filter(in_window)
+                .collect();
+            v.sort_unstable();
+            v
+        } else if t.live_count() <= 200_000 && !api_only {
             let sel = t.select(ge, lt);
             sel.slice(0, u64::MAX / 2)
         } else {
@@ -1051,7 +1129,7 @@ async fn write(
                 .client_keys
                 .insert((kind, n.to_ascii_uppercase()), o);
         }
-        d.written.rows.entry((kind, o)).or_default().extend(fields);
+        d.written.save(kind, o, fields);
         saved.push((o, rec));
     }
     let drop = creating && d.written.drop_creates > 0;

@@ -59,9 +59,27 @@ pub struct Written {
     pub required: BTreeMap<String, Vec<String>>,
     /// Client-assigned keys (project numbers) of rows saved through the API.
     pub client_keys: HashMap<(Kind, String), u64>,
+    /// Custom-field values saved through the API: (table, field) → lowercased value → rows.
+    /// Entries may be stale after an update; searches check each row's current value.
+    pub custom: HashMap<(Kind, String), HashMap<String, Vec<u64>>>,
 }
 
 impl Written {
+    /// Saves `fields` on row `o` of `k`, indexing its custom fields.
+    pub fn save(&mut self, k: Kind, o: u64, fields: Map<String, Value>) {
+        for (f, v) in fields.iter().filter(|(f, _)| f.starts_with("Cust")) {
+            if let Some(v) = v.as_str() {
+                self.custom
+                    .entry((k, f.clone()))
+                    .or_default()
+                    .entry(v.to_lowercase())
+                    .or_default()
+                    .push(o);
+            }
+        }
+        self.rows.entry((k, o)).or_default().extend(fields);
+    }
+
     /// Whether row `o` of `k` carries a client-assigned number (a project created with WBS1).
     pub fn client_keys_of(&self, k: Kind, o: u64) -> bool {
         self.rows
