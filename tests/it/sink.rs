@@ -773,3 +773,66 @@ async fn sink_cli_plans_dry_runs_applies_and_reports() {
     assert!(ok, "{out}");
     assert!(out.contains("0 created"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_cut_short_is_finished_by_the_next_without_duplicates() {
+    let env = Env::new(40).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let plan = sink.plan().await.unwrap();
+    let writes = plan.writes();
+    // The process dies mid-apply, after some creates (its future is dropped, a request
+    // possibly in flight).
+    let apply = sink.apply(&plan, &target);
+    let cut = async {
+        while env.all_creates() < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    };
+    tokio::select! {
+        r = apply => panic!("the apply finished before it was cut: {:?}", r.map(|r| r.created)),
+        () = cut => {}
+    }
+    let done = env.all_creates();
+    assert!(done > 0 && done < writes, "{done} of {writes}");
+    let left = env.ctx.state.sink_jobs(FLOW, Some("planned")).unwrap();
+    assert!(!left.is_empty());
+    // The cursors moved with the recorded jobs: the next plan is empty, and the next apply
+    // finishes what was left, searching before every create.
+    let next = sink.plan().await.unwrap();
+    assert_eq!(next.jobs.len(), 0);
+    let report = sink.apply(&next, &target).await.unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    assert!(
+        env.ctx
+            .state
+            .sink_jobs(FLOW, Some("planned"))
+            .unwrap()
+            .is_empty()
+    );
+    // Every record written exactly once: one create per link, no gap, no duplicate.
+    let links = env.ctx.state.sink_links(FLOW).unwrap();
+    let written: BTreeSet<_> = links
+        .iter()
+        .filter(|(m, _, _)| m != "systemuser")
+        .map(|(_, _, l)| l.target_key.clone())
+        .collect();
+    let keys: BTreeSet<_> = env
+        .sandbox
+        .deltek_writes()
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.status == 200)
+        .filter_map(|w| w.key)
+        .collect();
+    assert_eq!(keys.len(), env.all_creates(), "no record created twice");
+    assert!(keys.is_subset(&written), "every created record is linked");
+    assert_eq!(written.len(), writes);
+    let waiting = env
+        .ctx
+        .state
+        .sink_jobs(FLOW, Some("waiting"))
+        .unwrap()
+        .len();
+    assert_eq!(waiting, plan.count(&Action::Wait));
+}
