@@ -806,7 +806,9 @@ mod tests {
     fn truncated_record_is_quarantined() {
         let d = decoder("dataverse.account");
         let body = br#"{"accountid":"a1","name":"cut"#.to_vec();
-        let out = d.decode_page(&body, &[0..body.len()], 1).unwrap();
+        let out = d
+            .decode_page(&body, std::slice::from_ref(&(0..body.len())), 1)
+            .unwrap();
         assert!(out.batch.is_none());
         assert_eq!(out.quarantined.len(), 1);
     }

@@ -255,7 +255,9 @@ impl Sandbox {
     /// `[connections.<name>]` section, secrets to store in the vault). Used by `mlc demo`,
     /// `mlc sandbox --project` and the tests, so they all configure the same project.
     pub fn connections(&self) -> Vec<SandboxConnection> {
-        let each: [(&str, &'static str, (String, Vec<(String, String)>)); 5] = [
+        // (name, system, (settings, secrets)).
+        type Each<'a> = (&'a str, &'static str, (String, Vec<(String, String)>));
+        let each: [Each<'_>; 5] = [
             ("crm", "dataverse", self.dataverse_connection()),
             (
                 "erp",

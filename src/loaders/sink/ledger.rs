@@ -51,6 +51,9 @@ pub enum ParentId {
     Unresolved(String),
 }
 
+/// Gives the newest source record of another mapping by (mapping, source id).
+pub type Recall<'a> = dyn Fn(&str, &str) -> Result<Option<Map<String, Value>>> + 'a;
+
 /// The parent source id of `record` under `p`. A lookup of a `through` type is followed to
 /// that record's own parent; `recall(mapping, id)` gives the source record of another mapping
 /// (from this plan, else from the flow's jobs).
@@ -58,7 +61,7 @@ pub fn parent_id(
     flow: &FlowFile,
     p: &ParentRef,
     record: &Map<String, Value>,
-    recall: &dyn Fn(&str, &str) -> Result<Option<Map<String, Value>>>,
+    recall: &Recall<'_>,
 ) -> Result<ParentId> {
     let Some(id) = record
         .get(&p.column)

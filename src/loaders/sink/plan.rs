@@ -85,6 +85,10 @@ pub fn job_id(flow: &str, entity: &str, id: &str, version: Option<i64>) -> Strin
     hex::encode(&h[..12])
 }
 
+/// The newest row of each record read from a stream (with the run it came from), and the last
+/// run read.
+type RunsRead = (Vec<(String, ChangeRow)>, Option<String>);
+
 /// The cursor key of a mapping: its stream, plus the mapping's name when it is named (each
 /// mapping of one stream keeps its own place, so a mapping added later reads from the start).
 pub fn cursor_key(source_system: &str, em: &EntityMap) -> String {
@@ -112,8 +116,7 @@ pub async fn plan(
     // The newest record of each source id read by this plan, per mapping (for `through`).
     let mut seen: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     // Change sets already read, by (stream, cursor): two mappings of one stream read it once.
-    let mut read: BTreeMap<(String, Option<String>), (Vec<(String, ChangeRow)>, Option<String>)> =
-        BTreeMap::new();
+    let mut read: BTreeMap<(String, Option<String>), RunsRead> = BTreeMap::new();
     for em in &flow.entities {
         let mapping = em.name();
         let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;

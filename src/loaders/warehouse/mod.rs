@@ -39,7 +39,8 @@ use local::{LocalWarehouse, MergeRequest, MergeStats};
 /// The configured warehouse.
 pub enum Warehouse {
     Local(LocalWarehouse),
-    Bigquery(BigQueryWarehouse),
+    /// Boxed: a BigQuery client is much larger than the local warehouse handle.
+    Bigquery(Box<BigQueryWarehouse>),
 }
 
 impl Warehouse {
@@ -55,10 +56,10 @@ impl Warehouse {
                         "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with project = \"<gcp-project-id>\"".into(),
                     )
                 })?;
-                Ok(Warehouse::Bigquery(BigQueryWarehouse::new(
+                Ok(Warehouse::Bigquery(Box::new(BigQueryWarehouse::new(
                     bq,
                     cfg.delete_mode,
-                )))
+                ))))
             }
         }
     }

@@ -70,6 +70,9 @@ pub const CLIENT_SECRET: &str = "vp-sandbox-client-secret";
 /// The tenant's zone: every date is sent as wall clock in it.
 pub const TIME_ZONE: &str = "America/New_York";
 
+/// Lowercased generated value → the initial rows holding it.
+type ValueIndex = HashMap<String, Vec<u64>>;
+
 /// Tenant switches and tables.
 struct Data {
     tables: Vec<Table>,
@@ -103,7 +106,7 @@ pub(crate) struct Deltek {
     /// Default `false` (5.0+: `/opportunity` is gone, pursuits are staged projects).
     opportunity_hub: AtomicBool,
     /// Value indexes for equality searches (see [`Deltek::value_index`]).
-    index: Mutex<HashMap<(Kind, String), Arc<HashMap<String, Vec<u64>>>>>,
+    index: Mutex<HashMap<(Kind, String), Arc<ValueIndex>>>,
 }
 
 impl Deltek {
@@ -160,7 +163,7 @@ impl Deltek {
         kind: Kind,
         t: &Table,
         gen_name: &str,
-    ) -> Arc<HashMap<String, Vec<u64>>> {
+    ) -> Arc<ValueIndex> {
         let mut cache = self.index.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (kind, gen_name.to_string());
         if let Some(i) = cache.get(&key) {

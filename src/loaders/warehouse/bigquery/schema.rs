@@ -10,7 +10,7 @@ use crate::spec::{CatalogFile, ColumnType};
 
 /// NUMERIC holds 29 integer and 9 fractional digits; wider decimals need BIGNUMERIC.
 fn fits_numeric(precision: u8, scale: i8) -> bool {
-    scale >= 0 && scale <= 9 && i16::from(precision) - i16::from(scale) <= 29
+    (0..=9).contains(&scale) && i16::from(precision) - i16::from(scale) <= 29
 }
 
 /// One column of a BigQuery schema.
