@@ -17,6 +17,8 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 
+use super::target::{Target, WriteError};
+
 /// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same
 /// `variants` the extract reads with), so reading and writing a hub never disagree: on a 5.0+
 /// tenant (`opportunity_model = "project_stage"`) an `opportunity` is a project carrying a
@@ -59,32 +61,6 @@ impl Hub {
     }
 }
 
-/// Why a write did not succeed, as the sink acts on it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum WriteError {
-    /// The target answered and refused (400 validation, 403, 404): fails only this job; the
-    /// reason is the body's `message: detail`.
-    Refused { status: u16, reason: String },
-    /// No usable answer (timeout, dropped connection, 5xx after the write may have applied):
-    /// the next attempt must search before creating.
-    Ambiguous { status: Option<u16>, reason: String },
-}
-
-impl WriteError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            WriteError::Refused { status, .. } => Some(*status),
-            WriteError::Ambiguous { status, .. } => *status,
-        }
-    }
-
-    pub fn reason(&self) -> &str {
-        match self {
-            WriteError::Refused { reason, .. } | WriteError::Ambiguous { reason, .. } => reason,
-        }
-    }
-}
-
 /// Vantagepoint's `{message, detail}` error body as one line (OAuth bodies and HTML fall back to
 /// the raw excerpt).
 fn reason_of(body: &str) -> String {
@@ -99,25 +75,6 @@ fn reason_of(body: &str) -> String {
             }
         }
         _ => body.to_string(),
-    }
-}
-
-fn classify(e: Error) -> WriteError {
-    match e {
-        Error::Http { status, body, .. } if (400..500).contains(&status) && status != 408 => {
-            WriteError::Refused {
-                status,
-                reason: reason_of(&body),
-            }
-        }
-        Error::Http { status, body, .. } => WriteError::Ambiguous {
-            status: Some(status),
-            reason: reason_of(&body),
-        },
-        other => WriteError::Ambiguous {
-            status: None,
-            reason: other.to_string(),
-        },
     }
 }
 
@@ -190,22 +147,60 @@ impl DeltekTarget {
         })
     }
 
+    async fn write(
+        &self,
+        method: Method,
+        url: &str,
+        h: &Hub,
+        body: Vec<u8>,
+    ) -> std::result::Result<(String, u16), WriteError> {
+        let body = bytes::Bytes::from(body);
+        let resp = self
+            .http
+            .send(method, url, &h.path, Idempotency::Unsafe, |rb| {
+                rb.header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, "application/json")
+                    .body(body.clone())
+            })
+            .await
+            .map_err(|e| WriteError::classify(e, reason_of))?;
+        // Arrays out: the saved record is the first element.
+        let saved: Vec<Map<String, Value>> =
+            serde_json::from_slice(&resp.body).map_err(|e| WriteError::Ambiguous {
+                status: Some(resp.status),
+                reason: format!("the answer is not a JSON array of records: {e}"),
+            })?;
+        let key = saved
+            .first()
+            .and_then(|r| r.get(h.payload_name(&h.key)))
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| WriteError::Ambiguous {
+                status: Some(resp.status),
+                reason: format!("the saved record carries no {}", h.payload_name(&h.key)),
+            })?;
+        Ok((key.to_string(), resp.status))
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for DeltekTarget {
     /// The hub's key field, as the flow names it.
-    pub fn key_field(&self, hub: &str) -> &str {
+    fn key_field(&self, hub: &str) -> &str {
         self.hubs.get(hub).map_or("", |h| h.key.as_str())
     }
 
     /// Whether the client assigns the hub's key on create: projects (and 5.0+ pursuits, which
     /// are projects) take the WBS1 they are given; firms, contacts and pre-5.0 opportunities
     /// get a server-assigned key.
-    pub fn client_keyed(&self, hub: &str) -> bool {
+    fn client_keyed(&self, hub: &str) -> bool {
         self.hubs.get(hub).is_some_and(|h| h.path == "project")
     }
 
     /// Records of `hub` whose fields equal every `(field, value)` (a `filterHash` with `=`).
     /// A failed search is an error for the job, never "not found": creating after a failed
     /// search could duplicate.
-    pub async fn search(
+    async fn search(
         &self,
         hub: &str,
         equals: &[(String, String)],
@@ -241,7 +236,7 @@ impl DeltekTarget {
                 rb.header(ACCEPT, "application/json")
             })
             .await
-            .map_err(classify)?;
+            .map_err(|e| WriteError::classify(e, reason_of))?;
         let found = serde_json::from_slice::<Vec<Map<String, Value>>>(&resp.body).map_err(|e| {
             WriteError::Refused {
                 status: resp.status,
@@ -252,7 +247,7 @@ impl DeltekTarget {
     }
 
     /// `POST /{path}?startWorkflow=N` with `[record]`; returns the new key and the HTTP status.
-    pub async fn create(
+    async fn create(
         &self,
         hub: &str,
         record: &Map<String, Value>,
@@ -264,7 +259,7 @@ impl DeltekTarget {
     }
 
     /// `PUT /{path}/{key}?startWorkflow=N` with the changed fields.
-    pub async fn update(
+    async fn update(
         &self,
         hub: &str,
         key: &str,
@@ -281,39 +276,16 @@ impl DeltekTarget {
         self.write(Method::PUT, &url, h, body).await
     }
 
-    async fn write(
-        &self,
-        method: Method,
-        url: &str,
-        h: &Hub,
-        body: Vec<u8>,
-    ) -> std::result::Result<(String, u16), WriteError> {
-        let body = bytes::Bytes::from(body);
-        let resp = self
-            .http
-            .send(method, url, &h.path, Idempotency::Unsafe, |rb| {
-                rb.header(CONTENT_TYPE, "application/json")
-                    .header(ACCEPT, "application/json")
-                    .body(body.clone())
-            })
-            .await
-            .map_err(classify)?;
-        // Arrays out: the saved record is the first element.
-        let saved: Vec<Map<String, Value>> =
-            serde_json::from_slice(&resp.body).map_err(|e| WriteError::Ambiguous {
-                status: Some(resp.status),
-                reason: format!("the answer is not a JSON array of records: {e}"),
-            })?;
-        let key = saved
-            .first()
-            .and_then(|r| r.get(h.payload_name(&h.key)))
-            .and_then(Value::as_str)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| WriteError::Ambiguous {
-                status: Some(resp.status),
-                reason: format!("the saved record carries no {}", h.payload_name(&h.key)),
-            })?;
-        Ok((key.to_string(), resp.status))
+    fn value(&self, v: &Value) -> Option<Value> {
+        text(v).map(Value::String)
+    }
+
+    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
+        let path = self.hubs.get(hub).map_or(hub, |h| h.path.as_str());
+        match key {
+            Some(k) => format!("{method} /{path}/{k}?startWorkflow=N"),
+            None => format!("{method} /{path}?startWorkflow=N"),
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use serde_json::{Map, Value};
 
-use super::deltek::{DeltekTarget, WriteError, text};
 use super::flow::{EntityMap, FlowFile, Mode, ParentRef};
+use super::target::{Target, WriteError};
 use crate::error::Result;
 use crate::state::{AuditEntry, JobFinish, NewLink, StateStore, job_status};
 
@@ -124,21 +124,10 @@ pub fn parent_id(
     })
 }
 
-/// A redacted request summary for the audit: method, hub, and the field names sent (values can
-/// be personal data; secrets never reach this point, tokens live in the HTTP layer).
-fn summary(method: &str, hub: &str, key: Option<&str>, body: &Map<String, Value>) -> String {
-    let fields: Vec<&str> = body.keys().map(String::as_str).collect();
-    let path = key.map_or_else(|| format!("/{hub}"), |k| format!("/{hub}/{k}"));
-    format!(
-        "{method} {path}?startWorkflow=N fields=[{}]",
-        fields.join(",")
-    )
-}
-
 /// Everything one job attempt needs.
 pub struct JobCtx<'a> {
     pub state: &'a StateStore,
-    pub target: &'a DeltekTarget,
+    pub target: &'a dyn Target,
     pub flow_name: &'a str,
     pub flow: &'a FlowFile,
 }
@@ -178,6 +167,24 @@ impl Trail {
 type Found = std::result::Result<Option<String>, String>;
 
 impl JobCtx<'_> {
+    /// A redacted request summary for the audit: the request line and the field names sent
+    /// (values can be personal data; secrets never reach this point, tokens live in the HTTP
+    /// layer).
+    fn summary(
+        &self,
+        method: &str,
+        hub: &str,
+        key: Option<&str>,
+        body: &Map<String, Value>,
+    ) -> String {
+        let fields: Vec<&str> = body.keys().map(String::as_str).collect();
+        format!(
+            "{} fields=[{}]",
+            self.target.request_line(method, hub, key),
+            fields.join(",")
+        )
+    }
+
     fn recall(&self, mapping: &str, id: &str) -> Result<Option<Map<String, Value>>> {
         Ok(self
             .state
@@ -211,8 +218,8 @@ impl JobCtx<'_> {
     ) -> Result<(Map<String, Value>, bool)> {
         let mut out = Map::new();
         for (src, dst) in &em.fields {
-            if let Some(v) = record.get(src).and_then(text) {
-                out.insert(dst.clone(), Value::String(v));
+            if let Some(v) = record.get(src).and_then(|v| self.target.value(v)) {
+                out.insert(dst.clone(), v);
             }
         }
         if em.owner_fields.is_empty() {
@@ -449,7 +456,7 @@ impl JobCtx<'_> {
                 Ok(self.noop(j, t, "unmatched", None, why))
             }
             (Some((key, by_search)), Mode::Upsert) => {
-                let req = summary("PUT", hub, Some(&key), &body);
+                let req = self.summary("PUT", hub, Some(&key), &body);
                 let res = self.target.update(hub, &key, &body).await;
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
@@ -483,7 +490,7 @@ impl JobCtx<'_> {
                     body.entry(k.clone())
                         .or_insert_with(|| Value::String(v.clone()));
                 }
-                let req = summary("POST", hub, None, &body);
+                let req = self.summary("POST", hub, None, &body);
                 let res = self.target.create(hub, &body).await;
                 let ms = started.elapsed().as_millis() as u64;
                 match res {

@@ -7,7 +7,9 @@
 //! changes.rs  the change sets newer than the flow's cursor, in run order (the one read path)
 //! plan.rs     per record: create / update / no-op / wait, with the reason (no target calls)
 //! ledger.rs   one job, idempotently: ledger link → search (external id, natural key) → create
+//! target.rs   what the sink needs from a target system (search, create, update, keys)
 //! deltek.rs   Vantagepoint search / POST / PUT with startWorkflow=N
+//! audit.rs    the audit landed in the warehouse (`mlc_sink.audit`)
 //! ```
 //!
 //! Today the target is Deltek Vantagepoint (`dynamics_to_deltek`); see the README's "Sink
@@ -19,6 +21,7 @@ pub mod deltek;
 pub mod flow;
 pub mod ledger;
 pub mod plan;
+pub mod target;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -27,6 +30,7 @@ use self::deltek::DeltekTarget;
 use self::flow::FlowFile;
 use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
+use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::state::{AuditEntry, JobFinish, SinkJob, job_status};
@@ -148,7 +152,7 @@ impl<'a> Sink<'a> {
 
     /// The target client: the mlc.toml connection `name`, or the only connection of the flow's
     /// target system.
-    pub fn target(&self, name: Option<&str>) -> Result<DeltekTarget> {
+    pub fn target(&self, name: Option<&str>) -> Result<Box<dyn Target>> {
         let conn = match name {
             Some(n) => self.ctx.config.connection(n)?,
             None => {
@@ -208,7 +212,7 @@ impl<'a> Sink<'a> {
                 e.name()
             )));
         }
-        Ok(target)
+        Ok(Box::new(target))
     }
 
     /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once
@@ -226,7 +230,7 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn job_ctx<'b>(&'b self, target: &'b DeltekTarget) -> JobCtx<'b> {
+    fn job_ctx<'b>(&'b self, target: &'b dyn Target) -> JobCtx<'b> {
         JobCtx {
             state: &self.ctx.state,
             target,
@@ -238,7 +242,7 @@ impl<'a> Sink<'a> {
     /// Performs `plan`: records every job, writes the creates and updates in dependency order,
     /// audits no-ops of deleted rows, then moves the flow's cursors (failed jobs stay in the jobs
     /// table for `replay`). Then retries jobs still waiting from earlier applies.
-    pub async fn apply(&self, plan: &Plan, target: &DeltekTarget) -> Result<ApplyReport> {
+    pub async fn apply(&self, plan: &Plan, target: &dyn Target) -> Result<ApplyReport> {
         let _lease = self.lease()?;
         let mut report = ApplyReport {
             flow: self.name.clone(),
@@ -369,7 +373,7 @@ impl<'a> Sink<'a> {
 
     /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
     /// each attempt goes through the ledger and the search before any create.
-    pub async fn replay(&self, which: &Replay, target: &DeltekTarget) -> Result<ApplyReport> {
+    pub async fn replay(&self, which: &Replay, target: &dyn Target) -> Result<ApplyReport> {
         let _lease = self.lease()?;
         let jobs = match which {
             Replay::Failed => {

@@ -1,0 +1,139 @@
+//! What the sink needs from a target system: search a hub by field values, create, update, and
+//! the hub's key. One implementation per ERP (`deltek.rs`); the ledger logic (link → search →
+//! create, audit, retries) is written once against this trait.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Why a write did not succeed, as the sink acts on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteError {
+    /// The target answered and refused (400 validation, 403, 404): fails only this job; the
+    /// reason is the body's message.
+    Refused { status: u16, reason: String },
+    /// No usable answer (timeout, dropped connection, 5xx after the write may have applied):
+    /// the next attempt must search before creating.
+    Ambiguous { status: Option<u16>, reason: String },
+}
+
+impl WriteError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            WriteError::Refused { status, .. } => Some(*status),
+            WriteError::Ambiguous { status, .. } => *status,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            WriteError::Refused { reason, .. } | WriteError::Ambiguous { reason, .. } => reason,
+        }
+    }
+
+    /// An HTTP-layer error as a write outcome: a 4xx answer (but 408) is a refusal with the
+    /// body's message (`reason_of`); anything else may have been applied.
+    pub fn classify(e: Error, reason_of: fn(&str) -> String) -> WriteError {
+        match e {
+            Error::Http { status, body, .. } if (400..500).contains(&status) && status != 408 => {
+                WriteError::Refused {
+                    status,
+                    reason: reason_of(&body),
+                }
+            }
+            Error::Http { status, body, .. } => WriteError::Ambiguous {
+                status: Some(status),
+                reason: reason_of(&body),
+            },
+            other => WriteError::Ambiguous {
+                status: None,
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+/// A sink target. Hubs and field names are the target's own (as the flow file writes them).
+#[async_trait]
+pub trait Target: Send + Sync {
+    /// Records of `hub` whose fields equal every `(field, value)`. A failed search is an error
+    /// for the job, never "not found": creating after a failed search could duplicate.
+    async fn search(
+        &self,
+        hub: &str,
+        equals: &[(String, String)],
+    ) -> Result<Vec<Map<String, Value>>, WriteError>;
+
+    /// Creates one record; returns its key and the HTTP status.
+    async fn create(
+        &self,
+        hub: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError>;
+
+    /// Updates the fields of `record` on the record `key`; returns the key and the status.
+    async fn update(
+        &self,
+        hub: &str,
+        key: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError>;
+
+    /// The hub's key field, as the flow names it.
+    fn key_field(&self, hub: &str) -> &str;
+
+    /// Whether the client assigns the hub's key on create (the mapping's `number` scheme).
+    fn client_keyed(&self, hub: &str) -> bool;
+
+    /// A source value as the target takes it (`None`: leave the field out).
+    fn value(&self, v: &Value) -> Option<Value>;
+
+    /// The request line the audit records for a call (no values, no secrets).
+    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String;
+}
+
+/// A boxed target is a target (so `&Box<dyn Target>` passes where `&dyn Target` is taken).
+#[async_trait]
+impl<T: Target + ?Sized> Target for Box<T> {
+    async fn search(
+        &self,
+        hub: &str,
+        equals: &[(String, String)],
+    ) -> Result<Vec<Map<String, Value>>, WriteError> {
+        (**self).search(hub, equals).await
+    }
+
+    async fn create(
+        &self,
+        hub: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError> {
+        (**self).create(hub, record).await
+    }
+
+    async fn update(
+        &self,
+        hub: &str,
+        key: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError> {
+        (**self).update(hub, key, record).await
+    }
+
+    fn key_field(&self, hub: &str) -> &str {
+        (**self).key_field(hub)
+    }
+
+    fn client_keyed(&self, hub: &str) -> bool {
+        (**self).client_keyed(hub)
+    }
+
+    fn value(&self, v: &Value) -> Option<Value> {
+        (**self).value(v)
+    }
+
+    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
+        (**self).request_line(method, hub, key)
+    }
+}
