@@ -122,6 +122,7 @@ pub struct HttpClient {
     auth: Option<Arc<dyn AuthProvider>>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     gate: Arc<Semaphore>,
+    max_concurrency: usize,
     policy: RetryPolicy,
     hook: Option<Arc<dyn ResponseHook>>,
 }
@@ -173,9 +174,15 @@ impl HttpClient {
             auth,
             limiter,
             gate: Arc::new(Semaphore::new(limits.max_concurrency.max(1))),
+            max_concurrency: limits.max_concurrency.max(1),
             policy,
             hook: None,
         })
+    }
+
+    /// Requests this client lets be in flight at once (the connection's `max_concurrency`).
+    pub fn max_concurrency(&self) -> usize {
+        self.max_concurrency
     }
 
     /// Replaces the rate limit with `rpm` requests per minute and a burst of `burst`. A small

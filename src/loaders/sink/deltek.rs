@@ -280,6 +280,10 @@ impl Target for DeltekTarget {
         text(v).map(Value::String)
     }
 
+    fn parallelism(&self) -> usize {
+        self.http.max_concurrency()
+    }
+
     fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
         let path = self.hubs.get(hub).map_or(hub, |h| h.path.as_str());
         match key {

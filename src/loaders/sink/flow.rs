@@ -171,6 +171,24 @@ impl EntityMap {
         self.name.as_deref().unwrap_or(&self.source)
     }
 
+    /// The record's natural-key values as one lowercased text (empty when the natural key is
+    /// not made of mapped fields): records that would match the same target record.
+    pub fn natural_key_of(&self, record: &serde_json::Map<String, Value>) -> String {
+        let mut parts = Vec::new();
+        for nk in &self.natural_key {
+            let Some((col, _)) = self.fields.iter().find(|(_, f)| *f == nk) else {
+                return String::new();
+            };
+            let v = match record.get(col) {
+                Some(Value::String(s)) => s.trim().to_lowercase(),
+                Some(Value::Null) | None => String::new(),
+                Some(v) => v.to_string(),
+            };
+            parts.push(v);
+        }
+        parts.join("\u{1}")
+    }
+
     /// Why `record` does not meet `when`, if it doesn't.
     pub fn unmet(&self, record: &serde_json::Map<String, Value>) -> Option<String> {
         self.when.iter().find_map(|(col, want)| {
@@ -348,6 +366,29 @@ mod tests {
             "[owners]\nsource='u'\n[[entities]]\nsource='u'\ntarget='employee'\nfields={a='A'}\n",
         );
         assert!(e.contains("mode = \"match\""), "{e}");
+    }
+
+    #[test]
+    fn look_alike_records_share_a_natural_key() {
+        let f = FlowFile::load(Path::new("/nonexistent"), "dynamics_to_deltek").unwrap();
+        let contact = f.mapping("contact").unwrap();
+        let rec = |email: &str| {
+            serde_json::json!({ "emailaddress1": email })
+                .as_object()
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(
+            contact.natural_key_of(&rec(" Ann@X.com")),
+            contact.natural_key_of(&rec("ann@x.com"))
+        );
+        assert_ne!(
+            contact.natural_key_of(&rec("a@x.com")),
+            contact.natural_key_of(&rec("b@x.com"))
+        );
+        // The opportunity's natural key includes the parent's ClientID, not a mapped field.
+        let opp = f.mapping("opportunity").unwrap();
+        assert_eq!(opp.natural_key_of(&rec("x")), "");
     }
 
     #[test]

@@ -280,65 +280,27 @@ impl<'a> Sink<'a> {
             .sink_add_jobs(&jobs, &self.name, &plan.cursors)?;
         let in_plan: std::collections::HashSet<&str> =
             plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
-        for pj in &plan.jobs {
-            let result = |outcome: &str, key: Option<String>, detail: String| JobResult {
-                job_id: pj.job_id.clone(),
-                source_entity: pj.source_entity.clone(),
-                source_id: pj.source_id.clone(),
-                outcome: outcome.into(),
-                target_key: key,
-                detail,
-            };
-            match pj.action {
-                Action::Noop | Action::Invalid => {
-                    let failed = pj.action == Action::Invalid;
-                    if new.contains(&pj.job_id) {
-                        let audit = AuditEntry {
-                            flow: self.name.clone(),
-                            job_id: pj.job_id.clone(),
-                            source_entity: pj.source_entity.clone(),
-                            source_id: pj.source_id.clone(),
-                            source_version: pj.source_version,
-                            target: pj.target.clone(),
-                            action: if failed { "failed" } else { "noop" }.into(),
-                            target_key: pj.target_key.clone(),
-                            error: Some(pj.reason.clone()),
-                            ..AuditEntry::default()
-                        };
-                        self.ctx.state.sink_commit(&JobFinish {
-                            job_id: Some(&pj.job_id),
-                            status: if failed {
-                                job_status::FAILED
-                            } else {
-                                job_status::APPLIED
-                            },
-                            error: failed.then_some(pj.reason.as_str()),
-                            attempted: failed,
-                            audits: std::slice::from_ref(&audit),
-                            ..JobFinish::default()
-                        })?;
+        // Mapping by mapping (dependencies first), the writes of one mapping concurrently.
+        for group in plan
+            .jobs
+            .chunk_by(|a, b| a.source_entity == b.source_entity)
+        {
+            let mut runnable = Vec::new();
+            for pj in group {
+                match pj.action {
+                    Action::Noop | Action::Invalid => {
+                        report.push(self.settle(pj, new.contains(&pj.job_id))?);
                     }
-                    let outcome = if failed { "failed" } else { "noop" };
-                    report.push(result(outcome, pj.target_key.clone(), pj.reason.clone()));
+                    Action::Create | Action::Update | Action::Wait | Action::Match => {
+                        runnable.push(pj);
+                    }
                 }
-                Action::Create | Action::Update | Action::Wait | Action::Match => {
-                    let Some(em) = self.flow.mapping(&pj.source_entity) else {
-                        continue;
-                    };
-                    let jr = JobRef {
-                        job_id: &pj.job_id,
-                        source_entity: &pj.source_entity,
-                        source_id: &pj.source_id,
-                        source_version: pj.source_version,
-                    };
-                    let out = jc.run(em, &jr, &pj.row.record).await?;
-                    report.push(outcome_result(
-                        &pj.job_id,
-                        &pj.source_entity,
-                        &pj.source_id,
-                        out,
-                    ));
-                }
+            }
+            for r in self
+                .run_concurrently(&jc, &runnable, target.parallelism())
+                .await?
+            {
+                report.push(r);
             }
         }
         // Jobs that waited for a parent created just now, and jobs a crashed apply left
@@ -358,6 +320,100 @@ impl<'a> Sink<'a> {
         }
         self.land_audit(&mut report).await;
         Ok(report)
+    }
+
+    /// Records a planned no-op or malformed row (once: a re-read record keeps its job).
+    fn settle(&self, pj: &plan::PlannedJob, new: bool) -> Result<JobResult> {
+        let failed = pj.action == Action::Invalid;
+        if new {
+            let audit = AuditEntry {
+                flow: self.name.clone(),
+                job_id: pj.job_id.clone(),
+                source_entity: pj.source_entity.clone(),
+                source_id: pj.source_id.clone(),
+                source_version: pj.source_version,
+                target: pj.target.clone(),
+                action: if failed { "failed" } else { "noop" }.into(),
+                target_key: pj.target_key.clone(),
+                error: Some(pj.reason.clone()),
+                ..AuditEntry::default()
+            };
+            self.ctx.state.sink_commit(&JobFinish {
+                job_id: Some(&pj.job_id),
+                status: if failed {
+                    job_status::FAILED
+                } else {
+                    job_status::APPLIED
+                },
+                error: failed.then_some(pj.reason.as_str()),
+                attempted: failed,
+                audits: std::slice::from_ref(&audit),
+                ..JobFinish::default()
+            })?;
+        }
+        Ok(JobResult {
+            job_id: pj.job_id.clone(),
+            source_entity: pj.source_entity.clone(),
+            source_id: pj.source_id.clone(),
+            outcome: if failed { "failed" } else { "noop" }.into(),
+            target_key: pj.target_key.clone(),
+            detail: pj.reason.clone(),
+        })
+    }
+
+    /// Runs the jobs of one mapping, `parallelism` at a time, in plan order within a lane.
+    /// Jobs whose natural key is the same share a lane, so two source records that look alike
+    /// never search, miss and create side by side; a real API's latency then overlaps across
+    /// lanes (the target's HTTP client still enforces its rate and concurrency limits).
+    async fn run_concurrently(
+        &self,
+        jc: &JobCtx<'_>,
+        jobs: &[&plan::PlannedJob],
+        parallelism: usize,
+    ) -> Result<Vec<JobResult>> {
+        use futures::{StreamExt, TryStreamExt};
+        let mut lanes: Vec<Vec<(usize, &plan::PlannedJob)>> = Vec::new();
+        let mut lane_of: std::collections::HashMap<String, usize> = Default::default();
+        for (i, pj) in jobs.iter().enumerate() {
+            let key = self
+                .flow
+                .mapping(&pj.source_entity)
+                .map(|em| em.natural_key_of(&pj.row.record))
+                .filter(|k| !k.is_empty())
+                .unwrap_or_else(|| format!("\u{0}{}", pj.job_id));
+            let lane = *lane_of.entry(key).or_insert_with(|| {
+                lanes.push(Vec::new());
+                lanes.len() - 1
+            });
+            lanes[lane].push((i, *pj));
+        }
+        let mut done: Vec<(usize, JobResult)> = futures::stream::iter(lanes)
+            .map(|lane| async move {
+                let mut out = Vec::with_capacity(lane.len());
+                for (i, pj) in lane {
+                    let Some(em) = self.flow.mapping(&pj.source_entity) else {
+                        continue;
+                    };
+                    let jr = JobRef {
+                        job_id: &pj.job_id,
+                        source_entity: &pj.source_entity,
+                        source_id: &pj.source_id,
+                        source_version: pj.source_version,
+                    };
+                    let o = jc.run(em, &jr, &pj.row.record).await?;
+                    out.push((
+                        i,
+                        outcome_result(&pj.job_id, &pj.source_entity, &pj.source_id, o),
+                    ));
+                }
+                Ok::<_, Error>(futures::stream::iter(out.into_iter().map(Ok::<_, Error>)))
+            })
+            .buffer_unordered(parallelism.max(1))
+            .try_flatten()
+            .try_collect()
+            .await?;
+        done.sort_by_key(|(i, _)| *i);
+        Ok(done.into_iter().map(|(_, r)| r).collect())
     }
 
     /// Lands the new audit entries in the warehouse. The writes are done and audited in the

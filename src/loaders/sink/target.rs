@@ -91,6 +91,11 @@ pub trait Target: Send + Sync {
 
     /// The request line the audit records for a call (no values, no secrets).
     fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String;
+
+    /// How many jobs of one mapping may be in flight at once.
+    fn parallelism(&self) -> usize {
+        1
+    }
 }
 
 /// A boxed target is a target (so `&Box<dyn Target>` passes where `&dyn Target` is taken).
@@ -135,5 +140,9 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
         (**self).request_line(method, hub, key)
+    }
+
+    fn parallelism(&self) -> usize {
+        (**self).parallelism()
     }
 }
