@@ -775,6 +775,24 @@ impl StateStore {
         })
     }
 
+    /// The source record a mapping wrote at `version` (what the target was last sent).
+    pub fn sink_record_at(
+        &self,
+        flow: &str,
+        mapping: &str,
+        source_id: &str,
+        version: Option<i64>,
+    ) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND source_version IS ?4 AND status = 'applied' ORDER BY created_at DESC LIMIT 1",
+                params![flow, mapping, source_id, version],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// The number allocated to a source record (allocating the next of `prefix` when it has
     /// none, or when `renumber`: the one it had is taken in the target).
     pub fn sink_number(

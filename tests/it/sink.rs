@@ -526,6 +526,7 @@ async fn a_won_opportunity_seeds_exactly_one_project_even_when_it_flips() {
     for (i, state) in [0, 1].into_iter().enumerate() {
         rec.insert("statecode".into(), Value::from(state));
         rec.insert("versionnumber".into(), Value::from(v + 1 + i as i64));
+        rec.insert("name".into(), Value::from(format!("Pursuit, revision {i}")));
         env.write_run(
             "opportunity",
             &format!("29990101T00000000{i}Z-flip"),
@@ -542,6 +543,16 @@ async fn a_won_opportunity_seeds_exactly_one_project_even_when_it_flips() {
         let r = sink.apply(&p, &target).await.unwrap();
         assert_eq!(r.created, 0, "{:#?}", r.jobs);
         assert_eq!(r.updated, 1, "the pursuit follows the opportunity");
+        // Only what changed is sent (and the keys that place the record).
+        let put = env
+            .sandbox
+            .deltek_writes()
+            .into_iter()
+            .rev()
+            .find(|w| w.method == "PUT")
+            .unwrap();
+        assert!(put.fields.contains(&"Name".to_string()), "{put:?}");
+        assert!(!put.fields.contains(&"Revenue".to_string()), "{put:?}");
     }
     assert_eq!(env.creates("project"), projects);
     // Replaying every seeding job creates nothing either.

@@ -15,7 +15,8 @@ use crate::spec::StreamId;
 pub struct ChangeRow {
     /// Primary key value (joined with `|` for composite keys).
     pub id: String,
-    /// The row version (`versionnumber` for Dataverse), part of the job id.
+    /// The row version, part of the job id: `versionnumber` for Dataverse, else the stream's
+    /// modified-time cursor column in epoch microseconds (Pipedrive `update_time`).
     pub version: Option<i64>,
     /// The source marked it deleted (`_ml_deleted`): the sink never deletes in the target.
     pub deleted: bool,
@@ -77,11 +78,7 @@ pub async fn read_run(
                     })
                     .collect::<Vec<_>>()
                     .join("|");
-                let version = version.and_then(|v| record.get(v)).and_then(|v| match v {
-                    Value::Number(n) => n.as_i64(),
-                    Value::String(s) => s.parse().ok(),
-                    _ => None,
-                });
+                let version = version.and_then(|v| record.get(v)).and_then(version_of);
                 let deleted = record.get("_ml_deleted") == Some(&Value::Bool(true));
                 rows.push(ChangeRow {
                     id,
@@ -93,6 +90,24 @@ pub async fn read_run(
         }
     }
     Ok(rows)
+}
+
+/// A version value as an integer: a number, or a timestamp as epoch microseconds.
+fn version_of(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok().or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_micros())
+                .ok()
+                .or_else(|| {
+                    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                        .ok()
+                        .map(|t| t.and_utc().timestamp_micros())
+                })
+        }),
+        _ => None,
+    }
 }
 
 /// A batch as JSON objects (nulls left out), via arrow-json's writer.

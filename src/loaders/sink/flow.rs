@@ -179,7 +179,7 @@ impl EntityMap {
             let Some((col, _)) = self.fields.iter().find(|(_, f)| *f == nk) else {
                 return String::new();
             };
-            let v = match record.get(col) {
+            let v = match super::ledger::source_value(record, col).as_deref() {
                 Some(Value::String(s)) => s.trim().to_lowercase(),
                 Some(Value::Null) | None => String::new(),
                 Some(v) => v.to_string(),

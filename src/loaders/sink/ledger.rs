@@ -51,6 +51,36 @@ pub enum ParentId {
     Unresolved(String),
 }
 
+/// A lookup value as the source id text it names (GUIDs are strings, Pipedrive ids numbers).
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A source field of a record: a column, or a JSON pointer into a JSON column
+/// (`emails/0/value`: the first email's value; JSON columns hold JSON text in the lake).
+pub fn source_value<'a>(
+    record: &'a Map<String, Value>,
+    expr: &str,
+) -> Option<std::borrow::Cow<'a, Value>> {
+    use std::borrow::Cow;
+    let Some((col, pointer)) = expr.split_once('/') else {
+        return record.get(expr).map(Cow::Borrowed);
+    };
+    let v = record.get(col)?;
+    let parsed: Value = match v {
+        Value::String(s) => serde_json::from_str(s).ok()?,
+        other => other.clone(),
+    };
+    parsed
+        .pointer(&format!("/{pointer}"))
+        .cloned()
+        .map(Cow::Owned)
+}
+
 /// Gives the newest source record of another mapping by (mapping, source id).
 pub type Recall<'a> = dyn Fn(&str, &str) -> Result<Option<Map<String, Value>>> + 'a;
 
@@ -65,12 +95,12 @@ pub fn parent_id(
 ) -> Result<ParentId> {
     let Some(id) = record
         .get(&p.column)
-        .and_then(Value::as_str)
-        .map(str::trim)
+        .and_then(id_text)
         .filter(|s| !s.is_empty())
     else {
         return Ok(ParentId::None);
     };
+    let id = id.as_str();
     let source_of = |m: &str| {
         flow.mapping(m)
             .map_or_else(|| m.to_string(), |e| e.source.clone())
@@ -218,7 +248,7 @@ impl JobCtx<'_> {
     ) -> Result<(Map<String, Value>, bool)> {
         let mut out = Map::new();
         for (src, dst) in &em.fields {
-            if let Some(v) = record.get(src).and_then(|v| self.target.value(v)) {
+            if let Some(v) = source_value(record, src).and_then(|v| self.target.value(&v)) {
                 out.insert(dst.clone(), v);
             }
         }
@@ -456,6 +486,27 @@ impl JobCtx<'_> {
                 Ok(self.noop(j, t, "unmatched", None, why))
             }
             (Some((key, by_search)), Mode::Upsert) => {
+                // A linked record gets only what changed since the version last written: a
+                // field someone changed in the target meanwhile is not overwritten by a value
+                // the source did not change.
+                if !by_search
+                    && let Some(l) = &link
+                    && let Some(prev) = self.written_fields(em, j, l.source_version)?
+                {
+                    let keep: Vec<&str> = em
+                        .parent
+                        .iter()
+                        .map(|p| p.field.as_str())
+                        .chain(em.external_id_field.as_deref())
+                        .collect();
+                    body.retain(|f, v| keep.contains(&f.as_str()) || prev.get(f) != Some(v));
+                    if body.keys().all(|f| keep.contains(&f.as_str())) {
+                        let why =
+                            "no mapped field changed since the version last written".to_string();
+                        t.link = Some((hub.to_string(), key.clone()));
+                        return Ok(self.noop(j, t, "noop", Some(key), why));
+                    }
+                }
                 let req = self.summary("PUT", hub, Some(&key), &body);
                 let res = self.target.update(hub, &key, &body).await;
                 let ms = started.elapsed().as_millis() as u64;
@@ -515,6 +566,26 @@ impl JobCtx<'_> {
                 }
             }
         }
+    }
+
+    /// The fields last written for this record (the mapping of the source version the ledger
+    /// holds), when that job's record is known.
+    fn written_fields(
+        &self,
+        em: &EntityMap,
+        j: &JobRef<'_>,
+        version: Option<i64>,
+    ) -> Result<Option<Map<String, Value>>> {
+        let Some(text) =
+            self.state
+                .sink_record_at(self.flow_name, j.source_entity, j.source_id, version)?
+        else {
+            return Ok(None);
+        };
+        let Ok(prev) = serde_json::from_str::<Map<String, Value>>(&text) else {
+            return Ok(None);
+        };
+        Ok(Some(self.map_fields(em, &prev)?.0))
     }
 
     #[allow(clippy::too_many_arguments)]

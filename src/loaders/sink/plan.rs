@@ -130,12 +130,14 @@ pub async fn plan(
         let rk = (sid.to_string(), cursor.clone());
         if !read.contains_key(&rk) {
             let key = stream.catalog.primary_key.clone();
+            // The row version: Dataverse's versionnumber, else the modified-time cursor.
             let version = stream
                 .catalog
                 .columns
                 .iter()
                 .find(|c| c.name == "versionnumber")
-                .map(|c| c.name.clone());
+                .map(|c| c.name.clone())
+                .or_else(|| stream.spec.cursor_field.clone());
             let runs = changes::runs_after(lake, &sid, cursor.as_deref()).await?;
             // The newest version of each record across the runs read (later runs win).
             let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
