@@ -25,6 +25,9 @@ pub struct FlowFile {
     /// Target system: the flow writes through the one mlc.toml connection of this system
     /// (`--target` picks one when there are several).
     pub target_system: String,
+    /// Business Central: the company written to (name or id); default the connection's first
+    /// `companies` entry.
+    pub company: Option<String>,
     /// Owner → employee resolution.
     #[serde(default)]
     pub owners: Owners,
@@ -90,6 +93,11 @@ pub struct EntityMap {
     /// Target fields searched (all equal) when no ledger link and no external id match.
     #[serde(default)]
     pub natural_key: Vec<String>,
+    /// Further natural keys, tried in order when the record has no value for every field of
+    /// the previous one or it matched nothing (e.g. `[["displayName", "phoneNumber"]]`). Each
+    /// match is audited (`match`, with the fields it matched on); several matches fail the job.
+    #[serde(default)]
+    pub match_rules: Vec<Vec<String>>,
     /// Values sent on create only (e.g. `ClientInd = "Y"`).
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,

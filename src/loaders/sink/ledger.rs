@@ -444,20 +444,28 @@ impl JobCtx<'_> {
                 Err(reason) => return Ok(failed_search(reason)),
             }
         }
-        // ... then the natural key.
-        let natural: Option<Vec<(String, String)>> = em
-            .natural_key
-            .iter()
-            .map(|f| {
-                body.get(f)
-                    .and_then(Value::as_str)
-                    .map(|v| (f.clone(), v.to_string()))
-            })
-            .collect();
-        if found.is_none()
-            && let Some(n) = natural.filter(|n| !n.is_empty())
-        {
-            match self.search(em, j, t, &n, true).await? {
+        // ... then the natural key and the further match rules, in order, each tried when
+        // the record has a value for every field of it.
+        for rule in std::iter::once(&em.natural_key).chain(&em.match_rules) {
+            if found.is_some() {
+                break;
+            }
+            let equals: Option<Vec<(String, String)>> = rule
+                .iter()
+                .map(|f| {
+                    body.get(f)
+                        .and_then(|v| match v {
+                            Value::String(s) => Some(s.clone()),
+                            Value::Number(n) => Some(n.to_string()),
+                            _ => None,
+                        })
+                        .map(|v| (f.clone(), v))
+                })
+                .collect();
+            let Some(equals) = equals.filter(|e| !e.is_empty()) else {
+                continue;
+            };
+            match self.search(em, j, t, &equals, true).await? {
                 Ok(k) => found = k.map(|k| (k, true)),
                 Err(reason) => return Ok(failed_search(reason)),
             }
@@ -750,11 +758,28 @@ impl JobCtx<'_> {
             );
             return Ok(Err(reason));
         }
-        Ok(Ok(candidates
+        let key = candidates
             .first()
             .and_then(|r| r.get(self.target.key_field(hub)))
             .and_then(Value::as_str)
-            .map(String::from)))
+            .map(String::from);
+        // A match by natural key is a decision someone may want to review: audit it.
+        if by_natural && let Some(k) = &key {
+            let fields: Vec<&str> = equals.iter().map(|(f, _)| f.as_str()).collect();
+            t.audit(
+                j,
+                self.flow_name,
+                AuditEntry {
+                    action: "match".into(),
+                    method: Some("GET".into()),
+                    request: Some(format!("matched on [{}]", fields.join(","))),
+                    status: Some(200),
+                    target_key: Some(k.clone()),
+                    ..AuditEntry::default()
+                },
+            );
+        }
+        Ok(Ok(key))
     }
 }
 

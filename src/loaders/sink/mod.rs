@@ -16,6 +16,7 @@
 //! stage" section.
 
 pub mod audit;
+pub mod business_central;
 pub mod changes;
 pub mod deltek;
 pub mod flow;
@@ -107,24 +108,24 @@ impl<'a> Sink<'a> {
     /// Loads flow `name` (project overlay or built in).
     pub fn open(ctx: &'a Context, name: &str) -> Result<Self> {
         let flow = FlowFile::load(&ctx.config.definitions_dir, name)?;
-        if flow.target_system != "deltek" {
+        // Only these hubs have a key, search and tested write path; refuse the rest rather
+        // than write half-mapped records.
+        let hubs: &[&str] = match flow.target_system.as_str() {
+            "deltek" => &["firm", "contact", "employee", "opportunity", "project"],
+            "business_central" => &business_central::HUBS,
+            other => {
+                return Err(Error::Config(format!(
+                    "sink flow `{name}`: target system `{other}` is not supported (deltek, business_central)"
+                )));
+            }
+        };
+        if let Some(e) = flow.entities.iter().find(|e| !hubs.contains(&e.target.as_str())) {
             return Err(Error::Config(format!(
-                "sink flow `{name}`: target system `{}` is not supported yet (only deltek)",
-                flow.target_system
-            )));
-        }
-        // Only these hubs have a key, search and tested write path today; refuse the rest
-        // rather than write half-mapped records.
-        if let Some(e) = flow.entities.iter().find(|e| {
-            !matches!(
-                e.target.as_str(),
-                "firm" | "contact" | "employee" | "opportunity" | "project"
-            )
-        }) {
-            return Err(Error::Config(format!(
-                "sink flow `{name}`: {} → {} is not supported (the sink writes Deltek firm, contact, opportunity and project, and matches employee)",
+                "sink flow `{name}`: {} → {} is not supported (the sink writes {} {})",
                 e.name(),
-                e.target
+                e.target,
+                flow.target_system,
+                hubs.join(", ")
             )));
         }
         Ok(Self {
@@ -192,6 +193,22 @@ impl<'a> Sink<'a> {
             )));
         }
         let ep = crate::connect::endpoint(conn, &self.ctx.vault)?;
+        if let crate::config::ConnectionSettings::BusinessCentral(b) = &conn.settings {
+            let company = self
+                .flow
+                .company
+                .clone()
+                .or_else(|| b.companies.first().cloned())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "sink flow `{}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
+                        self.name, conn.name
+                    ))
+                })?;
+            return Ok(Box::new(business_central::BcTarget::new(
+                ep.http, &ep.base, &company,
+            )));
+        }
         let mut hubs: Vec<&str> = self
             .flow
             .entities

@@ -1,0 +1,273 @@
+//! The Business Central side of a sink: OData v4 on API v2.0, one company per flow. Searches
+//! are `$filter` equalities; creates are `POST` (201, the saved entity back); updates are
+//! `PATCH` with the record's `If-Match` etag, read just before. A stale etag (409
+//! `Request_EntityChanged`: someone changed the record between our read and our write) is
+//! read again and the PATCH retried once with the fresh etag: the sink sends only the fields
+//! its source changed, so the other side's change survives and ours lands.
+
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::target::{Target, WriteError};
+use crate::http::{HttpClient, Idempotency};
+
+/// The entity sets the sink writes.
+pub const HUBS: [&str; 5] = [
+    "customers",
+    "contacts",
+    "items",
+    "salesOrders",
+    "salesInvoices",
+];
+
+/// A Business Central company as a sink target.
+#[derive(Debug)]
+pub struct BcTarget {
+    http: HttpClient,
+    /// `{api_url}/v2.0/{tenant}/{environment}/api/v2.0` (no trailing slash).
+    api: String,
+    /// The company's name or id, as configured.
+    company: String,
+    /// Its id, looked up on first use.
+    company_id: OnceCell<String>,
+}
+
+/// BC's `{"error": {"code", "message"}}` body as one line.
+fn reason_of(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    match parsed.as_ref().and_then(|v| v.get("error")) {
+        Some(e) => {
+            let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
+            let msg = e.get("message").and_then(Value::as_str).unwrap_or_default();
+            format!("{code}: {msg}")
+        }
+        None => body.to_string(),
+    }
+}
+
+/// An OData string literal (`'` doubled).
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+impl BcTarget {
+    /// `api_base` is the connection's `{api_url}/v2.0/{tenant}/{environment}`; `company` a
+    /// company name or id.
+    pub fn new(http: HttpClient, api_base: &str, company: &str) -> Self {
+        Self {
+            http,
+            api: format!("{}/api/v2.0", api_base.trim_end_matches('/')),
+            company: company.to_string(),
+            company_id: OnceCell::new(),
+        }
+    }
+
+    /// `…/companies({id})`, resolving a company name once.
+    async fn company_url(&self) -> Result<String, WriteError> {
+        let id = self
+            .company_id
+            .get_or_try_init(|| async {
+                if uuid_like(&self.company) {
+                    return Ok(self.company.clone());
+                }
+                let url = format!("{}/companies?$select=id,name", self.api);
+                let resp = self
+                    .http
+                    .send(Method::GET, &url, "companies", Idempotency::Safe, |rb| {
+                        rb.header(ACCEPT, "application/json")
+                    })
+                    .await
+                    .map_err(|e| WriteError::classify(e, reason_of))?;
+                let v: Value = serde_json::from_slice(&resp.body).unwrap_or_default();
+                v["value"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["name"].as_str() == Some(self.company.as_str()))
+                    .and_then(|c| c["id"].as_str().map(String::from))
+                    .ok_or_else(|| WriteError::Refused {
+                        status: 404,
+                        reason: format!(
+                            "no company named `{}` in this environment (set `company` in the flow to a name or id `GET companies` lists)",
+                            self.company
+                        ),
+                    })
+            })
+            .await?;
+        Ok(format!("{}/companies({id})", self.api))
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        hub: &str,
+        if_match: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Vec<u8>), WriteError> {
+        let safe = method == Method::GET;
+        let body = body.map(bytes::Bytes::from);
+        let resp = self
+            .http
+            .send(
+                method,
+                url,
+                hub,
+                if safe {
+                    Idempotency::Safe
+                } else {
+                    Idempotency::Unsafe
+                },
+                |rb| {
+                    let mut rb = rb.header(ACCEPT, "application/json");
+                    if let Some(e) = if_match {
+                        rb = rb.header(IF_MATCH, e);
+                    }
+                    match &body {
+                        Some(b) => rb.header(CONTENT_TYPE, "application/json").body(b.clone()),
+                        None => rb,
+                    }
+                },
+            )
+            .await
+            .map_err(|e| WriteError::classify(e, reason_of))?;
+        Ok((resp.status, resp.body.to_vec()))
+    }
+
+    /// The record's current etag.
+    async fn etag(&self, hub: &str, key: &str) -> Result<String, WriteError> {
+        let url = format!("{}/{hub}({key})", self.company_url().await?);
+        let (status, body) = self.call(Method::GET, &url, hub, None, None).await?;
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["@odata.etag"].as_str().map(String::from))
+            .ok_or_else(|| WriteError::Refused {
+                status,
+                reason: format!("{hub}({key}) came back without an @odata.etag"),
+            })
+    }
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+#[async_trait::async_trait]
+impl Target for BcTarget {
+    async fn search(
+        &self,
+        hub: &str,
+        equals: &[(String, String)],
+    ) -> Result<Vec<Map<String, Value>>, WriteError> {
+        let filter = equals
+            .iter()
+            .map(|(f, v)| format!("{f} eq {}", literal(v)))
+            .collect::<Vec<_>>()
+            .join(" and ");
+        let mut url = url::Url::parse(&format!("{}/{hub}", self.company_url().await?)).map_err(
+            |e| WriteError::Refused {
+                status: 0,
+                reason: format!("bad target URL: {e}"),
+            },
+        )?;
+        url.query_pairs_mut()
+            .append_pair("$filter", &filter)
+            .append_pair("$top", "10");
+        let (status, body) = self.call(Method::GET, url.as_str(), hub, None, None).await?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| WriteError::Refused {
+            status,
+            reason: format!("search answer is not OData JSON: {e}"),
+        })?;
+        Ok(v["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_object().cloned())
+            .collect())
+    }
+
+    async fn create(
+        &self,
+        hub: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError> {
+        let url = format!("{}/{hub}", self.company_url().await?);
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        let (status, answer) = self.call(Method::POST, &url, hub, None, Some(body)).await?;
+        serde_json::from_slice::<Value>(&answer)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(String::from))
+            .map(|id| (id, status))
+            .ok_or_else(|| WriteError::Ambiguous {
+                status: Some(status),
+                reason: "the created entity came back without an id".into(),
+            })
+    }
+
+    async fn update(
+        &self,
+        hub: &str,
+        key: &str,
+        record: &Map<String, Value>,
+    ) -> Result<(String, u16), WriteError> {
+        let url = format!("{}/{hub}({key})", self.company_url().await?);
+        let body = serde_json::to_vec(record).unwrap_or_default();
+        let mut tries = 0;
+        loop {
+            let etag = self.etag(hub, key).await?;
+            match self
+                .call(Method::PATCH, &url, hub, Some(&etag), Some(body.clone()))
+                .await
+            {
+                Ok((status, _)) => return Ok((key.to_string(), status)),
+                Err(WriteError::Refused { status: 409, .. }) if tries == 0 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn key_field(&self, _hub: &str) -> &str {
+        "id"
+    }
+
+    fn client_keyed(&self, _hub: &str) -> bool {
+        false
+    }
+
+    fn value(&self, v: &Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            other => Some(other.clone()),
+        }
+    }
+
+    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("{method} /companies({})/{hub}({k})", self.company),
+            None => format!("{method} /companies({})/{hub}", self.company),
+        }
+    }
+
+    fn parallelism(&self) -> usize {
+        self.http.max_concurrency()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_and_literals() {
+        assert_eq!(
+            reason_of(r#"{"error":{"code":"Request_EntityChanged","message":"Another user has already changed the record."}}"#),
+            "Request_EntityChanged: Another user has already changed the record."
+        );
+        assert_eq!(literal("O'Neil"), "'O''Neil'");
+        assert!(uuid_like("8d3f9d3a-0000-4000-8000-000000000001"));
+        assert!(!uuid_like("CRONUS USA, Inc."));
+    }
+}
