@@ -342,6 +342,15 @@ mod tests {
     }
 
     #[test]
+    fn every_builtin_flow_parses() {
+        for name in FlowFile::builtin_names() {
+            FlowFile::load(Path::new("/nonexistent"), &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let f = FlowFile::load(Path::new("/nonexistent"), "pipedrive_to_business_central").unwrap();
+        assert_eq!(f.mapping("person").unwrap().match_rules.len(), 1);
+    }
+
+    #[test]
     fn numbers_follow_their_scheme() {
         let n = NumberScheme {
             field: "WBS1".into(),
