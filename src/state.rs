@@ -557,6 +557,16 @@ CREATE TABLE IF NOT EXISTS sink_cursor (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (flow, stream)
 );
+CREATE TABLE IF NOT EXISTS sink_lines (
+    flow TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    line_id TEXT NOT NULL,
+    parent_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    deleted INTEGER NOT NULL,
+    PRIMARY KEY (flow, mapping, line_id)
+);
+CREATE INDEX IF NOT EXISTS sink_lines_by_parent ON sink_lines (flow, mapping, parent_id);
 CREATE TABLE IF NOT EXISTS sink_numbers (
     flow TEXT NOT NULL,
     mapping TEXT NOT NULL,
@@ -631,6 +641,18 @@ pub struct AuditEntry {
     pub target_key: Option<String>,
     pub ms: u64,
     pub error: Option<String>,
+}
+
+/// The newest version of a document line read from the source (a deal product).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkLine {
+    /// The mapping whose documents carry the line.
+    pub mapping: String,
+    pub line_id: String,
+    pub parent_id: String,
+    /// The line's source record as JSON text.
+    pub record: String,
+    pub deleted: bool,
 }
 
 /// A ledger link to record.
@@ -775,6 +797,34 @@ impl StateStore {
         })
     }
 
+    /// The live lines of a parent record (as JSON text), in line id order.
+    pub fn sink_lines(&self, flow: &str, mapping: &str, parent_id: &str) -> Result<Vec<String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT record FROM sink_lines WHERE flow = ?1 AND mapping = ?2 AND parent_id = ?3 AND deleted = 0 ORDER BY length(line_id), line_id",
+            )?;
+            st.query_map(params![flow, mapping, parent_id], |r| r.get(0))?
+                .collect()
+        })
+    }
+
+    /// Whether the audit holds a successful `action` for a source record (a document posted).
+    pub fn sink_done(
+        &self,
+        flow: &str,
+        mapping: &str,
+        source_id: &str,
+        action: &str,
+    ) -> Result<bool> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM sink_audit WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND action = ?4 AND error IS NULL)",
+                params![flow, mapping, source_id, action],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// The source record a mapping wrote at `version` (what the target was last sent).
     pub fn sink_record_at(
         &self,
@@ -840,6 +890,7 @@ impl StateStore {
     pub fn sink_add_jobs(
         &self,
         jobs: &[SinkJob],
+        lines: &[SinkLine],
         flow: &str,
         cursors: &[(String, String)],
     ) -> Result<std::collections::HashSet<String>> {
@@ -856,6 +907,13 @@ impl StateStore {
                         new.insert(j.job_id.clone());
                     }
                 }
+            }
+            for l in lines {
+                tx.execute(
+                    "INSERT INTO sink_lines (flow, mapping, line_id, parent_id, record, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (flow, mapping, line_id) DO UPDATE SET parent_id = excluded.parent_id, record = excluded.record, deleted = excluded.deleted",
+                    params![flow, l.mapping, l.line_id, l.parent_id, l.record, l.deleted],
+                )?;
             }
             for (stream, run_id) in cursors {
                 tx.execute(

@@ -166,16 +166,19 @@ impl Target for BcTarget {
             .map(|(f, v)| format!("{f} eq {}", literal(v)))
             .collect::<Vec<_>>()
             .join(" and ");
-        let mut url = url::Url::parse(&format!("{}/{hub}", self.company_url().await?)).map_err(
-            |e| WriteError::Refused {
-                status: 0,
-                reason: format!("bad target URL: {e}"),
-            },
-        )?;
+        let mut url =
+            url::Url::parse(&format!("{}/{hub}", self.company_url().await?)).map_err(|e| {
+                WriteError::Refused {
+                    status: 0,
+                    reason: format!("bad target URL: {e}"),
+                }
+            })?;
         url.query_pairs_mut()
             .append_pair("$filter", &filter)
             .append_pair("$top", "10");
-        let (status, body) = self.call(Method::GET, url.as_str(), hub, None, None).await?;
+        let (status, body) = self
+            .call(Method::GET, url.as_str(), hub, None, None)
+            .await?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| WriteError::Refused {
             status,
             reason: format!("search answer is not OData JSON: {e}"),
@@ -254,6 +257,18 @@ impl Target for BcTarget {
     fn parallelism(&self) -> usize {
         self.http.max_concurrency()
     }
+
+    /// `POST …/salesInvoices({id})/Microsoft.NAV.post` (204 No Content).
+    async fn post(&self, hub: &str, key: &str) -> Result<u16, WriteError> {
+        let url = format!(
+            "{}/{hub}({key})/Microsoft.NAV.post",
+            self.company_url().await?
+        );
+        let (status, _) = self
+            .call(Method::POST, &url, hub, None, Some(Vec::new()))
+            .await?;
+        Ok(status)
+    }
 }
 
 #[cfg(test)]
@@ -263,7 +278,9 @@ mod tests {
     #[test]
     fn errors_and_literals() {
         assert_eq!(
-            reason_of(r#"{"error":{"code":"Request_EntityChanged","message":"Another user has already changed the record."}}"#),
+            reason_of(
+                r#"{"error":{"code":"Request_EntityChanged","message":"Another user has already changed the record."}}"#
+            ),
             "Request_EntityChanged: Another user has already changed the record."
         );
         assert_eq!(literal("O'Neil"), "'O''Neil'");

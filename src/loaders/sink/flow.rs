@@ -109,6 +109,33 @@ pub struct EntityMap {
     pub parent: Option<ParentRef>,
     /// A key the client assigns on create (a project number), from a per-flow sequence.
     pub number: Option<NumberScheme>,
+    /// The document's lines (a deal's products), sent with it in one request (deep insert).
+    pub lines: Option<Lines>,
+    /// Post the created document (Business Central `Microsoft.NAV.post`), once. Only with
+    /// `mode = "seed"`: a posted document is never modified again.
+    #[serde(default)]
+    pub post: bool,
+}
+
+/// Lines of a document, read from a child stream of the source (deal products) and kept per
+/// parent in the state store, so a document always gets every current line.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Lines {
+    /// Source entity of the lines (`deal_product`).
+    pub source: String,
+    /// Line column holding the parent record's source id (`deal_id`).
+    pub parent_column: String,
+    /// Target field receiving the array of lines (`salesOrderLines`).
+    pub field: String,
+    /// Line column (or JSON pointer) → line field.
+    pub fields: BTreeMap<String, String>,
+    /// Values every line gets (`lineType = "Item"`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    /// The target record every line points at (its item): a line whose product has no item
+    /// yet makes the document wait for it.
+    pub item: Option<ParentRef>,
 }
 
 /// A lookup to a parent record that must exist in the target first.
@@ -288,6 +315,19 @@ impl FlowFile {
                     "entities[{i}] ({name}): owners come from `{o}`, which must be mapped before it"
                 ));
             }
+            if let Some(item) = e.lines.as_ref().and_then(|l| l.item.as_ref())
+                && mapped(&item.source).is_none()
+            {
+                return Err(format!(
+                    "entities[{i}] ({name}): the lines' item `{}` must be mapped before it",
+                    item.source
+                ));
+            }
+            if e.post && e.mode != Mode::Seed {
+                return Err(format!(
+                    "entities[{i}] ({name}): `post = true` needs mode = \"seed\" (a posted document is never updated)"
+                ));
+            }
             if let Some(n) = &e.number
                 && !n.format.contains("{seq")
             {
@@ -344,7 +384,8 @@ mod tests {
     #[test]
     fn every_builtin_flow_parses() {
         for name in FlowFile::builtin_names() {
-            FlowFile::load(Path::new("/nonexistent"), &name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            FlowFile::load(Path::new("/nonexistent"), &name)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         let f = FlowFile::load(Path::new("/nonexistent"), "pipedrive_to_business_central").unwrap();
         assert_eq!(f.mapping("person").unwrap().match_rules.len(), 1);

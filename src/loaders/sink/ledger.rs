@@ -363,6 +363,18 @@ impl JobCtx<'_> {
             .state
             .sink_link(self.flow_name, j.source_entity, j.source_id)?;
         match (&link, em.mode) {
+            (Some(l), Mode::Seed)
+                if em.post
+                    && !self.state.sink_done(
+                        self.flow_name,
+                        j.source_entity,
+                        j.source_id,
+                        "post",
+                    )? =>
+            {
+                // Created, but its posting failed: post it now (once).
+                return Ok(self.post(em, j, t, &l.target_key).await);
+            }
             (Some(l), Mode::Seed) => {
                 let why = format!(
                     "{hub} {} already seeded from this record (seeded once, ever)",
@@ -412,6 +424,25 @@ impl JobCtx<'_> {
                 return Ok(Outcome::Waiting(why));
             }
         }
+        // A document's lines: every current line, each with its item.
+        let lines = match &em.lines {
+            None => None,
+            Some(l) => match self.lines(em, l, j)? {
+                Ok(lines) => Some((l.field.clone(), Value::Array(lines))),
+                Err(why) => {
+                    t.audit(
+                        j,
+                        self.flow_name,
+                        AuditEntry {
+                            action: "waiting".into(),
+                            error: Some(why.clone()),
+                            ..AuditEntry::default()
+                        },
+                    );
+                    return Ok(Outcome::Waiting(why));
+                }
+            },
+        };
         if let Some(x) = &em.external_id_field {
             body.insert(x.clone(), Value::String(j.source_id.to_string()));
         }
@@ -549,6 +580,9 @@ impl JobCtx<'_> {
                     body.entry(k.clone())
                         .or_insert_with(|| Value::String(v.clone()));
                 }
+                if let Some((field, lines)) = lines {
+                    body.insert(field, lines);
+                }
                 let req = self.summary("POST", hub, None, &body);
                 let res = self.target.create(hub, &body).await;
                 let ms = started.elapsed().as_millis() as u64;
@@ -568,12 +602,125 @@ impl JobCtx<'_> {
                             },
                         );
                         t.link = Some((hub.to_string(), key.clone()));
+                        if em.post {
+                            return Ok(match self.post(em, j, t, &key).await {
+                                Outcome::Failed { reason, ambiguous } => Outcome::Failed {
+                                    reason: format!("created {key}, then: {reason}"),
+                                    ambiguous,
+                                },
+                                _ => Outcome::Created(key),
+                            });
+                        }
                         Ok(Outcome::Created(key))
                     }
                     Err(e) => Ok(self.failed_write(j, t, "POST", req, None, ms, e)),
                 }
             }
         }
+    }
+
+    /// Posts a created document (once: the audit's successful `post` entry says it is done).
+    async fn post(&self, em: &EntityMap, j: &JobRef<'_>, t: &mut Trail, key: &str) -> Outcome {
+        let hub = em.target.as_str();
+        let started = Instant::now();
+        let res = self.target.post(hub, key).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let request = Some(self.target.request_line("POST", hub, Some(key)) + " post");
+        match res {
+            Ok(status) => {
+                t.audit(
+                    j,
+                    self.flow_name,
+                    AuditEntry {
+                        action: "post".into(),
+                        method: Some("POST".into()),
+                        request,
+                        status: Some(status),
+                        target_key: Some(key.to_string()),
+                        ms,
+                        ..AuditEntry::default()
+                    },
+                );
+                Outcome::Updated(key.to_string())
+            }
+            Err(e) => {
+                let reason = format!("posting failed: {}", e.reason());
+                t.audit(
+                    j,
+                    self.flow_name,
+                    AuditEntry {
+                        action: "post".into(),
+                        method: Some("POST".into()),
+                        request,
+                        status: e.status(),
+                        target_key: Some(key.to_string()),
+                        ms,
+                        error: Some(reason.clone()),
+                        ..AuditEntry::default()
+                    },
+                );
+                Outcome::Failed {
+                    reason,
+                    ambiguous: matches!(e, WriteError::Ambiguous { .. }),
+                }
+            }
+        }
+    }
+
+    /// Every current line of the document, mapped, each with its item; `Err` (the job waits)
+    /// when there is none yet or a line's product has no item yet.
+    fn lines(
+        &self,
+        em: &EntityMap,
+        l: &super::flow::Lines,
+        j: &JobRef<'_>,
+    ) -> Result<std::result::Result<Vec<Value>, String>> {
+        let records = self
+            .state
+            .sink_lines(self.flow_name, em.name(), j.source_id)?;
+        if records.is_empty() {
+            return Ok(Err(
+                "it has no lines yet (its products arrive with a later change set)".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for text in records {
+            let Ok(rec) = serde_json::from_str::<Map<String, Value>>(&text) else {
+                return Ok(Err("a stored line is unreadable".into()));
+            };
+            let mut line = Map::new();
+            for (src, dst) in &l.fields {
+                if let Some(v) = source_value(&rec, src).and_then(|v| self.target.value(&v)) {
+                    line.insert(dst.clone(), v);
+                }
+            }
+            for (k, v) in &l.defaults {
+                line.entry(k.clone())
+                    .or_insert_with(|| Value::String(v.clone()));
+            }
+            if let Some(item) = &l.item {
+                match parent_id(self.flow, item, &rec, &|m, id| self.recall(m, id))? {
+                    ParentId::Id(pid) => {
+                        match self.state.sink_link(self.flow_name, &item.source, &pid)? {
+                            Some(link) => {
+                                line.insert(item.field.clone(), Value::String(link.target_key));
+                            }
+                            None => {
+                                return Ok(Err(format!(
+                                    "a line's {} {pid} has no target record yet",
+                                    item.source
+                                )));
+                            }
+                        }
+                    }
+                    ParentId::None | ParentId::Unresolved(_) => {
+                        return Ok(Err(format!("a line has no {}", item.column)));
+                    }
+                }
+            }
+            out.push(Value::Object(line));
+        }
+        Ok(Ok(out))
     }
 
     /// The fields last written for this record (the mapping of the source version the ledger

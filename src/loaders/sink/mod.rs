@@ -119,7 +119,11 @@ impl<'a> Sink<'a> {
                 )));
             }
         };
-        if let Some(e) = flow.entities.iter().find(|e| !hubs.contains(&e.target.as_str())) {
+        if let Some(e) = flow
+            .entities
+            .iter()
+            .find(|e| !hubs.contains(&e.target.as_str()))
+        {
             return Err(Error::Config(format!(
                 "sink flow `{name}`: {} → {} is not supported (the sink writes {} {})",
                 e.name(),
@@ -294,7 +298,7 @@ impl<'a> Sink<'a> {
         let new = self
             .ctx
             .state
-            .sink_add_jobs(&jobs, &self.name, &plan.cursors)?;
+            .sink_add_jobs(&jobs, &plan.lines, &self.name, &plan.cursors)?;
         let in_plan: std::collections::HashSet<&str> =
             plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
         // Mapping by mapping (dependencies first), the writes of one mapping concurrently.

@@ -13,7 +13,7 @@ use super::ledger::{ParentId, parent_id};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
-use crate::state::{StateStore, job_status};
+use crate::state::{SinkLine, StateStore, job_status};
 
 /// What apply will do with one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,6 +60,9 @@ pub struct PlannedJob {
 pub struct Plan {
     pub flow: String,
     pub jobs: Vec<PlannedJob>,
+    /// Document lines read (deal products), recorded by apply with the jobs.
+    #[serde(skip)]
+    pub lines: Vec<SinkLine>,
     /// (stream, last run read): the cursors apply commits.
     pub cursors: Vec<(String, String)>,
 }
@@ -129,36 +132,45 @@ pub async fn plan(
         let cursor = state.sink_cursor(name, &ckey)?;
         let rk = (sid.to_string(), cursor.clone());
         if !read.contains_key(&rk) {
-            let key = stream.catalog.primary_key.clone();
-            // The row version: Dataverse's versionnumber, else the modified-time cursor.
-            let version = stream
-                .catalog
-                .columns
-                .iter()
-                .find(|c| c.name == "versionnumber")
-                .map(|c| c.name.clone())
-                .or_else(|| stream.spec.cursor_field.clone());
-            let runs = changes::runs_after(lake, &sid, cursor.as_deref()).await?;
-            // The newest version of each record across the runs read (later runs win).
-            let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
-            for m in &runs {
-                for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
-                    .await?
-                    .into_iter()
-                    .enumerate()
-                {
-                    if row.id.is_empty() {
-                        row.id = format!("{MALFORMED}{}#{i}", m.run_id);
-                    }
-                    latest.insert(row.id.clone(), (m.run_id.clone(), row));
-                }
-            }
-            let last = runs.last().map(|m| m.run_id.clone());
-            read.insert(rk.clone(), (latest.into_values().collect(), last));
+            read.insert(
+                rk.clone(),
+                read_stream(lake, defs, &sid, cursor.as_deref()).await?,
+            );
         }
         let (rows, last) = &read[&rk];
         if let Some(last) = last {
             out.cursors.push((ckey, last.clone()));
+        }
+        // The document's lines (deal products): their newest versions, per parent.
+        let mut new_lines: BTreeMap<String, usize> = BTreeMap::new();
+        if let Some(l) = &em.lines {
+            let lsid: StreamId = format!("{}.{}", flow.source_system, l.source).parse()?;
+            let lkey = format!("{lsid}#{mapping}");
+            let lcursor = state.sink_cursor(name, &lkey)?;
+            let (lrows, llast) = read_stream(lake, defs, &lsid, lcursor.as_deref()).await?;
+            if let Some(last) = llast {
+                out.cursors.push((lkey, last));
+            }
+            for (_, row) in lrows {
+                let parent = super::ledger::source_value(&row.record, &l.parent_column)
+                    .and_then(|v| match v.as_ref() {
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                if !row.deleted {
+                    *new_lines.entry(parent.clone()).or_default() += 1;
+                }
+                out.lines.push(SinkLine {
+                    mapping: mapping.to_string(),
+                    line_id: row.id.clone(),
+                    parent_id: parent,
+                    record: serde_json::to_string(&row.record)
+                        .map_err(|e| Error::State(e.to_string()))?,
+                    deleted: row.deleted,
+                });
+            }
         }
         let key_cols = stream.catalog.primary_key.join(", ");
         for (run_id, row) in rows {
@@ -205,6 +217,14 @@ pub async fn plan(
                         l.target_key,
                         l.source_version.unwrap_or_default()
                     ),
+                )
+            } else if em.lines.is_some()
+                && !new_lines.contains_key(&row.id)
+                && state.sink_lines(name, mapping, &row.id)?.is_empty()
+            {
+                (
+                    Action::Wait,
+                    "it has no lines yet (its products arrive with a later change set)".into(),
                 )
             } else if let Some(wait) =
                 missing_parent(state, name, flow, em, &row.record, &planned, &seen)?
@@ -256,6 +276,45 @@ pub async fn plan(
         }
     }
     Ok(out)
+}
+
+/// Reads the change sets of `sid` after `cursor`: the newest row of each record (with the run
+/// it came from) and the last run read.
+async fn read_stream(
+    lake: &Lake,
+    defs: &Definitions,
+    sid: &StreamId,
+    cursor: Option<&str>,
+) -> Result<RunsRead> {
+    let stream = defs
+        .get(sid)
+        .map_err(|_| Error::Config(format!("a sink flow reads {sid}, which no stream defines")))?;
+    let key = stream.catalog.primary_key.clone();
+    // The row version: Dataverse's versionnumber, else the modified-time cursor.
+    let version = stream
+        .catalog
+        .columns
+        .iter()
+        .find(|c| c.name == "versionnumber")
+        .map(|c| c.name.clone())
+        .or_else(|| stream.spec.cursor_field.clone());
+    let runs = changes::runs_after(lake, sid, cursor).await?;
+    // The newest version of each record across the runs read (later runs win).
+    let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
+    for m in &runs {
+        for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
+            .await?
+            .into_iter()
+            .enumerate()
+        {
+            if row.id.is_empty() {
+                row.id = format!("{MALFORMED}{}#{i}", m.run_id);
+            }
+            latest.insert(row.id.clone(), (m.run_id.clone(), row));
+        }
+    }
+    let last = runs.last().map(|m| m.run_id.clone());
+    Ok((latest.into_values().collect(), last))
 }
 
 /// Why a record cannot be written yet: its parent (e.g. the contact's account) has no ledger

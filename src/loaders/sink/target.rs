@@ -96,6 +96,14 @@ pub trait Target: Send + Sync {
     fn parallelism(&self) -> usize {
         1
     }
+
+    /// Posts a created document (Business Central `Microsoft.NAV.post`); returns the status.
+    async fn post(&self, hub: &str, _key: &str) -> Result<u16, WriteError> {
+        Err(WriteError::Refused {
+            status: 0,
+            reason: format!("{hub} documents can't be posted on this target"),
+        })
+    }
 }
 
 /// A boxed target is a target (so `&Box<dyn Target>` passes where `&dyn Target` is taken).
@@ -144,5 +152,9 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     fn parallelism(&self) -> usize {
         (**self).parallelism()
+    }
+
+    async fn post(&self, hub: &str, key: &str) -> Result<u16, WriteError> {
+        (**self).post(hub, key).await
     }
 }
