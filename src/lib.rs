@@ -40,6 +40,7 @@ pub mod loaders;
 pub mod run;
 pub mod sandbox;
 pub mod schema;
+pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod streams;

@@ -1,0 +1,115 @@
+//! The one HTTP server of `mlc serve`: health, metrics and the webhook receivers.
+//!
+//! ```text
+//! GET  /healthz                                  liveness ("ok")
+//! GET  /metrics                                  Prometheus text exposition
+//! POST /webhooks/dataverse/{connection}          RemoteExecutionContext, shared key
+//! POST /webhooks/pipedrive/{connection}          v1 / v2 events, Basic auth (+ HMAC)
+//! POST /webhooks/business_central/{connection}   notifications, clientState
+//! GET|POST ...business_central/{c}?validationToken=…   subscription handshake
+//! ```
+//!
+//! Receivers check, parse and queue; they never run anything, so they answer in milliseconds
+//! (Dataverse waits 60 s, Business Central ~5 s for the handshake). Bodies above
+//! `serve.max_body_bytes` get 413 before any parsing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::serve::config::WebhookConfig;
+use crate::state::StateStore;
+use crate::vault::Secrets;
+
+use super::clock::Clock;
+use super::metrics::Metrics;
+use super::queue::Queue;
+use super::routes::Routes;
+use super::{business_central, dataverse, pipedrive};
+
+/// What every handler shares.
+pub struct Receiver {
+    pub routes: Routes,
+    pub queue: Arc<Queue>,
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<StateStore>,
+    pub clock: Arc<dyn Clock>,
+    /// Webhook secrets by connection (loaded from the vault at start).
+    pub secrets: BTreeMap<String, Secrets>,
+    pub webhooks: BTreeMap<String, WebhookConfig>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receiver")
+    }
+}
+
+impl Receiver {
+    /// The webhook settings of a connection (defaults when it has no section).
+    pub fn webhook(&self, connection: &str) -> WebhookConfig {
+        self.webhooks.get(connection).cloned().unwrap_or_default()
+    }
+
+    /// A rejection: counted, logged without any secret, answered with `status`.
+    pub fn reject(
+        &self,
+        system: &str,
+        connection: &str,
+        status: StatusCode,
+        reason: &str,
+    ) -> Response {
+        self.metrics.rejected(system, reason);
+        tracing::warn!(
+            system,
+            connection,
+            reason,
+            status = status.as_u16(),
+            "webhook rejected"
+        );
+        let mut r = (status, format!("{reason}\n")).into_response();
+        if status == StatusCode::UNAUTHORIZED && system == "pipedrive" {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"mlc\""),
+            );
+        }
+        r
+    }
+}
+
+/// The router; `max_body` bytes per request.
+pub fn router(rx: Arc<Receiver>, max_body: usize) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .route("/webhooks/dataverse/{connection}", post(dataverse::receive))
+        .route("/webhooks/pipedrive/{connection}", post(pipedrive::receive))
+        .route(
+            "/webhooks/business_central/{connection}",
+            post(business_central::receive).get(business_central::handshake_only),
+        )
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(rx)
+}
+
+async fn metrics(axum::extract::State(rx): axum::extract::State<Arc<Receiver>>) -> Response {
+    let rx2 = rx.clone();
+    let text =
+        tokio::task::spawn_blocking(move || rx2.metrics.render(Some(&rx2.state), rx2.clock.now()))
+            .await
+            .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
