@@ -130,14 +130,14 @@ pub async fn receive(
     };
     rx.metrics.received(SYSTEM);
     let Some(names) = entities(&ctx) else {
-        tracing::info!(connection = %connection, message = %ctx.message_name, "dataverse message not acted on");
+        tracing::info!(connection = %connection, sdk_message = %ctx.message_name, "dataverse message not acted on");
         return (StatusCode::OK, "ignored\n").into_response();
     };
     let streams: BTreeSet<String> = names
         .iter()
         .filter_map(|n| routes.stream_for(n).map(str::to_string))
         .collect();
-    tracing::info!(connection = %connection, message = %ctx.message_name, entity = %ctx.primary_entity_name, id = %ctx.primary_entity_id, streams = ?streams, "dataverse event");
+    tracing::info!(connection = %connection, sdk_message = %ctx.message_name, entity = %ctx.primary_entity_name, id = %ctx.primary_entity_id, streams = ?streams, "dataverse event");
     if streams.is_empty() {
         return (StatusCode::OK, "no stream\n").into_response();
     }

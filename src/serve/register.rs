@@ -81,9 +81,9 @@ pub async fn register(
                  3. Name: mlc-{}   Endpoint URL: {url}\n\
                  4. Authentication: {how}\n{value_line}\n\
                  5. Save. Then, for each table mlc should hear about, right-click the web hook > Register New Step:\n\
-                    Message: Create / Update / Delete (and Win for opportunity, QualifyLead for lead),\n\
-                    Primary Entity: the table (account, contact, opportunity, lead, ...),\n\
-                    Event Pipeline Stage: PostOperation, Execution Mode: Asynchronous.\n\
+                 \x20  Message: Create / Update / Delete (and Win for opportunity, QualifyLead for lead),\n\
+                 \x20  Primary Entity: the table (account, contact, opportunity, lead, ...),\n\
+                 \x20  Event Pipeline Stage: PostOperation, Execution Mode: Asynchronous.\n\
                  The key is stored encrypted in the vault (entry webhook.{}); it is shown here only so you can paste it.\n",
                 if fresh {
                     "a new key was generated"
