@@ -128,10 +128,21 @@ impl Queue {
                     let busy = |k: &String| {
                         g.in_flight.contains(k) || g.pending.iter().any(|p| p.keys().contains(k))
                     };
-                    if !keys.is_empty() && keys.iter().all(busy) {
+                    let busy_keys: HashSet<String> =
+                        keys.iter().filter(|k| busy(k)).cloned().collect();
+                    // Streams still running (or queued) from an earlier firing are left out;
+                    // the rest run now.
+                    let mut t = t.clone();
+                    let conn = t.connection.clone();
+                    t.streams
+                        .retain(|s| !busy_keys.contains(&format!("{conn}/{s}")));
+                    if t.streams.is_empty() {
                         tracing::info!(schedule = %name, connection = %t.connection, "skipped: the previous run of these streams is still in flight or queued");
                         Submitted::Skipped
                     } else {
+                        if !busy_keys.is_empty() {
+                            tracing::info!(schedule = %name, skipped = ?busy_keys, "some streams still in flight: left out of this firing");
+                        }
                         g.submitted += 1;
                         g.pending.push(t);
                         Submitted::Queued
@@ -276,5 +287,15 @@ mod tests {
         let next = q.take_ready().unwrap();
         assert_eq!(next.streams.len(), 2);
         assert_eq!(q.submitted(), 2);
+        // A schedule over a running stream and an idle one runs only the idle one.
+        assert_eq!(
+            q.submit(t(s(), &["dataverse.account", "dataverse.lead"])),
+            Submitted::Queued
+        );
+        let partial = q.take_ready().unwrap();
+        assert_eq!(
+            partial.streams,
+            BTreeSet::from(["dataverse.lead".to_string()])
+        );
     }
 }

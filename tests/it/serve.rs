@@ -695,3 +695,68 @@ async fn a_dataverse_webhook_drives_a_stream_run_and_a_deltek_sink_write() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlc_serve_answers_health_logs_json_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read};
+    let e = env(
+        20,
+        "[\"dataverse.account\"]",
+        "[serve]\n[[serve.schedules]]\ncron = \"@hourly\"\nconnection = \"crm\"\n",
+    )
+    .await;
+    let config = e.ctx.config.dir.join("mlc.toml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mlc"))
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut l = String::new();
+        BufReader::new(stdout).read_line(&mut l).unwrap();
+        l
+    })
+    .await
+    .unwrap();
+    let base = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{line}"))
+        .to_string();
+    let r = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    // SAFETY: signals the child this test spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (child.wait().unwrap(), err)
+    });
+    let (status, err) = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .expect("mlc serve did not stop on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}\n{err}");
+    // stderr is not a terminal: JSON lines.
+    let first = err
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("{err}"));
+    let v: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert!(
+        v.get("level").is_some() && v.get("fields").is_some(),
+        "{first}"
+    );
+}
