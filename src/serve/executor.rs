@@ -13,6 +13,10 @@ use crate::run::{Context, RunRequest, run_stream};
 use super::metrics::{FlowStatus, Metrics, StreamLabel, StreamStatus};
 use super::queue::{Executor, Trigger};
 
+/// One stream's run, labelled `connection/stream`.
+type Labelled = (String, Result<crate::run::RunSummary>);
+type RunFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Labelled> + Send + 'a>>;
+
 /// Runs triggers against a project.
 pub struct SyncExecutor {
     pub ctx: Arc<Context>,
@@ -27,19 +31,11 @@ impl SyncExecutor {
         &self,
         conn: &crate::config::Connection,
         patterns: &[String],
-    ) -> Result<Vec<(String, Result<crate::run::RunSummary>)>> {
+    ) -> Result<Vec<Labelled>> {
         let ctx = &*self.ctx;
         let gate = tokio::sync::Semaphore::new(ctx.config.sync.concurrency.max(1));
         let req = RunRequest::Sync { full: false };
-        let mut jobs: Vec<
-            std::pin::Pin<
-                Box<
-                    dyn std::future::Future<Output = (String, Result<crate::run::RunSummary>)>
-                        + Send
-                        + '_,
-                >,
-            >,
-        > = Vec::new();
+        let mut jobs: Vec<RunFuture<'_>> = Vec::new();
         for s in ctx.streams_for(conn, patterns)? {
             let label = format!("{}/{}", conn.name, s.id);
             let gate = &gate;

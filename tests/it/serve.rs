@@ -760,3 +760,145 @@ async fn mlc_serve_answers_health_logs_json_and_stops_on_sigterm() {
         "{first}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_bc_subscriptions_require_the_echo_and_if_match() {
+    use ml_connector::http::Idempotency;
+    use reqwest::Method;
+    let e = env(20, "[\"dataverse.account\"]", "[serve]\n").await;
+    let rec = Arc::new(Recorder::default());
+    let server = start(&e.ctx, ManualClock::new(Utc::now()), rec).await;
+    let conn = e.ctx.config.connection("erp").unwrap();
+    let ep = ml_connector::connect::endpoint(conn, &e.ctx.vault).unwrap();
+    let subs = format!("{}/api/v2.0/subscriptions", ep.base);
+    let (company, _) = e.sandbox.business_central_companies()[0].clone();
+    let body = |url: &str| {
+        serde_json::json!({
+            "notificationUrl": url,
+            "resource": format!("/api/v2.0/companies({company})/customers"),
+            "clientState": "state-1",
+        })
+    };
+    let send =
+        |method: Method, url: String, body: Option<serde_json::Value>, if_match: Option<String>| {
+            let http = ep.http.clone();
+            async move {
+                http.send(method, &url, "test", Idempotency::Unsafe, |rb| {
+                    let rb = match &if_match {
+                        Some(t) => rb.header("If-Match", t.clone()),
+                        None => rb,
+                    };
+                    match &body {
+                        Some(b) => rb.json(b),
+                        None => rb,
+                    }
+                })
+                .await
+            }
+        };
+    // An endpoint that does not echo the validation token: no subscription.
+    let not_echoing = format!("{}/_sandbox/health", e.sandbox.base_url());
+    let err = send(Method::POST, subs.clone(), Some(body(&not_echoing)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(e.sandbox.business_central_subscriptions().is_empty());
+    // The receiver echoes: 201 with the subscription, expiring within 3 days.
+    let hook = format!("{}/webhooks/business_central/erp", server.public_base);
+    let r = send(Method::POST, subs.clone(), Some(body(&hook)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let id = v["subscriptionId"].as_str().unwrap().to_string();
+    let etag = v["@odata.etag"].as_str().unwrap().to_string();
+    let expires =
+        chrono::DateTime::parse_from_rfc3339(v["expirationDateTime"].as_str().unwrap()).unwrap();
+    assert!(expires <= Utc::now() + chrono::Duration::days(3));
+    let one = format!("{subs}('{id}')");
+    // Renewal needs If-Match, and the current etag.
+    let err = send(Method::PATCH, one.clone(), Some(body(&hook)), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(400));
+    let err = send(
+        Method::PATCH,
+        one.clone(),
+        Some(body(&hook)),
+        Some("W/\"stale\"".into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.status(), Some(409));
+    let r = send(
+        Method::PATCH,
+        one.clone(),
+        Some(body(&hook)),
+        Some(etag.clone()),
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_ne!(v["@odata.etag"].as_str().unwrap(), etag);
+    assert_eq!(e.sandbox.business_central_handshakes(), 2);
+    // Delete, then it is gone.
+    let r = send(Method::DELETE, one.clone(), None, Some("*".into()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    let err = send(Method::GET, one.clone(), None, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipedrive_v1_webhooks_reach_the_receiver() {
+    let e = env(
+        20,
+        "[\"dataverse.account\"]",
+        "[serve]\n[serve.webhooks.pd]\nversion = \"1.0\"\nobjects = [\"person\"]\n",
+    )
+    .await;
+    let rec = Arc::new(Recorder::default());
+    // Bind a port, register against it, restart on it with the generated password loaded.
+    let server = start(&e.ctx, ManualClock::new(Utc::now()), rec.clone()).await;
+    let mut cfg = e.ctx.config.clone();
+    cfg.serve.public_url = Some(server.public_base.clone());
+    server.shutdown().await;
+    let out = ml_connector::serve::register::register(
+        &cfg,
+        &e.ctx.vault,
+        e.ctx.state.clone(),
+        cfg.connection("pd").unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("*.person"), "{out}");
+    let server = Server::start(
+        e.ctx.clone(),
+        ServeOptions {
+            listen: Some(format!("127.0.0.1:{}", server_port(&cfg))),
+            clock: Arc::new(ManualClock::new(Utc::now())),
+            tick: Duration::from_millis(10),
+            subscription_check: None,
+            executor: Some(rec.clone()),
+        },
+    )
+    .await
+    .unwrap();
+    e.sandbox.pipedrive_mutate();
+    assert!(eventually(8, || rec.started() >= 1).await);
+    assert!(server.settle(Duration::from_secs(5)).await);
+    assert_eq!(
+        rec.streams(),
+        BTreeSet::from(["pipedrive.person".to_string()])
+    );
+    let m = server.metrics.render(None, Utc::now());
+    assert!(
+        !m.contains("mlc_webhooks_rejected_total{system=\"pipedrive\""),
+        "{m}"
+    );
+    server.shutdown().await;
+}
