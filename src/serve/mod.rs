@@ -109,6 +109,12 @@ impl Server {
         // Resolve every schedule once now, so a typo fails at start, not at 3 a.m.
         let mut schedule_triggers = BTreeMap::new();
         for s in &scheduler.schedules {
+            for f in &s.flows {
+                crate::loaders::sink::flow::FlowFile::load(&ctx.config.definitions_dir, f)
+                    .map_err(|e| {
+                        Error::Config(format!("schedule `{}`: flow `{f}`: {e}", s.name))
+                    })?;
+            }
             schedule_triggers.insert(
                 s.name.clone(),
                 routes.schedule_triggers(

@@ -902,3 +902,32 @@ async fn pipedrive_v1_webhooks_reach_the_receiver() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_run_in_flight_finish() {
+    let e = env(20, "[\"dataverse.account\"]", "[serve]\n").await;
+    put_secret(&e.ctx, "crm", "key", "k");
+    let rec = Recorder::gated();
+    let server = start(&e.ctx, ManualClock::new(Utc::now()), rec.clone()).await;
+    let ctx = serde_json::json!({"MessageName": "Create", "PrimaryEntityName": "account", "PrimaryEntityId": "3e2f9b7c-0000-47a0-a1d3-0a0000000004"});
+    let r = reqwest::Client::new()
+        .post(format!(
+            "{}/webhooks/dataverse/crm?code=k",
+            server.public_base
+        ))
+        .json(&ctx)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(eventually(5, || rec.started() == 1).await);
+    let stopping = tokio::spawn(server.shutdown());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(!stopping.is_finished(), "shutdown did not wait for the run");
+    rec.release();
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.finished(), 1);
+}
