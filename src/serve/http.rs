@@ -95,7 +95,33 @@ pub fn router(rx: Arc<Receiver>, max_body: usize) -> Router {
             post(business_central::receive).get(business_central::handshake_only),
         )
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            rx.clone(),
+            count_oversized,
+        ))
         .with_state(rx)
+}
+
+/// The body limit answers 413 before any handler runs; count those rejections too.
+async fn count_oversized(
+    axum::extract::State(rx): axum::extract::State<Arc<Receiver>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let system = req
+        .uri()
+        .path()
+        .strip_prefix("/webhooks/")
+        .and_then(|p| p.split('/').next())
+        .map(str::to_string);
+    let r = next.run(req).await;
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && let Some(system) = system
+    {
+        rx.metrics.rejected(&system, "body too large");
+        tracing::warn!(system = %system, "webhook rejected: body over serve.max_body_bytes");
+    }
+    r
 }
 
 async fn metrics(axum::extract::State(rx): axum::extract::State<Arc<Receiver>>) -> Response {

@@ -517,6 +517,14 @@ async fn forged_or_malformed_webhooks_are_rejected_and_a_redelivered_event_runs_
         m.contains("mlc_webhooks_received_total{system=\"pipedrive\"} 3"),
         "{m}"
     );
+    for system in ["dataverse", "pipedrive"] {
+        assert!(
+            m.contains(&format!(
+                "mlc_webhooks_rejected_total{{system=\"{system}\",reason=\"body too large\"}} 1"
+            )),
+            "{m}"
+        );
+    }
     assert!(
         m.contains("mlc_triggers_total{origin=\"webhook\",outcome=\"duplicate\"} 2"),
         "{m}"
