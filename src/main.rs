@@ -1345,7 +1345,7 @@ async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
                 SecretString::from(value),
             )?;
             println!(
-                "stored {field} for `{connection}` webhooks (encrypted); restart `mlc serve` to use it"
+                "stored {field} for `{connection}` webhooks (encrypted); a running `mlc serve` picks it up by itself"
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -14,8 +14,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http::Receiver;
+use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::vault::Secrets;
 
 const SYSTEM: &str = "business_central";
 
@@ -95,18 +96,6 @@ pub async fn receive(
             "no such business_central connection",
         );
     };
-    let Some(state) = rx
-        .secrets
-        .get(&connection)
-        .and_then(|s| s.get("client_state"))
-    else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::UNAUTHORIZED,
-            "no clientState stored: run `mlc webhooks register` for this connection",
-        );
-    };
     // BC stopped sending a BOM in v19; older servers may still.
     let raw = body
         .strip_prefix(b"\xEF\xBB\xBF".as_slice())
@@ -131,17 +120,22 @@ pub async fn receive(
         );
     }
     // Every item checked before anything is queued: one forged item rejects the request.
-    if !n
-        .value
-        .iter()
-        .all(|i| secrets::matches(i.client_state.as_bytes(), state))
-    {
-        return rx.reject(
-            SYSTEM,
-            &connection,
+    let check = |s: &Secrets| -> Result<(), Refusal> {
+        let state = s.get("client_state").ok_or((
             StatusCode::UNAUTHORIZED,
-            "wrong clientState",
-        );
+            "no clientState stored: run `mlc webhooks register` for this connection",
+        ))?;
+        if n.value
+            .iter()
+            .all(|i| secrets::matches(i.client_state.as_bytes(), state))
+        {
+            Ok(())
+        } else {
+            Err((StatusCode::UNAUTHORIZED, "wrong clientState"))
+        }
+    };
+    if let Err((status, reason)) = rx.secrets.verify(&connection, check) {
+        return rx.reject(SYSTEM, &connection, status, reason);
     }
     rx.metrics.received(SYSTEM);
     let mut streams = BTreeSet::new();

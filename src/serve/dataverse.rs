@@ -12,8 +12,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http::Receiver;
+use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::vault::Secrets;
 
 const SYSTEM: &str = "dataverse";
 
@@ -97,25 +98,28 @@ pub async fn receive(
             "no such dataverse connection",
         );
     };
-    let Some(key) = rx.secrets.get(&connection).and_then(|s| s.get("key")) else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::UNAUTHORIZED,
-            "no webhook key stored: run `mlc webhooks register` for this connection",
-        );
-    };
     let cfg = rx.webhook(&connection);
     let presented = match &cfg.key_header {
         Some(h) => headers.get(h.as_str()).map(|v| v.as_bytes().to_vec()),
         None => query_param(query.as_deref(), cfg.key_query.as_deref().unwrap_or("code"))
             .map(String::into_bytes),
     };
-    let Some(presented) = presented else {
-        return rx.reject(SYSTEM, &connection, StatusCode::UNAUTHORIZED, "missing key");
+    let check = |s: &Secrets| -> Result<(), Refusal> {
+        let key = s.get("key").ok_or((
+            StatusCode::UNAUTHORIZED,
+            "no webhook key stored: run `mlc webhooks register` for this connection",
+        ))?;
+        let p = presented
+            .as_ref()
+            .ok_or((StatusCode::UNAUTHORIZED, "missing key"))?;
+        if secrets::matches(p, key) {
+            Ok(())
+        } else {
+            Err((StatusCode::UNAUTHORIZED, "wrong key"))
+        }
     };
-    if !secrets::matches(&presented, key) {
-        return rx.reject(SYSTEM, &connection, StatusCode::UNAUTHORIZED, "wrong key");
+    if let Err((status, reason)) = rx.secrets.verify(&connection, check) {
+        return rx.reject(SYSTEM, &connection, status, reason);
     }
     let ctx: ExecutionContext = match serde_json::from_slice(&body) {
         Ok(c) => c,

@@ -14,7 +14,8 @@
 //! `serve.max_body_bytes` get 413 before any parsing.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -24,13 +25,80 @@ use axum::routing::{get, post};
 
 use crate::serve::config::WebhookConfig;
 use crate::state::StateStore;
-use crate::vault::Secrets;
+use crate::vault::{Secrets, Vault};
 
 use super::clock::Clock;
 use super::metrics::Metrics;
 use super::queue::Queue;
 use super::routes::Routes;
+use super::secrets;
 use super::{business_central, dataverse, pipedrive};
+
+/// A failed check: the status to answer and the reason to count and log (never a secret).
+pub type Refusal = (StatusCode, &'static str);
+
+/// Webhook secrets by connection, read from the vault at start and read again (at most once
+/// per 5 s per connection) when a request fails its check, so `mlc webhooks register` or
+/// `mlc webhooks secret` take effect without a restart while a flood of forged requests costs
+/// one vault read per 5 s.
+pub struct SecretCache {
+    vault: Option<Vault>,
+    entries: Mutex<BTreeMap<String, (Secrets, Option<Instant>)>>,
+}
+
+impl SecretCache {
+    pub fn new(vault: Option<Vault>, initial: BTreeMap<String, Secrets>) -> Self {
+        Self {
+            vault,
+            entries: Mutex::new(initial.into_iter().map(|(k, v)| (k, (v, None))).collect()),
+        }
+    }
+
+    fn get(&self, connection: &str) -> Secrets {
+        let g = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        g.get(connection)
+            .map(|(s, _)| s.clone())
+            .unwrap_or_default()
+    }
+
+    /// Re-reads the connection's vault entry unless that happened in the last 5 s.
+    fn refresh(&self, connection: &str) -> bool {
+        let Some(vault) = &self.vault else {
+            return false;
+        };
+        {
+            let g = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+            if g.get(connection)
+                .and_then(|(_, at)| *at)
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
+            {
+                return false;
+            }
+        }
+        let fresh = secrets::load(vault, connection).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read webhook secrets from the vault");
+            Secrets::new()
+        });
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(connection.to_string(), (fresh, Some(Instant::now())));
+        true
+    }
+
+    /// `check` against the cached secrets; when it refuses, once more after a refresh.
+    pub fn verify<T>(
+        &self,
+        connection: &str,
+        check: impl Fn(&Secrets) -> Result<T, Refusal>,
+    ) -> Result<T, Refusal> {
+        match check(&self.get(connection)) {
+            Ok(v) => Ok(v),
+            Err(e) if self.refresh(connection) => check(&self.get(connection)).map_err(|_| e),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// What every handler shares.
 pub struct Receiver {
@@ -39,8 +107,8 @@ pub struct Receiver {
     pub metrics: Arc<Metrics>,
     pub state: Arc<StateStore>,
     pub clock: Arc<dyn Clock>,
-    /// Webhook secrets by connection (loaded from the vault at start).
-    pub secrets: BTreeMap<String, Secrets>,
+    /// Webhook secrets by connection.
+    pub secrets: SecretCache,
     pub webhooks: BTreeMap<String, WebhookConfig>,
 }
 

@@ -170,7 +170,7 @@ impl Server {
             metrics: metrics.clone(),
             state: ctx.state.clone(),
             clock: opts.clock.clone(),
-            secrets: secrets_by_conn,
+            secrets: http::SecretCache::new(Some(ctx.vault.clone()), secrets_by_conn),
             webhooks: cfg.webhooks.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -20,8 +20,9 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::http::Receiver;
+use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::vault::Secrets;
 
 const SYSTEM: &str = "pipedrive";
 
@@ -132,55 +133,43 @@ pub async fn receive(
             "no such pipedrive connection",
         );
     };
-    let stored = rx.secrets.get(&connection);
-    let Some(password) = stored.and_then(|s| s.get("password")) else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
+    let cfg = rx.webhook(&connection);
+    let creds = basic(&headers);
+    let signature = headers
+        .get(
+            cfg.signature_header
+                .as_deref()
+                .unwrap_or("x-pipedrive-signature"),
+        )
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let expected_user = secrecy::SecretString::from(cfg.basic_user().to_string());
+    let check = |s: &Secrets| -> Result<(), Refusal> {
+        let password = s.get("password").ok_or((
             StatusCode::UNAUTHORIZED,
             "no webhook password stored: run `mlc webhooks register` for this connection",
-        );
-    };
-    let cfg = rx.webhook(&connection);
-    let Some((user, pass)) = basic(&headers) else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::UNAUTHORIZED,
-            "missing basic auth",
-        );
-    };
-    // Both compared, always, so timing does not tell which one was wrong.
-    let user_ok = secrets::matches(
-        &user,
-        &secrecy::SecretString::from(cfg.basic_user().to_string()),
-    );
-    let pass_ok = secrets::matches(&pass, password);
-    if !(user_ok & pass_ok) {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::UNAUTHORIZED,
-            "wrong basic auth",
-        );
-    }
-    if let Some(secret) = stored.and_then(|s| s.get("signing_secret")) {
-        let name = cfg
-            .signature_header
-            .as_deref()
-            .unwrap_or("x-pipedrive-signature");
-        let ok = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|sig| signature_ok(secret.expose_secret(), &body, sig));
-        if !ok {
-            return rx.reject(
-                SYSTEM,
-                &connection,
-                StatusCode::UNAUTHORIZED,
-                "bad signature",
-            );
+        ))?;
+        let (user, pass) = creds
+            .as_ref()
+            .ok_or((StatusCode::UNAUTHORIZED, "missing basic auth"))?;
+        // Both compared, always, so timing does not tell which one was wrong.
+        let user_ok = secrets::matches(user, &expected_user);
+        let pass_ok = secrets::matches(pass, password);
+        if !(user_ok & pass_ok) {
+            return Err((StatusCode::UNAUTHORIZED, "wrong basic auth"));
         }
+        if let Some(secret) = s.get("signing_secret") {
+            let ok = signature
+                .as_deref()
+                .is_some_and(|sig| signature_ok(secret.expose_secret(), &body, sig));
+            if !ok {
+                return Err((StatusCode::UNAUTHORIZED, "bad signature"));
+            }
+        }
+        Ok(())
+    };
+    if let Err((status, reason)) = rx.secrets.verify(&connection, check) {
+        return rx.reject(SYSTEM, &connection, status, reason);
     }
     let Some(event) = parse(&body) else {
         return rx.reject(
