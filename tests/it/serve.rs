@@ -858,6 +858,57 @@ async fn sandbox_bc_subscriptions_require_the_echo_and_if_match() {
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404));
+
+    // Notifications, as a capturing endpoint sees them: one item per changed customer of the
+    // subscribed company, no record data, the subscription's clientState.
+    let captured = Arc::new(std::sync::Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = captured.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |q: axum::extract::RawQuery, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                if let Some(t) =
+                    q.0.as_deref()
+                        .and_then(|q| q.strip_prefix("validationToken="))
+                {
+                    return t.to_string();
+                }
+                sink.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                String::new()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let capture = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let r = send(Method::POST, subs.clone(), Some(body(&capture)), None)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    e.sandbox.business_central_mutate();
+    assert!(eventually(5, || !captured.lock().unwrap().is_empty()).await);
+    let items = captured.lock().unwrap()[0]["value"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!items.is_empty());
+    let prefix = format!("api/v2.0/companies({company})/customers(");
+    let mut kinds = BTreeSet::new();
+    for i in &items {
+        assert_eq!(i["clientState"], "state-1");
+        assert!(i["resource"].as_str().unwrap().starts_with(&prefix), "{i}");
+        kinds.insert(i["changeType"].as_str().unwrap().to_string());
+        assert!(
+            i.get("displayName").is_none(),
+            "notifications carry no record data"
+        );
+    }
+    let allowed: BTreeSet<String> = ["created", "updated", "deleted"].map(String::from).into();
+    assert!(kinds.is_subset(&allowed), "{kinds:?}");
+    assert!(kinds.contains("updated"), "{kinds:?}");
     server.shutdown().await;
 }
 

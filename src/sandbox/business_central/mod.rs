@@ -103,13 +103,43 @@ impl BusinessCentral {
 
     /// One round of inserts, updates and deletes.
     pub(crate) fn mutate(&self) -> BTreeMap<String, BcChanges> {
-        let changes = self.store_mut().mutate();
-        let changed: Vec<String> = changes
-            .iter()
-            .filter(|(_, c)| c.inserted + c.updated + c.deleted > 0)
-            .map(|(k, _)| k.clone())
-            .collect();
-        self.subscriptions.notify(&changed);
+        let mut store = self.store_mut();
+        let newest = |st: &Store| {
+            st.tables
+                .iter()
+                .flatten()
+                .flat_map(|t| t.changed.values().map(|m| m.modified_ms))
+                .max()
+                .unwrap_or(i64::MIN)
+        };
+        let since = newest(&store);
+        let changes = store.mutate();
+        // The rows this round touched, for webhook notifications (lines notify through their
+        // document header on BC; line sets take no subscriptions here).
+        let mut records = Vec::new();
+        for c in 0..COMPANIES.len() {
+            for set in ALL.into_iter().filter(|s| s.header().is_none()) {
+                for (o, m) in &store.tables[c][set.index()].changed {
+                    if m.modified_ms > since {
+                        records.push(subscriptions::Changed {
+                            company_id: company_id(c),
+                            entity_set: set.name(),
+                            id: json::guid_string(set.code(c), *o),
+                            change: if m.deleted {
+                                "deleted"
+                            } else if m.inserted && m.revision == 0 {
+                                "created"
+                            } else {
+                                "updated"
+                            },
+                            modified_ms: m.modified_ms,
+                        });
+                    }
+                }
+            }
+        }
+        drop(store);
+        self.subscriptions.notify(records);
         changes
     }
 

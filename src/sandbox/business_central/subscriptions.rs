@@ -2,10 +2,10 @@
 //! create and renew first call `notificationUrl?validationToken=…` and require a 200 echoing
 //! the token within 5 s (else 400); a subscription lives 3 days; renew is a PATCH with
 //! `If-Match`; the key is a quoted string (`subscriptions('id')`); after each mutation round
-//! subscribers of a changed entity set get a `{"value":[…]}` notification (one `collection`
-//! notice per subscription and round: the fake does not track which rows changed, and BC sends
-//! `collection` past 1000 changes anyway). Differences: notices are sent at once, not ~30 s
-//! later; a subscriber answering a non-retryable status loses its subscription, as on BC.
+//! subscribers of a changed entity set get a `{"value":[…]}` notification: one item per
+//! changed record (`created` / `updated` / `deleted`, no record data), or one `collection`
+//! item past 1000 changes. Differences: notices are sent at once, not ~30 s later, and not
+//! retried; a subscriber answering a non-retryable status loses its subscription, as on BC.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -20,6 +20,20 @@ use super::Reply;
 /// Lifetime BC grants a subscription.
 const LIFETIME_DAYS: i64 = 3;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Above this many changes in a round, BC sends one `collection` notice instead.
+const COLLECTION_THRESHOLD: usize = 1000;
+
+/// A record a mutation round changed.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    pub company_id: String,
+    pub entity_set: &'static str,
+    pub id: String,
+    /// `created`, `updated` or `deleted`.
+    pub change: &'static str,
+    pub modified_ms: i64,
+}
 
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -49,11 +63,6 @@ impl Subscription {
             "expirationDateTime": self.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             "systemCreatedAt": self.modified.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         })
-    }
-
-    /// The entity set of the resource (`/api/v2.0/companies(…)/customers` → `customers`).
-    fn entity_set(&self) -> &str {
-        self.resource.rsplit('/').next().unwrap_or_default()
     }
 }
 
@@ -267,25 +276,58 @@ impl Subscriptions {
         r
     }
 
-    /// After a mutation round: one `collection` notice to each subscriber of a changed set.
-    pub fn notify(self: &std::sync::Arc<Self>, changed: &[String]) {
+    /// After a mutation round: to each subscriber, one notice per changed record of its
+    /// company and entity set (`created`, `updated`, `deleted`), or a single `collection`
+    /// notice with a `lastModifiedDateTime` filter when more than 1000 changed, batched per
+    /// notification URL as BC does.
+    pub fn notify(self: &std::sync::Arc<Self>, records: Vec<Changed>) {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let iso = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
         let mut by_url: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
-        let now = Utc::now();
         for s in self.list() {
-            if !changed.iter().any(|c| c == s.entity_set()) {
+            let mine: Vec<&Changed> = records
+                .iter()
+                .filter(|r| {
+                    s.resource.trim_start_matches('/')
+                        == format!("api/v2.0/companies({})/{}", r.company_id, r.entity_set)
+                })
+                .collect();
+            let Some(first) = mine.iter().map(|r| r.modified_ms).min() else {
                 continue;
+            };
+            let item = |resource: String, change: &str, ms: i64| {
+                serde_json::json!({
+                    "subscriptionId": s.id,
+                    "clientState": s.client_state,
+                    "expirationDateTime": s.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "resource": resource,
+                    "changeType": change,
+                    "lastModifiedDateTime": iso(ms),
+                })
+            };
+            let base = s.resource.trim_start_matches('/').to_string();
+            let out = by_url.entry(s.notification_url.clone()).or_default();
+            if mine.len() > COLLECTION_THRESHOLD {
+                let last = mine.iter().map(|r| r.modified_ms).max().unwrap_or(first);
+                out.push(item(
+                    format!(
+                        "/{base}?$filter=lastModifiedDateTime%20gt%20{}",
+                        iso(first - 1)
+                    ),
+                    "collection",
+                    last,
+                ));
+            } else {
+                for r in mine {
+                    out.push(item(format!("{base}({})", r.id), r.change, r.modified_ms));
+                }
             }
-            by_url.entry(s.notification_url.clone()).or_default().push(serde_json::json!({
-                "subscriptionId": s.id,
-                "clientState": s.client_state,
-                "expirationDateTime": s.expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "resource": format!("{}?$filter=lastModifiedDateTime%20gt%20{}", s.resource.trim_start_matches('/'), (now - chrono::Duration::seconds(30)).format("%Y-%m-%dT%H:%M:%SZ")),
-                "changeType": "collection",
-                "lastModifiedDateTime": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            }));
         }
         for (url, items) in by_url {
             let me = self.clone();
