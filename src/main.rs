@@ -1279,9 +1279,17 @@ async fn serve(config: &Path, listen: Option<String>) -> Result<ExitCode> {
         server.addr, server.public_base
     );
     wait_for_stop().await?;
-    eprintln!("stopping: finishing the runs in flight");
-    server.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    eprintln!("stopping: finishing the runs in flight (signal again to stop now)");
+    tokio::select! {
+        _ = server.shutdown() => Ok(ExitCode::SUCCESS),
+        r = wait_for_stop() => {
+            r?;
+            // Safe to cut short: an interrupted run resumes from its last part, and sink
+            // jobs search the target before any create.
+            eprintln!("stopped with runs in flight; the next start resumes them");
+            Ok(ExitCode::from(130))
+        }
+    }
 }
 
 /// Ctrl-C or SIGTERM (what schedulers and Kubernetes send).
