@@ -32,6 +32,8 @@ pub struct Config {
     /// Folder whose `streams/` and `catalog/` overlay the built-in definitions.
     pub definitions_dir: PathBuf,
     pub connections: BTreeMap<String, Connection>,
+    /// `[serve]`: schedules, webhook receivers and subscriptions of `mlc serve`.
+    pub serve: crate::serve::config::ServeConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +438,8 @@ struct RawConfig {
     definitions: RawDefinitions,
     #[serde(default)]
     connections: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    serve: crate::serve::config::ServeConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -728,6 +732,7 @@ impl Config {
             let conn = parse_connection(&name, table, env)?;
             connections.insert(name, conn);
         }
+        raw.serve.validate()?;
         Ok(Self {
             dir: dir.to_path_buf(),
             lake_url: ex("lake.url", &raw.lake.url)?,
@@ -756,6 +761,7 @@ impl Config {
                 None => dir.to_path_buf(),
             },
             connections,
+            serve: raw.serve,
         })
     }
 

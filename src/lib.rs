@@ -22,6 +22,9 @@
 //!   harmless (at-least-once extraction, exactly-once effect).
 //! - **Definitions are data.** Streams and table shapes live in TOML (`streams/`, `catalog/`);
 //!   adding an entity needs no Rust.
+//! - **Events are hints.** `mlc serve` (schedules, Dataverse / Pipedrive / Business Central
+//!   webhooks) only triggers ordinary incremental runs of the affected streams: a duplicate,
+//!   late or lost event costs at most a run, never a wrong row, and the poll still reconciles.
 //! - **Reference tables are replaced, not merged.** A Looker result has no key of its own: its
 //!   rows are keyed by their position (`result_row`) and every run is a full snapshot whose
 //!   reconciliation drops rows beyond the new result, so the table equals the latest result.
@@ -40,6 +43,7 @@ pub mod loaders;
 pub mod run;
 pub mod sandbox;
 pub mod schema;
+pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod streams;

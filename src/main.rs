@@ -115,6 +115,16 @@ enum Command {
     /// The CRM → ERP sink stage: plan, apply (dry run unless --yes), replay, status, audit.
     #[command(subcommand)]
     Sink(SinkCmd),
+    /// Run schedules and webhook receivers (Dataverse, Pipedrive, Business Central) until
+    /// SIGTERM or Ctrl-C; /healthz and /metrics on the same listener.
+    Serve {
+        /// Address to listen on (default: serve.listen, 127.0.0.1:8787).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Webhook registration and secrets for `mlc serve`.
+    #[command(subcommand)]
+    Webhooks(WebhooksCmd),
     /// Generate LookML views (one per stream) from the catalog, for a Looker project.
     Lookml {
         /// Streams: `system.entity`, `system.*` or `system` (default: every stream).
@@ -230,6 +240,26 @@ enum SinkCmd {
 }
 
 #[derive(Subcommand)]
+enum WebhooksCmd {
+    /// Create the Pipedrive webhooks and Business Central subscriptions of a connection (or of
+    /// every connection of a system), or print the Dataverse service-endpoint steps.
+    Register {
+        /// Connection name, or a system name (dataverse, pipedrive, business_central).
+        target: String,
+    },
+    /// Store one webhook secret (e.g. Pipedrive `signing_secret`, or your own Dataverse `key`)
+    /// from an environment variable into the vault.
+    Secret {
+        connection: String,
+        /// key (Dataverse), password or signing_secret (Pipedrive), client_state (BC).
+        field: String,
+        /// Environment variable holding the value.
+        #[arg(long)]
+        env: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum CatalogCmd {
     /// Every stream with its table and incremental mode.
     List,
@@ -288,8 +318,9 @@ struct AddArgs {
     secret_env: Vec<String>,
 }
 
-fn init_logging(verbose: u8, json: bool) {
+fn init_logging(verbose: u8, json: bool, serving: bool) {
     let default = match verbose {
+        0 if serving => "warn,ml_connector=info",
         0 => "warn",
         1 => "warn,ml_connector=info",
         _ => "info,ml_connector=debug",
@@ -321,7 +352,13 @@ fn tune_allocator() {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_json);
+    // A long-running server logs JSON lines whenever nobody is watching its stderr.
+    let serving = matches!(cli.command, Command::Serve { .. });
+    init_logging(
+        cli.verbose,
+        cli.log_json || (serving && !std::io::stderr().is_terminal()),
+        serving,
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -420,6 +457,8 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
         } => discover(&cli.config, &connection, &entities, &out).await,
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
         Command::Sink(cmd) => sink(cmd, &cli.config).await,
+        Command::Serve { listen } => serve(&cli.config, listen).await,
+        Command::Webhooks(cmd) => webhooks(cmd, &cli.config).await,
         Command::Lookml { streams, out } => {
             let defs = definitions(&cli.config)?;
             let selected = defs.select(&streams)?;
@@ -1220,6 +1259,103 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
             }
             std::fs::write(config, doc.to_string())?;
             println!("connection `{name}` removed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(config: &Path, listen: Option<String>) -> Result<ExitCode> {
+    use ml_connector::serve::{ServeOptions, Server};
+    let ctx = std::sync::Arc::new(Context::open(load_config(config)?)?);
+    let server = Server::start(
+        ctx,
+        ServeOptions {
+            listen,
+            ..ServeOptions::default()
+        },
+    )
+    .await?;
+    println!(
+        "mlc serve on http://{} (webhooks at {}/webhooks/<system>/<connection>, /healthz, /metrics); Ctrl-C or SIGTERM stops it",
+        server.addr, server.public_base
+    );
+    wait_for_stop().await?;
+    eprintln!("stopping: finishing the runs in flight (signal again to stop now)");
+    tokio::select! {
+        _ = server.shutdown() => Ok(ExitCode::SUCCESS),
+        r = wait_for_stop() => {
+            r?;
+            // Safe to cut short: an interrupted run resumes from its last part, and sink
+            // jobs search the target before any create.
+            eprintln!("stopped with runs in flight; the next start resumes them");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM (what schedulers and Kubernetes send).
+async fn wait_for_stop() -> Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}
+
+async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let vault = Vault::new(&cfg.vault);
+    match cmd {
+        WebhooksCmd::Register { target } => {
+            let conns: Vec<_> = match cfg.connections.get(&target) {
+                Some(c) => vec![c],
+                None => cfg
+                    .connections
+                    .values()
+                    .filter(|c| c.system() == target)
+                    .collect(),
+            };
+            if conns.is_empty() {
+                bail!(
+                    "`{target}` is neither a connection nor the system of one in {}",
+                    config.display()
+                );
+            }
+            let state =
+                std::sync::Arc::new(ml_connector::state::StateStore::open(&cfg.state_path)?);
+            for c in conns {
+                let out =
+                    ml_connector::serve::register::register(&cfg, &vault, state.clone(), c).await?;
+                print!("{out}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        WebhooksCmd::Secret {
+            connection,
+            field,
+            env,
+        } => {
+            cfg.connection(&connection)?;
+            let value = std::env::var(&env)
+                .with_context(|| format!("environment variable {env} is not set"))?;
+            ml_connector::serve::secrets::put(
+                &vault,
+                &connection,
+                &field,
+                SecretString::from(value),
+            )?;
+            println!(
+                "stored {field} for `{connection}` webhooks (encrypted); a running `mlc serve` picks it up by itself"
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -23,6 +23,11 @@ use auth::AuthProvider;
 use redact::{body_excerpt, redact_url};
 use retry::{RetryPolicy, next_wait, parse_retry_after};
 
+/// Retries sent by every client of the process (read by `mlc serve`'s `/metrics`).
+pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// 429 answers received by every client of the process.
+pub static THROTTLED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The process-wide reqwest client: one connection pool, one TLS stack.
 pub fn shared_client() -> Result<reqwest::Client> {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
@@ -274,6 +279,9 @@ impl HttpClient {
                 }
                 Attempt::Unauthorized(e) => return Err(e),
                 Attempt::Failed(e) => {
+                    if e.status() == Some(429) {
+                        THROTTLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     let retryable = match idempotency {
                         Idempotency::Safe => e.is_transient(),
                         Idempotency::Unsafe => matches!(e.status(), Some(429 | 503)),
@@ -289,6 +297,7 @@ impl HttpClient {
                         url = %shown, attempt, wait_ms = wait.as_millis() as u64,
                         "transient failure, retrying: {e}"
                     );
+                    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(wait).await;
                 }
             }

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<App>> {
         )
         .route("/_sandbox/faults", put(faults))
         .route("/_sandbox/dataverse/poison", post(poison))
+        .route("/_sandbox/dataverse/webhooks", post(register_webhook))
         .route("/_sandbox/dataverse/{entity_set}/keys", get(keys))
         .route("/_sandbox/counts", get(counts))
         .route("/_sandbox/stats", get(stats))
@@ -159,4 +160,31 @@ async fn app_user(State(app): State<Arc<App>>, body: String) -> Response {
         other => return bad(format!("body must be true or false, not `{other}`")),
     }
     StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct WebhookRegistration {
+    url: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `POST /_sandbox/dataverse/webhooks {"url": …, "code": …}`: registers a service endpoint
+/// (WebhookKey auth when `code` is given), as the Plugin Registration Tool would.
+async fn register_webhook(
+    State(app): State<Arc<App>>,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match serde_json::from_slice::<WebhookRegistration>(&body) {
+        Ok(r) if r.url.starts_with("http") => {
+            app.dataverse_hooks.register(r.url, r.code);
+            axum::http::StatusCode::NO_CONTENT.into_response()
+        }
+        _ => (
+            axum::http::StatusCode::BAD_REQUEST,
+            "expected {\"url\": \"http…\", \"code\": \"<WebhookKey>\"}\n",
+        )
+            .into_response(),
+    }
 }

@@ -2,6 +2,8 @@
 //! front, then `WhoAmI`, collections (plain, change-tracking snapshot, delta), single rows and
 //! `$count`, answered with Dataverse's headers and error shapes.
 
+pub(crate) mod webhooks;
+
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};

@@ -85,6 +85,8 @@ pub(crate) struct App {
     deltek: deltek::Deltek,
     pipedrive: pipedrive::Pipedrive,
     looker: looker::Looker,
+    /// Dataverse service endpoints (webhooks) notified after mutation rounds.
+    dataverse_hooks: Arc<dataverse::webhooks::Endpoints>,
 }
 
 impl App {
@@ -120,7 +122,10 @@ impl App {
         self.deltek.mutate();
         self.pipedrive.mutate();
         self.looker.mutate();
-        self.org_mut().mutate()
+        let summary = self.org_mut().mutate();
+        let host = self.base.trim_start_matches("http://").to_string();
+        self.dataverse_hooks.deliver(host, &summary);
+        summary
     }
 
     fn set_faults(&self, faults: Faults) {
@@ -219,6 +224,7 @@ impl Sandbox {
             deltek: deltek::Deltek::new(&opts),
             pipedrive: pipedrive::Pipedrive::new(&opts),
             looker: looker::Looker::new(&opts),
+            dataverse_hooks: Arc::default(),
         });
         let router = Router::new()
             .route("/entra/{tenant}/oauth2/v2.0/token", post(entra::token))
@@ -349,6 +355,20 @@ impl Sandbox {
     /// system.
     pub fn mutate(&self) -> MutationSummary {
         self.app.mutate()
+    }
+
+    /// Registers a Dataverse webhook service endpoint (what the Plugin Registration Tool does):
+    /// every later mutation round POSTs a RemoteExecutionContext per changed table to `url`,
+    /// with `?code=<key>` (auth type WebhookKey) when a key is given.
+    pub fn dataverse_register_webhook(&self, url: &str, key: Option<&str>) {
+        self.app
+            .dataverse_hooks
+            .register(url.to_string(), key.map(str::to_string));
+    }
+
+    /// Dataverse webhook requests sent so far.
+    pub fn dataverse_webhooks_delivered(&self) -> u64 {
+        self.app.dataverse_hooks.delivered()
     }
 
     /// Every delta token issued so far becomes expired (the next delta read gets

@@ -18,5 +18,6 @@ mod http_runtime;
 mod looker_sync;
 mod pipedrive_sync;
 mod secrets;
+mod serve;
 mod sink;
 mod support;

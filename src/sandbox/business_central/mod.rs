@@ -27,6 +27,7 @@ mod metadata;
 mod query;
 mod render;
 mod store;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -63,6 +64,8 @@ pub(crate) struct BusinessCentral {
     store: RwLock<Store>,
     protection: Protection,
     retry_after_secs: u64,
+    /// Webhook subscriptions (`api/v2.0/subscriptions`).
+    subscriptions: Arc<subscriptions::Subscriptions>,
 }
 
 impl BusinessCentral {
@@ -82,6 +85,7 @@ impl BusinessCentral {
             store: RwLock::new(Store::new(opts.scale, opts.seed)),
             protection: Protection::new(opts.budget, opts.faults, opts.seed ^ 0xBC),
             retry_after_secs: opts.retry_after_secs,
+            subscriptions: Arc::default(),
         }
     }
 
@@ -99,7 +103,48 @@ impl BusinessCentral {
 
     /// One round of inserts, updates and deletes.
     pub(crate) fn mutate(&self) -> BTreeMap<String, BcChanges> {
-        self.store_mut().mutate()
+        if self.subscriptions.list().is_empty() {
+            // Nobody to notify: skip the scans (benchmarks mutate large stores).
+            return self.store_mut().mutate();
+        }
+        let mut store = self.store_mut();
+        let newest = |st: &Store| {
+            st.tables
+                .iter()
+                .flatten()
+                .flat_map(|t| t.changed.values().map(|m| m.modified_ms))
+                .max()
+                .unwrap_or(i64::MIN)
+        };
+        let since = newest(&store);
+        let changes = store.mutate();
+        // The rows this round touched, for webhook notifications (lines notify through their
+        // document header on BC; line sets take no subscriptions here).
+        let mut records = Vec::new();
+        for c in 0..COMPANIES.len() {
+            for set in ALL.into_iter().filter(|s| s.header().is_none()) {
+                for (o, m) in &store.tables[c][set.index()].changed {
+                    if m.modified_ms > since {
+                        records.push(subscriptions::Changed {
+                            company_id: company_id(c),
+                            entity_set: set.name(),
+                            id: json::guid_string(set.code(c), *o),
+                            change: if m.deleted {
+                                "deleted"
+                            } else if m.inserted && m.revision == 0 {
+                                "created"
+                            } else {
+                                "updated"
+                            },
+                            modified_ms: m.modified_ms,
+                        });
+                    }
+                }
+            }
+        }
+        drop(store);
+        self.subscriptions.notify(records);
+        changes
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -131,6 +176,10 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/_sandbox/business_central/mutate", post(admin_mutate))
         .route("/_sandbox/business_central/counts", get(admin_counts))
         .route("/_sandbox/business_central/poison", post(admin_poison))
+        .route(
+            "/_sandbox/business_central/subscriptions/{id}",
+            axum::routing::delete(admin_drop_subscription),
+        )
         .route(
             "/_sandbox/business_central/{entity_set}/keys",
             get(admin_keys),
@@ -235,6 +284,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    body: axum::body::Bytes,
 ) -> Response {
     let bc = &app.business_central;
     let draw = bc.protection.draw();
@@ -301,6 +351,13 @@ async fn handle(
     }
     if let Some(d) = draw.slow {
         tokio::time::sleep(d).await;
+    }
+    if rest == "subscriptions" || rest.starts_with("subscriptions(") {
+        return bc
+            .subscriptions
+            .handle(&rest, &method, &headers, &body)
+            .await
+            .into_response(None);
     }
     if method != Method::GET {
         return Reply::error(
@@ -668,6 +725,30 @@ impl Sandbox {
         live_rows(&self.app.business_central, entity_set)
     }
 
+    /// Live webhook subscriptions: (subscriptionId, resource, expirationDateTime).
+    pub fn business_central_subscriptions(
+        &self,
+    ) -> Vec<(String, String, chrono::DateTime<chrono::Utc>)> {
+        self.app
+            .business_central
+            .subscriptions
+            .list()
+            .into_iter()
+            .map(|s| (s.id, s.resource, s.expires))
+            .collect()
+    }
+
+    /// Validation handshakes answered correctly so far (creates and renewals).
+    pub fn business_central_handshakes(&self) -> u64 {
+        self.app.business_central.subscriptions.handshakes()
+    }
+
+    /// Deletes a subscription the way BC does after failed deliveries (the next renewal gets
+    /// 404). False if it did not exist.
+    pub fn business_central_drop_subscription(&self, id: &str) -> bool {
+        self.app.business_central.subscriptions.drop_one(id)
+    }
+
     /// The first `count` live rows of `entity_set` in the first company serve badly typed
     /// values (decimals `"n/a"`, dates `"yesterday"`) until the next mutation round.
     pub fn business_central_poison(&self, entity_set: &str, count: usize) -> Result<()> {
@@ -684,4 +765,12 @@ fn bc_set(name: &str) -> Result<Set> {
             ALL.map(|s| s.name()).join(", ")
         ))
     })
+}
+
+async fn admin_drop_subscription(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    if app.business_central.subscriptions.drop_one(&id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        StatusCode::NOT_FOUND.into_response()
+    }
 }

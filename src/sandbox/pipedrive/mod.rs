@@ -13,6 +13,7 @@
 //! revision the same way a mutation does.
 
 mod render;
+mod webhooks;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -80,6 +81,8 @@ pub(crate) struct Pipedrive {
     token_ttl: Duration,
     state: Mutex<Inner>,
     faults: Protection,
+    /// `/v1/webhooks` and event delivery.
+    hooks: Arc<webhooks::Hooks>,
 }
 
 impl Pipedrive {
@@ -111,6 +114,7 @@ impl Pipedrive {
                 html_403: false,
             }),
             faults: Protection::new(None, opts.faults, opts.seed ^ 0x919E),
+            hooks: Arc::default(),
         }
     }
 
@@ -133,6 +137,7 @@ impl Pipedrive {
     pub(crate) fn mutate(&self) {
         let mut st = self.st();
         st.rounds += 1;
+        let before = st.clock;
         let mut rng = SeqRng::new(self.seed ^ st.rounds.wrapping_mul(0x5EED));
         for kind in Kind::ALL {
             let n = st.counts[&kind];
@@ -157,6 +162,25 @@ impl Pipedrive {
                 touch(&mut st, kind, id, false);
             }
         }
+        // Webhook events for every row this round touched, in time order.
+        let changes: Vec<webhooks::Change> = st
+            .by_time
+            .iter()
+            .filter(|(_, t, _)| *t > before)
+            .filter_map(|(kind, _, id)| {
+                let m = st.changed.get(&(*kind, *id))?;
+                Some(webhooks::Change {
+                    kind: *kind,
+                    id: *id,
+                    rev: m.rev,
+                    update_time: m.update_time,
+                    deleted: m.deleted.is_some(),
+                    added: m.rev == 1 && *id > self.initial[kind],
+                })
+            })
+            .collect();
+        drop(st);
+        self.hooks.deliver(changes);
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -765,6 +789,14 @@ pub(crate) fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/pipedrive/{*rest}", any(handle))
         .route("/pipedrive-oauth/oauth/token", post(token))
+        .route(
+            "/pipedrive/api/v1/webhooks",
+            get(webhooks::list).post(webhooks::create),
+        )
+        .route(
+            "/pipedrive/api/v1/webhooks/{id}",
+            axum::routing::delete(webhooks::remove),
+        )
         .route("/_sandbox/pipedrive/mutate", post(admin_mutate))
         .route("/_sandbox/pipedrive/counts", get(admin_counts))
 }
@@ -802,6 +834,24 @@ impl Sandbox {
                 ("refresh_token".into(), refresh),
             ],
         )
+    }
+
+    /// Every webhook event is delivered `n` extra times (Pipedrive delivers at least once).
+    pub fn pipedrive_webhook_duplicates(&self, n: u32) {
+        self.app.pipedrive.hooks.set_duplicates(n);
+    }
+
+    /// Webhook deliveries carry `x-pipedrive-signature` (hex HMAC-SHA256 of the body).
+    pub fn pipedrive_webhook_signing(&self, secret: Option<&str>) {
+        self.app
+            .pipedrive
+            .hooks
+            .set_signing(secret.map(str::to_string));
+    }
+
+    /// Webhook requests sent so far.
+    pub fn pipedrive_webhooks_delivered(&self) -> u64 {
+        self.app.pipedrive.hooks.delivered()
     }
 
     /// One mutation round on the Pipedrive fake only.

@@ -1,0 +1,137 @@
+//! The real executor: a trigger runs exactly what `mlc sync <streams> --connection <c>` runs
+//! (`run_many` with `RunRequest::Sync`), then `mlc sink apply <flow> --yes` for each flow — same
+//! state, audit and summaries as the commands, because it is the same code.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::loaders::sink::{ApplyReport, Sink};
+use crate::run::{Context, RunRequest, run_stream};
+
+use super::metrics::{FlowStatus, Metrics, StreamLabel, StreamStatus};
+use super::queue::{Executor, Trigger};
+
+/// One stream's run, labelled `connection/stream`.
+type Labelled = (String, Result<crate::run::RunSummary>);
+type RunFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Labelled> + Send + 'a>>;
+
+/// Runs triggers against a project.
+pub struct SyncExecutor {
+    pub ctx: Arc<Context>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl SyncExecutor {
+    /// `run_many` for one connection: every selected stream through `run_stream`,
+    /// `sync.concurrency` at a time. (Not `run_many` itself: its `buffer_unordered` closure
+    /// trips rustc's higher-ranked `Send` inference inside a spawned task.)
+    async fn run(
+        &self,
+        conn: &crate::config::Connection,
+        patterns: &[String],
+    ) -> Result<Vec<Labelled>> {
+        let ctx = &*self.ctx;
+        let gate = tokio::sync::Semaphore::new(ctx.config.sync.concurrency.max(1));
+        let req = RunRequest::Sync { full: false };
+        let mut jobs: Vec<RunFuture<'_>> = Vec::new();
+        for s in ctx.streams_for(conn, patterns)? {
+            let label = format!("{}/{}", conn.name, s.id);
+            let gate = &gate;
+            let req = &req;
+            jobs.push(Box::pin(async move {
+                let _permit = gate.acquire().await;
+                (label, run_stream(ctx, conn, s, req).await)
+            }));
+        }
+        Ok(futures::future::join_all(jobs).await)
+    }
+
+    async fn apply(&self, flow: &str) -> Result<ApplyReport> {
+        let sink = Sink::open(&self.ctx, flow)?;
+        let plan = sink.plan().await?;
+        let target = sink.target(None)?;
+        sink.apply(&plan, &target).await
+    }
+}
+
+#[async_trait]
+impl Executor for SyncExecutor {
+    async fn execute(&self, t: Trigger) {
+        let ctx = &self.ctx;
+        let Ok(conn) = ctx.config.connection(&t.connection) else {
+            tracing::error!(connection = %t.connection, "trigger for an unknown connection");
+            return;
+        };
+        let patterns: Vec<String> = t.streams.iter().cloned().collect();
+        tracing::info!(origin = ?t.origin, connection = %t.connection, streams = ?patterns, flows = ?t.flows, "run starting");
+        match self.run(conn, &patterns).await {
+            Ok(results) => {
+                for (label, r) in results {
+                    let stream = label.clone();
+                    match r {
+                        Ok(s) => {
+                            tracing::info!(stream = %label, rows = s.rows_extracted, upserted = s.upserted, deleted = s.deleted, seconds = s.seconds, "run committed");
+                            self.metrics
+                                .runs
+                                .get_or_create(&StreamStatus {
+                                    stream: stream.clone(),
+                                    status: "ok".into(),
+                                })
+                                .inc();
+                            self.metrics
+                                .rows
+                                .get_or_create(&StreamLabel { stream })
+                                .inc_by(s.rows_extracted);
+                        }
+                        Err(e) => {
+                            tracing::error!(stream = %label, error = %e, "run failed");
+                            self.metrics
+                                .runs
+                                .get_or_create(&StreamStatus {
+                                    stream: stream.clone(),
+                                    status: "failed".into(),
+                                })
+                                .inc();
+                            self.metrics
+                                .errors
+                                .get_or_create(&StreamLabel { stream })
+                                .inc();
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(connection = %t.connection, error = %e, "run not started");
+                return;
+            }
+        }
+        for flow in &t.flows {
+            match self.apply(flow).await {
+                Ok(r) => {
+                    tracing::info!(flow = %flow, created = r.created, updated = r.updated, linked = r.linked, failed = r.failed, waiting = r.waiting, "sink applied");
+                    for (status, n) in [
+                        ("created", r.created),
+                        ("updated", r.updated),
+                        ("linked", r.linked),
+                        ("noop", r.noop),
+                        ("failed", r.failed),
+                        ("waiting", r.waiting),
+                    ] {
+                        if n > 0 {
+                            self.metrics
+                                .sink_jobs
+                                .get_or_create(&FlowStatus {
+                                    flow: flow.clone(),
+                                    status: status.into(),
+                                })
+                                .inc_by(n as u64);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(flow = %flow, error = %e, "sink apply failed"),
+            }
+        }
+    }
+}

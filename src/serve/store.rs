@@ -1,0 +1,160 @@
+//! Serve mode's tables in the state store: webhook events already seen (at-least-once delivery
+//! is deduplicated across restarts), each schedule's last fire time (the missed-run policy
+//! needs it after downtime), and the Business Central subscriptions mlc created.
+//! Created on first use with `CREATE TABLE IF NOT EXISTS`, like the other state tables.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, params};
+
+use crate::error::Result;
+use crate::state::StateStore;
+
+const SERVE_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS serve_webhook_events (
+    connection TEXT NOT NULL,
+    event_key TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (connection, event_key)
+);
+CREATE TABLE IF NOT EXISTS serve_schedules (
+    name TEXT PRIMARY KEY,
+    last_fired TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS serve_bc_subscriptions (
+    connection TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    etag TEXT,
+    expires_at TEXT NOT NULL,
+    PRIMARY KEY (connection, resource)
+);
+"#;
+
+/// A Business Central subscription as mlc remembers it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSubscription {
+    pub connection: String,
+    /// `/api/v2.0/companies({id})/{entitySet}`.
+    pub resource: String,
+    pub subscription_id: String,
+    pub etag: Option<String>,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// Serve mode's view of the store.
+impl StateStore {
+    /// Creates serve mode's tables (idempotent); called once when `mlc serve` starts.
+    pub fn serve_init(&self) -> Result<()> {
+        self.with(|c| c.execute_batch(SERVE_SCHEMA))
+    }
+
+    /// Records a webhook event key; `true` the first time it is seen (then the event is
+    /// acted on), `false` for a redelivery.
+    pub fn serve_first_delivery(
+        &self,
+        connection: &str,
+        event_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO serve_webhook_events (connection, event_key, received_at) VALUES (?1, ?2, ?3)",
+                params![connection, event_key, ts(now)],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    /// Forgets event keys older than `before` (redeliveries come within hours, not weeks).
+    pub fn serve_prune_events(&self, before: DateTime<Utc>) -> Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM serve_webhook_events WHERE received_at < ?1",
+                params![ts(before)],
+            )
+        })
+    }
+
+    pub fn serve_last_fired(&self, schedule: &str) -> Result<Option<DateTime<Utc>>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_fired FROM serve_schedules WHERE name = ?1",
+                params![schedule],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        })
+        .map(|o| o.map(|s| parse_ts(&s)))
+    }
+
+    pub fn serve_set_last_fired(&self, schedule: &str, at: DateTime<Utc>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO serve_schedules (name, last_fired) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last_fired = excluded.last_fired",
+                params![schedule, ts(at)],
+            )
+        })
+        .map(|_| ())
+    }
+
+    pub fn serve_subscriptions(&self, connection: &str) -> Result<Vec<StoredSubscription>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT connection, resource, subscription_id, etag, expires_at FROM serve_bc_subscriptions WHERE connection = ?1 ORDER BY resource",
+            )?;
+            let rows = st.query_map(params![connection], |r| {
+                Ok(StoredSubscription {
+                    connection: r.get(0)?,
+                    resource: r.get(1)?,
+                    subscription_id: r.get(2)?,
+                    etag: r.get(3)?,
+                    expires_at: parse_ts(&r.get::<_, String>(4)?),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    pub fn serve_put_subscription(&self, s: &StoredSubscription) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO serve_bc_subscriptions (connection, resource, subscription_id, etag, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (connection, resource) DO UPDATE SET subscription_id = excluded.subscription_id, etag = excluded.etag, expires_at = excluded.expires_at",
+                params![s.connection, s.resource, s.subscription_id, s.etag, ts(s.expires_at)],
+            )
+        })
+        .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let now = Utc::now();
+        {
+            let s = StateStore::open(&path).unwrap();
+            s.serve_init().unwrap();
+            assert!(s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
+            assert!(!s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
+        }
+        let s = StateStore::open(&path).unwrap();
+        s.serve_init().unwrap();
+        assert!(!s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
+        assert!(s.serve_first_delivery("other", "deal:1:t", now).unwrap());
+    }
+}
