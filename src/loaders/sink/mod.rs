@@ -408,8 +408,12 @@ impl<'a> Sink<'a> {
             });
             lanes[lane].push((i, *pj));
         }
-        let mut done: Vec<(usize, JobResult)> = futures::stream::iter(lanes)
-            .map(|lane| async move {
+        // Boxed so the futures' type is named: a `map` closure here trips rustc's higher-ranked
+        // `Send` inference when the apply runs inside a spawned task (`mlc serve`).
+        let mut runs: Vec<futures::future::BoxFuture<'_, Result<Vec<(usize, JobResult)>>>> =
+            Vec::with_capacity(lanes.len());
+        for lane in lanes {
+            runs.push(Box::pin(async move {
                 let mut out = Vec::with_capacity(lane.len());
                 for (i, pj) in lane {
                     let Some(em) = self.flow.mapping(&pj.source_entity) else {
@@ -427,12 +431,14 @@ impl<'a> Sink<'a> {
                         outcome_result(&pj.job_id, &pj.source_entity, &pj.source_id, o),
                     ));
                 }
-                Ok::<_, Error>(futures::stream::iter(out.into_iter().map(Ok::<_, Error>)))
-            })
+                Ok(out)
+            }));
+        }
+        let per_lane: Vec<Vec<(usize, JobResult)>> = futures::stream::iter(runs)
             .buffer_unordered(parallelism.max(1))
-            .try_flatten()
             .try_collect()
             .await?;
+        let mut done: Vec<(usize, JobResult)> = per_lane.into_iter().flatten().collect();
         done.sort_by_key(|(i, _)| *i);
         Ok(done.into_iter().map(|(_, r)| r).collect())
     }
