@@ -108,6 +108,11 @@ pub struct Store {
     pub tables: Vec<Vec<Table>>,
     round: i64,
     rng: SeqRng,
+    /// Values saved through the API (writes.rs), their indexes and the write log.
+    pub writes: super::writes::Saved,
+    /// Writes since the start: API writes are stamped in the second half of the current round's
+    /// hour, so they sort after this round's mutations and before the next round's.
+    write_tick: i64,
 }
 
 impl Store {
@@ -132,6 +137,8 @@ impl Store {
             tables,
             round: 0,
             rng: SeqRng::new(seed ^ 0xBC_BC),
+            writes: Default::default(),
+            write_tick: 0,
         }
     }
 
@@ -207,7 +214,13 @@ impl Store {
         t.next - dead
     }
 
-    fn put(&mut self, company: usize, set: Set, o: u64, meta: Meta) {
+    /// The modified time (ms) of the next API write.
+    pub fn write_clock(&mut self) -> i64 {
+        self.write_tick += 1;
+        EPOCH_MS + self.round * ROUND_MS + ROUND_MS / 2 + self.write_tick
+    }
+
+    pub(super) fn put(&mut self, company: usize, set: Set, o: u64, meta: Meta) {
         let t = &mut self.tables[company][set.index()];
         if let Some(old) = t.changed.insert(o, meta) {
             t.by_modified.remove(&(old.modified_ms, o));
