@@ -7,11 +7,15 @@
 //! PATCH  companies({c})/{set}({id})   If-Match: etag | *       200 + entity (new etag)
 //! DELETE companies({c})/{set}({id})   If-Match: etag | *       204
 //! POST   companies({c})/salesInvoices({id})/Microsoft.NAV.post 204, status Draft → Open
+//! POST   companies({c})/{salesOrders|salesInvoices}({id})/{lines}  201, one more line
 //! GET    companies({c})/{salesOrders|salesInvoices}({id})/{lines}   the document's lines
 //! ```
 //!
-//! `{set}` for PATCH is any of the five above or a line set (`salesOrderLines({id})`); DELETE
-//! takes the five above. Other entity sets keep answering 405.
+//! `{set}` for PATCH is any of the five above or a line set (`salesOrderLines({id})`, totals
+//! follow); DELETE takes the five above. Other entity sets, and writes through the older
+//! `{set}?company=` form, answer 405. `PATCH` of a document's `customerId`/`customerNumber`
+//! brings the customer's number and name along; lines in a PATCH of the document are refused
+//! (PATCH or POST the lines).
 //!
 //! Rows stay implicit: a write puts the row's [`Meta`](super::store::Meta) (new revision, so a
 //! new etag, and a modified time from the store's write clock) and saves the values sent in
@@ -610,6 +614,10 @@ fn route(bc: &BusinessCentral, store: &mut Store, req: &Request) -> Done {
                 create(store, req.root, t.company, ent, body)
             }
         }
+        ("POST", Some(id), Some(nav)) if lines_of(t.set).is_some_and(|(_, n)| n == nav) => {
+            let body = object(req.body)?;
+            add_line(bc, store, req.root, t.company, t.set, id, &body)
+        }
         ("POST", Some(id), Some("Microsoft.NAV.post")) if t.set == Set::SalesInvoices => {
             post_invoice(bc, store, t.company, ent, id, req.if_match.as_deref())
         }
@@ -652,7 +660,7 @@ fn clean(
 ) -> Result<Map<String, Value>, Reject> {
     let mut out = Map::new();
     for (k, v) in body {
-        if Some(k.as_str()) == nav || k.starts_with("@odata.") {
+        if Some(k.as_str()) == nav || k.starts_with("@odata.") || structural(ent.set, k) {
             continue;
         }
         let Some(i) = ent.field(k) else {
@@ -1002,6 +1010,29 @@ fn update(
     {
         return Err(duplicate(ent, n.as_str().unwrap_or_default()));
     }
+    if lines_of(ent.set).is_some() {
+        // A new customer brings its number and name along.
+        if let Some(c) = resolve(
+            store,
+            bc,
+            company,
+            Set::Customers,
+            body.get("customerId"),
+            body.get("customerNumber"),
+        )? {
+            let cent = bc
+                .entity(Set::Customers)
+                .ok_or_else(|| not_allowed("PATCH"))?;
+            let cust = current(store, cent, company, c, &["id", "number", "displayName"]);
+            for (k, ck) in [
+                ("customerId", "id"),
+                ("customerNumber", "number"),
+                ("customerName", "displayName"),
+            ] {
+                fields.insert(k.into(), cust[ck].clone());
+            }
+        }
+    }
     if let Some((h, doc)) = header {
         // A line: recompute its amounts, then the document's totals.
         let mut line = current(store, ent, company, row, LINE_AMOUNT_INPUTS);
@@ -1274,78 +1305,7 @@ fn create_document(
         let Value::Object(lb) = l else {
             return Err(Reject::bad(format!("Each of '{nav}' must be an object.")));
         };
-        let mut lf = clean(lent, lb, None)?;
-        let kind = lf
-            .get("lineType")
-            .and_then(Value::as_str)
-            .unwrap_or("Item")
-            .to_string();
-        let mut line = blanks(lent);
-        line.insert("lineType".into(), Value::from(kind.clone()));
-        match kind.as_str() {
-            "Item" => {
-                let item = resolve(
-                    store,
-                    bc,
-                    company,
-                    Set::Items,
-                    lf.get("itemId"),
-                    lf.get("lineObjectNumber"),
-                )?
-                .ok_or_else(|| {
-                    reject(
-                        400,
-                        "Application_FieldValidationException",
-                        "itemId or lineObjectNumber must have a value on an Item line.",
-                    )
-                })?;
-                let iv = current(
-                    store,
-                    ient,
-                    company,
-                    item,
-                    &[
-                        "id",
-                        "number",
-                        "displayName",
-                        "unitPrice",
-                        "baseUnitOfMeasureCode",
-                    ],
-                );
-                line.insert("itemId".into(), iv["id"].clone());
-                line.insert("lineObjectNumber".into(), iv["number"].clone());
-                line.insert("description".into(), iv["displayName"].clone());
-                line.insert("unitPrice".into(), iv["unitPrice"].clone());
-                line.insert(
-                    "unitOfMeasureCode".into(),
-                    iv["baseUnitOfMeasureCode"].clone(),
-                );
-                line.insert("quantity".into(), Value::from(1));
-            }
-            "Comment" => {}
-            other => {
-                return Err(Reject {
-                    status: 400,
-                    code: "BadRequest_NotSupported",
-                    message: format!("The sandbox takes Item and Comment lines, not '{other}'."),
-                });
-            }
-        }
-        lf.remove("itemId");
-        lf.remove("lineObjectNumber");
-        line.extend(lf);
-        if kind == "Comment" {
-            line.insert("quantity".into(), Value::from(0));
-        }
-        let amounts = line_amounts(&line, lb.contains_key("discountAmount"));
-        line.extend(amounts);
-        for k in ["shipQuantity", "invoiceQuantity"] {
-            if lent.field(k).is_some() {
-                line.insert(k.into(), line["quantity"].clone());
-            }
-        }
-        line.retain(|k, _| lent.field(k).is_some());
-        lines.push(line);
+        lines.push(build_line(store, bc, company, lent, ient, lb)?);
     }
     // Header.
     let next = store.table(company, ent.set).next;
@@ -1434,6 +1394,138 @@ fn create_document(
         .header("location", location(root, company, ent.set, o));
     reply.status = 201;
     Ok((reply, Some(id)))
+}
+
+/// One line of a document body, validated and priced (item defaults: description, unit price,
+/// unit of measure, quantity 1).
+fn build_line(
+    store: &Store,
+    bc: &BusinessCentral,
+    company: usize,
+    lent: &Entity,
+    ient: &Entity,
+    lb: &Map<String, Value>,
+) -> Result<Map<String, Value>, Reject> {
+    let mut lf = clean(lent, lb, None)?;
+    let kind = lf
+        .get("lineType")
+        .and_then(Value::as_str)
+        .unwrap_or("Item")
+        .to_string();
+    let mut line = blanks(lent);
+    line.insert("lineType".into(), Value::from(kind.clone()));
+    match kind.as_str() {
+        "Item" => {
+            let item = resolve(
+                store,
+                bc,
+                company,
+                Set::Items,
+                lf.get("itemId"),
+                lf.get("lineObjectNumber"),
+            )?
+            .ok_or_else(|| {
+                reject(
+                    400,
+                    "Application_FieldValidationException",
+                    "itemId or lineObjectNumber must have a value on an Item line.",
+                )
+            })?;
+            let iv = current(
+                store,
+                ient,
+                company,
+                item,
+                &[
+                    "id",
+                    "number",
+                    "displayName",
+                    "unitPrice",
+                    "baseUnitOfMeasureCode",
+                ],
+            );
+            line.insert("itemId".into(), iv["id"].clone());
+            line.insert("lineObjectNumber".into(), iv["number"].clone());
+            line.insert("description".into(), iv["displayName"].clone());
+            line.insert("unitPrice".into(), iv["unitPrice"].clone());
+            line.insert(
+                "unitOfMeasureCode".into(),
+                iv["baseUnitOfMeasureCode"].clone(),
+            );
+            line.insert("quantity".into(), Value::from(1));
+        }
+        "Comment" => {}
+        other => {
+            return Err(Reject {
+                status: 400,
+                code: "BadRequest_NotSupported",
+                message: format!("The sandbox takes Item and Comment lines, not '{other}'."),
+            });
+        }
+    }
+    lf.remove("itemId");
+    lf.remove("lineObjectNumber");
+    line.extend(lf);
+    if kind == "Comment" {
+        line.insert("quantity".into(), Value::from(0));
+    }
+    let amounts = line_amounts(&line, lb.contains_key("discountAmount"));
+    line.extend(amounts);
+    for k in ["shipQuantity", "invoiceQuantity"] {
+        if lent.field(k).is_some() {
+            line.insert(k.into(), line["quantity"].clone());
+        }
+    }
+    line.retain(|k, _| lent.field(k).is_some());
+    Ok(line)
+}
+
+/// `POST {documents}({id})/{lines}`: one more line in a free slot; the totals follow.
+fn add_line(
+    bc: &BusinessCentral,
+    store: &mut Store,
+    root: &str,
+    company: usize,
+    h: Set,
+    id: &str,
+    body: &Map<String, Value>,
+) -> Done {
+    let (ls, _) = lines_of(h).ok_or_else(|| not_allowed("POST"))?;
+    let lent = bc.entity(ls).ok_or_else(|| not_allowed("POST"))?;
+    let ient = bc.entity(Set::Items).ok_or_else(|| not_allowed("POST"))?;
+    let doc = find_row(store, company, h, id)?;
+    if is_posted(store, bc, company, h, doc) {
+        return Err(posted_error("sales invoice"));
+    }
+    let line = build_line(store, bc, company, lent, ient, body)?;
+    let slot = (doc.ordinal * LINE_SLOTS..(doc.ordinal + 1) * LINE_SLOTS)
+        .find(|o| store.live(company, ls, *o).is_none())
+        .ok_or_else(|| {
+            Reject::bad(format!(
+                "The sandbox takes at most {LINE_SLOTS} lines a document."
+            ))
+        })?;
+    let old = store.table(company, ls).changed.get(&slot).copied();
+    store.put(
+        company,
+        ls,
+        slot,
+        Meta {
+            modified_ms: 0,
+            revision: old.map_or(0, |m| m.revision + 1),
+            deleted: false,
+            inserted: true,
+            poisoned: false,
+        },
+    );
+    // A reused slot starts from blanks, not from an earlier line's values.
+    store.writes.rows.remove(&(company, ls, slot));
+    store.writes.save(company, ls, slot, line);
+    recompute_totals(bc, store, company, h, doc.ordinal);
+    let mut reply = entity_reply(store, root, company, lent, slot)
+        .header("location", location(root, company, ls, slot));
+    reply.status = 201;
+    Ok((reply, Some(json::guid_string(ls.code(company), slot))))
 }
 
 /// `POST salesInvoices({id})/Microsoft.NAV.post`: Draft → Open, once.
