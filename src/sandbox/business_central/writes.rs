@@ -962,7 +962,7 @@ fn is_posted(store: &Store, bc: &BusinessCentral, company: usize, set: Set, row:
     let Some(i) = ent.field("status") else {
         return false;
     };
-    field_value(store, ent, company, row, i) != Value::from("Draft")
+    field_value(store, ent, company, row, i) != "Draft"
 }
 
 /// `PATCH {set}({id})`: only the fields sent change.
@@ -1640,4 +1640,49 @@ pub fn set_field(
     m.insert(field.to_string(), value);
     store.writes.save(company, set, row.ordinal, m);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_split_into_equalities_and_time_ranges() {
+        let ent = Entity::load(Set::Customers).unwrap();
+        let (rest, eqs) = split_filter(
+            &ent,
+            "displayName eq 'O''Brien  Ltd' and lastModifiedDateTime gt 2025-01-01T00:00:00Z and creditLimit eq 10.50",
+        )
+        .unwrap();
+        assert_eq!(rest, "lastModifiedDateTime gt 2025-01-01T00:00:00Z");
+        let name = ent.field("displayName").unwrap();
+        let credit = ent.field("creditLimit").unwrap();
+        assert_eq!(
+            eqs,
+            vec![
+                (name, "o'brien  ltd".to_string()),
+                (credit, "10.5".to_string())
+            ]
+        );
+        // A top-level `or` is left to the time parser (which refuses other fields).
+        let (rest, eqs) = split_filter(&ent, "number eq '1' or number eq '2'").unwrap();
+        assert_eq!(rest, "number eq '1' or number eq '2'");
+        assert!(eqs.is_empty());
+        assert!(split_filter(&ent, "nope eq 'x'").is_err());
+    }
+
+    #[test]
+    fn line_amounts_follow_percent_unless_an_amount_is_sent() {
+        let mut l = Map::new();
+        l.insert("quantity".into(), Value::from(2));
+        l.insert("unitPrice".into(), Value::from(10.5));
+        l.insert("discountPercent".into(), Value::from(10));
+        l.insert("discountAmount".into(), Value::from(99));
+        let a = line_amounts(&l, false);
+        assert_eq!(a["amountExcludingTax"].as_f64(), Some(18.9));
+        assert_eq!(a["discountAmount"].as_f64(), Some(2.1));
+        l.insert("discountAmount".into(), Value::from(1));
+        let a = line_amounts(&l, true);
+        assert_eq!(a["amountExcludingTax"].as_f64(), Some(20.0));
+    }
 }

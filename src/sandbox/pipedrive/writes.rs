@@ -192,7 +192,7 @@ fn apply(
             )));
         }
         let v = match k.as_str() {
-            "name" if !v.as_str().is_some_and(|s| !s.trim().is_empty()) => {
+            "name" if v.as_str().is_none_or(|s| s.trim().is_empty()) => {
                 return Err(bad(
                     "Validation failed: name: Name must be a non-empty string",
                 ));
