@@ -821,6 +821,40 @@ async fn deep_insert_then_post_once() {
     assert_eq!(nl["sequence"], 30000);
     let so3 = get_json(&http, &format!("{c}/salesOrders({sid})"), &tok, None).await;
     assert_eq!(so3["totalAmountExcludingTax"].as_f64(), Some(139.8));
+    // Ship and invoice the order: a posted invoice with its lines, the order gone.
+    let onum = so3["number"].as_str().unwrap().to_string();
+    let (st, _) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!("{c}/salesOrders({sid})/Microsoft.NAV.shipAndInvoice"),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(st, 204);
+    let r = get(&http, &format!("{c}/salesOrders({sid})"), &tok, None).await;
+    assert_eq!(r.status(), 404);
+    let posted = get_json(
+        &http,
+        &format!("{c}/salesInvoices?$filter=orderNumber eq '{onum}'"),
+        &tok,
+        None,
+    )
+    .await;
+    let posted = &posted["value"][0];
+    assert_eq!(posted["status"], "Open");
+    assert_eq!(posted["externalDocumentNumber"], "PD-42");
+    assert_eq!(posted["totalAmountExcludingTax"].as_f64(), Some(139.8));
+    let pid = posted["id"].as_str().unwrap();
+    let pl = get_json(
+        &http,
+        &format!("{c}/salesInvoices({pid})/salesInvoiceLines"),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(pl["value"].as_array().unwrap().len(), 3);
     let (st, _) = send(
         &http,
         reqwest::Method::POST,

@@ -8,6 +8,7 @@
 //! DELETE companies({c})/{set}({id})   If-Match: etag | *       204
 //! POST   companies({c})/salesInvoices({id})/Microsoft.NAV.post 204, status Draft → Open
 //! POST   companies({c})/{salesOrders|salesInvoices}({id})/{lines}  201, one more line
+//! POST   companies({c})/salesOrders({id})/Microsoft.NAV.shipAndInvoice 204: a posted invoice
 //! GET    companies({c})/{salesOrders|salesInvoices}({id})/{lines}   the document's lines
 //! ```
 //!
@@ -42,7 +43,9 @@
 //!   default to today (UTC), at most 8 lines ([`LINE_SLOTS`], a sandbox limit), line types
 //!   `Item` and `Comment` only; posting keeps the draft's number and sets status `Open` and
 //!   `remainingAmount`; a posted (non-`Draft`) invoice or its lines refuse changes with 400
-//!   `Application_DialogException`;
+//!   `Application_DialogException`; `shipAndInvoice` ships and invoices the whole order: a new
+//!   posted invoice (status `Open`, `orderId`/`orderNumber` set, lines copied) and the order is
+//!   deleted, as BC deletes a fully invoiced order;
 //! - string equality in `$filter` is case-insensitive (SQL collation); an equality search
 //!   answers without paging past 20000 rows, and on tables of more than 200000 untouched rows
 //!   only changed and written rows are searched.
@@ -617,6 +620,9 @@ fn route(bc: &BusinessCentral, store: &mut Store, req: &Request) -> Done {
         ("POST", Some(id), Some(nav)) if lines_of(t.set).is_some_and(|(_, n)| n == nav) => {
             let body = object(req.body)?;
             add_line(bc, store, req.root, t.company, t.set, id, &body)
+        }
+        ("POST", Some(id), Some("Microsoft.NAV.shipAndInvoice")) if t.set == Set::SalesOrders => {
+            ship_and_invoice(bc, store, t.company, ent, id, req.if_match.as_deref())
         }
         ("POST", Some(id), Some("Microsoft.NAV.post")) if t.set == Set::SalesInvoices => {
             post_invoice(bc, store, t.company, ent, id, req.if_match.as_deref())
@@ -1526,6 +1532,155 @@ fn add_line(
         .header("location", location(root, company, ls, slot));
     reply.status = 201;
     Ok((reply, Some(json::guid_string(ls.code(company), slot))))
+}
+
+/// Every field of a row as rendered (saved values first), structural ones left out.
+fn all_values(store: &Store, ent: &Entity, company: usize, row: Row) -> Map<String, Value> {
+    let mut out = Vec::new();
+    let all: Vec<usize> = (0..ent.fields.len()).collect();
+    render::write_row(
+        &mut out,
+        ent,
+        &RowCtx::new(store, company, ent.set, row),
+        &all,
+    );
+    match serde_json::from_slice::<Value>(&out) {
+        Ok(Value::Object(mut m)) => {
+            m.retain(|k, _| !k.starts_with('@') && !structural(ent.set, k));
+            m
+        }
+        _ => Map::new(),
+    }
+}
+
+/// `POST salesOrders({id})/Microsoft.NAV.shipAndInvoice`: the whole order becomes a posted
+/// invoice with the same lines; the order is deleted.
+fn ship_and_invoice(
+    bc: &BusinessCentral,
+    store: &mut Store,
+    company: usize,
+    ent: &Entity,
+    id: &str,
+    if_match: Option<&str>,
+) -> Done {
+    let order = find_row(store, company, ent.set, id)?;
+    if if_match.is_some() {
+        check_etag(store, ent, company, order, if_match)?;
+    }
+    let (order_lines, inv_ent, inv_lines) = match (
+        bc.entity(Set::SalesOrderLines),
+        bc.entity(Set::SalesInvoices),
+        bc.entity(Set::SalesInvoiceLines),
+    ) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => return Err(not_allowed("POST")),
+    };
+    let lines: Vec<Map<String, Value>> = (order.ordinal * LINE_SLOTS
+        ..(order.ordinal + 1) * LINE_SLOTS)
+        .filter_map(|o| store.live(company, Set::SalesOrderLines, o))
+        .map(|r| all_values(store, order_lines, company, r))
+        .collect();
+    if lines.is_empty() {
+        return Err(reject(
+            400,
+            "Application_DialogException",
+            "There is nothing to post.",
+        ));
+    }
+    let head = all_values(store, ent, company, order);
+    let next = store.table(company, Set::SalesInvoices).next;
+    let mut inv = blanks(inv_ent);
+    for (k, v) in &head {
+        if inv.contains_key(k) {
+            inv.insert(k.clone(), v.clone());
+        }
+    }
+    inv.insert(
+        "number".into(),
+        Value::from(series_number(store, inv_ent, company, next)),
+    );
+    inv.insert("status".into(), Value::from("Open"));
+    inv.insert(
+        "orderId".into(),
+        Value::from(json::guid_string(ent.set.code(company), order.ordinal)),
+    );
+    inv.insert(
+        "orderNumber".into(),
+        head.get("number").cloned().unwrap_or(Value::from("")),
+    );
+    for d in ["invoiceDate", "postingDate", "dueDate"] {
+        inv.insert(d.into(), today());
+    }
+    inv.retain(|k, _| inv_ent.field(k).is_some());
+    let (o, _) = insert_row(store, company, Set::SalesInvoices);
+    store.writes.save(company, Set::SalesInvoices, o, inv);
+    let implicit = initial_lines(store.seed, Set::SalesInvoices.code(company), o);
+    let n = lines.len() as u64;
+    for (k, line) in lines.into_iter().enumerate() {
+        let mut l = blanks(inv_lines);
+        for (f, v) in line {
+            if l.contains_key(&f) {
+                l.insert(f, v);
+            }
+        }
+        let slot = o * LINE_SLOTS + k as u64;
+        store.put(
+            company,
+            Set::SalesInvoiceLines,
+            slot,
+            Meta {
+                modified_ms: 0,
+                revision: 0,
+                deleted: false,
+                inserted: true,
+                poisoned: false,
+            },
+        );
+        store.writes.save(company, Set::SalesInvoiceLines, slot, l);
+    }
+    for k in n..implicit {
+        store.put(
+            company,
+            Set::SalesInvoiceLines,
+            o * LINE_SLOTS + k,
+            Meta {
+                modified_ms: 0,
+                revision: 0,
+                deleted: true,
+                inserted: false,
+                poisoned: false,
+            },
+        );
+    }
+    recompute_totals(bc, store, company, Set::SalesInvoices, o);
+    let total = store
+        .live(company, Set::SalesInvoices, o)
+        .map(|r| current(store, inv_ent, company, r, &["totalAmountIncludingTax"]))
+        .unwrap_or_default();
+    if let Some(t) = total.get("totalAmountIncludingTax") {
+        let mut m = Map::new();
+        m.insert("remainingAmount".into(), t.clone());
+        store.writes.save(company, Set::SalesInvoices, o, m);
+    }
+    let ms = store.write_clock();
+    store.put(
+        company,
+        ent.set,
+        order.ordinal,
+        Meta {
+            modified_ms: ms,
+            revision: order.revision,
+            deleted: true,
+            inserted: false,
+            poisoned: false,
+        },
+    );
+    let mut r = Reply::json(Vec::new());
+    r.status = 204;
+    Ok((
+        r,
+        Some(json::guid_string(Set::SalesInvoices.code(company), o)),
+    ))
 }
 
 /// `POST salesInvoices({id})/Microsoft.NAV.post`: Draft → Open, once.
