@@ -11,8 +11,9 @@
 //! a line exists while its document does and `k` is below the document's initial line count
 //! (3–5), or it was inserted later, and it was not deleted.
 //!
-//! Writes (POST/PATCH/DELETE) can be added on top of the same metadata: a write is an insert or
-//! an update of a row's `Meta`, exactly what a mutation round does.
+//! Writes through the API (writes.rs) use the same metadata: a write is an insert or an update
+//! of a row's `Meta`, exactly what a mutation round does, plus the values sent ([`Store::writes`]),
+//! stamped by [`Store::write_clock`].
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -193,7 +193,11 @@ pub fn split_filter(ent: &Entity, text: &str) -> Result<(String, Vec<(usize, Str
     }
     let mut rest = Vec::new();
     let mut eqs = Vec::new();
-    for c in conj {
+    for mut c in conj {
+        // `(a eq 'x')` is `a eq 'x'`.
+        if c.len() == 5 && c[0] == "(" && c[4] == ")" {
+            c = c[1..4].to_vec();
+        }
         if c.len() == 3 && c[1] == "eq" && c[0] != "lastModifiedDateTime" {
             let i = ent
                 .field(&c[0])
@@ -1824,6 +1828,8 @@ mod tests {
         assert_eq!(rest, "number eq '1' or number eq '2'");
         assert!(eqs.is_empty());
         assert!(split_filter(&ent, "nope eq 'x'").is_err());
+        let (rest, eqs) = split_filter(&ent, "(number eq 'C10001') and city eq 'Oslo'").unwrap();
+        assert_eq!((rest.as_str(), eqs.len()), ("", 2));
     }
 
     #[test]
