@@ -49,9 +49,9 @@
 //!   `Application_DialogException`; `shipAndInvoice` ships and invoices the whole order: a new
 //!   posted invoice (status `Open`, `orderId`/`orderNumber` set, lines copied) and the order is
 //!   deleted, as BC deletes a fully invoiced order;
-//! - string equality in `$filter` is case-insensitive (SQL collation); an equality search
-//!   answers without paging past 20000 rows, and on tables of more than 200000 untouched rows
-//!   only changed and written rows are searched.
+//! - string equality in `$filter` is case-insensitive (SQL collation); equality results page
+//!   like any read (`$skiptoken` after the last row); on tables of more than 200000 untouched
+//!   rows only changed and written rows are searched (a sandbox limit).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
