@@ -56,8 +56,10 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
+pub use business_central::BcWriteLog;
 pub use looker::LookerStats;
 pub use options::{Faults, SandboxOptions};
+pub use pipedrive::PdWriteLog;
 pub use stats::RequestStats;
 pub use store::{MutationSummary, SetChanges};
 

@@ -276,3 +276,98 @@ async fn a_million_scale_account_pages_cheaply() {
         started.elapsed()
     );
 }
+
+async fn patch(sb: &Sandbox, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .patch(format!("{}/pipedrive{path}", sb.base_url()))
+        .header("x-api-token", TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<Value>().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_updates_and_the_next_incremental_read_sees_it() {
+    let sb = start(100).await;
+    let (_, _, before) = get(&sb, "/api/v2/organizations?limit=3").await;
+    let org = before["data"][1].clone();
+    let id = org["id"].as_i64().unwrap();
+    let (_, _, newest) = get(
+        &sb,
+        "/api/v2/organizations?sort_by=update_time&sort_direction=desc&limit=1",
+    )
+    .await;
+    let since = newest["data"][0]["update_time"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = patch(
+        &sb,
+        &format!("/api/v2/organizations/{id}"),
+        serde_json::json!({"name": "Renamed GmbH", "address": {"value": "1 Main St, Oslo", "locality": "Oslo"}}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["success"], true);
+    assert_eq!(v["data"]["name"], "Renamed GmbH");
+    assert_eq!(v["data"]["address"]["locality"], "Oslo");
+    assert_eq!(
+        v["data"]["owner_id"], org["owner_id"],
+        "fields not sent keep their values"
+    );
+    assert!(v["data"]["update_time"].as_str().unwrap() > since.as_str());
+    // The next incremental read returns the row with the saved values.
+    let (_, _, inc) = get(
+        &sb,
+        &format!(
+            "/api/v2/organizations?sort_by=update_time&sort_direction=asc&updated_since={since}"
+        ),
+    )
+    .await;
+    let rows = inc["data"].as_array().unwrap();
+    let hit = rows
+        .iter()
+        .find(|r| r["id"] == id)
+        .expect("patched row listed");
+    assert_eq!(hit["name"], "Renamed GmbH");
+    // Products: prices replace the list.
+    let (st, v) = patch(
+        &sb,
+        "/api/v2/products/2",
+        serde_json::json!({"prices": [{"price": 42.5, "currency": "EUR", "cost": 20}]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["data"]["prices"][0]["price"], 42.5);
+    assert_eq!(v["data"]["prices"][0]["product_id"], 2);
+    // Persons, unknown field, unknown id.
+    let (st, _) = patch(
+        &sb,
+        "/api/v2/persons/3",
+        serde_json::json!({"job_title": "CFO"}),
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, v) = patch(
+        &sb,
+        "/api/v2/products/2",
+        serde_json::json!({"colour": "red"}),
+    )
+    .await;
+    assert_eq!((st, v["success"].as_bool()), (400, Some(false)));
+    let (st, _) = patch(
+        &sb,
+        "/api/v2/organizations/999999",
+        serde_json::json!({"name": "x"}),
+    )
+    .await;
+    assert_eq!(st, 404);
+    let w = sb.pipedrive_writes();
+    assert_eq!(w.len(), 5);
+    assert_eq!(w.iter().filter(|w| w.status == 200).count(), 3);
+    assert_eq!(w[0].entity, "organizations");
+    assert_eq!(w[0].id, id);
+}

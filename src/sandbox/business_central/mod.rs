@@ -19,8 +19,9 @@
 //! from `SandboxOptions.faults` (429 + Retry-After, 503 + Retry-After, 504 for 500 draws, 502,
 //! connection resets mid-body, slow answers, token expiry).
 //!
-//! Reads only: writes (POST, PATCH with If-Match, deep insert, bound actions) answer 405 for
-//! now; the store's per-row metadata is what a write would update.
+//! Writes (POST, PATCH/DELETE with If-Match, deep insert of document lines, the
+//! `Microsoft.NAV.post` bound action) on customers, contacts, items, sales orders and invoices
+//! are in writes.rs; other entity sets answer 405.
 
 mod entities;
 mod metadata;
@@ -28,6 +29,7 @@ mod query;
 mod render;
 mod store;
 mod subscriptions;
+mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -50,6 +52,7 @@ use query::{After, Order, Reject, Times};
 use store::{COMPANIES, Store};
 
 pub use store::Changes as BcChanges;
+pub use writes::BcWriteLog;
 
 /// BC's server-side page ceiling.
 const MAX_PAGE: usize = 20_000;
@@ -176,6 +179,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/_sandbox/business_central/mutate", post(admin_mutate))
         .route("/_sandbox/business_central/counts", get(admin_counts))
         .route("/_sandbox/business_central/poison", post(admin_poison))
+        .route("/_sandbox/business_central/writes", get(admin_writes))
         .route(
             "/_sandbox/business_central/subscriptions/{id}",
             axum::routing::delete(admin_drop_subscription),
@@ -226,7 +230,7 @@ impl Reply {
     fn into_response(self, reset: Option<f64>) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = match reset {
-            Some(frac) if self.status == 200 => truncated_body(self.body, frac),
+            Some(frac) if (200..300).contains(&self.status) => truncated_body(self.body, frac),
             _ => Body::from(self.body),
         };
         let mut r = (status, body).into_response();
@@ -359,15 +363,10 @@ async fn handle(
             .await
             .into_response(None);
     }
-    if method != Method::GET {
-        return Reply::error(
-            405,
-            "BadRequest_MethodNotAllowed",
-            &format!("'{method}' is not allowed on this resource in the sandbox (reads only)."),
-        )
-        .into_response(None);
-    }
     let root = format!("{}/bc/v2.0/{tenant}/{environment}/api/v2.0/", app.base);
+    if method != Method::GET {
+        return write(app, root, rest, method, &headers, body, draw.reset).await;
+    }
     let worker = app.clone();
     let query = uri.query().map(str::to_string);
     let reply =
@@ -377,6 +376,52 @@ async fn handle(
                 Reply::error(500, "Internal_ServerError", "An unexpected error occurred.")
             });
     reply.into_response(draw.reset)
+}
+
+/// POST, PATCH, DELETE (writes.rs). A random reset never hits a POST (the fake must not make
+/// a create unsafe to retry on its own); a create dropped on purpose
+/// (`business_central_drop_create_responses`) is applied, then reset mid-body.
+async fn write(
+    app: Arc<App>,
+    root: String,
+    rest: String,
+    method: Method,
+    headers: &HeaderMap,
+    body: axum::body::Bytes,
+    reset: Option<f64>,
+) -> Response {
+    if !matches!(method, Method::POST | Method::PATCH | Method::DELETE) {
+        return Reply::error(
+            405,
+            "BadRequest_MethodNotAllowed",
+            &format!("'{method}' is not allowed on this resource."),
+        )
+        .into_response(None);
+    }
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let is_post = method == Method::POST;
+    let answer = tokio::task::spawn_blocking(move || {
+        writes::write(
+            &app.business_central,
+            &writes::Request {
+                root: &root,
+                method: method.as_str(),
+                rest: &rest,
+                if_match,
+                body: &body,
+            },
+        )
+    })
+    .await;
+    match answer {
+        Ok(a) if a.drop => a.reply.into_response(Some(0.5)),
+        Ok(a) => a.reply.into_response(if is_post { None } else { reset }),
+        Err(_) => Reply::error(500, "Internal_ServerError", "An unexpected error occurred.")
+            .into_response(None),
+    }
 }
 
 /// The API proper (blocking: renders whole pages).
@@ -425,6 +470,9 @@ fn api(app: &App, root: &str, rest: &str, query: Option<&str>, headers: &HeaderM
             }
         }
     };
+    if let Some(r) = writes::nested_lines(bc, root, company, tail, param(&params, "$select")) {
+        return r.unwrap_or_else(Reply::from);
+    }
     let (set_name, one) = match tail.split_once('(') {
         Some((s, id)) => (s, Some(id.trim_end_matches(')'))),
         None => (tail, None),
@@ -514,9 +562,18 @@ fn collection(
         body.extend_from_slice(&out[1..]);
         return Ok(Reply::json(body));
     }
-    let times = match param(params, "$filter") {
-        Some(f) if !f.trim().is_empty() => query::parse_filter(ent, f)?,
-        _ => Times::all(),
+    // Equalities (writes.rs answers them from indexes), then time ranges.
+    let (times, eqs) = match param(params, "$filter") {
+        Some(f) if !f.trim().is_empty() => {
+            let (rest, eqs) = writes::split_filter(ent, f)?;
+            let times = if rest.trim().is_empty() {
+                Times::all()
+            } else {
+                query::parse_filter(ent, &rest)?
+            };
+            (times, eqs)
+        }
+        _ => (Times::all(), Vec::new()),
     };
     let order = query::order(ent, param(params, "$orderby"))?;
     let prefer = Prefer::from_headers(headers);
@@ -545,7 +602,20 @@ fn collection(
         None => None,
     };
     let want = top.map_or(page, |t| t.min(page));
-    let mut rows = query::scan(&store, company, set, &times, order, after, skip + want + 1);
+    let mut rows = if eqs.is_empty() {
+        query::scan(&store, company, set, &times, order, after, skip + want + 1)
+    } else {
+        writes::search(
+            &store,
+            ent,
+            company,
+            &eqs,
+            &times,
+            order,
+            after,
+            skip + want + 1,
+        )
+    };
     let rows_after_skip: Vec<_> = rows.drain(..).skip(skip).collect();
     let more_in_source = rows_after_skip.len() > want;
     let rows: Vec<_> = rows_after_skip.into_iter().take(want).collect();
@@ -607,6 +677,10 @@ fn parse_skiptoken(t: &str, code: u32) -> Option<After> {
 
 async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
     axum::Json(app.business_central.mutate()).into_response()
+}
+
+async fn admin_writes(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.business_central.store().writes.log.clone()).into_response()
 }
 
 async fn admin_counts(State(app): State<Arc<App>>) -> Response {
@@ -747,6 +821,45 @@ impl Sandbox {
     /// 404). False if it did not exist.
     pub fn business_central_drop_subscription(&self, id: &str) -> bool {
         self.app.business_central.subscriptions.drop_one(id)
+    }
+
+    /// Every write the Business Central fake received, in order.
+    pub fn business_central_writes(&self) -> Vec<BcWriteLog> {
+        self.app.business_central.store().writes.log.clone()
+    }
+
+    /// The next `n` creates (POST of an entity) are applied, then their answers are dropped:
+    /// the connection resets mid-body.
+    pub fn business_central_drop_create_responses(&self, n: u32) {
+        self.app.business_central.store_mut().writes.drop_creates = n;
+    }
+
+    /// Sets `field` of row `id` of `entity_set` in company `company_index` (0-based) as
+    /// another Business Central user would: the row gets a new revision (so a new
+    /// `@odata.etag`) and `lastModifiedDateTime`; not logged as a write.
+    pub fn business_central_set_field(
+        &self,
+        company_index: usize,
+        entity_set: &str,
+        id: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) -> Result<()> {
+        let set = bc_set(entity_set)?;
+        if company_index >= COMPANIES.len() {
+            return Err(Error::Config(format!(
+                "sandbox: no Business Central company {company_index}"
+            )));
+        }
+        writes::set_field(
+            &self.app.business_central,
+            company_index,
+            set,
+            id,
+            field,
+            value,
+        )
+        .map_err(|e| Error::Config(format!("sandbox: {e}")))
     }
 
     /// The first `count` live rows of `entity_set` in the first company serve badly typed

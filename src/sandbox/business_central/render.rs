@@ -133,16 +133,27 @@ fn etag(out: &mut Vec<u8>, c: &RowCtx) {
     out.extend_from_slice(b"\\\"\"");
 }
 
-/// Appends one row as a JSON object with the selected fields.
+/// Appends one row as a JSON object with the selected fields (values saved through the API
+/// override generated ones; see writes.rs).
 pub fn write_row(out: &mut Vec<u8>, ent: &Entity, c: &RowCtx, sel: &[usize]) {
     out.push(b'{');
     etag(out, c);
+    let saved = c.store.writes.row(c.company, c.set, c.row.ordinal);
     for &i in sel {
         let f = &ent.fields[i];
         out.extend_from_slice(&f.key);
-        value(out, c, &f.name, &f.lower, f.edm, f.tag);
+        match saved.and_then(|m| m.get(&f.name)) {
+            Some(v) => out.extend_from_slice(v.to_string().as_bytes()),
+            None => value(out, c, &f.name, &f.lower, f.edm, f.tag),
+        }
     }
     out.push(b'}');
+}
+
+/// The generated value of field `i` (ignoring saved values), for the search index.
+pub fn generated_value(out: &mut Vec<u8>, ent: &Entity, c: &RowCtx, i: usize) {
+    let f = &ent.fields[i];
+    value(out, c, &f.name, &f.lower, f.edm, f.tag);
 }
 
 fn s(out: &mut Vec<u8>, v: &str) {

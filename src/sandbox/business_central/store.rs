@@ -11,8 +11,9 @@
 //! a line exists while its document does and `k` is below the document's initial line count
 //! (3–5), or it was inserted later, and it was not deleted.
 //!
-//! Writes (POST/PATCH/DELETE) can be added on top of the same metadata: a write is an insert or
-//! an update of a row's `Meta`, exactly what a mutation round does.
+//! Writes through the API (writes.rs) use the same metadata: a write is an insert or an update
+//! of a row's `Meta`, exactly what a mutation round does, plus the values sent ([`Store::writes`]),
+//! stamped by [`Store::write_clock`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -108,6 +109,11 @@ pub struct Store {
     pub tables: Vec<Vec<Table>>,
     round: i64,
     rng: SeqRng,
+    /// Values saved through the API (writes.rs), their indexes and the write log.
+    pub writes: super::writes::Saved,
+    /// Writes since the start: API writes are stamped in the second half of the current round's
+    /// hour, so they sort after this round's mutations and before the next round's.
+    write_tick: i64,
 }
 
 impl Store {
@@ -132,6 +138,8 @@ impl Store {
             tables,
             round: 0,
             rng: SeqRng::new(seed ^ 0xBC_BC),
+            writes: Default::default(),
+            write_tick: 0,
         }
     }
 
@@ -207,7 +215,13 @@ impl Store {
         t.next - dead
     }
 
-    fn put(&mut self, company: usize, set: Set, o: u64, meta: Meta) {
+    /// The modified time (ms) of the next API write.
+    pub fn write_clock(&mut self) -> i64 {
+        self.write_tick += 1;
+        EPOCH_MS + self.round * ROUND_MS + ROUND_MS / 2 + self.write_tick
+    }
+
+    pub(super) fn put(&mut self, company: usize, set: Set, o: u64, meta: Meta) {
         let t = &mut self.tables[company][set.index()];
         if let Some(old) = t.changed.insert(o, meta) {
             t.by_modified.remove(&(old.modified_ms, o));

@@ -9,11 +9,13 @@
 //! No rows are stored: unchanged row `id` renders from (seed, id) with update time `T0 + id * STEP`;
 //! only rows a mutation touched keep (revision, update time, deleted) — so a million deals
 //! cost nothing until they change, and a page sorted by update time is the unchanged id range
-//! followed by the changed rows in time order. Writes (PATCH) can be added by bumping a row's
-//! revision the same way a mutation does.
+//! followed by the changed rows in time order. Updates (`PATCH /api/v2/{organizations|persons|
+//! products}/{id}`) are in writes.rs: saved values override generated ones, and the row gets a
+//! new update time.
 
 mod render;
 mod webhooks;
+mod writes;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,6 +34,8 @@ use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
 use render::{Dims, Kind, Row, STEP, T0};
+
+pub use writes::PdWriteLog;
 
 /// Credentials of the fake (not secrets: a local test fixture).
 pub const API_TOKEN: &str = "sandbox-pipedrive-api-token";
@@ -71,6 +75,8 @@ struct Inner {
     /// Daily budget: (limit, remaining).
     daily: (u64, u64),
     html_403: bool,
+    /// Values saved by PATCH and the write log.
+    writes: writes::PdSaved,
 }
 
 /// State of the Pipedrive fake.
@@ -112,6 +118,7 @@ impl Pipedrive {
                 burst_limit: 400,
                 daily: (100_000_000, 100_000_000),
                 html_403: false,
+                writes: writes::PdSaved::default(),
             }),
             faults: Protection::new(None, opts.faults, opts.seed ^ 0x919E),
             hooks: Arc::default(),
@@ -332,7 +339,7 @@ impl Pipedrive {
             if *n > 0 {
                 out.push(',');
             }
-            render::record(out, &d, kind, r);
+            writes::record(out, &d, kind, r, &st.writes);
             *n += 1;
         };
         let pos = match &q.cursor {
@@ -512,7 +519,9 @@ async fn handle(
     State(app): State<Arc<App>>,
     Path(rest): Path<String>,
     RawQuery(raw): RawQuery,
+    method: axum::http::Method,
     headers: HeaderMap,
+    payload: axum::body::Bytes,
 ) -> Response {
     let pd = &app.pipedrive;
     let draw = pd.faults.draw();
@@ -615,7 +624,11 @@ async fn handle(
         Ok(q) => q,
         Err(e) => return reply(error(StatusCode::BAD_REQUEST, &e)),
     };
-    let body = route(pd, &rest, &q);
+    let body = if method == axum::http::Method::PATCH {
+        writes::patch(pd, &rest, &payload)
+    } else {
+        route(pd, &rest, &q)
+    };
     let (status, mut body) = match body {
         Ok(b) => (StatusCode::OK, b),
         Err((s, m)) => error(s, &m),
@@ -809,6 +822,11 @@ fn kind_of(entity: &str) -> Option<Kind> {
 
 /// Pipedrive controls for tests and the demo.
 impl Sandbox {
+    /// Every PATCH the Pipedrive fake received, in order.
+    pub fn pipedrive_writes(&self) -> Vec<PdWriteLog> {
+        self.app.pipedrive.st().writes.log.clone()
+    }
+
     /// Body of an mlc.toml `[connections.X]` section using the API token, and the secrets to
     /// store in the vault.
     pub fn pipedrive_connection(&self) -> (String, Vec<(String, String)>) {
