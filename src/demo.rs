@@ -18,8 +18,8 @@ use crate::run::{Context, RunRequest, RunSummary, run_many};
 use crate::sandbox::{Sandbox, SandboxOptions};
 use crate::vault::{Secrets, Vault};
 
-/// The sink flow the demo applies.
-const SINK_FLOW: &str = "dynamics_to_deltek";
+/// The sink flows the demo applies, in order.
+const SINK_FLOWS: [&str; 2] = ["dynamics_to_deltek", "pipedrive_to_business_central"];
 
 /// The connection the demo configures.
 pub const DEMO_CONNECTION: &str = "crm";
@@ -228,9 +228,15 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     let sql = "SELECT * FROM ref_looker.pipeline_by_stage ORDER BY result_row";
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
-    let sink_ok = run_sink(&ctx, print).await?;
+    let mut sink_ok = true;
+    for flow in SINK_FLOWS {
+        sink_ok &= run_sink(&ctx, flow, print).await?;
+    }
+    let sql = "SELECT mapping, target, action, COUNT(*) AS entries FROM mlc_sink.audit GROUP BY mapping, target, action ORDER BY mapping, action";
+    print(&format!("\nmlc query \"{sql}\""));
+    print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     print(&format!(
-        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc query \"SELECT * FROM ref_looker.budget_summary LIMIT 10\"\n  mlc sink status\n  mlc sink audit {SINK_FLOW}\n  mlc state show\n",
+        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc query \"SELECT * FROM ref_looker.budget_summary LIMIT 10\"\n  mlc sink status\n  mlc sink audit dynamics_to_deltek\n  mlc state show\n",
         dir.display()
     ));
     sandbox.shutdown().await;
@@ -250,56 +256,53 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     Ok(())
 }
 
-/// The sink stage: the Dynamics 365 Sales change sets just synced become Vantagepoint records
-/// (employees matched by email, clients, contacts, pursuits, one project per Won opportunity).
+/// One sink flow over the change sets just synced (Dynamics 365 Sales → Vantagepoint:
+/// employees matched by email, clients, contacts, pursuits, one project per Won opportunity;
+/// Pipedrive → Business Central: customers, contacts, items, one sales order per won deal).
 /// Returns whether every failed job is one the sink refused to guess (an ambiguous match).
-async fn run_sink(ctx: &Context, print: &mut dyn FnMut(&str)) -> Result<bool> {
+async fn run_sink(ctx: &Context, flow: &str, print: &mut dyn FnMut(&str)) -> Result<bool> {
     use crate::loaders::sink::{Sink, plan::Action};
-    let sink = Sink::open(ctx, SINK_FLOW)?;
+    let sink = Sink::open(ctx, flow)?;
     let plan = sink.plan().await?;
     let target = sink.target(None)?;
     let started = std::time::Instant::now();
     let report = sink.apply(&plan, &target).await?;
     let secs = started.elapsed().as_secs_f64();
     let mut out = format!(
-        "\nSink {SINK_FLOW} (Dynamics 365 Sales → Vantagepoint), {} jobs planned ({} creates, {} matches) and applied in {secs:.1} s:\n",
+        "\nSink {flow}: {} jobs planned ({} creates, {} matches) and applied in {secs:.1} s:\n",
         plan.jobs.len(),
         plan.count(&Action::Create),
         plan.count(&Action::Match)
     );
     let mut by: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for j in &report.jobs {
-        *by.entry((j.source_entity.as_str(), j.outcome.as_str()))
-            .or_default() += 1;
+        *by.entry((j.source_entity.as_str(), j.outcome.as_str())).or_default() += 1;
     }
     for ((mapping, outcome), n) in &by {
         let _ = writeln!(out, "  {mapping:<12} {outcome:<8} {n:>6}");
     }
     let _ = write!(
         out,
-        "  waiting jobs (customers that lead to no account) are retried by the next apply or `mlc sink replay {SINK_FLOW} --yes`; {} audit entries landed in mlc_sink.audit",
+        "  waiting jobs are retried by the next apply or `mlc sink replay {flow} --yes`; {} audit entries landed in mlc_sink.audit",
         report.audit_landed
     );
     print(&out);
-    let sql = "SELECT mapping, target, action, COUNT(*) AS entries FROM mlc_sink.audit GROUP BY mapping, target, action ORDER BY mapping, action";
-    print(&format!("\nmlc query \"{sql}\""));
-    print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     // Failed jobs are the sink refusing to guess (two target records match one natural key):
     // they wait for a person, visibly, and are not a failure of the demo.
     for j in report.jobs.iter().filter(|j| j.outcome == "failed") {
-        print(&format!(
-            "  failed {} {}: {}",
-            j.source_entity, j.source_id, j.detail
-        ));
+        print(&format!("  failed {} {}: {}", j.source_entity, j.source_id, j.detail));
     }
+    // The documents a deal or an opportunity seeded (the flow's last mapping).
+    let last = sink.flow().entities.last().map(|e| e.name().to_string());
     for j in report
         .jobs
         .iter()
-        .filter(|j| j.source_entity == "won_project" && j.outcome == "created")
+        .filter(|j| Some(&j.source_entity) == last.as_ref() && j.outcome == "created")
         .take(3)
     {
         print(&format!(
-            "  Won opportunity {} seeded project {}",
+            "  {} {} seeded {}",
+            j.source_entity,
             j.source_id,
             j.target_key.as_deref().unwrap_or("?")
         ));
