@@ -276,7 +276,8 @@ async fn run_sink(ctx: &Context, flow: &str, print: &mut dyn FnMut(&str)) -> Res
     );
     let mut by: std::collections::BTreeMap<(&str, &str), usize> = Default::default();
     for j in &report.jobs {
-        *by.entry((j.source_entity.as_str(), j.outcome.as_str())).or_default() += 1;
+        *by.entry((j.source_entity.as_str(), j.outcome.as_str()))
+            .or_default() += 1;
     }
     for ((mapping, outcome), n) in &by {
         let _ = writeln!(out, "  {mapping:<12} {outcome:<8} {n:>6}");
@@ -290,7 +291,10 @@ async fn run_sink(ctx: &Context, flow: &str, print: &mut dyn FnMut(&str)) -> Res
     // Failed jobs are the sink refusing to guess (two target records match one natural key):
     // they wait for a person, visibly, and are not a failure of the demo.
     for j in report.jobs.iter().filter(|j| j.outcome == "failed") {
-        print(&format!("  failed {} {}: {}", j.source_entity, j.source_id, j.detail));
+        print(&format!(
+            "  failed {} {}: {}",
+            j.source_entity, j.source_id, j.detail
+        ));
     }
     // The documents a deal or an opportunity seeded (the flow's last mapping).
     let last = sink.flow().entities.last().map(|e| e.name().to_string());

@@ -20,4 +20,5 @@ mod pipedrive_sync;
 mod secrets;
 mod serve;
 mod sink;
+mod sink_pipedrive_bc;
 mod support;

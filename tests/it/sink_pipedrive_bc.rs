@@ -1,0 +1,420 @@
+//! The sink flow `pipedrive_to_business_central` against the sandboxes: Pipedrive synced into the
+//! lake, then organizations, persons and products written as Business Central customers,
+//! contacts and items of "CRONUS USA, Inc." — each once, an organization that already exists
+//! in BC by name linked instead of duplicated — and each won deal as one draft sales order on
+//! its customer with a line per deal product. Re-reads and replays write nothing, a dropped
+//! create answer does not duplicate, a rename in Pipedrive updates only that field under a
+//! fresh `If-Match` (a BC user's own change survives), and a `post = true` overlay posts each
+//! invoice once.
+
+use std::collections::HashMap;
+
+use ml_connector::config::Config;
+use ml_connector::loaders::sink::plan::Action;
+use ml_connector::loaders::sink::{Replay, Sink};
+use ml_connector::loaders::warehouse::OutputFormat;
+use ml_connector::run::{Context, RunRequest, run_many};
+use ml_connector::sandbox::{BcWriteLog, Sandbox, SandboxOptions};
+use ml_connector::vault::{Secrets, Vault};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+const FLOW: &str = "pipedrive_to_business_central";
+const COMPANY: &str = "CRONUS USA, Inc.";
+
+struct Env {
+    dir: TempDir,
+    sandbox: Sandbox,
+    ctx: Context,
+}
+
+impl Env {
+    /// Connections `pd` (the Pipedrive fake, API token) and `bc` (the Business Central fake);
+    /// `setup` runs on the project folder before the context opens (flow overlays).
+    async fn new(scale: u64, setup: impl FnOnce(&std::path::Path)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let sandbox = Sandbox::start(
+            SandboxOptions {
+                scale,
+                retry_after_secs: 0,
+                ..SandboxOptions::default()
+            },
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        setup(dir.path());
+        let (pd, pd_secrets) = sandbox.pipedrive_connection();
+        let (bc, bc_secrets) = sandbox.business_central_connection();
+        let path = dir.path().join("mlc.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[connections.pd]\n{pd}requests_per_minute = 100000\nmax_concurrency = 4\n\n[connections.bc]\n{bc}requests_per_minute = 100000\nstreams = []\n"
+            ),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        for (name, secrets) in [("pd", pd_secrets), ("bc", bc_secrets)] {
+            let mut s = Secrets::new();
+            for (k, v) in secrets {
+                s.insert(k, SecretString::from(v));
+            }
+            Vault::new(&config.vault).put(name, &s).unwrap();
+        }
+        let ctx = Context::open(config).unwrap();
+        Env { dir, sandbox, ctx }
+    }
+
+    async fn sync(&self) {
+        let conn = self.ctx.config.connection("pd").unwrap().clone();
+        let results = run_many(&self.ctx, &[&conn], &[], &RunRequest::Sync { full: false })
+            .await
+            .unwrap();
+        for (label, r) in results {
+            r.unwrap_or_else(|e| panic!("{label}: {e}"));
+        }
+    }
+
+    /// Rows of a warehouse query, column name → value as text (JSON output, so commas in
+    /// names are safe).
+    fn rows(&self, sql: &str) -> Vec<HashMap<String, String>> {
+        let json = self.ctx.warehouse.query(sql, OutputFormat::Json).unwrap();
+        let rows: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&json).unwrap();
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|(k, v)| match v {
+                        Value::String(s) => (k, s),
+                        other => (k, other.to_string()),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn scalar(&self, sql: &str) -> usize {
+        self.rows(&sql.replacen("COUNT(*)", "COUNT(*) AS n", 1))[0]["n"]
+            .parse()
+            .unwrap()
+    }
+
+    fn writes(&self) -> Vec<BcWriteLog> {
+        self.sandbox.business_central_writes()
+    }
+
+    /// Successful creates the BC fake received into `set`.
+    fn creates(&self, set: &str) -> usize {
+        self.writes()
+            .iter()
+            .filter(|w| w.method == "POST" && w.set == set && w.status == 201)
+            .count()
+    }
+
+    fn link(&self, mapping: &str, id: &str) -> Option<String> {
+        self.ctx
+            .state
+            .sink_link(FLOW, mapping, id)
+            .unwrap()
+            .map(|l| l.target_key)
+    }
+}
+
+/// One entity-set record of the target company, found by `field eq value`.
+async fn find_one(
+    target: &dyn ml_connector::loaders::sink::target::Target,
+    set: &str,
+    field: &str,
+    value: &str,
+) -> serde_json::Map<String, Value> {
+    let mut found = target
+        .search(set, &[(field.to_string(), value.to_string())])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1, "{set} {field} = {value}: {found:?}");
+    found.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_are_written_once_existing_customers_linked_and_won_deals_become_one_order_each() {
+    let env = Env::new(60, |_| {}).await;
+    env.sync().await;
+    let orgs = env.scalar("SELECT COUNT(*) FROM raw_pipedrive.organization");
+    let persons = env.scalar("SELECT COUNT(*) FROM raw_pipedrive.person");
+    let products = env.scalar("SELECT COUNT(*) FROM raw_pipedrive.product");
+    let won = env.scalar(
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE status = 'won' AND org_id IS NOT NULL",
+    );
+    let won_orphans = env
+        .scalar("SELECT COUNT(*) FROM raw_pipedrive.deal WHERE status = 'won' AND org_id IS NULL");
+    assert!(orgs > 1 && persons > 0 && products > 0 && won > 0);
+
+    // A BC user already keyed one of the organizations as a customer (another case, too).
+    let planted_org =
+        env.rows("SELECT id, name FROM raw_pipedrive.organization ORDER BY id LIMIT 1")[0].clone();
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let existing = env
+        .sandbox
+        .business_central_live_rows("customers")
+        .unwrap()
+        .into_iter()
+        .next()
+        .unwrap();
+    env.sandbox
+        .business_central_set_field(
+            0,
+            "customers",
+            &existing.id,
+            "displayName",
+            json!(planted_org["name"].to_uppercase()),
+        )
+        .unwrap();
+
+    let plan = sink.plan().await.unwrap();
+    assert_eq!(plan.count(&Action::Wait), won_orphans, "{:#?}", plan.jobs);
+    let report = sink.apply(&plan, &target).await.unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    assert_eq!(report.waiting, won_orphans);
+
+    // Each master record once; the planted customer linked, not created.
+    assert_eq!(
+        env.link("organization", &planted_org["id"]).as_deref(),
+        Some(existing.id.as_str())
+    );
+    let audit = env.ctx.state.sink_audit_entries(FLOW, None).unwrap();
+    let matched = audit
+        .iter()
+        .filter(|a| a.action == "match" && a.source_entity == "organization")
+        .count();
+    assert!(matched >= 1);
+    assert_eq!(env.creates("customers") + matched, orgs);
+    assert_eq!(env.creates("contacts"), persons);
+    assert_eq!(env.creates("items"), products);
+    assert_eq!(env.creates("salesOrders"), won);
+    let companies: std::collections::BTreeSet<String> =
+        env.writes().iter().map(|w| w.company.clone()).collect();
+    assert_eq!(companies.len(), 1, "every write goes to {COMPANY}");
+
+    // Each won deal: one draft order on its organization's customer, the deal id as the
+    // external document number, one line per deal product, on that product's item.
+    let mut lines_of: HashMap<String, Vec<(String, f64)>> = HashMap::new();
+    for r in env.rows("SELECT deal_id, product_id, quantity FROM raw_pipedrive.deal_product") {
+        lines_of
+            .entry(r["deal_id"].clone())
+            .or_default()
+            .push((r["product_id"].clone(), r["quantity"].parse().unwrap()));
+    }
+    let orders: Vec<BcWriteLog> = env
+        .writes()
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.set == "salesOrders")
+        .collect();
+    let mut with_lines = 0;
+    for deal in env.rows(
+        "SELECT id, org_id FROM raw_pipedrive.deal WHERE status = 'won' AND org_id IS NOT NULL",
+    ) {
+        let order = find_one(
+            &*target,
+            "salesOrders",
+            "externalDocumentNumber",
+            &deal["id"],
+        )
+        .await;
+        let customer = env.link("organization", &deal["org_id"]).unwrap();
+        assert_eq!(order["customerId"].as_str(), Some(customer.as_str()));
+        assert_eq!(
+            env.link("won_deal", &deal["id"]).as_deref(),
+            order["id"].as_str()
+        );
+        let sent = orders
+            .iter()
+            .find(|w| w.fields["externalDocumentNumber"] == deal["id"].as_str())
+            .unwrap();
+        let lines = sent.fields["salesOrderLines"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let expected = lines_of.get(&deal["id"]).cloned().unwrap_or_default();
+        assert_eq!(lines.len(), expected.len(), "deal {}", deal["id"]);
+        for (line, (product, qty)) in lines.iter().zip(&expected) {
+            let item = env.link("product", product).unwrap();
+            assert_eq!(line["itemId"].as_str(), Some(item.as_str()));
+            assert_eq!(line["lineType"], "Item");
+            assert_eq!(line["quantity"].as_f64(), Some(*qty));
+        }
+        with_lines += usize::from(!lines.is_empty());
+    }
+    assert!(with_lines > 0, "some won deals have products");
+
+    // The same change sets re-read from the start: nothing to write.
+    env.ctx.state.sink_reset_cursor(FLOW).unwrap();
+    let reread = sink.plan().await.unwrap();
+    assert_eq!(reread.writes(), 0);
+    // Replaying every job three times creates nothing either.
+    let posts = env.writes().iter().filter(|w| w.method == "POST").count();
+    for _ in 0..3 {
+        for j in env.ctx.state.sink_jobs(FLOW, None).unwrap() {
+            let r = sink
+                .replay(&Replay::Job(j.job_id.clone()), &target)
+                .await
+                .unwrap();
+            assert_eq!(r.created + r.failed, 0, "{:?}", r.jobs);
+        }
+    }
+    assert_eq!(
+        env.writes().iter().filter(|w| w.method == "POST").count(),
+        posts
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipedrive_rename_patches_one_field_under_a_fresh_etag_and_keeps_bc_edits() {
+    let env = Env::new(20, |_| {}).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let report = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+
+    let org =
+        env.rows("SELECT id FROM raw_pipedrive.organization ORDER BY id LIMIT 1")[0]["id"].clone();
+    let customer = env.link("organization", &org).unwrap();
+    // A BC user edits the customer (a field the flow doesn't map): the row's etag changes.
+    env.sandbox
+        .business_central_set_field(
+            0,
+            "customers",
+            &customer,
+            "phoneNumber",
+            json!("+1 555 0100"),
+        )
+        .unwrap();
+    // Someone renames the organization in Pipedrive.
+    let (body, secrets) = env.sandbox.pipedrive_connection();
+    let token = secrets[0].1.clone();
+    let api = body
+        .lines()
+        .find_map(|l| l.strip_prefix("api_url = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let resp = reqwest::Client::new()
+        .patch(format!("{api}/api/v2/organizations/{org}"))
+        .header("x-api-token", token)
+        .json(&json!({"name": "Renamed Holdings"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    env.sync().await;
+
+    let before = env.writes().len();
+    let plan = sink.plan().await.unwrap();
+    let updates: Vec<_> = plan
+        .jobs
+        .iter()
+        .filter(|j| j.action == Action::Update)
+        .collect();
+    assert_eq!(updates.len(), 1, "{:#?}", plan.jobs);
+    let report = sink.apply(&plan, &target).await.unwrap();
+    assert_eq!(
+        (report.updated, report.failed),
+        (1, 0),
+        "{:#?}",
+        report.jobs
+    );
+    let patches: Vec<BcWriteLog> = env.writes()[before..].to_vec();
+    assert_eq!(patches.len(), 1, "{patches:#?}");
+    assert_eq!(patches[0].method, "PATCH");
+    assert_eq!(patches[0].status, 200);
+    assert_eq!(
+        patches[0].fields,
+        json!({"displayName": "Renamed Holdings"})
+    );
+    assert!(patches[0].if_match.is_some());
+    let now = find_one(&*target, "customers", "id", &customer).await;
+    assert_eq!(now["displayName"], "Renamed Holdings");
+    assert_eq!(now["phoneNumber"], "+1 555 0100", "the BC edit survives");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_create_answer_is_found_again_not_duplicated() {
+    let env = Env::new(20, |_| {}).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    env.sandbox.business_central_drop_create_responses(1);
+    let report = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 1, "{:#?}", report.jobs);
+    let dropped = env.writes().into_iter().find(|w| w.dropped).unwrap();
+    assert_eq!(dropped.set, "customers");
+    let customers = env.creates("customers");
+
+    let retry = sink.replay(&Replay::Failed, &target).await.unwrap();
+    assert_eq!(retry.failed, 0, "{:#?}", retry.jobs);
+    assert_eq!(env.creates("customers"), customers, "no second customer");
+    let linked = retry
+        .jobs
+        .iter()
+        .find(|j| j.source_entity == "organization")
+        .unwrap();
+    assert_eq!(linked.outcome, "linked");
+    assert_eq!(linked.target_key, dropped.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_overlay_posts_each_won_deal_once() {
+    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
+    let overlay = builtin
+        .replace(
+            "target = \"salesOrders\"",
+            "target = \"salesInvoices\"\npost = true",
+        )
+        .replace(
+            "field = \"salesOrderLines\"",
+            "field = \"salesInvoiceLines\"",
+        );
+    assert!(overlay.contains("post = true") && overlay.contains("salesInvoiceLines"));
+    let env = Env::new(20, |dir| {
+        let d = dir.join("loaders/sink");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(format!("{FLOW}.toml")), &overlay).unwrap();
+    })
+    .await;
+    assert!(env.dir.path().join("loaders/sink").is_dir());
+    env.sync().await;
+    let won = env.scalar(
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE status = 'won' AND org_id IS NOT NULL",
+    );
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let report = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+    let posted = |env: &Env| {
+        env.writes()
+            .iter()
+            .filter(|w| w.set == "salesInvoices/Microsoft.NAV.post" && w.status == 204)
+            .count()
+    };
+    assert_eq!(env.creates("salesInvoices"), won);
+    assert_eq!(posted(&env), won);
+    // Replays neither re-create nor re-post.
+    for j in env.ctx.state.sink_jobs(FLOW, None).unwrap() {
+        sink.replay(&Replay::Job(j.job_id.clone()), &target)
+            .await
+            .unwrap();
+    }
+    assert_eq!(env.creates("salesInvoices"), won);
+    assert_eq!(posted(&env), won);
+}
