@@ -233,6 +233,15 @@ impl StateStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(SINK_SCHEMA)?;
+        // Ledgers written before `target_version` existed get the column (NULL: no echo known).
+        let has_version: bool = conn
+            .prepare(
+                "SELECT 1 FROM pragma_table_info('sink_ledger') WHERE name = 'target_version'",
+            )?
+            .exists([])?;
+        if !has_version {
+            conn.execute_batch("ALTER TABLE sink_ledger ADD COLUMN target_version INTEGER;")?;
+        }
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -498,7 +507,8 @@ impl StateStore {
 }
 
 /// The sink stage's tables. `sink_ledger`: which target record a source record became (the
-/// idempotency map). `sink_jobs`: one row per (flow, entity, source id, source version), keyed
+/// idempotency map), and the target's own version of it right after our last write (so a flow
+/// reading that target back knows that version for our echo, not someone's change). `sink_jobs`: one row per (flow, entity, source id, source version), keyed
 /// by its hash, with the source record kept so `replay` needs no change set. `sink_audit`:
 /// every write attempt, append-only, secrets never stored. `sink_cursor`: the last run of each
 /// source stream a flow has consumed. `sink_lease`: one apply or replay per flow at a time.
@@ -511,8 +521,10 @@ CREATE TABLE IF NOT EXISTS sink_ledger (
     target_key TEXT NOT NULL,
     source_version INTEGER,
     updated_at TEXT NOT NULL,
+    target_version INTEGER,
     PRIMARY KEY (flow, source_entity, source_id)
 );
+CREATE INDEX IF NOT EXISTS sink_ledger_by_target ON sink_ledger (flow, source_entity, target_key);
 CREATE TABLE IF NOT EXISTS sink_jobs (
     job_id TEXT PRIMARY KEY,
     flow TEXT NOT NULL,
@@ -600,6 +612,22 @@ pub struct LedgerLink {
     pub target_key: String,
     pub source_version: Option<i64>,
     pub updated_at: String,
+    /// The target's own version of the record (its modified time, in µs) right after our last
+    /// write, when the target reports one.
+    pub target_version: Option<i64>,
+}
+
+const LINK_COLUMNS: &str = "target_entity, target_key, source_version, updated_at, target_version";
+
+/// A [`LedgerLink`] from `LINK_COLUMNS` starting at column `at`.
+fn link_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LedgerLink> {
+    Ok(LedgerLink {
+        target_entity: r.get(at)?,
+        target_key: r.get(at + 1)?,
+        source_version: r.get(at + 2)?,
+        updated_at: r.get(at + 3)?,
+        target_version: r.get(at + 4)?,
+    })
 }
 
 /// One sink job.
@@ -667,6 +695,19 @@ pub struct NewLink<'a> {
     pub target_entity: &'a str,
     pub target_key: &'a str,
     pub source_version: Option<i64>,
+    /// The target's version after this write (none: not a write, or not reported).
+    pub target_version: Option<i64>,
+}
+
+/// Another flow's link whose source record our write just changed (a mirror flow writing back
+/// into that flow's source): its `source_version` moves up to the version our write produced,
+/// so that flow sees the change as already held and does not echo it back.
+#[derive(Debug, Clone)]
+pub struct EchoLink<'a> {
+    pub flow: &'a str,
+    pub source_entity: &'a str,
+    pub source_id: &'a str,
+    pub version: i64,
 }
 
 /// The end of one job attempt (see [`StateStore::sink_commit`]).
@@ -680,6 +721,7 @@ pub struct JobFinish<'a> {
     /// Counts as an attempt (a wait does not).
     pub attempted: bool,
     pub link: Option<NewLink<'a>>,
+    pub echo: Option<EchoLink<'a>>,
     pub audits: &'a [AuditEntry],
 }
 
@@ -736,16 +778,27 @@ impl StateStore {
     ) -> Result<Option<LedgerLink>> {
         self.with(|c| {
             c.query_row(
-                "SELECT target_entity, target_key, source_version, updated_at FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
+                &format!("SELECT {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3"),
                 params![flow, source_entity, source_id],
-                |r| {
-                    Ok(LedgerLink {
-                        target_entity: r.get(0)?,
-                        target_key: r.get(1)?,
-                        source_version: r.get(2)?,
-                        updated_at: r.get(3)?,
-                    })
-                },
+                |r| link_from_row(r, 0),
+            )
+            .optional()
+        })
+    }
+
+    /// The link of a mapping that points at target record `target_key`, with its source id:
+    /// how a flow reading that target finds the source record it mirrors.
+    pub fn sink_link_to(
+        &self,
+        flow: &str,
+        source_entity: &str,
+        target_key: &str,
+    ) -> Result<Option<(String, LedgerLink)>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT source_id, {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND target_key = ?3 ORDER BY updated_at DESC LIMIT 1"),
+                params![flow, source_entity, target_key],
+                |r| Ok((r.get(0)?, link_from_row(r, 1)?)),
             )
             .optional()
         })
@@ -765,10 +818,19 @@ impl StateStore {
                 )?;
             }
             if let Some(l) = &f.link {
+                // A link without a write keeps the target version of the last write to the same
+                // record.
                 tx.execute(
-                    "INSERT INTO sink_ledger (flow, source_entity, source_id, target_entity, target_key, source_version, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (flow, source_entity, source_id) DO UPDATE SET target_entity = excluded.target_entity, target_key = excluded.target_key, source_version = excluded.source_version, updated_at = excluded.updated_at",
-                    params![l.flow, l.source_entity, l.source_id, l.target_entity, l.target_key, l.source_version, now],
+                    "INSERT INTO sink_ledger (flow, source_entity, source_id, target_entity, target_key, source_version, updated_at, target_version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (flow, source_entity, source_id) DO UPDATE SET target_entity = excluded.target_entity, target_key = excluded.target_key, source_version = excluded.source_version, updated_at = excluded.updated_at,
+                       target_version = CASE WHEN sink_ledger.target_key = excluded.target_key THEN COALESCE(excluded.target_version, sink_ledger.target_version) ELSE excluded.target_version END",
+                    params![l.flow, l.source_entity, l.source_id, l.target_entity, l.target_key, l.source_version, now, l.target_version],
+                )?;
+            }
+            if let Some(e) = &f.echo {
+                tx.execute(
+                    "UPDATE sink_ledger SET source_version = MAX(COALESCE(source_version, ?4), ?4), updated_at = ?5 WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
+                    params![e.flow, e.source_entity, e.source_id, e.version, now],
                 )?;
             }
             if let Some(job_id) = f.job_id {
@@ -933,20 +995,11 @@ impl StateStore {
     /// Every link of a flow, ordered by source entity and id.
     pub fn sink_links(&self, flow: &str) -> Result<Vec<(String, String, LedgerLink)>> {
         self.with(|c| {
-            let mut st = c.prepare(
-                "SELECT source_entity, source_id, target_entity, target_key, source_version, updated_at FROM sink_ledger WHERE flow = ?1 ORDER BY source_entity, source_id",
-            )?;
+            let mut st = c.prepare(&format!(
+                "SELECT source_entity, source_id, {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 ORDER BY source_entity, source_id"
+            ))?;
             st.query_map(params![flow], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    LedgerLink {
-                        target_entity: r.get(2)?,
-                        target_key: r.get(3)?,
-                        source_version: r.get(4)?,
-                        updated_at: r.get(5)?,
-                    },
-                ))
+                Ok((r.get(0)?, r.get(1)?, link_from_row(r, 2)?))
             })?
             .collect()
         })

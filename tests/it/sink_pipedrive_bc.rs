@@ -33,6 +33,15 @@ impl Env {
     /// Connections `pd` (the Pipedrive fake, API token) and `bc` (the Business Central fake);
     /// `setup` runs on the project folder before the context opens (flow overlays).
     async fn new(scale: u64, setup: impl FnOnce(&std::path::Path)) -> Env {
+        Env::with_bc_streams(scale, "[]", setup).await
+    }
+
+    /// Like `new`, with the BC connection syncing `bc_streams` (a TOML array).
+    async fn with_bc_streams(
+        scale: u64,
+        bc_streams: &str,
+        setup: impl FnOnce(&std::path::Path),
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = Sandbox::start(
             SandboxOptions {
@@ -51,7 +60,7 @@ impl Env {
         std::fs::write(
             &path,
             format!(
-                "[connections.pd]\n{pd}requests_per_minute = 100000\nmax_concurrency = 4\n\n[connections.bc]\n{bc}requests_per_minute = 100000\nstreams = []\n"
+                "[connections.pd]\n{pd}requests_per_minute = 100000\nmax_concurrency = 4\n\n[connections.bc]\n{bc}requests_per_minute = 100000\nstreams = {bc_streams}\n"
             ),
         )
         .unwrap();
@@ -68,7 +77,11 @@ impl Env {
     }
 
     async fn sync(&self) {
-        let conn = self.ctx.config.connection("pd").unwrap().clone();
+        self.sync_connection("pd").await;
+    }
+
+    async fn sync_connection(&self, name: &str) {
+        let conn = self.ctx.config.connection(name).unwrap().clone();
         let results = run_many(&self.ctx, &[&conn], &[], &RunRequest::Sync { full: false })
             .await
             .unwrap();
@@ -113,9 +126,13 @@ impl Env {
     }
 
     fn link(&self, mapping: &str, id: &str) -> Option<String> {
+        self.link_of(FLOW, mapping, id)
+    }
+
+    fn link_of(&self, flow: &str, mapping: &str, id: &str) -> Option<String> {
         self.ctx
             .state
-            .sink_link(FLOW, mapping, id)
+            .sink_link(flow, mapping, id)
             .unwrap()
             .map(|l| l.target_key)
     }
@@ -417,4 +434,121 @@ async fn an_invoice_overlay_posts_each_won_deal_once() {
     }
     assert_eq!(env.creates("salesInvoices"), won);
     assert_eq!(posted(&env), won);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc_master_changes_reach_pipedrive_once_and_are_not_echoed_back() {
+    const BACK: &str = "business_central_to_pipedrive";
+    let env = Env::with_bc_streams(
+        20,
+        r#"["business_central.customer", "business_central.item"]"#,
+        |_| {},
+    )
+    .await;
+    env.sync().await;
+    let forward = Sink::open(&env.ctx, FLOW).unwrap();
+    let bc = forward.target(None).unwrap();
+    let r = forward
+        .apply(&forward.plan().await.unwrap(), &bc)
+        .await
+        .unwrap();
+    assert_eq!(r.failed, 0, "{:#?}", r.jobs);
+    // Items carry the product's unit and its "SKU Family" custom field, found by name.
+    let product =
+        env.rows("SELECT id, _ml_extra FROM raw_pipedrive.product ORDER BY id LIMIT 1")[0].clone();
+    let extra: Value = serde_json::from_str(&product["_ml_extra"]).unwrap();
+    let family = extra["sku_family"].as_str().unwrap().to_string();
+    let item = env.link("product", &product["id"]).unwrap();
+    let saved = find_one(&*bc, "items", "id", &item).await;
+    assert_eq!(saved["displayName2"].as_str(), Some(family.as_str()));
+    assert_eq!(saved["baseUnitOfMeasureCode"], "pcs");
+
+    // BC read back: what the forward flow wrote there is its own echo, nothing goes back.
+    env.sync_connection("bc").await;
+    let back = Sink::open(&env.ctx, BACK).unwrap();
+    let pd = back.target(None).unwrap();
+    let plan = back.plan().await.unwrap();
+    assert_eq!(plan.writes(), 0, "{:#?}", plan.jobs);
+    let echoes = plan
+        .jobs
+        .iter()
+        .filter(|j| j.reason.contains("own write"))
+        .count();
+    let linked = env.ctx.state.sink_links(FLOW).unwrap();
+    let mirrored = linked
+        .iter()
+        .filter(|(m, _, _)| m == "organization" || m == "product")
+        .count();
+    let reasons: std::collections::BTreeSet<&str> =
+        plan.jobs.iter().map(|j| j.reason.as_str()).collect();
+    assert_eq!(
+        echoes, mirrored,
+        "every linked customer and item is an echo: {reasons:#?}"
+    );
+    assert!(plan.jobs.iter().any(|j| j.reason.starts_with("not linked")));
+    back.apply(&plan, &pd).await.unwrap();
+    assert!(env.sandbox.pipedrive_writes().is_empty());
+
+    // A BC user renames the customer and reprices the item.
+    let org =
+        env.rows("SELECT id FROM raw_pipedrive.organization ORDER BY id LIMIT 1")[0]["id"].clone();
+    let customer = env.link("organization", &org).unwrap();
+    env.sandbox
+        .business_central_set_field(
+            0,
+            "customers",
+            &customer,
+            "displayName",
+            json!("Lakeside Renamed Ltd"),
+        )
+        .unwrap();
+    env.sandbox
+        .business_central_set_field(0, "items", &item, "unitPrice", json!(123.45))
+        .unwrap();
+    env.sync_connection("bc").await;
+    let plan = back.plan().await.unwrap();
+    assert_eq!(plan.count(&Action::Update), 2, "{:#?}", plan.jobs);
+    let r = back.apply(&plan, &pd).await.unwrap();
+    assert_eq!((r.updated, r.failed), (2, 0), "{:#?}", r.jobs);
+    let writes = env.sandbox.pipedrive_writes();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    let org_write = writes.iter().find(|w| w.entity == "organizations").unwrap();
+    assert_eq!(org_write.id.to_string(), org);
+    assert_eq!(org_write.status, 200);
+    assert_eq!(org_write.fields["name"], "Lakeside Renamed Ltd");
+    assert!(
+        org_write.fields["address"].is_object(),
+        "the address goes whole"
+    );
+    let product_write = writes.iter().find(|w| w.entity == "products").unwrap();
+    assert_eq!(product_write.id.to_string(), product["id"]);
+    assert_eq!(
+        product_write.fields["prices"],
+        json!([{"price": 123.45, "currency": "USD"}])
+    );
+
+    // Pipedrive read back: both records changed there, by us: nothing goes to BC again.
+    let bc_writes = env.writes().len();
+    env.sync().await;
+    let again = forward.plan().await.unwrap();
+    assert_eq!(again.writes(), 0, "{:#?}", again.jobs);
+    forward.apply(&again, &bc).await.unwrap();
+    assert_eq!(env.writes().len(), bc_writes, "not echoed back into BC");
+    let name = env.rows(&format!(
+        "SELECT name FROM raw_pipedrive.organization WHERE id = {org}"
+    ))[0]["name"]
+        .clone();
+    assert_eq!(name, "Lakeside Renamed Ltd");
+    // And BC read again: nothing new goes to Pipedrive either.
+    env.sync_connection("bc").await;
+    let quiet = back.plan().await.unwrap();
+    assert_eq!(quiet.writes(), 0, "{:#?}", quiet.jobs);
+    // The pair is in this flow's ledger too (BC customer → Pipedrive organization).
+    let back_links = env.ctx.state.sink_links(BACK).unwrap();
+    assert!(
+        back_links
+            .iter()
+            .any(|(m, id, l)| m == "customer" && id.contains(&customer) && l.target_key == org),
+        "{back_links:#?}"
+    );
 }

@@ -10,7 +10,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::target::{Target, WriteError};
+use super::target::{Target, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
 
 /// The entity sets the sink writes.
@@ -150,6 +150,26 @@ impl BcTarget {
     }
 }
 
+/// The entity a 2xx write answered with. A 2xx whose body is an OData `error` (as a batch
+/// part or a proxy can answer) is a refusal, not a success; an unreadable body is ambiguous;
+/// none at all (`204`, `Prefer: return=minimal`) is an empty entity.
+fn saved_entity(status: u16, answer: &[u8]) -> Result<Map<String, Value>, WriteError> {
+    if answer.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(answer) {
+        Ok(Value::Object(m)) if m.contains_key("error") => Err(WriteError::Refused {
+            status,
+            reason: reason_of(&String::from_utf8_lossy(answer)),
+        }),
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(WriteError::Ambiguous {
+            status: Some(status),
+            reason: format!("the {status} answer is not an entity"),
+        }),
+    }
+}
+
 fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
@@ -191,18 +211,18 @@ impl Target for BcTarget {
             .collect())
     }
 
-    async fn create(
-        &self,
-        hub: &str,
-        record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
+    async fn create(&self, hub: &str, record: &Map<String, Value>) -> Result<Written, WriteError> {
         let url = format!("{}/{hub}", self.company_url().await?);
         let body = serde_json::to_vec(record).unwrap_or_default();
         let (status, answer) = self.call(Method::POST, &url, hub, None, Some(body)).await?;
-        serde_json::from_slice::<Value>(&answer)
-            .ok()
-            .and_then(|v| v["id"].as_str().map(String::from))
-            .map(|id| (id, status))
+        let saved = saved_entity(status, &answer)?;
+        saved["id"]
+            .as_str()
+            .map(|id| Written {
+                key: id.to_string(),
+                status,
+                version: version_of(saved.get("lastModifiedDateTime")),
+            })
             .ok_or_else(|| WriteError::Ambiguous {
                 status: Some(status),
                 reason: "the created entity came back without an id".into(),
@@ -214,7 +234,7 @@ impl Target for BcTarget {
         hub: &str,
         key: &str,
         record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
+    ) -> Result<Written, WriteError> {
         let url = format!("{}/{hub}({key})", self.company_url().await?);
         let body = serde_json::to_vec(record).unwrap_or_default();
         let mut tries = 0;
@@ -224,7 +244,14 @@ impl Target for BcTarget {
                 .call(Method::PATCH, &url, hub, Some(&etag), Some(body.clone()))
                 .await
             {
-                Ok((status, _)) => return Ok((key.to_string(), status)),
+                Ok((status, answer)) => {
+                    let saved = saved_entity(status, &answer)?;
+                    return Ok(Written {
+                        key: key.to_string(),
+                        status,
+                        version: version_of(saved.get("lastModifiedDateTime")),
+                    });
+                }
                 Err(WriteError::Refused { status: 409, .. }) if tries == 0 => tries += 1,
                 Err(e) => return Err(e),
             }
@@ -256,6 +283,10 @@ impl Target for BcTarget {
 
     fn parallelism(&self) -> usize {
         self.http.max_concurrency()
+    }
+
+    fn update_method(&self) -> &'static str {
+        "PATCH"
     }
 
     /// `POST …/salesInvoices({id})/Microsoft.NAV.post` (204 No Content).

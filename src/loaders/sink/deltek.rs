@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 
-use super::target::{Target, WriteError};
+use super::target::{Target, WriteError, Written};
 
 /// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same
 /// `variants` the extract reads with), so reading and writing a hub never disagree: on a 5.0+
@@ -153,7 +153,7 @@ impl DeltekTarget {
         url: &str,
         h: &Hub,
         body: Vec<u8>,
-    ) -> std::result::Result<(String, u16), WriteError> {
+    ) -> std::result::Result<Written, WriteError> {
         let body = bytes::Bytes::from(body);
         let resp = self
             .http
@@ -179,7 +179,12 @@ impl DeltekTarget {
                 status: Some(resp.status),
                 reason: format!("the saved record carries no {}", h.payload_name(&h.key)),
             })?;
-        Ok((key.to_string(), resp.status))
+        // Vantagepoint answers carry no modified time we could match a read against.
+        Ok(Written {
+            key: key.to_string(),
+            status: resp.status,
+            version: None,
+        })
     }
 }
 
@@ -251,7 +256,7 @@ impl Target for DeltekTarget {
         &self,
         hub: &str,
         record: &Map<String, Value>,
-    ) -> std::result::Result<(String, u16), WriteError> {
+    ) -> std::result::Result<Written, WriteError> {
         let h = self.hub(hub)?;
         let url = format!("{}/{}?startWorkflow=N", self.base, h.path);
         let body = serde_json::to_vec(&[h.outgoing(record)]).unwrap_or_default();
@@ -264,7 +269,7 @@ impl Target for DeltekTarget {
         hub: &str,
         key: &str,
         record: &Map<String, Value>,
-    ) -> std::result::Result<(String, u16), WriteError> {
+    ) -> std::result::Result<Written, WriteError> {
         let h = self.hub(hub)?;
         let url = format!(
             "{}/{}/{}?startWorkflow=N",

@@ -64,6 +64,28 @@ pub enum Mode {
     /// Create once per source record, ever; never update. A record whose link exists is a
     /// no-op whatever its later versions say (a Won → Open → Won flip seeds one project).
     Seed,
+    /// Update only the records another flow linked (`linked_by`): master data flowing back to
+    /// where it came from. Never searches, creates or posts; a record that flow did not link
+    /// is a no-op, and a version that flow wrote itself is recognised and not echoed back.
+    Update,
+}
+
+/// The other flow's mapping whose ledger pairs this flow's source records with its targets:
+/// `business_central_to_pipedrive` updates the Pipedrive organization that
+/// `pipedrive_to_business_central`'s `organization` mapping made this BC customer from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkedBy {
+    pub flow: String,
+    pub mapping: String,
+    /// The source column holding the key that flow's links point at (default `id`; a
+    /// Business Central row's change-set id also names its company).
+    #[serde(default = "default_key_column")]
+    pub column: String,
+}
+
+fn default_key_column() -> String {
+    "id".into()
 }
 
 /// One source entity → one target hub.
@@ -85,8 +107,22 @@ pub struct EntityMap {
     /// `statecode = 1`, Won); the others are no-ops with the reason.
     #[serde(default)]
     pub when: BTreeMap<String, Value>,
-    /// Source column → target field. Null source values are left out of the request.
+    /// Source field → target field. Null source values are left out of the request. A source
+    /// field is a column, a JSON pointer into a JSON column (`emails/0/value`), or
+    /// `custom.<name>`: a custom field by its name in snake case (Pipedrive's hashed keys are
+    /// resolved by the stream, which keeps them under their names). A target field with a `/`
+    /// is nested (`prices/0/price`); a nested value is always sent whole, as APIs replace it
+    /// whole.
     pub fields: BTreeMap<String, String>,
+    /// Target fields sent as JSON numbers (decimal columns arrive as exact text).
+    #[serde(default)]
+    pub numbers: Vec<String>,
+    /// Values sent with every write, create or update (a price's `prices/0/currency`).
+    #[serde(default)]
+    pub constants: BTreeMap<String, String>,
+    /// `mode = "update"`: the mapping of another flow whose links say which target record
+    /// each source record is.
+    pub linked_by: Option<LinkedBy>,
     /// Target custom field holding the source id (searched first; written on create). Optional:
     /// not every tenant has one.
     pub external_id_field: Option<String>,
@@ -328,6 +364,17 @@ impl FlowFile {
                     "entities[{i}] ({name}): `post = true` needs mode = \"seed\" (a posted document is never updated)"
                 ));
             }
+            let update = e.mode == Mode::Update;
+            if update != e.linked_by.is_some() {
+                return Err(format!(
+                    "entities[{i}] ({name}): `mode = \"update\"` and `linked_by = {{ flow = \"…\", mapping = \"…\" }}` go together"
+                ));
+            }
+            if update && (e.parent.is_some() || e.lines.is_some() || e.number.is_some() || e.post) {
+                return Err(format!(
+                    "entities[{i}] ({name}): an update mapping only updates fields: drop parent, lines, number and post"
+                ));
+            }
             if let Some(n) = &e.number
                 && !n.format.contains("{seq")
             {
@@ -420,6 +467,14 @@ mod tests {
             "[[entities]]\nsource='a'\ntarget='firm'\nfields={a='A'}\n[[entities]]\nsource='a'\ntarget='project'\nfields={a='A'}\n",
         );
         assert!(e.contains("distinct `name`"), "{e}");
+        let e = bad(
+            "[[entities]]\nsource='customer'\ntarget='organizations'\nmode='update'\nfields={a='A'}\n",
+        );
+        assert!(e.contains("linked_by"), "{e}");
+        let e = bad(
+            "[[entities]]\nsource='customer'\ntarget='organizations'\nmode='update'\nlinked_by={flow='f',mapping='m'}\nnumber={field='N',format='{seq}'}\nfields={a='A'}\n",
+        );
+        assert!(e.contains("only updates fields"), "{e}");
         let e = bad(
             "[owners]\nsource='u'\n[[entities]]\nsource='u'\ntarget='employee'\nfields={a='A'}\n",
         );

@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::flow::{EntityMap, FlowFile, Mode, ParentRef};
 use super::target::{Target, WriteError};
 use crate::error::Result;
-use crate::state::{AuditEntry, JobFinish, NewLink, StateStore, job_status};
+use crate::state::{AuditEntry, EchoLink, JobFinish, NewLink, StateStore, job_status};
 
 /// What one attempt at a job ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,13 +60,21 @@ fn id_text(v: &Value) -> Option<String> {
     }
 }
 
-/// A source field of a record: a column, or a JSON pointer into a JSON column
-/// (`emails/0/value`: the first email's value; JSON columns hold JSON text in the lake).
+/// A source field of a record: a column, a JSON pointer into a JSON column (`emails/0/value`:
+/// the first email's value; JSON columns hold JSON text in the lake), or `custom.<name>`: the
+/// custom field `<name>` (snake case), a typed column once `mlc discover` made one, else the
+/// stream's `_ml_extra` entry of that name.
 pub fn source_value<'a>(
     record: &'a Map<String, Value>,
     expr: &str,
 ) -> Option<std::borrow::Cow<'a, Value>> {
     use std::borrow::Cow;
+    if let Some(name) = expr.strip_prefix("custom.") {
+        if let Some(v) = record.get(name) {
+            return Some(Cow::Borrowed(v));
+        }
+        return source_value(record, &format!("_ml_extra/{}", name.replace('/', "~1")));
+    }
     let Some((col, pointer)) = expr.split_once('/') else {
         return record.get(expr).map(Cow::Borrowed);
     };
@@ -177,6 +185,11 @@ struct Trail {
     audits: Vec<AuditEntry>,
     /// (hub, key) of a successful write or link.
     link: Option<(String, String)>,
+    /// The target's version after the write.
+    version: Option<i64>,
+    /// An update mapping's write: (flow, mapping, source id) of the link it mirrors, whose
+    /// source now holds `version`.
+    echo: Option<(String, String, String)>,
 }
 
 impl Trail {
@@ -252,6 +265,16 @@ impl JobCtx<'_> {
                 out.insert(dst.clone(), v);
             }
         }
+        for (dst, v) in &em.constants {
+            out.insert(dst.clone(), Value::String(v.clone()));
+        }
+        for f in &em.numbers {
+            if let Some(Value::String(text)) = out.get(f)
+                && let Ok(n) = text.trim().parse::<serde_json::Number>()
+            {
+                out.insert(f.clone(), Value::Number(n));
+            }
+        }
         if em.owner_fields.is_empty() {
             return Ok((out, false));
         }
@@ -276,6 +299,8 @@ impl JobCtx<'_> {
             target: format!("{}.{}", self.flow.target_system, em.target),
             audits: Vec::new(),
             link: None,
+            version: None,
+            echo: None,
         };
         let outcome = self.attempt(em, j, record, &mut trail).await?;
         let (status, error, ambiguous) = match &outcome {
@@ -301,7 +326,18 @@ impl JobCtx<'_> {
                 target_entity: hub,
                 target_key: key,
                 source_version: j.source_version,
+                target_version: trail.version,
             }),
+            echo: trail
+                .echo
+                .as_ref()
+                .zip(trail.version)
+                .map(|((flow, mapping, id), version)| EchoLink {
+                    flow,
+                    source_entity: mapping,
+                    source_id: id,
+                    version,
+                }),
             audits: &trail.audits,
         })?;
         Ok(outcome)
@@ -359,6 +395,13 @@ impl JobCtx<'_> {
         if let Some(why) = em.unmet(record) {
             return Ok(self.noop(j, t, "noop", None, why));
         }
+        // An update mapping writes only to the record the other flow linked, and never a
+        // version that flow wrote itself back.
+        let mirrored = match mirror(self.state, em, record, j.source_version)? {
+            Mirror::NotUpdate => None,
+            Mirror::Key(key) => Some(key),
+            Mirror::Skip(why) => return Ok(self.noop(j, t, "noop", None, why)),
+        };
         let link = self
             .state
             .sink_link(self.flow_name, j.source_entity, j.source_id)?;
@@ -448,6 +491,7 @@ impl JobCtx<'_> {
         }
         // 1. The ledger (a `match` mapping searches again: the email may have changed).
         let mut found = match (&link, em.mode) {
+            (_, Mode::Update) => mirrored.map(|k| (k, false)),
             (Some(l), Mode::Upsert) => Some((l.target_key.clone(), false)),
             _ => None,
         };
@@ -516,7 +560,7 @@ impl JobCtx<'_> {
                 t.link = Some((hub.to_string(), key.clone()));
                 Ok(Outcome::Linked(key))
             }
-            (None, Mode::Match) => {
+            (None, Mode::Match | Mode::Update) => {
                 let keys: Vec<&str> = em.natural_key.iter().map(String::as_str).collect();
                 let why = format!(
                     "no {hub} matches [{}]: records it owns use the default",
@@ -524,7 +568,7 @@ impl JobCtx<'_> {
                 );
                 Ok(self.noop(j, t, "unmatched", None, why))
             }
-            (Some((key, by_search)), Mode::Upsert) => {
+            (Some((key, by_search)), Mode::Upsert | Mode::Update) => {
                 // A linked record gets only what changed since the version last written: a
                 // field someone changed in the target meanwhile is not overwritten by a value
                 // the source did not change.
@@ -538,7 +582,19 @@ impl JobCtx<'_> {
                         .map(|p| p.field.as_str())
                         .chain(em.external_id_field.as_deref())
                         .collect();
+                    let full = body.clone();
                     body.retain(|f, v| keep.contains(&f.as_str()) || prev.get(f) != Some(v));
+                    // A nested value (an address, a price) is replaced whole by the target:
+                    // one changed member sends all of them.
+                    let groups: Vec<String> = body
+                        .keys()
+                        .filter_map(|f| group_of(f).map(String::from))
+                        .collect();
+                    for (f, v) in &full {
+                        if group_of(f).is_some_and(|g| groups.iter().any(|x| x == g)) {
+                            body.entry(f.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
                     if body.keys().all(|f| keep.contains(&f.as_str())) {
                         let why =
                             "no mapped field changed since the version last written".to_string();
@@ -546,18 +602,25 @@ impl JobCtx<'_> {
                         return Ok(self.noop(j, t, "noop", Some(key), why));
                     }
                 }
-                let req = self.summary("PUT", hub, Some(&key), &body);
-                let res = self.target.update(hub, &key, &body).await;
+                let method = self.target.update_method();
+                let req = self.summary(method, hub, Some(&key), &body);
+                let res = self.target.update(hub, &key, &nest(body)).await;
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
-                    Ok((_, status)) => {
+                    Ok(w) => {
+                        let status = w.status;
+                        t.version = w.version;
+                        if let Some(lb) = em.linked_by.as_ref().filter(|_| em.mode == Mode::Update)
+                        {
+                            t.echo = Some((lb.flow.clone(), lb.mapping.clone(), key.clone()));
+                        }
                         let action = if by_search { "link" } else { "update" };
                         t.audit(
                             j,
                             self.flow_name,
                             AuditEntry {
                                 action: action.into(),
-                                method: Some("PUT".into()),
+                                method: Some(method.into()),
                                 request: Some(format!("{req}{owner_note}")),
                                 status: Some(status),
                                 target_key: Some(key.clone()),
@@ -572,7 +635,7 @@ impl JobCtx<'_> {
                             Outcome::Updated(key)
                         })
                     }
-                    Err(e) => Ok(self.failed_write(j, t, "PUT", req, Some(key), ms, e)),
+                    Err(e) => Ok(self.failed_write(j, t, method, req, Some(key), ms, e)),
                 }
             }
             (None, Mode::Upsert | Mode::Seed) => {
@@ -584,10 +647,12 @@ impl JobCtx<'_> {
                     body.insert(field, lines);
                 }
                 let req = self.summary("POST", hub, None, &body);
-                let res = self.target.create(hub, &body).await;
+                let res = self.target.create(hub, &nest(body)).await;
                 let ms = started.elapsed().as_millis() as u64;
                 match res {
-                    Ok((key, status)) => {
+                    Ok(w) => {
+                        let (key, status) = (w.key, w.status);
+                        t.version = w.version;
                         t.audit(
                             j,
                             self.flow_name,
@@ -938,10 +1003,149 @@ fn failed_search(reason: String) -> Outcome {
     }
 }
 
+/// The top-level field of a nested target field (`prices` of `prices/0/price`).
+fn group_of(field: &str) -> Option<&str> {
+    field.split_once('/').map(|(g, _)| g)
+}
+
+/// A flat body whose nested target fields (`address/locality`, `prices/0/price`) become JSON
+/// objects and arrays (a numeric segment is an array index).
+fn nest(body: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Value::Object(Map::new());
+    for (field, v) in body {
+        let mut at = &mut out;
+        let segments: Vec<&str> = field.split('/').collect();
+        for (i, seg) in segments.iter().enumerate() {
+            let last = i + 1 == segments.len();
+            let next_is_index = segments
+                .get(i + 1)
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+            let empty = || {
+                if next_is_index {
+                    Value::Array(Vec::new())
+                } else {
+                    Value::Object(Map::new())
+                }
+            };
+            at = match at {
+                Value::Array(items) => {
+                    let idx = seg.parse::<usize>().unwrap_or(items.len());
+                    while items.len() <= idx {
+                        items.push(Value::Null);
+                    }
+                    if items[idx].is_null() && !last {
+                        items[idx] = empty();
+                    }
+                    &mut items[idx]
+                }
+                Value::Object(m) => m.entry((*seg).to_string()).or_insert_with(empty),
+                // A field both plain and nested (`a` and `a/b`): the nested one wins.
+                other => {
+                    *other = Value::Object(Map::new());
+                    match other {
+                        Value::Object(m) => m.entry((*seg).to_string()).or_insert_with(empty),
+                        _ => unreachable!("just made an object"),
+                    }
+                }
+            };
+            if last {
+                *at = v.clone();
+            }
+        }
+    }
+    match out {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// What an `update` mapping may do with a source record.
+pub enum Mirror {
+    /// Not an update mapping.
+    NotUpdate,
+    /// Update this target record (the other flow's source id).
+    Key(String),
+    /// Nothing to write, and why: not linked by the other flow, or this version is that flow's
+    /// own write (an echo).
+    Skip(String),
+}
+
+/// The target record an `update` mapping writes to, from the other flow's ledger: the link
+/// whose target is this source record. A source version no newer than what that flow wrote
+/// is its echo, not a change to send back.
+pub fn mirror(
+    state: &StateStore,
+    em: &EntityMap,
+    record: &Map<String, Value>,
+    version: Option<i64>,
+) -> Result<Mirror> {
+    let Some(lb) = em.linked_by.as_ref().filter(|_| em.mode == Mode::Update) else {
+        return Ok(Mirror::NotUpdate);
+    };
+    let Some(own_key) = record.get(&lb.column).and_then(id_text) else {
+        return Ok(Mirror::Skip(format!("it has no {}", lb.column)));
+    };
+    let Some((key, l)) = state.sink_link_to(&lb.flow, &lb.mapping, &own_key)? else {
+        return Ok(Mirror::Skip(format!(
+            "not linked by {}/{}: this mapping only updates records that flow linked",
+            lb.flow, lb.mapping
+        )));
+    };
+    if let (Some(ours), Some(v)) = (l.target_version, version)
+        && v <= ours
+    {
+        return Ok(Mirror::Skip(format!(
+            "version {v} is {}'s own write to this record: not echoed back",
+            lb.flow
+        )));
+    }
+    Ok(Mirror::Key(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn nested_target_fields_become_objects_and_arrays() {
+        let flat = rec(serde_json::json!({
+            "name": "Acme",
+            "address/locality": "Lyon",
+            "address/country": "FR",
+            "prices/0/price": 12.5,
+            "prices/0/currency": "USD",
+        }));
+        assert_eq!(
+            Value::Object(nest(flat)),
+            serde_json::json!({
+                "name": "Acme",
+                "address": {"locality": "Lyon", "country": "FR"},
+                "prices": [{"price": 12.5, "currency": "USD"}],
+            })
+        );
+        assert_eq!(group_of("prices/0/price"), Some("prices"));
+        assert_eq!(group_of("name"), None);
+    }
+
+    #[test]
+    fn custom_fields_resolve_by_name() {
+        let r = rec(serde_json::json!({
+            "id": 1,
+            "_ml_extra": "{\"po_number\":\"PO-7\",\"sku_family\":\"X\"}",
+            "sku_family": "typed",
+        }));
+        assert_eq!(
+            source_value(&r, "custom.po_number").as_deref(),
+            Some(&Value::from("PO-7"))
+        );
+        // A typed column (after `mlc discover`) wins over the raw extra.
+        assert_eq!(
+            source_value(&r, "custom.sku_family").as_deref(),
+            Some(&Value::from("typed"))
+        );
+        assert!(source_value(&r, "custom.missing").is_none());
+    }
 
     fn rec(v: serde_json::Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()

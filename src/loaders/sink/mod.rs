@@ -21,6 +21,7 @@ pub mod changes;
 pub mod deltek;
 pub mod flow;
 pub mod ledger;
+pub mod pipedrive;
 pub mod plan;
 pub mod target;
 
@@ -113,12 +114,21 @@ impl<'a> Sink<'a> {
         let hubs: &[&str] = match flow.target_system.as_str() {
             "deltek" => &["firm", "contact", "employee", "opportunity", "project"],
             "business_central" => &business_central::HUBS,
+            "pipedrive" => &pipedrive::HUBS,
             other => {
                 return Err(Error::Config(format!(
-                    "sink flow `{name}`: target system `{other}` is not supported (deltek, business_central)"
+                    "sink flow `{name}`: target system `{other}` is not supported (deltek, business_central, pipedrive)"
                 )));
             }
         };
+        if flow.target_system == "pipedrive"
+            && let Some(e) = flow.entities.iter().find(|e| e.mode != flow::Mode::Update)
+        {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: {} writes to Pipedrive, which the sink only updates: set mode = \"update\" with linked_by = {{ flow = \"…\", mapping = \"…\" }}",
+                e.name()
+            )));
+        }
         if let Some(e) = flow
             .entities
             .iter()
@@ -212,6 +222,9 @@ impl<'a> Sink<'a> {
             return Ok(Box::new(business_central::BcTarget::new(
                 ep.http, &ep.base, &company,
             )));
+        }
+        if self.flow.target_system == "pipedrive" {
+            return Ok(Box::new(pipedrive::PipedriveTarget::new(ep.http, &ep.base)));
         }
         let mut hubs: Vec<&str> = self
             .flow

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::changes::{self, ChangeRow};
 use super::flow::{EntityMap, FlowFile, Mode};
-use super::ledger::{ParentId, parent_id};
+use super::ledger::{Mirror, ParentId, parent_id};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
@@ -178,7 +178,12 @@ pub async fn plan(
                 .or_default()
                 .insert(row.id.clone(), row.record.clone());
             let jid = job_id(name, mapping, &row.id, row.version);
-            let link = state.sink_link(name, mapping, &row.id)?;
+            let mut link = state.sink_link(name, mapping, &row.id)?;
+            let mirrored = match super::ledger::mirror(state, em, &row.record, row.version)? {
+                Mirror::NotUpdate => Ok(None),
+                Mirror::Key(k) => Ok(Some(k)),
+                Mirror::Skip(why) => Err(why),
+            };
             let prior = state.sink_job(&jid)?;
             let (action, reason) = if row.id.starts_with(MALFORMED) {
                 (
@@ -197,6 +202,8 @@ pub async fn plan(
                 (Action::Noop, "this job is already applied".into())
             } else if let Some(why) = em.unmet(&row.record) {
                 (Action::Noop, why)
+            } else if let Err(why) = &mirrored {
+                (Action::Noop, why.clone())
             } else if let Some(l) = link.as_ref().filter(|_| em.mode == Mode::Seed) {
                 (
                     Action::Noop,
@@ -237,6 +244,26 @@ pub async fn plan(
                         "apply searches {} by [{}] and links what it finds",
                         em.target,
                         em.natural_key.join(",")
+                    ),
+                )
+            } else if let Ok(Some(key)) = &mirrored {
+                link = link.or_else(|| {
+                    Some(crate::state::LedgerLink {
+                        target_entity: em.target.clone(),
+                        target_key: key.clone(),
+                        source_version: None,
+                        updated_at: String::new(),
+                        target_version: None,
+                    })
+                });
+                (
+                    Action::Update,
+                    format!(
+                        "linked by {} to {} {key}: the change goes back there",
+                        em.linked_by
+                            .as_ref()
+                            .map_or(String::new(), |l| format!("{}/{}", l.flow, l.mapping)),
+                        em.target
                     ),
                 )
             } else if let Some(l) = &link {

@@ -1,5 +1,5 @@
 //! What the sink needs from a target system: search a hub by field values, create, update, and
-//! the hub's key. One implementation per ERP (`deltek.rs`); the ledger logic (link → search →
+//! the hub's key. One implementation per system (`deltek.rs`, `business_central.rs`, `pipedrive.rs`); the ledger logic (link → search →
 //! create, audit, retries) is written once against this trait.
 
 use async_trait::async_trait;
@@ -54,6 +54,26 @@ impl WriteError {
     }
 }
 
+/// A write the target accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub key: String,
+    pub status: u16,
+    /// The record's own version after the write (its modified time, µs since the epoch, as the
+    /// target's stream reads it), when the answer carries one: a flow reading this target
+    /// back recognises that version as our echo.
+    pub version: Option<i64>,
+}
+
+/// A modified-time field of an answer (`lastModifiedDateTime`, `update_time`) as a version:
+/// µs since the epoch, the way a stream run computes it from the same field.
+pub fn version_of(v: Option<&Value>) -> Option<i64> {
+    let text = v?.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_micros())
+}
+
 /// A sink target. Hubs and field names are the target's own (as the flow file writes them).
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -65,20 +85,16 @@ pub trait Target: Send + Sync {
         equals: &[(String, String)],
     ) -> Result<Vec<Map<String, Value>>, WriteError>;
 
-    /// Creates one record; returns its key and the HTTP status.
-    async fn create(
-        &self,
-        hub: &str,
-        record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError>;
+    /// Creates one record.
+    async fn create(&self, hub: &str, record: &Map<String, Value>) -> Result<Written, WriteError>;
 
-    /// Updates the fields of `record` on the record `key`; returns the key and the status.
+    /// Updates the fields of `record` on the record `key`.
     async fn update(
         &self,
         hub: &str,
         key: &str,
         record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError>;
+    ) -> Result<Written, WriteError>;
 
     /// The hub's key field, as the flow names it.
     fn key_field(&self, hub: &str) -> &str;
@@ -95,6 +111,11 @@ pub trait Target: Send + Sync {
     /// How many jobs of one mapping may be in flight at once.
     fn parallelism(&self) -> usize {
         1
+    }
+
+    /// The HTTP method of an update, for the audit.
+    fn update_method(&self) -> &'static str {
+        "PUT"
     }
 
     /// Posts a created document (Business Central `Microsoft.NAV.post`); returns the status.
@@ -117,11 +138,7 @@ impl<T: Target + ?Sized> Target for Box<T> {
         (**self).search(hub, equals).await
     }
 
-    async fn create(
-        &self,
-        hub: &str,
-        record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
+    async fn create(&self, hub: &str, record: &Map<String, Value>) -> Result<Written, WriteError> {
         (**self).create(hub, record).await
     }
 
@@ -130,7 +147,7 @@ impl<T: Target + ?Sized> Target for Box<T> {
         hub: &str,
         key: &str,
         record: &Map<String, Value>,
-    ) -> Result<(String, u16), WriteError> {
+    ) -> Result<Written, WriteError> {
         (**self).update(hub, key, record).await
     }
 
@@ -152,6 +169,10 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     fn parallelism(&self) -> usize {
         (**self).parallelism()
+    }
+
+    fn update_method(&self) -> &'static str {
+        (**self).update_method()
     }
 
     async fn post(&self, hub: &str, key: &str) -> Result<u16, WriteError> {

@@ -1,0 +1,184 @@
+//! The Pipedrive side of a sink: master data flowing back (`business_central_to_pipedrive`).
+//! Only updates of records another flow linked: `PATCH /api/v2/{organizations|persons|
+//! products}/{id}` (v2 renamed v1's `PUT`), answered `{"success": true, "data": {…}}` with the
+//! whole record and its new `update_time`. Pipedrive has no `If-Match`; the sink sends only the
+//! fields its source changed, so a concurrent edit of another field survives.
+//!
+//! Nothing financial is ever written here: only the entity sets in [`HUBS`] are accepted.
+
+use reqwest::Method;
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::target::{Target, WriteError, Written, version_of};
+use crate::http::{HttpClient, Idempotency};
+
+/// The entity sets the sink may update.
+pub const HUBS: [&str; 3] = ["organizations", "persons", "products"];
+
+/// A Pipedrive company account as a sink target.
+#[derive(Debug)]
+pub struct PipedriveTarget {
+    http: HttpClient,
+    /// The connection's `api_url`, used when the token response names no API domain.
+    configured: String,
+    /// The API base: OAuth's `api_domain`, else `api_url` (looked up on first use).
+    base: OnceCell<String>,
+}
+
+/// Pipedrive's `{"success": false, "error": "…"}` body as one line.
+fn reason_of(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    match parsed
+        .as_ref()
+        .and_then(|v| v.get("error"))
+        .and_then(Value::as_str)
+    {
+        Some(e) => e.to_string(),
+        None => body.to_string(),
+    }
+}
+
+fn update_only(what: &str) -> WriteError {
+    WriteError::Refused {
+        status: 0,
+        reason: format!(
+            "the Pipedrive target does not {what}: its mappings update records another flow linked (mode = \"update\")"
+        ),
+    }
+}
+
+impl PipedriveTarget {
+    pub fn new(http: HttpClient, api_url: &str) -> Self {
+        Self {
+            http,
+            configured: api_url.trim_end_matches('/').to_string(),
+            base: OnceCell::new(),
+        }
+    }
+
+    async fn base(&self) -> Result<&str, WriteError> {
+        self.base
+            .get_or_try_init(|| async {
+                let learned = self
+                    .http
+                    .auth_api_base()
+                    .await
+                    .map_err(|e| WriteError::classify(e, reason_of))?;
+                Ok(learned
+                    .map(|b| b.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| self.configured.clone()))
+            })
+            .await
+            .map(String::as_str)
+    }
+}
+
+#[async_trait::async_trait]
+impl Target for PipedriveTarget {
+    async fn search(
+        &self,
+        _hub: &str,
+        _equals: &[(String, String)],
+    ) -> Result<Vec<Map<String, Value>>, WriteError> {
+        Err(update_only("search"))
+    }
+
+    async fn create(
+        &self,
+        _hub: &str,
+        _record: &Map<String, Value>,
+    ) -> Result<Written, WriteError> {
+        Err(update_only("create"))
+    }
+
+    async fn update(
+        &self,
+        hub: &str,
+        key: &str,
+        record: &Map<String, Value>,
+    ) -> Result<Written, WriteError> {
+        if !HUBS.contains(&hub) {
+            return Err(WriteError::Refused {
+                status: 0,
+                reason: format!(
+                    "{hub} is not written to Pipedrive (only {})",
+                    HUBS.join(", ")
+                ),
+            });
+        }
+        let url = format!("{}/api/v2/{hub}/{key}", self.base().await?);
+        let body = bytes::Bytes::from(serde_json::to_vec(record).unwrap_or_default());
+        let resp = self
+            .http
+            .send(Method::PATCH, &url, hub, Idempotency::Unsafe, |rb| {
+                rb.header(ACCEPT, "application/json")
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.clone())
+            })
+            .await
+            .map_err(|e| WriteError::classify(e, reason_of))?;
+        let answer: Value =
+            serde_json::from_slice(&resp.body).map_err(|e| WriteError::Ambiguous {
+                status: Some(resp.status),
+                reason: format!("the answer is not Pipedrive JSON: {e}"),
+            })?;
+        // A 2xx that says `success: false` did not save.
+        if answer.get("success").and_then(Value::as_bool) != Some(true) {
+            return Err(WriteError::Refused {
+                status: resp.status,
+                reason: reason_of(&String::from_utf8_lossy(&resp.body)),
+            });
+        }
+        Ok(Written {
+            key: key.to_string(),
+            status: resp.status,
+            version: version_of(answer.pointer("/data/update_time")),
+        })
+    }
+
+    fn key_field(&self, _hub: &str) -> &str {
+        "id"
+    }
+
+    fn client_keyed(&self, _hub: &str) -> bool {
+        false
+    }
+
+    fn value(&self, v: &Value) -> Option<Value> {
+        match v {
+            Value::Null => None,
+            other => Some(other.clone()),
+        }
+    }
+
+    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
+        match key {
+            Some(k) => format!("{method} /api/v2/{hub}/{k}"),
+            None => format!("{method} /api/v2/{hub}"),
+        }
+    }
+
+    fn parallelism(&self) -> usize {
+        self.http.max_concurrency()
+    }
+
+    fn update_method(&self) -> &'static str {
+        "PATCH"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_as_one_line() {
+        assert_eq!(
+            reason_of(r#"{"success":false,"error":"Organization not found"}"#),
+            "Organization not found"
+        );
+        assert_eq!(reason_of("gateway"), "gateway");
+    }
+}
