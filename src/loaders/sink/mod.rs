@@ -98,6 +98,9 @@ pub struct FlowStatus {
     pub failed: Vec<SinkJob>,
 }
 
+/// One lane's jobs run in order: (plan index, result) of each.
+type LaneRun<'a> = futures::future::BoxFuture<'a, Result<Vec<(usize, JobResult)>>>;
+
 /// A flow bound to a project.
 pub struct Sink<'a> {
     ctx: &'a Context,
@@ -423,8 +426,7 @@ impl<'a> Sink<'a> {
         }
         // Boxed so the futures' type is named: a `map` closure here trips rustc's higher-ranked
         // `Send` inference when the apply runs inside a spawned task (`mlc serve`).
-        let mut runs: Vec<futures::future::BoxFuture<'_, Result<Vec<(usize, JobResult)>>>> =
-            Vec::with_capacity(lanes.len());
+        let mut runs: Vec<LaneRun<'_>> = Vec::with_capacity(lanes.len());
         for lane in lanes {
             runs.push(Box::pin(async move {
                 let mut out = Vec::with_capacity(lane.len());
