@@ -81,10 +81,21 @@ impl Env {
     }
 
     async fn sync_connection(&self, name: &str) {
+        self.sync_streams(name, &[]).await;
+    }
+
+    /// Syncs `streams` of connection `name` (all of its streams when empty).
+    async fn sync_streams(&self, name: &str, streams: &[&str]) {
         let conn = self.ctx.config.connection(name).unwrap().clone();
-        let results = run_many(&self.ctx, &[&conn], &[], &RunRequest::Sync { full: false })
-            .await
-            .unwrap();
+        let patterns: Vec<String> = streams.iter().map(|s| s.to_string()).collect();
+        let results = run_many(
+            &self.ctx,
+            &[&conn],
+            &patterns,
+            &RunRequest::Sync { full: false },
+        )
+        .await
+        .unwrap();
         for (label, r) in results {
             r.unwrap_or_else(|e| panic!("{label}: {e}"));
         }
@@ -216,12 +227,19 @@ async fn masters_are_written_once_existing_customers_linked_and_won_deals_become
 
     // Each won deal: one draft order on its organization's customer, the deal id as the
     // external document number, one line per deal product, on that product's item.
+    // Deal id → (product id, quantity) of each line, and the order's expected net total.
     let mut lines_of: HashMap<String, Vec<(String, f64)>> = HashMap::new();
-    for r in env.rows("SELECT deal_id, product_id, quantity FROM raw_pipedrive.deal_product") {
+    let mut total_of: HashMap<String, f64> = HashMap::new();
+    for r in env.rows(
+        "SELECT deal_id, product_id, quantity, item_price, discount FROM raw_pipedrive.deal_product ORDER BY id",
+    ) {
+        let num = |k: &str| r[k].parse::<f64>().unwrap();
         lines_of
             .entry(r["deal_id"].clone())
             .or_default()
-            .push((r["product_id"].clone(), r["quantity"].parse().unwrap()));
+            .push((r["product_id"].clone(), num("quantity")));
+        *total_of.entry(r["deal_id"].clone()).or_default() +=
+            num("quantity") * num("item_price") * (1.0 - num("discount") / 100.0);
     }
     let orders: Vec<BcWriteLog> = env
         .writes()
@@ -262,6 +280,13 @@ async fn masters_are_written_once_existing_customers_linked_and_won_deals_become
             assert_eq!(line["quantity"].as_f64(), Some(*qty));
         }
         with_lines += usize::from(!lines.is_empty());
+        let total = total_of.get(&deal["id"]).copied().unwrap_or_default();
+        let net = order["totalAmountExcludingTax"].as_f64().unwrap();
+        assert!(
+            (net - total).abs() < 0.01 * (lines.len() as f64 + 1.0),
+            "deal {}: total {net}, expected {total}",
+            deal["id"]
+        );
     }
     assert!(with_lines > 0, "some won deals have products");
 
@@ -551,4 +576,118 @@ async fn bc_master_changes_reach_pipedrive_once_and_are_not_echoed_back() {
             .any(|(m, id, l)| m == "customer" && id.contains(&customer) && l.target_key == org),
         "{back_links:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deal_that_cannot_be_written_fails_or_waits_alone_and_goes_through_once_fixed() {
+    let env = Env::new(30, |_| {}).await;
+    // Products arrive later than the deals that sell them: every won deal with products waits.
+    env.sync_streams(
+        "pd",
+        &[
+            "pipedrive.organization",
+            "pipedrive.person",
+            "pipedrive.deal",
+            "pipedrive.deal_product",
+        ],
+    )
+    .await;
+    // A BC user blocked the customer one organization already is (matched by name).
+    let deal = env.rows(
+        "SELECT d.id, d.org_id, o.name FROM raw_pipedrive.deal d JOIN raw_pipedrive.organization o ON d.org_id = o.id \
+         WHERE d.status = 'won' ORDER BY d.id LIMIT 1",
+    )[0]
+    .clone();
+    let on_blocked = env.scalar(&format!(
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE status = 'won' AND org_id = {}",
+        deal["org_id"]
+    ));
+    let existing = env.sandbox.business_central_live_rows("customers").unwrap()[0].clone();
+    env.sandbox
+        .business_central_set_field(
+            0,
+            "customers",
+            &existing.id,
+            "displayName",
+            json!(deal["name"]),
+        )
+        .unwrap();
+    env.sandbox
+        .business_central_set_field(0, "customers", &existing.id, "blocked", json!("All"))
+        .unwrap();
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let r = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    assert_eq!(r.failed, 0, "{:#?}", r.jobs);
+    let waiting: Vec<_> = r
+        .jobs
+        .iter()
+        .filter(|j| j.source_entity == "won_deal" && j.outcome != "noop")
+        .collect();
+    assert!(!waiting.is_empty());
+    for j in &waiting {
+        assert_eq!(j.outcome, "waiting", "{j:?}");
+        assert!(
+            j.detail.contains("product") || j.detail.contains("org_id"),
+            "{}",
+            j.detail
+        );
+    }
+    assert_eq!(env.creates("salesOrders"), 0);
+
+    // The products arrive: items are created, the waiting deals go through — but the blocked
+    // customer's deals fail alone, with BC's reason.
+    env.sync_streams("pd", &["pipedrive.product"]).await;
+    let r = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    let failed: Vec<_> = r.jobs.iter().filter(|j| j.outcome == "failed").collect();
+    assert_eq!(failed.len(), on_blocked, "{:#?}", r.jobs);
+    for j in &failed {
+        assert_eq!(j.source_entity, "won_deal");
+        assert!(j.detail.contains("blocked with type All"), "{}", j.detail);
+    }
+    let audit = env
+        .ctx
+        .state
+        .sink_audit_entries(FLOW, Some(&failed[0].job_id))
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.action == "failed" && a.status == Some(400)),
+        "{audit:#?}"
+    );
+    let won = env.scalar(
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE status = 'won' AND org_id IS NOT NULL",
+    );
+    assert_eq!(env.creates("salesOrders"), won - on_blocked);
+
+    // Unblocked in BC: a replay of the failed jobs writes them, once.
+    env.sandbox
+        .business_central_set_field(0, "customers", &existing.id, "blocked", json!(" "))
+        .unwrap();
+    let retry = sink.replay(&Replay::Failed, &target).await.unwrap();
+    assert_eq!(
+        (retry.created, retry.failed),
+        (on_blocked, 0),
+        "{:#?}",
+        retry.jobs
+    );
+    assert_eq!(env.creates("salesOrders"), won);
+    let again = sink.replay(&Replay::Failed, &target).await.unwrap();
+    assert_eq!(again.created + again.failed, 0);
+    assert_eq!(env.creates("salesOrders"), won);
+    let order = find_one(
+        &*target,
+        "salesOrders",
+        "externalDocumentNumber",
+        &deal["id"],
+    )
+    .await;
+    assert_eq!(order["customerId"].as_str(), Some(existing.id.as_str()));
 }

@@ -202,8 +202,23 @@ pub(super) fn create_document(
             "postalCode",
             "email",
             "phoneNumber",
+            "blocked",
         ],
     );
+    // BC refuses documents for a customer blocked for everything (Ship/Invoice blocks bite
+    // later, at posting) [ASSUMPTION: the message is BC's, the code its dialog error].
+    if cust.get("blocked").and_then(Value::as_str) == Some("All") {
+        return Err(reject(
+            400,
+            "Application_DialogException",
+            format!(
+                "You cannot create this type of document when Customer {} is blocked with type All",
+                cust.get("number")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            ),
+        ));
+    }
     let empty = Vec::new();
     let lines_in = match body.get(nav) {
         None | Some(Value::Null) => &empty,
