@@ -232,6 +232,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     for flow in SINK_FLOWS {
         sink_ok &= run_sink(&ctx, flow, print).await?;
     }
+    sink_ok &= master_data_back(&ctx, &sandbox, print).await?;
     let sql = "SELECT mapping, target, action, COUNT(*) AS entries FROM mlc_sink.audit GROUP BY mapping, target, action ORDER BY mapping, action";
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
@@ -256,6 +257,60 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     Ok(())
 }
 
+/// Master data back to Pipedrive: a Business Central user moves a customer and reprices an
+/// item that pipedrive_to_business_central wrote; Business Central is synced again and
+/// business_central_to_pipedrive sends those two changes (and not the echoes of the sink's own
+/// writes) to the linked Pipedrive organization and product.
+async fn master_data_back(
+    ctx: &Context,
+    sandbox: &Sandbox,
+    print: &mut dyn FnMut(&str),
+) -> Result<bool> {
+    const FORWARD: &str = "pipedrive_to_business_central";
+    let links = ctx.state.sink_links(FORWARD)?;
+    let first = |mapping: &str| {
+        links
+            .iter()
+            .find(|(m, _, _)| m == mapping)
+            .map(|(_, _, l)| l.target_key.clone())
+    };
+    let (Some(customer), Some(item)) = (first("organization"), first("product")) else {
+        return Ok(true);
+    };
+    sandbox.business_central_set_field(0, "customers", &customer, "city", "Rotterdam".into())?;
+    sandbox.business_central_set_field(0, "items", &item, "unitPrice", 249.5.into())?;
+    print(&format!(
+        "\nChanged in Business Central: customer {customer} moved to Rotterdam, item {item} repriced to 249.50"
+    ));
+    let erp: Vec<&crate::config::Connection> = ctx
+        .config
+        .connections
+        .values()
+        .filter(|c| c.system() == "business_central")
+        .collect();
+    let patterns = ["business_central.customer".to_string(), "business_central.item".to_string()];
+    for (label, r) in run_many(ctx, &erp, &patterns, &RunRequest::Sync { full: false }).await? {
+        r.map_err(|e| Error::Stopped(format!("{label}: {e}")))?;
+    }
+    let ok = run_sink(ctx, "business_central_to_pipedrive", print).await?;
+    for w in sandbox.pipedrive_writes() {
+        let fields: Vec<&str> = w
+            .fields
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        print(&format!(
+            "  Pipedrive {} {} /api/v2/{}/{} [{}]",
+            w.status,
+            w.method,
+            w.entity,
+            w.id,
+            fields.join(", ")
+        ));
+    }
+    Ok(ok)
+}
+
 /// One sink flow over the change sets just synced (Dynamics 365 Sales → Vantagepoint:
 /// employees matched by email, clients, contacts, pursuits, one project per Won opportunity;
 /// Pipedrive → Business Central: customers, contacts, items, one sales order per won deal).
@@ -269,9 +324,10 @@ async fn run_sink(ctx: &Context, flow: &str, print: &mut dyn FnMut(&str)) -> Res
     let report = sink.apply(&plan, &target).await?;
     let secs = started.elapsed().as_secs_f64();
     let mut out = format!(
-        "\nSink {flow}: {} jobs planned ({} creates, {} matches) and applied in {secs:.1} s:\n",
+        "\nSink {flow}: {} jobs planned ({} creates, {} updates, {} matches) and applied in {secs:.1} s:\n",
         plan.jobs.len(),
         plan.count(&Action::Create),
+        plan.count(&Action::Update),
         plan.count(&Action::Match)
     );
     let mut by: std::collections::BTreeMap<(&str, &str), usize> = Default::default();

@@ -602,6 +602,10 @@ impl JobCtx<'_> {
                         return Ok(self.noop(j, t, "noop", Some(key), why));
                     }
                 }
+                if body.is_empty() {
+                    let why = "no mapped field has a value: nothing to send".to_string();
+                    return Ok(self.noop(j, t, "noop", Some(key), why));
+                }
                 let method = self.target.update_method();
                 let req = self.summary(method, hub, Some(&key), &body);
                 let res = self.target.update(hub, &key, &nest(body)).await;

@@ -329,11 +329,17 @@ async fn read_stream(
     // The newest version of each record across the runs read (later runs win).
     let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
     for m in &runs {
+        // A key-set pass lists every live key (keys only) to find deletes: only its
+        // tombstones are changes.
+        let keys_only = m.kind == "keyset";
         for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
             .await?
             .into_iter()
             .enumerate()
         {
+            if keys_only && !row.deleted {
+                continue;
+            }
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
             }
