@@ -288,7 +288,10 @@ async fn master_data_back(
         .values()
         .filter(|c| c.system() == "business_central")
         .collect();
-    let patterns = ["business_central.customer".to_string(), "business_central.item".to_string()];
+    let patterns = [
+        "business_central.customer".to_string(),
+        "business_central.item".to_string(),
+    ];
     for (label, r) in run_many(ctx, &erp, &patterns, &RunRequest::Sync { full: false }).await? {
         r.map_err(|e| Error::Stopped(format!("{label}: {e}")))?;
     }

@@ -514,7 +514,7 @@ async fn bc_master_changes_reach_pipedrive_once_and_are_not_echoed_back() {
     back.apply(&plan, &pd).await.unwrap();
     assert!(env.sandbox.pipedrive_writes().is_empty());
 
-    // A BC user renames the customer and reprices the item.
+    // A BC user renames and moves the customer, and reprices the item.
     let org =
         env.rows("SELECT id FROM raw_pipedrive.organization ORDER BY id LIMIT 1")[0]["id"].clone();
     let customer = env.link("organization", &org).unwrap();
@@ -526,6 +526,9 @@ async fn bc_master_changes_reach_pipedrive_once_and_are_not_echoed_back() {
             "displayName",
             json!("Lakeside Renamed Ltd"),
         )
+        .unwrap();
+    env.sandbox
+        .business_central_set_field(0, "customers", &customer, "city", json!("Rotterdam"))
         .unwrap();
     env.sandbox
         .business_central_set_field(0, "items", &item, "unitPrice", json!(123.45))
@@ -541,15 +544,25 @@ async fn bc_master_changes_reach_pipedrive_once_and_are_not_echoed_back() {
     assert_eq!(org_write.id.to_string(), org);
     assert_eq!(org_write.status, 200);
     assert_eq!(org_write.fields["name"], "Lakeside Renamed Ltd");
+    // Only what changed since the echo of the forward write: the name, and the address whole.
+    let sent: Vec<&str> = org_write
+        .fields
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(sent, ["address", "name"]);
+    assert_eq!(org_write.fields["address"]["locality"], "Rotterdam");
     assert!(
-        org_write.fields["address"].is_object(),
+        org_write.fields["address"].get("country").is_some(),
         "the address goes whole"
     );
     let product_write = writes.iter().find(|w| w.entity == "products").unwrap();
     assert_eq!(product_write.id.to_string(), product["id"]);
     assert_eq!(
-        product_write.fields["prices"],
-        json!([{"price": 123.45, "currency": "USD"}])
+        product_write.fields,
+        json!({"prices": [{"price": 123.45, "currency": "USD"}]})
     );
 
     // Pipedrive read back: both records changed there, by us: nothing goes to BC again.

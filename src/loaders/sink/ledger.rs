@@ -397,9 +397,9 @@ impl JobCtx<'_> {
         }
         // An update mapping writes only to the record the other flow linked, and never a
         // version that flow wrote itself back.
-        let mirrored = match mirror(self.state, em, record, j.source_version)? {
-            Mirror::NotUpdate => None,
-            Mirror::Key(key) => Some(key),
+        let (mirrored, baseline) = match mirror(self.state, em, record, j.source_version)? {
+            Mirror::NotUpdate => (None, None),
+            Mirror::Key { key, baseline } => (Some(key), baseline),
             Mirror::Skip(why) => return Ok(self.noop(j, t, "noop", None, why)),
         };
         let link = self
@@ -572,9 +572,15 @@ impl JobCtx<'_> {
                 // A linked record gets only what changed since the version last written: a
                 // field someone changed in the target meanwhile is not overwritten by a value
                 // the source did not change.
+                // (An update mapping's first write compares with the echo of the other flow's
+                // last write: the state both sides agreed on.)
+                let last_written = link
+                    .as_ref()
+                    .map(|l| l.source_version)
+                    .or(baseline.map(Some));
                 if !by_search
-                    && let Some(l) = &link
-                    && let Some(prev) = self.written_fields(em, j, l.source_version)?
+                    && let Some(v) = last_written
+                    && let Some(prev) = self.written_fields(em, j, v)?
                 {
                     let keep: Vec<&str> = em
                         .parent
@@ -1067,8 +1073,9 @@ fn nest(body: Map<String, Value>) -> Map<String, Value> {
 pub enum Mirror {
     /// Not an update mapping.
     NotUpdate,
-    /// Update this target record (the other flow's source id).
-    Key(String),
+    /// Update `key` (the other flow's source id). `baseline`: the version that flow last
+    /// wrote to this record, whose echo (when this flow read it) is what both sides agreed on.
+    Key { key: String, baseline: Option<i64> },
     /// Nothing to write, and why: not linked by the other flow, or this version is that flow's
     /// own write (an echo).
     Skip(String),
@@ -1103,7 +1110,10 @@ pub fn mirror(
             lb.flow
         )));
     }
-    Ok(Mirror::Key(key))
+    Ok(Mirror::Key {
+        key,
+        baseline: l.target_version,
+    })
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ pub async fn plan(
             let mut link = state.sink_link(name, mapping, &row.id)?;
             let mirrored = match super::ledger::mirror(state, em, &row.record, row.version)? {
                 Mirror::NotUpdate => Ok(None),
-                Mirror::Key(k) => Ok(Some(k)),
+                Mirror::Key { key, .. } => Ok(Some(key)),
                 Mirror::Skip(why) => Err(why),
             };
             let prior = state.sink_job(&jid)?;
