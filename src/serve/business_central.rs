@@ -84,17 +84,9 @@ pub async fn receive(
     if let Some(t) = validation_token(query.as_deref()) {
         return echo(t);
     }
-    let Some(routes) = rx
-        .routes
-        .connection(&connection)
-        .filter(|r| r.system == SYSTEM)
-    else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::NOT_FOUND,
-            "no such business_central connection",
-        );
+    let routes = match rx.routes_of(SYSTEM, &connection) {
+        Ok(r) => r,
+        Err(answer) => return *answer,
     };
     // BC stopped sending a BOM in v19; older servers may still.
     let raw = body

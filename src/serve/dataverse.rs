@@ -86,17 +86,9 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(routes) = rx
-        .routes
-        .connection(&connection)
-        .filter(|r| r.system == SYSTEM)
-    else {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::NOT_FOUND,
-            "no such dataverse connection",
-        );
+    let routes = match rx.routes_of(SYSTEM, &connection) {
+        Ok(r) => r,
+        Err(answer) => return *answer,
     };
     let cfg = rx.webhook(&connection);
     let presented = match &cfg.key_header {

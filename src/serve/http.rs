@@ -124,6 +124,25 @@ impl Receiver {
         self.webhooks.get(connection).cloned().unwrap_or_default()
     }
 
+    /// The routes of `connection` when it is a `system` connection; else the 404 answer.
+    pub fn routes_of(
+        &self,
+        system: &str,
+        connection: &str,
+    ) -> Result<&super::routes::ConnectionRoutes, Box<Response>> {
+        self.routes
+            .connection(connection)
+            .filter(|r| r.system == system)
+            .ok_or_else(|| {
+                Box::new(self.reject(
+                    system,
+                    connection,
+                    StatusCode::NOT_FOUND,
+                    &format!("no such {system} connection"),
+                ))
+            })
+    }
+
     /// A rejection: counted, logged without any secret, answered with `status`.
     pub fn reject(
         &self,
