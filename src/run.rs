@@ -746,16 +746,26 @@ pub async fn run_many(
             "nothing to run: no configured connection has a stream matching the selection".into(),
         ));
     }
-    let results = futures::stream::iter(jobs)
-        .map(|(conn, s)| async move {
-            let label = format!("{}/{}", conn.name, s.id);
-            (label, run_stream(ctx, conn, s, req).await)
+    // Boxed so the futures' type is named: a `map` closure here trips rustc's higher-ranked
+    // `Send` inference when the runs happen inside a spawned task (`mlc serve`).
+    let runs: Vec<LabelledRun<'_>> = jobs
+        .into_iter()
+        .map(|(conn, s)| -> LabelledRun<'_> {
+            Box::pin(async move {
+                let label = format!("{}/{}", conn.name, s.id);
+                (label, run_stream(ctx, conn, s, req).await)
+            })
         })
-        .buffer_unordered(ctx.config.sync.concurrency)
+        .collect();
+    let results = futures::stream::iter(runs)
+        .buffer_unordered(ctx.config.sync.concurrency.max(1))
         .collect::<Vec<_>>()
         .await;
     Ok(results)
 }
+
+/// One stream's run, labelled `connection/stream`.
+type LabelledRun<'a> = futures::future::BoxFuture<'a, (String, Result<RunSummary>)>;
 
 /// A spawned task that is aborted when its handle is dropped: the fetch and decode tasks of a
 /// run live exactly as long as the run, so a run whose future is dropped (a cancelled sync, a

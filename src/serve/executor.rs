@@ -8,14 +8,10 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::loaders::sink::{ApplyReport, Sink};
-use crate::run::{Context, RunRequest, run_stream};
+use crate::run::{Context, RunRequest, run_many};
 
 use super::metrics::{FlowStatus, Metrics, StreamLabel, StreamStatus};
 use super::queue::{Executor, Trigger};
-
-/// One stream's run, labelled `connection/stream`.
-type Labelled = (String, Result<crate::run::RunSummary>);
-type RunFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Labelled> + Send + 'a>>;
 
 /// Runs triggers against a project.
 pub struct SyncExecutor {
@@ -24,30 +20,6 @@ pub struct SyncExecutor {
 }
 
 impl SyncExecutor {
-    /// `run_many` for one connection: every selected stream through `run_stream`,
-    /// `sync.concurrency` at a time. (Not `run_many` itself: its `buffer_unordered` closure
-    /// trips rustc's higher-ranked `Send` inference inside a spawned task.)
-    async fn run(
-        &self,
-        conn: &crate::config::Connection,
-        patterns: &[String],
-    ) -> Result<Vec<Labelled>> {
-        let ctx = &*self.ctx;
-        let gate = tokio::sync::Semaphore::new(ctx.config.sync.concurrency.max(1));
-        let req = RunRequest::Sync { full: false };
-        let mut jobs: Vec<RunFuture<'_>> = Vec::new();
-        for s in ctx.streams_for(conn, patterns)? {
-            let label = format!("{}/{}", conn.name, s.id);
-            let gate = &gate;
-            let req = &req;
-            jobs.push(Box::pin(async move {
-                let _permit = gate.acquire().await;
-                (label, run_stream(ctx, conn, s, req).await)
-            }));
-        }
-        Ok(futures::future::join_all(jobs).await)
-    }
-
     async fn apply(&self, flow: &str) -> Result<ApplyReport> {
         let sink = Sink::open(&self.ctx, flow)?;
         let plan = sink.plan().await?;
@@ -66,7 +38,13 @@ impl Executor for SyncExecutor {
         };
         let patterns: Vec<String> = t.streams.iter().cloned().collect();
         tracing::info!(origin = ?t.origin, connection = %t.connection, streams = ?patterns, flows = ?t.flows, "run starting");
-        match self.run(conn, &patterns).await {
+        // A trigger whose connection has no stream selected (flows only) goes straight to them.
+        let runs = match ctx.streams_for(conn, &patterns) {
+            Ok(selected) if selected.is_empty() => Ok(Vec::new()),
+            Ok(_) => run_many(ctx, &[conn], &patterns, &RunRequest::Sync { full: false }).await,
+            Err(e) => Err(e),
+        };
+        match runs {
             Ok(results) => {
                 for (label, r) in results {
                     let stream = label.clone();
