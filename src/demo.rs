@@ -277,11 +277,7 @@ async fn master_data_back(
     let (Some(customer), Some(item)) = (first("organization"), first("product")) else {
         return Ok(true);
     };
-    sandbox.business_central_set_field(0, "customers", &customer, "city", "Rotterdam".into())?;
-    sandbox.business_central_set_field(0, "items", &item, "unitPrice", 249.5.into())?;
-    print(&format!(
-        "\nChanged in Business Central: customer {customer} moved to Rotterdam, item {item} repriced to 249.50"
-    ));
+    const BACK: &str = "business_central_to_pipedrive";
     let erp: Vec<&crate::config::Connection> = ctx
         .config
         .connections
@@ -292,10 +288,29 @@ async fn master_data_back(
         "business_central.customer".to_string(),
         "business_central.item".to_string(),
     ];
-    for (label, r) in run_many(ctx, &erp, &patterns, &RunRequest::Sync { full: false }).await? {
-        r.map_err(|e| Error::Stopped(format!("{label}: {e}")))?;
-    }
-    let ok = run_sink(ctx, "business_central_to_pipedrive", print).await?;
+    let sync_bc = || async {
+        for (label, r) in run_many(ctx, &erp, &patterns, &RunRequest::Sync { full: false }).await? {
+            r.map_err(|e| Error::Stopped(format!("{label}: {e}")))?;
+        }
+        Ok::<_, Error>(())
+    };
+    // Business Central read back right after the sink wrote it: every record it wrote comes
+    // back as its own echo, and nothing goes to Pipedrive.
+    sync_bc().await?;
+    let sink = crate::loaders::sink::Sink::open(ctx, BACK)?;
+    let echo = sink.apply(&sink.plan().await?, &sink.target(None)?).await?;
+    print(&format!(
+        "\nBusiness Central read back: {} customers and items checked, {} written to Pipedrive (the sink's own writes are recognised, not echoed)",
+        echo.jobs.len(),
+        echo.created + echo.updated
+    ));
+    sandbox.business_central_set_field(0, "customers", &customer, "city", "Rotterdam".into())?;
+    sandbox.business_central_set_field(0, "items", &item, "unitPrice", 249.5.into())?;
+    print(&format!(
+        "Changed in Business Central: customer {customer} moved to Rotterdam, item {item} repriced to 249.50"
+    ));
+    sync_bc().await?;
+    let ok = run_sink(ctx, BACK, print).await?;
     for w in sandbox.pipedrive_writes() {
         let fields: Vec<&str> = w
             .fields
