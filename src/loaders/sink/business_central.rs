@@ -1,7 +1,8 @@
 //! The Business Central side of a sink: OData v4 on API v2.0, one company per flow. Searches
 //! are `$filter` equalities; creates are `POST` (201, the saved entity back); updates are
 //! `PATCH` with the record's `If-Match` etag, read just before. A stale etag (409
-//! `Request_EntityChanged`: someone changed the record between our read and our write) is
+//! `Request_EntityChanged`, or 412 from some front ends: someone changed the record between our
+//! read and our write) is
 //! read again and the PATCH retried once with the fresh etag: the sink sends only the fields
 //! its source changed, so the other side's change survives and ours lands.
 
@@ -252,7 +253,9 @@ impl Target for BcTarget {
                         version: version_of(saved.get("lastModifiedDateTime")),
                     });
                 }
-                Err(WriteError::Refused { status: 409, .. }) if tries == 0 => tries += 1,
+                Err(WriteError::Refused {
+                    status: 409 | 412, ..
+                }) if tries == 0 => tries += 1,
                 Err(e) => return Err(e),
             }
         }
