@@ -230,17 +230,24 @@ async fn masters_are_written_once_existing_customers_linked_and_won_deals_become
     // Deal id → (product id, quantity) of each line, and the order's expected net total.
     let mut lines_of: HashMap<String, Vec<(String, f64)>> = HashMap::new();
     let mut total_of: HashMap<String, f64> = HashMap::new();
+    let mut amount_discounts = 0;
     for r in env.rows(
-        "SELECT deal_id, product_id, quantity, item_price, discount FROM raw_pipedrive.deal_product ORDER BY id",
+        "SELECT deal_id, product_id, quantity, item_price, discount, discount_type FROM raw_pipedrive.deal_product ORDER BY id",
     ) {
         let num = |k: &str| r[k].parse::<f64>().unwrap();
         lines_of
             .entry(r["deal_id"].clone())
             .or_default()
             .push((r["product_id"].clone(), num("quantity")));
-        *total_of.entry(r["deal_id"].clone()).or_default() +=
-            num("quantity") * num("item_price") * (1.0 - num("discount") / 100.0);
+        let gross = num("quantity") * num("item_price");
+        *total_of.entry(r["deal_id"].clone()).or_default() += if r["discount_type"] == "amount" {
+            amount_discounts += 1;
+            gross - num("discount")
+        } else {
+            gross * (1.0 - num("discount") / 100.0)
+        };
     }
+    assert!(amount_discounts > 0, "some lines take an amount off");
     let orders: Vec<BcWriteLog> = env
         .writes()
         .into_iter()

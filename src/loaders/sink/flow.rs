@@ -172,6 +172,35 @@ pub struct Lines {
     /// The target record every line points at (its item): a line whose product has no item
     /// yet makes the document wait for it.
     pub item: Option<ParentRef>,
+    /// Lines matching a case's `when` map that case's source fields to its targets instead
+    /// (a discount of `discount_type = "amount"` is an amount, not a percentage).
+    #[serde(default)]
+    pub cases: Vec<LineCase>,
+}
+
+/// Different targets for some source fields of the lines matching `when`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LineCase {
+    pub when: BTreeMap<String, Value>,
+    pub fields: BTreeMap<String, String>,
+}
+
+/// Why `record` does not meet `when` (every column equal to its value; numbers compare as
+/// numbers, also when the record holds them as text), if it doesn't.
+pub fn unmet(
+    when: &BTreeMap<String, Value>,
+    record: &serde_json::Map<String, Value>,
+) -> Option<String> {
+    when.iter().find_map(|(col, want)| {
+        let have = record.get(col).unwrap_or(&Value::Null);
+        let same = match (have, want) {
+            (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Value::String(a), Value::Number(b)) => a.parse::<f64>().ok() == b.as_f64(),
+            (a, b) => a == b,
+        };
+        (!same).then(|| format!("{col} is {have}, the mapping wants {want}"))
+    })
 }
 
 /// A lookup to a parent record that must exist in the target first.
@@ -262,15 +291,7 @@ impl EntityMap {
 
     /// Why `record` does not meet `when`, if it doesn't.
     pub fn unmet(&self, record: &serde_json::Map<String, Value>) -> Option<String> {
-        self.when.iter().find_map(|(col, want)| {
-            let have = record.get(col).unwrap_or(&Value::Null);
-            let same = match (have, want) {
-                (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
-                (Value::String(a), Value::Number(b)) => a.parse::<f64>().ok() == b.as_f64(),
-                (a, b) => a == b,
-            };
-            (!same).then(|| format!("{col} is {have}, the mapping wants {want}"))
-        })
+        unmet(&self.when, record)
     }
 }
 

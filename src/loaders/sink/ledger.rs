@@ -763,8 +763,16 @@ impl JobCtx<'_> {
             let Ok(rec) = serde_json::from_str::<Map<String, Value>>(&text) else {
                 return Ok(Err("a stored line is unreadable".into()));
             };
+            let mut fields = l.fields.clone();
+            for case in l
+                .cases
+                .iter()
+                .filter(|c| super::flow::unmet(&c.when, &rec).is_none())
+            {
+                fields.extend(case.fields.clone());
+            }
             let mut line = Map::new();
-            for (src, dst) in &l.fields {
+            for (src, dst) in &fields {
                 if let Some(v) = source_value(&rec, src).and_then(|v| self.target.value(&v)) {
                     line.insert(dst.clone(), v);
                 }

@@ -388,11 +388,21 @@ pub fn deal_product(out: &mut String, d: &Dims, deal: &Row, k: i64) {
     let product = range(h, 1, d.products);
     let price = range(field(h, 1), 10, 5000);
     let qty = range(field(h, 2), 1, 20);
-    let disc = pick(field(h, 3), &[0, 0, 5, 10]);
-    let sum = price * qty * (100 - disc) / 100;
+    // Mostly percentages; one line in five takes a fixed amount off (`discount_type`).
+    let (disc, disc_type) = match field(h, 3) % 5 {
+        0 | 1 => (0, "percentage"),
+        2 => (5, "percentage"),
+        3 => (10, "percentage"),
+        _ => (25, "amount"),
+    };
+    let sum = if disc_type == "amount" {
+        price * qty - disc
+    } else {
+        price * qty * (100 - disc) / 100
+    };
     let _ = write!(
         out,
-        "{{\"id\":{},\"deal_id\":{},\"product_id\":{},\"product_variation_id\":null,\"name\":\"Product {}\",\"order_nr\":{},\"item_price\":{},\"quantity\":{},\"discount\":{},\"discount_type\":\"percentage\",\"tax\":0,\"tax_method\":\"inclusive\",\"sum\":{},\"currency\":\"EUR\",\"is_enabled\":true,\"comments\":null,\"add_time\":{},\"update_time\":{}}}",
+        "{{\"id\":{},\"deal_id\":{},\"product_id\":{},\"product_variation_id\":null,\"name\":\"Product {}\",\"order_nr\":{},\"item_price\":{},\"quantity\":{},\"discount\":{},\"discount_type\":\"{disc_type}\",\"tax\":0,\"tax_method\":\"inclusive\",\"sum\":{},\"currency\":\"EUR\",\"is_enabled\":true,\"comments\":null,\"add_time\":{},\"update_time\":{}}}",
         deal.id * 4 + k,
         deal.id,
         product,
