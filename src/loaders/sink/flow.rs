@@ -2,7 +2,7 @@
 //! how fields map. Declarative on purpose: a flow is data, the logic is in `plan.rs`/`apply`.
 //! These doc comments are the reference for every key.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use include_dir::{Dir, include_dir};
@@ -265,7 +265,51 @@ impl NumberScheme {
     }
 }
 
+/// The column a source field reads (`emails` of `emails/0/value`; `custom.x` reads `x` once
+/// typed, else `_ml_extra`).
+fn source_columns(expr: &str) -> Vec<String> {
+    match expr.strip_prefix("custom.") {
+        Some(name) => vec![name.to_string(), "_ml_extra".to_string()],
+        None => vec![expr.split('/').next().unwrap_or(expr).to_string()],
+    }
+}
+
+impl Lines {
+    /// The line columns this mapping reads.
+    pub fn columns(&self) -> BTreeSet<String> {
+        let mut c: BTreeSet<String> = self.fields.keys().flat_map(|f| source_columns(f)).collect();
+        for case in &self.cases {
+            c.extend(case.when.keys().cloned());
+            c.extend(case.fields.keys().flat_map(|f| source_columns(f)));
+        }
+        c.insert(self.parent_column.clone());
+        if let Some(i) = &self.item {
+            c.insert(i.column.clone());
+            c.extend(i.type_column.clone());
+        }
+        c
+    }
+}
+
 impl EntityMap {
+    /// The source columns this mapping reads (its fields, `when`, parent lookup, owner, key of
+    /// the other flow's link): a plan keeps only these of each record.
+    pub fn columns(&self) -> BTreeSet<String> {
+        let mut c: BTreeSet<String> = self.fields.keys().flat_map(|f| source_columns(f)).collect();
+        c.extend(self.when.keys().cloned());
+        if let Some(p) = &self.parent {
+            c.insert(p.column.clone());
+            c.extend(p.type_column.clone());
+        }
+        if !self.owner_fields.is_empty() {
+            c.insert("ownerid".into());
+        }
+        if let Some(lb) = &self.linked_by {
+            c.insert(lb.column.clone());
+        }
+        c
+    }
+
     /// The mapping's name (ledger, jobs, cursor key).
     pub fn name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.source)

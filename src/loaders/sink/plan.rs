@@ -116,10 +116,27 @@ pub async fn plan(
     };
     // Source ids of each mapping that this plan creates or updates (a child may depend on them).
     let mut planned: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    // The newest record of each source id read by this plan, per mapping (for `through`).
+    // The newest record of each source id read by this plan, for the mappings a `through`
+    // lookup goes via.
     let mut seen: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
-    // Change sets already read, by (stream, cursor): two mappings of one stream read it once.
+    let via: BTreeSet<&str> = flow
+        .entities
+        .iter()
+        .filter_map(|e| e.parent.as_ref())
+        .flat_map(|p| p.through.iter().map(String::as_str))
+        .collect();
+    // Change sets already read, by (stream, cursor): two mappings of one stream read it once,
+    // and the last of them takes the rows over. Records keep only the columns the flow reads
+    // from their stream, so a plan holds a fraction of each row.
     let mut read: BTreeMap<(String, Option<String>), RunsRead> = BTreeMap::new();
+    let mut readers: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
+    let mut keep: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for em in &flow.entities {
+        let sid = format!("{}.{}", flow.source_system, em.source);
+        let cursor = state.sink_cursor(name, &cursor_key(&flow.source_system, em))?;
+        *readers.entry((sid.clone(), cursor)).or_default() += 1;
+        keep.entry(sid).or_default().extend(em.columns());
+    }
     for em in &flow.entities {
         let mapping = em.name();
         let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;
@@ -132,13 +149,20 @@ pub async fn plan(
         let cursor = state.sink_cursor(name, &ckey)?;
         let rk = (sid.to_string(), cursor.clone());
         if !read.contains_key(&rk) {
+            let columns = keep.get(&rk.0).cloned().unwrap_or_default();
             read.insert(
                 rk.clone(),
-                read_stream(lake, defs, &sid, cursor.as_deref()).await?,
+                read_stream(lake, defs, &sid, cursor.as_deref(), &columns).await?,
             );
         }
-        let (rows, last) = &read[&rk];
-        if let Some(last) = last {
+        let left = readers.entry(rk.clone()).or_default();
+        *left = left.saturating_sub(1);
+        let (rows, last) = if *left == 0 {
+            read.remove(&rk).unwrap_or_default()
+        } else {
+            read.get(&rk).cloned().unwrap_or_default()
+        };
+        if let Some(last) = &last {
             out.cursors.push((ckey, last.clone()));
         }
         // The document's lines (deal products): their newest versions, per parent.
@@ -147,7 +171,8 @@ pub async fn plan(
             let lsid: StreamId = format!("{}.{}", flow.source_system, l.source).parse()?;
             let lkey = format!("{lsid}#{mapping}");
             let lcursor = state.sink_cursor(name, &lkey)?;
-            let (lrows, llast) = read_stream(lake, defs, &lsid, lcursor.as_deref()).await?;
+            let (lrows, llast) =
+                read_stream(lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
             if let Some(last) = llast {
                 out.cursors.push((lkey, last));
             }
@@ -174,9 +199,11 @@ pub async fn plan(
         }
         let key_cols = stream.catalog.primary_key.join(", ");
         for (run_id, row) in rows {
-            seen.entry(mapping.to_string())
-                .or_default()
-                .insert(row.id.clone(), row.record.clone());
+            if via.contains(mapping) {
+                seen.entry(mapping.to_string())
+                    .or_default()
+                    .insert(row.id.clone(), row.record.clone());
+            }
             let jid = job_id(name, mapping, &row.id, row.version);
             let mut link = state.sink_link(name, mapping, &row.id)?;
             let mirrored = match super::ledger::mirror(state, em, &row.record, row.version)? {
@@ -293,12 +320,12 @@ pub async fn plan(
                 source_entity: mapping.to_string(),
                 source_id: row.id.clone(),
                 source_version: row.version,
-                run_id: run_id.clone(),
+                run_id,
                 target: format!("{}.{}", flow.target_system, em.target),
                 action,
                 target_key: link.map(|l| l.target_key),
                 reason,
-                row: row.clone(),
+                row,
             });
         }
     }
@@ -306,12 +333,13 @@ pub async fn plan(
 }
 
 /// Reads the change sets of `sid` after `cursor`: the newest row of each record (with the run
-/// it came from) and the last run read.
+/// it came from), holding only `columns`, the key and the version, and the last run read.
 async fn read_stream(
     lake: &Lake,
     defs: &Definitions,
     sid: &StreamId,
     cursor: Option<&str>,
+    columns: &BTreeSet<String>,
 ) -> Result<RunsRead> {
     let stream = defs
         .get(sid)
@@ -340,6 +368,9 @@ async fn read_stream(
             if keys_only && !row.deleted {
                 continue;
             }
+            row.record.retain(|k, _| {
+                columns.contains(k) || key.contains(k) || version.as_deref() == Some(k.as_str())
+            });
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
             }
