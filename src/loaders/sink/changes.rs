@@ -56,18 +56,40 @@ pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Resu
 }
 
 /// The rows of one run, in part order. `key` names the primary-key columns; `version` the
-/// row-version column when the catalog has one.
+/// row-version column when the catalog has one; `columns` (when given) the other columns to
+/// keep: the rest are dropped from each batch before it becomes records.
 pub async fn read_run(
     lake: &Lake,
     m: &Manifest,
     key: &[String],
     version: Option<&str>,
+    columns: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Vec<ChangeRow>> {
     let mut rows = Vec::new();
     for part in &m.files {
         let path = Path::from(part.path.as_str());
         let bytes = lake.get(&path).await?;
         for batch in read_parquet(bytes)? {
+            let batch = match columns {
+                None => batch,
+                Some(cols) => {
+                    let schema = batch.schema();
+                    let wanted: Vec<usize> = schema
+                        .fields()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, f)| {
+                            let n = f.name();
+                            cols.contains(n)
+                                || key.contains(n)
+                                || version == Some(n.as_str())
+                                || n == "_ml_deleted"
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    batch.project(&wanted).map_err(|e| Error::lake(&path, e))?
+                }
+            };
             for record in batch_to_json(&batch).map_err(|e| Error::lake(&path, e))? {
                 let id = key
                     .iter()

@@ -360,7 +360,7 @@ async fn read_stream(
         // A key-set pass lists every live key (keys only) to find deletes: only its
         // tombstones are changes.
         let keys_only = m.kind == "keyset";
-        for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref())
+        for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref(), Some(columns))
             .await?
             .into_iter()
             .enumerate()
@@ -368,9 +368,7 @@ async fn read_stream(
             if keys_only && !row.deleted {
                 continue;
             }
-            row.record.retain(|k, _| {
-                columns.contains(k) || key.contains(k) || version.as_deref() == Some(k.as_str())
-            });
+            row.record.remove("_ml_deleted");
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
             }
