@@ -954,7 +954,7 @@ impl StateStore {
     /// Returns the ids of the jobs that were new.
     pub fn sink_add_jobs(
         &self,
-        jobs: &[SinkJob],
+        jobs: impl IntoIterator<Item = SinkJob>,
         lines: &[SinkLine],
         flow: &str,
         cursors: &[(String, String)],
@@ -969,7 +969,7 @@ impl StateStore {
                 ))?;
                 for j in jobs {
                     if st.execute(params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at])? > 0 {
-                        new.insert(j.job_id.clone());
+                        new.insert(j.job_id);
                     }
                 }
             }

@@ -287,34 +287,29 @@ impl<'a> Sink<'a> {
         };
         let jc = self.job_ctx(target);
         let now = chrono::Utc::now().to_rfc3339();
-        let jobs = plan
-            .jobs
-            .iter()
-            .map(|pj| {
-                Ok(SinkJob {
-                    job_id: pj.job_id.clone(),
-                    flow: self.name.clone(),
-                    source_entity: pj.source_entity.clone(),
-                    source_id: pj.source_id.clone(),
-                    source_version: pj.source_version,
-                    run_id: pj.run_id.clone(),
-                    record: serde_json::to_string(&pj.row.record)
-                        .map_err(|e| Error::State(e.to_string()))?,
-                    status: job_status::PLANNED.into(),
-                    attempts: 0,
-                    last_error: None,
-                    ambiguous: false,
-                    created_at: now.clone(),
-                    updated_at: now.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        // Made one at a time as they are stored, so the plan's records are not held twice.
+        let jobs = plan.jobs.iter().map(|pj| SinkJob {
+            job_id: pj.job_id.clone(),
+            flow: self.name.clone(),
+            source_entity: pj.source_entity.clone(),
+            source_id: pj.source_id.clone(),
+            source_version: pj.source_version,
+            run_id: pj.run_id.clone(),
+            // A map of JSON values always serializes (string keys, plain values).
+            record: serde_json::to_string(&pj.row.record).unwrap_or_default(),
+            status: job_status::PLANNED.into(),
+            attempts: 0,
+            last_error: None,
+            ambiguous: false,
+            created_at: now.clone(),
+            updated_at: now.clone(),
+        });
         // Every job is recorded and the cursors move in one transaction: from here the jobs
         // are the flow's to finish (a crash leaves them `planned`, picked up below next time).
         let new = self
             .ctx
             .state
-            .sink_add_jobs(&jobs, &plan.lines, &self.name, &plan.cursors)?;
+            .sink_add_jobs(jobs, &plan.lines, &self.name, &plan.cursors)?;
         let in_plan: std::collections::HashSet<&str> =
             plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
         // Mapping by mapping (dependencies first), the writes of one mapping concurrently.
