@@ -38,7 +38,10 @@ pub fn shared_client() -> Result<reqwest::Client> {
         .user_agent(concat!("ml-connector/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .timeout(Duration::from_secs(300))
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Below the idle timeouts servers and proxies commonly close keep-alive connections at
+        // (hyper 30 s, AWS ALB 60 s, nginx 75 s): a write sent on a connection the server just
+        // closed has no answer, and an unanswered write must be treated as maybe applied.
+        .pool_idle_timeout(Duration::from_secs(25))
         .gzip(true)
         .build()
         .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
