@@ -237,7 +237,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     print(&format!("\nmlc query \"{sql}\""));
     print(&ctx.warehouse.query(sql, OutputFormat::Table)?);
     print(&format!(
-        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc query \"SELECT * FROM ref_looker.budget_summary LIMIT 10\"\n  mlc sink status\n  mlc sink audit dynamics_to_deltek\n  mlc state show\n",
+        "\nTry it yourself:\n  cd {}\n  mlc query \"SELECT name, address1_city, revenue FROM raw_dataverse.account LIMIT 10\"\n  mlc query \"SELECT * FROM ref_looker.budget_summary LIMIT 10\"\n  mlc sink status\n  mlc sink audit dynamics_to_deltek\n  mlc sink audit pipedrive_to_business_central\n  mlc state show\n",
         dir.display()
     ));
     sandbox.shutdown().await;
