@@ -87,11 +87,27 @@ fn syntax(text: &str) -> Reject {
     ))
 }
 
-fn tokenize(s: &str) -> Vec<String> {
+/// Tokens of a filter: parentheses, words, and `'…'` literals (kept quoted, `''` inside).
+pub(super) fn tokenize(s: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
+            '\'' => {
+                cur.push('\'');
+                while let Some(c) = chars.next() {
+                    cur.push(c);
+                    if c == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                            cur.push('\'');
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
             '(' | ')' => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));

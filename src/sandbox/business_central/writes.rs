@@ -60,7 +60,7 @@ use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
 use super::entities::{Entity, LINE_SLOTS, Set};
-use super::query::{After, Order, Reject, Times, unknown_property};
+use super::query::{After, Order, Reject, Times, tokenize, unknown_property};
 use super::render::{self, RowCtx};
 use super::store::{Meta, Row, Store, initial_lines, initial_modified};
 use super::{BusinessCentral, Reply, company_id};
@@ -323,6 +323,13 @@ pub fn write(bc: &BusinessCentral, req: &Request) -> Answer {
 }
 
 type Done = Result<(Reply, Option<String>), Reject>;
+
+/// `204 No Content` for a write to row `ordinal` of `set` (the id goes to the write log).
+fn no_content(set: Set, company: usize, ordinal: u64) -> Done {
+    let mut r = Reply::json(Vec::new());
+    r.status = 204;
+    Ok((r, Some(json::guid_string(set.code(company), ordinal))))
+}
 
 fn route(bc: &BusinessCentral, store: &mut Store, req: &Request) -> Done {
     let t = target(req.rest)?;
@@ -812,12 +819,7 @@ fn delete(
             poisoned: false,
         },
     );
-    let mut r = Reply::json(Vec::new());
-    r.status = 204;
-    Ok((
-        r,
-        Some(json::guid_string(ent.set.code(company), row.ordinal)),
-    ))
+    no_content(ent.set, company, row.ordinal)
 }
 
 /// Saves `value` into `field` of a row as another BC user would (new revision and etag, not

@@ -483,6 +483,21 @@ pub(super) fn all_values(
     }
 }
 
+/// The row a bound action runs on; an `If-Match` is optional on actions, checked when sent.
+fn action_row(
+    store: &Store,
+    ent: &Entity,
+    company: usize,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Row, Reject> {
+    let row = find_row(store, company, ent.set, id)?;
+    if if_match.is_some() {
+        check_etag(store, ent, company, row, if_match)?;
+    }
+    Ok(row)
+}
+
 /// `POST salesOrders({id})/Microsoft.NAV.shipAndInvoice`: the whole order becomes a posted
 /// invoice with the same lines; the order is deleted.
 pub(super) fn ship_and_invoice(
@@ -493,10 +508,7 @@ pub(super) fn ship_and_invoice(
     id: &str,
     if_match: Option<&str>,
 ) -> Done {
-    let order = find_row(store, company, ent.set, id)?;
-    if if_match.is_some() {
-        check_etag(store, ent, company, order, if_match)?;
-    }
+    let order = action_row(store, ent, company, id, if_match)?;
     let (order_lines, inv_ent, inv_lines) = match (
         bc.entity(Set::SalesOrderLines),
         bc.entity(Set::SalesInvoices),
@@ -605,12 +617,7 @@ pub(super) fn ship_and_invoice(
             poisoned: false,
         },
     );
-    let mut r = Reply::json(Vec::new());
-    r.status = 204;
-    Ok((
-        r,
-        Some(json::guid_string(Set::SalesInvoices.code(company), o)),
-    ))
+    no_content(Set::SalesInvoices, company, o)
 }
 
 /// `POST salesInvoices({id})/Microsoft.NAV.post`: Draft → Open, once.
@@ -622,10 +629,7 @@ pub(super) fn post_invoice(
     id: &str,
     if_match: Option<&str>,
 ) -> Done {
-    let row = find_row(store, company, ent.set, id)?;
-    if if_match.is_some() {
-        check_etag(store, ent, company, row, if_match)?;
-    }
+    let row = action_row(store, ent, company, id, if_match)?;
     if is_posted(store, bc, company, ent.set, row) {
         return Err(reject(
             400,
@@ -650,12 +654,7 @@ pub(super) fn post_invoice(
     }
     touch(store, company, ent.set, row);
     store.writes.save(company, ent.set, row.ordinal, fields);
-    let mut r = Reply::json(Vec::new());
-    r.status = 204;
-    Ok((
-        r,
-        Some(json::guid_string(ent.set.code(company), row.ordinal)),
-    ))
+    no_content(ent.set, company, row.ordinal)
 }
 
 /// `GET {documents}({id})/{lines}`: the document's lines, or `None` when `tail` is not such a

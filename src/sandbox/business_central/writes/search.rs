@@ -48,47 +48,6 @@ pub fn split_filter(ent: &Entity, text: &str) -> Result<(String, Vec<(usize, Str
     Ok((rest.join(" and "), eqs))
 }
 
-/// Tokens of a filter: parentheses, words, and `'…'` literals (kept quoted, `''` inside).
-pub(super) fn tokenize(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                cur.push('\'');
-                while let Some(c) = chars.next() {
-                    cur.push(c);
-                    if c == '\'' {
-                        if chars.peek() == Some(&'\'') {
-                            chars.next();
-                            cur.push('\'');
-                        } else {
-                            break;
-                        }
-                    }
-                }
-            }
-            '(' | ')' => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-                out.push(c.to_string());
-            }
-            c if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            c => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
 /// An OData literal in normal form: `'O''Brien'` → `o'brien`, `10.50` → `10.5`, bare GUIDs and
 /// dates as text.
 pub(super) fn literal(t: &str) -> Result<String, Reject> {
