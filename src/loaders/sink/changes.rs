@@ -55,9 +55,10 @@ pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Resu
     Ok(out)
 }
 
-/// The rows of one run, in part order. `key` names the primary-key columns; `version` the
-/// row-version column when the catalog has one; `columns` (when given) the other columns to
-/// keep: the rest are dropped from each batch before it becomes records.
+/// The changed rows of one run, in part order. `key` names the primary-key columns; `version`
+/// the row-version column when the catalog has one; `columns` (when given) the other columns to
+/// keep: the rest are dropped from each batch before it becomes records. A key-set pass lists
+/// every live key (keys only) to find deletes: only its tombstones are changes.
 pub async fn read_run(
     lake: &Lake,
     m: &Manifest,
@@ -102,6 +103,9 @@ pub async fn read_run(
                     .join("|");
                 let version = version.and_then(|v| record.get(v)).and_then(version_of);
                 let deleted = record.get("_ml_deleted") == Some(&Value::Bool(true));
+                if m.kind == "keyset" && !deleted {
+                    continue;
+                }
                 rows.push(ChangeRow {
                     id,
                     version,

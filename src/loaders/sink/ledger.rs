@@ -364,6 +364,20 @@ impl JobCtx<'_> {
         Outcome::Noop { key, reason }
     }
 
+    /// A dependency is missing: the job waits, audited with the reason.
+    fn wait(&self, j: &JobRef<'_>, t: &mut Trail, why: String) -> Outcome {
+        t.audit(
+            j,
+            self.flow_name,
+            AuditEntry {
+                action: "waiting".into(),
+                error: Some(why.clone()),
+                ..AuditEntry::default()
+            },
+        );
+        Outcome::Waiting(why)
+    }
+
     fn fail(&self, j: &JobRef<'_>, t: &mut Trail, reason: String) -> Outcome {
         t.audit(
             j,
@@ -455,16 +469,7 @@ impl JobCtx<'_> {
                 },
             };
             if let Some(why) = why {
-                t.audit(
-                    j,
-                    self.flow_name,
-                    AuditEntry {
-                        action: "waiting".into(),
-                        error: Some(why.clone()),
-                        ..AuditEntry::default()
-                    },
-                );
-                return Ok(Outcome::Waiting(why));
+                return Ok(self.wait(j, t, why));
             }
         }
         // A document's lines: every current line, each with its item.
@@ -472,18 +477,7 @@ impl JobCtx<'_> {
             None => None,
             Some(l) => match self.lines(em, l, j)? {
                 Ok(lines) => Some((l.field.clone(), Value::Array(lines))),
-                Err(why) => {
-                    t.audit(
-                        j,
-                        self.flow_name,
-                        AuditEntry {
-                            action: "waiting".into(),
-                            error: Some(why.clone()),
-                            ..AuditEntry::default()
-                        },
-                    );
-                    return Ok(Outcome::Waiting(why));
-                }
+                Err(why) => return Ok(self.wait(j, t, why)),
             },
         };
         if let Some(x) = &em.external_id_field {

@@ -131,13 +131,15 @@ pub async fn plan(
     let mut read: BTreeMap<(String, Option<String>), RunsRead> = BTreeMap::new();
     let mut readers: BTreeMap<(String, Option<String>), usize> = BTreeMap::new();
     let mut keep: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut cursors = Vec::with_capacity(flow.entities.len());
     for em in &flow.entities {
         let sid = format!("{}.{}", flow.source_system, em.source);
         let cursor = state.sink_cursor(name, &cursor_key(&flow.source_system, em))?;
-        *readers.entry((sid.clone(), cursor)).or_default() += 1;
+        *readers.entry((sid.clone(), cursor.clone())).or_default() += 1;
         keep.entry(sid).or_default().extend(em.columns());
+        cursors.push(cursor);
     }
-    for em in &flow.entities {
+    for (em, cursor) in flow.entities.iter().zip(cursors) {
         let mapping = em.name();
         let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;
         let stream = defs.get(&sid).map_err(|_| {
@@ -146,7 +148,6 @@ pub async fn plan(
             ))
         })?;
         let ckey = cursor_key(&flow.source_system, em);
-        let cursor = state.sink_cursor(name, &ckey)?;
         let rk = (sid.to_string(), cursor.clone());
         if !read.contains_key(&rk) {
             let columns = keep.get(&rk.0).cloned().unwrap_or_default();
@@ -357,17 +358,11 @@ async fn read_stream(
     // The newest version of each record across the runs read (later runs win).
     let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
     for m in &runs {
-        // A key-set pass lists every live key (keys only) to find deletes: only its
-        // tombstones are changes.
-        let keys_only = m.kind == "keyset";
         for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref(), Some(columns))
             .await?
             .into_iter()
             .enumerate()
         {
-            if keys_only && !row.deleted {
-                continue;
-            }
             row.record.remove("_ml_deleted");
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
