@@ -24,23 +24,15 @@ case "$FLOW" in
   *) echo "bench/sink.sh: no source list for flow $FLOW" >&2; exit 2 ;;
 esac
 
-if [ -n "${MLC_BENCH_BIN:-}" ]; then
-  MLC="$MLC_BENCH_BIN"
-else
-  cargo build --release --quiet --bin mlc
-  MLC="$PWD/target/release/mlc"
-fi
+# shellcheck source=bench/common.sh
+source bench/common.sh
+bench_binary
 PORT=${MLC_BENCH_PORT:-18810}
 
 for scale in "${SCALES[@]}"; do
   work=$(mktemp -d)
-  "$MLC" sandbox --port "$PORT" --scale "$scale" --project "$work/project" > "$work/sandbox.out" 2>&1 &
-  sb=$!
-  trap 'kill $sb 2>/dev/null || true; rm -rf "$work"' EXIT
-  for _ in $(seq 1 300); do
-    [ -f "$work/project/mlc.toml" ] && curl -sf "http://127.0.0.1:$PORT/_sandbox/health" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
+  bench_sandbox "$scale" "$work"
+  trap 'bench_stop "$work"' EXIT
   # shellcheck disable=SC2086
   "$MLC" --config "$work/project/mlc.toml" sync $SOURCES > "$work/sync.out" 2>&1 \
     || { cat "$work/sync.out" >&2; exit 1; }
@@ -64,8 +56,6 @@ print(f"{flow:<32} scale={int(scale):>7}  jobs={jobs:>7}  created={r['created']:
       f"failed={r['failed']:>4}  seconds={wall:7.2f}  jobs/s={jobs / wall:>7.0f}  "
       f"peak RSS={rss_kb / 1024:6.1f} MiB")
 PY
-  kill "$sb" 2>/dev/null || true
-  wait "$sb" 2>/dev/null || true
-  rm -rf "$work"
+  bench_stop "$work"
   trap - EXIT
 done
