@@ -321,4 +321,32 @@ mod tests {
         assert!(uuid_like("8d3f9d3a-0000-4000-8000-000000000001"));
         assert!(!uuid_like("CRONUS USA, Inc."));
     }
+
+    #[test]
+    fn a_2xx_error_body_is_a_refusal() {
+        let saved = saved_entity(
+            201,
+            br#"{"id":"x","lastModifiedDateTime":"2025-01-01T00:30:00.001Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            version_of(saved.get("lastModifiedDateTime")),
+            Some(1_735_691_400_001_000)
+        );
+        assert_eq!(saved_entity(204, b"").unwrap(), Map::new());
+        assert_eq!(
+            saved_entity(
+                200,
+                br#"{"error":{"code":"Internal_ServerError","message":"Something went wrong."}}"#
+            ),
+            Err(WriteError::Refused {
+                status: 200,
+                reason: "Internal_ServerError: Something went wrong.".into()
+            })
+        );
+        assert!(matches!(
+            saved_entity(200, b"<html>"),
+            Err(WriteError::Ambiguous { .. })
+        ));
+    }
 }

@@ -49,6 +49,26 @@ fn update_only(what: &str) -> WriteError {
     }
 }
 
+/// A 2xx answer to a write: saved only when it says `success: true` (a 2xx that says
+/// `success: false` did not save); its record's `update_time` is the new version.
+fn written(key: &str, status: u16, body: &[u8]) -> Result<Written, WriteError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| WriteError::Ambiguous {
+        status: Some(status),
+        reason: format!("the answer is not Pipedrive JSON: {e}"),
+    })?;
+    if answer.get("success").and_then(Value::as_bool) != Some(true) {
+        return Err(WriteError::Refused {
+            status,
+            reason: reason_of(&String::from_utf8_lossy(body)),
+        });
+    }
+    Ok(Written {
+        key: key.to_string(),
+        status,
+        version: version_of(answer.pointer("/data/update_time")),
+    })
+}
+
 impl PipedriveTarget {
     pub fn new(http: HttpClient, api_url: &str) -> Self {
         Self {
@@ -119,23 +139,7 @@ impl Target for PipedriveTarget {
             })
             .await
             .map_err(|e| WriteError::classify(e, reason_of))?;
-        let answer: Value =
-            serde_json::from_slice(&resp.body).map_err(|e| WriteError::Ambiguous {
-                status: Some(resp.status),
-                reason: format!("the answer is not Pipedrive JSON: {e}"),
-            })?;
-        // A 2xx that says `success: false` did not save.
-        if answer.get("success").and_then(Value::as_bool) != Some(true) {
-            return Err(WriteError::Refused {
-                status: resp.status,
-                reason: reason_of(&String::from_utf8_lossy(&resp.body)),
-            });
-        }
-        Ok(Written {
-            key: key.to_string(),
-            status: resp.status,
-            version: version_of(answer.pointer("/data/update_time")),
-        })
+        written(key, resp.status, &resp.body)
     }
 
     fn key_field(&self, _hub: &str) -> &str {
@@ -180,5 +184,32 @@ mod tests {
             "Organization not found"
         );
         assert_eq!(reason_of("gateway"), "gateway");
+    }
+
+    #[test]
+    fn a_2xx_saves_only_when_it_says_success() {
+        let ok = written(
+            "7",
+            200,
+            br#"{"success":true,"data":{"id":7,"update_time":"2024-01-01T00:02:00Z"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.version, Some(1_704_067_320_000_000));
+        let refused = written(
+            "7",
+            200,
+            br#"{"success":false,"error":"Validation failed"}"#,
+        );
+        assert_eq!(
+            refused,
+            Err(WriteError::Refused {
+                status: 200,
+                reason: "Validation failed".into()
+            })
+        );
+        assert!(matches!(
+            written("7", 200, b"<html>"),
+            Err(WriteError::Ambiguous { .. })
+        ));
     }
 }
