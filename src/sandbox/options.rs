@@ -27,6 +27,52 @@ pub struct SandboxOptions {
     /// Service-protection budget per client: at most this many requests per sliding window
     /// (Dataverse: 6000 per 300 s). `None` disables it.
     pub budget: Option<(u32, Duration)>,
+    /// Which tenant every fake plays (its schema, custom fields and quirks).
+    pub tenant: Tenant,
+}
+
+/// The tenant the sandbox plays (DESIGN.md §12). Each fake defines its own schema from
+/// `shared/reference` and the official specs, never from mlc's `catalog/`; the variants differ
+/// the way real tenants do, so a test can fail when mlc's assumptions are wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tenant {
+    /// A typical tenant of a current release: the standard schema of the references, the few
+    /// custom fields a firm adds, archived records, computed fields that change without a
+    /// modified time.
+    #[default]
+    Standard,
+    /// An older or smaller tenant: standard columns the catalog reads are missing, whole
+    /// entities are absent (solutions not installed, hubs not licensed), some metadata
+    /// endpoints do not answer.
+    Lean,
+    /// A heavily customised tenant: many custom fields (one named like a standard field,
+    /// non-Latin names), and fields whose JSON type drifts between records.
+    Custom,
+}
+
+impl Tenant {
+    pub const ALL: [Tenant; 3] = [Tenant::Standard, Tenant::Lean, Tenant::Custom];
+}
+
+impl fmt::Display for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tenant::Standard => "standard",
+            Tenant::Lean => "lean",
+            Tenant::Custom => "custom",
+        })
+    }
+}
+
+impl FromStr for Tenant {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Tenant::ALL
+            .into_iter()
+            .find(|t| t.to_string().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| Error::Config(format!("tenant `{s}`: use standard, lean or custom")))
+    }
 }
 
 impl Default for SandboxOptions {
@@ -38,6 +84,7 @@ impl Default for SandboxOptions {
             token_ttl: Duration::from_secs(3599),
             retry_after_secs: 1,
             budget: Some((6000, Duration::from_secs(300))),
+            tenant: Tenant::Standard,
         }
     }
 }

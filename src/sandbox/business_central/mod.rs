@@ -752,6 +752,12 @@ pub struct BcRow {
 }
 
 impl Sandbox {
+    /// The tenant's truth for one business_central table (see [`Sandbox::truth`]).
+    pub(crate) fn business_central_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
+        let _ = entity;
+        None
+    }
+
     /// The `[connections.X]` body of an mlc.toml for the Business Central fake, and the secrets
     /// to store in the vault (field, value).
     pub fn business_central_connection(&self) -> (String, Vec<(String, String)>) {

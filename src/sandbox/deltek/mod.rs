@@ -1307,6 +1307,12 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 }
 
 impl Sandbox {
+    /// The tenant's truth for one deltek table (see [`Sandbox::truth`]).
+    pub(crate) fn deltek_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
+        let _ = entity;
+        None
+    }
+
     /// The tenant API base: `{base}/deltek/acme/api`.
     pub fn deltek_base_url(&self) -> String {
         format!("{}/deltek/{INSTANCE}/api", self.app.base)

@@ -822,6 +822,12 @@ fn kind_of(entity: &str) -> Option<Kind> {
 
 /// Pipedrive controls for tests and the demo.
 impl Sandbox {
+    /// The tenant's truth for one pipedrive table (see [`Sandbox::truth`]).
+    pub(crate) fn pipedrive_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
+        let _ = entity;
+        None
+    }
+
     /// Every PATCH the Pipedrive fake received, in order.
     pub fn pipedrive_writes(&self) -> Vec<PdWriteLog> {
         self.app.pipedrive.st().writes.log.clone()
