@@ -132,6 +132,9 @@ pub struct Connection {
     pub max_concurrency: Option<usize>,
     /// Hours between key-set reconciliations (`reconcile = "keyset"` streams); default 24.
     pub reconcile_every_hours: Option<f64>,
+    /// Minutes the tenant's live schema (its metadata) is cached before a run reads it again;
+    /// default `tenant::DEFAULT_TTL_MINUTES`.
+    pub schema_ttl_minutes: Option<f64>,
 }
 
 impl Connection {
@@ -182,6 +185,12 @@ impl Connection {
     /// Hours between key-set reconciliations of streams with `reconcile = "keyset"`.
     pub fn reconcile_every_hours(&self) -> f64 {
         self.reconcile_every_hours.unwrap_or(24.0)
+    }
+
+    /// Minutes the tenant's metadata is cached.
+    pub fn schema_ttl_minutes(&self) -> f64 {
+        self.schema_ttl_minutes
+            .unwrap_or(crate::tenant::DEFAULT_TTL_MINUTES)
     }
 }
 
@@ -681,6 +690,7 @@ const COMMON_KEYS: &[&str] = &[
     "requests_per_minute",
     "max_concurrency",
     "reconcile_every_hours",
+    "schema_ttl_minutes",
 ];
 
 impl Config {
@@ -839,22 +849,30 @@ fn parse_connection(
                 .map_err(|e| Error::Config(format!("{}: {e}", at("max_concurrency"))))?,
         ),
     };
-    let reconcile_every_hours = match table.remove("reconcile_every_hours") {
-        None => None,
-        Some(v) => {
-            let h = v
-                .as_float()
+    let number = |key: &str, unit: &str, v: Option<toml::Value>| -> Result<Option<f64>> {
+        v.map(|v| {
+            v.as_float()
                 .or_else(|| v.as_integer().map(|i| i as f64))
                 .filter(|h| *h >= 0.0)
                 .ok_or_else(|| {
                     Error::Config(format!(
-                        "{} must be a number of hours (0 = every run)",
-                        at("reconcile_every_hours")
+                        "{} must be a number of {unit} (0 = every run)",
+                        at(key)
                     ))
-                })?;
-            Some(h)
-        }
+                })
+        })
+        .transpose()
     };
+    let reconcile_every_hours = number(
+        "reconcile_every_hours",
+        "hours",
+        table.remove("reconcile_every_hours"),
+    )?;
+    let schema_ttl_minutes = number(
+        "schema_ttl_minutes",
+        "minutes",
+        table.remove("schema_ttl_minutes"),
+    )?;
     table.remove("system");
     let typed = |system: &str| {
         let name = name.to_string();
@@ -970,6 +988,7 @@ fn parse_connection(
         requests_per_minute,
         max_concurrency,
         reconcile_every_hours,
+        schema_ttl_minutes,
     })
 }
 

@@ -1,115 +1,125 @@
-//! Catalog drift (`mlc catalog diff`): fields the source sends that the catalog does not type.
-//! They are kept in `_ml_extra` (nothing is lost); this module counts them per table so a
-//! catalog can be extended (a stream file + catalog change, no Rust).
+//! `mlc catalog diff`: how each tenant differs from the catalog, and what that cost. Per stream
+//! and connection: what the latest run found about the tenant (an absent entity, catalog
+//! columns the tenant lacks, columns added for the tenant's own fields), values whose type
+//! drifted (landed NULL, kept in `_ml_extra` under their column's name), and fields the
+//! catalog does not type at all (kept in `_ml_extra`; add them to the catalog to type them).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::error::Result;
 use crate::loaders::warehouse::{OutputFormat, Warehouse};
+use crate::run::RunReport;
 use crate::spec::Stream;
+use crate::state::StateStore;
+use crate::tenant::SchemaReport;
 
 /// Rows scanned per table: enough to find the fields, bounded for large tables.
 const SAMPLE_ROWS: usize = 100_000;
 
-/// Untyped fields of one table.
-#[derive(Debug, Clone, Serialize)]
+/// How one table differs from its catalog.
+#[derive(Debug, Clone, Serialize, Default)]
 pub struct Drift {
     pub stream: String,
-    /// Field → rows (in the sample) carrying it.
+    /// What the latest run of each connection found about its tenant.
+    pub tenants: BTreeMap<String, SchemaReport>,
+    /// Values of the latest run of each connection that did not fit their column, per column.
+    pub type_drift: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Rows of the table holding a drifted value of a column in `_ml_extra`.
+    pub drifted_rows: BTreeMap<String, u64>,
+    /// Fields the catalog does not type → rows (in the sample) carrying them.
     pub untyped_fields: BTreeMap<String, u64>,
 }
 
-/// Scans `_ml_extra` of each stream's table. Tables not loaded yet are skipped.
-pub fn diff(warehouse: &Warehouse, streams: &[&Stream]) -> Result<Vec<Drift>> {
+impl Drift {
+    /// Whether the table is exactly what its catalog says.
+    pub fn is_clean(&self) -> bool {
+        self.tenants.values().all(|r| r.lines().is_empty())
+            && self.type_drift.values().all(BTreeMap::is_empty)
+            && self.drifted_rows.is_empty()
+            && self.untyped_fields.is_empty()
+    }
+
+    /// One line per finding.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (conn, r) in &self.tenants {
+            out.extend(r.lines().into_iter().map(|l| format!("{conn}: {l}")));
+        }
+        for (conn, d) in &self.type_drift {
+            for (col, n) in d {
+                out.push(format!(
+                    "{conn}: {n} values of `{col}` did not fit its type in the latest run (NULL, kept in _ml_extra)"
+                ));
+            }
+        }
+        for (col, n) in &self.drifted_rows {
+            out.push(format!(
+                "{n} rows hold a value of `{col}` that did not fit its type (in _ml_extra.{col})"
+            ));
+        }
+        for (field, n) in &self.untyped_fields {
+            out.push(format!(
+                "`{field}` is not in the catalog ({n} rows carry it in _ml_extra)"
+            ));
+        }
+        out
+    }
+}
+
+/// The differences of each stream. Tables not loaded yet have only their tenant findings.
+pub fn diff(
+    config: &Config,
+    state: &StateStore,
+    warehouse: &Warehouse,
+    streams: &[&Stream],
+) -> Result<Vec<Drift>> {
     let mut out = Vec::new();
     for s in streams {
+        let sid = s.id.to_string();
+        let mut d = Drift {
+            stream: sid.clone(),
+            ..Drift::default()
+        };
+        for conn in config.connections.values() {
+            let Some(report) = state.latest_report(&conn.name, &sid)? else {
+                continue;
+            };
+            let r: RunReport = serde_json::from_str(&report).unwrap_or_default();
+            d.tenants.insert(conn.name.clone(), r.schema);
+            if !r.drift.is_empty() {
+                d.type_drift.insert(conn.name.clone(), r.drift);
+            }
+        }
         let sql = format!(
             "SELECT _ml_extra FROM {}.{} WHERE _ml_extra IS NOT NULL LIMIT {SAMPLE_ROWS}",
             s.dataset(),
             s.id.entity
         );
-        let Ok(json) = warehouse.query(&sql, OutputFormat::Json) else {
-            continue;
-        };
-        let rows: Vec<serde_json::Map<String, serde_json::Value>> =
-            serde_json::from_str(&json).unwrap_or_default();
-        let mut fields = BTreeMap::new();
-        for row in rows {
-            let Some(serde_json::Value::String(extra)) = row.get("_ml_extra") else {
-                continue;
-            };
-            if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(extra) {
+        if let Ok(json) = warehouse.query(&sql, OutputFormat::Json) {
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> =
+                serde_json::from_str(&json).unwrap_or_default();
+            for row in rows {
+                let Some(serde_json::Value::String(extra)) = row.get("_ml_extra") else {
+                    continue;
+                };
+                let Ok(serde_json::Value::Object(m)) = serde_json::from_str(extra) else {
+                    continue;
+                };
                 for k in m.keys() {
-                    *fields.entry(k.clone()).or_insert(0) += 1;
+                    // A key named like a column is a value that did not fit it.
+                    let bucket = if s.catalog.columns.iter().any(|c| &c.name == k) {
+                        &mut d.drifted_rows
+                    } else {
+                        &mut d.untyped_fields
+                    };
+                    *bucket.entry(k.clone()).or_insert(0) += 1;
                 }
             }
         }
-        out.push(Drift {
-            stream: s.id.to_string(),
-            untyped_fields: fields,
-        });
+        out.push(d);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::batches::RowDecoder;
-    use crate::config::{WarehouseConfig, WarehouseKind};
-    use crate::lake::{Lake, Manifest, PartWriter};
-    use crate::loaders::warehouse::DeleteMode;
-    use crate::spec::Definitions;
-
-    // polars blocks in place inside a tokio runtime: it needs the multi-threaded flavour.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn counts_untyped_fields_per_table() {
-        let dir = tempfile::tempdir().unwrap();
-        let defs = Definitions::builtin().unwrap();
-        let stream = defs.get(&"dataverse.account".parse().unwrap()).unwrap();
-        let a = r#"{"accountid":"a1","name":"x","new_tier":"gold"}"#;
-        let b = r#"{"accountid":"a2","new_tier":"silver","new_score":3}"#;
-        let body = format!("{a}{b}");
-        let dec = RowDecoder::new(stream, "crm", "r1").unwrap();
-        let page = dec
-            .decode_page(body.as_bytes(), &[0..a.len(), a.len()..body.len()], 0)
-            .unwrap();
-        assert!(page.quarantined.is_empty(), "{:?}", page.quarantined);
-        let mut w = PartWriter::new(dec.schema()).unwrap();
-        w.write(&page.batch.unwrap(), 0).unwrap();
-        let lake = Lake::open("memory://", dir.path()).unwrap();
-        let part = Lake::part_path(&stream.id, "r1", 0);
-        lake.put(&part, w.finish().unwrap()).await.unwrap();
-        let wh = Warehouse::open(&WarehouseConfig {
-            kind: WarehouseKind::Local,
-            path: dir.path().join("wh"),
-            delete_mode: DeleteMode::Hard,
-            bigquery: None,
-        })
-        .unwrap();
-        let manifest = Manifest {
-            run_id: "r1".into(),
-            stream: stream.id.to_string(),
-            connection: "crm".into(),
-            kind: "snapshot".into(),
-            reconcile: true,
-            schema_hash: String::new(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            rows: 2,
-            deleted: 0,
-            quarantined: 0,
-            cursor_start: None,
-            cursor_end: None,
-            files: vec![],
-            quarantine_files: vec![],
-        };
-        wh.merge(stream, &lake, &manifest, &[part]).await.unwrap();
-        let d = diff(&wh, &[stream]).unwrap();
-        assert_eq!(d.len(), 1);
-        assert_eq!(d[0].untyped_fields["new_tier"], 2);
-        assert_eq!(d[0].untyped_fields["new_score"], 1);
-    }
 }

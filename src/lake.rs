@@ -174,6 +174,7 @@ impl Lake {
                 "stream": id.to_string(),
                 "run_id": run_id,
                 "key": q.key,
+                "key_values": q.key_values,
                 "reason": q.reason,
                 "raw": q.raw,
             });
@@ -182,6 +183,36 @@ impl Lake {
         }
         self.put(&path, Bytes::from(out)).await?;
         Ok(path)
+    }
+
+    /// The keys of the records quarantined in `files` (each a list of key values in key-column
+    /// order), and how many quarantined records had no readable key.
+    ///
+    /// Fails when a file cannot be read; a line that is not JSON counts as a record without a
+    /// key (it protects the whole table, which is the safe side).
+    pub async fn quarantined_keys(&self, files: &[String]) -> Result<(Vec<Vec<String>>, u64)> {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(default)]
+            key_values: Option<Vec<String>>,
+        }
+        let mut keys = Vec::new();
+        let mut unkeyed = 0;
+        for f in files {
+            let bytes = self.get(&Path::from(f.as_str())).await?;
+            for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                match serde_json::from_slice::<Line>(line)
+                    .ok()
+                    .and_then(|l| l.key_values)
+                {
+                    Some(k) => keys.push(k),
+                    None => unkeyed += 1,
+                }
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok((keys, unkeyed))
     }
 
     /// Writes the manifest: the run is complete from this moment on.
@@ -209,7 +240,7 @@ impl Lake {
 }
 
 /// What a complete run wrote: the contract between extraction and every loader and sink.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Manifest {
     pub run_id: String,
     pub stream: String,
@@ -229,6 +260,32 @@ pub struct Manifest {
     pub cursor_end: Option<String>,
     pub files: Vec<PartInfo>,
     pub quarantine_files: Vec<String>,
+    /// Keys of the records this run quarantined (values in key-column order): a reconciling
+    /// merge treats them as present, so a row is never deleted because it could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined_keys: Vec<Vec<String>>,
+    /// Quarantined records whose key could not be read: a reconciling merge then deletes
+    /// nothing (any row could be one of them).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub quarantined_unkeyed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Most quarantined keys a reconciling merge excludes one by one; beyond this the run deletes
+/// nothing (a quarantine that large means something is wrong with the read, not the rows).
+pub const MAX_PROTECTED_KEYS: usize = 10_000;
+
+impl Manifest {
+    /// Whether the run may delete the live keys it does not carry: a full snapshot (or key-set
+    /// pass) whose quarantined records all have a readable key.
+    pub fn reconciles_deletes(&self) -> bool {
+        self.reconcile
+            && self.quarantined_unkeyed == 0
+            && self.quarantined_keys.len() <= MAX_PROTECTED_KEYS
+    }
 }
 
 /// One Parquet part.
@@ -372,6 +429,7 @@ mod tests {
                 sha256: sha256_hex(&bytes),
             }],
             quarantine_files: vec![],
+            ..Default::default()
         };
         lake.write_manifest(&m).await.unwrap();
         assert_eq!(lake.read_manifest(&id, "r1").await.unwrap(), Some(m));

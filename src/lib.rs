@@ -47,6 +47,7 @@ pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod streams;
+pub mod tenant;
 pub mod vault;
 
 pub use error::{Error, Result};

@@ -269,8 +269,14 @@ enum CatalogCmd {
     List,
     /// One stream's definition and columns.
     Show { stream: String },
-    /// Fields the sources send that the catalog does not type (kept in `_ml_extra`).
-    Diff { streams: Vec<String> },
+    /// How each tenant differs from the catalog: absent entities and columns, columns added
+    /// for the tenant's own fields, values whose type drifted, fields kept in `_ml_extra`.
+    Diff {
+        streams: Vec<String>,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Generate the dbt project's sources.yml and staging models from the catalog.
     ExportDbt {
         /// The dbt project folder (receives models/sources.yml and models/staging/).
@@ -815,6 +821,9 @@ fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
                 for n in &s.notes {
                     println!("    note: {n}");
                 }
+                if let Some(t) = &s.last_keyset {
+                    println!("    deletes last reconciled: {t}");
+                }
             }
             Err(e) => println!("{label:<30} FAILED: {e}"),
         }
@@ -912,21 +921,26 @@ fn definitions(config: &Path) -> Result<Definitions> {
 
 fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
     match cmd {
-        CatalogCmd::Diff { streams } => {
+        CatalogCmd::Diff { streams, json } => {
             let ctx = Context::open(load_config(config)?)?;
             let selected = ctx.defs.select(&streams)?;
+            let diffs =
+                ml_connector::drift::diff(&ctx.config, &ctx.state, &ctx.warehouse, &selected)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&diffs)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             let mut clean = true;
-            for d in ml_connector::drift::diff(&ctx.warehouse, &selected)? {
-                for (field, rows) in &d.untyped_fields {
+            for d in &diffs {
+                for line in d.lines() {
                     clean = false;
-                    println!(
-                        "{}: `{field}` is not in the catalog ({rows} rows carry it in _ml_extra)",
-                        d.stream
-                    );
+                    println!("{}: {line}", d.stream);
                 }
             }
             if clean {
-                println!("no drift: every field the sources sent is typed by the catalog");
+                println!(
+                    "no drift: every tenant has what the catalog reads, and every field the sources sent is typed by the catalog"
+                );
             }
         }
         CatalogCmd::ExportDbt { out } => {
@@ -1058,9 +1072,24 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
     let defs = ml_connector::spec::Definitions::load(Some(&cfg.definitions_dir))?;
     let vault = Vault::new(&cfg.vault);
     let ep = ml_connector::connect::endpoint(conn, &vault)?;
-    let drafts = ml_connector::discover::discover(conn, &ep, &defs, only).await?;
+    use ml_connector::discover::Outcome;
+    let found = ml_connector::discover::discover(conn, &ep, &defs, only).await?;
     let system = conn.system();
-    for d in &drafts {
+    let (mut drafted, mut failed) = (0, 0);
+    for f in &found {
+        let d = match &f.outcome {
+            Outcome::Drafted(d) => d,
+            Outcome::Absent(why) => {
+                println!("{:<36} absent: {why}", format!("{system}.{}", f.entity));
+                continue;
+            }
+            Outcome::Failed(why) => {
+                failed += 1;
+                println!("{:<36} error: {why}", format!("{system}.{}", f.entity));
+                continue;
+            }
+        };
+        drafted += 1;
         let cat_path = out
             .join("catalog")
             .join(system)
@@ -1111,7 +1140,7 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
             std::fs::write(&p, stream).with_context(|| format!("writing {}", p.display()))?;
         }
         println!(
-            "{:<36} {:>4} columns  {}  -> {}",
+            "{:<36} ok: {:>4} columns  {}  -> {}",
             id,
             d.catalog.columns.len(),
             note,
@@ -1119,11 +1148,19 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
         );
     }
     println!(
-        "{} drafts written under {}; review them and copy into catalog/ and streams/ (next to mlc.toml) to use them",
-        drafts.len(),
-        out.display()
+        "{drafted} drafts written under {}{}; review them and copy into catalog/ and streams/ (next to mlc.toml) to use them",
+        out.display(),
+        if failed > 0 {
+            format!(" ({failed} entities could not be read: see above)")
+        } else {
+            String::new()
+        }
     );
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {

@@ -8,6 +8,7 @@
 //! blocking threads in order, and Parquet encoding runs on a third, so fetch, decode and encode
 //! overlap and memory is bounded by a few pages plus one part, never by the table.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use futures::StreamExt;
 use object_store::path::Path as ObjPath;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::batches::{DecodedPage, Quarantined, RowDecoder};
@@ -28,6 +29,7 @@ use crate::schema::schema_hash;
 use crate::spec::{Definitions, Incremental, Reconcile, Stream};
 use crate::state::{PartRecord, RunRecord, StateStore, pid_alive, status};
 use crate::streams::{self, Page, ReadMode};
+use crate::tenant::{self, Reconciled, SchemaReport};
 use crate::vault::Vault;
 
 /// Pages decoded at the same time.
@@ -99,6 +101,8 @@ pub struct RunSummary {
     pub connection: String,
     pub run_id: String,
     pub kind: String,
+    /// `ok`, or `absent` when the tenant does not have the entity (not a failure).
+    pub status: String,
     pub rows_extracted: u64,
     pub upserted: u64,
     pub deleted: u64,
@@ -106,12 +110,58 @@ pub struct RunSummary {
     pub table_rows: u64,
     pub json_bytes: u64,
     pub seconds: f64,
+    /// How the tenant differs from the catalog (absent columns, new columns).
+    pub schema: SchemaReport,
+    /// Values that did not fit their column, per column: the rows landed with the column
+    /// NULL and the value kept in `_ml_extra`.
+    pub drift: BTreeMap<String, u64>,
+    /// When deletes were last reconciled for a stream without a delete feed (a full snapshot
+    /// or a key-set pass), if ever.
+    pub last_keyset: Option<String>,
     /// Things the user should know (resumed, re-snapshot after an expired token, …).
     pub notes: Vec<String>,
 }
 
-/// Runs (or resumes) one stream of one connection; then, for streams whose source has no
-/// delete feed (`reconcile = "keyset"`), a key-set reconciliation when one is due.
+/// What a run found, kept with it in the run history (`runs.report`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    #[serde(default)]
+    pub schema: SchemaReport,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift: BTreeMap<String, u64>,
+}
+
+impl RunReport {
+    fn of(run: &RunRecord) -> Self {
+        run.report
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok())
+            .unwrap_or_default()
+    }
+
+    fn store(&self, ctx: &Context, run_id: &str) -> Result<()> {
+        let json = serde_json::to_string(self)
+            .map_err(|e| Error::State(format!("run report of {run_id}: {e}")))?;
+        ctx.state.set_run_report(run_id, &json)
+    }
+}
+
+/// How often one stream run may learn, from the tenant's own errors, that a field it requested
+/// does not exist before the run gives up (each refused field is requested no more).
+const MAX_REFUSED_FIELDS: usize = 20;
+
+/// A key-set pass costing at most this many pages runs with every incremental run: tables of a
+/// few thousand rows (customers, items, firms, persons) lose deleted rows within one run for a
+/// handful of requests. Larger tables are reconciled every `reconcile_every_hours`.
+pub const KEYSET_EVERY_RUN_PAGES: u64 = 10;
+
+/// Runs (or resumes) one stream of one connection as its tenant has it (see `tenant`); then,
+/// for streams whose source has no delete feed (`reconcile = "keyset"`) or that have computed
+/// columns, a projected pass over every key when one is due.
+///
+/// An entity the tenant does not have is reported `absent`, not failed. A field the tenant
+/// refuses (its metadata was stale or unreadable) is remembered and the run retried without
+/// it.
 pub async fn run_stream(
     ctx: &Context,
     conn: &Connection,
@@ -119,32 +169,164 @@ pub async fn run_stream(
     req: &RunRequest,
 ) -> Result<RunSummary> {
     let ep = endpoint(conn, &ctx.vault)?;
+    let mut live = tenant::live(&ctx.state, conn, &ep, stream, false).await?;
+    let mut refused = 0;
+    loop {
+        let rec = tenant::reconcile(&ctx.state, &conn.name, stream, Some(&live))?;
+        if let Some(reason) = &rec.report.entity_absent {
+            return absent(ctx, conn, stream, reason);
+        }
+        match run_reconciled(ctx, conn, &rec, &ep, req).await {
+            Err(e) if refused < MAX_REFUSED_FIELDS => {
+                let Some(field) = tenant::refused_field(&e) else {
+                    return Err(e);
+                };
+                tracing::warn!(stream = %stream.id, field = %field, "the tenant has no field `{field}`: reading the stream without it");
+                tenant::remember_refused(&ctx.state, &conn.name, stream, &mut live, &field)?;
+                refused += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The summary (and run history entry) of a stream whose entity the tenant does not have.
+fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Result<RunSummary> {
+    let run = RunRecord::new(
+        &new_run_id(),
+        &conn.name,
+        &stream.id.to_string(),
+        "absent",
+        false,
+        &schema_hash(&stream.catalog),
+        None,
+    );
+    ctx.state.begin_run(&run)?;
+    let report = RunReport {
+        schema: SchemaReport {
+            entity_absent: Some(reason.to_string()),
+            ..SchemaReport::default()
+        },
+        drift: BTreeMap::new(),
+    };
+    report.store(ctx, &run.run_id)?;
+    ctx.state.close_run(&run.run_id, status::ABSENT, reason)?;
+    tracing::warn!(stream = %stream.id, connection = %conn.name, "absent in tenant: {reason}");
+    Ok(RunSummary {
+        stream: stream.id.to_string(),
+        connection: conn.name.clone(),
+        run_id: run.run_id,
+        kind: "absent".into(),
+        status: status::ABSENT.into(),
+        schema: report.schema,
+        notes: vec![format!("absent in tenant: {reason}")],
+        ..RunSummary::default()
+    })
+}
+
+/// [`run_stream`] once the stream is reconciled with its tenant.
+async fn run_reconciled(
+    ctx: &Context,
+    conn: &Connection,
+    rec: &Reconciled,
+    ep: &Endpoint,
+    req: &RunRequest,
+) -> Result<RunSummary> {
+    let stream = &rec.stream;
     let mut notes = Vec::new();
-    let run = prepare_run(ctx, conn, stream, req, &mut notes)?;
-    let mut summary = drive(ctx, conn, stream, &ep, run, notes).await?;
+    let run = prepare_run(ctx, conn, rec, req, &mut notes)?;
+    let mut report = RunReport::of(&run);
+    report.schema = rec.report.clone();
+    report.store(ctx, &run.run_id)?;
+    let mut summary = drive(ctx, conn, stream, ep, run, notes).await?;
     // A snapshot reconciles by itself; backfills never touch deletes.
-    if summary.kind == "incremental" && keyset_due(ctx, conn, stream)? {
-        tracing::info!(stream = %stream.id, "key-set reconciliation: reading every key to find deletes");
-        let run = new_run(ctx, conn, stream, "keyset", true, None, None)?;
-        let ks = drive(ctx, conn, stream, &ep, run, Vec::new()).await?;
+    if summary.kind == "incremental" && projected_pass_due(ctx, conn, stream, summary.table_rows)? {
+        let reconcile = stream.spec.reconcile == Some(Reconcile::Keyset);
+        tracing::info!(stream = %stream.id, reconcile, "projected pass: reading every key (and computed column)");
+        let projected = projected(stream);
+        let run = new_run(ctx, conn, &projected, "keyset", reconcile, None, None)?;
+        let ks = drive(ctx, conn, stream, ep, run, Vec::new()).await?;
         summary.deleted += ks.deleted;
         summary.table_rows = ks.table_rows;
         summary.seconds += ks.seconds;
+        let computed: Vec<&str> = projected
+            .catalog
+            .columns
+            .iter()
+            .filter(|c| c.computed)
+            .map(|c| c.name.as_str())
+            .collect();
+        summary.notes.push(match (reconcile, computed.is_empty()) {
+            (true, true) => format!(
+                "key-set reconciliation ({} keys read, {} deleted)",
+                ks.rows_extracted, ks.deleted
+            ),
+            (true, false) => format!(
+                "key-set reconciliation and computed columns re-read ({}; {} keys read, {} deleted)",
+                computed.join(", "),
+                ks.rows_extracted,
+                ks.deleted
+            ),
+            (false, _) => format!(
+                "computed columns re-read ({}; {} rows)",
+                computed.join(", "),
+                ks.rows_extracted
+            ),
+        });
+    }
+    summary.schema = rec.report.clone();
+    summary.notes.extend(rec.report.lines());
+    if !summary.drift.is_empty() {
         summary.notes.push(format!(
-            "key-set reconciliation ({} keys read, {} deleted)",
-            ks.rows_extracted, ks.deleted
+            "type drift kept in _ml_extra: {}",
+            summary
+                .drift
+                .iter()
+                .map(|(c, n)| format!("{c} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
+    }
+    if stream.spec.reconcile == Some(Reconcile::Keyset) {
+        summary.last_keyset = ctx
+            .state
+            .last_reconciled(&conn.name, &stream.id.to_string())?;
     }
     Ok(summary)
 }
 
-/// Whether `stream` needs a key-set pass now: it has no delete feed and nothing reconciled it
-/// (a full snapshot or an earlier pass) within the connection's `reconcile_every_hours`.
-fn keyset_due(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<bool> {
-    if stream.spec.reconcile != Some(Reconcile::Keyset)
-        || stream.spec.incremental == Incremental::Full
-    {
+/// The stream a projected pass reads: the key columns, the columns the reader supplies and
+/// the computed columns. Everything else the source sends with them is dropped.
+pub fn projected(stream: &Stream) -> Stream {
+    let mut s = stream.clone();
+    let keys = &stream.catalog.primary_key;
+    s.catalog.columns.retain(|c| {
+        keys.contains(&c.name) || c.context_name().is_some() || (c.computed && !c.absent)
+    });
+    s
+}
+
+/// Whether `stream` needs a projected pass after an incremental run: it has computed columns
+/// (re-read every run), or it has no delete feed and a key-set pass is due — every run while
+/// the table is small enough that the pass costs at most [`KEYSET_EVERY_RUN_PAGES`] pages,
+/// otherwise when nothing reconciled it within the connection's `reconcile_every_hours`.
+fn projected_pass_due(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    table_rows: u64,
+) -> Result<bool> {
+    if stream.spec.incremental == Incremental::Full {
         return Ok(false);
+    }
+    if stream.has_computed() {
+        return Ok(true);
+    }
+    if stream.spec.reconcile != Some(Reconcile::Keyset) {
+        return Ok(false);
+    }
+    if table_rows <= KEYSET_EVERY_RUN_PAGES * u64::from(stream.page_size().max(1)) {
+        return Ok(true);
     }
     let last = ctx
         .state
@@ -168,6 +350,14 @@ async fn drive(
 ) -> Result<RunSummary> {
     let started = Instant::now();
     let ep = ep.clone();
+    // A projected pass reads (and loads) only keys and computed columns.
+    let projected_stream;
+    let stream = if run.kind == "keyset" {
+        projected_stream = projected(stream);
+        &projected_stream
+    } else {
+        stream
+    };
     let span = tracing::info_span!("run", stream = %stream.id, connection = %conn.name, run_id = %run.run_id);
     use tracing::Instrument;
     async move {
@@ -209,16 +399,24 @@ async fn drive(
     }
 
     if run.status == status::EXTRACTED {
-        if let Err(e) = load(ctx, stream, &run).await {
-            ctx.state.note_error(&run.run_id, &e.to_string())?;
-            return Err(e);
+        match load(ctx, stream, &run).await {
+            Ok(note) => notes.extend(note),
+            Err(e) => {
+                ctx.state.note_error(&run.run_id, &e.to_string())?;
+                return Err(e);
+            }
         }
         run = reload(ctx, &run.run_id)?;
     }
     if run.status == status::LOADED {
         // Backfills and key-set passes never move the stream's cursor.
         ctx.state
-            .commit_run(&run.run_id, !matches!(run.kind.as_str(), "backfill" | "keyset"))?;
+            .commit_run(
+                &run.run_id,
+                (!matches!(run.kind.as_str(), "backfill" | "keyset"))
+                    .then(|| tenant::columns_hash(stream))
+                    .as_deref(),
+            )?;
         run = reload(ctx, &run.run_id)?;
     }
     Ok(RunSummary {
@@ -226,6 +424,8 @@ async fn drive(
         connection: conn.name.clone(),
         run_id: run.run_id.clone(),
         kind: run.kind.clone(),
+        status: "ok".into(),
+        drift: RunReport::of(&run).drift,
         rows_extracted: run.rows_extracted,
         upserted: run.rows_upserted,
         deleted: run.rows_removed,
@@ -234,6 +434,7 @@ async fn drive(
         json_bytes: run.json_bytes,
         seconds: started.elapsed().as_secs_f64(),
         notes,
+        ..RunSummary::default()
     })
     }
     .instrument(span)
@@ -278,14 +479,17 @@ fn new_run(
     Ok(r)
 }
 
-/// Finds the run to continue, or starts the one the request calls for.
+/// Finds the run to continue, or starts the one the request calls for. A stream whose column
+/// set changed since its position was committed (a column new in the tenant or the catalog, or
+/// one the tenant dropped) is read whole again, so existing rows get the new columns' values.
 fn prepare_run(
     ctx: &Context,
     conn: &Connection,
-    stream: &Stream,
+    rec: &Reconciled,
     req: &RunRequest,
     notes: &mut Vec<String>,
 ) -> Result<RunRecord> {
+    let stream = &rec.stream;
     let sid = stream.id.to_string();
     let window = match req {
         RunRequest::Backfill { since, until } => Some(format!(
@@ -341,10 +545,24 @@ fn prepare_run(
         }
     }
     let cursor = ctx.state.cursor(&conn.name, &sid)?;
+    let columns_changed = cursor.is_some()
+        && match ctx.state.columns_hash(&conn.name, &sid)? {
+            Some(h) => h != tenant::columns_hash(stream),
+            // Positions committed before column sets were recorded: re-read only when the
+            // tenant adds columns (their values are not in the table yet).
+            None => !rec.report.new_columns.is_empty(),
+        };
     let (kind, reconcile) = match req {
         RunRequest::Backfill { since, until } => ("backfill", since.is_none() && until.is_none()),
         RunRequest::Sync { full } => match (stream.spec.incremental, &cursor, full) {
             (Incremental::Full, _, _) | (_, None, _) | (_, _, true) => ("snapshot", true),
+            _ if columns_changed => {
+                tracing::warn!(stream = %sid, "the stream's column set changed since its last run: re-reading the whole table");
+                notes.push(
+                    "column set changed since the last run: the whole table was read again".into(),
+                );
+                ("snapshot", true)
+            }
             _ => ("incremental", false),
         },
     };
@@ -389,6 +607,8 @@ type Decoded = (DecodedPage, Option<String>, Option<String>);
 struct OpenPart {
     writer: PartWriter,
     quarantined: Vec<Quarantined>,
+    /// Values that did not fit their column, per column.
+    drift: BTreeMap<String, u64>,
     json_bytes: u64,
     /// Resume position after the last page in the part.
     position: Option<String>,
@@ -422,6 +642,9 @@ async fn extract(
     let mut decoder = RowDecoder::new(stream, &conn.name, &run.run_id)?;
     if let Some(tz) = conn.naive_time_zone() {
         decoder = decoder.with_naive_time_zone(tz)?;
+    }
+    if run.kind == "keyset" {
+        decoder = decoder.without_extra();
     }
     let decoder = Arc::new(decoder);
     let schema = decoder.schema();
@@ -507,6 +730,7 @@ async fn extract(
                 None => OpenPart {
                     writer: PartWriter::new(schema.clone())?,
                     quarantined: Vec::new(),
+                    drift: BTreeMap::new(),
                     json_bytes: 0,
                     position: None,
                     pages: 0,
@@ -519,6 +743,9 @@ async fn extract(
                 pb.set_message(format!("{:.1} MB", seen_bytes as f64 / 1e6));
             }
             part.quarantined.extend(page.quarantined);
+            for (c, n) in page.drift {
+                *part.drift.entry(c).or_default() += n;
+            }
             part.position = resume;
             part.pages += 1;
             if let Some(batch) = page.batch {
@@ -609,7 +836,18 @@ async fn extract(
             .iter()
             .filter_map(|p| p.quarantine_path.clone())
             .collect(),
+        ..Manifest::default()
     };
+    let mut manifest = manifest;
+    if manifest.quarantined > 0 {
+        // Keys quarantined by this run are present, whatever a reconciling merge does.
+        let (keys, unkeyed) = ctx
+            .lake
+            .quarantined_keys(&manifest.quarantine_files)
+            .await?;
+        manifest.quarantined_keys = keys;
+        manifest.quarantined_unkeyed = unkeyed;
+    }
     ctx.lake.write_manifest(&manifest).await?;
     ctx.state.mark_extracted(&run.run_id, pending.as_deref())?;
     tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "extracted");
@@ -689,6 +927,13 @@ async fn flush_part(
         part.position.as_deref(),
         part.json_bytes,
     )?;
+    if !part.drift.is_empty() {
+        let mut report = RunReport::of(&reload(ctx, &run.run_id)?);
+        for (c, n) in &part.drift {
+            *report.drift.entry(c.clone()).or_default() += n;
+        }
+        report.store(ctx, &run.run_id)?;
+    }
     tracing::debug!(stream = %stream.id, part = part_no, rows, pages = part.pages, "part written");
     Ok(())
 }
@@ -702,8 +947,9 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-/// Merges an extracted run into the warehouse.
-async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<()> {
+/// Merges an extracted run into the warehouse. Returns a note when a reconciling run deleted
+/// nothing because it quarantined records whose keys it could not read.
+async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<Option<String>> {
     let manifest = ctx
         .lake
         .read_manifest(&stream.id, &run.run_id)
@@ -724,7 +970,15 @@ async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<()> {
     ctx.state
         .mark_loaded(&run.run_id, stats.upserted, stats.deleted, stats.table_rows)?;
     tracing::info!(stream = %stream.id, upserted = stats.upserted, deleted = stats.deleted, table_rows = stats.table_rows, peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "loaded");
-    Ok(())
+    let note = (manifest.reconcile && !manifest.reconciles_deletes()).then(|| {
+        let why = format!(
+            "deletes not reconciled this run: {} quarantined records ({} without a readable key); see quarantine/{}/run={}",
+            manifest.quarantined, manifest.quarantined_unkeyed, stream.id, run.run_id
+        );
+        tracing::warn!(stream = %stream.id, "{why}");
+        why
+    });
+    Ok(note)
 }
 
 /// Runs every selected stream of every selected connection, `config.sync.concurrency` at a

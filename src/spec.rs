@@ -331,6 +331,11 @@ pub struct CatalogFile {
     #[serde(default)]
     pub cluster_by: Vec<String>,
     pub columns: Vec<Column>,
+    /// Payload fields of the tenant that must not land as columns of their own (custom fields
+    /// a run would otherwise add from the tenant's live schema; see `tenant`). They stay in
+    /// `_ml_extra`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// One typed column.
@@ -353,6 +358,16 @@ pub struct Column {
     /// annotation such as `_ownerid_value@Microsoft.Dynamics.CRM.lookuplogicalname`).
     #[serde(default)]
     pub source: Option<String>,
+    /// The source computes the value (Business Central FlowFields such as a customer's
+    /// `balanceDue`), so it changes without the record's modified time moving: every run
+    /// re-reads the key and computed columns of the whole table (a projected read) so they are
+    /// never older than one run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub computed: bool,
+    /// Set at run time, never in a file: the tenant does not have this field (see `tenant`),
+    /// so it is not requested and the column stays NULL.
+    #[serde(skip)]
+    pub absent: bool,
 }
 
 fn default_true() -> bool {
@@ -502,14 +517,20 @@ impl Stream {
     }
 
     /// Payload keys to request (OData `$select`, Deltek `fieldFilter`): every catalog column
-    /// that is a field, not an annotation on one nor a reader-supplied context value.
+    /// that is a field the tenant has, not an annotation on one nor a reader-supplied context
+    /// value.
     pub fn select_fields(&self) -> Vec<&str> {
         self.catalog
             .columns
             .iter()
-            .filter(|c| !c.is_annotation() && c.context_name().is_none())
+            .filter(|c| !c.absent && !c.is_annotation() && c.context_name().is_none())
             .map(|c| c.source_name())
             .collect()
+    }
+
+    /// Whether some column is computed by the source (see [`Column::computed`]).
+    pub fn has_computed(&self) -> bool {
+        self.catalog.columns.iter().any(|c| c.computed && !c.absent)
     }
 
     /// Payload keys of the primary-key columns that come from the payload (what a key-set
@@ -548,7 +569,10 @@ pub fn looker_row_catalog() -> CatalogFile {
                     .into(),
             ),
             source: None,
+            computed: false,
+            absent: false,
         }],
+        exclude: Vec::new(),
     }
 }
 

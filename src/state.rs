@@ -52,6 +52,19 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_by_stream ON runs (connection, stream, started_at);
+CREATE TABLE IF NOT EXISTS live_schema (
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (connection, stream)
+);
+CREATE TABLE IF NOT EXISTS field_columns (
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    field TEXT NOT NULL,
+    column_name TEXT NOT NULL,
+    PRIMARY KEY (connection, stream, field)
+);
 CREATE TABLE IF NOT EXISTS run_parts (
     run_id TEXT NOT NULL,
     part INTEGER NOT NULL,
@@ -78,6 +91,8 @@ pub mod status {
     pub const COMMITTED: &str = "committed";
     /// Given up (state reset, or a catalog change made its parts unusable).
     pub const ABANDONED: &str = "abandoned";
+    /// The tenant does not have the stream's entity: nothing was read, nothing failed.
+    pub const ABSENT: &str = "absent";
 }
 
 /// One run of one stream.
@@ -109,6 +124,8 @@ pub struct RunRecord {
     /// Backfill window, `since..until`.
     pub window: Option<String>,
     pub error: Option<String>,
+    /// What the run found about the tenant and the data (JSON of `run::RunReport`).
+    pub report: Option<String>,
 }
 
 impl RunRecord {
@@ -146,6 +163,7 @@ impl RunRecord {
             owner_pid: Some(std::process::id()),
             window: None,
             error: None,
+            report: None,
         }
     }
 }
@@ -184,7 +202,7 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
-const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error";
+const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error, report";
 
 /// SQLite integers are i64; counts are never negative.
 fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -216,6 +234,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         owner_pid: r.get(20)?,
         window: r.get(21)?,
         error: r.get(22)?,
+        report: r.get(23)?,
     })
 }
 
@@ -241,6 +260,20 @@ impl StateStore {
             .exists([])?;
         if !has_version {
             conn.execute_batch("ALTER TABLE sink_ledger ADD COLUMN target_version INTEGER;")?;
+        }
+        // Stores written before the tenant reconciliation get its columns.
+        for (table, column, ty) in [
+            ("runs", "report", "TEXT"),
+            ("stream_state", "columns_hash", "TEXT"),
+        ] {
+            let has: bool = conn
+                .prepare(&format!(
+                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+                ))?
+                .exists([])?;
+            if !has {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+            }
         }
         Ok(Self {
             conn: Mutex::new(conn),
@@ -400,8 +433,9 @@ impl StateStore {
     }
 
     /// The last step of a run: the stream's cursor becomes the run's pending cursor (unless
-    /// `advance` is false, as for backfills) and the run is committed, in one transaction.
-    pub fn commit_run(&self, run_id: &str, advance: bool) -> Result<()> {
+    /// `advance` is none, as for backfills) and the run is committed, in one transaction.
+    /// `advance` carries the column set the position was read with (`tenant::columns_hash`).
+    pub fn commit_run(&self, run_id: &str, advance: Option<&str>) -> Result<()> {
         self.with(|c| {
             let tx = c.transaction()?;
             let (connection, stream, pending): (String, String, Option<String>) = tx.query_row(
@@ -410,11 +444,11 @@ impl StateStore {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
             let now = chrono::Utc::now().to_rfc3339();
-            if advance {
+            if let Some(columns) = advance {
                 tx.execute(
-                    "INSERT INTO stream_state (connection, stream, cursor, updated_at, last_run_id) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (connection, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at, last_run_id = excluded.last_run_id",
-                    params![connection, stream, pending, now, run_id],
+                    "INSERT INTO stream_state (connection, stream, cursor, updated_at, last_run_id, columns_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (connection, stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at, last_run_id = excluded.last_run_id, columns_hash = excluded.columns_hash",
+                    params![connection, stream, pending, now, run_id, columns],
                 )?;
             }
             tx.execute(
@@ -437,10 +471,15 @@ impl StateStore {
     }
 
     pub fn abandon_run(&self, run_id: &str, why: &str) -> Result<()> {
+        self.close_run(run_id, status::ABANDONED, why)
+    }
+
+    /// Ends a run in a final `status` other than committed, saying why.
+    pub fn close_run(&self, run_id: &str, status: &str, why: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET status = 'abandoned', error = ?2, finished_at = ?3, owner_pid = NULL WHERE run_id = ?1",
-                params![run_id, why, chrono::Utc::now().to_rfc3339()],
+                "UPDATE runs SET status = ?4, error = ?2, finished_at = ?3, owner_pid = NULL WHERE run_id = ?1",
+                params![run_id, why, chrono::Utc::now().to_rfc3339(), status],
             )
             .map(|_| ())
         })
@@ -491,6 +530,112 @@ impl StateStore {
                 params![connection, stream],
                 |r| r.get(0),
             )
+        })
+    }
+
+    /// Stores what a run found (JSON of `run::RunReport`).
+    pub fn set_run_report(&self, run_id: &str, report: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE runs SET report = ?2 WHERE run_id = ?1",
+                params![run_id, report],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The report (JSON of `run::RunReport`) of the newest run of `stream` on `connection`
+    /// that has one, key-set passes aside.
+    pub fn latest_report(&self, connection: &str, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT report FROM runs WHERE connection = ?1 AND stream = ?2 AND report IS NOT NULL AND kind != 'keyset' ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                params![connection, stream],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// The column set a stream's committed position was read with (see
+    /// `tenant::columns_hash`); `None` before the first commit that recorded one.
+    pub fn columns_hash(&self, connection: &str, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT columns_hash FROM stream_state WHERE connection = ?1 AND stream = ?2",
+                params![connection, stream],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// The cached live schema of a stream's entity on a connection.
+    pub fn live_schema(
+        &self,
+        connection: &str,
+        stream: &str,
+    ) -> Result<Option<crate::tenant::LiveSchema>> {
+        let body: Option<String> = self.with(|c| {
+            c.query_row(
+                "SELECT body FROM live_schema WHERE connection = ?1 AND stream = ?2",
+                params![connection, stream],
+                |r| r.get(0),
+            )
+            .optional()
+        })?;
+        // A cache entry of an older shape is simply read again from the tenant.
+        Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    pub fn put_live_schema(
+        &self,
+        connection: &str,
+        stream: &str,
+        schema: &crate::tenant::LiveSchema,
+    ) -> Result<()> {
+        let body = serde_json::to_string(schema)
+            .map_err(|e| Error::State(format!("live schema of {stream}: {e}")))?;
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO live_schema (connection, stream, body) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (connection, stream) DO UPDATE SET body = excluded.body",
+                params![connection, stream, body],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Column names given to tenant fields of a stream (field identity → column), kept for
+    /// good so a field keeps its column when it is renamed.
+    pub fn field_columns(
+        &self,
+        connection: &str,
+        stream: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT field, column_name FROM field_columns WHERE connection = ?1 AND stream = ?2",
+            )?;
+            st.query_map(params![connection, stream], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
+    pub fn put_field_column(
+        &self,
+        connection: &str,
+        stream: &str,
+        field: &str,
+        column: &str,
+    ) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO field_columns (connection, stream, field, column_name) VALUES (?1, ?2, ?3, ?4)",
+                params![connection, stream, field, column],
+            )
+            .map(|_| ())
         })
     }
 
@@ -1178,7 +1323,7 @@ mod tests {
         s.mark_extracted("r1", Some("delta-1")).unwrap();
         assert_eq!(s.cursor("crm", "dataverse.account").unwrap(), None);
         s.mark_loaded("r1", 9, 1, 9).unwrap();
-        s.commit_run("r1", true).unwrap();
+        s.commit_run("r1", Some("h")).unwrap();
         assert_eq!(
             s.cursor("crm", "dataverse.account").unwrap().as_deref(),
             Some("delta-1")

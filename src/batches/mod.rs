@@ -4,12 +4,17 @@
 //! envelope parser), so no `serde_json::Value` tree is ever built. Each record's top-level keys
 //! are scanned once ([`scan`]) for what arrow-json cannot do on its own — tombstones, `json`
 //! columns kept as text, fields the catalog does not type (kept in `_ml_extra`) — and the record
-//! is then fed verbatim to the decoder. A record
-//! the decoder cannot type does not fail the page: the page is re-decoded record by record and
-//! only the bad records go to the quarantine, with the decoder's reason.
+//! is then fed verbatim to the decoder. A record the decoder cannot type does not fail the
+//! page: the page is re-decoded record by record, and in a record the decoder rejects each
+//! typed field is tried alone. A field whose value does not fit its column (type drift: a
+//! boolean where the catalog says int64) leaves that column NULL, its raw value goes to
+//! `_ml_extra` under the column's name, and the drift is counted per column: the record lands.
+//! Only a record that cannot be parsed at all, or whose key is missing or unreadable, goes to
+//! the quarantine, with the decoder's reason and, where it can be read, its key (a reconciling
+//! merge keeps quarantined keys: a row is never deleted because it could not be read).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -32,10 +37,14 @@ pub mod scan;
 const QUARANTINE_RAW_MAX: usize = 1 << 20;
 
 /// A record that could not be typed, with why.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Quarantined {
-    /// The primary key, when it could be read.
+    /// The primary key, when it could be read (its columns joined by `|`).
     pub key: Option<String>,
+    /// The primary key's values in key-column order, when every one could be read: what a
+    /// reconciling merge keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_values: Option<Vec<String>>,
     /// What was wrong, in the decoder's words.
     pub reason: String,
     /// The record as received (cut at 1 MiB).
@@ -52,6 +61,9 @@ pub struct DecodedPage {
     pub quarantined: Vec<Quarantined>,
     /// Bytes of record JSON in the page (for throughput figures).
     pub json_bytes: usize,
+    /// Values that did not fit their column, per column (the records landed with the column
+    /// NULL and the value in `_ml_extra`).
+    pub drift: BTreeMap<String, u64>,
 }
 
 /// What a payload key is to the decoder.
@@ -61,6 +73,15 @@ enum KeyRole {
     Typed,
     /// A `json` catalog column: kept as text (index into the json columns).
     Json(usize),
+}
+
+/// Where a primary-key value comes from.
+#[derive(Debug, Clone)]
+enum KeyPart {
+    /// A payload key.
+    Payload(String),
+    /// A value the reader supplies per page (context name).
+    Context(String),
 }
 
 /// Where a catalog column of the output comes from.
@@ -87,6 +108,13 @@ pub struct RowDecoder {
     tombstone: Option<Tombstone>,
     /// Decode-schema index and payload key of each primary-key column read from the payload.
     key_cols: Vec<(usize, String)>,
+    /// Every primary-key column in key order, for the key of a quarantined record.
+    key_parts: Vec<KeyPart>,
+    /// Payload key → column name of the typed columns (drift is reported by column).
+    columns: HashMap<String, String>,
+    /// Fields the catalog does not type go to `_ml_extra` (off for key-set passes, whose
+    /// other fields are not wanted).
+    keep_extra: bool,
     /// Context names of the columns the reader supplies.
     context_cols: Vec<String>,
     /// Decode-schema indexes of timestamp columns written as zone-less wall time, and the
@@ -144,6 +172,16 @@ struct Kept<'a> {
     extra: Option<String>,
 }
 
+impl Kept<'_> {
+    /// The decoder input of the record.
+    fn bytes<'s>(&self, body: &'s [u8], synth: &'s [u8]) -> &'s [u8] {
+        match &self.input {
+            Input::Body(r) => &body[r.clone()],
+            Input::Synth(r) => &synth[r.clone()],
+        }
+    }
+}
+
 impl RowDecoder {
     /// Builds the decoder for `stream`, stamping rows with `connection` and `run_id`.
     pub fn new(stream: &Stream, connection: &str, run_id: &str) -> Result<Self> {
@@ -153,6 +191,7 @@ impl RowDecoder {
         let mut known = HashMap::new();
         let mut json_count = 0;
         let mut context_cols = Vec::new();
+        let mut columns = HashMap::new();
         for c in &cat.columns {
             if let Some(name) = c.context_name() {
                 plan.push(OutCol::Context(context_cols.len()));
@@ -163,11 +202,13 @@ impl RowDecoder {
                 json_count += 1;
             } else {
                 known.insert(c.source_name().to_string(), KeyRole::Typed);
+                columns.insert(c.source_name().to_string(), c.name.clone());
                 plan.push(OutCol::Decoded(decode_fields.len()));
                 decode_fields.push(Field::new(c.source_name(), arrow_type(c.ty), true));
             }
         }
         let mut key_cols = Vec::new();
+        let mut key_parts = Vec::new();
         for k in &cat.primary_key {
             let col = cat
                 .columns
@@ -179,10 +220,12 @@ impl RowDecoder {
                 })?;
             match plan[col] {
                 OutCol::Decoded(i) => {
-                    key_cols.push((i, cat.columns[col].source_name().to_string()))
+                    let source = cat.columns[col].source_name().to_string();
+                    key_parts.push(KeyPart::Payload(source.clone()));
+                    key_cols.push((i, source));
                 }
                 // Supplied by the reader for the whole page: never missing from a record.
-                OutCol::Context(_) => {}
+                OutCol::Context(c) => key_parts.push(KeyPart::Context(context_cols[c].clone())),
                 OutCol::Json(_) => {
                     return Err(Error::Definition {
                         path: stream.id.to_string(),
@@ -213,6 +256,9 @@ impl RowDecoder {
             known,
             tombstone: stream.source.tombstone.clone(),
             key_cols,
+            key_parts,
+            columns,
+            keep_extra: true,
             context_cols,
             zoned: Vec::new(),
             zone: None,
@@ -253,6 +299,13 @@ impl RowDecoder {
         self.zoned = zoned;
         self.zone = Some(zone);
         Ok(self)
+    }
+
+    /// Drops the fields the catalog does not type instead of keeping them in `_ml_extra` (a
+    /// key-set pass reads keys; whatever else a source sends with them is not wanted).
+    pub fn without_extra(mut self) -> Self {
+        self.keep_extra = false;
+        self
     }
 
     /// The schema of the batches this decoder produces.
@@ -297,22 +350,29 @@ impl RowDecoder {
         let mut kept: Vec<Kept<'_>> = Vec::with_capacity(rows.len());
         let mut synth: Vec<u8> = Vec::new();
         let mut json_bytes = 0usize;
+        let mut drift: BTreeMap<String, u64> = BTreeMap::new();
         // Records of one page almost always list their keys in the same order: remember the
         // previous record's keys and roles, and hash only when a key differs.
         let mut key_cache: Vec<(&[u8], Role)> = Vec::new();
         for r in rows {
             let Some(raw) = body.get(r.clone()) else {
-                quarantined.push(self.quarantine(b"", "record range outside the page".into()));
+                quarantined.push(self.quarantine(
+                    b"",
+                    "record range outside the page".into(),
+                    context,
+                ));
                 continue;
             };
             json_bytes += raw.len();
             match self.scan(raw, &mut key_cache) {
-                Err(reason) => quarantined.push(self.quarantine(raw, reason)),
+                Err(reason) => quarantined.push(self.quarantine(raw, reason, context)),
                 Ok(scan) if scan.tombstone && self.tombstone_is_notice() => {
                     let Some(id) = scan.tombstone_id else {
-                        quarantined.push(
-                            self.quarantine(raw, "deleted-record notice without an id".into()),
-                        );
+                        quarantined.push(self.quarantine(
+                            raw,
+                            "deleted-record notice without an id".into(),
+                            context,
+                        ));
                         continue;
                     };
                     let start = synth.len();
@@ -332,43 +392,52 @@ impl RowDecoder {
                 Ok(scan) => kept.push(Kept {
                     input: Input::Body(r.clone()),
                     deleted: scan.tombstone,
-                    extra: extra_json(&scan.extra),
+                    extra: self.extra_of(&scan.extra),
                     json: scan.json,
                 }),
             }
         }
-        let input = |k: &Kept<'_>| -> &[u8] {
-            match &k.input {
-                Input::Body(r) => &body[r.clone()],
-                Input::Synth(r) => &synth[r.clone()],
-            }
-        };
 
-        let decoded = match self.decode_all(kept.iter().map(input), kept.len()) {
+        let decoded = match self.decode_all(kept.iter().map(|k| k.bytes(body, &synth)), kept.len())
+        {
             Ok(b) => b,
             Err(_) => {
-                // Find the records the decoder rejects, quarantine them, decode the rest.
+                // Find the records the decoder rejects; keep what can be kept of each.
                 let mut good = Vec::with_capacity(kept.len());
                 for k in kept {
-                    match self.decode_all(std::iter::once(input(&k)), 1) {
-                        Ok(_) => good.push(k),
-                        Err(reason) => quarantined.push(self.quarantine(input(&k), reason)),
+                    let Err(reason) = self.decode_all(std::iter::once(k.bytes(body, &synth)), 1)
+                    else {
+                        good.push(k);
+                        continue;
+                    };
+                    match (&k.input, self.salvage(&k, body, &mut synth, &mut drift)) {
+                        (_, Ok(fixed)) => good.push(fixed),
+                        (Input::Body(r), Err(why)) => {
+                            let why = why.unwrap_or(reason);
+                            quarantined.push(self.quarantine(&body[r.clone()], why, context));
+                        }
+                        (Input::Synth(r), Err(why)) => {
+                            let why = why.unwrap_or(reason);
+                            quarantined.push(self.quarantine(&synth[r.clone()], why, context));
+                        }
                     }
                 }
                 kept = good;
-                self.decode_all(kept.iter().map(input), kept.len())
+                self.decode_all(kept.iter().map(|k| k.bytes(body, &synth)), kept.len())
                     .map_err(|message| Error::Decode {
                         stream: self.stream.clone(),
                         message,
                     })?
             }
         };
+        let input = |k: &Kept<'_>| -> &[u8] { k.bytes(body, &synth) };
         let Some(decoded) = decoded else {
             return Ok(DecodedPage {
                 batch: None,
                 deleted: 0,
                 quarantined,
                 json_bytes,
+                drift,
             });
         };
 
@@ -383,8 +452,11 @@ impl RowDecoder {
             for (i, k) in kept.iter().enumerate() {
                 if col.is_null(i) && mask[i] {
                     mask[i] = false;
-                    quarantined
-                        .push(self.quarantine(input(k), format!("missing primary key `{key}`")));
+                    quarantined.push(self.quarantine(
+                        input(k),
+                        format!("missing primary key `{key}`"),
+                        context,
+                    ));
                 }
             }
         }
@@ -486,6 +558,115 @@ impl RowDecoder {
             deleted,
             quarantined,
             json_bytes,
+            drift,
+        })
+    }
+
+    /// `_ml_extra` of a record's untyped fields, unless they are not kept.
+    fn extra_of(&self, extra: &[(Cow<'_, str>, &[u8])]) -> Option<String> {
+        if self.keep_extra {
+            extra_json(extra)
+        } else {
+            None
+        }
+    }
+
+    /// A record the decoder rejects, with the fields whose values do not fit their columns
+    /// taken out: the record rewritten without them (in `synth`), those values in `_ml_extra`
+    /// under their columns' names, each counted in `drift`. `Err(None)` when no single field
+    /// is to blame (the record is broken as a whole: the decoder's reason stands), `Err(Some)`
+    /// with the reason when the record cannot land (its key does not fit).
+    fn salvage<'a>(
+        &self,
+        k: &Kept<'a>,
+        body: &'a [u8],
+        synth: &mut Vec<u8>,
+        drift: &mut BTreeMap<String, u64>,
+    ) -> std::result::Result<Kept<'a>, Option<String>> {
+        let Input::Body(range) = &k.input else {
+            return Err(None);
+        };
+        let raw = &body[range.clone()];
+        let mut members = Vec::new();
+        scan::members(raw, |m| {
+            members.push(m);
+            Ok(())
+        })
+        .map_err(Some)?;
+        let mut bad: Vec<(usize, &str)> = Vec::new();
+        let mut one = Vec::new();
+        for (i, m) in members.iter().enumerate() {
+            let key: Cow<'_, str> = if m.escaped {
+                match serde_json::from_slice::<String>(&quoted(m.key)) {
+                    Ok(k) => Cow::Owned(k),
+                    Err(_) => continue,
+                }
+            } else {
+                match std::str::from_utf8(m.key) {
+                    Ok(k) => Cow::Borrowed(k),
+                    Err(_) => continue,
+                }
+            };
+            let Some(column) = self.columns.get(key.as_ref()) else {
+                continue;
+            };
+            one.clear();
+            one.push(b'{');
+            one.extend_from_slice(&quoted(m.key));
+            one.push(b':');
+            one.extend_from_slice(&raw[m.value.clone()]);
+            one.push(b'}');
+            if self.decode_all(std::iter::once(one.as_slice()), 1).is_err() {
+                if self.key_cols.iter().any(|(_, kc)| kc == key.as_ref()) {
+                    return Err(Some(format!(
+                        "primary key `{column}` has a value of the wrong type: {}",
+                        String::from_utf8_lossy(&raw[m.value.clone()])
+                    )));
+                }
+                bad.push((i, column.as_str()));
+            }
+        }
+        if bad.is_empty() {
+            return Err(None);
+        }
+        let start = synth.len();
+        synth.push(b'{');
+        let mut first = true;
+        for (i, m) in members.iter().enumerate() {
+            if bad.iter().any(|(b, _)| *b == i) {
+                continue;
+            }
+            if !first {
+                synth.push(b',');
+            }
+            first = false;
+            synth.extend_from_slice(&quoted(m.key));
+            synth.push(b':');
+            synth.extend_from_slice(&raw[m.value.clone()]);
+        }
+        synth.push(b'}');
+        let fixed = start..synth.len();
+        if let Err(reason) = self.decode_all(std::iter::once(&synth[fixed.clone()]), 1) {
+            synth.truncate(start);
+            return Err(Some(reason));
+        }
+        // Untyped fields as before, then the values that did not fit.
+        let mut extra: Vec<(Cow<'_, str>, &[u8])> = match self.scan(raw, &mut Vec::new()) {
+            Ok(scan) if self.keep_extra => scan.extra,
+            _ => Vec::new(),
+        };
+        for (i, column) in &bad {
+            extra.push((
+                Cow::Owned((*column).to_string()),
+                &raw[members[*i].value.clone()],
+            ));
+            *drift.entry((*column).to_string()).or_default() += 1;
+        }
+        Ok(Kept {
+            input: Input::Synth(fixed),
+            deleted: k.deleted,
+            json: k.json.clone(),
+            extra: extra_json(&extra),
         })
     }
 
@@ -611,36 +792,61 @@ impl RowDecoder {
         Ok(out)
     }
 
-    fn quarantine(&self, raw: &[u8], reason: String) -> Quarantined {
+    fn quarantine(&self, raw: &[u8], reason: String, context: &PageContext) -> Quarantined {
         let cut = &raw[..raw.len().min(QUARANTINE_RAW_MAX)];
-        let key = self.key_of(raw);
+        let key_values = self.key_of(raw, context);
         Quarantined {
-            key,
+            key: key_values.as_ref().map(|k| k.join("|")),
+            key_values,
             reason,
             raw: String::from_utf8_lossy(cut).into_owned(),
         }
     }
 
-    /// Best-effort read of the primary key of a (possibly bad) record, for the quarantine.
-    fn key_of(&self, raw: &[u8]) -> Option<String> {
-        let map: HashMap<Cow<'_, str>, &serde_json::value::RawValue> =
-            serde_json::from_slice(raw).ok()?;
-        let mut parts = Vec::new();
-        for (_, key) in &self.key_cols {
-            let v = map.get(key.as_str())?;
-            parts.push(v.get().trim_matches('"').to_string());
-        }
-        if let Some(t) = &self.tombstone
-            && parts.is_empty()
-        {
-            parts.push(
-                map.get(t.id_field.as_deref()?)?
-                    .get()
-                    .trim_matches('"')
-                    .to_string(),
-            );
-        }
-        Some(parts.join("|"))
+    /// Best-effort read of the primary key of a (possibly bad) record, in key-column order:
+    /// `None` unless every key column could be read (a partial key protects nothing). The
+    /// record is scanned member by member, so a key before a broken value is still read.
+    fn key_of(&self, raw: &[u8], context: &PageContext) -> Option<Vec<String>> {
+        let mut found: HashMap<String, String> = HashMap::new();
+        let id_field = self.tombstone.as_ref().and_then(|t| t.id_field.as_deref());
+        let _ = scan::members(raw, |m| {
+            let key = match std::str::from_utf8(m.key) {
+                Ok(k) if !m.escaped => k,
+                _ => return Ok(()),
+            };
+            let wanted = id_field == Some(key)
+                || self
+                    .key_parts
+                    .iter()
+                    .any(|p| matches!(p, KeyPart::Payload(k) if k == key));
+            if wanted {
+                let text = match serde_json::from_slice::<serde_json::Value>(&raw[m.value.clone()])
+                {
+                    Ok(serde_json::Value::String(s)) => Some(s),
+                    Ok(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                        Some(v.to_string())
+                    }
+                    _ => None,
+                };
+                if let Some(t) = text {
+                    found.insert(key.to_string(), t);
+                }
+            }
+            Ok(())
+        });
+        let from_payload: Option<Vec<String>> = self
+            .key_parts
+            .iter()
+            .map(|p| match p {
+                KeyPart::Payload(k) => found.get(k).cloned(),
+                KeyPart::Context(c) => context.get(c).cloned(),
+            })
+            .collect();
+        // A deletion notice carries its one key under the tombstone's id field.
+        from_payload.or_else(|| {
+            let id = found.get(id_field?)?;
+            (self.key_parts.len() == 1).then(|| vec![id.clone()])
+        })
     }
 }
 
@@ -766,24 +972,37 @@ mod tests {
     }
 
     #[test]
-    fn bad_records_are_quarantined_not_fatal() {
+    fn drifted_values_land_in_extra_and_only_unreadable_records_are_quarantined() {
         let d = decoder("dataverse.account");
         let (body, ranges) = page(&[
             r#"{"accountid":"a1","revenue":10.5}"#,
-            r#"{"accountid":"a2","revenue":"n/a"}"#,
+            r#"{"accountid":"a2","revenue":"n/a","name":"Kept","new_tier":1}"#,
             r#"{"accountid":"a3","createdon":"yesterday"}"#,
             r#"{"name":"no key"}"#,
             r#"[1,2]"#,
             r#"{"accountid":"a6","numberofemployees":true}"#,
+            r#"{"accountid":{"x":1},"name":"bad key"}"#,
             r#"{"accountid":"a7"}"#,
         ]);
         let out = d.decode_page(&body, &ranges, 7).unwrap();
         let b = out.batch.unwrap();
         let ids = b.column_by_name("accountid").unwrap().as_string::<i32>();
         let kept: Vec<&str> = (0..b.num_rows()).map(|i| ids.value(i)).collect();
-        assert_eq!(kept, vec!["a1", "a7"]);
-        assert_eq!(out.quarantined.len(), 5);
+        assert_eq!(kept, vec!["a1", "a2", "a3", "a6", "a7"]);
+        let row = |id: &str| kept.iter().position(|k| *k == id).unwrap();
+        // The drifted value is NULL in its column and kept raw in _ml_extra, by column name.
+        assert!(b.column_by_name("revenue").unwrap().is_null(row("a2")));
+        let name = b.column_by_name("name").unwrap().as_string::<i32>();
+        assert_eq!(name.value(row("a2")), "Kept");
+        let extra = b.column_by_name("_ml_extra").unwrap().as_string::<i32>();
+        assert_eq!(extra.value(row("a2")), r#"{"new_tier":1,"revenue":"n/a"}"#);
+        assert_eq!(extra.value(row("a3")), r#"{"createdon":"yesterday"}"#);
+        assert_eq!(out.drift["revenue"], 1);
+        assert_eq!(out.drift["createdon"], 1);
+        assert_eq!(out.drift["numberofemployees"], 1);
+        // Only records without a readable key are quarantined, with the key when known.
         let reasons: Vec<_> = out.quarantined.iter().map(|q| q.reason.as_str()).collect();
+        assert_eq!(out.quarantined.len(), 3, "{reasons:?}");
         assert!(
             reasons
                 .iter()
@@ -795,11 +1014,41 @@ mod tests {
             "{reasons:?}"
         );
         assert!(
-            out.quarantined
+            reasons
                 .iter()
-                .any(|q| q.key.as_deref() == Some("a2"))
+                .any(|r| r.contains("primary key `accountid` has a value of the wrong type")),
+            "{reasons:?}"
         );
         assert!(out.quarantined.iter().all(|q| !q.raw.is_empty()));
+    }
+
+    #[test]
+    fn quarantined_records_carry_their_whole_key_when_readable() {
+        let d = decoder("business_central.customer");
+        let mut ctx = PageContext::new();
+        ctx.insert("company_id".into(), "c1".into());
+        let (body, ranges) = page(&[r#"{"id":"k1","number":{"broken":true"#, r#"{"number":"x"}"#]);
+        let out = d.decode_page_with(&body, &ranges, 7, &ctx).unwrap();
+        assert_eq!(out.quarantined.len(), 2);
+        // Truncated after its key: the key is read, with the company of the page.
+        assert_eq!(
+            out.quarantined[0].key_values,
+            Some(vec!["c1".to_string(), "k1".to_string()])
+        );
+        // No `id`: a partial key protects nothing.
+        assert_eq!(out.quarantined[1].key_values, None);
+        let (body, ranges) = page(&[r#"{"id":{"not":"a key"},"number":"x"}"#]);
+        let out = d.decode_page_with(&body, &ranges, 7, &ctx).unwrap();
+        assert_eq!(out.quarantined.len(), 1);
+        assert_eq!(out.quarantined[0].key_values, None);
+        // Broken after its key.
+        let (body, ranges) = page(&[r#"{"id":"k2","number":"x","note":tru}"#]);
+        let out = d.decode_page_with(&body, &ranges, 7, &ctx).unwrap();
+        assert_eq!(out.quarantined.len(), 1);
+        assert_eq!(
+            out.quarantined[0].key_values,
+            Some(vec!["c1".to_string(), "k2".to_string()])
+        );
     }
 
     #[test]

@@ -4,157 +4,15 @@
 //! built-in catalog lacks (extension fields, newer API versions) are drafted too, so they can
 //! be typed instead of landing in `_ml_extra`; entity sets without a stream get a stream file.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-use quick_xml::Reader;
-use quick_xml::events::{BytesStart, Event};
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
-
-use super::{Draft, snake_case};
+use super::{Discovered, Draft, snake_case};
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
+use crate::tenant::business_central::{Csdl, EntityType, column_type, metadata};
 
 const SYSTEM: &str = "business_central";
-const API_PATH: &str = "/api/v2.0";
-
-/// One entity type of the CSDL document.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EntityType {
-    pub name: String,
-    pub key: Vec<String>,
-    pub properties: Vec<Property>,
-}
-
-/// One structural property.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Property {
-    pub name: String,
-    /// `Edm.String`, `Microsoft.NAV.contactType`, `Collection(...)`, …
-    pub edm: String,
-    pub nullable: bool,
-    pub precision: Option<u8>,
-    pub scale: Option<i8>,
-}
-
-/// What a `$metadata` document declares.
-#[derive(Debug, Clone, Default)]
-pub struct Csdl {
-    pub types: BTreeMap<String, EntityType>,
-    /// Entity set name → entity type name (without namespace).
-    pub sets: BTreeMap<String, String>,
-    pub enums: BTreeSet<String>,
-}
-
-fn attr(e: &BytesStart, name: &[u8]) -> Option<String> {
-    e.attributes()
-        .flatten()
-        .find(|a| a.key.local_name().as_ref() == name)
-        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
-}
-
-fn unqualified(t: &str) -> &str {
-    t.rsplit('.').next().unwrap_or(t)
-}
-
-/// Parses a CSDL document.
-pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
-    let mut reader = Reader::from_str(xml);
-    let mut csdl = Csdl::default();
-    let mut current: Option<EntityType> = None;
-    let mut in_key = false;
-    loop {
-        let ev = reader
-            .read_event()
-            .map_err(|e| format!("not valid XML at byte {}: {e}", reader.buffer_position()))?;
-        let (e, empty) = match ev {
-            Event::Start(e) => (e, false),
-            Event::Empty(e) => (e, true),
-            Event::End(e) => {
-                match e.local_name().as_ref() {
-                    b"EntityType" => {
-                        if let Some(t) = current.take() {
-                            csdl.types.insert(t.name.clone(), t);
-                        }
-                    }
-                    b"Key" => in_key = false,
-                    _ => {}
-                }
-                continue;
-            }
-            Event::Eof => break,
-            _ => continue,
-        };
-        match e.local_name().as_ref() {
-            b"EntityType" => {
-                let t = EntityType {
-                    name: attr(&e, b"Name").unwrap_or_default(),
-                    ..EntityType::default()
-                };
-                if empty {
-                    csdl.types.insert(t.name.clone(), t);
-                } else {
-                    current = Some(t);
-                }
-            }
-            b"Key" => in_key = !empty,
-            b"PropertyRef" if in_key => {
-                if let (Some(t), Some(n)) = (current.as_mut(), attr(&e, b"Name")) {
-                    t.key.push(n);
-                }
-            }
-            b"Property" => {
-                if let Some(t) = current.as_mut() {
-                    t.properties.push(Property {
-                        name: attr(&e, b"Name").unwrap_or_default(),
-                        edm: attr(&e, b"Type").unwrap_or_default(),
-                        nullable: attr(&e, b"Nullable").as_deref() != Some("false"),
-                        precision: attr(&e, b"Precision").and_then(|p| p.parse().ok()),
-                        scale: attr(&e, b"Scale").and_then(|s| s.parse().ok()),
-                    });
-                }
-            }
-            b"EnumType" => {
-                if let Some(n) = attr(&e, b"Name") {
-                    csdl.enums.insert(n);
-                }
-            }
-            b"EntitySet" => {
-                if let (Some(n), Some(t)) = (attr(&e, b"Name"), attr(&e, b"EntityType")) {
-                    csdl.sets.insert(n, unqualified(&t).to_string());
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(csdl)
-}
-
-/// The warehouse type of a CSDL property type; `None` for what a table cannot hold
-/// (streams, navigation).
-pub fn column_type(p: &Property, csdl: &Csdl) -> Option<ColumnType> {
-    let t = p.edm.as_str();
-    if t.starts_with("Collection(") {
-        return Some(ColumnType::Json);
-    }
-    Some(match t {
-        "Edm.String" | "Edm.Guid" => ColumnType::String,
-        "Edm.Int16" | "Edm.Int32" | "Edm.Int64" | "Edm.Byte" | "Edm.SByte" => ColumnType::Int64,
-        "Edm.Double" | "Edm.Single" => ColumnType::Float64,
-        "Edm.Decimal" => ColumnType::Decimal {
-            precision: p.precision.unwrap_or(20),
-            scale: p.scale.unwrap_or(5),
-        },
-        "Edm.Boolean" => ColumnType::Bool,
-        "Edm.Date" => ColumnType::Date,
-        "Edm.DateTimeOffset" => ColumnType::Timestamp,
-        "Edm.Stream" | "Edm.Binary" => return None,
-        other if csdl.enums.contains(unqualified(other)) => ColumnType::String,
-        other if other.starts_with("Edm.") => ColumnType::String,
-        // Complex types (addresses and the like) arrive as nested objects.
-        _ => ColumnType::Json,
-    })
-}
 
 /// Drafts the catalog of entity set `set` (type `et`), keeping the names and descriptions of
 /// columns an existing catalog already has.
@@ -162,7 +20,8 @@ pub fn draft_catalog(et: &EntityType, csdl: &Csdl, existing: Option<&CatalogFile
     let known = |source: &str| {
         existing.and_then(|c| c.columns.iter().find(|col| col.source_name() == source))
     };
-    let mut columns = vec![Column {
+    let mut columns =
+        vec![Column {
         name: "company_id".into(),
         ty: ColumnType::String,
         nullable: false,
@@ -170,7 +29,7 @@ pub fn draft_catalog(et: &EntityType, csdl: &Csdl, existing: Option<&CatalogFile
             "Company the record belongs to (GUID from the companies list, supplied by the reader)."
                 .into(),
         ),
-        source: Some("$company_id".into()),
+        source: Some("$company_id".into()), computed: false, absent: false,
     }];
     for p in &et.properties {
         let Some(ty) = column_type(p, csdl) else {
@@ -192,6 +51,8 @@ pub fn draft_catalog(et: &EntityType, csdl: &Csdl, existing: Option<&CatalogFile
             ty,
             nullable: p.nullable && !et.key.contains(&p.name),
             description,
+            computed: false,
+            absent: false,
         });
     }
     let mut primary_key = vec!["company_id".to_string()];
@@ -206,6 +67,7 @@ pub fn draft_catalog(et: &EntityType, csdl: &Csdl, existing: Option<&CatalogFile
         partition_by: existing.and_then(|c| c.partition_by.clone()),
         cluster_by: existing.map(|c| c.cluster_by.clone()).unwrap_or_default(),
         columns,
+        exclude: Vec::new(),
     }
 }
 
@@ -225,21 +87,16 @@ fn draft_stream(set: &str, et: &EntityType) -> String {
 
 /// Drafts catalog files from Business Central's `$metadata`. `only` names stream entities
 /// (`customer`) or entity sets (`customers`); empty = the sets the built-in streams read.
-pub async fn discover(ep: &Endpoint, defs: &Definitions, only: &[String]) -> Result<Vec<Draft>> {
-    let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/xml"));
-    let url = format!("{}{API_PATH}/$metadata", ep.base);
-    let resp = ep.http.get(&url, &headers, "discover").await?;
-    let xml = String::from_utf8_lossy(&resp.body);
-    let csdl = parse_csdl(&xml).map_err(|e| Error::Decode {
-        stream: "business_central.$metadata".into(),
-        message: e,
-    })?;
-    drafts(&csdl, defs, only)
+pub async fn discover(
+    ep: &Endpoint,
+    defs: &Definitions,
+    only: &[String],
+) -> Result<Vec<Discovered>> {
+    drafts(&metadata(ep).await?, defs, only)
 }
 
 /// The drafts for a parsed document (separate from the fetch, for tests).
-pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Draft>> {
+pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Discovered>> {
     let builtin: BTreeMap<String, &crate::spec::Stream> = defs
         .streams()
         .filter(|s| s.id.system == SYSTEM)
@@ -269,17 +126,21 @@ pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Dr
     };
     let mut out = Vec::new();
     for set in wanted {
+        let existing = builtin.get(&set);
+        let entity = existing.map_or_else(|| set.clone(), |s| s.id.entity.clone());
         let Some(et) = csdl.sets.get(&set).and_then(|t| csdl.types.get(t)) else {
-            tracing::warn!(entity_set = %set, "not in this environment's $metadata; skipped");
+            out.push(Discovered::absent(
+                &entity,
+                format!("this environment's API v2.0 has no entity set `{set}`"),
+            ));
             continue;
         };
-        let existing = builtin.get(&set);
         let catalog = draft_catalog(et, csdl, existing.map(|s| &s.catalog));
-        out.push(Draft {
+        out.push(Discovered::drafted(Draft {
             entity: existing.map_or_else(|| snake_case(&et.name), |s| s.id.entity.clone()),
             stream_toml: existing.is_none().then(|| draft_stream(&set, et)),
             catalog,
-        });
+        }));
     }
     Ok(out)
 }
@@ -287,6 +148,7 @@ pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Dr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tenant::business_central::parse_csdl;
 
     const SAMPLE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>
@@ -324,7 +186,14 @@ mod tests {
     fn drafts_keep_catalog_names_and_add_extension_fields() {
         let c = parse_csdl(SAMPLE).unwrap();
         let defs = Definitions::builtin().unwrap();
-        let d = drafts(&c, &defs, &["customer".into(), "shipmentMethods".into()]).unwrap();
+        let d: Vec<Draft> = drafts(&c, &defs, &["customer".into(), "shipmentMethods".into()])
+            .unwrap()
+            .into_iter()
+            .filter_map(|d| match d.outcome {
+                super::super::Outcome::Drafted(d) => Some(d),
+                _ => None,
+            })
+            .collect();
         assert_eq!(d.len(), 2);
         let cust = &d[0];
         assert_eq!(cust.entity, "customer");

@@ -1,13 +1,16 @@
 //! Looker discovery: runs each Looker stream's query (or Look) once with a one-row limit and
 //! drafts its catalog from the `json_bi` field metadata, so counts are integers, sums floats,
 //! `date_date` fields dates and `date_time` fields timestamps without hand-typing them. The key
-//! column is always `result_row` (see `streams::looker`).
+//! column is always `result_row` (see `streams::looker`). The instance's saved Looks that no
+//! stream reads yet get a stream file and a catalog each.
 
-use super::{Draft, snake_case};
+use super::{Discovered, Draft, snake_case};
 use crate::config::Connection;
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
-use crate::spec::{Column, ColumnType, Definitions, ReaderKind, looker_row_catalog};
+use crate::spec::{
+    CatalogFile, Column, ColumnType, Definitions, LookerQuery, ReaderKind, looker_row_catalog,
+};
 use crate::streams::looker::{LookerApi, ResultField, TaskSettings, column_type, parse_json_bi};
 
 /// Column names for result fields: the field part of `view.field` in snake_case, or
@@ -30,63 +33,130 @@ fn column_names(fields: &[ResultField]) -> Vec<String> {
         .collect()
 }
 
-/// Drafts the catalog of every Looker stream (or those named in `only`).
+/// Drafts the catalog of every Looker stream (or those named in `only`), and a stream and
+/// catalog for every saved Look of the instance that no stream reads yet (`look_<id>`), so a
+/// user starts from their own Looks.
 pub async fn discover(
     conn: &Connection,
     ep: &Endpoint,
     defs: &Definitions,
     only: &[String],
-) -> Result<Vec<Draft>> {
-    let mut drafts = Vec::new();
+) -> Result<Vec<Discovered>> {
+    let mut out = Vec::new();
+    let mut read_looks: Vec<String> = Vec::new();
     for stream in defs.streams() {
         if stream.source.reader != ReaderKind::Looker {
             continue;
         }
+        read_looks.extend(stream.spec.look_id.clone());
         if !only.is_empty() && !only.contains(&stream.id.entity) {
             continue;
         }
         let api = LookerApi::new(ep, &stream.id.to_string(), TaskSettings::of(conn));
-        let query_id = match (&stream.spec.query, &stream.spec.look_id) {
-            (Some(q), _) => api.create_query(q, "1").await?,
-            (None, Some(l)) => api.look_query_id(l).await?,
+        let what = match (&stream.spec.query, &stream.spec.look_id) {
+            (Some(q), _) => Source::Query(q),
+            (None, Some(l)) => Source::Look(l),
             (None, None) => continue,
         };
-        let body = api
-            .run(&query_id, stream.spec.look_id.as_deref(), "1")
-            .await?;
-        let result = parse_json_bi(&body).map_err(|e| Error::Decode {
-            stream: stream.id.to_string(),
-            message: format!("the query task result is not json_bi: {e}"),
-        })?;
-        let mut catalog = looker_row_catalog();
-        catalog.description = stream.catalog.description.clone().or_else(|| {
+        let description = stream.catalog.description.clone().or_else(|| {
             stream
                 .spec
                 .description
                 .clone()
                 .map(|d| format!("Reference table from Looker: {d}"))
         });
-        for (f, name) in result.fields.iter().zip(column_names(&result.fields)) {
-            let ty: ColumnType = column_type(f);
-            let what = match (&f.label, &f.description) {
-                (Some(l), Some(d)) => format!("{l}: {d}"),
-                (Some(l), None) => l.clone(),
-                (None, Some(d)) => d.clone(),
-                (None, None) => f.name.clone(),
-            };
-            catalog.columns.push(Column {
-                source: (name != f.name).then(|| f.name.clone()),
-                name,
-                ty,
-                nullable: true,
-                description: Some(format!("{what} (Looker {})", f.looker_type)),
-            });
+        match draft(&api, what, description).await {
+            Ok(catalog) => out.push(Discovered::drafted(Draft {
+                entity: stream.id.entity.clone(),
+                stream_toml: None,
+                catalog,
+            })),
+            Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+            Err(e) => out.push(Discovered::failed(&stream.id.entity, e)),
         }
-        drafts.push(Draft {
-            entity: stream.id.entity.clone(),
-            stream_toml: None,
-            catalog,
+    }
+    let api = LookerApi::new(ep, "looker.looks", TaskSettings::of(conn));
+    let looks = match api.looks().await {
+        Ok(l) => l,
+        Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+        Err(e) => {
+            out.push(Discovered::failed("looks", e));
+            return Ok(out);
+        }
+    };
+    for look in looks {
+        let entity = format!("look_{}", snake_case(&look.id));
+        if read_looks.contains(&look.id) || (!only.is_empty() && !only.contains(&entity)) {
+            continue;
+        }
+        let api = LookerApi::new(ep, &format!("looker.{entity}"), TaskSettings::of(conn));
+        let description = Some(format!(
+            "Reference table from the Looker Look \"{}\"{}.",
+            look.title,
+            look.description
+                .as_deref()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        ));
+        match draft(&api, Source::Look(&look.id), description).await {
+            Ok(catalog) => out.push(Discovered::drafted(Draft {
+                stream_toml: Some(format!(
+                    "# Drafted by `mlc discover` from the Look \"{}\".\ndescription = {}\nincremental = \"full\"\nlook_id = {}\n# Set an explicit row limit (-1 = unlimited): Looker caps results at 5000 otherwise.\nlimit = -1\n",
+                    look.title.replace('"', "'"),
+                    toml::Value::String(look.title.clone()),
+                    toml::Value::String(look.id.clone()),
+                )),
+                entity,
+                catalog,
+            })),
+            Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+            Err(e) => out.push(Discovered::failed(&entity, e)),
+        }
+    }
+    Ok(out)
+}
+
+/// What a Looker stream runs.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Query(&'a LookerQuery),
+    Look(&'a str),
+}
+
+/// Runs `what` once with a one-row limit and drafts the catalog from its field metadata.
+async fn draft(
+    api: &LookerApi,
+    what: Source<'_>,
+    description: Option<String>,
+) -> Result<CatalogFile> {
+    let (query_id, look) = match what {
+        Source::Query(q) => (api.create_query(q, "1").await?, None),
+        Source::Look(l) => (api.look_query_id(l).await?, Some(l)),
+    };
+    let body = api.run(&query_id, look, "1").await?;
+    let result = parse_json_bi(&body).map_err(|e| Error::Decode {
+        stream: api.stream().to_string(),
+        message: format!("the query task result is not json_bi: {e}"),
+    })?;
+    let mut catalog = looker_row_catalog();
+    catalog.description = description;
+    for (f, name) in result.fields.iter().zip(column_names(&result.fields)) {
+        let ty: ColumnType = column_type(f);
+        let what = match (&f.label, &f.description) {
+            (Some(l), Some(d)) => format!("{l}: {d}"),
+            (Some(l), None) => l.clone(),
+            (None, Some(d)) => d.clone(),
+            (None, None) => f.name.clone(),
+        };
+        catalog.columns.push(Column {
+            source: (name != f.name).then(|| f.name.clone()),
+            name,
+            ty,
+            nullable: true,
+            description: Some(format!("{what} (Looker {})", f.looker_type)),
+            computed: false,
+            absent: false,
         });
     }
-    Ok(drafts)
+    Ok(catalog)
 }

@@ -1,45 +1,23 @@
 //! Pipedrive discovery: reads the company's field definitions (`/api/v2/{deal,person,
-//! organization,product}Fields`) and drafts catalog columns for the custom fields, named the
-//! way the reader renames them (`snake_case(field name)`, `_custom` when a built-in column has
-//! the name), so a tenant's custom fields move from `_ml_extra` into typed columns.
+//! organization,product}Fields`, through `tenant::pipedrive`) and drafts catalog columns for the
+//! custom fields, named and keyed as runs land them (the field's name in ASCII snake case,
+//! unique against the standard fields; the 40-hex field code as the source), so a catalog can
+//! rename, retype or drop them.
 
-use super::{Draft, snake_case};
+use super::{Discovered, Draft, draft_with_live};
 use crate::connect::Endpoint;
-use crate::error::Result;
-use crate::spec::{Column, ColumnType, Definitions, ReaderKind};
-use crate::streams::pipedrive::{FieldDef, fields_path_of, load_field_map};
-
-/// Catalog columns for one custom field: (name, type) pairs; monetary fields add
-/// `<name>_currency`.
-fn columns_for(name: &str, def: &FieldDef) -> Vec<(String, ColumnType)> {
-    let ty = match def.field_type.as_str() {
-        "double" => ColumnType::Float64,
-        "int" | "user" | "org" | "people" | "deal" => ColumnType::Int64,
-        "boolean" => ColumnType::Bool,
-        "date" => ColumnType::Date,
-        "monetary" => ColumnType::Decimal {
-            precision: 19,
-            scale: 4,
-        },
-        "set" | "daterange" | "timerange" | "address" | "deals" => ColumnType::Json,
-        // enum (labels), varchar, text, phone, time, varchar_auto, varchar_options
-        _ => ColumnType::String,
-    };
-    let mut out = vec![(name.to_string(), ty)];
-    if def.field_type == "monetary" {
-        out.push((format!("{name}_currency"), ColumnType::String));
-    }
-    out
-}
+use crate::error::{Error, Result};
+use crate::spec::{Definitions, ReaderKind};
+use crate::tenant::LiveEntity;
+use crate::tenant::pipedrive::read;
 
 /// Drafts catalog files with the custom fields of deals, persons, organizations and products.
-pub async fn discover(ep: &Endpoint, defs: &Definitions, only: &[String]) -> Result<Vec<Draft>> {
-    let base = ep
-        .http
-        .auth_api_base()
-        .await?
-        .unwrap_or_else(|| ep.base.clone());
-    let mut drafts = Vec::new();
+pub async fn discover(
+    ep: &Endpoint,
+    defs: &Definitions,
+    only: &[String],
+) -> Result<Vec<Discovered>> {
+    let mut out = Vec::new();
     for stream in defs.streams() {
         if stream.source.reader != ReaderKind::Pipedrive {
             continue;
@@ -51,40 +29,20 @@ pub async fn discover(ep: &Endpoint, defs: &Definitions, only: &[String]) -> Res
         if !only.is_empty() && !only.iter().any(|o| *o == stream.id.entity || *o == api) {
             continue;
         }
-        let Some(fields_path) = fields_path_of(&format!("{}{path}", stream.source.api_path)) else {
-            continue;
-        };
-        let fields = load_field_map(&ep.http, &base, &fields_path, &stream.id.to_string()).await?;
-        let mut catalog = stream.catalog.clone();
-        let builtin: Vec<String> = catalog.columns.iter().map(|c| c.name.clone()).collect();
-        let mut sorted: Vec<(&String, &FieldDef)> = fields.iter().collect();
-        sorted.sort_by(|a, b| a.1.name.cmp(&b.1.name).then(a.0.cmp(b.0)));
-        for (key, def) in sorted {
-            let mut name = snake_case(&def.name);
-            if builtin.contains(&name) {
-                name = format!("{name}_custom");
-            }
-            for (col, ty) in columns_for(&name, def) {
-                if catalog.columns.iter().any(|c| c.name == col) {
-                    continue;
-                }
-                catalog.columns.push(Column {
-                    name: col,
-                    ty,
-                    nullable: true,
-                    description: Some(format!(
-                        "Custom field \"{}\" ({}, key {key}).",
-                        def.name, def.field_type
-                    )),
-                    source: None,
-                });
-            }
+        let entity = &stream.id.entity;
+        match read(ep, stream).await {
+            Ok(LiveEntity::Present { fields, .. }) => out.push(Discovered::drafted(Draft {
+                entity: entity.clone(),
+                stream_toml: None,
+                catalog: draft_with_live(stream, &fields, false),
+            })),
+            Ok(LiveEntity::Absent { reason }) => out.push(Discovered::absent(entity, reason)),
+            Ok(LiveEntity::Unknown { reason }) => out.push(Discovered::failed(entity, reason)),
+            // Stages, pipelines, users, deal products: no custom fields.
+            Ok(LiveEntity::Unlisted) => {}
+            Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+            Err(e) => out.push(Discovered::failed(entity, e)),
         }
-        drafts.push(Draft {
-            entity: stream.id.entity.clone(),
-            stream_toml: None,
-            catalog,
-        });
     }
-    Ok(drafts)
+    Ok(out)
 }

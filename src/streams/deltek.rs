@@ -150,14 +150,12 @@ impl DeltekSource {
                 .map(|(from, _)| from.clone())
                 .unwrap_or_else(|| f.to_string())
         };
-        let fields: Vec<String> = if *mode == ReadMode::Keys {
-            stream.key_fields()
-        } else {
-            stream.select_fields()
-        }
-        .into_iter()
-        .map(payload_name)
-        .collect();
+        // A key-set pass hands in its projected stream (keys, computed columns).
+        let fields: Vec<String> = stream
+            .select_fields()
+            .into_iter()
+            .map(payload_name)
+            .collect();
 
         let tz = tenant_zone(conn)?;
         let cursor = stream

@@ -94,6 +94,16 @@ enum Waited {
 }
 
 /// The Looker API calls of one stream (or of `mlc discover`).
+/// A saved Look as `GET /looks` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookSummary {
+    pub id: String,
+    pub title: String,
+    pub description: Option<String>,
+    /// The LookML model its query reads.
+    pub model: Option<String>,
+}
+
 pub struct LookerApi {
     http: HttpClient,
     /// `.../api/4.0`, no trailing slash.
@@ -146,6 +156,11 @@ impl LookerApi {
             stream: stream.to_string(),
             settings,
         }
+    }
+
+    /// The stream id this client works for (in errors and logs).
+    pub fn stream(&self) -> &str {
+        &self.stream
     }
 
     fn fail(&self, message: String) -> Error {
@@ -216,6 +231,43 @@ impl LookerApi {
             .ok()
             .and_then(|l| l.query_id.as_ref().and_then(id_text))
             .ok_or_else(|| self.fail(format!("Look {look_id} has no query_id")))
+    }
+
+    /// The instance's saved Looks the API user can see (`GET /looks`): id, title and model.
+    /// Fails when the request fails or the answer is not a list of Looks.
+    pub async fn looks(&self) -> Result<Vec<LookSummary>> {
+        let url = format!("{}/looks?fields=id,title,description,model", self.base);
+        let resp = self.http.get(&url, &Self::headers(), &self.stream).await?;
+        #[derive(Deserialize)]
+        struct Raw {
+            id: serde_json::Value,
+            #[serde(default)]
+            title: Option<String>,
+            #[serde(default)]
+            description: Option<String>,
+            #[serde(default)]
+            model: Option<RawModel>,
+        }
+        #[derive(Deserialize)]
+        struct RawModel {
+            #[serde(default)]
+            id: Option<String>,
+        }
+        let raw: Vec<Raw> = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
+            stream: self.stream.clone(),
+            message: format!("GET /looks did not answer a list of Looks: {e}"),
+        })?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|r| {
+                Some(LookSummary {
+                    id: id_text(&r.id)?,
+                    title: r.title.unwrap_or_default(),
+                    description: r.description,
+                    model: r.model.and_then(|m| m.id),
+                })
+            })
+            .collect())
     }
 
     /// Runs `query_id` as an async task and returns the `json_bi` result body. An expired

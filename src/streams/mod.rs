@@ -52,8 +52,9 @@ pub enum ReadMode {
         since: Option<String>,
         until: Option<String>,
     },
-    /// Every record, but only its key columns where the API can project (a key-set
-    /// reconciliation: keys absent from the read are deleted).
+    /// Every record, projected where the API can project onto the stream's columns (the run
+    /// hands in the projected stream: keys and computed columns). A key-set reconciliation:
+    /// keys absent from the read are deleted.
     Keys,
 }
 

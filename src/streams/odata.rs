@@ -179,11 +179,8 @@ impl ODataSource {
                 path: stream.id.to_string(),
                 message: "odata streams need entity_set".into(),
             })?;
-        let select = if *mode == ReadMode::Keys {
-            stream.key_fields()
-        } else {
-            stream.select_fields()
-        };
+        // A key-set pass hands in its projected stream (keys, computed columns).
+        let select = stream.select_fields();
         let mut annotations: Vec<&str> = stream
             .catalog
             .columns

@@ -3,8 +3,8 @@
 //! by `updated_since = cursor` (the run folds the lookback into the cursor) sorted by `update_time` ascending (never `/recents`),
 //! child endpoints read per batch of parent ids (deal products: `deal_ids` from the deals list),
 //! and the custom-field rewrite: the company's field definitions are loaded once per run and
-//! every record's nested `custom_fields` (40-hex keys, option ids) becomes readable top-level
-//! keys before the page reaches the decoder.
+//! every record's nested `custom_fields` (40-hex keys, option ids) becomes top-level keys
+//! (the codes, option labels) before the page reaches the decoder.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -19,7 +19,6 @@ use serde_json::{Map, Value};
 use crate::batches::PageContext;
 use crate::config::Connection;
 use crate::connect::Endpoint;
-use crate::discover::snake_case;
 use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::spec::{Pagination, Stream};
@@ -423,7 +422,7 @@ impl PageSource for PipedriveSource {
 }
 
 /// `url?k=v&...`, percent-encoded.
-fn with_query(url: &str, q: &[(String, String)]) -> String {
+pub fn with_query(url: &str, q: &[(String, String)]) -> String {
     if q.is_empty() {
         return url.to_string();
     }
@@ -443,105 +442,31 @@ pub async fn load_field_map(
     fields_path: &str,
     stream: &str,
 ) -> Result<FieldMap> {
-    let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    let mut out = FieldMap::new();
-    let mut cursor: Option<String> = None;
-    let mut start: Option<u64> = None;
-    loop {
-        let mut q = vec![("limit".to_string(), MAX_LIMIT.to_string())];
-        if let Some(c) = &cursor {
-            q.push(("cursor".into(), c.clone()));
-        }
-        if let Some(s) = start {
-            q.push(("start".into(), s.to_string()));
-        }
-        let url = with_query(&format!("{base}{fields_path}"), &q);
-        let ((body, parsed), _) = get_parsed(
-            http,
-            &url,
-            &headers,
-            stream,
-            "a field-definition envelope",
-            |body: Bytes| parse_page(&body).map(|p| (body, p)),
-            |e| e,
-        )
-        .await?;
-        for r in &parsed.rows {
-            let Ok(v) = serde_json::from_slice::<Value>(&body[r.clone()]) else {
-                continue;
-            };
-            if let Some((key, def)) = field_def(&v) {
-                out.insert(key, def);
-            }
-        }
-        match (parsed.next_cursor, parsed.next_start) {
-            (Some(c), _) => cursor = Some(c),
-            (None, Some(s)) => start = Some(s),
-            (None, None) => break,
-        }
-    }
-    Ok(out)
+    Ok(
+        crate::tenant::pipedrive::load(http, base, fields_path, stream)
+            .await?
+            .into_iter()
+            .filter(|d| d.custom)
+            .map(|d| {
+                (
+                    d.key,
+                    FieldDef {
+                        name: d.name,
+                        field_type: d.field_type,
+                        options: d.options.into_iter().collect(),
+                    },
+                )
+            })
+            .collect(),
+    )
 }
 
-/// One custom field from a v2 (`field_code`, `field_name`, `is_custom_field`) or v1 (`key`,
-/// `name`, `edit_flag`) definition; `None` for built-in fields.
-pub fn field_def(v: &Value) -> Option<(String, FieldDef)> {
-    let key = v
-        .get("field_code")
-        .or_else(|| v.get("key"))?
-        .as_str()?
-        .to_string();
-    let custom = v
-        .get("is_custom_field")
-        .or_else(|| v.get("edit_flag"))
-        .and_then(Value::as_bool)
-        .unwrap_or_else(|| key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit()));
-    if !custom {
-        return None;
-    }
-    let name = v
-        .get("field_name")
-        .or_else(|| v.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or(&key)
-        .to_string();
-    let field_type = v
-        .get("field_type")
-        .and_then(Value::as_str)
-        .unwrap_or("varchar")
-        .to_string();
-    let options = v
-        .get("options")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| {
-                    let id = o.get("id")?;
-                    let id = id
-                        .as_i64()
-                        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))?;
-                    Some((id, o.get("label")?.as_str()?.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some((
-        key,
-        FieldDef {
-            name,
-            field_type,
-            options,
-        },
-    ))
-}
-
-/// Rewrites records for the decoder: `custom_fields` becomes top-level keys named
-/// `snake_case(field name)` (suffixed `_custom` when a built-in key has the name), `enum`
-/// option ids become labels, `set` id lists become label lists, `monetary` objects become the
-/// amount plus `<name>_currency`; unknown keys keep their hash. Records that are not JSON
-/// objects pass through untouched, so the decoder quarantines them. Returns a JSON array of
-/// the records and their ranges.
+/// Rewrites records for the decoder: `custom_fields` becomes top-level keys named by each
+/// field's 40-hex code (its stable identity: a renamed field keeps its column; the tenant
+/// reconciliation names the column, see `tenant::pipedrive`), `enum` option ids become labels,
+/// `set` id lists become label lists, `monetary` objects become the amount plus
+/// `<code>_currency`. Records that are not JSON objects pass through untouched, so the decoder
+/// quarantines them. Returns a JSON array of the records and their ranges.
 pub fn rewrite_records(
     body: &[u8],
     rows: &[Range<usize>],
@@ -560,7 +485,7 @@ pub fn rewrite_records(
             Ok(mut rec) => {
                 if let Some(Value::Object(cf)) = rec.remove("custom_fields") {
                     for (k, v) in cf {
-                        flatten_custom(&mut rec, &k, v, fields.get(&k));
+                        flatten_custom(&mut rec, k, v, fields);
                     }
                 }
                 if serde_json::to_writer(&mut out, &rec).is_err() {
@@ -576,15 +501,11 @@ pub fn rewrite_records(
     (Bytes::from(out), ranges)
 }
 
-fn flatten_custom(rec: &mut Map<String, Value>, key: &str, v: Value, def: Option<&FieldDef>) {
-    let Some(def) = def else {
-        rec.insert(key.to_string(), v);
+fn flatten_custom(rec: &mut Map<String, Value>, key: String, v: Value, fields: &FieldMap) {
+    let Some(def) = fields.get(&key) else {
+        rec.insert(key, v);
         return;
     };
-    let mut name = snake_case(&def.name);
-    if rec.contains_key(&name) {
-        name = format!("{name}_custom");
-    }
     let label = |v: &Value| -> Value {
         v.as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -594,18 +515,18 @@ fn flatten_custom(rec: &mut Map<String, Value>, key: &str, v: Value, def: Option
     };
     match (def.field_type.as_str(), v) {
         ("enum", v) => {
-            rec.insert(name, label(&v));
+            rec.insert(key, label(&v));
         }
         ("set", Value::Array(a)) => {
-            rec.insert(name, Value::Array(a.iter().map(label).collect()));
+            rec.insert(key, Value::Array(a.iter().map(label).collect()));
         }
         ("monetary", Value::Object(mut m)) => {
             let cur = m.remove("currency").unwrap_or(Value::Null);
-            rec.insert(format!("{name}_currency"), cur);
-            rec.insert(name, m.remove("value").unwrap_or(Value::Null));
+            rec.insert(format!("{key}_currency"), cur);
+            rec.insert(key, m.remove("value").unwrap_or(Value::Null));
         }
         (_, v) => {
-            rec.insert(name, v);
+            rec.insert(key, v);
         }
     }
 }
@@ -707,7 +628,18 @@ mod tests {
         defs.as_array()
             .unwrap()
             .iter()
-            .filter_map(field_def)
+            .filter_map(crate::tenant::pipedrive::definition)
+            .filter(|d| d.custom)
+            .map(|d| {
+                (
+                    d.key,
+                    FieldDef {
+                        name: d.name,
+                        field_type: d.field_type,
+                        options: d.options.into_iter().collect(),
+                    },
+                )
+            })
             .collect()
     }
 
@@ -734,12 +666,18 @@ mod tests {
         let p = parse_page(body).unwrap();
         let (out, rows) = rewrite_records(body, &p.rows, &f);
         let rec: Value = serde_json::from_slice(&out[rows[0].clone()]).unwrap();
-        assert_eq!(rec["contract_type"], "Monthly");
-        assert_eq!(rec["regions"], serde_json::json!(["EMEA", "APAC"]));
-        assert_eq!(rec["setup_fee"], 500);
-        assert_eq!(rec["setup_fee_currency"], "EUR");
+        let a = "a".repeat(40);
+        let c = "c".repeat(40);
+        assert_eq!(rec[a.as_str()], "Monthly");
+        assert_eq!(
+            rec["b".repeat(40).as_str()],
+            serde_json::json!(["EMEA", "APAC"])
+        );
+        assert_eq!(rec[c.as_str()], 500);
+        assert_eq!(rec[format!("{c}_currency").as_str()], "EUR");
         assert_eq!(rec["title"], "x");
-        assert_eq!(rec["title_custom"], "t");
+        // A custom field named like a standard one never overwrites it.
+        assert_eq!(rec["d".repeat(40).as_str()], "t");
         assert!(rec["eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee"].is_null());
         assert!(rec.get("custom_fields").is_none());
         // Not an object: passed through for the quarantine.

@@ -358,7 +358,10 @@ async fn discovery_drafts_catalogs_with_extension_fields() {
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
     let drafts = ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &[])
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .filter_map(ml_connector::discover::Discovered::into_draft)
+        .collect::<Vec<_>>();
     assert_eq!(drafts.len(), 14);
     let customer = drafts.iter().find(|d| d.entity == "customer").unwrap();
     assert!(customer.stream_toml.is_none());

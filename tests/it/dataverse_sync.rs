@@ -149,37 +149,39 @@ async fn faults_do_not_change_the_result() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_records_are_quarantined_and_the_run_goes_on() {
+async fn badly_typed_values_never_cost_a_row() {
     let p = Project::new(opts(150), "").await;
     p.sandbox.poison("accounts", 3).unwrap();
     let out = p.sync_incremental().await;
     let acc = &out["dataverse.account"];
-    assert_eq!(acc.quarantined, 3);
-    assert_eq!(acc.table_rows, p.sandbox.counts()["accounts"] - 3);
-    // The quarantine holds each record with its reason.
-    let lake = p.dir.path().join(".mlc/lake/quarantine/dataverse/account");
-    let mut lines = Vec::new();
-    for run in std::fs::read_dir(&lake).unwrap() {
-        for f in std::fs::read_dir(run.unwrap().path()).unwrap() {
-            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
-            lines.extend(
-                text.lines()
-                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()),
-            );
-        }
-    }
-    assert_eq!(lines.len(), 3);
-    for l in &lines {
-        assert!(!l["reason"].as_str().unwrap().is_empty());
-        assert!(l["raw"].as_str().unwrap().contains("accountid"));
-        assert!(l["key"].is_string());
-    }
-    // Other tables are untouched.
+    // Every record lands; the values that do not fit are counted per column.
+    assert_eq!(acc.quarantined, 0);
+    assert_eq!(acc.table_rows, p.sandbox.counts()["accounts"]);
+    assert!(!acc.drift.is_empty(), "{acc:?}");
+    let drifted: u64 = acc.drift.values().sum();
+    assert!(drifted >= 3, "{:?}", acc.drift);
     assert!(
-        out.iter()
-            .filter(|(k, _)| *k != "dataverse.account")
-            .all(|(_, s)| s.quarantined == 0)
+        acc.notes.iter().any(|n| n.contains("type drift")),
+        "{:?}",
+        acc.notes
     );
+    // Each drifted value is NULL in its column and kept raw in _ml_extra under the column's
+    // name, so nothing is lost.
+    for column in acc.drift.keys() {
+        let kept = p.scalar(&format!(
+            "SELECT COUNT(*) FROM raw_dataverse.account WHERE {column} IS NULL AND _ml_extra LIKE '%\"{column}\":%'"
+        ));
+        assert_eq!(kept, acc.drift[column].to_string(), "{column}");
+    }
+    p.assert_matches_source();
+    // Nothing went to the quarantine.
+    assert!(
+        !p.dir
+            .path()
+            .join(".mlc/lake/quarantine/dataverse/account")
+            .exists()
+    );
+    assert!(out.values().all(|s| s.quarantined == 0));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,7 +390,10 @@ async fn discovery_drafts_the_catalog_from_entity_definitions() {
         &["account".into(), "opportunity".into()],
     )
     .await
-    .unwrap();
+    .unwrap()
+    .into_iter()
+    .filter_map(ml_connector::discover::Discovered::into_draft)
+    .collect::<Vec<_>>();
     assert_eq!(drafts.len(), 2);
     for d in &drafts {
         let built_in = &p

@@ -188,7 +188,10 @@ async fn a_result_over_5000_rows_lands_whole_with_a_discovered_catalog() {
     let drafts =
         ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &["ledger_detail".into()])
             .await
-            .unwrap();
+            .unwrap()
+            .into_iter()
+            .filter_map(ml_connector::discover::Discovered::into_draft)
+            .collect::<Vec<_>>();
     assert_eq!(drafts.len(), 1);
     let cat = &drafts[0].catalog;
     assert_eq!(cat.primary_key, vec!["result_row"]);

@@ -247,7 +247,10 @@ async fn discover_drafts_custom_field_columns() {
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
     let drafts = ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &["deal".into()])
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .filter_map(ml_connector::discover::Discovered::into_draft)
+        .collect::<Vec<_>>();
     assert_eq!(drafts.len(), 1);
     let cols: Vec<(String, String)> = drafts[0]
         .catalog
@@ -268,7 +271,7 @@ async fn discover_drafts_custom_field_columns() {
         );
     }
     let text = ml_connector::discover::catalog_toml(&drafts[0].catalog);
-    assert!(text.contains("Custom field"));
+    assert!(text.contains("tenant field"));
 }
 
 /// Each Pipedrive fixture (a real-shaped v2/v1 page) splits into records with the stream's

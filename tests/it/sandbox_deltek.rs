@@ -337,7 +337,10 @@ async fn discover_adds_custom_fields_from_metadata() {
     let defs = ml_connector::spec::Definitions::builtin().unwrap();
     let drafts = ml_connector::discover::discover(&conn, &ep, &defs, &["project".into()])
         .await
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .filter_map(ml_connector::discover::Discovered::into_draft)
+        .collect::<Vec<_>>();
     assert_eq!(drafts.len(), 1);
     let cat = &drafts[0].catalog;
     let sector = cat

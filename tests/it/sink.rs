@@ -165,6 +165,7 @@ impl Env {
                     sha256: sha256_hex(&bytes),
                 }],
                 quarantine_files: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();

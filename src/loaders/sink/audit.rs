@@ -103,6 +103,7 @@ pub async fn land(ctx: &Context) -> Result<usize> {
             sha256: sha256_hex(&bytes),
         }],
         quarantine_files: vec![],
+        ..Default::default()
     };
     ctx.lake.write_manifest(&manifest).await?;
     ctx.warehouse

@@ -471,6 +471,7 @@ mod tests {
                 sha256: sha256_hex(&bytes),
             }],
             quarantine_files: vec![],
+            ..Default::default()
         })
         .await
         .unwrap();

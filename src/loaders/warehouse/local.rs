@@ -119,8 +119,12 @@ pub struct MergeRequest<'a> {
     pub schema: SchemaRef,
     /// The run is a full snapshot: live keys in the table but absent from it are deleted.
     pub reconcile: bool,
-    /// The run carries keys only (a key-set reconciliation): it deletes absent keys and
-    /// upserts nothing (its rows have no values).
+    /// Keys (values in key-column order, as text) the run quarantined: present, never
+    /// deleted by reconciliation.
+    pub protected: &'a [Vec<String>],
+    /// The run is a projected pass (keys, and computed columns): it deletes absent keys when
+    /// it reconciles, updates the columns it carries on keys the table has, and inserts
+    /// nothing.
     pub keys_only: bool,
     /// The run's id, stamped on rows deleted by reconciliation.
     pub run_id: &'a str,
@@ -151,6 +155,7 @@ struct OwnedRequest {
     primary_key: Vec<String>,
     schema: SchemaRef,
     reconcile: bool,
+    protected: Vec<Vec<String>>,
     keys_only: bool,
     run_id: String,
     run_micros: i64,
@@ -282,6 +287,7 @@ impl LocalWarehouse {
             primary_key: req.primary_key.to_vec(),
             schema: req.schema.clone(),
             reconcile: req.reconcile,
+            protected: req.protected.to_vec(),
             keys_only: req.keys_only,
             run_id: req.run_id.to_string(),
             run_micros: req.extracted_at_micros,
@@ -422,11 +428,33 @@ impl LocalWarehouse {
                 staged: staged.files[b as usize].clone(),
             })
             .collect();
+        let schema = polars_schema(&table.columns);
+        let protected = if req.reconcile && !req.protected.is_empty() {
+            Some(bucket::protected_keys(
+                &schema,
+                &req.primary_key,
+                &req.protected,
+            )?)
+        } else {
+            None
+        };
+        // What a projected pass carries besides keys and `_ml_` columns.
+        let update: Vec<PlSmallStr> = if req.keys_only {
+            run_columns
+                .iter()
+                .filter(|c| !req.primary_key.contains(&c.name) && !c.name.starts_with("_ml_"))
+                .map(|c| c.name.as_str().into())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let ctx = MergeCtx {
-            schema: polars_schema(&table.columns),
+            schema,
             key: req.primary_key.iter().map(|k| k.as_str().into()).collect(),
             mode: self.delete_mode,
             reconcile: req.reconcile,
+            protected,
+            update,
             keys_only: req.keys_only,
             run_id: req.run_id.clone(),
             run_micros: req.run_micros,

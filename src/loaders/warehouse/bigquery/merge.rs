@@ -2,7 +2,9 @@
 //! local warehouse's semantics: per key the newest `_ml_extracted_at` wins (the run's row on a
 //! tie, a tombstone over a live row within the run), `_ml_deleted` rows delete or flag per
 //! `delete_mode`, and a full-snapshot run deletes the live keys it does not carry unless they
-//! are newer than the run.
+//! are newer than the run or the run quarantined them. A projected pass (`keys_only`) inserts
+//! nothing: it updates the columns it carries (computed columns) on keys the table has, and
+//! deletes absent keys when it reconciles.
 
 use super::schema::ident;
 use crate::loaders::warehouse::DeleteMode;
@@ -31,7 +33,12 @@ pub struct MergePlan<'a> {
     pub delete_mode: DeleteMode,
     /// Full snapshot: delete live keys the run does not carry.
     pub reconcile: bool,
-    /// The run carries keys only: it upserts nothing.
+    /// Keys the run quarantined (values in key-column order, as text): never deleted.
+    pub protected: &'a [Vec<String>],
+    /// BigQuery types of the key columns, in key order (to type `protected`).
+    pub key_types: Vec<String>,
+    /// The run is a projected pass: it updates the non-key columns it carries on matched keys
+    /// and inserts nothing.
     pub keys_only: bool,
     pub run_id: &'a str,
     /// The run's time (µs UTC); rows newer than this survive reconciliation.
@@ -43,6 +50,57 @@ fn sql_string(s: &str) -> String {
 }
 
 impl MergePlan<'_> {
+    /// `AND NOT (…)` excluding the quarantined keys from a `NOT MATCHED BY SOURCE` clause
+    /// (empty when there are none).
+    fn protect(&self) -> String {
+        if self.protected.is_empty() {
+            return String::new();
+        }
+        let lit = |i: usize, v: &str| match self.key_types.get(i).map(String::as_str) {
+            Some("STRING") | None => sql_string(v),
+            Some(t) => format!("SAFE_CAST({} AS {t})", sql_string(v)),
+        };
+        if let [k] = self.key {
+            let list = self
+                .protected
+                .iter()
+                .filter_map(|v| v.first().map(|x| lit(0, x)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            return format!(" AND T.{} NOT IN ({list})", ident(k));
+        }
+        let any = self
+            .protected
+            .iter()
+            .map(|v| {
+                let all = self
+                    .key
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        format!(
+                            "T.{} = {}",
+                            ident(k),
+                            lit(i, v.get(i).map_or("", String::as_str))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!("({all})")
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        format!(" AND NOT ({any})")
+    }
+
+    /// The non-key columns a projected pass updates (everything it carries but `_ml_` ones).
+    fn carried(&self) -> Vec<&MergeColumn> {
+        self.columns
+            .iter()
+            .filter(|c| !self.key.contains(&c.name) && !c.name.starts_with("_ml_"))
+            .collect()
+    }
+
     /// The deduplicated staging rows, one per key (the newest; a tombstone wins a tie).
     fn source(&self, keys: &[String]) -> String {
         let ts = ident(ML_EXTRACTED_AT);
@@ -67,8 +125,14 @@ impl MergePlan<'_> {
             .collect::<Vec<_>>()
             .join(" AND ");
         let k0 = &keys[0];
-        let changes = if self.keys_only {
+        let changes = if self.keys_only && self.carried().is_empty() {
             "(SELECT 0 AS upserted, 0 AS deleted)".to_string()
+        } else if self.keys_only {
+            format!(
+                "(SELECT COUNTIF(T.{k0} IS NOT NULL) AS upserted, 0 AS deleted FROM {source} S LEFT JOIN {target} T ON {on})",
+                source = self.source(&keys),
+                target = self.target,
+            )
         } else {
             let newer = format!("(T.{ts} IS NULL OR S.{ts} >= T.{ts})");
             format!(
@@ -79,11 +143,12 @@ impl MergePlan<'_> {
         };
         let absent = if self.reconcile {
             format!(
-                "(SELECT COUNT(*) AS n FROM {target} T LEFT JOIN (SELECT DISTINCT {cols} FROM {staging}) S ON {on} WHERE S.{k0} IS NULL AND NOT IFNULL(T.{del}, FALSE) AND (T.{ts} IS NULL OR T.{ts} <= TIMESTAMP_MICROS({run})))",
+                "(SELECT COUNT(*) AS n FROM {target} T LEFT JOIN (SELECT DISTINCT {cols} FROM {staging}) S ON {on} WHERE S.{k0} IS NULL AND NOT IFNULL(T.{del}, FALSE) AND (T.{ts} IS NULL OR T.{ts} <= TIMESTAMP_MICROS({run})){protect})",
                 target = self.target,
                 cols = keys.join(", "),
                 staging = self.staging,
                 run = self.run_micros,
+                protect = self.protect(),
             )
         } else {
             "(SELECT 0 AS n)".to_string()
@@ -92,9 +157,9 @@ impl MergePlan<'_> {
     }
 
     /// The statement, or `None` when the run has nothing to apply (a keys-only run that does
-    /// not reconcile).
+    /// not reconcile and carries no column to update).
     pub fn sql(&self) -> Option<String> {
-        if self.keys_only && !self.reconcile {
+        if self.keys_only && !self.reconcile && self.carried().is_empty() {
             return None;
         }
         let keys: Vec<String> = self.key.iter().map(|k| ident(k)).collect();
@@ -111,7 +176,17 @@ impl MergePlan<'_> {
             target = self.target,
             source = self.source(&keys),
         );
-        if !self.keys_only {
+        if self.keys_only {
+            let set = self
+                .carried()
+                .iter()
+                .map(|c| format!("{} = S.{}", ident(&c.name), ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if !set.is_empty() {
+                sql.push_str(&format!("WHEN MATCHED THEN UPDATE SET {set}\n"));
+            }
+        } else {
             let newer = format!("(T.{ts} IS NULL OR S.{ts} >= T.{ts})");
             let is_del = format!("IFNULL(S.{del}, FALSE)");
             let value = |c: &MergeColumn| {
@@ -169,7 +244,8 @@ impl MergePlan<'_> {
         if self.reconcile {
             let run_ts = format!("TIMESTAMP_MICROS({})", self.run_micros);
             let absent = format!(
-                "WHEN NOT MATCHED BY SOURCE AND NOT IFNULL(T.{del}, FALSE) AND (T.{ts} IS NULL OR T.{ts} <= {run_ts})"
+                "WHEN NOT MATCHED BY SOURCE AND NOT IFNULL(T.{del}, FALSE) AND (T.{ts} IS NULL OR T.{ts} <= {run_ts}){}",
+                self.protect()
             );
             match self.delete_mode {
                 DeleteMode::Hard => sql.push_str(&format!("{absent} THEN DELETE\n")),
@@ -212,6 +288,8 @@ mod tests {
             .collect(),
             delete_mode: mode,
             reconcile,
+            protected: &[],
+            key_types: vec!["STRING".into()],
             keys_only,
             run_id: "r'1",
             run_micros: 42,
@@ -254,7 +332,9 @@ mod tests {
         let sql = plan(&key, DeleteMode::Hard, false, false).stats_sql();
         assert!(sql.contains("COUNTIF(NOT IFNULL(S.`_ml_deleted`, FALSE)"));
         assert!(sql.contains("CROSS JOIN (SELECT 0 AS n)"));
-        let sql = plan(&key, DeleteMode::Hard, true, true).stats_sql();
+        let mut keys_only = plan(&key, DeleteMode::Hard, true, true);
+        keys_only.columns.retain(|c| c.name != "payload");
+        let sql = keys_only.stats_sql();
         assert!(sql.starts_with(
             "SELECT c.upserted, c.deleted + a.n FROM (SELECT 0 AS upserted, 0 AS deleted) c"
         ));
@@ -262,11 +342,44 @@ mod tests {
     }
 
     #[test]
-    fn keys_only_runs_only_reconcile() {
+    fn keys_only_runs_reconcile_and_update_what_they_carry() {
         let key = vec!["id".to_string()];
-        let sql = plan(&key, DeleteMode::Hard, true, true).sql().unwrap();
+        let keys_only = |reconcile| {
+            let mut p = plan(&key, DeleteMode::Hard, reconcile, true);
+            p.columns.retain(|c| c.name != "payload");
+            p
+        };
+        let sql = keys_only(true).sql().unwrap();
         assert!(!sql.contains("WHEN MATCHED"));
+        assert!(!sql.contains("INSERT"));
         assert!(sql.contains("WHEN NOT MATCHED BY SOURCE"));
-        assert!(plan(&key, DeleteMode::Hard, false, true).sql().is_none());
+        assert!(keys_only(false).sql().is_none());
+        // A computed column carried by the pass is updated on matched keys, nothing inserted.
+        let sql = plan(&key, DeleteMode::Hard, false, true).sql().unwrap();
+        assert!(sql.contains("WHEN MATCHED THEN UPDATE SET `payload` = S.`payload`"));
+        assert!(!sql.contains("INSERT") && !sql.contains("BY SOURCE"));
+    }
+
+    #[test]
+    fn quarantined_keys_are_never_deleted_by_reconciliation() {
+        let key = vec!["id".to_string()];
+        let protected = vec![vec!["a'1".to_string()], vec!["b2".to_string()]];
+        let mut p = plan(&key, DeleteMode::Hard, true, false);
+        p.protected = &protected;
+        let sql = p.sql().unwrap();
+        assert!(
+            sql.contains("THEN DELETE")
+                && sql.contains(" AND T.`id` NOT IN ('a\\'1', 'b2') THEN DELETE"),
+            "{sql}"
+        );
+        assert!(p.stats_sql().contains("NOT IN ('a\\'1', 'b2'))"));
+        let key2 = vec!["company_id".to_string(), "id".to_string()];
+        let protected = vec![vec!["c".to_string(), "7".to_string()]];
+        let mut p = plan(&key2, DeleteMode::Soft, true, false);
+        p.key_types = vec!["STRING".into(), "INT64".into()];
+        p.protected = &protected;
+        assert!(p.sql().unwrap().contains(
+            "AND NOT ((T.`company_id` = 'c' AND T.`id` = SAFE_CAST('7' AS INT64))) THEN UPDATE"
+        ));
     }
 }

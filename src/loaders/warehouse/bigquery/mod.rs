@@ -165,13 +165,26 @@ impl BigQueryWarehouse {
                         })
                     })
                     .collect();
+                let key_types = stream
+                    .catalog
+                    .primary_key
+                    .iter()
+                    .map(|k| {
+                        target_fields
+                            .iter()
+                            .find(|t| &t.name == k)
+                            .map_or_else(|| "STRING".to_string(), |t| t.ty.clone())
+                    })
+                    .collect();
                 let plan = MergePlan {
                     target: target.clone(),
                     staging: self.table_ref(&dataset, &staging),
                     key: &stream.catalog.primary_key,
                     columns,
                     delete_mode: self.delete_mode,
-                    reconcile: manifest.reconcile,
+                    reconcile: manifest.reconciles_deletes(),
+                    protected: &manifest.quarantined_keys,
+                    key_types,
                     keys_only,
                     run_id: run,
                     run_micros: run_micros(manifest),

@@ -12,8 +12,11 @@
 //!   `_ml_deleted = true`; a tombstone for a key never seen is dropped;
 //! - with `reconcile`, a live table row whose key is absent from the run and not newer than the
 //!   run is deleted the same way (stamped with the run id and run time in soft mode);
-//! - with `keys_only` (a key-set reconciliation run), that deletion is all the run does: its
-//!   rows carry keys without values and never replace the table's.
+//!   Keys the run quarantined (`protected`) count as carried: a row is never deleted because
+//!   its record could not be read;
+//! - with `keys_only` (a projected pass: keys, and computed columns), that deletion and the
+//!   `update` columns it carries are all the run does: keys the table has get those columns'
+//!   new values, nothing else of theirs changes, and nothing is inserted.
 //!
 //! Re-merging the same staged rows gives the same file: the table's copy of a row ties with the
 //! staged copy and the staged copy (identical) wins.
@@ -46,8 +49,12 @@ pub(super) struct MergeCtx {
     pub key: Vec<PlSmallStr>,
     pub mode: DeleteMode,
     pub reconcile: bool,
-    /// Staged rows are a key set: they decide deletions only, never replace values.
+    /// Keys quarantined by the run (typed as the key columns): present for reconciliation.
+    pub protected: Option<DataFrame>,
+    /// Staged rows are a projected pass: they decide deletions and update only `update`.
     pub keys_only: bool,
+    /// The columns a projected pass carries and updates on matched keys.
+    pub update: Vec<PlSmallStr>,
     pub run_id: String,
     pub run_micros: i64,
 }
@@ -195,7 +202,12 @@ pub(super) fn merge_bucket(dir: &Path, job: &BucketJob, ctx: &MergeCtx) -> Resul
     let out = match (old, staged) {
         (None, None) => DataFrame::empty_with_schema(&ctx.schema),
         (Some(table), None) => table,
-        (Some(table), Some(_)) if ctx.keys_only => table,
+        (Some(table), Some(_)) if ctx.keys_only && ctx.update.is_empty() => table,
+        (Some(table), Some(run)) if ctx.keys_only => {
+            let (t, n) = update_columns(table, &run, ctx).map_err(pe(&bucket_ctx))?;
+            outcome.upserted += n;
+            t
+        }
         (None, Some(_)) if ctx.keys_only => DataFrame::empty_with_schema(&ctx.schema),
         (table, Some(run)) => {
             let r = resolve(table, run, ctx).map_err(pe(&bucket_ctx))?;
@@ -207,6 +219,68 @@ pub(super) fn merge_bucket(dir: &Path, job: &BucketJob, ctx: &MergeCtx) -> Resul
     outcome.rows_after = out.height() as u64;
     write_bucket(dir, job.bucket, out)?;
     Ok(outcome)
+}
+
+/// Keys given as text (values in key-column order) as a frame of the key columns, typed as
+/// the table types them. A value that does not convert is NULL (it matches no row).
+///
+/// Fails when a key column is not in `schema`.
+pub(super) fn protected_keys(
+    schema: &Schema,
+    key: &[String],
+    keys: &[Vec<String>],
+) -> Result<DataFrame> {
+    let mut columns = Vec::with_capacity(key.len());
+    for (i, k) in key.iter().enumerate() {
+        let dt = schema
+            .get(k.as_str())
+            .ok_or_else(|| Error::Warehouse(format!("key column `{k}` is not in the table")))?;
+        let text: Vec<Option<&str>> = keys.iter().map(|v| v.get(i).map(String::as_str)).collect();
+        let series = Series::new(k.as_str().into(), text)
+            .cast(dt)
+            .map_err(pe(format!("quarantined keys of `{k}`")))?;
+        columns.push(series.into_column());
+    }
+    DataFrame::new(keys.len(), columns).map_err(pe("quarantined keys"))
+}
+
+/// A projected pass's new values of `ctx.update` on the keys the table has. Returns the table
+/// and how many of its rows the pass carried.
+fn update_columns(
+    table: DataFrame,
+    run: &DataFrame,
+    ctx: &MergeCtx,
+) -> PolarsResult<(DataFrame, u64)> {
+    let keys = key_exprs(ctx);
+    let fresh = |c: &PlSmallStr| format!("{c}__mlc_new");
+    let mut carried: Vec<Expr> = keys.clone();
+    carried.extend(ctx.update.iter().map(|c| col(c.clone()).alias(fresh(c))));
+    carried.push(lit(true).alias(PRESENT));
+    let new = run
+        .clone()
+        .lazy()
+        .select(carried)
+        .unique_stable_generic(Some(keys.clone()), UniqueKeepStrategy::Last);
+    let mut args = join_args(JoinType::Left);
+    args.maintain_order = MaintainOrderJoin::Left;
+    let joined = table
+        .lazy()
+        .join(new, keys.clone(), keys, args)
+        .with_columns(
+            ctx.update
+                .iter()
+                .map(|c| {
+                    when(col(PRESENT).is_not_null())
+                        .then(col(fresh(c)))
+                        .otherwise(col(c.clone()))
+                        .alias(c.clone())
+                })
+                .collect::<Vec<_>>(),
+        )
+        .collect()?;
+    let n = joined.column(PRESENT)?.is_not_null().sum().unwrap_or(0) as u64;
+    let out = joined.select(ctx.schema.iter_names().cloned())?;
+    Ok((out, n))
 }
 
 /// The key columns plus `names`, as expressions.
@@ -226,11 +300,17 @@ fn reconcile(
     ctx: &MergeCtx,
 ) -> PolarsResult<(DataFrame, u64)> {
     let keys = key_exprs(ctx);
-    let present = match staged {
-        Some(s) => s
-            .clone()
-            .lazy()
-            .select(keys.clone())
+    let carried = match (staged, &ctx.protected) {
+        (Some(s), Some(p)) => Some(concat(
+            [s.clone().lazy().select(keys.clone()), p.clone().lazy()],
+            UnionArgs::default(),
+        )?),
+        (Some(s), None) => Some(s.clone().lazy().select(keys.clone())),
+        (None, Some(p)) => Some(p.clone().lazy()),
+        (None, None) => None,
+    };
+    let present = match carried {
+        Some(k) => k
             .unique_generic(None, UniqueKeepStrategy::Any)
             .with_column(lit(true).alias(PRESENT)),
         None => {

@@ -1,0 +1,207 @@
+//! Business Central's live schema: the environment's `$metadata` (OData CSDL XML) says which
+//! entity sets exist and which properties each entity type has. Every scalar property lands
+//! (the v2.0 types are small, and what a tenant has beyond mlc's catalog are newer API versions'
+//! fields and extension fields); navigation properties and streams do not.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use quick_xml::Reader;
+use quick_xml::events::{BytesStart, Event};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+
+use super::{LiveEntity, LiveField};
+use crate::connect::Endpoint;
+use crate::discover::snake_case;
+use crate::error::{Error, Result};
+use crate::spec::{ColumnType, Stream};
+
+const API_PATH: &str = "/api/v2.0";
+
+/// Reads and parses the environment's `$metadata`.
+///
+/// Fails when the request fails or the answer is not a CSDL document.
+pub async fn metadata(ep: &Endpoint) -> Result<Csdl> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/xml"));
+    let url = format!("{}{API_PATH}/$metadata", ep.base);
+    let resp = ep.http.get(&url, &headers, "metadata").await?;
+    let xml = String::from_utf8_lossy(&resp.body);
+    parse_csdl(&xml).map_err(|e| Error::Decode {
+        stream: "business_central.$metadata".into(),
+        message: e,
+    })
+}
+
+/// The live schema of `stream`'s entity set.
+pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
+    let Some(set) = stream.spec.entity_set.as_deref() else {
+        return Ok(LiveEntity::Unlisted);
+    };
+    Ok(entity(&metadata(ep).await?, set))
+}
+
+/// What `csdl` says about entity set `set`.
+pub fn entity(csdl: &Csdl, set: &str) -> LiveEntity {
+    let Some(et) = csdl.sets.get(set).and_then(|t| csdl.types.get(t)) else {
+        return LiveEntity::Absent {
+            reason: format!("this environment's API v2.0 has no entity set `{set}`"),
+        };
+    };
+    let fields = et
+        .properties
+        .iter()
+        .filter_map(|p| {
+            let ty = column_type(p, csdl)?;
+            Some(LiveField {
+                source: p.name.clone(),
+                identity: p.name.clone(),
+                column: snake_case(&p.name),
+                ty,
+                lands: true,
+                label: None,
+            })
+        })
+        .collect();
+    LiveEntity::Present {
+        fields,
+        complete: true,
+    }
+}
+
+/// One entity type of the CSDL document.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EntityType {
+    pub name: String,
+    pub key: Vec<String>,
+    pub properties: Vec<Property>,
+}
+
+/// One structural property.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Property {
+    pub name: String,
+    /// `Edm.String`, `Microsoft.NAV.contactType`, `Collection(...)`, …
+    pub edm: String,
+    pub nullable: bool,
+    pub precision: Option<u8>,
+    pub scale: Option<i8>,
+}
+
+/// What a `$metadata` document declares.
+#[derive(Debug, Clone, Default)]
+pub struct Csdl {
+    pub types: BTreeMap<String, EntityType>,
+    /// Entity set name → entity type name (without namespace).
+    pub sets: BTreeMap<String, String>,
+    pub enums: BTreeSet<String>,
+}
+
+fn attr(e: &BytesStart, name: &[u8]) -> Option<String> {
+    e.attributes()
+        .flatten()
+        .find(|a| a.key.local_name().as_ref() == name)
+        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+}
+
+fn unqualified(t: &str) -> &str {
+    t.rsplit('.').next().unwrap_or(t)
+}
+
+/// Parses a CSDL document.
+pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
+    let mut reader = Reader::from_str(xml);
+    let mut csdl = Csdl::default();
+    let mut current: Option<EntityType> = None;
+    let mut in_key = false;
+    loop {
+        let ev = reader
+            .read_event()
+            .map_err(|e| format!("not valid XML at byte {}: {e}", reader.buffer_position()))?;
+        let (e, empty) = match ev {
+            Event::Start(e) => (e, false),
+            Event::Empty(e) => (e, true),
+            Event::End(e) => {
+                match e.local_name().as_ref() {
+                    b"EntityType" => {
+                        if let Some(t) = current.take() {
+                            csdl.types.insert(t.name.clone(), t);
+                        }
+                    }
+                    b"Key" => in_key = false,
+                    _ => {}
+                }
+                continue;
+            }
+            Event::Eof => break,
+            _ => continue,
+        };
+        match e.local_name().as_ref() {
+            b"EntityType" => {
+                let t = EntityType {
+                    name: attr(&e, b"Name").unwrap_or_default(),
+                    ..EntityType::default()
+                };
+                if empty {
+                    csdl.types.insert(t.name.clone(), t);
+                } else {
+                    current = Some(t);
+                }
+            }
+            b"Key" => in_key = !empty,
+            b"PropertyRef" if in_key => {
+                if let (Some(t), Some(n)) = (current.as_mut(), attr(&e, b"Name")) {
+                    t.key.push(n);
+                }
+            }
+            b"Property" => {
+                if let Some(t) = current.as_mut() {
+                    t.properties.push(Property {
+                        name: attr(&e, b"Name").unwrap_or_default(),
+                        edm: attr(&e, b"Type").unwrap_or_default(),
+                        nullable: attr(&e, b"Nullable").as_deref() != Some("false"),
+                        precision: attr(&e, b"Precision").and_then(|p| p.parse().ok()),
+                        scale: attr(&e, b"Scale").and_then(|s| s.parse().ok()),
+                    });
+                }
+            }
+            b"EnumType" => {
+                if let Some(n) = attr(&e, b"Name") {
+                    csdl.enums.insert(n);
+                }
+            }
+            b"EntitySet" => {
+                if let (Some(n), Some(t)) = (attr(&e, b"Name"), attr(&e, b"EntityType")) {
+                    csdl.sets.insert(n, unqualified(&t).to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(csdl)
+}
+
+/// The warehouse type of a CSDL property type; `None` for what a table cannot hold
+/// (streams, navigation).
+pub fn column_type(p: &Property, csdl: &Csdl) -> Option<ColumnType> {
+    let t = p.edm.as_str();
+    if t.starts_with("Collection(") {
+        return Some(ColumnType::Json);
+    }
+    Some(match t {
+        "Edm.String" | "Edm.Guid" => ColumnType::String,
+        "Edm.Int16" | "Edm.Int32" | "Edm.Int64" | "Edm.Byte" | "Edm.SByte" => ColumnType::Int64,
+        "Edm.Double" | "Edm.Single" => ColumnType::Float64,
+        "Edm.Decimal" => ColumnType::Decimal {
+            precision: p.precision.unwrap_or(20),
+            scale: p.scale.unwrap_or(5),
+        },
+        "Edm.Boolean" => ColumnType::Bool,
+        "Edm.Date" => ColumnType::Date,
+        "Edm.DateTimeOffset" => ColumnType::Timestamp,
+        "Edm.Stream" | "Edm.Binary" => return None,
+        other if csdl.enums.contains(unqualified(other)) => ColumnType::String,
+        other if other.starts_with("Edm.") => ColumnType::String,
+        // Complex types (addresses and the like) arrive as nested objects.
+        _ => ColumnType::Json,
+    })
+}

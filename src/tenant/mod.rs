@@ -1,0 +1,576 @@
+//! The tenant's live schema (DESIGN.md §4): what a connection's tenant really has, read from its
+//! own metadata (Dataverse `EntityDefinitions`, Business Central `$metadata`, Deltek
+//! `metadata/{hub}`, Pipedrive `*Fields`), cached in the state store, and reconciled with the
+//! catalog into the stream a run actually reads.
+//!
+//! Why: the catalog is a default, not a contract. Real tenants lack columns (older versions,
+//! solutions not installed, field security), lack whole entities, and add their own fields. So
+//! a run never requests a field the tenant does not have (the column stays NULL and the run says
+//! so), skips an entity the tenant does not have (`absent`, not failed), and lands the tenant's
+//! own fields as typed columns named from the field's stable identity, never colliding with a
+//! catalog column. Where the metadata cannot be read, the catalog is used as is and a field the
+//! tenant refuses in a request is learned from its error (see [`refused_field`]).
+//!
+//! Each system's module turns its metadata into [`LiveEntity`]; this module holds what they
+//! share: the cache, the naming of new columns (remembered per field, so a renamed Pipedrive
+//! field never moves its values to another column) and the reconciliation.
+
+pub mod business_central;
+pub mod dataverse;
+pub mod deltek;
+pub mod pipedrive;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Connection, ConnectionSettings};
+use crate::connect::Endpoint;
+use crate::error::{Error, Result};
+use crate::spec::{Column, ColumnType, Stream};
+use crate::state::StateStore;
+
+/// What the tenant says about the entity behind one stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LiveEntity {
+    /// The tenant has the entity; these are the fields it serves. With `complete`, a field not
+    /// listed is not served (the list is the entity's schema); otherwise the list only adds
+    /// fields (Pipedrive's `*Fields` omit some payload keys such as `is_archived`).
+    Present {
+        fields: Vec<LiveField>,
+        complete: bool,
+    },
+    /// The tenant does not have the entity (a solution not installed, a hub not licensed).
+    Absent { reason: String },
+    /// The metadata could not be read (no permission, an error): the catalog is read as it
+    /// is, and the run says so.
+    Unknown { reason: String },
+    /// The system publishes no metadata for this kind of entity (Pipedrive stages, Deltek
+    /// ledger paths): the catalog is read as it is.
+    Unlisted,
+}
+
+/// One field the tenant serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveField {
+    /// Payload key as the reader hands records to the decoder (Dataverse `_x_value` for a
+    /// lookup, the 40-hex key of a Pipedrive custom field).
+    pub source: String,
+    /// The field's stable identity, which names its column (Dataverse logical name, Business
+    /// Central property, Deltek field, Pipedrive field name; the hash key stays the source).
+    pub identity: String,
+    /// Column name wanted for the field before uniqueness (`snake_case` of the identity or
+    /// the display name).
+    pub column: String,
+    pub ty: ColumnType,
+    /// The field lands as a column of its own when the catalog lacks it (custom columns,
+    /// extension fields, `Cust*` fields, custom fields; every Business Central property).
+    pub lands: bool,
+    /// Display name, for column descriptions.
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+/// The live schema of one stream's entity as cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveSchema {
+    /// When the metadata was read (RFC 3339).
+    pub fetched_at: String,
+    pub entity: LiveEntity,
+    /// Payload fields the tenant refused in a request since the metadata was read (learned
+    /// from its "no such field" errors).
+    #[serde(default)]
+    pub refused: BTreeSet<String>,
+}
+
+/// What reconciling a stream with its tenant changed, for the run summary, the run history and
+/// `mlc catalog diff`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SchemaReport {
+    /// The tenant does not have the entity: why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_absent: Option<String>,
+    /// The metadata could not be read: why (the catalog was read as it is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_unknown: Option<String>,
+    /// Catalog columns the tenant lacks: not requested, NULL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub absent_columns: Vec<String>,
+    /// Columns added for the tenant's own fields: (column, payload field).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub new_columns: Vec<(String, String)>,
+}
+
+impl SchemaReport {
+    /// One line per finding, for notes and logs.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(r) = &self.entity_absent {
+            out.push(format!("absent in tenant: {r}"));
+        }
+        if let Some(r) = &self.metadata_unknown {
+            out.push(format!(
+                "tenant metadata not readable ({r}): catalog read as is"
+            ));
+        }
+        if !self.absent_columns.is_empty() {
+            out.push(format!(
+                "absent in tenant (NULL): {}",
+                self.absent_columns.join(", ")
+            ));
+        }
+        if !self.new_columns.is_empty() {
+            out.push(format!(
+                "new columns from the tenant: {}",
+                self.new_columns
+                    .iter()
+                    .map(|(c, f)| if c == f {
+                        c.clone()
+                    } else {
+                        format!("{c} ← {f}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        out
+    }
+}
+
+/// A stream as this tenant has it.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    /// The catalog's columns (absent ones flagged, never removed, so the table keeps its
+    /// shape) followed by the tenant's own fields.
+    pub stream: Stream,
+    pub report: SchemaReport,
+    /// The live schema it came from (readers use its field definitions, e.g. Pipedrive's
+    /// option labels).
+    pub live: Option<LiveSchema>,
+}
+
+/// How long a connection's cached metadata is used before it is read again, unless the
+/// connection sets `schema_ttl_minutes`. Short enough that a new custom field lands within
+/// the hour; long enough that frequent incremental runs cost one data request each.
+pub const DEFAULT_TTL_MINUTES: f64 = 60.0;
+
+/// Reads the live schema of `stream`'s entity from the tenant. Never fails for a metadata
+/// problem: an unreadable answer is [`LiveEntity::Unknown`] with the reason. Fails only when
+/// the connection itself fails (authentication, network after retries), which the stream's
+/// own read would hit too.
+pub async fn read(conn: &Connection, ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
+    let out = match &conn.settings {
+        ConnectionSettings::Dataverse(_) => dataverse::read(ep, stream).await,
+        ConnectionSettings::BusinessCentral(_) => business_central::read(ep, stream).await,
+        ConnectionSettings::Deltek(_) => deltek::read(ep, stream).await,
+        ConnectionSettings::Pipedrive(_) => pipedrive::read(ep, stream).await,
+        // A Looker result is typed from its own field metadata by the reader.
+        ConnectionSettings::Looker(_) => return Ok(LiveEntity::Unlisted),
+    };
+    match out {
+        Ok(e) => Ok(e),
+        // The stream's own read would fail the same way: say so once, as that failure.
+        Err(e @ (Error::Auth { .. } | Error::Transport { .. } | Error::Stopped(_))) => Err(e),
+        Err(e) => Ok(LiveEntity::Unknown {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// The cached live schema of `stream` on `conn`, read again when older than the connection's
+/// TTL (or when `refresh`).
+pub async fn live(
+    state: &StateStore,
+    conn: &Connection,
+    ep: &Endpoint,
+    stream: &Stream,
+    refresh: bool,
+) -> Result<LiveSchema> {
+    let sid = stream.id.to_string();
+    if !refresh
+        && let Some(cached) = state.live_schema(&conn.name, &sid)?
+        && fresh(&cached.fetched_at, conn.schema_ttl_minutes())
+    {
+        return Ok(cached);
+    }
+    let entity = read(conn, ep, stream).await?;
+    let schema = LiveSchema {
+        fetched_at: chrono::Utc::now().to_rfc3339(),
+        entity,
+        refused: BTreeSet::new(),
+    };
+    state.put_live_schema(&conn.name, &sid, &schema)?;
+    Ok(schema)
+}
+
+fn fresh(fetched_at: &str, ttl_minutes: f64) -> bool {
+    chrono::DateTime::parse_from_rfc3339(fetched_at).is_ok_and(|t| {
+        let age = chrono::Utc::now() - t.with_timezone(&chrono::Utc);
+        (age.num_seconds() as f64) < ttl_minutes * 60.0 && age.num_seconds() >= 0
+    })
+}
+
+/// Remembers that the tenant refused `field` for `stream` (it is not requested again until the
+/// metadata is read again).
+pub fn remember_refused(
+    state: &StateStore,
+    conn: &str,
+    stream: &Stream,
+    live: &mut LiveSchema,
+    field: &str,
+) -> Result<()> {
+    live.refused.insert(field.to_string());
+    state.put_live_schema(conn, &stream.id.to_string(), live)
+}
+
+/// The payload field a tenant's 400 answer says does not exist, if that is what it says:
+/// OData (`Could not find a property named 'telephone2' on type …`) and Deltek (`Invalid field
+/// 'Probability' in fieldFilter`).
+pub fn refused_field(err: &Error) -> Option<String> {
+    let Error::Http {
+        status: 400, body, ..
+    } = err
+    else {
+        return None;
+    };
+    for (before, after) in [
+        ("Could not find a property named '", "'"),
+        ("Invalid field '", "' in fieldFilter"),
+    ] {
+        if let Some(rest) = body.split(before).nth(1)
+            && let Some((name, _)) = rest.split_once(after)
+            && !name.is_empty()
+        {
+            return Some(name.to_string());
+        }
+    }
+    None
+}
+
+/// The stream as `live` says the tenant has it. New columns get their remembered names (or new
+/// unique ones, remembered from now on) from the state store.
+pub fn reconcile(
+    state: &StateStore,
+    conn: &str,
+    stream: &Stream,
+    live: Option<&LiveSchema>,
+) -> Result<Reconciled> {
+    let mut out = stream.clone();
+    let mut report = SchemaReport::default();
+    let Some(live) = live else {
+        return Ok(Reconciled {
+            stream: out,
+            report,
+            live: None,
+        });
+    };
+    let fields = match &live.entity {
+        LiveEntity::Absent { reason } => {
+            report.entity_absent = Some(reason.clone());
+            return Ok(Reconciled {
+                stream: out,
+                report,
+                live: Some(live.clone()),
+            });
+        }
+        LiveEntity::Unknown { reason } => {
+            report.metadata_unknown = Some(reason.clone());
+            None
+        }
+        LiveEntity::Unlisted => None,
+        LiveEntity::Present { fields, .. } => Some(fields),
+    };
+    let served: Option<BTreeSet<&str>> = match &live.entity {
+        LiveEntity::Present {
+            fields,
+            complete: true,
+        } => Some(fields.iter().map(|x| x.source.as_str()).collect()),
+        _ => None,
+    };
+    let keys: BTreeSet<&str> = stream
+        .catalog
+        .primary_key
+        .iter()
+        .map(String::as_str)
+        .collect();
+    // Catalog columns the tenant does not serve (by the field they read; an annotation is
+    // served with the field it annotates).
+    let mut missing: Vec<usize> = Vec::new();
+    for (i, c) in out.catalog.columns.iter().enumerate() {
+        if c.context_name().is_some() || keys.contains(c.name.as_str()) {
+            continue;
+        }
+        let base = c.source_name().split('@').next().unwrap_or_default();
+        if served.as_ref().is_some_and(|s| !s.contains(base)) || live.refused.contains(base) {
+            missing.push(i);
+        }
+    }
+    if let Some(fields) = fields {
+        add_tenant_columns(
+            state,
+            conn,
+            &mut out,
+            fields,
+            &live.refused,
+            &mut missing,
+            &mut report,
+        )?;
+    }
+    for i in missing {
+        let c = &mut out.catalog.columns[i];
+        c.absent = true;
+        report.absent_columns.push(c.name.clone());
+    }
+    Ok(Reconciled {
+        stream: out,
+        report,
+        live: Some(live.clone()),
+    })
+}
+
+/// Gives each field of the tenant that lands and that no catalog column reads a column: a
+/// catalog column of the name the field wants whose own field the tenant does not serve
+/// (drafted by an earlier `mlc discover` under the field's name) reads it from now on;
+/// otherwise a new column, named once and then always the same way. Claimed columns leave
+/// `missing`.
+fn add_tenant_columns(
+    state: &StateStore,
+    conn: &str,
+    out: &mut Stream,
+    fields: &[LiveField],
+    refused: &BTreeSet<String>,
+    missing: &mut Vec<usize>,
+    report: &mut SchemaReport,
+) -> Result<()> {
+    let sid = out.id.to_string();
+    let read: BTreeSet<String> = out
+        .catalog
+        .columns
+        .iter()
+        .map(|c| c.source_name().to_string())
+        .collect();
+    let excluded: BTreeSet<&str> = out.catalog.exclude.iter().map(String::as_str).collect();
+    let remembered = state.field_columns(conn, &sid)?;
+    // Every name a new column must not take: the catalog's, every field's wanted name (a
+    // standard field the catalog does not read may be added to it later), and the names
+    // already given to other fields.
+    let mut taken: BTreeSet<String> = out.catalog.columns.iter().map(|c| c.name.clone()).collect();
+    taken.extend(fields.iter().filter(|f| !f.lands).map(|f| f.column.clone()));
+    taken.extend(remembered.values().cloned());
+    for f in fields {
+        if !f.lands
+            || read.contains(&f.source)
+            || excluded.contains(f.source.as_str())
+            || refused.contains(&f.source)
+        {
+            continue;
+        }
+        let wanted = remembered.get(&f.identity).unwrap_or(&f.column);
+        if let Some(pos) = missing
+            .iter()
+            .position(|&i| &out.catalog.columns[i].name == wanted)
+        {
+            let i = missing.remove(pos);
+            out.catalog.columns[i].source = Some(f.source.clone());
+            state.put_field_column(conn, &sid, &f.identity, wanted)?;
+            continue;
+        }
+        let name = match remembered.get(&f.identity) {
+            Some(n) => n.clone(),
+            None => {
+                let n = unique_name(&f.column, &f.identity, &taken);
+                state.put_field_column(conn, &sid, &f.identity, &n)?;
+                taken.insert(n.clone());
+                n
+            }
+        };
+        if out.catalog.columns.iter().any(|c| c.name == name) {
+            continue;
+        }
+        out.catalog.columns.push(Column {
+            source: (name != f.source).then(|| f.source.clone()),
+            name: name.clone(),
+            ty: f.ty,
+            nullable: true,
+            description: Some(match &f.label {
+                Some(l) => format!("{l} (tenant field `{}`).", f.identity),
+                None => format!("Tenant field `{}`.", f.identity),
+            }),
+            computed: false,
+            absent: false,
+        });
+        report.new_columns.push((name, f.source.clone()));
+    }
+    Ok(())
+}
+
+/// A short hash of the columns a stream reads (name, field, type of every column the tenant
+/// serves): when it changes, rows already read lack a column's values and are read again.
+pub fn columns_hash(stream: &Stream) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in stream.catalog.columns.iter().filter(|c| !c.absent) {
+        h.update(c.name.as_bytes());
+        h.update(b"=");
+        h.update(c.source_name().as_bytes());
+        h.update(b":");
+        h.update(c.ty.to_string().as_bytes());
+        h.update(b";");
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
+/// `wanted`, or `wanted_<6 hex of the identity's hash>` when taken (then longer suffixes until
+/// free): deterministic, so two machines name a field the same way.
+pub fn unique_name(wanted: &str, identity: &str, taken: &BTreeSet<String>) -> String {
+    use sha2::{Digest, Sha256};
+    let base = if wanted.is_empty() { "field" } else { wanted };
+    if !taken.contains(base) && !base.starts_with("_ml_") {
+        return base.to_string();
+    }
+    // A Pipedrive hash key is itself hex; anything else is hashed.
+    let hex: String = if identity.len() >= 6 && identity.bytes().all(|b| b.is_ascii_hexdigit()) {
+        identity.to_ascii_lowercase()
+    } else {
+        hex::encode(Sha256::digest(identity.as_bytes()))
+    };
+    for len in (6..=hex.len()).step_by(2) {
+        let candidate = format!("{base}_{}", &hex[..len]);
+        if !taken.contains(&candidate) {
+            return candidate;
+        }
+    }
+    format!("{base}_{hex}")
+}
+
+/// A field name as a column name: ASCII transliteration, then `snake_case` (`Région` →
+/// `region`, `Отрасль` → `otrasl`, `業種` → `ye_zhong`).
+pub fn column_name(name: &str) -> String {
+    crate::discover::snake_case(&deunicode::deunicode(name))
+}
+
+/// Live schemas of every stream of a connection for listing (`mlc catalog diff`), from the
+/// cache only.
+pub fn cached(
+    state: &StateStore,
+    conn: &str,
+    streams: &[&Stream],
+) -> Result<BTreeMap<String, LiveSchema>> {
+    let mut out = BTreeMap::new();
+    for s in streams {
+        let sid = s.id.to_string();
+        if let Some(l) = state.live_schema(conn, &sid)? {
+            out.insert(sid, l);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Definitions;
+
+    fn field(source: &str, column: &str, lands: bool) -> LiveField {
+        LiveField {
+            source: source.into(),
+            identity: source.into(),
+            column: column.into(),
+            ty: ColumnType::String,
+            lands,
+            label: None,
+        }
+    }
+
+    fn state() -> (tempfile::TempDir, StateStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let st = StateStore::open(&dir.path().join("state.db")).unwrap();
+        (dir, st)
+    }
+
+    #[test]
+    fn absent_columns_are_flagged_and_new_fields_land_unique() {
+        let (_d, st) = state();
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&"dataverse.account".parse().unwrap()).unwrap();
+        let mut fields: Vec<LiveField> = s
+            .catalog
+            .columns
+            .iter()
+            .filter(|c| !c.is_annotation() && c.source_name() != "telephone2")
+            .map(|c| field(c.source_name(), &c.name, false))
+            .collect();
+        fields.push(field("new_tier", "new_tier", true));
+        // Named like a catalog column: must not take it.
+        fields.push(LiveField {
+            identity: "cr4f2_name".into(),
+            ..field("cr4f2_name", "name", true)
+        });
+        let live = LiveSchema {
+            fetched_at: chrono::Utc::now().to_rfc3339(),
+            entity: LiveEntity::Present {
+                fields,
+                complete: true,
+            },
+            refused: BTreeSet::new(),
+        };
+        let r = reconcile(&st, "crm", s, Some(&live)).unwrap();
+        assert_eq!(r.report.absent_columns, vec!["telephone2"]);
+        assert!(!r.stream.select_fields().contains(&"telephone2"));
+        let names: Vec<&str> = r
+            .report
+            .new_columns
+            .iter()
+            .map(|(c, _)| c.as_str())
+            .collect();
+        assert_eq!(names[0], "new_tier");
+        assert!(names[1].starts_with("name_") && names[1].len() == "name_".len() + 6);
+        // Remembered: the same names next time, even if the wanted name changes.
+        let again = reconcile(&st, "crm", s, Some(&live)).unwrap();
+        assert_eq!(again.report.new_columns, r.report.new_columns);
+        assert_eq!(
+            r.stream.catalog.columns.len(),
+            s.catalog.columns.len() + 2,
+            "absent columns stay in the table"
+        );
+    }
+
+    #[test]
+    fn refused_fields_are_read_from_tenant_errors() {
+        let e = |body: &str| Error::Http {
+            status: 400,
+            system: "x".into(),
+            method: "GET".into(),
+            url: "u".into(),
+            body: body.into(),
+            retry_after: None,
+        };
+        assert_eq!(
+            refused_field(&e(r#"{"error":{"code":"0x80060888","message":"Could not find a property named 'telephone2' on type 'Microsoft.Dynamics.CRM.account'."}}"#)).as_deref(),
+            Some("telephone2")
+        );
+        assert_eq!(
+            refused_field(&e(
+                r#"{"message":"Invalid field 'Probability' in fieldFilter"}"#
+            ))
+            .as_deref(),
+            Some("Probability")
+        );
+        assert_eq!(refused_field(&e("nope")), None);
+    }
+
+    #[test]
+    fn column_names_transliterate() {
+        assert_eq!(column_name("Région"), "region");
+        assert_eq!(column_name("Отрасль"), "otrasl");
+        assert_eq!(column_name("Contract Type"), "contract_type");
+        let taken: BTreeSet<String> = ["industry".to_string()].into();
+        let n = unique_name(
+            "industry",
+            "abcdef0123456789abcdef0123456789abcdef01",
+            &taken,
+        );
+        assert_eq!(n, "industry_abcdef");
+    }
+}

@@ -1,0 +1,224 @@
+//! Pipedrive's live schema: the company's field definitions (`/api/v2/{deal,person,
+//! organization,product}Fields`; the v1 shape is read too). Custom fields land as columns of
+//! their own, keyed by their 40-hex field code (the reader flattens `custom_fields` under those
+//! codes), named from the field's name in ASCII snake case and made unique against the
+//! standard fields (a custom "Industry" does not become the standard `industry`). The list is
+//! not the payload's whole schema (it omits keys such as `is_archived`), so it never makes a
+//! catalog column absent.
+
+use bytes::Bytes;
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use super::{LiveEntity, LiveField, column_name};
+use crate::connect::Endpoint;
+use crate::error::Result;
+use crate::http::HttpClient;
+use crate::spec::{ColumnType, Stream};
+use crate::streams::get_parsed;
+use crate::streams::pipedrive::{fields_path_of, parse_page, with_query};
+
+/// One field definition, standard or custom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// `title`, or the 40-hex key of a custom field.
+    pub key: String,
+    pub name: String,
+    pub field_type: String,
+    pub custom: bool,
+    /// Option id → label, for `enum` and `set`.
+    pub options: Vec<(i64, String)>,
+}
+
+/// A definition from a v2 (`field_code`, `field_name`, `is_custom_field`) or v1 (`key`, `name`,
+/// `edit_flag`) object.
+pub fn definition(v: &Value) -> Option<Definition> {
+    let key = v
+        .get("field_code")
+        .or_else(|| v.get("key"))?
+        .as_str()?
+        .to_string();
+    let custom = v
+        .get("is_custom_field")
+        .or_else(|| v.get("edit_flag"))
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let name = v
+        .get("field_name")
+        .or_else(|| v.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or(&key)
+        .to_string();
+    let field_type = v
+        .get("field_type")
+        .and_then(Value::as_str)
+        .unwrap_or("varchar")
+        .to_string();
+    let options = v
+        .get("options")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| {
+                    let id = o.get("id")?;
+                    let id = id
+                        .as_i64()
+                        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))?;
+                    Some((id, o.get("label")?.as_str()?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Definition {
+        key,
+        name,
+        field_type,
+        custom,
+        options,
+    })
+}
+
+/// Every field definition at `fields_path` (cursor- or offset-paged).
+///
+/// Fails when a request fails or an answer is not a Pipedrive envelope.
+pub async fn load(
+    http: &HttpClient,
+    base: &str,
+    fields_path: &str,
+    stream: &str,
+) -> Result<Vec<Definition>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut start: Option<u64> = None;
+    loop {
+        let mut q = vec![("limit".to_string(), "500".to_string())];
+        if let Some(c) = &cursor {
+            q.push(("cursor".into(), c.clone()));
+        }
+        if let Some(s) = start {
+            q.push(("start".into(), s.to_string()));
+        }
+        let url = with_query(&format!("{base}{fields_path}"), &q);
+        let ((body, parsed), _) = get_parsed(
+            http,
+            &url,
+            &headers,
+            stream,
+            "a field-definition envelope",
+            |body: Bytes| parse_page(&body).map(|p| (body, p)),
+            |e| e,
+        )
+        .await?;
+        out.extend(
+            parsed
+                .rows
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(&body[r.clone()]).ok())
+                .filter_map(|v| definition(&v)),
+        );
+        match (parsed.next_cursor, parsed.next_start) {
+            (Some(c), _) => cursor = Some(c),
+            (None, Some(s)) => start = Some(s),
+            (None, None) => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The warehouse type of a field type. Options become their labels; monetary values are
+/// exact, their currency a column of its own.
+pub fn column_type(field_type: &str) -> ColumnType {
+    match field_type {
+        "double" => ColumnType::Float64,
+        "int" | "user" | "org" | "people" | "deal" => ColumnType::Int64,
+        "boolean" => ColumnType::Bool,
+        "date" => ColumnType::Date,
+        "monetary" => ColumnType::Decimal {
+            precision: 19,
+            scale: 4,
+        },
+        "set" | "daterange" | "timerange" | "address" | "deals" => ColumnType::Json,
+        // enum (labels), varchar, text, phone, time, varchar_auto, varchar_options
+        _ => ColumnType::String,
+    }
+}
+
+/// The payload keys a custom field becomes once flattened: the field code, plus
+/// `<code>_currency` for a monetary field.
+pub fn live_fields(d: &Definition) -> Vec<LiveField> {
+    let column = column_name(&d.name);
+    let mut out = vec![LiveField {
+        source: d.key.clone(),
+        identity: d.key.clone(),
+        column: column.clone(),
+        ty: if d.custom {
+            column_type(&d.field_type)
+        } else {
+            ColumnType::String
+        },
+        lands: d.custom,
+        label: Some(d.name.clone()),
+    }];
+    if d.custom && d.field_type == "monetary" {
+        out.push(LiveField {
+            source: format!("{}_currency", d.key),
+            identity: format!("{}_currency", d.key),
+            column: format!("{column}_currency"),
+            ty: ColumnType::String,
+            lands: true,
+            label: Some(format!("{} (currency)", d.name)),
+        });
+    }
+    if !d.custom {
+        // A standard field's column is its code.
+        out[0].column = d.key.clone();
+    }
+    out
+}
+
+/// The live schema of `stream`'s entity: its field definitions, where it has any.
+pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
+    let Some(fields_path) = stream
+        .spec
+        .path
+        .as_deref()
+        .and_then(|p| fields_path_of(&format!("{}{p}", stream.source.api_path)))
+    else {
+        return Ok(LiveEntity::Unlisted);
+    };
+    let base = ep
+        .http
+        .auth_api_base()
+        .await?
+        .unwrap_or_else(|| ep.base.clone());
+    let defs = load(&ep.http, &base, &fields_path, &stream.id.to_string()).await?;
+    Ok(LiveEntity::Present {
+        fields: defs.iter().flat_map(live_fields).collect(),
+        complete: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_fields_keep_their_code_and_get_a_readable_name() {
+        let v = serde_json::json!({"field_code": "abcdefabcdefabcdefabcdefabcdefabcdefabcd", "field_name": "Setup Fee", "field_type": "monetary", "is_custom_field": true});
+        let d = definition(&v).unwrap();
+        let f = live_fields(&d);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].source, d.key);
+        assert_eq!(f[0].column, "setup_fee");
+        assert_eq!(f[1].column, "setup_fee_currency");
+        let std = definition(&serde_json::json!({"field_code": "industry", "field_name": "Industry", "field_type": "enum", "is_custom_field": false})).unwrap();
+        let f = live_fields(&std);
+        assert!(!f[0].lands);
+        assert_eq!(f[0].column, "industry");
+        let v1 = definition(&serde_json::json!({"key": "dddddddddddddddddddddddddddddddddddddddd", "name": "Отрасль", "field_type": "varchar", "edit_flag": true})).unwrap();
+        assert!(v1.custom);
+        assert_eq!(live_fields(&v1)[0].column, "otrasl");
+    }
+}
