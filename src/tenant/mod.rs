@@ -226,7 +226,7 @@ pub fn remember_refused(
 
 /// The payload field a tenant's 400 answer says does not exist, if that is what it says:
 /// OData (`Could not find a property named 'telephone2' on type …`) and Deltek (`Invalid field
-/// 'Probability' in fieldFilter`).
+/// 'Probability' in fieldFilter`, or `Field 'X' does not exist on <hub>`).
 pub fn refused_field(err: &Error) -> Option<String> {
     let Error::Http {
         status: 400, body, ..
@@ -237,6 +237,7 @@ pub fn refused_field(err: &Error) -> Option<String> {
     for (before, after) in [
         ("Could not find a property named '", "'"),
         ("Invalid field '", "' in fieldFilter"),
+        ("Field '", "' does not exist"),
     ] {
         if let Some(rest) = body.split(before).nth(1)
             && let Some((name, _)) = rest.split_once(after)
