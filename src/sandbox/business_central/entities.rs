@@ -155,7 +155,8 @@ impl Set {
         }
     }
 
-    /// The stream entity (and catalog file) name, e.g. `sales_order_line`.
+    /// The table as mlc's built-in streams name it (`sales_order_line`): the key of
+    /// [`Sandbox::truth`](crate::sandbox::Sandbox::truth).
     pub fn entity(self) -> &'static str {
         match self {
             Set::Customers => "customer",

@@ -183,7 +183,7 @@ fn grouped(cents: i64) -> String {
     let whole = (cents / 100).to_string();
     let mut g = String::new();
     for (i, ch) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
             g.push(',');
         }
         g.push(ch);

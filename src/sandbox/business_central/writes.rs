@@ -24,7 +24,8 @@
 //! field (blanks BC-style for those not sent) so nothing random shows through. Equality
 //! `$filter`s are answered by [`search`]: API-written values are indexed as saved, generated
 //! values are indexed lazily per (company, set, field) over untouched rows (they never change),
-//! and changed rows are checked one by one.
+//! and changed rows, and rows whose FlowField moved, are checked one by one. Enum properties
+//! take their `$metadata` member names only (`_x0020_`, not `" "`), as under OData schema 2.0.
 //!
 //! Layout: this file takes the requests (routing, If-Match, creates and updates of master data,
 //! the write log); `search.rs` answers equality filters; `documents.rs` does sales documents.
