@@ -1,11 +1,13 @@
 //! The Business Central fake over raw HTTP: auth with the BC scope, the companies list,
 //! server-driven paging with Prefer/Preference-Applied and absolute next links, $select (and
 //! BC's 400 for an unknown property), $filter/$orderby on lastModifiedDateTime, $top/$skip,
-//! ETags, $metadata, 429 and mutations.
+//! ETags, $metadata, 429 and mutations; the tenant variants (Lean's missing entity set and
+//! properties, Custom's extension fields and drifting type), FlowFields that move without
+//! `lastModifiedDateTime`, and the tenant's truth against a full paged read.
 
 use std::time::Duration;
 
-use ml_connector::sandbox::{Sandbox, SandboxOptions};
+use ml_connector::sandbox::{Sandbox, SandboxOptions, Tenant};
 use serde_json::Value;
 
 async fn start(opts: SandboxOptions) -> (Sandbox, reqwest::Client, String, String) {
@@ -294,7 +296,7 @@ async fn metadata_describes_the_served_entities() {
     assert!(x.contains(r#"<EntityType Name="customer">"#));
     assert!(x.contains(r#"<Property Name="mlcLoyaltyTier" Type="Edm.String" />"#));
     assert!(x.contains(
-        r#"<EntitySet Name="generalLedgerEntries" EntityType="Microsoft.NAV.generalLedgerEntry" />"#
+        r#"<EntitySet Name="generalLedgerEntries" EntityType="Microsoft.NAV.generalLedgerEntry">"#
     ));
 }
 
@@ -956,4 +958,503 @@ async fn equality_search_at_scale_stays_fast() {
     assert_eq!(found["value"].as_array().unwrap().len(), 1);
     eprintln!("scale 1M: create + 3 searches in {:?}", t.elapsed());
     assert!(t.elapsed() < std::time::Duration::from_secs(20));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant variants, FlowFields and the truth.
+
+fn tenant(t: Tenant) -> SandboxOptions {
+    SandboxOptions {
+        scale: 1000,
+        tenant: t,
+        ..Default::default()
+    }
+}
+
+/// (name, type) of every property of entity type `ty` in a CSDL document, in order.
+fn properties(csdl: &str, ty: &str) -> Vec<(String, String)> {
+    let start = format!("<EntityType Name=\"{ty}\">");
+    let Some(at) = csdl.find(&start) else {
+        return Vec::new();
+    };
+    let body = &csdl[at..];
+    let body = &body[..body.find("</EntityType>").unwrap()];
+    body.split("<Property ")
+        .skip(1)
+        .map(|p| {
+            let attr = |a: &str| {
+                let s = &p[p.find(&format!("{a}=\"")).unwrap() + a.len() + 2..];
+                s[..s.find('"').unwrap()].to_string()
+            };
+            (attr("Name"), attr("Type"))
+        })
+        .collect()
+}
+
+/// Every row of `set` in company `cid`, following next links.
+async fn read_all(
+    http: &reqwest::Client,
+    tok: &str,
+    root: &str,
+    cid: &str,
+    set: &str,
+    query: &str,
+) -> Vec<serde_json::Map<String, Value>> {
+    let mut url = format!("{root}/companies({cid})/{set}{query}");
+    let mut out = Vec::new();
+    loop {
+        let v = get_json(http, &url, tok, Some("odata.maxpagesize=150")).await;
+        for r in v["value"].as_array().unwrap() {
+            out.push(r.as_object().unwrap().clone());
+        }
+        match v["@odata.nextLink"].as_str() {
+            Some(n) => url = n.to_string(),
+            None => return out,
+        }
+    }
+}
+
+#[tokio::test]
+async fn each_tenant_declares_in_metadata_what_it_serves() {
+    for t in Tenant::ALL {
+        let (sb, http, tok, root) = start(tenant(t)).await;
+        let x = get(&http, &format!("{root}/$metadata"), &tok, None)
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(x.starts_with("<?xml"), "{t}");
+        assert!(x.contains(r#"<Schema Namespace="Microsoft.NAV""#));
+        assert!(x.contains(r#"<EntityContainer Name="NAV">"#));
+        let customer = properties(&x, "customer");
+        let names: Vec<&str> = customer.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(&names[..3], ["id", "number", "displayName"], "{t}");
+        assert!(customer.contains(&("blocked".into(), "Microsoft.NAV.customerBlocked".into())));
+        assert!(x.contains(r#"<Member Name="_x0020_" Value="0" />"#));
+        assert!(x.contains(
+            r#"<Property Name="displayName" Type="Edm.String" Nullable="false" MaxLength="100" />"#
+        ));
+        let has = |n: &str| names.contains(&n);
+        match t {
+            Tenant::Standard => {
+                assert!(has("salespersonCode") && has("mlcLoyaltyTier") && has("mlcCreditScore"));
+                assert!(x.contains(r#"<EntitySet Name="dimensionValues""#));
+            }
+            Tenant::Lean => {
+                assert!(!has("salespersonCode") && !has("mlcLoyaltyTier"));
+                assert!(!x.contains("dimensionValue"), "no set, no type");
+                let item = properties(&x, "item");
+                assert!(!item.iter().any(|p| p.0 == "displayName2"));
+                assert!(
+                    !properties(&x, "contact")
+                        .iter()
+                        .any(|p| p.0 == "privacyBlocked")
+                );
+            }
+            Tenant::Custom => {
+                for (n, ty) in [
+                    ("industryCode", "Edm.String"),
+                    ("creditScore", "Edm.Int32"),
+                    ("loyaltyTier", "Microsoft.NAV.loyaltyTier"),
+                    ("annualBudget", "Edm.Decimal"),
+                    ("companyId", "Edm.Guid"),
+                ] {
+                    assert!(customer.contains(&(n.into(), ty.into())), "{n}");
+                }
+                assert!(x.contains(r#"<EnumType Name="loyaltyTier">"#));
+                assert!(
+                    properties(&x, "item")
+                        .iter()
+                        .any(|p| p.0 == "shelfLifeDays")
+                );
+            }
+        }
+        // What a row carries is exactly what the type declares, for every served set.
+        let (cid, _) = sb.business_central_companies()[0].clone();
+        for set in sb.business_central_counts().keys() {
+            let ty = x
+                .split(&format!(
+                    "<EntitySet Name=\"{set}\" EntityType=\"Microsoft.NAV."
+                ))
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+                .unwrap()
+                .to_string();
+            let v = get_json(
+                &http,
+                &format!("{root}/companies({cid})/{set}?$top=1"),
+                &tok,
+                None,
+            )
+            .await;
+            let row = v["value"][0].as_object().unwrap();
+            let mut keys: Vec<String> = row
+                .keys()
+                .filter(|k| !k.starts_with('@'))
+                .cloned()
+                .collect();
+            let mut declared: Vec<String> = properties(&x, &ty).into_iter().map(|p| p.0).collect();
+            keys.sort();
+            declared.sort();
+            assert_eq!(keys, declared, "{t}: {set}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn lean_tenant_answers_404_for_its_missing_set_and_400_for_missing_properties() {
+    let (sb, http, tok, root) = start(tenant(Tenant::Lean)).await;
+    let (cid, _) = sb.business_central_companies()[0].clone();
+    let r = get(
+        &http,
+        &format!("{root}/companies({cid})/dimensionValues"),
+        &tok,
+        None,
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "BadRequest_NotFound");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CorrelationId")
+    );
+    // Writes to it are not found either, and the controls do not know it.
+    let (status, _) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!("{root}/companies({cid})/dimensionValues"),
+        &tok,
+        None,
+        Some(serde_json::json!({"code": "X"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(sb.business_central_live_rows("dimensionValues").is_err());
+    assert_eq!(sb.business_central_count("dimension_value"), None);
+    assert!(sb.truth("business_central", "dimension_value").is_none());
+    assert!(!sb.business_central_mutate().contains_key("dimensionValues"));
+    // A property the catalog reads but this tenant lacks.
+    for (set, ty, prop) in [
+        ("customers", "customer", "salespersonCode"),
+        ("items", "item", "displayName2"),
+    ] {
+        let r = get(
+            &http,
+            &format!("{root}/companies({cid})/{set}?$select=id,{prop}"),
+            &tok,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "BadRequest");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!(
+                    "Could not find a property named '{prop}' on type 'Microsoft.NAV.{ty}'."
+                )),
+            "{v}"
+        );
+        let v = get_json(
+            &http,
+            &format!("{root}/companies({cid})/{set}?$top=1"),
+            &tok,
+            None,
+        )
+        .await;
+        assert!(v["value"][0].get(prop).is_none());
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_select_is_a_400_in_every_tenant() {
+    for t in Tenant::ALL {
+        let (sb, http, tok, root) = start(tenant(t)).await;
+        let (cid, _) = sb.business_central_companies()[1].clone();
+        let r = get(
+            &http,
+            &format!("{root}/companies({cid})/customers?$select=id,X"),
+            &tok,
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{t}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "BadRequest", "{t}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.starts_with("Could not find a property named 'X' on type 'Microsoft.NAV.customer'.")
+                && m.contains("CorrelationId"),
+            "{t}: {m}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn custom_tenant_serves_its_extension_fields_as_declared_and_one_drifts() {
+    let (sb, http, tok, root) = start(tenant(Tenant::Custom)).await;
+    let mut budgets_as_text = Vec::new();
+    let mut rows = 0;
+    for (cid, _) in sb.business_central_companies() {
+        for r in read_all(&http, &tok, &root, &cid, "customers", "").await {
+            rows += 1;
+            assert!(r["industryCode"].is_string());
+            assert!(r["creditScore"].is_i64());
+            assert!(
+                ["_x0020_", "Bronze", "Silver", "Gold"]
+                    .contains(&r["loyaltyTier"].as_str().unwrap())
+            );
+            assert_eq!(r["companyId"].as_str().unwrap().len(), 36);
+            assert!(r["balanceDue"].is_number());
+            match &r["annualBudget"] {
+                Value::Number(_) => {}
+                Value::String(s) => budgets_as_text.push(s.clone()),
+                other => panic!("annualBudget {other}"),
+            }
+        }
+        let items = read_all(
+            &http,
+            &tok,
+            &root,
+            &cid,
+            "items",
+            "?$select=id,shelfLifeDays,hazardClass,launchDate",
+        )
+        .await;
+        assert!(items.iter().all(|r| r["shelfLifeDays"].is_i64()
+            && r["hazardClass"].is_string()
+            && r["launchDate"].as_str().unwrap().len() == 10));
+    }
+    // A small, deterministic fraction of rows carries text in the decimal.
+    assert!(!budgets_as_text.is_empty());
+    assert!(
+        budgets_as_text.len() * 10 < rows,
+        "{} of {rows}",
+        budgets_as_text.len()
+    );
+    assert!(budgets_as_text.iter().any(|s| s == "n/a"));
+    assert!(
+        budgets_as_text
+            .iter()
+            .any(|s| s.contains(',') || s.contains('.'))
+    );
+    // Extension fields are selectable and filterable like any property.
+    let (cid, _) = sb.business_central_companies()[0].clone();
+    let v = get_json(
+        &http,
+        &format!("{root}/companies({cid})/customers?$select=id,loyaltyTier&$filter=loyaltyTier%20eq%20'Gold'"),
+        &tok,
+        None,
+    )
+    .await;
+    let gold = v["value"].as_array().unwrap();
+    assert!(!gold.is_empty() && gold.iter().all(|r| r["loyaltyTier"] == "Gold"));
+    // The same options serve the same bytes.
+    let (sb2, http2, tok2, root2) = start(tenant(Tenant::Custom)).await;
+    let url = |root: &str| format!("{root}/companies({cid})/customers?$top=50");
+    let a = get(&http, &url(&root), &tok, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let b = get(&http2, &url(&root2), &tok2, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(a.replace(&root, ""), b.replace(&root2, ""));
+    drop(sb2);
+}
+
+#[tokio::test]
+async fn flowfields_move_without_last_modified_so_only_a_full_read_sees_them() {
+    let (sb, http, tok, root) = start(tenant(Tenant::Standard)).await;
+    let (cid, _) = sb.business_central_companies()[0].clone();
+    let snapshot = |rows: Vec<serde_json::Map<String, Value>>, f: &str| {
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    (
+                        r[f].as_f64().unwrap(),
+                        r["lastModifiedDateTime"].as_str().unwrap().to_string(),
+                        r["@odata.etag"].as_str().unwrap().to_string(),
+                    ),
+                )
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let flows = [
+        ("customers", "balanceDue"),
+        ("vendors", "balance"),
+        ("items", "inventory"),
+        ("accounts", "netChange"),
+    ];
+    let mut before = std::collections::BTreeMap::new();
+    for (set, f) in flows {
+        before.insert(
+            set,
+            snapshot(read_all(&http, &tok, &root, &cid, set, "").await, f),
+        );
+    }
+    let changes = sb.business_central_mutate();
+    for (set, f) in flows {
+        assert!(changes[set].recomputed > 0, "{set}");
+        let old = &before[set];
+        let cursor = old
+            .values()
+            .map(|v| v.1.clone())
+            .max_by_key(|s| chrono::DateTime::parse_from_rfc3339(s).unwrap())
+            .unwrap();
+        let now = snapshot(read_all(&http, &tok, &root, &cid, set, "").await, f);
+        // Rows whose FlowField moved while the row itself did not.
+        let moved: Vec<&String> = now
+            .iter()
+            .filter(|(id, v)| {
+                old.get(*id)
+                    .is_some_and(|o| o.0 != v.0 && o.1 == v.1 && o.2 == v.2)
+            })
+            .map(|(id, _)| id)
+            .collect();
+        assert!(!moved.is_empty(), "{set}: no {f} moved silently");
+        let since = read_all(
+            &http,
+            &tok,
+            &root,
+            &cid,
+            set,
+            &format!("?$filter=lastModifiedDateTime%20gt%20{cursor}&$select=id"),
+        )
+        .await;
+        let seen: Vec<&str> = since.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        for id in &moved {
+            assert!(
+                !seen.contains(&id.as_str()),
+                "{set}: {id} came through the cursor"
+            );
+        }
+    }
+    // The truth shows the current balances.
+    let truth = sb.business_central_company_truth(&cid, "customer").unwrap();
+    let now = snapshot(
+        read_all(&http, &tok, &root, &cid, "customers", "").await,
+        "balanceDue",
+    );
+    for t in &truth {
+        assert_eq!(
+            t["balanceDue"].as_f64().unwrap(),
+            now[t["id"].as_str().unwrap()].0
+        );
+    }
+
+    // Posting an invoice through the API: the customer owes its total, the customer record
+    // (lastModifiedDateTime, etag) does not change.
+    let c = format!("{root}/companies({cid})");
+    let cust = get_json(&http, &format!("{c}/customers?$top=1&$skip=3"), &tok, None).await["value"]
+        [0]
+    .clone();
+    let item = get_json(&http, &format!("{c}/items?$top=1"), &tok, None).await["value"][0].clone();
+    let (status, inv) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!("{c}/salesInvoices"),
+        &tok,
+        None,
+        Some(serde_json::json!({
+            "customerId": cust["id"],
+            "salesInvoiceLines": [{"lineType": "Item", "itemId": item["id"], "quantity": 3, "unitPrice": 12.5}]
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{inv}");
+    let (status, _) = send(
+        &http,
+        reqwest::Method::POST,
+        &format!(
+            "{c}/salesInvoices({})/Microsoft.NAV.post",
+            inv["id"].as_str().unwrap()
+        ),
+        &tok,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let after = get_json(
+        &http,
+        &format!("{c}/customers({})", cust["id"].as_str().unwrap()),
+        &tok,
+        None,
+    )
+    .await;
+    let total = inv["totalAmountIncludingTax"].as_f64().unwrap();
+    assert!(total > 0.0);
+    assert!(
+        (after["balanceDue"].as_f64().unwrap() - cust["balanceDue"].as_f64().unwrap() - total)
+            .abs()
+            < 0.005
+    );
+    assert_eq!(after["lastModifiedDateTime"], cust["lastModifiedDateTime"]);
+    assert_eq!(after["@odata.etag"], cust["@odata.etag"]);
+    let item_after = get_json(
+        &http,
+        &format!("{c}/items({})", item["id"].as_str().unwrap()),
+        &tok,
+        None,
+    )
+    .await;
+    assert!(
+        (item_after["inventory"].as_f64().unwrap() - (item["inventory"].as_f64().unwrap() - 3.0))
+            .abs()
+            < 0.005
+    );
+    assert_eq!(
+        item_after["lastModifiedDateTime"],
+        item["lastModifiedDateTime"]
+    );
+}
+
+#[tokio::test]
+async fn truth_equals_a_full_paged_read_in_every_tenant() {
+    for t in Tenant::ALL {
+        let (sb, http, tok, root) = start(tenant(t)).await;
+        sb.business_central_mutate();
+        sb.business_central_mutate();
+        for (entity, set) in [
+            ("customer", "customers"),
+            ("item", "items"),
+            ("sales_order_line", "salesOrderLines"),
+            ("general_ledger_entry", "generalLedgerEntries"),
+            ("dimension_value", "dimensionValues"),
+        ] {
+            let Some(truth) = sb.truth("business_central", entity) else {
+                assert!(
+                    t == Tenant::Lean && entity == "dimension_value",
+                    "{t}: {entity}"
+                );
+                continue;
+            };
+            let mut read = Vec::new();
+            for (cid, _) in sb.business_central_companies() {
+                let rows = read_all(&http, &tok, &root, &cid, set, "").await;
+                assert_eq!(
+                    Some(rows.clone()),
+                    sb.business_central_company_truth(&cid, entity),
+                    "{t}: {entity} in {cid}"
+                );
+                read.extend(rows);
+            }
+            assert_eq!(read.len(), truth.len(), "{t}: {entity}");
+            assert!(
+                read == truth,
+                "{t}: {entity}: truth differs from a full read"
+            );
+            assert_eq!(Some(truth.len() as u64), sb.business_central_count(entity));
+        }
+    }
 }

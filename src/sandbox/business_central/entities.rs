@@ -1,10 +1,9 @@
 //! The fourteen Business Central entity sets the sandbox serves: names, sizes from `--scale`,
-//! GUID codes, and the fields of each, taken from the built-in `catalog/business_central/*.toml`
-//! (so the fake serves what the catalog expects) plus a few extension fields the catalog lacks
-//! (served, and declared in `$metadata`, so discovery and `_ml_extra` have something to find).
+//! GUID codes, and the served shape of each for a tenant variant, built from the fake's own
+//! schema (schema.rs), never from mlc's catalog.
 
-use crate::error::{Error, Result};
-use crate::spec::{CatalogFile, ColumnType};
+use super::schema::{self, Prop};
+use crate::sandbox::Tenant;
 
 /// An entity set, in the order of [`ALL`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -156,7 +155,8 @@ impl Set {
         }
     }
 
-    /// The stream entity (and catalog file) name, e.g. `sales_order_line`.
+    /// The table as mlc's built-in streams name it (`sales_order_line`): the key of
+    /// [`Sandbox::truth`](crate::sandbox::Sandbox::truth).
     pub fn entity(self) -> &'static str {
         match self {
             Set::Customers => "customer",
@@ -175,50 +175,6 @@ impl Set {
             Set::Currencies => "currency",
         }
     }
-
-    fn catalog_text(self) -> &'static str {
-        match self {
-            Set::Customers => include_str!("../../../catalog/business_central/customer.toml"),
-            Set::Vendors => include_str!("../../../catalog/business_central/vendor.toml"),
-            Set::Contacts => include_str!("../../../catalog/business_central/contact.toml"),
-            Set::Items => include_str!("../../../catalog/business_central/item.toml"),
-            Set::SalesOrders => include_str!("../../../catalog/business_central/sales_order.toml"),
-            Set::SalesOrderLines => {
-                include_str!("../../../catalog/business_central/sales_order_line.toml")
-            }
-            Set::SalesInvoices => {
-                include_str!("../../../catalog/business_central/sales_invoice.toml")
-            }
-            Set::SalesInvoiceLines => {
-                include_str!("../../../catalog/business_central/sales_invoice_line.toml")
-            }
-            Set::Accounts => include_str!("../../../catalog/business_central/account.toml"),
-            Set::GeneralLedgerEntries => {
-                include_str!("../../../catalog/business_central/general_ledger_entry.toml")
-            }
-            Set::Dimensions => include_str!("../../../catalog/business_central/dimension.toml"),
-            Set::DimensionValues => {
-                include_str!("../../../catalog/business_central/dimension_value.toml")
-            }
-            Set::PaymentTerms => {
-                include_str!("../../../catalog/business_central/payment_term.toml")
-            }
-            Set::Currencies => include_str!("../../../catalog/business_central/currency.toml"),
-        }
-    }
-
-    /// Fields an extension adds to this entity in the sandbox tenant (not in the built-in
-    /// catalog): (name, Edm type).
-    fn extension_fields(self) -> &'static [(&'static str, &'static str)] {
-        match self {
-            Set::Customers => &[
-                ("mlcLoyaltyTier", "Edm.String"),
-                ("mlcCreditScore", "Edm.Int32"),
-            ],
-            Set::Items => &[("mlcShelfLifeDays", "Edm.Int32")],
-            _ => &[],
-        }
-    }
 }
 
 /// One served field.
@@ -226,14 +182,36 @@ impl Set {
 pub struct Field {
     /// Payload key (`displayName`).
     pub name: String,
-    /// `$metadata` type (`Edm.Guid`, `Edm.Decimal`, …).
+    /// `$metadata` type (`Edm.Guid`, `Edm.Decimal`, `Microsoft.NAV.customerBlocked`, …).
     pub edm: &'static str,
+    pub nullable: bool,
+    pub max_len: Option<u16>,
+    /// A FlowField: its value moves without `lastModifiedDateTime` (schema.rs [`COMPUTED`]).
+    ///
+    /// [`COMPUTED`]: schema::COMPUTED
+    pub computed: bool,
     /// `,"displayName":` pre-rendered.
     pub key: Vec<u8>,
     /// The name in lower case (generators match on it; computed once, not per row).
     pub lower: String,
-    /// Hash tag of the field.
+    /// Hash tag of the field: a function of its name only, so a field keeps its values in every
+    /// tenant variant whatever else the variant adds or leaves out.
     pub tag: u64,
+}
+
+/// The hash tag of field `name` (FNV-1a, then a splitmix finaliser); `const` so generators can
+/// name another field's tag (a document's customer name is the customer's `displayName`).
+pub const fn tag_of(name: &str) -> u64 {
+    let b = name.as_bytes();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < b.len() {
+        h = (h ^ b[i] as u64).wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 /// The served shape of one entity set.
@@ -244,55 +222,26 @@ pub struct Entity {
 }
 
 impl Entity {
-    /// Builds the schema of `set` from its built-in catalog file.
-    pub fn load(set: Set) -> Result<Entity> {
-        let cat: CatalogFile =
-            toml::from_str(set.catalog_text()).map_err(|e| Error::Definition {
-                path: format!("catalog/business_central/{}.toml", set.type_name()),
-                message: e.to_string(),
-            })?;
-        let mut fields = Vec::new();
-        for col in &cat.columns {
-            let name = col.source_name();
-            if name.starts_with('$') {
-                continue;
-            }
-            let edm = match col.ty {
-                ColumnType::String if name == "id" || name.ends_with("Id") => "Edm.Guid",
-                ColumnType::String => "Edm.String",
-                ColumnType::Int64 => "Edm.Int32",
-                ColumnType::Float64 => "Edm.Double",
-                ColumnType::Decimal { .. } => "Edm.Decimal",
-                ColumnType::Bool => "Edm.Boolean",
-                ColumnType::Date => "Edm.Date",
-                ColumnType::Timestamp => "Edm.DateTimeOffset",
-                _ => "Edm.String",
-            };
-            fields.push((name.to_string(), edm));
-        }
-        for (name, edm) in set.extension_fields() {
-            fields.push((name.to_string(), *edm));
-        }
-        if !fields.iter().any(|f| f.0 == "id") {
-            return Err(Error::Definition {
-                path: format!("catalog/business_central/{}.toml", set.type_name()),
-                message: "the sandbox needs the column `id`".into(),
-            });
-        }
-        Ok(Entity {
+    /// The shape of `set` in `tenant`, or `None` when the tenant does not have the set.
+    pub fn load(set: Set, tenant: Tenant) -> Option<Entity> {
+        let props = schema::served(set, tenant)?;
+        Some(Entity {
             set,
-            fields: fields
-                .into_iter()
-                .enumerate()
-                .map(|(i, (name, edm))| Field {
-                    key: format!(",\"{name}\":").into_bytes(),
-                    lower: name.to_ascii_lowercase(),
-                    name,
-                    edm,
-                    tag: 0x200 + i as u64,
-                })
-                .collect(),
+            fields: props.iter().map(|p| Entity::field_of(set, p)).collect(),
         })
+    }
+
+    fn field_of(set: Set, p: &Prop) -> Field {
+        Field {
+            name: p.name.to_string(),
+            edm: p.ty,
+            nullable: p.nullable,
+            max_len: p.max_len,
+            computed: schema::is_computed(set, p.name),
+            key: format!(",\"{}\":", p.name).into_bytes(),
+            lower: p.name.to_ascii_lowercase(),
+            tag: tag_of(p.name),
+        }
     }
 
     pub fn field(&self, name: &str) -> Option<usize> {
@@ -305,9 +254,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_catalog_loads() {
+    fn every_set_loads_in_the_standard_tenant() {
         for s in ALL {
-            let e = Entity::load(s).unwrap();
+            let e = Entity::load(s, Tenant::Standard).unwrap();
             assert!(e.field("id").is_some());
             assert_eq!(
                 e.field("lastModifiedDateTime").is_some(),

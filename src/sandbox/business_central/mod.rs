@@ -9,6 +9,14 @@
 //! {base}/_sandbox/business_central/{mutate,counts,poison}                      admin
 //! ```
 //!
+//! The fake plays a tenant (`SandboxOptions.tenant`, schema.rs): Standard serves API v2.0 as a
+//! current environment does (plus a small extension); Lean is an older environment without
+//! `dimensionValues` (404) and three newer properties; Custom adds extension fields, an
+//! extension enum and a decimal whose JSON type drifts. In every tenant FlowFields
+//! (`balanceDue`, `balance`, `inventory`, `netChange`) move without `lastModifiedDateTime`.
+//! `$metadata` is generated from the served shapes (metadata.rs); [`Sandbox::truth`] gives every
+//! row as served (truth.rs).
+//!
 //! Same standard as the Dataverse fake: no stored rows (store.rs keeps metadata of changed
 //! rows only; render.rs derives values from seed and ordinal), deterministic, quirks of the
 //! real service (20000-row server pages honouring `Prefer: odata.maxpagesize` with
@@ -27,8 +35,10 @@ mod entities;
 mod metadata;
 mod query;
 mod render;
+mod schema;
 mod store;
 mod subscriptions;
+mod truth;
 mod writes;
 
 use std::collections::BTreeMap;
@@ -75,13 +85,7 @@ impl BusinessCentral {
     pub(crate) fn new(opts: &SandboxOptions) -> Self {
         let entities = ALL
             .into_iter()
-            .filter_map(|s| match Entity::load(s) {
-                Ok(e) => Some(e),
-                Err(e) => {
-                    tracing::error!(error = %e, "business central sandbox: entity not served");
-                    None
-                }
-            })
+            .filter_map(|s| Entity::load(s, opts.tenant))
             .collect();
         Self {
             entities,
@@ -108,7 +112,8 @@ impl BusinessCentral {
     pub(crate) fn mutate(&self) -> BTreeMap<String, BcChanges> {
         if self.subscriptions.list().is_empty() {
             // Nobody to notify: skip the scans (benchmarks mutate large stores).
-            return self.store_mut().mutate();
+            let changes = self.store_mut().mutate();
+            return self.served_only(changes);
         }
         let mut store = self.store_mut();
         let newest = |st: &Store| {
@@ -125,7 +130,10 @@ impl BusinessCentral {
         // document header on BC; line sets take no subscriptions here).
         let mut records = Vec::new();
         for c in 0..COMPANIES.len() {
-            for set in ALL.into_iter().filter(|s| s.header().is_none()) {
+            for set in ALL
+                .into_iter()
+                .filter(|s| s.header().is_none() && self.entity(*s).is_some())
+            {
                 for (o, m) in &store.tables[c][set.index()].changed {
                     if m.modified_ms > since {
                         records.push(subscriptions::Changed {
@@ -147,7 +155,24 @@ impl BusinessCentral {
         }
         drop(store);
         self.subscriptions.notify(records);
+        self.served_only(changes)
+    }
+
+    /// A round's counts without the entity sets this tenant does not have (their tables still
+    /// change underneath, unseen, which keeps every tenant's other tables alike).
+    fn served_only(&self, mut changes: BTreeMap<String, BcChanges>) -> BTreeMap<String, BcChanges> {
+        changes.retain(|name, _| Set::from_name(name).is_some_and(|s| self.entity(s).is_some()));
         changes
+    }
+
+    /// The set behind an entity set name, when this tenant has it.
+    fn served_set(&self, name: &str) -> Result<Set> {
+        let set = bc_set(name)?;
+        self.entity(set).map(|_| set).ok_or_else(|| {
+            Error::Config(format!(
+                "sandbox: this Business Central tenant has no entity set `{name}`"
+            ))
+        })
     }
 
     pub(crate) fn set_faults(&self, faults: Faults) {
@@ -691,7 +716,11 @@ async fn admin_poison(
     State(app): State<Arc<App>>,
     Query(q): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
-    let set = q.get("entity_set").and_then(|s| Set::from_name(s));
+    let bc = &app.business_central;
+    let set = q
+        .get("entity_set")
+        .and_then(|s| Set::from_name(s))
+        .filter(|s| bc.entity(*s).is_some());
     let count = q.get("count").and_then(|c| c.parse().ok()).unwrap_or(1);
     match set {
         Some(s) => {
@@ -716,7 +745,7 @@ async fn admin_keys(State(app): State<Arc<App>>, Path(entity_set): Path<String>)
 }
 
 fn live_rows(bc: &BusinessCentral, entity_set: &str) -> Result<Vec<BcRow>> {
-    let set = bc_set(entity_set)?;
+    let set = bc.served_set(entity_set)?;
     let store = bc.store();
     let mut out = Vec::new();
     for c in 0..COMPANIES.len() {
@@ -734,10 +763,11 @@ fn live_rows(bc: &BusinessCentral, entity_set: &str) -> Result<Vec<BcRow>> {
 
 fn counts(bc: &BusinessCentral) -> BTreeMap<String, u64> {
     let store = bc.store();
-    ALL.iter()
-        .map(|s| {
-            let n = (0..COMPANIES.len()).map(|c| store.count(c, *s)).sum();
-            (s.name().to_string(), n)
+    bc.entities
+        .iter()
+        .map(|e| {
+            let n = (0..COMPANIES.len()).map(|c| store.count(c, e.set)).sum();
+            (e.set.name().to_string(), n)
         })
         .collect()
 }
@@ -752,12 +782,6 @@ pub struct BcRow {
 }
 
 impl Sandbox {
-    /// The tenant's truth for one business_central table (see [`Sandbox::truth`]).
-    pub(crate) fn business_central_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
-        let _ = entity;
-        None
-    }
-
     /// The `[connections.X]` body of an mlc.toml for the Business Central fake, and the secrets
     /// to store in the vault (field, value).
     pub fn business_central_connection(&self) -> (String, Vec<(String, String)>) {
@@ -788,7 +812,7 @@ impl Sandbox {
         self.app.business_central.mutate()
     }
 
-    /// Live rows per entity set (all companies).
+    /// Live rows per entity set the tenant has (all companies).
     pub fn business_central_counts(&self) -> BTreeMap<String, u64> {
         counts(&self.app.business_central)
     }
@@ -871,7 +895,7 @@ impl Sandbox {
     /// The first `count` live rows of `entity_set` in the first company serve badly typed
     /// values (decimals `"n/a"`, dates `"yesterday"`) until the next mutation round.
     pub fn business_central_poison(&self, entity_set: &str, count: usize) -> Result<()> {
-        let set = bc_set(entity_set)?;
+        let set = self.app.business_central.served_set(entity_set)?;
         self.app.business_central.store_mut().poison(set, count);
         Ok(())
     }

@@ -392,7 +392,7 @@ mod tests {
 
     #[test]
     fn filters_become_time_ranges() {
-        let e = Entity::load(Set::Customers).unwrap();
+        let e = Entity::load(Set::Customers, crate::sandbox::Tenant::Standard).unwrap();
         let t = parse_filter(&e, "lastModifiedDateTime ge 2025-01-01T00:00:00Z").unwrap();
         assert_eq!(t.0, vec![(EPOCH_MS, i64::MAX)]);
         let t = parse_filter(

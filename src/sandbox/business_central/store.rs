@@ -11,6 +11,11 @@
 //! a line exists while its document does and `k` is below the document's initial line count
 //! (3–5), or it was inserted later, and it was not deleted.
 //!
+//! FlowFields (customer `balanceDue`, vendor `balance`, item `inventory`, account `netChange`)
+//! move when documents post, without the record changing: [`Table::flow`] holds each row's
+//! posted delta (hundredths) on top of its generated value, and updating it touches neither the
+//! row's [`Meta`] nor its `lastModifiedDateTime` or etag.
+//!
 //! Writes through the API (writes.rs) use the same metadata: a write is an insert or an update
 //! of a row's `Meta`, exactly what a mutation round does, plus the values sent ([`Store::writes`]),
 //! stamped by [`Store::write_clock`].
@@ -57,6 +62,8 @@ pub struct Table {
     pub changed: BTreeMap<u64, Meta>,
     /// Live changed rows by (modified, ordinal).
     pub by_modified: BTreeSet<(i64, u64)>,
+    /// Posted deltas of the row's FlowField, in hundredths (see the module doc).
+    pub flow: BTreeMap<u64, i64>,
 }
 
 /// A row as rendered: ordinal, revision, modified time, poisoned.
@@ -93,12 +100,20 @@ pub fn initial_lines(seed: u64, header_code: u32, doc: u64) -> u64 {
     3 + mix(row_key(seed, header_code, doc) ^ 0x11AE) % 3
 }
 
+/// Whether rows of `set` carry a FlowField (schema.rs `COMPUTED`).
+pub fn flow_set(set: Set) -> bool {
+    super::schema::COMPUTED.iter().any(|(s, _)| *s == set)
+}
+
 /// Counts of one mutation round, per entity set name (summed over companies).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct Changes {
     pub inserted: u64,
     pub updated: u64,
     pub deleted: u64,
+    /// Rows whose FlowField (`balanceDue`, `balance`, `inventory`, `netChange`) moved while
+    /// the row itself, its `lastModifiedDateTime` and its etag stayed as they were.
+    pub recomputed: u64,
 }
 
 /// Every company's tables.
@@ -213,6 +228,20 @@ impl Store {
         let t = self.table(company, set);
         let dead = t.changed.values().filter(|m| m.deleted).count() as u64;
         t.next - dead
+    }
+
+    /// The posted delta (hundredths) of row `o`'s FlowField.
+    pub fn flow(&self, company: usize, set: Set, o: u64) -> i64 {
+        let f = &self.tables[company][set.index()].flow;
+        if f.is_empty() {
+            return 0;
+        }
+        f.get(&o).copied().unwrap_or(0)
+    }
+
+    /// Posts `delta` (hundredths) to row `o`'s FlowField: the row is not modified.
+    pub fn post_flow(&mut self, company: usize, set: Set, o: u64, delta: i64) {
+        *self.tables[company][set.index()].flow.entry(o).or_default() += delta;
     }
 
     /// The modified time (ms) of the next API write.
@@ -345,6 +374,26 @@ impl Store {
                         },
                     );
                     c.deleted += 1;
+                }
+            }
+            // Documents posted by other users: FlowFields of some rows move, the rows do not.
+            for set in ALL.into_iter().filter(|s| flow_set(*s)) {
+                let n = (self.count(company, set) / 50).max(1);
+                let c = out.entry(set.name().to_string()).or_default();
+                for _ in 0..n {
+                    let Some(r) = self.pick_live(company, set) else {
+                        continue;
+                    };
+                    let h = self.rng.next_u64();
+                    let delta = match set {
+                        // Whole units of stock in or out.
+                        Set::Items => (h % 61) as i64 * 100 - 2000,
+                        _ => (h % 1_500_000) as i64 - 500_000,
+                    };
+                    // Never zero: every recomputed row shows a new value.
+                    let delta = if delta == 0 { 100 } else { delta };
+                    self.post_flow(company, set, r.ordinal, delta);
+                    c.recomputed += 1;
                 }
             }
             // Poisoned rows are always repaired by the next round.

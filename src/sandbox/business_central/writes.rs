@@ -24,7 +24,8 @@
 //! field (blanks BC-style for those not sent) so nothing random shows through. Equality
 //! `$filter`s are answered by [`search`]: API-written values are indexed as saved, generated
 //! values are indexed lazily per (company, set, field) over untouched rows (they never change),
-//! and changed rows are checked one by one.
+//! and changed rows, and rows whose FlowField moved, are checked one by one. Enum properties
+//! take their `$metadata` member names only (`_x0020_`, not `" "`), as under OData schema 2.0.
 //!
 //! Layout: this file takes the requests (routing, If-Match, creates and updates of master data,
 //! the write log); `search.rs` answers equality filters; `documents.rs` does sales documents.
@@ -62,6 +63,7 @@ use serde_json::{Map, Number, Value};
 use super::entities::{Entity, LINE_SLOTS, Set};
 use super::query::{After, Order, Reject, Times, tokenize, unknown_property};
 use super::render::{self, RowCtx};
+use super::schema;
 use super::store::{Meta, Row, Store, initial_lines, initial_modified};
 use super::{BusinessCentral, Reply, company_id};
 use crate::sandbox::json;
@@ -333,7 +335,17 @@ fn no_content(set: Set, company: usize, ordinal: u64) -> Done {
 
 fn route(bc: &BusinessCentral, store: &mut Store, req: &Request) -> Done {
     let t = target(req.rest)?;
-    let ent = bc.entity(t.set).ok_or_else(|| not_allowed(req.method))?;
+    // An entity set this tenant does not have is not found, as for a GET.
+    let ent = bc.entity(t.set).ok_or_else(|| {
+        reject(
+            404,
+            "BadRequest_NotFound",
+            format!(
+                "No HTTP resource was found that matches the request URI '{}'.",
+                req.rest
+            ),
+        )
+    })?;
     let writable = matches!(
         t.set,
         Set::Customers | Set::Contacts | Set::Items | Set::SalesOrders | Set::SalesInvoices
@@ -421,6 +433,9 @@ fn clean(
                 chrono::DateTime::parse_from_rfc3339(s).is_ok()
             }
             ("Edm.String", Value::String(_)) => true,
+            (ty, Value::String(s)) => {
+                schema::enum_type(ty).is_some_and(|e| e.members.iter().any(|m| m.0 == s))
+            }
             _ => false,
         };
         if !ok {
@@ -438,8 +453,13 @@ fn uuid_like(s: &str) -> bool {
     s.len() == 36 && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
 }
 
-/// A BC blank of each type: `""`, `0`, `false`, the empty GUID, `0001-01-01`.
+/// A BC blank of each type: `""`, `0`, `false`, the empty GUID, `0001-01-01`, an enum's
+/// member of value 0.
 fn blank(edm: &str) -> Value {
+    if let Some(e) = schema::enum_type(edm) {
+        let m = e.members.iter().find(|m| m.1 == 0).or(e.members.first());
+        return Value::from(m.map_or("", |m| m.0));
+    }
     match edm {
         "Edm.Decimal" | "Edm.Double" | "Edm.Int32" | "Edm.Int64" => Value::from(0),
         "Edm.Boolean" => Value::Bool(false),
@@ -644,7 +664,7 @@ fn create(
 /// Non-blank defaults of a new row, as BC's templates give them [ASSUMPTION].
 fn defaults(set: Set) -> Vec<(&'static str, Value)> {
     match set {
-        Set::Customers => vec![("type", "Company".into()), ("blocked", " ".into())],
+        Set::Customers => vec![("type", "Company".into()), ("blocked", "_x0020_".into())],
         Set::Contacts => vec![("type", "Person".into())],
         Set::Items => vec![
             ("type", "Inventory".into()),
@@ -854,7 +874,7 @@ mod tests {
 
     #[test]
     fn filters_split_into_equalities_and_time_ranges() {
-        let ent = Entity::load(Set::Customers).unwrap();
+        let ent = Entity::load(Set::Customers, crate::sandbox::Tenant::Standard).unwrap();
         let (rest, eqs) = split_filter(
             &ent,
             "displayName eq 'O''Brien  Ltd' and lastModifiedDateTime gt 2025-01-01T00:00:00Z and creditLimit eq 10.50",

@@ -1,5 +1,8 @@
 //! Sales documents through the Business Central fake's API: deep insert of lines, lines added
 //! or changed later (totals follow), `Microsoft.NAV.post` and `Microsoft.NAV.shipAndInvoice`.
+//! Posting moves FlowFields as BC's ledger entries do: the customer's `balanceDue` grows by the
+//! invoice's total and shipped items leave `inventory`, while neither record is modified (no
+//! new `lastModifiedDateTime`, no new etag).
 
 use super::*;
 
@@ -144,6 +147,38 @@ pub(super) fn resolve(
 
 pub(super) fn today() -> Value {
     Value::from(chrono::Utc::now().format("%Y-%m-%d").to_string())
+}
+
+/// The ordinal of the row of `set` a GUID value refers to, in `company`.
+fn ordinal_of(set: Set, company: usize, id: Option<&Value>) -> Option<u64> {
+    let (code, o) = json::parse_guid(id?.as_str()?)?;
+    (code == set.code(company)).then_some(o)
+}
+
+fn hundredths(v: Option<&Value>) -> i64 {
+    (num(v) * 100.0).round() as i64
+}
+
+/// The FlowFields a posted invoice moves: its customer owes `total` more; each item line's
+/// quantity leaves stock.
+fn post_flows(
+    store: &mut Store,
+    company: usize,
+    customer: Option<&Value>,
+    total: Option<&Value>,
+    lines: &[Map<String, Value>],
+) {
+    if let Some(c) = ordinal_of(Set::Customers, company, customer) {
+        store.post_flow(company, Set::Customers, c, hundredths(total));
+    }
+    for l in lines {
+        if l.get("lineType").and_then(Value::as_str) != Some("Item") {
+            continue;
+        }
+        if let Some(i) = ordinal_of(Set::Items, company, l.get("itemId")) {
+            store.post_flow(company, Set::Items, i, -hundredths(l.get("quantity")));
+        }
+    }
 }
 
 /// `POST salesOrders|salesInvoices` with `…Lines` deep-inserted; all or nothing.
@@ -558,6 +593,7 @@ pub(super) fn ship_and_invoice(
     store.writes.save(company, Set::SalesInvoices, o, inv);
     let implicit = initial_lines(store.seed, Set::SalesInvoices.code(company), o);
     let n = lines.len() as u64;
+    let shipped = lines.clone();
     for (k, line) in lines.into_iter().enumerate() {
         let mut l = blanks(inv_lines);
         for (f, v) in line {
@@ -604,6 +640,13 @@ pub(super) fn ship_and_invoice(
         m.insert("remainingAmount".into(), t.clone());
         store.writes.save(company, Set::SalesInvoices, o, m);
     }
+    post_flows(
+        store,
+        company,
+        head.get("customerId"),
+        total.get("totalAmountIncludingTax"),
+        &shipped,
+    );
     let ms = store.write_clock();
     store.put(
         company,
@@ -646,7 +689,13 @@ pub(super) fn post_invoice(
             "There is nothing to post.",
         ));
     }
-    let total = current(store, ent, company, row, &["totalAmountIncludingTax"]);
+    let total = current(
+        store,
+        ent,
+        company,
+        row,
+        &["totalAmountIncludingTax", "customerId"],
+    );
     let mut fields = Map::new();
     fields.insert("status".into(), Value::from("Open"));
     if let Some(t) = total.get("totalAmountIncludingTax") {
@@ -654,6 +703,20 @@ pub(super) fn post_invoice(
     }
     touch(store, company, ent.set, row);
     store.writes.save(company, ent.set, row.ordinal, fields);
+    let lines: Vec<Map<String, Value>> = match bc.entity(Set::SalesInvoiceLines) {
+        Some(lent) => (row.ordinal * LINE_SLOTS..(row.ordinal + 1) * LINE_SLOTS)
+            .filter_map(|o| store.live(company, Set::SalesInvoiceLines, o))
+            .map(|r| current(store, lent, company, r, &["lineType", "itemId", "quantity"]))
+            .collect(),
+        None => Vec::new(),
+    };
+    post_flows(
+        store,
+        company,
+        total.get("customerId"),
+        total.get("totalAmountIncludingTax"),
+        &lines,
+    );
     no_content(ent.set, company, row.ordinal)
 }
 

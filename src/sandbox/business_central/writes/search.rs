@@ -206,6 +206,10 @@ pub fn search(
         {
             cand.extend(rows.iter().filter(|o| !line_table.changed.contains_key(o)));
         }
+        // Rows whose FlowField moved since the index was built: check one by one.
+        if ent.fields[*first].computed {
+            cand.extend(line_table.flow.keys());
+        }
         // Changed rows without a saved value for the field: check one by one.
         for (o, m) in &line_table.changed {
             let saved = store
