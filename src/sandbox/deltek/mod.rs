@@ -47,6 +47,7 @@
 //! consistent with it; pursuits are not listed among plain projects; deleting a project leaves
 //! its phases.
 
+mod custom;
 mod metadata;
 mod schema;
 mod store;
