@@ -5,6 +5,7 @@
 //! GET  /deltek/acme/api/{hub...}       project (wbstype wbs1|wbs2|wbs3), firm, contact, employee,
 //!                                      opportunity, activity, PSALedger/{AP,IN,JE},
 //!                                      accountConfiguration/glAccount; by key: {hub}/{key}
+//! GET  /deltek/acme/api/metadata/{hub} the hub's tables and fields (see metadata.rs)
 //! POST /deltek/acme/api/{firm|contact}  create (array in, array out; see writes.rs)
 //! PUT|PATCH /deltek/acme/api/{firm|contact}/{key}   update
 //! POST /_sandbox/deltek/mutate         one round of inserts, updates, deletes
@@ -13,25 +14,42 @@
 //! GET  /_sandbox/deltek/{entity}/keys  live (key, ModDate) pairs
 //! ```
 //!
+//! The tenant's fields are its own (schema.rs), never mlc's catalog: standard fields as the
+//! references name and type them plus the custom `Cust*` fields of the tenant variant
+//! (`SandboxOptions.tenant`). Without `fieldFilter` a record carries every field, custom ones
+//! included; with it, exactly the fields named.
+//!
 //! Quirks kept: responses are always JSON arrays (by key too), `page`/`pageSize` or
-//! `offset`/`limit`, `fieldFilter` (an unknown field is a 400 `{message, detail}`), `filterHash`
-//! with the operator spellings seen in the wild (`=`, `==`, `!=`, `>=`, `>`, `<`, `<=` and
+//! `offset`/`limit`, `fieldFilter` (an unknown field is a 400
+//! `{"message":"Invalid field 'X' in fieldFilter", "detail"}`), `filterHash` with the operator
+//! spellings seen in the wild (`=`, `==`, `!=`, `>=`, `>`, `<`, `<=` and
 //! `eq`/`ne`/`ge`/`gt`/`lt`/`le`), `order=ModDate`, zone-less dates in the tenant zone
 //! (America/New_York), Y/N strings, accounts as decimal strings, 401 on expired tokens, 429
 //! with Retry-After from a proxy, and the faults of `SandboxOptions.faults`.
 //!
 //! The tenant is 5.0+ by default (`/opportunity` answers 404; a `Stage != ""` filter on
-//! `project` serves the pursuits, the opportunity table named as project fields);
-//! `Sandbox::deltek_opportunity_hub(true)` makes it pre-5.0 (the hub answers, Stage is unknown).
+//! `project` serves the pursuits, projects whose fields are generated from the opportunity
+//! table); `Sandbox::deltek_opportunity_hub(true)` makes it pre-5.0 (the hub answers, projects
+//! have no `Stage`, `StageDescription` or `Probability`).
+//!
+//! Tenant variants: Standard as above. Lean: no `Probability` anywhere, AP is not licensed
+//! (`PSALedger/AP` answers 403), `metadata/activity` answers 404 although the hub answers, one
+//! custom field per hub at most. Custom: many custom fields, captions in other scripts, a
+//! custom field captioned like a standard one, and `CustBudgetHours` (declared Numeric) holding
+//! `"TBD"` or `""` in a few rows.
 //!
 //! Searches: a `filterHash` entry `=` (case-insensitive, as SQL Server's default collation) or
-//! `like` (`%` wildcards) on any hub field or custom `Cust*` field; custom fields hold values only
-//! on rows saved through the API. Above 200 000 live rows only API-saved rows are searched.
+//! `like` (`%` wildcards) on any field of the table; fields a generated row never fills (an
+//! external id such as `CustDynamicsId`) hold values only on rows saved through the API. Above
+//! 200 000 live rows only API-saved rows are searched.
 //!
 //! Simplifications: `wbstype` picks the project level (default wbs1), a blank-WBS2 filter is
 //! consistent with it; pursuits are not listed among plain projects; deleting a project leaves
 //! its phases.
 
+mod custom;
+mod metadata;
+mod schema;
 mod store;
 mod tables;
 mod writes;
@@ -50,14 +68,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 
-use super::options::Faults;
+use super::options::{Faults, Tenant};
 use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
+use schema::{Field, PURSUIT_FIELDS, PURSUIT_RENAME};
 pub use store::Changes;
 use store::{MUTATION_START_MS, Table};
-use tables::{ALL, Kind};
-use writes::PURSUIT_RENAME;
+use tables::{ALL, Col, Kind};
 pub use writes::WriteLog;
 
 /// The instance segment of the fake tenant URL.
@@ -94,8 +112,10 @@ pub(crate) struct Deltek {
     token_ttl: Duration,
     retry_after: u64,
     tz: arrow_array::timezone::Tz,
-    /// Catalog fields (payload names) per table.
-    fields: Vec<Vec<String>>,
+    tenant: Tenant,
+    /// The tenant's fields per table (`Kind` order; the opportunity table's are the pre-5.0
+    /// hub's).
+    fields: Vec<Vec<&'static Field>>,
     data: Mutex<Data>,
     protection: Protection,
     /// "Allow Password Grant Type" ticked on the API authorization.
@@ -112,19 +132,7 @@ pub(crate) struct Deltek {
 impl Deltek {
     pub(crate) fn new(opts: &SandboxOptions) -> Self {
         let counts: [u64; 12] = std::array::from_fn(|i| ALL[i].initial_rows(opts.scale));
-        let defs = crate::spec::Definitions::builtin().ok();
-        let fields = ALL
-            .iter()
-            .map(|k| {
-                defs.as_ref()
-                    .and_then(|d| {
-                        d.get(&crate::spec::StreamId::new("deltek", k.entity()))
-                            .ok()
-                    })
-                    .map(|s| s.select_fields().into_iter().map(String::from).collect())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let fields = ALL.iter().map(|k| schema::table(*k, opts.tenant)).collect();
         Self {
             seed: opts.seed,
             counts,
@@ -135,6 +143,7 @@ impl Deltek {
                     .parse()
                     .unwrap_or_else(|_| unreachable!("UTC is a zone"))
             }),
+            tenant: opts.tenant,
             fields,
             data: Mutex::new(Data {
                 tables: counts.iter().map(|n| Table::new(*n)).collect(),
@@ -162,23 +171,22 @@ impl Deltek {
         ctx: &tables::Ctx<'_>,
         kind: Kind,
         t: &Table,
-        gen_name: &str,
+        col: Col,
     ) -> Arc<ValueIndex> {
         let mut cache = self.index.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (kind, gen_name.to_string());
+        let key = (kind, col.src.name.to_string());
         if let Some(i) = cache.get(&key) {
             return Arc::clone(i);
         }
         let pristine = Table::new(t.initial);
-        let field = [(gen_name.to_string(), gen_name.to_string())];
         let mut index: HashMap<String, Vec<u64>> = HashMap::new();
         let mut buf = Vec::new();
         for o in 0..t.initial {
             buf.clear();
-            tables::write_row(&mut buf, ctx, kind, &pristine, o, &field, None);
+            tables::write_row(&mut buf, ctx, kind, &pristine, o, &[col], None);
             if let Ok(m) =
                 serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf)
-                && let Some(v) = m.get(gen_name).and_then(|v| v.as_str())
+                && let Some(v) = m.get(col.out).and_then(|v| v.as_str())
             {
                 index.entry(v.to_lowercase()).or_default().push(o);
             }
@@ -186,6 +194,39 @@ impl Deltek {
         let index = Arc::new(index);
         cache.insert(key, Arc::clone(&index));
         index
+    }
+
+    /// Whether the tenant has the table at all (a Lean tenant has no AP licence).
+    fn has(&self, kind: Kind) -> bool {
+        !(self.tenant == Tenant::Lean && kind == Kind::Ap)
+    }
+
+    /// The fields a table's records carry, in the order they are served. `as_project`: a 5.0+
+    /// pursuit read through the Projects hub, carrying the project fields (the renamed ones
+    /// generated from the opportunity table's). A pre-5.0 tenant's projects have no pursuit
+    /// fields.
+    fn columns(&self, kind: Kind, as_project: bool) -> Vec<Col> {
+        let hub_tenant = self.opportunity_hub.load(Ordering::Relaxed);
+        if as_project {
+            let opportunity = schema::standard(Kind::Opportunity);
+            return self.fields[Kind::Project as usize]
+                .iter()
+                .map(|f| {
+                    let src = PURSUIT_RENAME
+                        .iter()
+                        .find(|(project, _)| *project == f.name)
+                        .and_then(|(_, from)| opportunity.iter().find(|o| o.name == *from))
+                        .unwrap_or(f);
+                    Col::new(f.name, src)
+                })
+                .collect();
+        }
+        let project_level = matches!(kind, Kind::Project | Kind::Phase | Kind::Task);
+        self.fields[kind as usize]
+            .iter()
+            .filter(|f| !(hub_tenant && project_level && PURSUIT_FIELDS.contains(&f.name)))
+            .map(|f| Col::new(f.name, f))
+            .collect()
     }
 
     fn data(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -200,7 +241,9 @@ impl Deltek {
         let Data { tables, rng, .. } = &mut *d;
         ALL.iter()
             .zip(tables.iter_mut())
-            .map(|(k, t)| (k.entity().to_string(), t.mutate(rng, at)))
+            .map(|(k, t)| (*k, k.entity().to_string(), t.mutate(rng, at)))
+            .filter(|(k, _, _)| self.has(*k))
+            .map(|(_, e, c)| (e, c))
             .collect()
     }
 
@@ -540,6 +583,58 @@ async fn list(
     resp
 }
 
+/// The key fields of a table as served (a 5.0+ pursuit read as a project: its WBS1).
+fn key_out(kind: Kind, as_project: bool) -> &'static [&'static str] {
+    if as_project {
+        &["WBS1"]
+    } else {
+        tables::key_fields(kind)
+    }
+}
+
+/// `400 {"message":"Invalid field 'X' in fieldFilter", ...}`: Vantagepoint's answer to a field
+/// the hub does not have (`what`: `fieldFilter` or `filterHash`).
+fn invalid_field(what: &str, name: &str, hub: &str) -> Box<Response> {
+    boxed(
+        StatusCode::BAD_REQUEST,
+        &format!("Invalid field '{name}' in {what}"),
+        &format!("Field '{name}' does not exist on {hub}."),
+    )
+}
+
+/// The column of `cols` named `name` (case-insensitive, as the service matches names).
+fn find_col(cols: &[Col], name: &str) -> Option<Col> {
+    cols.iter()
+        .find(|c| c.out.eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// `GET metadata/{hub}`: the hubs the tenant has, in Vantagepoint's shape (metadata.rs). A
+/// pre-5.0 tenant has the Opportunities hub, a 5.0+ one does not; a Lean tenant's
+/// `metadata/activity` answers 404 although the hub answers. Ledgers and configuration paths
+/// have no hub metadata.
+fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Box<Response>> {
+    let hub_tenant = dk.opportunity_hub.load(Ordering::Relaxed);
+    let kind = match hub {
+        "project" => Some(Kind::Project),
+        "firm" => Some(Kind::Firm),
+        "contact" => Some(Kind::Contact),
+        "employee" => Some(Kind::Employee),
+        "opportunity" if hub_tenant => Some(Kind::Opportunity),
+        "activity" if dk.tenant != Tenant::Lean => Some(Kind::Activity),
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        return Err(boxed(
+            StatusCode::NOT_FOUND,
+            "No HTTP resource was found that matches the request URI.",
+            &format!("metadata/{hub}"),
+        ));
+    };
+    let fields: Vec<&'static Field> = dk.columns(kind, false).iter().map(|c| c.src).collect();
+    Ok(metadata::document(kind, &fields))
+}
+
 /// The JSON array answering `rest?raw`.
 fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> {
     let q = parse_query(raw)?;
@@ -576,6 +671,15 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             rest,
         ));
     }
+    // The route exists in every install; the role of an unlicensed module's API user is never
+    // granted access to it.
+    if !dk.has(kind) {
+        return Err(boxed(
+            StatusCode::FORBIDDEN,
+            "Access denied.",
+            &format!("{rest} is not licensed for database {DATABASE}."),
+        ));
+    }
     if hub == "project" {
         kind = match q.wbstype.as_deref() {
             None | Some("wbs1") => Kind::Project,
@@ -590,13 +694,11 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             }
         };
     }
-    // Field names the table is asked for under, and what each is generated from.
-    let mut rename: BTreeMap<&str, &str> = BTreeMap::new();
     let mut ge = None;
     let mut lt = None;
     let mut empty = false;
-    // Equality / like filters on plain fields: (field, value, like).
-    let mut equals: Vec<(String, String, String, bool)> = Vec::new();
+    // Filters on plain fields, resolved once the table is known: (name, value, operator).
+    let mut plain: Vec<(String, String, &str)> = Vec::new();
     for f in &q.filters {
         let op = match f.opp.to_ascii_lowercase().as_str() {
             "=" | "==" | "eq" => "=",
@@ -638,79 +740,45 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
                 }
             }
             ("wbs2", "=") if f.value.trim().is_empty() => empty |= kind != Kind::Project,
-            ("stage", _) if hub_tenant => {
-                return Err(boxed(
-                    StatusCode::BAD_REQUEST,
-                    "The request is invalid.",
-                    "Field 'Stage' does not exist on project.",
-                ));
-            }
             ("stage", "!=")
-                if f.value.trim().is_empty() && hub == "project" && kind == Kind::Project =>
+                if f.value.trim().is_empty()
+                    && hub == "project"
+                    && kind == Kind::Project
+                    && !hub_tenant =>
             {
                 kind = Kind::Opportunity;
-                rename = BTreeMap::from([
-                    ("WBS1", "OpportunityID"),
-                    ("Fee", "Revenue"),
-                    ("StartDate", "EstStartDate"),
-                ]);
             }
-            (n, "=" | "like")
-                if n.starts_with("cust")
-                    || rename.keys().any(|p| p.eq_ignore_ascii_case(n))
-                    || dk.fields[kind as usize]
-                        .iter()
-                        .any(|k| k.eq_ignore_ascii_case(n)) =>
-            {
-                // (payload name, the field the table generates it from).
-                let (out, gen_name) = match rename.iter().find(|(p, _)| p.eq_ignore_ascii_case(n)) {
-                    Some((p, g)) => (p.to_string(), g.to_string()),
-                    None => {
-                        let name = dk.fields[kind as usize]
-                            .iter()
-                            .find(|k| k.eq_ignore_ascii_case(n))
-                            .cloned()
-                            .unwrap_or_else(|| f.name.clone());
-                        (name.clone(), name)
-                    }
-                };
-                equals.push((out, gen_name, f.value.clone(), op == "like"));
-            }
-            (n, _) => {
-                return Err(boxed(
-                    StatusCode::BAD_REQUEST,
-                    "The request is invalid.",
-                    &format!("the sandbox cannot filter on `{n}` with `{op}`"),
-                ));
-            }
+            _ => plain.push((f.name.clone(), f.value.clone(), op)),
         }
     }
-    let known: Vec<String> = dk.fields[kind as usize]
-        .iter()
-        .map(|f| {
-            rename
-                .iter()
-                .find(|(_, to)| **to == f.as_str())
-                .map_or(f.clone(), |(from, _)| from.to_string())
-        })
-        .collect();
-    let wanted = q.fields.clone().unwrap_or_else(|| known.clone());
-    let mut fields = Vec::with_capacity(wanted.len());
-    for w in wanted {
-        let Some(k) = known.iter().find(|k| k.eq_ignore_ascii_case(&w)) else {
+    let as_project = hub == "project" && kind == Kind::Opportunity;
+    let all = dk.columns(kind, as_project);
+    // Equality / like filters: (column, value, like).
+    let mut equals: Vec<(Col, String, bool)> = Vec::new();
+    for (name, value, op) in plain {
+        let Some(col) = find_col(&all, &name) else {
+            return Err(invalid_field("filterHash", &name, &hub));
+        };
+        if !matches!(op, "=" | "like") {
             return Err(boxed(
                 StatusCode::BAD_REQUEST,
-                "Invalid fieldFilter.",
-                &format!("Field '{w}' does not exist on {hub}."),
+                "The request is invalid.",
+                &format!("the sandbox cannot filter on `{name}` with `{op}`"),
             ));
-        };
-        let gen_name = rename.get(k.as_str()).map_or(k.clone(), |g| g.to_string());
-        fields.push((k.clone(), gen_name));
+        }
+        equals.push((col, value, op == "like"));
     }
+    let cols: Vec<Col> = match &q.fields {
+        None => all.clone(),
+        Some(wanted) => wanted
+            .iter()
+            .map(|w| find_col(&all, w).ok_or_else(|| invalid_field("fieldFilter", w, &hub)))
+            .collect::<Result<_, _>>()?,
+    };
     if let Some(o) = &q.order {
         let o = o.trim_end_matches("_A").trim_end_matches("_a");
         if !o.eq_ignore_ascii_case("ModDate")
-            && !tables::key_fields(kind)
+            && !key_out(kind, as_project)
                 .iter()
                 .any(|k| k.eq_ignore_ascii_case(o))
         {
@@ -734,24 +802,25 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         find_ordinal(dk, &d, kind, &key).into_iter().collect()
     } else if !equals.is_empty() {
         let skip = q.offset.unwrap_or((q.page - 1) * q.size);
-        // Custom fields hold values only on rows saved through the API: search those alone.
-        let api_only = equals
-            .iter()
-            .any(|(name, _, _, _)| name.starts_with("Cust"));
+        // Fields a generated row never fills hold values only on rows saved through the API:
+        // search those alone.
+        let never = |c: &Col| c.src.fill == schema::Gen::Never;
+        let api_only = equals.iter().any(|(c, _, _)| never(c));
+        let exact = |want: &str, like: bool| !like || !want.contains('%');
         // An equality on a generated field: its value index over the unchanged rows, plus
         // the changed rows (each checked below like any candidate).
         let indexed = equals
             .iter()
-            .find(|(_, _, want, like)| !like || !want.contains('%'))
+            .find(|(_, want, like)| exact(want, *like))
             .filter(|_| !api_only && t.initial <= 200_000);
-        let custom = equals.iter().find(|(name, _, want, like)| {
-            name.starts_with("Cust") && (!like || !want.contains('%'))
-        });
-        let candidates: Vec<u64> = if let Some((name, _, want, _)) = custom {
+        let saved = equals
+            .iter()
+            .find(|(c, want, like)| never(c) && exact(want, *like));
+        let candidates: Vec<u64> = if let Some((col, want, _)) = saved {
             let mut v: Vec<u64> = d
                 .written
-                .custom
-                .get(&(kind, name.clone()))
+                .values
+                .get(&(kind, col.out.to_string()))
                 .and_then(|values| values.get(&want.to_lowercase()))
                 .into_iter()
                 .flatten()
@@ -761,8 +830,8 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             v.sort_unstable();
             v.dedup();
             v
-        } else if let Some((_, gen_name, want, _)) = indexed {
-            let index = dk.value_index(&ctx, kind, t, gen_name);
+        } else if let Some((col, want, _)) = indexed {
+            let index = dk.value_index(&ctx, kind, t, *col);
             let in_window = |o: &u64| {
                 let m = t.meta(*o).1;
                 ge.is_none_or(|g| m >= g) && lt.is_none_or(|l| m < l)
@@ -792,33 +861,18 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             v.sort_unstable();
             v
         };
+        let mut buf = Vec::new();
         candidates
             .into_iter()
             .filter(|o| {
                 let over = d.written.rows.get(&(kind, *o));
-                equals.iter().all(|(name, gen_name, want, like)| {
-                    let have = match over.and_then(|m| m.get(name)) {
-                        Some(v) => v.as_str().map(String::from),
-                        None if name.starts_with("Cust") => None,
-                        None => {
-                            let mut buf = Vec::new();
-                            tables::write_row(
-                                &mut buf,
-                                &ctx,
-                                kind,
-                                t,
-                                *o,
-                                &[(name.clone(), gen_name.clone())],
-                                None,
-                            );
-                            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(
-                                &buf,
-                            )
-                            .ok()
-                            .and_then(|m| m.get(name)?.as_str().map(String::from))
-                        }
-                    };
-                    have.is_some_and(|h| matches_value(&h, want, *like))
+                equals.iter().all(|(col, want, like)| {
+                    buf.clear();
+                    tables::write_row(&mut buf, &ctx, kind, t, *o, &[*col], over);
+                    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf)
+                        .ok()
+                        .and_then(|m| m.get(col.out)?.as_str().map(String::from))
+                        .is_some_and(|h| matches_value(&h, want, *like))
                 })
             })
             .skip(skip as usize)
@@ -829,7 +883,7 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         let skip = q.offset.unwrap_or((q.page - 1) * q.size);
         sel.slice(skip, q.size)
     };
-    let mut out = Vec::with_capacity(ordinals.len() * 600 + 2);
+    let mut out = Vec::with_capacity(ordinals.len() * 64 * cols.len().min(16) + 2);
     out.push(b'[');
     for (i, o) in ordinals.iter().enumerate() {
         if i > 0 {
@@ -841,20 +895,9 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
             kind,
             t,
             *o,
-            &fields,
+            &cols,
             d.written.rows.get(&(kind, *o)),
         );
-        // Custom fields saved through the API come with the record (unless projected away).
-        if q.fields.is_none()
-            && let Some(over) = d.written.rows.get(&(kind, *o))
-        {
-            for (name, v) in over.iter().filter(|(n, _)| n.starts_with("Cust")) {
-                out.pop();
-                out.extend_from_slice(
-                    format!(",{}:{v}}}", serde_json::Value::from(name.as_str())).as_bytes(),
-                );
-            }
-        }
     }
     out.push(b']');
     Ok(out)
@@ -1030,16 +1073,9 @@ async fn write(
     // A project's number is the client's (and a pursuit sent to `project` is a project).
     let client_key = hub == "project";
     let pursuit_as_project = client_key && kind == Kind::Opportunity;
-    let known: Vec<String> = dk.fields[kind as usize]
-        .iter()
-        .map(|f| {
-            PURSUIT_RENAME
-                .iter()
-                .find(|(_, stored)| pursuit_as_project && stored == f)
-                .map_or_else(|| f.clone(), |(payload, _)| payload.to_string())
-        })
-        .chain(pursuit_as_project.then(|| "Stage".to_string()))
-        .collect();
+    // The fields the hub takes: a pursuit's are the project's.
+    let cols = dk.columns(kind, pursuit_as_project);
+    let keys = key_out(kind, pursuit_as_project);
     let log = |d: &mut Data,
                key: Option<String>,
                status: u16,
@@ -1067,7 +1103,7 @@ async fn write(
         let mut problem = if creating && writes::writable(&hub, hub_tenant, rec) != Some(kind) {
             Some("a batch mixes projects and pursuits".to_string())
         } else {
-            writes::validate(kind, &hub, &known, &required, rec, creating).err()
+            writes::validate(&hub, &cols, keys, &required, rec, creating).err()
         };
         if problem.is_none()
             && let Some(firm) = rec
@@ -1123,7 +1159,7 @@ async fn write(
         };
         // A project number is set on create only (Key Conversion changes it, not a PUT).
         let keep_key = client_key && target.is_none();
-        let mut fields = writes::saved_fields(kind, rec, keep_key);
+        let mut fields = writes::saved_fields(rec, keep_key, &cols, keys);
         if !keep_key {
             fields.remove("WBS1");
         }
@@ -1139,16 +1175,6 @@ async fn write(
     if drop {
         d.written.drop_creates -= 1;
     }
-    let fields: Vec<(String, String)> = known
-        .iter()
-        .map(|f| {
-            let stored = PURSUIT_RENAME
-                .iter()
-                .find(|(payload, _)| pursuit_as_project && payload == f)
-                .map_or(f.as_str(), |(_, stored)| stored);
-            (f.clone(), stored.to_string())
-        })
-        .collect();
     let ctx = tables::Ctx {
         seed: dk.seed,
         counts: &ctx_counts,
@@ -1167,7 +1193,7 @@ async fn write(
             kind,
             t,
             *o,
-            &fields,
+            &cols,
             d.written.rows.get(&(kind, *o)),
         );
         let k = key_str(dk, &d, kind, *o);
@@ -1217,41 +1243,6 @@ async fn admin_writes(State(app): State<Arc<App>>) -> Response {
     axum::Json(app.deltek.data().written.log.clone()).into_response()
 }
 
-/// `GET metadata/{hub}`: the hub's fields with types and captions, plus two custom fields the
-/// catalogs lack (what `mlc discover` adds). The real answer's shape is [UNCERTAIN].
-fn metadata(dk: &Deltek, hub: &str) -> Result<Vec<u8>, Box<Response>> {
-    let kind = match hub {
-        "project" => Kind::Project,
-        h => ALL.into_iter().find(|k| k.hub() == h).ok_or_else(|| {
-            boxed(
-                StatusCode::NOT_FOUND,
-                "Not Found",
-                &format!("no metadata for `{h}`"),
-            )
-        })?,
-    };
-    let ty = |f: &str| {
-        if f.ends_with("Date") {
-            "datetime"
-        } else if matches!(f, "Fee" | "Revenue" | "Amount") {
-            "decimal"
-        } else if matches!(f, "Probability" | "Period" | "PostSeq") {
-            "int"
-        } else {
-            "string"
-        }
-    };
-    let mut fields: Vec<serde_json::Value> = dk.fields[kind as usize]
-        .iter()
-        .map(|f| serde_json::json!({"name": f, "type": ty(f), "caption": f, "required": tables::key_fields(kind).contains(&f.as_str())}))
-        .collect();
-    fields.push(serde_json::json!({"name": "CustSector", "type": "string", "caption": "Market Sector", "required": false}));
-    fields.push(serde_json::json!({"name": "CustBudgetHours", "type": "decimal", "caption": "Budget Hours", "required": false}));
-    Ok(serde_json::json!({ "hub": hub, "fields": fields })
-        .to_string()
-        .into_bytes())
-}
-
 async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
     axum::Json(app.deltek.mutate()).into_response()
 }
@@ -1273,7 +1264,7 @@ async fn admin_keys(State(app): State<Arc<App>>, Path(entity): Path<String>) -> 
 }
 
 fn live_rows(dk: &Deltek, entity: &str) -> Option<Vec<(String, String)>> {
-    let kind = Kind::from_entity(entity)?;
+    let kind = Kind::from_entity(entity).filter(|k| dk.has(*k))?;
     let d = dk.data();
     let t = &d.tables[kind as usize];
     let mut v: Vec<(String, String)> = t
@@ -1288,8 +1279,55 @@ fn live_rows(dk: &Deltek, entity: &str) -> Option<Vec<(String, String)>> {
 fn deltek_counts(dk: &Deltek) -> BTreeMap<String, u64> {
     let d = dk.data();
     ALL.iter()
+        .filter(|k| dk.has(**k))
         .map(|k| (k.entity().to_string(), d.tables[*k as usize].live_count()))
         .collect()
+}
+
+/// One key field's value, ordered as the key's type orders (ledger periods and posting
+/// sequences are numbers).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyPart {
+    Num(i64),
+    Text(String),
+}
+
+/// Every live row of `entity` as the API serves it without `fieldFilter` (see
+/// [`Sandbox::deltek_truth`]).
+fn truth(dk: &Deltek, entity: &str) -> Option<Vec<super::TruthRow>> {
+    let kind = Kind::from_entity(entity).filter(|k| dk.has(*k))?;
+    let as_project = kind == Kind::Opportunity && !dk.opportunity_hub.load(Ordering::Relaxed);
+    let cols = dk.columns(kind, as_project);
+    let keys = key_out(kind, as_project);
+    let d = dk.data();
+    let t = &d.tables[kind as usize];
+    let ctx = tables::Ctx {
+        seed: dk.seed,
+        counts: &dk.counts,
+        tz: &dk.tz,
+    };
+    let mut buf = Vec::new();
+    let mut rows: Vec<(Vec<KeyPart>, super::TruthRow)> = t
+        .live()
+        .into_iter()
+        .filter_map(|o| {
+            buf.clear();
+            let over = d.written.rows.get(&(kind, o));
+            tables::write_row(&mut buf, &ctx, kind, t, o, &cols, over);
+            let row: super::TruthRow = serde_json::from_slice(&buf).ok()?;
+            let key = keys
+                .iter()
+                .map(|k| match row.get(*k) {
+                    Some(serde_json::Value::Number(n)) => KeyPart::Num(n.as_i64().unwrap_or(0)),
+                    Some(serde_json::Value::String(s)) => KeyPart::Text(s.clone()),
+                    _ => KeyPart::Text(String::new()),
+                })
+                .collect();
+            Some((key, row))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    Some(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Routes of the Deltek fake.
@@ -1308,9 +1346,18 @@ pub(crate) fn routes() -> Router<Arc<App>> {
 
 impl Sandbox {
     /// The tenant's truth for one deltek table (see [`Sandbox::truth`]).
+    ///
+    /// Deltek: keyed by the stream entities (`project`, `project_phase`, `project_task`,
+    /// `firm`, `contact`, `employee`, `opportunity`, `activity`, `ap_voucher`, `ar_invoice`,
+    /// `journal_entry`, `gl_account`). Each row carries every field of the tenant's table
+    /// (custom ones included) with the names and JSON types the API sends: zone-less dates,
+    /// Y/N strings, accounts as decimal strings. Rows are in key order (numbers numerically,
+    /// text by bytes). `opportunity` follows the tenant's model: on a 5.0+ tenant (the default)
+    /// the pursuits as the Projects hub serves them (project field names, `WBS1` the key); on a
+    /// pre-5.0 one the Opportunities hub's records. `None` for a table the tenant lacks (Lean:
+    /// `ap_voucher`).
     pub(crate) fn deltek_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
-        let _ = entity;
-        None
+        truth(&self.app.deltek, entity)
     }
 
     /// The tenant API base: `{base}/deltek/acme/api`.
@@ -1333,12 +1380,13 @@ impl Sandbox {
         )
     }
 
-    /// One round of inserts, updates and deletes on every Deltek table (by catalog entity).
+    /// One round of inserts, updates and deletes on every Deltek table the tenant has (by
+    /// stream entity).
     pub fn deltek_mutate(&self) -> BTreeMap<String, Changes> {
         self.app.deltek.mutate()
     }
 
-    /// Live rows per catalog entity.
+    /// Live rows per stream entity (tables the tenant has).
     pub fn deltek_counts(&self) -> BTreeMap<String, u64> {
         deltek_counts(&self.app.deltek)
     }
@@ -1353,7 +1401,7 @@ impl Sandbox {
     /// `Probability` "high") until the next mutation round, which updates them.
     pub fn deltek_poison(&self, entity: &str, count: usize) -> bool {
         let dk = &self.app.deltek;
-        let Some(kind) = Kind::from_entity(entity) else {
+        let Some(kind) = Kind::from_entity(entity).filter(|k| dk.has(*k)) else {
             return false;
         };
         let mut d = dk.data();

@@ -5,6 +5,7 @@
 
 use super::super::rng::{field, pct, pick, range, row_key};
 use super::super::words;
+use super::schema::{Field, Gen};
 use super::store::Table;
 
 /// A table of the fake. Counts from the sandbox scale N: projects N/4, phases N/2, tasks N
@@ -43,7 +44,7 @@ pub const ALL: [Kind; 12] = [
 ];
 
 impl Kind {
-    /// The catalog entity (stream `deltek.<entity>`) whose fields the table serves.
+    /// The stream entity (`deltek.<entity>`) naming the table.
     pub fn entity(self) -> &'static str {
         match self {
             Kind::Project => "project",
@@ -203,7 +204,7 @@ fn capitalized(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The catalog key fields of each table, by payload name.
+/// The key fields of each table, as the API names them.
 pub fn key_fields(k: Kind) -> &'static [&'static str] {
     match k {
         Kind::Project => &["WBS1"],
@@ -254,36 +255,102 @@ fn day(days_since_2015: i64) -> String {
     format!("{}T00:00:00.000", d.format("%Y-%m-%d"))
 }
 
-/// Renders one record with the fields `fields` (payload names; `rename` maps a payload name to
-/// the field the table generates it from); `over` holds the values saved through the API.
+/// One served field: the name it is sent under and the field its value is generated from
+/// (they differ for 5.0+ pursuits, served as projects: `WBS1` is generated as `OpportunityID`).
+#[derive(Debug, Clone, Copy)]
+pub struct Col {
+    pub out: &'static str,
+    pub src: &'static Field,
+    tag: u64,
+}
+
+impl Col {
+    pub fn new(out: &'static str, src: &'static Field) -> Self {
+        Self {
+            out,
+            src,
+            tag: tag(src.name),
+        }
+    }
+}
+
+/// A number `v` in units of 10^-scale, as JSON.
+fn push_decimal(out: &mut Vec<u8>, v: i64, scale: u8) {
+    use std::io::Write;
+    if scale == 0 {
+        let _ = write!(out, "{v}");
+        return;
+    }
+    let p = 10u64.pow(scale as u32);
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    let _ = write!(out, "{sign}{}.{:0w$}", a / p, a % p, w = scale as usize);
+}
+
+fn push_phone(out: &mut Vec<u8>, h: u64) {
+    push_str(
+        out,
+        &format!(
+            "+1 {:03} {:03} {:04}",
+            range(h, 201, 989),
+            range(h >> 10, 200, 999),
+            range(h >> 20, 0, 9999)
+        ),
+    );
+}
+
+/// What a named rule needs to know about the row.
+struct Row<'a> {
+    c: &'a Ctx<'a>,
+    k: Kind,
+    t: &'a Table,
+    o: u64,
+    rk: u64,
+    rev: u32,
+    mod_ms: i64,
+    poisoned: bool,
+    key: &'a [String],
+}
+
+/// Renders one record with the columns `cols`; `over` holds the values saved through the API,
+/// which win over generated ones (client-assigned keys such as a project's WBS1 included).
 pub fn write_row(
     out: &mut Vec<u8>,
     c: &Ctx,
     k: Kind,
     t: &Table,
     o: u64,
-    fields: &[(String, String)],
+    cols: &[Col],
     over: Option<&serde_json::Map<String, serde_json::Value>>,
 ) {
     let (rev, mod_ms) = t.meta(o);
-    let poisoned = t.poisoned.contains(&o);
     let key = key_of(c.seed, k, o, c.counts);
     let rk = row_key(c.seed, k.index(), o);
     let vk = rk ^ (rev as u64).wrapping_mul(0x9E37_79B9);
+    let row = Row {
+        c,
+        k,
+        t,
+        o,
+        rk,
+        rev,
+        mod_ms,
+        poisoned: t.poisoned.contains(&o),
+        key: &key,
+    };
     out.push(b'{');
-    for (i, (out_name, gen_name)) in fields.iter().enumerate() {
+    for (i, col) in cols.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        push_str(out, out_name);
+        push_str(out, col.out);
         out.push(b':');
-        // Values saved through the API (POST/PUT) win over generated ones, client-assigned
-        // keys (a project's WBS1) included.
-        if let Some(v) = over.and_then(|m| m.get(out_name.as_str())) {
+        if let Some(v) = over.and_then(|m| m.get(col.out)) {
             out.extend_from_slice(v.to_string().as_bytes());
             continue;
         }
-        if let Some(pos) = key_fields(k).iter().position(|f| f == gen_name) {
+        let name = col.src.name;
+        if let Some(pos) = key_fields(k).iter().position(|f| *f == name) {
             let v = &key[pos];
             if matches!(k, Kind::Ap | Kind::Ar | Kind::Je) && pos < 2 {
                 out.extend_from_slice(v.as_bytes());
@@ -293,234 +360,296 @@ pub fn write_row(
             continue;
         }
         // Created rows keep their creation values; a revision changes the others.
-        let h = field(
-            if gen_name == "CreateDate" { rk } else { vk },
-            tag(gen_name),
-        );
-        let s = |out: &mut Vec<u8>, v: &str| push_str(out, v);
-        match gen_name.as_str() {
-            "ModDate" => {
-                if poisoned {
-                    s(out, "not a date")
-                } else {
-                    s(out, &wall(mod_ms, c.tz))
-                }
-            }
-            "CreateDate" => s(
-                out,
-                &wall(
-                    t.base_mod_ms(o.min(t.initial)) - 86_400_000 * range(h, 0, 400),
-                    c.tz,
-                ),
-            ),
-            "Name" | "LongName" => {
-                let (head, _) = pick(h, words::COMPANY_HEAD);
-                let (noun, _) = pick(h >> 8, words::COMPANY_NOUN);
-                match k {
-                    Kind::Firm => s(
-                        out,
-                        &format!("{head} {noun} {}", pick(h >> 16, words::COMPANY_SUFFIX)),
-                    ),
-                    Kind::GlAccount => s(
-                        out,
-                        &format!(
-                            "{noun} {}",
-                            pick(
-                                h >> 16,
-                                &["Revenue", "Expense", "Payable", "Receivable", "Cash"]
-                            )
-                        ),
-                    ),
-                    _ => s(
-                        out,
-                        &format!(
-                            "{} {head} {noun}",
-                            pick(
-                                h >> 16,
-                                &["Riverside", "North", "Central", "Harbor", "Valley"]
-                            )
-                        ),
-                    ),
-                }
-            }
-            "Subject" => s(
-                out,
-                &format!(
-                    "{} with {}",
-                    pick(h, &["Call", "Meeting", "Site visit", "Follow-up"]),
-                    pick(h >> 8, words::LAST).0
-                ),
-            ),
-            "FirstName" | "LastName" | "EMail" if k == Kind::Employee => {
-                let (fi, li, serial) = words::staff(o);
-                let (first, first_slug) = words::FIRST[fi];
-                let (last, last_slug) = words::LAST[li];
-                match gen_name.as_str() {
-                    "FirstName" => s(out, first),
-                    "LastName" => s(out, last),
-                    // The firm's domain, spelled with capitals (matches are case-insensitive);
-                    // every fifth employee is a contractor with an outside address, so some
-                    // CRM users match no employee.
-                    _ if o % 5 == 4 => s(
-                        out,
-                        &format!("{first_slug}.{last_slug}@contractors.example"),
-                    ),
-                    _ => s(
-                        out,
-                        &format!(
-                            "{}.{}{}@MLCSandbox.onmicrosoft.com",
-                            capitalized(first_slug),
-                            capitalized(last_slug),
-                            if serial > 0 {
-                                serial.to_string()
-                            } else {
-                                String::new()
-                            }
-                        ),
-                    ),
-                }
-            }
-            "FirstName" => s(out, pick(h, words::FIRST).0),
-            "LastName" => s(out, pick(h, words::LAST).0),
-            "MiddleName" | "PreferredName" | "Vendor" | "ProposalWBS1" | "OpportunityID"
-            | "ParentID" => {
-                if pct(h, 60) {
+        let h = field(if name == "CreateDate" { rk } else { vk }, col.tag);
+        match col.src.fill {
+            Gen::Named => named(out, &row, name, h),
+            Gen::Pick(values, null) => {
+                if pct(h, null) {
                     out.extend_from_slice(b"null")
-                } else if gen_name == "OpportunityID" {
-                    s(out, &format!("PUR-{:06}", h % c.n(Kind::Opportunity)))
-                } else if gen_name == "ProposalWBS1" {
-                    s(out, &project_key(h % c.n(Kind::Project)))
-                } else if gen_name == "ParentID" || gen_name == "Vendor" {
-                    s(out, &c.reference(Kind::Firm, h))
                 } else {
-                    s(out, pick(h, words::FIRST).0)
+                    push_str(out, pick(h >> 3, values))
                 }
             }
-            "Title" => s(out, pick(h, words::JOB_TITLE)),
-            "Email" | "EMail" | "PrimaryEmail" => s(
-                out,
-                &format!(
-                    "{}.{}@{}",
-                    pick(h, words::FIRST).0,
-                    pick(h >> 8, words::LAST).0,
-                    pick(h >> 16, words::FREEMAIL)
-                )
-                .to_ascii_lowercase(),
-            ),
-            "Phone" | "CellPhone" | "PrimaryPhone" => s(
-                out,
-                &format!(
-                    "+1 {:03} {:03} {:04}",
-                    range(h, 201, 989),
-                    range(h >> 10, 200, 999),
-                    range(h >> 20, 0, 9999)
-                ),
-            ),
-            "WebSite" => s(
-                out,
-                &format!(
-                    "https://www.{}.com",
-                    pick(h, words::COMPANY_NOUN).0.to_ascii_lowercase()
-                ),
-            ),
-            "PrimaryAddress1" => s(
-                out,
-                &format!(
-                    "{} {} {}",
-                    range(h, 1, 9999),
-                    pick(h >> 8, words::STREET),
-                    pick(h >> 16, words::STREET_TYPE)
-                ),
-            ),
-            "PrimaryCity" => s(out, pick(h, words::CITIES).city),
-            "PrimaryState" => s(out, pick(h, words::CITIES).state),
-            "PrimaryCountry" => s(out, pick(h, words::CITIES).country),
-            "PrimaryZip" => s(out, pick(h, words::CITIES).postal),
-            "Org" => s(out, pick(h, &["01:ENG", "01:ARC", "02:ENV", "02:PM"])),
-            "ClientID" => s(out, &c.reference(Kind::Firm, h)),
-            "BillingClientID" => s(out, &c.reference(Kind::Firm, h)),
-            "ContactID" => s(out, &c.reference(Kind::Contact, h)),
-            "ProjMgr" | "Principal" | "Supervisor" | "Owner" | "CreateUser" | "ModUser" => {
-                s(out, &c.reference(Kind::Employee, h))
+            Gen::Num {
+                lo,
+                hi,
+                scale,
+                null,
+            } => {
+                if pct(h, null) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    push_decimal(out, range(h >> 3, lo, hi), scale)
+                }
             }
-            "WBS1" => s(out, &project_key(h % c.n(Kind::Project))),
-            "WBS2" | "WBS3" => s(out, if pct(h, 50) { " " } else { "001" }),
-            "WBSNumber" => s(out, &key.join(".")),
-            "Status" => s(out, pick(h, &["A", "A", "A", "I"])),
-            "ContactStatus" => s(out, pick(h, &["A", "A", "I"])),
-            "QualifiedStatus" => s(
-                out,
-                pick(h, &["sysQualified", "sysDisqualified", "sysLead"]),
-            ),
-            "ChargeType" => s(out, pick(h, &["R", "R", "R", "H", "P"])),
-            "SubLevel" => s(out, if matches!(k, Kind::Task) { "N" } else { "Y" }),
-            "ClientInd" | "CompletionInd" | "Detail" => s(out, if pct(h, 70) { "Y" } else { "N" }),
-            "VendorInd" => s(out, if pct(h, 20) { "Y" } else { "N" }),
-            "Type" => match k {
-                Kind::GlAccount => out.extend_from_slice(range(h, 1, 9).to_string().as_bytes()),
-                Kind::Activity => s(out, pick(h, &["Meeting", "Phone Call", "Email", "Task"])),
-                _ => s(out, pick(h, &["Client", "Prospect", "Partner", "Vendor"])),
+            Gen::Day { lo, hi, null } => {
+                if pct(h, null) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    push_str(out, &day(range(h >> 3, lo, hi)))
+                }
+            }
+            Gen::Flag(y) => push_str(out, if pct(h, y) { "Y" } else { "N" }),
+            Gen::Ref(kind, null) => {
+                if pct(h, null) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    push_str(out, &c.reference(kind, h >> 3))
+                }
+            }
+            Gen::Phone(null) => {
+                if pct(h, null) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    push_phone(out, h >> 3)
+                }
+            }
+            Gen::Text(null) => {
+                if pct(h, null) {
+                    out.extend_from_slice(b"null")
+                } else {
+                    push_str(
+                        out,
+                        &format!(
+                            "{} {} for {}",
+                            pick(h >> 3, &["Follow up on", "Review", "Discussed", "Confirm"]),
+                            pick(h >> 9, words::PRODUCT),
+                            pick(h >> 15, words::COMPANY_NOUN).0
+                        ),
+                    )
+                }
+            }
+            Gen::Const(v) => push_str(out, v),
+            Gen::Never => out.extend_from_slice(b"null"),
+            Gen::Drift { lo, hi, scale } => match (h >> 3) % 100 {
+                0..=2 => push_str(out, "TBD"),
+                3..=5 => push_str(out, ""),
+                _ => push_decimal(out, range(h >> 10, lo, hi), scale),
             },
-            "RevType" => s(out, pick(h, &["B", "M", "N", "P"])),
-            "ProjectType" => s(out, pick(h, &["Design", "Study", "Construction Admin"])),
-            "ProjectCurrencyCode" | "BillingCurrencyCode" | "CurrencyCode" => {
-                s(out, pick(h, &["USD", "USD", "USD", "CAD"]))
-            }
-            "PayType" => s(out, pick(h, &["H", "S"])),
-            "EmployeeCompany" => s(out, "01"),
-            "Stage" | "StageDescription" => {
-                let stages = [
-                    ("01", "Lead"),
-                    ("02", "Qualified"),
-                    ("03", "Proposal"),
-                    ("04", "Shortlisted"),
-                ];
-                let st = pick(field(rk ^ rev as u64, 7), &stages);
-                let blank = k == Kind::Project && pct(field(rk, 9), 60);
-                if blank {
-                    out.extend_from_slice(b"null")
-                } else if gen_name == "Stage" {
-                    s(out, st.0)
-                } else {
-                    s(out, st.1)
-                }
-            }
-            "Probability" => {
-                if poisoned {
-                    s(out, "high")
-                } else {
-                    out.extend_from_slice(range(h, 0, 10).saturating_mul(10).to_string().as_bytes())
-                }
-            }
-            "Fee" | "Revenue" | "Amount" => {
-                let cents =
-                    range(h, -50_000, 25_000_000) * if gen_name == "Amount" { 1 } else { 10 };
-                let cents = if gen_name == "Amount" {
-                    cents
-                } else {
-                    cents.abs()
-                };
-                let sign = if cents < 0 { "-" } else { "" };
-                let a = cents.unsigned_abs();
-                out.extend_from_slice(format!("{sign}{}.{:02}", a / 100, a % 100).as_bytes());
-            }
-            "Account" => s(out, &c.reference(Kind::GlAccount, h)),
-            "Voucher" | "Invoice" | "RefNo" => s(out, &format!("{:07}", h % 10_000_000)),
-            "Desc1" => s(out, pick(h, words::PRODUCT)),
-            "Period" => out.extend_from_slice(key[0].as_bytes()),
-            "StartDate" | "EstStartDate" | "HireDate" | "InvoiceDate" | "TransDate" => {
-                s(out, &day(range(h, 0, 4000)))
-            }
-            "EndDate" | "EstCompletionDate" => s(out, &day(range(h, 3001, 5000))),
-            "ActCompletionDate" => {
-                if pct(h, 70) {
-                    out.extend_from_slice(b"null")
-                } else {
-                    s(out, &day(range(h, 3001, 4000)))
-                }
-            }
-            _ => out.extend_from_slice(b"null"),
         }
     }
     out.push(b'}');
+}
+
+/// The rules of the fields generated by name (the references' standard fields).
+fn named(out: &mut Vec<u8>, r: &Row<'_>, name: &str, h: u64) {
+    let (c, k, t, o, rk, rev) = (r.c, r.k, r.t, r.o, r.rk, r.rev);
+    let s = |out: &mut Vec<u8>, v: &str| push_str(out, v);
+    match name {
+        "ModDate" => {
+            if r.poisoned {
+                s(out, "not a date")
+            } else {
+                s(out, &wall(r.mod_ms, c.tz))
+            }
+        }
+        "CreateDate" => s(
+            out,
+            &wall(
+                t.base_mod_ms(o.min(t.initial)) - 86_400_000 * range(h, 0, 400),
+                c.tz,
+            ),
+        ),
+        "Name" | "LongName" => {
+            let (head, _) = pick(h, words::COMPANY_HEAD);
+            let (noun, _) = pick(h >> 8, words::COMPANY_NOUN);
+            match k {
+                Kind::Firm => s(
+                    out,
+                    &format!("{head} {noun} {}", pick(h >> 16, words::COMPANY_SUFFIX)),
+                ),
+                Kind::GlAccount => s(
+                    out,
+                    &format!(
+                        "{noun} {}",
+                        pick(
+                            h >> 16,
+                            &["Revenue", "Expense", "Payable", "Receivable", "Cash"]
+                        )
+                    ),
+                ),
+                _ => s(
+                    out,
+                    &format!(
+                        "{} {head} {noun}",
+                        pick(
+                            h >> 16,
+                            &["Riverside", "North", "Central", "Harbor", "Valley"]
+                        )
+                    ),
+                ),
+            }
+        }
+        "Subject" => s(
+            out,
+            &format!(
+                "{} with {}",
+                pick(h, &["Call", "Meeting", "Site visit", "Follow-up"]),
+                pick(h >> 8, words::LAST).0
+            ),
+        ),
+        "FirstName" | "LastName" | "EMail" if k == Kind::Employee => {
+            let (fi, li, serial) = words::staff(o);
+            let (first, first_slug) = words::FIRST[fi];
+            let (last, last_slug) = words::LAST[li];
+            match name {
+                "FirstName" => s(out, first),
+                "LastName" => s(out, last),
+                // The firm's domain, spelled with capitals (matches are case-insensitive);
+                // every fifth employee is a contractor with an outside address, so some
+                // CRM users match no employee.
+                _ if o % 5 == 4 => s(
+                    out,
+                    &format!("{first_slug}.{last_slug}@contractors.example"),
+                ),
+                _ => s(
+                    out,
+                    &format!(
+                        "{}.{}{}@MLCSandbox.onmicrosoft.com",
+                        capitalized(first_slug),
+                        capitalized(last_slug),
+                        if serial > 0 {
+                            serial.to_string()
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ),
+            }
+        }
+        "FirstName" => s(out, pick(h, words::FIRST).0),
+        "LastName" => s(out, pick(h, words::LAST).0),
+        "MiddleName" | "PreferredName" | "Vendor" | "ProposalWBS1" | "OpportunityID"
+        | "ParentID" => {
+            if pct(h, 60) {
+                out.extend_from_slice(b"null")
+            } else if name == "OpportunityID" {
+                s(out, &format!("PUR-{:06}", h % c.n(Kind::Opportunity)))
+            } else if name == "ProposalWBS1" {
+                s(out, &project_key(h % c.n(Kind::Project)))
+            } else if name == "ParentID" || name == "Vendor" {
+                s(out, &c.reference(Kind::Firm, h))
+            } else {
+                s(out, pick(h, words::FIRST).0)
+            }
+        }
+        "Client" => s(out, &format!("C{:06}", o + 1)),
+        "Title" => s(out, pick(h, words::JOB_TITLE)),
+        "Email" | "EMail" | "PrimaryEmail" => s(
+            out,
+            &format!(
+                "{}.{}@{}",
+                pick(h, words::FIRST).0,
+                pick(h >> 8, words::LAST).0,
+                pick(h >> 16, words::FREEMAIL)
+            )
+            .to_ascii_lowercase(),
+        ),
+        "Phone" | "CellPhone" | "PrimaryPhone" => push_phone(out, h),
+        "WebSite" => s(
+            out,
+            &format!(
+                "https://www.{}.com",
+                pick(h, words::COMPANY_NOUN).0.to_ascii_lowercase()
+            ),
+        ),
+        "PrimaryAddress1" => s(
+            out,
+            &format!(
+                "{} {} {}",
+                range(h, 1, 9999),
+                pick(h >> 8, words::STREET),
+                pick(h >> 16, words::STREET_TYPE)
+            ),
+        ),
+        "PrimaryCity" | "City" => s(out, pick(h, words::CITIES).city),
+        "PrimaryState" | "State" => s(out, pick(h, words::CITIES).state),
+        "PrimaryCountry" => s(out, pick(h, words::CITIES).country),
+        "PrimaryZip" => s(out, pick(h, words::CITIES).postal),
+        "Org" => s(out, pick(h, &["01:ENG", "01:ARC", "02:ENV", "02:PM"])),
+        "ClientID" => s(out, &c.reference(Kind::Firm, h)),
+        "BillingClientID" => s(out, &c.reference(Kind::Firm, h)),
+        "ContactID" => s(out, &c.reference(Kind::Contact, h)),
+        "ProjMgr" | "Principal" | "Supervisor" | "Owner" | "CreateUser" | "ModUser" => {
+            s(out, &c.reference(Kind::Employee, h))
+        }
+        // Above their own level, project-hub rows carry a blank (one space) WBS2/WBS3.
+        "WBS2" | "WBS3" if matches!(k, Kind::Project | Kind::Phase | Kind::Opportunity) => {
+            s(out, " ")
+        }
+        "WBS1" => s(out, &project_key(h % c.n(Kind::Project))),
+        "WBS2" | "WBS3" => s(out, if pct(h, 50) { " " } else { "001" }),
+        "WBSNumber" => s(out, &r.key.join(".")),
+        "Status" => s(out, pick(h, &["A", "A", "A", "I"])),
+        "ContactStatus" => s(out, pick(h, &["A", "A", "I"])),
+        "QualifiedStatus" => s(
+            out,
+            pick(h, &["sysQualified", "sysDisqualified", "sysLead"]),
+        ),
+        "ChargeType" => s(out, pick(h, &["R", "R", "R", "H", "P"])),
+        "SubLevel" => s(out, if matches!(k, Kind::Task) { "N" } else { "Y" }),
+        "ClientInd" | "CompletionInd" | "Detail" => s(out, if pct(h, 70) { "Y" } else { "N" }),
+        "VendorInd" => s(out, if pct(h, 20) { "Y" } else { "N" }),
+        "Type" => match k {
+            Kind::GlAccount => out.extend_from_slice(range(h, 1, 9).to_string().as_bytes()),
+            Kind::Activity => s(out, pick(h, &["Meeting", "Phone Call", "Email", "Task"])),
+            _ => s(out, pick(h, &["Client", "Prospect", "Partner", "Vendor"])),
+        },
+        "RevType" => s(out, pick(h, &["B", "M", "N", "P"])),
+        "ProjectType" => s(out, pick(h, &["Design", "Study", "Construction Admin"])),
+        "ProjectCurrencyCode" | "BillingCurrencyCode" | "CurrencyCode" => {
+            s(out, pick(h, &["USD", "USD", "USD", "CAD"]))
+        }
+        "PayType" => s(out, pick(h, &["H", "S"])),
+        "EmployeeCompany" => s(out, "01"),
+        // Pursuit stages are a project-level (WBS1) fact.
+        "Stage" | "StageDescription" | "Probability" if matches!(k, Kind::Phase | Kind::Task) => {
+            out.extend_from_slice(b"null")
+        }
+        "Stage" | "StageDescription" => {
+            let stages = [
+                ("01", "Lead"),
+                ("02", "Qualified"),
+                ("03", "Proposal"),
+                ("04", "Shortlisted"),
+            ];
+            let st = pick(field(rk ^ rev as u64, 7), &stages);
+            let blank = k == Kind::Project && pct(field(rk, 9), 60);
+            if blank {
+                out.extend_from_slice(b"null")
+            } else if name == "Stage" {
+                s(out, st.0)
+            } else {
+                s(out, st.1)
+            }
+        }
+        "Probability" => {
+            if r.poisoned {
+                s(out, "high")
+            } else {
+                out.extend_from_slice(range(h, 0, 10).saturating_mul(10).to_string().as_bytes())
+            }
+        }
+        "Fee" | "Revenue" | "Amount" => {
+            let cents = range(h, -50_000, 25_000_000) * if name == "Amount" { 1 } else { 10 };
+            let cents = if name == "Amount" { cents } else { cents.abs() };
+            push_decimal(out, cents, 2);
+        }
+        "Account" => s(out, &c.reference(Kind::GlAccount, h)),
+        "Voucher" | "Invoice" | "RefNo" => s(out, &format!("{:07}", h % 10_000_000)),
+        "Desc1" => s(out, pick(h, words::PRODUCT)),
+        "Period" => out.extend_from_slice(r.key[0].as_bytes()),
+        "StartDate" | "EstStartDate" | "HireDate" | "InvoiceDate" | "TransDate" => {
+            s(out, &day(range(h, 0, 4000)))
+        }
+        "EndDate" | "EstCompletionDate" => s(out, &day(range(h, 3001, 5000))),
+        "ActCompletionDate" => {
+            if pct(h, 70) {
+                out.extend_from_slice(b"null")
+            } else {
+                s(out, &day(range(h, 3001, 4000)))
+            }
+        }
+        _ => out.extend_from_slice(b"null"),
+    }
 }

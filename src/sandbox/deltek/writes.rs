@@ -14,11 +14,16 @@
 //!   by the server (a key sent on create is ignored); a project's `WBS1` is the client's (the
 //!   reference: only Key Conversion changes it), required, and unique across projects and
 //!   pursuits;
-//! - system-required fields: firm `Name`, contact `LastName`, opportunity and project `Name`;
-//!   a `ClientID` must be an existing firm; tenant "screen designer" required fields
-//!   ([`Written::required`]) apply unless `requiredFieldValidation=N`;
-//! - fields must exist on the hub (the catalog's fields) or be custom (`Cust*`); an unknown
-//!   field is a 400 `{message, detail}`;
+//! - system-required fields are the schema's (schema.rs: firm `Name`, contact `LastName`,
+//!   opportunity and project `Name`); a `ClientID` must be an existing firm; tenant "screen
+//!   designer" required fields ([`Written::required`]) apply unless
+//!   `requiredFieldValidation=N`;
+//! - fields must exist on the tenant's hub, custom `Cust*` fields included (schema.rs: a
+//!   tenant without `CustDynamicsId` refuses it); an unknown field is a 400
+//!   `{message, detail}`; names match case-insensitively and are saved as the hub spells them;
+//! - a Numeric or Currency field takes a number or a numeric string (saved as a number; `""`
+//!   clears it), anything else is a 400; a Checkbox takes `"Y"`/`"N"` or a boolean (saved as
+//!   `"Y"`/`"N"`);
 //! - `PATCH` behaves as `PUT` (partial: fields not sent keep their values).
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,7 +31,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::tables::{Kind, key_fields};
+use super::schema::Ty;
+use super::tables::{Col, Kind};
 
 /// One write the fake received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -59,17 +65,18 @@ pub struct Written {
     pub required: BTreeMap<String, Vec<String>>,
     /// Client-assigned keys (project numbers) of rows saved through the API.
     pub client_keys: HashMap<(Kind, String), u64>,
-    /// Custom-field values saved through the API: (table, field) → lowercased value → rows.
-    /// Entries may be stale after an update; searches check each row's current value.
-    pub custom: HashMap<(Kind, String), HashMap<String, Vec<u64>>>,
+    /// Text values saved through the API: (table, field) → lowercased value → rows, for the
+    /// searches on fields only API-saved rows fill. Entries may be stale after an update;
+    /// searches check each row's current value.
+    pub values: HashMap<(Kind, String), HashMap<String, Vec<u64>>>,
 }
 
 impl Written {
-    /// Saves `fields` on row `o` of `k`, indexing its custom fields.
+    /// Saves `fields` on row `o` of `k`, indexing their text values.
     pub fn save(&mut self, k: Kind, o: u64, fields: Map<String, Value>) {
-        for (f, v) in fields.iter().filter(|(f, _)| f.starts_with("Cust")) {
+        for (f, v) in &fields {
             if let Some(v) = v.as_str() {
-                self.custom
+                self.values
                     .entry((k, f.clone()))
                     .or_default()
                     .entry(v.to_lowercase())
@@ -88,14 +95,6 @@ impl Written {
     }
 }
 
-/// A 5.0+ pursuit's project fields and the opportunity fields they are stored as (the same
-/// rename streams/deltek/opportunity.toml reads them back with).
-pub const PURSUIT_RENAME: [(&str, &str); 3] = [
-    ("WBS1", "OpportunityID"),
-    ("Fee", "Revenue"),
-    ("StartDate", "EstStartDate"),
-];
-
 /// The writable table behind a hub path: `project` holds projects and (5.0+, with a Stage)
 /// pursuits; `opportunity` answers only on pre-5.0 tenants.
 pub fn writable(hub: &str, hub_tenant: bool, record: &Map<String, Value>) -> Option<Kind> {
@@ -113,45 +112,68 @@ pub fn writable(hub: &str, hub_tenant: bool, record: &Map<String, Value>) -> Opt
     }
 }
 
-/// System-required fields [ASSUMPTION].
-fn system_required(k: Kind) -> &'static [&'static str] {
-    match k {
-        Kind::Firm | Kind::Opportunity | Kind::Project => &["Name"],
-        Kind::Contact => &["LastName"],
-        _ => &[],
+/// A value as the field stores it: numbers for numeric types, `"Y"`/`"N"` for checkboxes;
+/// `Err` for a value the type refuses.
+fn stored(ty: Ty, v: &Value) -> Result<Value, ()> {
+    match (ty, v) {
+        (Ty::Numeric(_) | Ty::Currency(_), Value::String(s)) if s.trim().is_empty() => {
+            Ok(Value::Null)
+        }
+        (Ty::Numeric(_) | Ty::Currency(_), Value::String(s)) => {
+            let s = s.trim();
+            match s.parse::<i64>() {
+                Ok(i) => Ok(Value::from(i)),
+                Err(_) => s
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or(()),
+            }
+        }
+        (Ty::Numeric(_) | Ty::Currency(_), Value::Number(_) | Value::Null) => Ok(v.clone()),
+        (Ty::Numeric(_) | Ty::Currency(_), _) => Err(()),
+        (Ty::Checkbox, Value::Bool(b)) => Ok(Value::from(if *b { "Y" } else { "N" })),
+        _ => Ok(v.clone()),
     }
 }
 
-/// Checks one record: known fields, required fields. `creating`: required fields must be
-/// present (an update may send a subset, but must not blank them).
+/// Checks one record against the hub's fields `cols` (`keys`: the hub's key fields): every
+/// field exists and takes its value, required fields are there. `creating`: required fields
+/// must be present (an update may send a subset, but must not blank them).
 pub fn validate(
-    k: Kind,
     hub: &str,
-    known: &[String],
+    cols: &[Col],
+    keys: &[&str],
     tenant_required: &[String],
     record: &Map<String, Value>,
     creating: bool,
 ) -> Result<(), String> {
-    for f in record.keys() {
-        let ok = f.starts_with("Cust")
-            || f.starts_with('_')
-            || known.iter().any(|k| k.eq_ignore_ascii_case(f));
-        if !ok {
+    for (f, v) in record {
+        if f.starts_with('_') {
+            continue;
+        }
+        let Some(col) = cols.iter().find(|c| c.out.eq_ignore_ascii_case(f)) else {
             return Err(format!("Field '{f}' does not exist on {hub}."));
+        };
+        if stored(col.src.ty, v).is_err() {
+            return Err(format!("'{v}' is not a valid value for {}.", col.out));
         }
     }
-    let blank = |f: &str| match record.get(f) {
+    let blank = |f: &str| match record.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)) {
         None => creating,
-        Some(Value::Null) => true,
-        Some(Value::String(s)) => s.trim().is_empty(),
+        Some((_, Value::Null)) => true,
+        Some((_, Value::String(s))) => s.trim().is_empty(),
         Some(_) => false,
     };
-    for f in system_required(k)
+    for f in cols
         .iter()
-        .map(|s| s.to_string())
+        .filter(|c| c.src.required)
+        .map(|c| c.out.to_string())
         .chain(tenant_required.iter().cloned())
     {
-        if key_fields(k).contains(&f.as_str()) {
+        if keys.iter().any(|k| k.eq_ignore_ascii_case(&f)) {
             continue;
         }
         if blank(&f) {
@@ -161,100 +183,121 @@ pub fn validate(
     Ok(())
 }
 
-/// The fields a request may save: everything but a server-assigned key and the server-kept
-/// dates (a client-assigned key, `client_key`, is kept: it is the record's number).
-pub fn saved_fields(k: Kind, record: &Map<String, Value>, client_key: bool) -> Map<String, Value> {
+/// The fields a request may save, named as the hub spells them and stored as their types
+/// store them: everything but a server-assigned key and the server-kept audit fields (a
+/// client-assigned key, `client_key`, is kept: it is the record's number). Run after
+/// [`validate`].
+pub fn saved_fields(
+    record: &Map<String, Value>,
+    client_key: bool,
+    cols: &[Col],
+    keys: &[&str],
+) -> Map<String, Value> {
     record
         .iter()
-        .filter(|(f, _)| {
-            (client_key || !key_fields(k).contains(&f.as_str()))
-                && !matches!(
-                    f.as_str(),
-                    "ModDate" | "CreateDate" | "ModUser" | "CreateUser"
+        .filter_map(|(f, v)| {
+            let col = cols.iter().find(|c| c.out.eq_ignore_ascii_case(f))?;
+            let keep = (client_key || !keys.contains(&col.out))
+                && !matches!(col.out, "ModDate" | "CreateDate" | "ModUser" | "CreateUser");
+            keep.then(|| {
+                (
+                    col.out.to_string(),
+                    stored(col.src.ty, v).unwrap_or(Value::Null),
                 )
-                && !f.starts_with('_')
+            })
         })
-        .map(|(f, v)| (f.clone(), v.clone()))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::schema;
     use super::*;
+    use crate::sandbox::Tenant;
 
     fn rec(v: serde_json::Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
     }
 
+    fn firm(tenant: Tenant) -> Vec<Col> {
+        schema::table(Kind::Firm, tenant)
+            .into_iter()
+            .map(|f| Col::new(f.name, f))
+            .collect()
+    }
+
     #[test]
     fn validation_names_the_field() {
-        let known = vec!["Name".to_string(), "WebSite".to_string()];
-        assert!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
-                &[],
-                &rec(serde_json::json!({"Name": "A"})),
-                true
-            )
-            .is_ok()
-        );
+        let cols = firm(Tenant::Standard);
+        let keys = ["ClientID"];
+        let check = |r: serde_json::Value, required: &[String], creating: bool| {
+            validate("firm", &cols, &keys, required, &rec(r), creating)
+        };
+        assert!(check(serde_json::json!({"Name": "A"}), &[], true).is_ok());
         assert_eq!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
-                &[],
-                &rec(serde_json::json!({"WebSite": "x"})),
-                true
-            ),
+            check(serde_json::json!({"WebSite": "x"}), &[], true),
             Err("Name is required.".into())
         );
         // An update may leave Name out, not blank it.
-        assert!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
-                &[],
-                &rec(serde_json::json!({"WebSite": "x"})),
-                false
-            )
-            .is_ok()
-        );
+        assert!(check(serde_json::json!({"WebSite": "x"}), &[], false).is_ok());
         assert_eq!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
-                &[],
-                &rec(serde_json::json!({"Name": "A", "Nope": 1})),
-                true
-            ),
+            check(serde_json::json!({"Name": "A", "Nope": 1}), &[], true),
             Err("Field 'Nope' does not exist on firm.".into())
         );
+        // Custom fields are the tenant's: any other `Cust*` name is unknown.
         assert!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
+            check(
+                serde_json::json!({"Name": "A", "CustDynamicsId": "x"}),
                 &[],
-                &rec(serde_json::json!({"Name": "A", "CustX": 1})),
                 true
             )
             .is_ok()
         );
         assert_eq!(
-            validate(
-                Kind::Firm,
-                "firm",
-                &known,
-                &["WebSite".into()],
-                &rec(serde_json::json!({"Name": "A"})),
-                true
-            ),
+            check(serde_json::json!({"Name": "A", "CustX": 1}), &[], true),
+            Err("Field 'CustX' does not exist on firm.".into())
+        );
+        assert_eq!(
+            check(serde_json::json!({"Name": "A"}), &["WebSite".into()], true),
             Err("WebSite is required.".into())
+        );
+        assert!(
+            check(
+                serde_json::json!({"Name": "A", "Employees": "x"}),
+                &[],
+                true
+            )
+            .is_err()
+        );
+        let lean = firm(Tenant::Lean);
+        assert!(
+            validate(
+                "firm",
+                &lean,
+                &keys,
+                &[],
+                &rec(serde_json::json!({"Name": "A", "CustIndustry": "Water"})),
+                true
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn saved_values_take_the_hub_spelling_and_types() {
+        let cols = firm(Tenant::Standard);
+        let saved = saved_fields(
+            &rec(serde_json::json!({
+                "name": "A", "Employees": "12", "AnnualRevenue": "1234.50",
+                "Competitor": true, "ClientID": "x", "ModDate": "2020-01-01T00:00:00.000"
+            })),
+            false,
+            &cols,
+            &["ClientID"],
+        );
+        assert_eq!(
+            Value::Object(saved),
+            serde_json::json!({"Name": "A", "Employees": 12, "AnnualRevenue": 1234.5, "Competitor": "Y"})
         );
     }
 }
