@@ -333,7 +333,10 @@ pub fn record(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
                 q(&mail),
                 city.dial,
                 range(field(k, 7), 1_000_000, 9_999_999),
-                or_null(field(k, 8) % 3 != 0, &q(pick(field(k, 9), JOB_TITLE))),
+                or_null(
+                    !field(k, 8).is_multiple_of(3),
+                    &q(pick(field(k, 9), JOB_TITLE))
+                ),
             );
         }
         Kind::Org => {
@@ -353,20 +356,23 @@ pub fn record(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
                 out,
                 ",\"label_ids\":[],\"website\":{},\"linkedin\":{},\"industry\":{},\"annual_revenue\":{},\"employee_count\":{}",
                 or_null(
-                    site % 4 != 0,
+                    !site.is_multiple_of(4),
                     &q(&format!("https://www.{slug}.example.com"))
                 ),
                 or_null(
-                    site % 3 == 0,
+                    site.is_multiple_of(3),
                     &q(&format!("https://www.linkedin.com/company/{slug}"))
                 ),
-                or_null(field(k, 9) % 5 != 0, pick(field(k, 10), INDUSTRIES).0),
                 or_null(
-                    field(k, 11) % 2 == 0,
+                    !field(k, 9).is_multiple_of(5),
+                    pick(field(k, 10), INDUSTRIES).0
+                ),
+                or_null(
+                    field(k, 11).is_multiple_of(2),
                     &(range(field(k, 12), 1, 5000) * 10_000).to_string()
                 ),
                 or_null(
-                    field(k, 13) % 3 != 0,
+                    !field(k, 13).is_multiple_of(3),
                     &range(field(k, 14), 1, 5000).to_string()
                 ),
             );
