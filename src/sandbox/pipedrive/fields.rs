@@ -14,7 +14,16 @@
 //!
 //! Custom fields are the company's: each has a fixed slot (its 40-hex key derives from the
 //! seed, the entity and the slot, so a key is the same in every tenant that has the field)
-//! and belongs to some tenants. A rename (admin control) changes the name only.
+//! and belongs to some tenants. A rename (admin control) changes the name only. Their types
+//! are those a company can create (v2.yaml `POST /dealFields` `field_type`: no `int`, which
+//! only standard fields such as `id` have).
+//!
+//! Tenants: standard = the few custom fields a firm adds (deal Contract Type, Regions, Setup
+//! Fee, PO Number; person Preferred Language, LinkedIn Profile; organization Industry
+//! Segment, Employee Count; product SKU Family); lean = deal PO Number only and no
+//! Growth-plan fields; custom = all of those plus many more of every type, one organization
+//! field named "Industry" like the standard `industry`, non-Latin names, and a drifting
+//! `double` (deal Forecast Score).
 
 use std::collections::HashMap;
 

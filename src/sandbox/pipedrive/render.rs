@@ -162,7 +162,10 @@ fn address(out: &mut String, h: u64) {
     );
 }
 
-/// One custom field's raw v2 value.
+/// One custom field's raw v2 value: option ids for `enum`/`set` (an empty selection is null),
+/// `{value, currency}` for `monetary`, numbers for `double`, `YYYY-MM-DD` for `date`.
+/// [ASSUMPTION] `address` values are objects shaped like organizations' `address`, and `user`,
+/// `org`, `people` values plain integer ids (v2 dropped related objects from responses).
 fn custom_value(out: &mut String, d: &Dims, f: &CustomField, h: u64) {
     match f.field_type {
         _ if h.is_multiple_of(7) => out.push_str("null"),
