@@ -195,6 +195,11 @@ pub struct StreamFile {
     /// REST path for non-OData systems.
     #[serde(default)]
     pub path: Option<String>,
+    /// Further REST paths whose records belong to the same table, read after `path` with the
+    /// same parameters and read-mode filters (Pipedrive: archived deals are listed only at
+    /// `/api/v2/deals/archived`, never at `/api/v2/deals`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub also_paths: Vec<String>,
     /// Incremental mode.
     pub incremental: Incremental,
     /// Catalog column (by its `name`) holding the last-modified time: the cursor of `cursor`
@@ -940,6 +945,9 @@ fn validate(s: &Stream) -> Result<(), String> {
     {
         return Err(format!("dataset `{ds}`: names are snake_case ASCII"));
     }
+    if s.source.reader != ReaderKind::Pipedrive && !s.spec.also_paths.is_empty() {
+        return Err("also_paths is a Pipedrive stream setting".into());
+    }
     if s.source.reader != ReaderKind::Looker
         && (s.spec.query.is_some() || s.spec.look_id.is_some() || s.spec.limit.is_some())
     {
@@ -1012,6 +1020,7 @@ mod tests {
         assert_eq!(s.catalog.primary_key, vec!["result_row"]);
         let pd = defs.get(&"pipedrive.deal".parse().unwrap()).unwrap();
         assert_eq!(pd.dataset(), "raw_pipedrive");
+        assert_eq!(pd.spec.also_paths, ["/api/v2/deals/archived"]);
 
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("streams/looker");
@@ -1036,6 +1045,10 @@ mod tests {
         let e = load("incremental = \"cursor\"\ncursor_field = \"result_row\"\nlimit = 10\nlook_id = \"7\"\n")
             .unwrap_err();
         assert!(e.contains("incremental = \"full\""), "{e}");
+        let e =
+            load("incremental = \"full\"\nlimit = -1\nlook_id = \"7\"\nalso_paths = [\"/x\"]\n")
+                .unwrap_err();
+        assert!(e.contains("also_paths"), "{e}");
     }
 
     #[test]

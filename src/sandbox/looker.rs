@@ -1,6 +1,9 @@
 //! The Looker fake (API 4.0 under `/looker/api/4.0/`): `POST login` (form body or query
 //! string; `Authorization: token …` or `Bearer …` afterwards; no refresh token), `POST queries`
-//! (validated against a small `finance` model), `GET looks/{id}` (two saved Looks), async
+//! (validated against a small `finance` model), `GET looks` and `GET looks/{id}` (two saved
+//! Looks, in the Look / LookWithQuery shapes of the 4.0 OpenAPI, `fields=` honoured),
+//! `GET lookml_models[/{name}[/explores/{explore}]]` (the model, its explores and their
+//! fields), async
 //! `query_tasks` that move `added` → `running` → `complete` one status poll at a time (or end in
 //! `error` or `expired`, or stall), their `results` (202 — or the older releases' 204 — until
 //! ready, 200 with `json_bi`, 400 with the database message, 404 when expired), the 5000-row
@@ -26,6 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+mod content;
 
 use super::options::Faults;
 use super::protection::Protection;
@@ -346,10 +351,52 @@ pub(crate) struct Looker {
     faults: Protection,
 }
 
-/// The saved Looks: (id, title, query id).
-const LOOKS: [(&str, &str, &str); 2] = [
-    ("1", "Pipeline by stage", "1"),
-    ("2", "Budget by department", "2"),
+/// A saved Look of the instance.
+struct SavedLook {
+    id: &'static str,
+    title: &'static str,
+    query_id: &'static str,
+    description: &'static str,
+    created_at: &'static str,
+    updated_at: &'static str,
+    view_count: u64,
+}
+
+/// The saved Looks (all in the shared folder, owned by the API user).
+const LOOKS: [SavedLook; 2] = [
+    SavedLook {
+        id: "1",
+        title: "Pipeline by stage",
+        query_id: "1",
+        description: "Open pipeline by stage: deals, amount and average deal size.",
+        created_at: "2024-02-01T09:00:00.000+00:00",
+        updated_at: "2024-11-18T14:30:00.000+00:00",
+        view_count: 42,
+    },
+    SavedLook {
+        id: "2",
+        title: "Budget by department",
+        query_id: "2",
+        description: "Planned against actual spend per department.",
+        created_at: "2024-03-05T10:15:00.000+00:00",
+        updated_at: "2024-10-02T08:00:00.000+00:00",
+        view_count: 17,
+    },
+];
+
+/// The explores of the model: (name, label, description).
+const EXPLORES: [(&str, &str, &str); 3] = [
+    (
+        "budget",
+        "Budget",
+        "Planned and actual amounts per department, month and cost line.",
+    ),
+    (
+        "pipeline",
+        "Pipeline",
+        "Deals by stage, owner and close date.",
+    ),
+    ("ledger", "Ledger", "Journal lines of the general ledger."),
 ];
 
 impl Looker {
@@ -620,36 +667,23 @@ impl Looker {
         out
     }
 
-    /// Rows the built-in stream `entity` lands now (`None`: not a Looker stream).
-    fn result_rows(&self, entity: &str) -> Option<u64> {
-        let defs = crate::spec::Definitions::builtin().ok()?;
-        let stream = defs
-            .get(&crate::spec::StreamId::new("looker", entity))
-            .ok()?;
-        let st = self.st();
-        let q = match (&stream.spec.query, &stream.spec.look_id) {
-            (Some(q), _) => Query {
-                id: String::new(),
-                model: q.model.clone(),
-                view: q.view.clone(),
-                fields: q.fields.clone(),
-                filters: Some(q.filters.clone().into_iter().collect()),
-                sorts: Some(q.sorts.clone()),
-                limit: None,
-                query_timezone: None,
-            },
-            (None, Some(look)) => {
-                let qid = LOOKS.iter().find(|l| l.0 == look.as_str())?.2;
-                st.queries.get(qid)?.clone()
-            }
-            _ => return None,
-        };
-        let limit = stream.spec.limit.map(|l| l.to_string());
-        let rev = st.rev;
-        drop(st);
-        let (rows, _) = self.evaluate(&q, limit.as_deref(), rev).ok()?;
+    /// Rows query `q` (on the fake's model) returns now, `limit` overriding the query's
+    /// (`None`: a query the model cannot run).
+    fn query_rows(&self, q: &Query, limit: Option<i64>) -> Option<u64> {
+        let rev = self.st().rev;
+        let limit = limit.map(|l| l.to_string());
+        let (rows, _) = self.evaluate(q, limit.as_deref(), rev).ok()?;
         Some(rows.len() as u64)
     }
+}
+
+/// A 200 with `v`, trimmed to the `fields` query parameter when given.
+fn fields_reply(q: &HashMap<String, String>, v: Value) -> Response {
+    let v = match q.get("fields").filter(|f| !f.trim().is_empty()) {
+        Some(f) => content::select(&v, f),
+        None => v,
+    };
+    json_reply(StatusCode::OK, v.to_string())
 }
 
 fn json_reply(status: StatusCode, body: String) -> Response {
@@ -803,20 +837,38 @@ async fn handle(
             Some(q) => json_reply(StatusCode::OK, serde_json::to_string(q).unwrap_or_default()),
             None => error(StatusCode::NOT_FOUND, "Not found"),
         },
-        (Method::GET, ["looks", id]) => match LOOKS.iter().find(|l| l.0 == *id) {
-            Some((id, title, qid)) => {
-                let query = lk.st().queries.get(*qid).cloned();
-                json_reply(
-                    StatusCode::OK,
-                    serde_json::json!({
-                        "id": id, "title": title, "query_id": qid, "query": query,
-                        "folder_id": "1", "public": false, "deleted": false,
-                    })
-                    .to_string(),
+        (Method::GET, ["looks"]) => {
+            fields_reply(&q, content::looks(&format!("{}/looker", app.base)))
+        }
+        (Method::GET, ["looks", id]) => match LOOKS.iter().find(|l| l.id == *id) {
+            Some(l) => {
+                let query = lk.st().queries.get(l.query_id).cloned();
+                fields_reply(
+                    &q,
+                    content::look(&format!("{}/looker", app.base), l, query.as_ref()),
                 )
             }
             None => error(StatusCode::NOT_FOUND, "Not found"),
         },
+        (Method::GET, ["lookml_models"]) => {
+            let models = vec![content::model()];
+            let offset = q.get("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let limit = q
+                .get("limit")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(usize::MAX);
+            let page: Vec<Value> = models.into_iter().skip(offset).take(limit).collect();
+            fields_reply(&q, Value::Array(page))
+        }
+        (Method::GET, ["lookml_models", name]) if *name == MODEL => {
+            fields_reply(&q, content::model())
+        }
+        (Method::GET, ["lookml_models", name, "explores", explore]) if *name == MODEL => {
+            match content::explore(explore) {
+                Some(e) => fields_reply(&q, e),
+                None => error(StatusCode::NOT_FOUND, "Not found"),
+            }
+        }
         (Method::POST, ["query_tasks"]) => create_task(lk, &q, &body),
         (Method::GET, ["query_tasks", id]) => task_status(lk, id),
         (Method::GET, ["query_tasks", id, "results"]) => task_results(lk, id),
@@ -1169,9 +1221,38 @@ impl Sandbox {
         self.app.looker.mutate();
     }
 
-    /// Rows the built-in Looker stream `entity` lands now.
-    pub fn looker_result_rows(&self, entity: &str) -> Option<u64> {
-        self.app.looker.result_rows(entity)
+    /// Rows query `query` returns now on the fake's model, `limit` overriding the query's
+    /// (`-1` = every row; `None`: Looker's 5000-row default). `None` when the model cannot run
+    /// it (unknown model, explore or field). The caller supplies the query: the fake knows no
+    /// stream definitions.
+    pub fn looker_query_rows(
+        &self,
+        query: &crate::spec::LookerQuery,
+        limit: Option<i64>,
+    ) -> Option<u64> {
+        if query.model != MODEL {
+            return None;
+        }
+        let q = Query {
+            id: String::new(),
+            model: query.model.clone(),
+            view: query.view.clone(),
+            fields: query.fields.clone(),
+            filters: Some(query.filters.clone().into_iter().collect()),
+            sorts: Some(query.sorts.clone()),
+            limit: None,
+            query_timezone: None,
+        };
+        self.app.looker.query_rows(&q, limit)
+    }
+
+    /// Rows the saved Look `look_id` returns now, `limit` overriding the Look's own (`None`:
+    /// no such Look).
+    pub fn looker_look_rows(&self, look_id: &str, limit: Option<i64>) -> Option<u64> {
+        let lk = &self.app.looker;
+        let l = LOOKS.iter().find(|l| l.id == look_id)?;
+        let q = lk.st().queries.get(l.query_id)?.clone();
+        lk.query_rows(&q, limit)
     }
 
     /// Rows of the `ledger` explore (one result row per journal line).

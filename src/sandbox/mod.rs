@@ -305,6 +305,8 @@ impl Sandbox {
     }
 
     /// Live rows of the table behind a stream (`None`: not a table this sandbox serves).
+    /// Looker results are queries the caller defines, not tables of the instance: `None`
+    /// (see [`Sandbox::looker_query_rows`] and [`Sandbox::looker_look_rows`]).
     pub fn live_count(&self, system: &str, entity: &str) -> Option<u64> {
         match system {
             "dataverse" => {
@@ -317,13 +319,15 @@ impl Sandbox {
                 "deal" | "person" | "organization" | "product" | "deal_product" => {
                     Some(self.pipedrive_live_rows(entity).len() as u64)
                 }
+                "user" | "pipeline" | "stage" => {
+                    self.pipedrive_truth(entity).map(|t| t.len() as u64)
+                }
                 _ => self
                     .pipedrive_counts()
                     .into_iter()
                     .find(|(k, _)| k == entity)
                     .and_then(|(_, n)| u64::try_from(n).ok()),
             },
-            "looker" => self.looker_result_rows(entity),
             _ => None,
         }
     }

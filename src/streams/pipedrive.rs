@@ -2,6 +2,8 @@
 //! the last page), v1 offset paging (`start`/`limit`, for the v1-only users), incremental reads
 //! by `updated_since = cursor` (the run folds the lookback into the cursor) sorted by `update_time` ascending (never `/recents`),
 //! child endpoints read per batch of parent ids (deal products: `deal_ids` from the deals list),
+//! several list paths read one after the other into one table (`also_paths`: deals and
+//! archived deals; `$from:` may name several parent lists, comma-separated),
 //! and the custom-field rewrite: the company's field definitions are loaded once per run and
 //! every record's nested `custom_fields` (40-hex keys, option ids) becomes top-level keys
 //! (the codes, option labels) before the page reaches the decoder.
@@ -28,8 +30,8 @@ use crate::streams::{Page, PageSource, ReadMode, get_parsed, now_micros};
 const MAX_LIMIT: u32 = 500;
 const MAX_PARENT_IDS: u32 = 100;
 
-/// A stream parameter whose value is `$from:<path>` is filled with the ids listed at `<path>`,
-/// at most 100 per request.
+/// A stream parameter whose value is `$from:<path>[,<path>…]` is filled with the ids listed at
+/// each `<path>` in turn, at most 100 per request.
 const FROM_PREFIX: &str = "$from:";
 
 /// One custom field definition.
@@ -50,8 +52,10 @@ pub type FieldMap = HashMap<String, FieldDef>;
 struct Parent {
     /// Query parameter that carries the parent ids (`deal_ids`).
     param: String,
-    /// Parent list path (`/api/v2/deals`).
-    path: String,
+    /// Parent list paths, read in turn (`/api/v2/deals`, `/api/v2/deals/archived`).
+    paths: Vec<String>,
+    /// Index in `paths` of the list being expanded.
+    path_at: usize,
     /// Cursor of the parent page being expanded (`None` = first page).
     at: Option<String>,
     /// Cursor after the parent page being expanded; `Some(None)` = it was the last page.
@@ -69,6 +73,10 @@ pub struct PipedriveSource {
     stream: String,
     /// `{api_path}{path}` without parameters.
     path: String,
+    /// `path` then `{api_path}{also_paths…}`: the lists read one after the other.
+    paths: Vec<String>,
+    /// Index in `paths` of the list being read.
+    path_at: usize,
     /// Fixed parameters and those of the read mode.
     query: Vec<(String, String)>,
     pagination: Pagination,
@@ -148,7 +156,11 @@ impl PipedriveSource {
                 Some(p) => {
                     parent = Some(Parent {
                         param: k.clone(),
-                        path: format!("{}{}", stream.source.api_path, p),
+                        paths: p
+                            .split(',')
+                            .map(|p| format!("{}{}", stream.source.api_path, p.trim()))
+                            .collect(),
+                        path_at: 0,
                         at: None,
                         after: None,
                         ids: Vec::new(),
@@ -186,7 +198,9 @@ impl PipedriveSource {
             query.extend(mode_q);
         } else if let Some(p) = parent.as_mut() {
             // Parent query: mode parameters only (ids); kept in `path` form below.
-            p.path = with_query(&p.path, &mode_q);
+            for path in &mut p.paths {
+                *path = with_query(path, &mode_q);
+            }
         }
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -204,6 +218,16 @@ impl PipedriveSource {
             base: None,
             stream: stream.id.to_string(),
             fields_path: fields_path_of(&path),
+            paths: std::iter::once(path.clone())
+                .chain(
+                    stream
+                        .spec
+                        .also_paths
+                        .iter()
+                        .map(|p| format!("{}{}", stream.source.api_path, p)),
+                )
+                .collect(),
+            path_at: 0,
             query,
             // v1 endpoints (users) page by offset whatever the source's default says.
             pagination: if path.contains("/v1/") {
@@ -226,20 +250,34 @@ impl PipedriveSource {
         Ok(src)
     }
 
+    /// Resume positions: `c:<cursor>` / `s:<start>` (plain listing), `p:<cursor>` (parent
+    /// page being expanded), each with `@<n>` after the tag when the position is in the n-th
+    /// further path (`c@1:` = the start of the first of `also_paths`).
     fn resume_at(&mut self, r: &str) -> Result<()> {
-        match (r.split_once(':'), self.parent.as_mut()) {
-            (Some(("p", c)), Some(p)) => {
-                p.at = (!c.is_empty()).then(|| c.to_string());
-                Ok(())
-            }
-            (Some(("c" | "s", c)), None) => {
-                self.position = Some(c.to_string());
-                Ok(())
-            }
-            _ => Err(Error::Config(format!(
+        let bad = || {
+            Error::Config(format!(
                 "{}: saved position `{r}` does not belong to this stream",
                 self.stream
-            ))),
+            ))
+        };
+        let (tag, c) = r.split_once(':').ok_or_else(bad)?;
+        let (tag, at) = match tag.split_once('@') {
+            Some((t, n)) => (t, n.parse::<usize>().map_err(|_| bad())?),
+            None => (tag, 0),
+        };
+        let c = (!c.is_empty()).then(|| c.to_string());
+        match (tag, self.parent.as_mut()) {
+            ("p", Some(p)) if at < p.paths.len() => {
+                p.path_at = at;
+                p.at = c;
+                Ok(())
+            }
+            ("c" | "s", None) if at < self.paths.len() => {
+                self.path_at = at;
+                self.position = c;
+                Ok(())
+            }
+            _ => Err(bad()),
         }
     }
 
@@ -316,7 +354,7 @@ impl PipedriveSource {
         let base = self.base().await?;
         let mut q = self.query.clone();
         q.extend(self.paging_params(&self.position));
-        let url = with_query(&format!("{base}{}", self.path), &q);
+        let url = with_query(&format!("{base}{}", self.paths[self.path_at]), &q);
         let (body, parsed) = self.fetch(&url).await?;
         let next = match self.pagination {
             Pagination::Offset => parsed.next_start.map(|s| s.to_string()),
@@ -327,8 +365,14 @@ impl PipedriveSource {
         } else {
             "c"
         };
-        let resume = next.as_ref().map(|n| format!("{tag}:{n}"));
-        self.done = next.is_none();
+        // The end of one list is the start of the next one, if any.
+        if next.is_none() && self.path_at + 1 < self.paths.len() {
+            self.path_at += 1;
+        } else if next.is_none() {
+            self.done = true;
+        }
+        let resume =
+            (!self.done).then(|| position(tag, self.path_at, next.as_deref().unwrap_or_default()));
         self.position = next;
         Ok(Some(self.page_of(body, &parsed, resume)))
     }
@@ -346,11 +390,16 @@ impl PipedriveSource {
     async fn step_child(&mut self, p: &mut Parent) -> Result<Option<Page>> {
         let base = self.base().await?;
         let limit = self.limit;
-        // Next batch of parent ids (skipping parent pages without records).
+        // Next batch of parent ids (skipping parent pages without records, then lists).
         while p.ids.is_empty() {
             if p.after == Some(None) {
-                self.done = true;
-                return Ok(None);
+                if p.path_at + 1 >= p.paths.len() {
+                    self.done = true;
+                    return Ok(None);
+                }
+                p.path_at += 1;
+                p.at = None;
+                p.after = None;
             }
             if let Some(after) = p.after.take() {
                 p.at = after;
@@ -359,7 +408,7 @@ impl PipedriveSource {
             if let Some(c) = &p.at {
                 q.push(("cursor".into(), c.clone()));
             }
-            let url = with_query(&format!("{base}{}", p.path), &q);
+            let url = with_query(&format!("{base}{}", p.paths[p.path_at]), &q);
             let (body, parsed) = self.fetch(&url).await?;
             #[derive(Deserialize)]
             struct Id {
@@ -392,11 +441,19 @@ impl PipedriveSource {
             Some(c) => {
                 // Mid-batch: resuming re-reads this batch (merging makes that harmless).
                 p.child = Some(c.clone());
-                Some(format!("p:{}", p.at.clone().unwrap_or_default()))
+                Some(position(
+                    "p",
+                    p.path_at,
+                    p.at.as_deref().unwrap_or_default(),
+                ))
             }
             None => {
                 p.ids.clear();
-                p.after.clone().flatten().map(|next| format!("p:{next}"))
+                match p.after.clone().flatten() {
+                    Some(next) => Some(position("p", p.path_at, &next)),
+                    None if p.path_at + 1 < p.paths.len() => Some(position("p", p.path_at + 1, "")),
+                    None => None,
+                }
             }
         };
         if resume.is_none() {
@@ -418,6 +475,16 @@ impl PageSource for PipedriveSource {
         } else {
             self.next_plain().await
         }
+    }
+}
+
+/// A resume position: `<tag>:<cursor>` in the stream's main path, `<tag>@<n>:<cursor>` in
+/// its n-th further path.
+fn position(tag: &str, path_at: usize, cursor: &str) -> String {
+    if path_at == 0 {
+        format!("{tag}:{cursor}")
+    } else {
+        format!("{tag}@{path_at}:{cursor}")
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pipedrive end to end against the sandbox: full sync then incrementals carrying exactly the
-//! changes (deleted deals as tombstones, other deletes on the next full read), custom fields
+//! changes (deleted deals as tombstones, other deletes on the next full read, archived deals
+//! read from /api/v2/deals/archived as rows with `is_archived`), custom fields
 //! renamed into `_ml_extra`, OAuth refresh and rotation, burst pacing, the daily budget stop,
 //! the Cloudflare 403 stop, faults and quarantine.
 
@@ -79,6 +80,38 @@ fn assert_same(p: &Project, entity: &str) {
     assert!(w == s, "{entity}: ids differ from the sandbox");
 }
 
+/// Archived deals (listed only at /api/v2/deals/archived) are rows of the deal table: the
+/// warehouse holds each with `is_archived` and `archive_time` as the tenant serves them.
+fn assert_archived_deals_landed(p: &Project) {
+    let truth: Vec<(i64, String)> = p
+        .sandbox
+        .truth("pipedrive", "deal")
+        .unwrap()
+        .into_iter()
+        .filter(|d| d["is_archived"] == true)
+        .map(|d| {
+            (
+                d["id"].as_i64().unwrap(),
+                d["archive_time"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(!truth.is_empty(), "the sandbox has archived deals");
+    let landed = p.scalar(
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE is_archived AND archive_time IS NOT NULL",
+    );
+    assert_eq!(
+        landed,
+        truth.len().to_string(),
+        "archived deals in the warehouse"
+    );
+    let (id, at) = &truth[truth.len() - 1];
+    let got = p.scalar(&format!(
+        "SELECT strftime(archive_time, '%Y-%m-%dT%H:%M:%SZ') FROM raw_pipedrive.deal WHERE id = {id}"
+    ));
+    assert_eq!(&got, at, "deal {id}");
+}
+
 /// Syncs and returns each stream's outcome (errors as text).
 async fn try_sync(
     p: &Project,
@@ -105,6 +138,7 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     for e in ["deal", "person", "organization", "product", "deal_product"] {
         assert_same(&p, e);
     }
+    assert_archived_deals_landed(&p);
     assert_eq!(full["pipedrive.user"].table_rows, 5);
     assert_eq!(full["pipedrive.stage"].table_rows, 10);
     assert_eq!(full["pipedrive.pipeline"].table_rows, 2);
@@ -130,6 +164,8 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     );
     assert!(deal.deleted >= 1, "deleted deals arrive as tombstones");
     assert_same(&p, "deal");
+    // Deals archived by the mutation arrive as updates of their rows.
+    assert_archived_deals_landed(&p);
     assert_same(&p, "product");
     // Persons and organizations have no delete feed: inserts and updates are in, deletes wait
     // for the next full read (key-set reconciliation).
@@ -141,6 +177,8 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     for e in ["deal", "person", "organization", "product", "deal_product"] {
         assert_same(&p, e);
     }
+    // The key-set pass sees archived keys too: archiving is never a delete.
+    assert_archived_deals_landed(&p);
     // A quiet incremental reads next to nothing.
     let quiet = p.sync_incremental().await;
     assert!(quiet["pipedrive.deal"].rows_extracted < 10);

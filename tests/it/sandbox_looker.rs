@@ -316,3 +316,80 @@ async fn request_limit_answers_429_with_retry_after() {
         .unwrap();
     assert_eq!(stats["throttled"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn looks_and_models_are_listed_for_discovery() {
+    let sb = start(100).await;
+    let token = login(&sb).await;
+    let get = |path: &'static str| call(&sb, &token, reqwest::Method::GET, path, None);
+    // Every saved Look, in the Look shape (no query), each pointing at its query and model.
+    let (s, _, looks) = get("looks").await;
+    assert_eq!(s, 200);
+    let looks = looks.as_array().unwrap().clone();
+    assert_eq!(looks.len(), 2);
+    for l in &looks {
+        for k in [
+            "id",
+            "title",
+            "query_id",
+            "description",
+            "folder_id",
+            "updated_at",
+        ] {
+            assert!(l[k].is_string(), "{k} in {l}");
+        }
+        assert_eq!(l["model"]["id"], "finance");
+        assert_eq!(l["deleted"], false);
+        assert!(l.get("query").is_none(), "a list carries no queries");
+    }
+    // `fields` keeps the named properties, nested ones too.
+    let (_, _, slim) = get("looks?fields=id,title,model(id)").await;
+    assert_eq!(
+        slim[0],
+        json!({ "id": "1", "title": "Pipeline by stage", "model": { "id": "finance" } })
+    );
+    // A Look alone carries its query (LookWithQuery).
+    let (_, _, one) = get("looks/2").await;
+    assert_eq!(one["query"]["view"], "budget");
+    assert_eq!(one["query_id"], "2");
+    let (s, _, _) = get("looks/99").await;
+    assert_eq!(s, 404);
+    // The model and its explores; an explore's fields as dimensions and measures.
+    let (s, _, models) = get("lookml_models").await;
+    assert_eq!(s, 200);
+    let explores: Vec<&str> = models[0]["explores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(explores, ["budget", "pipeline", "ledger"]);
+    let (_, _, m) = get("lookml_models/finance?fields=name,explores(name)").await;
+    assert_eq!(m["name"], "finance");
+    assert!(m.get("label").is_none());
+    let (_, _, e) = get("lookml_models/finance/explores/pipeline").await;
+    let dims: Vec<&str> = e["fields"]["dimensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(dims.contains(&"pipeline.stage"), "{dims:?}");
+    assert_eq!(e["fields"]["measures"][0]["category"], "measure");
+    let (s, _, _) = get("lookml_models/finance/explores/nope").await;
+    assert_eq!(s, 404);
+    let (s, _, _) = get("lookml_models/other").await;
+    assert_eq!(s, 404);
+    // What a Look returns, as the test controls count it (no stream definitions involved).
+    assert_eq!(sb.looker_look_rows("1", Some(1000)), Some(6));
+    assert_eq!(sb.looker_look_rows("9", None), None);
+    let q = ml_connector::spec::LookerQuery {
+        model: "finance".into(),
+        view: "budget".into(),
+        fields: vec!["budget.department".into(), "budget.line_count".into()],
+        filters: Default::default(),
+        sorts: vec![],
+    };
+    assert_eq!(sb.looker_query_rows(&q, Some(-1)), Some(8));
+    assert_eq!(sb.live_count("looker", "budget_summary"), None);
+}

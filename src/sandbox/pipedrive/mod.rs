@@ -6,6 +6,15 @@
 //! `x-ratelimit-*` headers on a 2-second burst window, a daily token budget charged by
 //! `x-token-cost`, a Cloudflare HTML 403 mode, seeded faults and mutation rounds.
 //!
+//! Archived deals are listed only at `/api/v2/deals/archived` (same filters and paging);
+//! `/api/v2/deals` "returns data about all not archived deals" (v2.yaml). One initial deal in
+//! twenty starts archived and each mutation round archives a few more (an update: new
+//! `update_time`, `is_archived`, `archive_time`). Their line items stay readable.
+//!
+//! The schema is the fake's own (fields.rs, render.rs) and depends on the tenant
+//! ([`Tenant`]): field definitions (`/api/v2/{deal,person,organization,product}Fields`) list
+//! the standard fields and the tenant's custom fields, cursor-paged.
+//!
 //! No rows are stored: unchanged row `id` renders from (seed, id) with update time `T0 + id * STEP`;
 //! only rows a mutation touched keep (revision, update time, deleted) — so a million deals
 //! cost nothing until they change, and a page sorted by update time is the unchanged id range
@@ -13,6 +22,7 @@
 //! products}/{id}`) are in writes.rs: saved values override generated ones, and the row gets a
 //! new update time.
 
+mod fields;
 mod render;
 mod webhooks;
 mod writes;
@@ -29,7 +39,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use base64::Engine;
 
-use super::options::Faults;
+use super::options::{Faults, Tenant};
 use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
@@ -53,6 +63,8 @@ struct Meta {
     update_time: i64,
     /// When it was deleted.
     deleted: Option<i64>,
+    /// Deals: when it was archived.
+    archived: Option<i64>,
 }
 
 struct Inner {
@@ -77,11 +89,14 @@ struct Inner {
     html_403: bool,
     /// Values saved by PATCH and the write log.
     writes: writes::PdSaved,
+    /// Custom fields renamed by the admin control: (kind, slot) → new name.
+    renames: HashMap<(Kind, u64), String>,
 }
 
 /// State of the Pipedrive fake.
 pub(crate) struct Pipedrive {
     seed: u64,
+    tenant: Tenant,
     scale: u64,
     initial: HashMap<Kind, i64>,
     token_ttl: Duration,
@@ -100,6 +115,7 @@ impl Pipedrive {
         let max = initial.values().copied().max().unwrap_or(0);
         Self {
             seed: opts.seed,
+            tenant: opts.tenant,
             scale: opts.scale,
             initial: initial.clone(),
             token_ttl: opts.token_ttl,
@@ -119,6 +135,7 @@ impl Pipedrive {
                 daily: (100_000_000, 100_000_000),
                 html_403: false,
                 writes: writes::PdSaved::default(),
+                renames: HashMap::new(),
             }),
             faults: Protection::new(None, opts.faults, opts.seed ^ 0x919E),
             hooks: Arc::default(),
@@ -132,6 +149,7 @@ impl Pipedrive {
     fn dims(&self, st: &Inner) -> Dims {
         Dims {
             seed: self.seed,
+            tenant: self.tenant,
             users: render::user_count(self.scale),
             persons: st.counts[&Kind::Person],
             orgs: st.counts[&Kind::Org],
@@ -140,7 +158,9 @@ impl Pipedrive {
     }
 
     /// One round of inserts, updates and deletes on deals, persons, organizations (deletes
-    /// hard, deals soft: status deleted) and products (updates and inserts).
+    /// hard, deals soft: status deleted) and products (updates and inserts); a few deals are
+    /// archived (an update: they move from `/deals` to `/deals/archived` with a new
+    /// `update_time`).
     pub(crate) fn mutate(&self) {
         let mut st = self.st();
         st.rounds += 1;
@@ -157,16 +177,27 @@ impl Pipedrive {
             };
             for _ in 0..updates {
                 let id = 1 + rng.below(n as u64) as i64;
-                touch(&mut st, kind, id, false);
+                let _ = self.touch(&mut st, kind, id, Change::Update);
             }
             for _ in 0..deletes {
                 let id = 1 + rng.below(n as u64) as i64;
-                touch(&mut st, kind, id, true);
+                let _ = self.touch(&mut st, kind, id, Change::Delete);
             }
             for _ in 0..inserts {
                 let id = st.counts[&kind] + 1;
                 st.counts.insert(kind, id);
-                touch(&mut st, kind, id, false);
+                let _ = self.touch(&mut st, kind, id, Change::Update);
+            }
+            if kind == Kind::Deal {
+                // A draw that hits an archived or deleted deal tries again (a few times).
+                for _ in 0..(n / 100).max(1) {
+                    for _ in 0..4 {
+                        let id = 1 + rng.below(n as u64) as i64;
+                        if self.touch(&mut st, kind, id, Change::Archive) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         // Webhook events for every row this round touched, in time order.
@@ -194,6 +225,29 @@ impl Pipedrive {
         self.faults.set_faults(faults);
     }
 
+    /// See [`Sandbox::pipedrive_rename_custom_field`].
+    fn rename_custom_field(&self, entity: &str, old_name: &str, new_name: &str) -> bool {
+        let Some(kind) = kind_of(entity) else {
+            return false;
+        };
+        let mut st = self.st();
+        let slot = fields::custom_fields(kind, self.tenant)
+            .find(|f| {
+                st.renames
+                    .get(&(kind, f.slot))
+                    .map_or(f.name, String::as_str)
+                    == old_name
+            })
+            .map(|f| f.slot);
+        match slot {
+            Some(slot) => {
+                st.renames.insert((kind, slot), new_name.to_string());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The row as known now (`None`: never existed).
     fn row(&self, st: &Inner, kind: Kind, id: i64) -> Option<Row> {
         if id < 1 || id > st.counts[&kind] {
@@ -206,33 +260,65 @@ impl Pipedrive {
             update_time: m.map_or(T0 + id * STEP, |m| m.update_time),
             deleted: m.is_some_and(|m| m.deleted.is_some()),
             poisoned: st.poisoned.contains(&(kind, id)),
+            archived: m.map_or_else(|| self.initial_archive(kind, id), |m| m.archived),
         })
+    }
+
+    /// When an unchanged initial row was archived (deals only; see
+    /// [`render::initially_archived`]).
+    fn initial_archive(&self, kind: Kind, id: i64) -> Option<i64> {
+        (kind == Kind::Deal && id <= self.initial[&kind] && render::initially_archived(id))
+            .then_some(T0 + id * STEP)
+    }
+
+    /// Changes, deletes or archives one row: a new revision and update time. Deleted rows
+    /// stay deleted; archiving an archived deal changes nothing. Returns whether it changed.
+    fn touch(&self, st: &mut Inner, kind: Kind, id: i64, change: Change) -> bool {
+        let old = st.changed.get(&(kind, id)).copied();
+        if old.is_some_and(|m| m.deleted.is_some()) {
+            return false;
+        }
+        let archived = old.map_or_else(|| self.initial_archive(kind, id), |m| m.archived);
+        if change == Change::Archive && archived.is_some() {
+            return false;
+        }
+        // Changes are 37 s apart, so a lookback of minutes re-reads a handful of rows.
+        st.clock += 37;
+        let now = st.clock;
+        if let Some(m) = old {
+            st.by_time.remove(&(kind, m.update_time, id));
+        }
+        // Archiving changes no value but the archive flag and time (same revision).
+        let rev = match (change, old) {
+            (Change::Archive, old) => old.map_or(0, |m| m.rev),
+            (_, old) => old.map_or(1, |m| m.rev + 1),
+        };
+        let m = Meta {
+            rev,
+            update_time: now,
+            deleted: (change == Change::Delete).then_some(now),
+            archived: if change == Change::Archive {
+                Some(now)
+            } else {
+                archived
+            },
+        };
+        st.changed.insert((kind, id), m);
+        st.by_time.insert((kind, now, id));
+        true
     }
 }
 
-/// Changes (or deletes) one row: a new revision and update time.
-fn touch(st: &mut Inner, kind: Kind, id: i64, delete: bool) {
-    // Changes are 37 s apart, so a lookback of minutes re-reads a handful of rows.
-    st.clock += 37;
-    let now = st.clock;
-    let old = st.changed.get(&(kind, id)).copied();
-    if old.is_some_and(|m| m.deleted.is_some()) {
-        return;
-    }
-    if let Some(m) = old {
-        st.by_time.remove(&(kind, m.update_time, id));
-    }
-    let m = Meta {
-        rev: old.map_or(1, |m| m.rev + 1),
-        update_time: now,
-        deleted: delete.then_some(now),
-    };
-    st.changed.insert((kind, id), m);
-    st.by_time.insert((kind, now, id));
+/// What a mutation does to one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Update,
+    Delete,
+    Archive,
 }
 
 /// Query parameters of one list request.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ListQuery {
     cursor: Option<String>,
     limit: usize,
@@ -243,6 +329,8 @@ struct ListQuery {
     statuses: Vec<String>,
     ids: Vec<i64>,
     start: usize,
+    /// `/deals/archived` (archived deals only) rather than `/deals` (not archived ones).
+    archived: bool,
 }
 
 fn parse_time(v: &str) -> Option<i64> {
@@ -311,6 +399,9 @@ impl Pipedrive {
         }
         if kind != Kind::Deal {
             return !r.deleted;
+        }
+        if r.archived.is_some() != q.archived {
+            return false;
         }
         if r.deleted
             && st
@@ -442,7 +533,27 @@ impl Pipedrive {
         Ok((out, next.map(|n| encode_cursor(&n))))
     }
 
-    /// Line items of up to 100 deals (deleted deals have none), cursor-paged.
+    /// One cursor-paged page of the field definitions of `kind` (standard fields, then the
+    /// tenant's custom fields under their current names).
+    fn field_page(&self, kind: Kind, q: &ListQuery) -> Result<(String, Option<String>), String> {
+        let defs = {
+            let st = self.st();
+            fields::field_defs(self.seed, kind, self.tenant, &st.renames)
+        };
+        let from: usize = match &q.cursor {
+            Some(c) => decode_cursor(c)
+                .and_then(|s| s.strip_prefix("f:").and_then(|n| n.parse().ok()))
+                .ok_or("invalid cursor")?,
+            None => 0,
+        };
+        let to = (from + q.limit).min(defs.len());
+        let page = defs.get(from..to).unwrap_or_default().join(",");
+        let next = (to < defs.len()).then(|| encode_cursor(&format!("f:{to}")));
+        Ok((page, next))
+    }
+
+    /// Line items of up to 100 deals (deleted deals have none; archived ones keep theirs),
+    /// cursor-paged.
     fn deal_products(&self, q: &ListQuery) -> Result<(String, Option<String>), String> {
         if q.ids.is_empty() {
             return Err("deal_ids is required".into());
@@ -504,9 +615,12 @@ fn error(status: StatusCode, msg: &str) -> (StatusCode, String) {
     )
 }
 
-/// `x-token-cost` of a route (v2 list 10, v1 list 20, single v1 GET 2, field lists 10).
+/// `x-token-cost` of a route (v2 list 10, archived deals 20, v1 list 20, single v1 GET 2,
+/// field lists 10).
 fn token_cost(rest: &str) -> u64 {
-    if rest.starts_with("api/v1/users/me") {
+    if rest.starts_with("api/v2/deals/archived") {
+        20
+    } else if rest.starts_with("api/v1/users/me") {
         2
     } else if rest.starts_with("api/v1/") {
         20
@@ -651,15 +765,22 @@ fn route(pd: &Pipedrive, rest: &str, q: &ListQuery) -> Result<String, (StatusCod
             let (data, next) = pd.deal_products(q).map_err(bad)?;
             return Ok(envelope(&data, next));
         }
+        if v2 == "deals/archived" {
+            let q = ListQuery {
+                archived: true,
+                ..q.clone()
+            };
+            let (data, next) = pd.list(Kind::Deal, &q).map_err(bad)?;
+            return Ok(envelope(&data, next));
+        }
         for kind in Kind::ALL {
             if v2 == kind.plural() {
                 let (data, next) = pd.list(kind, q).map_err(bad)?;
                 return Ok(envelope(&data, next));
             }
             if v2 == format!("{}Fields", kind.singular()) {
-                let mut out = String::new();
-                render::field_defs(&mut out, pd.seed, kind);
-                return Ok(envelope(&out, None));
+                let (data, next) = pd.field_page(kind, q).map_err(bad)?;
+                return Ok(envelope(&data, next));
             }
         }
         let small = |n: i64, f: fn(&mut String, i64)| {
@@ -784,6 +905,43 @@ async fn admin_mutate(State(app): State<Arc<App>>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Body of `POST /_sandbox/pipedrive/rename-field`.
+#[derive(serde::Deserialize)]
+struct RenameField {
+    entity: String,
+    old_name: String,
+    new_name: String,
+}
+
+/// Renames a custom field: 204, or 404 when the tenant has no custom field of that name.
+async fn admin_rename_field(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    let r: RenameField = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                [(header::CONTENT_TYPE, "application/json")],
+                serde_json::json!({ "error": e.to_string() }).to_string(),
+            )
+                .into_response();
+        }
+    };
+    if app
+        .pipedrive
+        .rename_custom_field(&r.entity, &r.old_name, &r.new_name)
+    {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::json!({ "error": format!("no custom field `{}` on {}", r.old_name, r.entity) })
+                .to_string(),
+        )
+            .into_response()
+    }
+}
+
 async fn admin_counts(State(app): State<Arc<App>>) -> Response {
     let st = app.pipedrive.st();
     let counts: serde_json::Map<String, serde_json::Value> = Kind::ALL
@@ -812,6 +970,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         )
         .route("/_sandbox/pipedrive/mutate", post(admin_mutate))
         .route("/_sandbox/pipedrive/counts", get(admin_counts))
+        .route("/_sandbox/pipedrive/rename-field", post(admin_rename_field))
 }
 
 fn kind_of(entity: &str) -> Option<Kind> {
@@ -822,10 +981,78 @@ fn kind_of(entity: &str) -> Option<Kind> {
 
 /// Pipedrive controls for tests and the demo.
 impl Sandbox {
-    /// The tenant's truth for one pipedrive table (see [`Sandbox::truth`]).
+    /// The tenant's truth for one pipedrive table (see [`Sandbox::truth`]): `deal` (archived
+    /// deals included, deleted ones not), `organization`, `person`, `product`, `deal_product`
+    /// (line items of those deals), `user`, `pipeline`, `stage`; each row exactly as the API
+    /// renders it (nested `custom_fields` under 40-hex keys with raw values), in id order.
     pub(crate) fn pipedrive_truth(&self, entity: &str) -> Option<Vec<super::TruthRow>> {
-        let _ = entity;
-        None
+        let pd = &self.app.pipedrive;
+        let st = pd.st();
+        let d = pd.dims(&st);
+        let mut out = Vec::new();
+        let mut push = |text: &str| {
+            if let Ok(serde_json::Value::Object(m)) = serde_json::from_str(text) {
+                out.push(m);
+            }
+        };
+        let mut buf = String::new();
+        match entity {
+            "user" | "pipeline" | "stage" => {
+                let n = match entity {
+                    "user" => d.users,
+                    "pipeline" => render::PIPELINES,
+                    _ => render::PIPELINES * render::STAGES_PER_PIPELINE,
+                };
+                for id in 1..=n {
+                    buf.clear();
+                    match entity {
+                        "user" => render::user(&mut buf, &d, id),
+                        "pipeline" => render::pipeline(&mut buf, id),
+                        _ => render::stage(&mut buf, id),
+                    }
+                    push(&buf);
+                }
+            }
+            "deal_product" => {
+                for id in 1..=st.counts[&Kind::Deal] {
+                    let Some(r) = pd.row(&st, Kind::Deal, id).filter(|r| !r.deleted) else {
+                        continue;
+                    };
+                    for k in 0..render::deal_product_count(&d, &r) {
+                        buf.clear();
+                        render::deal_product(&mut buf, &d, &r, k);
+                        push(&buf);
+                    }
+                }
+            }
+            _ => {
+                let kind = Kind::ALL.into_iter().find(|k| k.singular() == entity)?;
+                for id in 1..=st.counts[&kind] {
+                    let Some(r) = pd.row(&st, kind, id).filter(|r| !r.deleted) else {
+                        continue;
+                    };
+                    buf.clear();
+                    writes::record(&mut buf, &d, kind, &r, &st.writes);
+                    push(&buf);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Renames the custom field of `entity` (`deal`, `person`, `organization`, `product`)
+    /// now called `old_name`: same 40-hex key and values, a new `field_name` in the field
+    /// definitions (what a company admin does in the app between two runs). `false` when the
+    /// tenant has no such custom field.
+    pub fn pipedrive_rename_custom_field(
+        &self,
+        entity: &str,
+        old_name: &str,
+        new_name: &str,
+    ) -> bool {
+        self.app
+            .pipedrive
+            .rename_custom_field(entity, old_name, new_name)
     }
 
     /// Every PATCH the Pipedrive fake received, in order.
@@ -893,7 +1120,9 @@ impl Sandbox {
     }
 
     /// Live rows of `entity` (`deal`, `person`, `organization`, `product`, `deal_product`):
-    /// (id, update_time RFC 3339), deleted rows excluded, in id order.
+    /// (id, update_time RFC 3339), deleted rows excluded, in id order. Archived deals are live
+    /// rows of the tenant (listed at `/deals/archived`, not `/deals`) and are included, with
+    /// their line items.
     pub fn pipedrive_live_rows(&self, entity: &str) -> Vec<(i64, String)> {
         let pd = &self.app.pipedrive;
         let st = pd.st();
@@ -960,8 +1189,12 @@ impl Sandbox {
         ids
     }
 
-    /// The 40-hex key of custom field `i` of `entity`, for tests.
+    /// The 40-hex key of the tenant's custom field `i` of `entity` (in definition order), for
+    /// tests.
     pub fn pipedrive_custom_field_key(&self, entity: &str, i: usize) -> Option<String> {
-        kind_of(entity).map(|k| render::field_key(self.app.pipedrive.seed, k, i))
+        let pd = &self.app.pipedrive;
+        let kind = kind_of(entity)?;
+        let f = fields::custom_fields(kind, pd.tenant).nth(i)?;
+        Some(fields::field_key(pd.seed, kind, f.slot))
     }
 }

@@ -1,13 +1,22 @@
-//! Pipedrive fake records as bytes: every value is a pure function of (seed, kind, id,
-//! revision), rendered straight into the page buffer in the API v2 shapes (integer ids, RFC 3339
-//! times, emails[]/phones[], prices[], nested `custom_fields` under 40-hex keys).
+//! Pipedrive fake records as bytes: every value is a pure function of (seed, tenant, kind, id,
+//! revision), rendered straight into the page buffer in the API v2 shapes of
+//! shared/specs/pipedrive/v2.yaml (integer ids, RFC 3339 times, emails[]/phones[], prices[],
+//! `is_archived`/`archive_time`, nested `custom_fields` under 40-hex keys with raw values:
+//! option ids, monetary and address objects, related ids).
+//!
+//! Per tenant: the lean tenant's plan lacks the Growth-and-above fields (deal `arr`/`mrr`/`acv`,
+//! product and line-item `billing_frequency*`) and its users carry no `is_admin` (removed from
+//! the Users API in 2023); the custom tenant's users send `is_admin` as a boolean for some and
+//! an integer for others, and its drifting `double` custom field is `"n/a"` in a few records.
 
 use std::fmt::Write as _;
 
+use super::super::options::Tenant;
 use super::super::rng::{field, mix, pick, range, row_key};
 use super::super::words::{
-    CITIES, COMPANY_HEAD, COMPANY_NOUN, COMPANY_SUFFIX, FIRST, LAST, STREET,
+    CITIES, COMPANY_HEAD, COMPANY_NOUN, COMPANY_SUFFIX, FIRST, JOB_TITLE, LAST, STREET,
 };
+use super::fields::{self, CustomField, INDUSTRIES, field_key};
 
 /// Entities with generated rows and custom fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,79 +79,6 @@ pub fn user_count(scale: u64) -> i64 {
 pub const PIPELINES: i64 = 2;
 pub const STAGES_PER_PIPELINE: i64 = 5;
 
-/// A custom field definition of the fake.
-pub struct CustomField {
-    pub name: &'static str,
-    pub field_type: &'static str,
-    pub options: &'static [(i64, &'static str)],
-}
-
-pub fn custom_fields(kind: Kind) -> &'static [CustomField] {
-    const DEAL: &[CustomField] = &[
-        CustomField {
-            name: "Contract Type",
-            field_type: "enum",
-            options: &[(11, "Annual"), (12, "Monthly"), (13, "Multi-year")],
-        },
-        CustomField {
-            name: "Regions",
-            field_type: "set",
-            options: &[(21, "EMEA"), (22, "APAC"), (23, "Americas")],
-        },
-        CustomField {
-            name: "Setup Fee",
-            field_type: "monetary",
-            options: &[],
-        },
-        CustomField {
-            name: "PO Number",
-            field_type: "varchar",
-            options: &[],
-        },
-    ];
-    const PERSON: &[CustomField] = &[
-        CustomField {
-            name: "Preferred Language",
-            field_type: "enum",
-            options: &[(31, "English"), (32, "German"), (33, "French")],
-        },
-        CustomField {
-            name: "LinkedIn Profile",
-            field_type: "varchar",
-            options: &[],
-        },
-    ];
-    const ORG: &[CustomField] = &[
-        CustomField {
-            name: "Industry Segment",
-            field_type: "enum",
-            options: &[(41, "Manufacturing"), (42, "Software"), (43, "Retail")],
-        },
-        CustomField {
-            name: "Employee Count",
-            field_type: "double",
-            options: &[],
-        },
-    ];
-    const PRODUCT: &[CustomField] = &[CustomField {
-        name: "SKU Family",
-        field_type: "varchar",
-        options: &[],
-    }];
-    match kind {
-        Kind::Deal => DEAL,
-        Kind::Person => PERSON,
-        Kind::Org => ORG,
-        Kind::Product => PRODUCT,
-    }
-}
-
-/// The 40-hex key of custom field `i` of `kind` (different per seed, like per company).
-pub fn field_key(seed: u64, kind: Kind, i: usize) -> String {
-    let h = row_key(seed, 0xF1E1D, (kind.tag() as u64) << 8 | i as u64);
-    format!("{:016x}{:016x}{:08x}", h, mix(h), (mix(h ^ 1) >> 32) as u32)
-}
-
 /// RFC 3339 UTC of epoch seconds.
 pub fn ts(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
@@ -161,10 +97,13 @@ pub struct Row {
     pub update_time: i64,
     pub deleted: bool,
     pub poisoned: bool,
+    /// Deals: when the deal was archived (`None`: not archived).
+    pub archived: Option<i64>,
 }
 
 pub struct Dims {
     pub seed: u64,
+    pub tenant: Tenant,
     pub users: i64,
     pub persons: i64,
     pub orgs: i64,
@@ -179,6 +118,12 @@ fn add_time(d: &Dims, kind: Kind, id: i64) -> i64 {
     T0 + id * STEP - range(row_key(d.seed, kind.tag(), id as u64), 0, 86_400 * 30)
 }
 
+/// Whether initial deal `id` starts archived (one deal in twenty): it was archived at its
+/// last update, `T0 + id * STEP`.
+pub fn initially_archived(id: i64) -> bool {
+    id % 20 == 13
+}
+
 /// A deal's status (open/won/lost), or deleted.
 pub fn deal_status(d: &Dims, r: &Row) -> &'static str {
     if r.deleted {
@@ -190,48 +135,103 @@ pub fn deal_status(d: &Dims, r: &Row) -> &'static str {
     )
 }
 
+fn date(h: u64) -> String {
+    format!(
+        "\"2024-{:02}-{:02}\"",
+        range(h, 1, 12),
+        range(field(h, 1), 1, 28)
+    )
+}
+
+fn address(out: &mut String, h: u64) {
+    let city = &CITIES[(h % CITIES.len() as u64) as usize];
+    let street = pick(field(h, 1), STREET);
+    let no = range(field(h, 2), 1, 999);
+    let value = format!(
+        "{no} {street}, {} {}, {}",
+        city.postal, city.city, city.country
+    );
+    let _ = write!(
+        out,
+        "{{\"value\":{},\"country\":{},\"admin_area_level_1\":null,\"admin_area_level_2\":null,\"locality\":{},\"sublocality\":null,\"route\":{},\"street_number\":\"{no}\",\"subpremise\":null,\"postal_code\":{}}}",
+        q(&value),
+        q(city.country),
+        q(city.city),
+        q(street),
+        q(city.postal)
+    );
+}
+
+/// One custom field's raw v2 value: option ids for `enum`/`set` (an empty selection is null),
+/// `{value, currency}` for `monetary`, numbers for `double`, `YYYY-MM-DD` for `date`.
+/// [ASSUMPTION] `address` values are objects shaped like organizations' `address`, and `user`,
+/// `org`, `people` values plain integer ids (v2 dropped related objects from responses).
+fn custom_value(out: &mut String, d: &Dims, f: &CustomField, h: u64) {
+    match f.field_type {
+        _ if h.is_multiple_of(7) => out.push_str("null"),
+        "enum" => {
+            let _ = write!(out, "{}", pick(h, f.options).0);
+        }
+        "set" => {
+            let ids: Vec<String> = f
+                .options
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| (h >> (j * 3)) & 1 == 1)
+                .map(|(_, o)| o.0.to_string())
+                .collect();
+            // An empty selection is null (the API refuses `[]`).
+            if ids.is_empty() {
+                out.push_str("null");
+            } else {
+                let _ = write!(out, "[{}]", ids.join(","));
+            }
+        }
+        "monetary" => {
+            let _ = write!(
+                out,
+                "{{\"value\":{},\"currency\":\"EUR\"}}",
+                range(h, 50, 5000)
+            );
+        }
+        "double" if f.drifts && h % 11 == 3 => out.push_str("\"n/a\""),
+        "double" => {
+            let _ = write!(out, "{}", range(h, 1, 20000));
+        }
+        "date" => out.push_str(&date(h)),
+        "address" => address(out, h),
+        "user" => {
+            let _ = write!(out, "{}", range(h, 1, d.users));
+        }
+        "org" => {
+            let _ = write!(out, "{}", range(h, 1, d.orgs));
+        }
+        "people" => {
+            let _ = write!(out, "{}", range(h, 1, d.persons));
+        }
+        "phone" => {
+            let _ = write!(out, "\"+49 30 {}\"", range(h, 1_000_000, 9_999_999));
+        }
+        _ => {
+            // Values keep the field's original name stem: renaming a field changes no value.
+            let _ = write!(
+                out,
+                "\"{}-{}\"",
+                f.name.split(' ').next().unwrap_or("X"),
+                range(h, 1000, 99999)
+            );
+        }
+    }
+}
+
 fn custom(out: &mut String, d: &Dims, kind: Kind, k: u64) {
     out.push_str(",\"custom_fields\":{");
-    for (i, f) in custom_fields(kind).iter().enumerate() {
+    for (i, f) in fields::custom_fields(kind, d.tenant).enumerate() {
         if i > 0 {
             out.push(',');
         }
-        let h = field(k, 100 + i as u64);
-        let _ = write!(out, "\"{}\":", field_key(d.seed, kind, i));
-        match f.field_type {
-            _ if h.is_multiple_of(7) => out.push_str("null"),
-            "enum" => {
-                let _ = write!(out, "{}", pick(h, f.options).0);
-            }
-            "set" => {
-                let ids: Vec<String> = f
-                    .options
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| (h >> (j * 3)) & 1 == 1)
-                    .map(|(_, o)| o.0.to_string())
-                    .collect();
-                let _ = write!(out, "[{}]", ids.join(","));
-            }
-            "monetary" => {
-                let _ = write!(
-                    out,
-                    "{{\"value\":{},\"currency\":\"EUR\"}}",
-                    range(h, 50, 5000)
-                );
-            }
-            "double" => {
-                let _ = write!(out, "{}", range(h, 1, 20000));
-            }
-            _ => {
-                let _ = write!(
-                    out,
-                    "\"{}-{}\"",
-                    f.name.split(' ').next().unwrap_or("X"),
-                    range(h, 1000, 99999)
-                );
-            }
-        }
+        let _ = write!(out, "\"{}\":", field_key(d.seed, kind, f.slot));
+        custom_value(out, d, f, field(k, 100 + f.slot));
     }
     out.push('}');
 }
@@ -259,58 +259,57 @@ fn times(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
     );
 }
 
+fn or_null(cond: bool, v: &str) -> String {
+    if cond { v.to_string() } else { "null".into() }
+}
+
+fn deal(out: &mut String, d: &Dims, r: &Row, k: u64, owner: i64) {
+    let status = deal_status(d, r);
+    let pipeline = range(field(k, 3), 1, PIPELINES);
+    let stage = (pipeline - 1) * STAGES_PER_PIPELINE + range(field(k, 4), 1, STAGES_PER_PIPELINE);
+    let closed = matches!(status, "won" | "lost");
+    let close = or_null(closed, &q(&ts(r.update_time)));
+    let day = ts(r.update_time);
+    let close_day = or_null(closed, &q(day.get(..10).unwrap_or_default()));
+    let added = add_time(d, Kind::Deal, r.id);
+    let _ = write!(
+        out,
+        "{{\"id\":{},\"title\":{},\"creator_user_id\":{owner},\"owner_id\":{owner},\"value\":{}.{:02},\"person_id\":{},\"org_id\":{},\"stage_id\":{stage},\"pipeline_id\":{pipeline},\"currency\":\"EUR\",\"archive_time\":{}",
+        r.id,
+        q(&format!("{} deal", company(field(k, 5)))),
+        range(field(k, 6), 500, 250_000),
+        range(field(k, 7), 0, 99),
+        range(field(k, 8), 1, d.persons),
+        range(field(k, 9), 1, d.orgs),
+        r.archived.map_or("null".into(), |t| q(&ts(t))),
+    );
+    times(out, d, Kind::Deal, r);
+    let _ = write!(
+        out,
+        ",\"stage_change_time\":{},\"status\":\"{status}\",\"is_archived\":{},\"is_deleted\":{},\"probability\":null,\"lost_reason\":{},\"visible_to\":3,\"close_time\":{close},\"won_time\":{},\"lost_time\":{},\"local_won_date\":{},\"local_lost_date\":{},\"local_close_date\":{close_day},\"expected_close_date\":\"2024-{:02}-{:02}\",\"label_ids\":[],\"origin\":\"ManuallyCreated\",\"origin_id\":null,\"channel\":null,\"channel_id\":null",
+        q(&ts(added + (r.update_time - added) / 2)),
+        r.archived.is_some(),
+        r.deleted,
+        or_null(status == "lost", "\"Price\""),
+        or_null(status == "won", &close),
+        or_null(status == "lost", &close),
+        or_null(status == "won", &close_day),
+        or_null(status == "lost", &close_day),
+        range(field(k, 10), 1, 12),
+        range(field(k, 11), 1, 28),
+    );
+    if fields::growth(d.tenant) {
+        // One-time line items only: no recurring revenue.
+        out.push_str(",\"acv\":null,\"arr\":null,\"mrr\":null");
+    }
+}
+
 /// One record of `kind`.
 pub fn record(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
     let k = key(d, kind, r.id, r.rev);
     let owner = range(field(k, 2), 1, d.users);
     match kind {
-        Kind::Deal => {
-            let status = deal_status(d, r);
-            let pipeline = range(field(k, 3), 1, PIPELINES);
-            let stage =
-                (pipeline - 1) * STAGES_PER_PIPELINE + range(field(k, 4), 1, STAGES_PER_PIPELINE);
-            let closed = matches!(status, "won" | "lost");
-            let close = if closed {
-                q(&ts(r.update_time))
-            } else {
-                "null".into()
-            };
-            let _ = write!(
-                out,
-                "{{\"id\":{},\"title\":{},\"creator_user_id\":{},\"owner_id\":{},\"value\":{}.{:02},\"currency\":\"EUR\",\"person_id\":{},\"org_id\":{},\"pipeline_id\":{},\"stage_id\":{},\"status\":\"{}\",\"probability\":null,\"lost_reason\":{},\"visible_to\":3,\"close_time\":{},\"won_time\":{},\"lost_time\":{},\"expected_close_date\":\"2024-{:02}-{:02}\",\"label_ids\":[],\"is_archived\":false,\"is_deleted\":{}",
-                r.id,
-                q(&format!("{} deal", company(field(k, 5)))),
-                owner,
-                owner,
-                range(field(k, 6), 500, 250_000),
-                range(field(k, 7), 0, 99),
-                range(field(k, 8), 1, d.persons),
-                range(field(k, 9), 1, d.orgs),
-                pipeline,
-                stage,
-                status,
-                if status == "lost" {
-                    q("Price")
-                } else {
-                    "null".into()
-                },
-                close,
-                if status == "won" {
-                    close.clone()
-                } else {
-                    "null".into()
-                },
-                if status == "lost" {
-                    close.clone()
-                } else {
-                    "null".into()
-                },
-                range(field(k, 10), 1, 12),
-                range(field(k, 11), 1, 28),
-                r.deleted
-            );
-            times(out, d, kind, r);
-        }
+        Kind::Deal => deal(out, d, r, k, owner),
         Kind::Person => {
             let (first, last) = (pick(field(k, 3), FIRST).0, pick(field(k, 4), LAST).0);
             let mail = format!(
@@ -322,56 +321,89 @@ pub fn record(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
             let city = &CITIES[(field(k, 5) % CITIES.len() as u64) as usize];
             let _ = write!(
                 out,
-                "{{\"id\":{},\"name\":{},\"first_name\":{},\"last_name\":{},\"owner_id\":{},\"org_id\":{},\"emails\":[{{\"value\":{},\"primary\":true,\"label\":\"work\"}}],\"phones\":[{{\"value\":\"{} {}\",\"primary\":true,\"label\":\"work\"}}],\"label_ids\":[],\"visible_to\":3,\"is_deleted\":false",
+                "{{\"id\":{},\"name\":{},\"first_name\":{},\"last_name\":{},\"owner_id\":{},\"org_id\":{}",
                 r.id,
                 q(&format!("{first} {last}")),
                 q(first),
                 q(last),
                 owner,
                 range(field(k, 6), 1, d.orgs),
-                q(&mail),
-                city.dial,
-                range(field(k, 7), 1_000_000, 9_999_999)
             );
             times(out, d, kind, r);
-        }
-        Kind::Org => {
-            let city = &CITIES[(field(k, 5) % CITIES.len() as u64) as usize];
-            let street = pick(field(k, 6), STREET);
-            let no = range(field(k, 7), 1, 999);
             let _ = write!(
                 out,
-                "{{\"id\":{},\"name\":{},\"owner_id\":{},\"address\":{{\"value\":{},\"street_number\":\"{}\",\"route\":{},\"locality\":{},\"postal_code\":{},\"country\":{}}},\"label_ids\":[],\"visible_to\":3,\"is_deleted\":false",
+                ",\"emails\":[{{\"value\":{},\"primary\":true,\"label\":\"work\"}}],\"phones\":[{{\"value\":\"{} {}\",\"primary\":true,\"label\":\"work\"}}],\"is_deleted\":false,\"visible_to\":3,\"label_ids\":[],\"picture_id\":null,\"notes\":null,\"im\":[],\"birthday\":null,\"job_title\":{},\"postal_address\":null",
+                q(&mail),
+                city.dial,
+                range(field(k, 7), 1_000_000, 9_999_999),
+                or_null(
+                    !field(k, 8).is_multiple_of(3),
+                    &q(pick(field(k, 9), JOB_TITLE))
+                ),
+            );
+        }
+        Kind::Org => {
+            let _ = write!(
+                out,
+                "{{\"id\":{},\"name\":{},\"owner_id\":{}",
                 r.id,
                 q(&company(field(k, 3))),
                 owner,
-                q(&format!(
-                    "{no} {street}, {} {}, {}",
-                    city.postal, city.city, city.country
-                )),
-                no,
-                q(street),
-                q(city.city),
-                q(city.postal),
-                q(city.country)
             );
             times(out, d, kind, r);
+            out.push_str(",\"is_deleted\":false,\"visible_to\":3,\"address\":");
+            address(out, field(k, 5));
+            let site = field(k, 8);
+            let slug = format!("org{}", r.id);
+            let _ = write!(
+                out,
+                ",\"label_ids\":[],\"website\":{},\"linkedin\":{},\"industry\":{},\"annual_revenue\":{},\"employee_count\":{}",
+                or_null(
+                    !site.is_multiple_of(4),
+                    &q(&format!("https://www.{slug}.example.com"))
+                ),
+                or_null(
+                    site.is_multiple_of(3),
+                    &q(&format!("https://www.linkedin.com/company/{slug}"))
+                ),
+                or_null(
+                    !field(k, 9).is_multiple_of(5),
+                    pick(field(k, 10), INDUSTRIES).0
+                ),
+                or_null(
+                    field(k, 11).is_multiple_of(2),
+                    &(range(field(k, 12), 1, 5000) * 10_000).to_string()
+                ),
+                or_null(
+                    !field(k, 13).is_multiple_of(3),
+                    &range(field(k, 14), 1, 5000).to_string()
+                ),
+            );
         }
         Kind::Product => {
             let price = range(field(k, 3), 10, 5000);
             let _ = write!(
                 out,
-                "{{\"id\":{},\"name\":{},\"code\":\"SKU-{:05}\",\"description\":null,\"unit\":\"pcs\",\"tax\":{},\"category\":null,\"owner_id\":{},\"is_linkable\":true,\"visible_to\":3,\"is_deleted\":false,\"prices\":[{{\"product_id\":{},\"price\":{},\"currency\":\"EUR\",\"cost\":{},\"direct_cost\":null,\"notes\":null}}]",
+                "{{\"id\":{},\"name\":{},\"code\":\"SKU-{:05}\",\"description\":null,\"unit\":\"pcs\",\"tax\":{},\"category\":null,\"is_linkable\":true,\"is_deleted\":false,\"visible_to\":3,\"owner_id\":{}",
                 r.id,
                 q(&format!("{} {}", pick(field(k, 4), COMPANY_NOUN).0, r.id)),
                 r.id,
                 pick(field(k, 5), &[0, 7, 19, 20]),
                 owner,
+            );
+            times(out, d, kind, r);
+            if fields::growth(d.tenant) {
+                out.push_str(
+                    ",\"billing_frequency\":\"one-time\",\"billing_frequency_cycles\":null",
+                );
+            }
+            let _ = write!(
+                out,
+                ",\"prices\":[{{\"product_id\":{},\"price\":{},\"currency\":\"EUR\",\"cost\":{},\"direct_cost\":null,\"notes\":null}}]",
                 r.id,
                 price,
                 price / 2
             );
-            times(out, d, kind, r);
         }
     }
     custom(out, d, kind, k);
@@ -402,21 +434,30 @@ pub fn deal_product(out: &mut String, d: &Dims, deal: &Row, k: i64) {
     };
     let _ = write!(
         out,
-        "{{\"id\":{},\"deal_id\":{},\"product_id\":{},\"product_variation_id\":null,\"name\":\"Product {}\",\"order_nr\":{},\"item_price\":{},\"quantity\":{},\"discount\":{},\"discount_type\":\"{disc_type}\",\"tax\":0,\"tax_method\":\"inclusive\",\"sum\":{},\"currency\":\"EUR\",\"is_enabled\":true,\"comments\":null,\"add_time\":{},\"update_time\":{}}}",
+        "{{\"id\":{},\"sum\":{},\"tax\":0,\"deal_id\":{},\"name\":\"Product {}\",\"product_id\":{},\"product_variation_id\":null,\"order_nr\":{},\"add_time\":{},\"update_time\":{},\"comments\":null,\"currency\":\"EUR\",\"discount\":{},\"quantity\":{},\"item_price\":{},\"tax_method\":\"inclusive\",\"discount_type\":\"{disc_type}\",\"is_enabled\":true",
         deal.id * 4 + k,
+        sum,
         deal.id,
         product,
         product,
         k + 1,
-        price,
-        qty,
-        disc,
-        sum,
         q(&ts(add_time(d, Kind::Deal, deal.id))),
-        q(&ts(deal.update_time))
+        q(&ts(deal.update_time)),
+        disc,
+        qty,
+        price,
     );
+    if fields::growth(d.tenant) {
+        out.push_str(
+            ",\"billing_frequency\":\"one-time\",\"billing_frequency_cycles\":null,\"billing_start_date\":null",
+        );
+    }
+    out.push('}');
 }
 
+/// One v1 user. `is_admin` is not in the v1 spec (removed from responses in 2023): the
+/// standard tenant still sends it as 0/1, the lean one not at all, the custom one as a
+/// boolean for even ids and a number for odd ones (type drift).
 pub fn user(out: &mut String, d: &Dims, id: i64) {
     let h = row_key(d.seed, 0x77, id as u64);
     let (first, last) = (pick(field(h, 1), FIRST).0, pick(field(h, 2), LAST).0);
@@ -426,9 +467,10 @@ pub fn user(out: &mut String, d: &Dims, id: i64) {
             .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
             .unwrap_or_default()
     };
+    let admin = id == 1;
     let _ = write!(
         out,
-        "{{\"id\":{id},\"name\":{},\"default_currency\":\"EUR\",\"locale\":\"en_US\",\"lang\":1,\"email\":{},\"phone\":null,\"activated\":true,\"last_login\":{},\"created\":{},\"modified\":{},\"has_created_company\":{},\"access\":[{{\"app\":\"sales\",\"admin\":{},\"permission_set_id\":\"x\"}}],\"active_flag\":true,\"timezone_name\":\"Europe/Berlin\",\"timezone_offset\":\"+01:00\",\"role_id\":{},\"icon_url\":null,\"is_you\":{},\"is_deleted\":false,\"is_admin\":{}}}",
+        "{{\"id\":{id},\"name\":{},\"default_currency\":\"EUR\",\"locale\":\"en_US\",\"lang\":1,\"email\":{},\"phone\":null,\"activated\":true,\"last_login\":{},\"created\":{},\"modified\":{},\"has_created_company\":{admin},\"access\":[{{\"app\":\"sales\",\"admin\":{admin},\"permission_set_id\":\"x\"}}],\"active_flag\":true,\"timezone_name\":\"Europe/Berlin\",\"timezone_offset\":\"+01:00\",\"role_id\":{},\"icon_url\":null,\"is_you\":{admin},\"is_deleted\":false",
         q(&format!("{first} {last}")),
         q(&format!(
             "{}.{}@example.com",
@@ -438,25 +480,34 @@ pub fn user(out: &mut String, d: &Dims, id: i64) {
         q(&dt(created + 86_400 * 30)),
         q(&dt(created)),
         q(&dt(created + 3600)),
-        id == 1,
-        id == 1,
-        if id == 1 { 1 } else { 2 },
-        id == 1,
-        if id == 1 { 1 } else { 0 }
+        if admin { 1 } else { 2 },
     );
+    match d.tenant {
+        Tenant::Standard => {
+            let _ = write!(out, ",\"is_admin\":{}", u8::from(admin));
+        }
+        Tenant::Lean => {}
+        Tenant::Custom if id % 2 == 0 => {
+            let _ = write!(out, ",\"is_admin\":{admin}");
+        }
+        Tenant::Custom => {
+            let _ = write!(out, ",\"is_admin\":{}", u8::from(admin));
+        }
+    }
+    out.push('}');
 }
 
+/// One v2 pipeline (v2 has no `is_selected`, which v1 called `selected`).
 pub fn pipeline(out: &mut String, id: i64) {
     let _ = write!(
         out,
-        "{{\"id\":{id},\"name\":{},\"order_nr\":{id},\"is_deleted\":false,\"is_deal_probability_enabled\":true,\"add_time\":{},\"update_time\":{},\"is_selected\":{}}}",
+        "{{\"id\":{id},\"name\":{},\"order_nr\":{id},\"is_deleted\":false,\"is_deal_probability_enabled\":true,\"add_time\":{},\"update_time\":{}}}",
         q(["Sales", "Renewals"]
             .get((id - 1) as usize)
             .copied()
             .unwrap_or("Pipeline")),
         q(&ts(T0 - 86_400 * 300)),
         q(&ts(T0 - 86_400 * 200 + id)),
-        id == 1
     );
 }
 
@@ -479,70 +530,4 @@ pub fn stage(out: &mut String, id: i64) {
         q(&ts(T0 - 86_400 * 300)),
         q(&ts(T0 - 86_400 * 200 + id))
     );
-}
-
-/// Field definitions of `kind` (a few built-in fields, then the custom ones), v2 shape.
-pub fn field_defs(out: &mut String, seed: u64, kind: Kind) {
-    let builtin: &[(&str, &str, &str)] = match kind {
-        Kind::Deal => &[
-            ("id", "ID", "int"),
-            ("title", "Title", "varchar"),
-            ("value", "Value", "monetary"),
-            ("update_time", "Update time", "date"),
-        ],
-        Kind::Person => &[
-            ("id", "ID", "int"),
-            ("name", "Name", "varchar"),
-            ("emails", "Email", "varchar"),
-        ],
-        Kind::Org => &[
-            ("id", "ID", "int"),
-            ("name", "Name", "varchar"),
-            ("address", "Address", "address"),
-        ],
-        Kind::Product => &[
-            ("id", "ID", "int"),
-            ("name", "Name", "varchar"),
-            ("code", "Product code", "varchar"),
-        ],
-    };
-    let mut first = true;
-    for (code, name, ty) in builtin {
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        let _ = write!(
-            out,
-            "{{\"field_name\":{},\"field_code\":\"{code}\",\"field_type\":\"{ty}\",\"options\":null,\"subfields\":null,\"is_custom_field\":false,\"is_optional_response_field\":false}}",
-            q(name)
-        );
-    }
-    for (i, f) in custom_fields(kind).iter().enumerate() {
-        out.push(',');
-        let opts = if f.options.is_empty() {
-            "null".to_string()
-        } else {
-            format!(
-                "[{}]",
-                f.options
-                    .iter()
-                    .map(|(id, l)| format!("{{\"id\":{id},\"label\":{},\"color\":null}}", q(l)))
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )
-        };
-        let sub = if f.field_type == "monetary" {
-            "[{\"field_code\":\"currency\",\"field_name\":\"Currency\",\"field_type\":\"varchar\"}]"
-        } else {
-            "null"
-        };
-        let _ = write!(
-            out,
-            "{{\"field_name\":{},\"field_code\":\"{}\",\"field_type\":\"{}\",\"options\":{opts},\"subfields\":{sub},\"is_custom_field\":true,\"is_optional_response_field\":false}}",
-            q(f.name),
-            field_key(seed, kind, i),
-            f.field_type
-        );
-    }
 }

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::super::options::Tenant;
+use super::fields;
 use super::render::{self, Dims, Kind, Row};
 use super::{Inner, Meta, Pipedrive};
 use axum::http::StatusCode;
@@ -204,7 +206,7 @@ fn apply(
             "emails" | "phones" | "label_ids" if !v.is_array() => {
                 return Err(bad(format!("Validation failed: {k}: must be an array")));
             }
-            "custom_fields" => Value::Object(custom(pd.seed, kind, v)?),
+            "custom_fields" => Value::Object(custom(pd.seed, pd.tenant, kind, v)?),
             _ => v.clone(),
         };
         saved.insert(k.clone(), v);
@@ -220,7 +222,7 @@ fn apply(
             }
         }
     }
-    stamp(st, kind, id, row.rev);
+    stamp(st, kind, id, row.rev, row.archived);
     let row = pd.row(st, kind, id).ok_or_else(|| {
         (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -289,13 +291,13 @@ fn prices(product: i64, v: &Value) -> Result<Vec<Value>, Failure> {
     Ok(out)
 }
 
-/// `custom_fields`: keys must be the entity's (hashed) custom field keys.
-fn custom(seed: u64, kind: Kind, v: &Value) -> Result<Map<String, Value>, Failure> {
+/// `custom_fields`: keys must be the entity's (hashed) custom field keys in this tenant.
+fn custom(seed: u64, tenant: Tenant, kind: Kind, v: &Value) -> Result<Map<String, Value>, Failure> {
     let Value::Object(m) = v else {
         return Err(bad("Validation failed: custom_fields: must be an object"));
     };
-    let keys: Vec<String> = (0..render::custom_fields(kind).len())
-        .map(|i| render::field_key(seed, kind, i))
+    let keys: Vec<String> = fields::custom_fields(kind, tenant)
+        .map(|f| fields::field_key(seed, kind, f.slot))
         .collect();
     if let Some(k) = m.keys().find(|k| !keys.contains(k)) {
         return Err(bad(format!(
@@ -305,8 +307,9 @@ fn custom(seed: u64, kind: Kind, v: &Value) -> Result<Map<String, Value>, Failur
     Ok(m.clone())
 }
 
-/// A new `update_time` for an updated row, keeping its revision (generated values stay).
-fn stamp(st: &mut Inner, kind: Kind, id: i64, rev: u32) {
+/// A new `update_time` for an updated row, keeping its revision (generated values stay) and
+/// its archive state.
+fn stamp(st: &mut Inner, kind: Kind, id: i64, rev: u32, archived: Option<i64>) {
     st.clock += 37;
     let now = st.clock;
     if let Some(m) = st.changed.get(&(kind, id)) {
@@ -318,6 +321,7 @@ fn stamp(st: &mut Inner, kind: Kind, id: i64, rev: u32) {
             rev,
             update_time: now,
             deleted: None,
+            archived,
         },
     );
     st.by_time.insert((kind, now, id));
