@@ -199,7 +199,13 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
         streams.extend(ctx.streams_for(conn, &[])?);
     }
     for stream in streams {
-        let Some(source) = sandbox.live_count(&stream.id.system, &stream.id.entity) else {
+        // A Looker stream's source is its query's (or Look's) result.
+        let source = match (&stream.spec.query, &stream.spec.look_id) {
+            (Some(q), _) => sandbox.looker_query_rows(q, stream.spec.limit),
+            (None, Some(look)) => sandbox.looker_look_rows(look, stream.spec.limit),
+            _ => sandbox.live_count(&stream.id.system, &stream.id.entity),
+        };
+        let Some(source) = source else {
             continue;
         };
         let rows = local.row_count(&stream.dataset(), &stream.id.entity)?;

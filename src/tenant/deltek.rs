@@ -1,9 +1,11 @@
-//! Deltek Vantagepoint's live schema: `GET {base}/metadata/{hub}` lists a hub's fields (names,
-//! types, captions, required flags, custom `Cust*` fields). Its exact shape is not publicly
-//! documented [UNCERTAIN], so the parser accepts an array of field objects or an object holding
-//! one (`fields`/`Fields`), with the name in `name`/`Name`/`fieldName`, the type in
-//! `type`/`dataType`/`DataType`, and the label in `caption`/`label`/`Caption`. Custom fields
-//! (`Cust*`, or flagged custom) land; a hub without metadata is read from the catalog as is.
+//! Deltek Vantagepoint's live schema: `GET {base}/metadata/{hub}` describes a hub's tables
+//! and their fields. Deltek's "Metadata Reference" documents an object with one entry per table
+//! of the hub (`{"PR":{"Keys":…,"GridID":null,"Fields":[{"FieldName","FieldType","Caption",
+//! "Required","MaxLength","Decimals","CustomField"…}]}, "EMProjectAssoc":{"GridID":…}}`); the
+//! hub's records are its tables without a `GridID` (grids such as the project team are nested
+//! rows). Older answers seen in client code (a plain array of fields, or `{"fields":[…]}` with
+//! `name`/`type`/`caption`) are read too. Custom fields (`"CustomField": true`, or `Cust*`
+//! without the flag) land; a hub without metadata is read from the catalog as is.
 
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::Value;
@@ -17,19 +19,23 @@ use crate::spec::{ColumnType, Stream};
 #[derive(Debug, Clone, PartialEq)]
 pub struct MetaField {
     pub name: String,
-    /// Vantagepoint's type name (`string`, `datetime`, `decimal`, …).
+    /// Vantagepoint's type name (`String`, `Numeric`, `Currency`, `Datetime`, `Checkbox`, …).
     pub ty: String,
     pub caption: String,
-    /// A firm's own field (`Cust*`, or flagged custom by the metadata).
+    /// A firm's own field (flagged `CustomField`, or a `Cust*` name where there is no flag).
     pub custom: bool,
+    /// Digits after the point of a numeric field.
+    pub decimals: Option<u8>,
 }
 
-/// A Vantagepoint metadata type as a catalog type. Y/N flags stay strings (that is how rows
-/// carry them); money is exact.
-pub fn column_type(t: &str) -> ColumnType {
+/// A Vantagepoint metadata type as a catalog type. Checkboxes (`Y`/`N`), dropdown codes and
+/// record references stay strings (that is how rows carry them); money is exact; a numeric
+/// field without decimals is an integer.
+pub fn column_type(t: &str, decimals: Option<u8>) -> ColumnType {
     match t.to_ascii_lowercase().as_str() {
         "datetime" | "date" | "smalldatetime" | "datetime2" => ColumnType::Timestamp,
         "int" | "integer" | "smallint" | "bigint" | "tinyint" | "number" => ColumnType::Int64,
+        "numeric" if decimals == Some(0) => ColumnType::Int64,
         "decimal" | "numeric" | "currency" | "money" | "float" | "double" | "percent" => {
             ColumnType::Decimal {
                 precision: 19,
@@ -44,24 +50,40 @@ fn text<'a>(v: &'a Value, keys: &[&str]) -> Option<&'a str> {
     keys.iter().find_map(|k| v.get(*k).and_then(Value::as_str))
 }
 
-/// Every field of a metadata answer.
+/// The field lists of a metadata answer: a plain array, `{"fields": […]}`, or one entry per
+/// table whose main tables (no `GridID`) hold the hub's fields.
+fn field_lists(v: &Value) -> Option<Vec<&Vec<Value>>> {
+    if let Value::Array(a) = v {
+        return Some(vec![a]);
+    }
+    let obj = v.as_object()?;
+    if let Some(list) = ["fields", "Fields", "columns", "Columns"]
+        .iter()
+        .find_map(|k| obj.get(*k).and_then(Value::as_array))
+    {
+        return Some(vec![list]);
+    }
+    let tables: Vec<&Vec<Value>> = obj
+        .values()
+        .filter(|t| t.get("GridID").is_none_or(Value::is_null))
+        .filter_map(|t| t.get("Fields").and_then(Value::as_array))
+        .collect();
+    (!tables.is_empty()).then_some(tables)
+}
+
+/// Every field of a metadata answer's main tables.
 pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let list = match &v {
-        Value::Array(a) => a.clone(),
-        Value::Object(_) => ["fields", "Fields", "columns", "Columns"]
-            .iter()
-            .find_map(|k| v.get(*k).and_then(Value::as_array).cloned())
-            .ok_or("the metadata object has no fields list")?,
-        _ => return Err("the metadata answer is neither an array nor an object".into()),
-    };
-    Ok(list
-        .iter()
+    let lists = field_lists(&v).ok_or("the metadata answer lists no fields")?;
+    Ok(lists
+        .into_iter()
+        .flatten()
         .filter_map(|f| {
-            let name = text(f, &["name", "Name", "fieldName", "FieldName"])?;
-            let ty = text(f, &["type", "dataType", "DataType", "Type"]).unwrap_or("string");
-            let caption = text(f, &["caption", "label", "Caption", "Label"]).unwrap_or(name);
-            let flagged = ["custom", "isCustom", "IsCustom", "Custom"]
+            let name = text(f, &["FieldName", "name", "Name", "fieldName"])?;
+            let ty = text(f, &["FieldType", "type", "dataType", "DataType", "Type"])
+                .unwrap_or("string");
+            let caption = text(f, &["Caption", "caption", "label", "Label"]).unwrap_or(name);
+            let flagged = ["CustomField", "custom", "isCustom", "IsCustom"]
                 .iter()
                 .find_map(|k| f.get(*k).and_then(Value::as_bool));
             Some(MetaField {
@@ -69,6 +91,10 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String
                 ty: ty.to_string(),
                 caption: caption.to_string(),
                 custom: flagged.unwrap_or_else(|| name.starts_with("Cust")),
+                decimals: f
+                    .get("Decimals")
+                    .and_then(Value::as_u64)
+                    .and_then(|d| u8::try_from(d).ok()),
             })
         })
         .collect())
@@ -109,7 +135,7 @@ pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
             .map(|f| LiveField {
                 column: column_name(&f.name),
                 identity: f.name.clone(),
-                ty: column_type(&f.ty),
+                ty: column_type(&f.ty, f.decimals),
                 lands: f.custom,
                 label: Some(f.caption),
                 source: f.name,
@@ -124,16 +150,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_both_metadata_shapes() {
+    fn reads_the_documented_shape_and_older_ones() {
+        let doc = br#"{"PR":{"Keys":"WBS1,WBS2,WBS3","TableName":"PR","GridID":null,"Fields":[
+            {"FieldName":"WBS1","FieldType":"WBS1","Caption":"Project","Required":true,"MaxLength":30},
+            {"FieldName":"Probability","FieldType":"Numeric","Caption":"Probability (%)","Decimals":0},
+            {"FieldName":"CustomCurrencyCode","FieldType":"String","Caption":"Currency","CustomField":false},
+            {"FieldName":"CustBudget","FieldType":"Currency","Caption":"Budget","Decimals":2,"CustomField":true}]},
+          "EMProjectAssoc":{"GridID":"EMProjectAssoc","Fields":[{"FieldName":"Employee","FieldType":"Employee"}]}}"#;
+        let f = parse_metadata(doc).unwrap();
+        let names: Vec<&str> = f.iter().map(|x| x.name.as_str()).collect();
+        assert_eq!(names, ["WBS1", "Probability", "CustomCurrencyCode", "CustBudget"]);
+        assert_eq!(column_type(&f[1].ty, f[1].decimals), ColumnType::Int64);
+        assert!(!f[2].custom, "the flag wins over the name");
+        assert!(f[3].custom);
+        assert!(matches!(column_type(&f[3].ty, f[3].decimals), ColumnType::Decimal { .. }));
         let a = br#"[{"name":"CustSector","type":"string","caption":"Sector"}]"#;
         let f = parse_metadata(a).unwrap();
         assert_eq!(f[0].name, "CustSector");
         assert!(f[0].custom);
         let b = br#"{"Fields":[{"Name":"Probability","DataType":"int"}]}"#;
-        let f = parse_metadata(b).unwrap();
-        assert_eq!(f[0].ty, "int");
-        assert!(!f[0].custom);
-        assert_eq!(column_type(&f[0].ty), ColumnType::Int64);
+        assert_eq!(parse_metadata(b).unwrap()[0].ty, "int");
         assert!(parse_metadata(b"42").is_err());
     }
 }

@@ -330,7 +330,6 @@ async fn write_fixtures_when_asked() {
 }
 
 #[tokio::test]
-#[ignore = "the sandbox now answers metadata/{hub} in Vantagepoint's shape ({Table:{Fields:[{FieldName,FieldType,…}]}}), which discover::deltek::parse_metadata does not read yet (issue 15, product side)"]
 async fn discover_adds_custom_fields_from_metadata() {
     let sb = start(SandboxOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
