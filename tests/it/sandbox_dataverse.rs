@@ -1201,6 +1201,41 @@ async fn metadata_answers_follow_the_tenant() {
             "Could not find a property named 'Targets' on type 'Microsoft.Dynamics.CRM.AttributeMetadata'."
         );
 
+        // One attribute; an unknown property of a table.
+        let v = get_json(
+            &http,
+            &api(&sb, "EntityDefinitions(LogicalName='account')/Attributes(LogicalName='revenue_base')?$select=LogicalName,AttributeOf,AttributeType"),
+            &tok,
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (&v["LogicalName"], &v["AttributeOf"], &v["AttributeType"]),
+            (
+                &Value::from("revenue_base"),
+                &Value::from("revenue"),
+                &Value::from("Money")
+            )
+        );
+        let (status, _, message) = error_of(
+            get(
+                &http,
+                &api(
+                    &sb,
+                    "EntityDefinitions(LogicalName='account')?$select=LogicalName,Colour",
+                ),
+                &tok,
+                &[],
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            message,
+            "Could not find a property named 'Colour' on type 'Microsoft.Dynamics.CRM.EntityMetadata'."
+        );
+
         // Choice labels through the picklist cast.
         let v = get_json(
             &http,
