@@ -2,6 +2,7 @@
 //! front, then `WhoAmI`, collections (plain, change-tracking snapshot, delta), single rows and
 //! `$count`, answered with Dataverse's headers and error shapes.
 
+pub(crate) mod csdl;
 pub(crate) mod custom;
 pub(crate) mod schema;
 pub(crate) mod webhooks;
