@@ -2,6 +2,9 @@
 //! front, then `WhoAmI`, collections (plain, change-tracking snapshot, delta), single rows and
 //! `$count`, answered with Dataverse's headers and error shapes.
 
+pub(crate) mod csdl;
+pub(crate) mod custom;
+pub(crate) mod schema;
 pub(crate) mod webhooks;
 
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, he
 use axum::response::{IntoResponse, Response};
 
 use super::App;
-use super::entities::Set;
+use super::entities::{Entity, Set};
 use super::entra::TokenProblem;
 use super::json;
 use super::odata::{self, Cookie, Filter, Order, Param, Prefer, Reject};
@@ -70,7 +73,10 @@ impl Reply {
             (Some(page), Some(frac)) => {
                 let worker = app.clone();
                 let full = tokio::task::spawn_blocking(move || {
-                    page.render(worker.entity(page.set), &worker.dims, worker.seed)
+                    worker
+                        .entity(page.set)
+                        .map(|e| page.render(e, &worker.dims, worker.seed))
+                        .unwrap_or_default()
                 })
                 .await
                 .unwrap_or_default();
@@ -82,13 +88,11 @@ impl Reply {
                 let slot = self.slot.take();
                 tokio::task::spawn_blocking(move || {
                     let _slot = slot;
-                    page.render_chunked(
-                        worker.entity(page.set),
-                        &worker.dims,
-                        worker.seed,
-                        CHUNK,
-                        |c| tx.blocking_send(Bytes::from(c)).is_ok(),
-                    )
+                    if let Some(ent) = worker.entity(page.set) {
+                        page.render_chunked(ent, &worker.dims, worker.seed, CHUNK, |c| {
+                            tx.blocking_send(Bytes::from(c)).is_ok()
+                        })
+                    }
                 });
                 Body::from_stream(futures::stream::poll_fn(move |cx| {
                     rx.poll_recv(cx).map(|c| c.map(Ok::<Bytes, std::io::Error>))
@@ -293,25 +297,25 @@ fn api(app: &App, method: &Method, uri: &Uri, headers: &HeaderMap) -> Reply {
     let result = if path == "WhoAmI" || path == "WhoAmI()" {
         Ok(who_am_i(app))
     } else if let Some(rest) = path.strip_prefix("EntityDefinitions") {
-        super::metadata::entity_definitions(app, rest)
+        super::metadata::entity_definitions(app, rest, &params)
             .map(|v| Reply::json(200, v.to_string().into_bytes()))
     } else if let Some(set) = path.strip_suffix("/$count") {
-        match Set::from_name(set) {
-            Some(set) => Ok(count(app, set)),
-            None => Err(segment_not_found(set)),
-        }
+        table(app, set).map(|(set, _)| count(app, set))
     } else if let Some((set, rest)) = path.split_once('(') {
-        match Set::from_name(set) {
-            Some(set) => single(app, set, rest.trim_end_matches(')'), &params, &prefer),
-            None => Err(segment_not_found(set)),
-        }
+        table(app, set)
+            .and_then(|(_, ent)| single(app, ent, rest.trim_end_matches(')'), &params, &prefer))
     } else {
-        match Set::from_name(&path) {
-            Some(set) => collection(app, set, raw_path, &params, &prefer),
-            None => Err(segment_not_found(&path)),
-        }
+        table(app, &path).and_then(|(_, ent)| collection(app, ent, raw_path, &params, &prefer))
     };
     result.unwrap_or_else(Reply::from)
+}
+
+/// The entity set named by a path segment, if the tenant has it (an org without the Sales
+/// solution answers `leads` like any unknown segment).
+fn table<'a>(app: &'a App, segment: &str) -> Result<(Set, &'a Entity), Reject> {
+    Set::from_name(segment)
+        .and_then(|set| app.entity(set).map(|e| (set, e)))
+        .ok_or_else(|| segment_not_found(segment))
 }
 
 fn segment_not_found(segment: &str) -> Reject {
@@ -344,12 +348,12 @@ fn count(app: &App, set: Set) -> Reply {
 /// `GET accounts(<id>)`.
 fn single(
     app: &App,
-    set: Set,
+    ent: &Entity,
     id: &str,
     params: &[Param],
     prefer: &Prefer,
 ) -> Result<Reply, Reject> {
-    let ent = app.entity(set);
+    let set = ent.set;
     let (sel, sel_text) = odata::select(ent, odata::get(params, "$select"))?;
     let not_found = || Reject {
         status: 404,
@@ -398,12 +402,12 @@ fn expired_token() -> Reject {
 /// `GET <entity set>`: a plain read, a change-tracking snapshot, or a delta.
 fn collection(
     app: &App,
-    set: Set,
+    ent: &Entity,
     path: &str,
     params: &[Param],
     prefer: &Prefer,
 ) -> Result<Reply, Reject> {
-    let ent = app.entity(set);
+    let set = ent.set;
     let opt = |k: &str| odata::get(params, k);
     for p in params {
         if p.key.starts_with('$') && !KNOWN_OPTIONS.contains(&p.key.as_str()) {
@@ -596,13 +600,7 @@ fn collection(
 }
 
 /// The request URL with a new `$skiptoken` (the old one replaced).
-fn skip_link(
-    root: &str,
-    path: &str,
-    params: &[Param],
-    c: &Cookie,
-    ent: &super::entities::Entity,
-) -> String {
+fn skip_link(root: &str, path: &str, params: &[Param], c: &Cookie, ent: &Entity) -> String {
     let mut l = odata::link_without(root, path, params, &["$skiptoken"]);
     let pk = ent.fields[ent.pk].name.as_str();
     odata::append_param(&mut l, "$skiptoken", &c.render(pk, ent.set.code()), true);

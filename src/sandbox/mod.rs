@@ -75,7 +75,10 @@ pub(crate) struct App {
     seed: u64,
     token_ttl: Duration,
     retry_after_secs: u64,
-    entities: Vec<Entity>,
+    /// The tenant every fake plays.
+    tenant: Tenant,
+    /// Dataverse table schemas by `Set::index`; `None` for tables the tenant does not have.
+    entities: Vec<Option<Entity>>,
     dims: Dims,
     org: RwLock<Org>,
     tokens: entra::Tokens,
@@ -105,8 +108,9 @@ impl App {
         format!("{}/dataverse/api/data/v9.2/", self.base)
     }
 
-    fn entity(&self, set: Set) -> &Entity {
-        &self.entities[set.index()]
+    /// The schema of a Dataverse table, `None` when the tenant does not have it.
+    fn entity(&self, set: Set) -> Option<&Entity> {
+        self.entities.get(set.index()).and_then(Option::as_ref)
     }
 
     fn org(&self) -> RwLockReadGuard<'_, Org> {
@@ -186,12 +190,12 @@ impl std::fmt::Debug for Sandbox {
 
 impl Sandbox {
     /// Binds `addr` (port 0 = any free port) and serves on the current tokio runtime.
-    /// Fails when the address cannot be bound or a built-in catalog file is invalid.
+    /// Fails when the address cannot be bound or a system's tables cannot be built.
     pub async fn start(opts: SandboxOptions, addr: SocketAddr) -> Result<Sandbox> {
-        let entities = ALL
+        let entities: Vec<Option<Entity>> = ALL
             .into_iter()
-            .map(Entity::load)
-            .collect::<Result<Vec<_>>>()?;
+            .map(|s| Entity::build(s, opts.tenant))
+            .collect();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Error::Config(format!("sandbox: cannot bind {addr}: {e}")))?;
@@ -210,7 +214,7 @@ impl Sandbox {
             }
         };
         let dims = Dims {
-            initial: ALL.map(|s| s.initial_rows(opts.scale)),
+            initial: ALL.map(|s| Org::initial_rows(s, opts.scale, opts.tenant)),
         };
         let app = Arc::new(App {
             base: format!("http://{host}:{}", local.port()),
@@ -218,9 +222,10 @@ impl Sandbox {
             seed: opts.seed,
             token_ttl: opts.token_ttl,
             retry_after_secs: opts.retry_after_secs,
+            tenant: opts.tenant,
             entities,
             dims,
-            org: RwLock::new(Org::new(opts.scale, opts.seed)),
+            org: RwLock::new(Org::for_tenant(opts.scale, opts.seed, opts.tenant)),
             tokens: entra::Tokens::new(opts.seed),
             protection: Protection::new(opts.budget, opts.faults, opts.seed),
             stats: Mutex::new(RequestStats::default()),
@@ -310,7 +315,7 @@ impl Sandbox {
     pub fn live_count(&self, system: &str, entity: &str) -> Option<u64> {
         match system {
             "dataverse" => {
-                let set = ALL.into_iter().find(|s| s.logical() == entity)?;
+                let set = Set::from_logical(entity)?;
                 self.counts().get(set.name()).copied()
             }
             "deltek" => self.deltek_counts().get(entity).copied(),
@@ -410,7 +415,7 @@ impl Sandbox {
     /// until the next [`Sandbox::mutate`] (which always updates them). Fails for an unknown
     /// entity set.
     pub fn poison(&self, entity_set: &str, count: usize) -> Result<()> {
-        let set = lookup_set(entity_set)?;
+        let set = self.dataverse_set(entity_set)?;
         self.app.org_mut().poison(set, count);
         Ok(())
     }
@@ -418,14 +423,58 @@ impl Sandbox {
     /// (primary key, versionnumber) of every live row, sorted by key. Fails for an unknown
     /// entity set.
     pub fn live_rows(&self, entity_set: &str) -> Result<Vec<(String, i64)>> {
-        let set = lookup_set(entity_set)?;
+        let set = self.dataverse_set(entity_set)?;
         Ok(self.app.org().live_rows(set))
     }
 
-    /// The tenant's truth for one Dataverse table (see [`Sandbox::truth`]).
+    /// The tenant's truth for one Dataverse table (see [`Sandbox::truth`]), keyed by logical
+    /// name (`account`): each live row exactly as `GET <set>` serves it without `$select` and
+    /// with `Prefer: odata.include-annotations="Microsoft.Dynamics.CRM.lookuplogicalname"`,
+    /// minus `@odata.etag`. Rendered by the same code as the pages, so it cannot drift from
+    /// what the API serves.
     pub(crate) fn dataverse_truth(&self, entity: &str) -> Option<Vec<TruthRow>> {
-        let _ = entity;
-        None
+        let set = Set::from_logical(entity)?;
+        let ent = self.app.entity(set)?;
+        let rows = self.app.org().table(set).scan(0, usize::MAX, |_| true).0;
+        let sel: Vec<usize> = (0..ent.fields.len()).collect();
+        let ann = values::Ann {
+            logical: true,
+            ..values::Ann::default()
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        let mut buf = Vec::with_capacity(4096);
+        for row in &rows {
+            buf.clear();
+            let ctx = values::Ctx::new(self.app.seed, set, row, &self.app.dims);
+            values::write_row(&mut buf, ent, &ctx, &sel, ann);
+            match serde_json::from_slice::<TruthRow>(&buf) {
+                Ok(mut r) => {
+                    r.remove("@odata.etag");
+                    out.push(r);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, table = entity, "sandbox rendered invalid JSON");
+                    return None;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// A Dataverse entity set the tenant has, by name.
+    fn dataverse_set(&self, name: &str) -> Result<Set> {
+        Set::from_name(name)
+            .filter(|s| s.in_tenant(self.app.tenant))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "sandbox: unknown entity set `{name}`; known: {}",
+                    ALL.into_iter()
+                        .filter(|s| s.in_tenant(self.app.tenant))
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
 
     /// Live rows per entity set.
@@ -467,13 +516,4 @@ impl Drop for Sandbox {
             let _ = tx.send(());
         }
     }
-}
-
-fn lookup_set(name: &str) -> Result<Set> {
-    Set::from_name(name).ok_or_else(|| {
-        Error::Config(format!(
-            "sandbox: unknown entity set `{name}`; known: {}",
-            ALL.map(|s| s.name()).join(", ")
-        ))
-    })
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::entities::{ALL, Set};
 use super::json;
+use super::options::Tenant;
 use super::rng::{SeqRng, mix};
 
 /// 2024-01-01T00:00:00Z: `modifiedon` of a row is this plus its version in seconds (a logical
@@ -434,7 +435,10 @@ pub struct MutationSummary {
 #[derive(Debug)]
 pub struct Org {
     seed: u64,
+    /// One table per set; a set the tenant does not have keeps an empty, never-changing table.
     tables: Vec<Table>,
+    /// Which sets the tenant has (by `Set::index`).
+    present: [bool; 9],
     /// Highest version issued so far.
     version: u64,
     /// Delta tokens below this version are expired.
@@ -443,26 +447,50 @@ pub struct Org {
 }
 
 impl Org {
-    /// The initial load: `scale` accounts and the derived sizes of the other sets.
+    /// The initial load of a standard org: `scale` accounts and the derived sizes of the
+    /// other sets.
+    #[cfg(test)]
     pub fn new(scale: u64, seed: u64) -> Self {
+        Self::for_tenant(scale, seed, Tenant::Standard)
+    }
+
+    /// The initial load of `tenant`'s org: the sets it has, sized from `scale`.
+    pub fn for_tenant(scale: u64, seed: u64, tenant: Tenant) -> Self {
         let mut base = 0u64;
         let mut tables = Vec::with_capacity(ALL.len());
+        let present = ALL.map(|s| s.in_tenant(tenant));
         for set in ALL {
-            let n = set.initial_rows(scale);
+            let n = Self::initial_rows(set, scale, tenant);
             tables.push(Table::new(set, n, base));
             base += n;
         }
         Self {
             seed,
             tables,
+            present,
             version: base,
             min_token_version: 0,
             round: 0,
         }
     }
 
+    /// Rows `set` starts with in `tenant` (none when the tenant lacks the table).
+    pub fn initial_rows(set: Set, scale: u64, tenant: Tenant) -> u64 {
+        if set.in_tenant(tenant) {
+            set.initial_rows(scale)
+        } else {
+            0
+        }
+    }
+
     pub fn table(&self, set: Set) -> &Table {
         &self.tables[set.index()]
+    }
+
+    /// Whether the tenant has `set`.
+    #[cfg(test)]
+    pub fn has(&self, set: Set) -> bool {
+        self.present[set.index()]
     }
 
     /// The current org version (the version the next change will exceed).
@@ -491,7 +519,7 @@ impl Org {
             round: self.round,
             ..Default::default()
         };
-        for set in ALL {
+        for set in ALL.into_iter().filter(|s| self.present[s.index()]) {
             let mut rng = SeqRng::new(self.seed ^ mix(self.round) ^ mix(0x5E7 + set.code() as u64));
             let since = self.version;
             let mut version = since;
@@ -584,10 +612,11 @@ impl Org {
         out
     }
 
-    /// Live rows per entity set.
+    /// Live rows per entity set the tenant has.
     pub fn counts(&self) -> BTreeMap<String, u64> {
         self.tables
             .iter()
+            .filter(|t| self.present[t.set.index()])
             .map(|t| (t.set.name().to_string(), t.live))
             .collect()
     }
@@ -689,6 +718,19 @@ mod tests {
         org.expire_delta_tokens();
         assert!(!org.token_valid(v));
         assert!(org.token_valid(org.version()));
+    }
+
+    #[test]
+    fn a_lean_org_has_no_sales_tables_and_never_changes_them() {
+        let mut org = Org::for_tenant(100, 3, Tenant::Lean);
+        assert!(!org.has(Set::Leads) && org.has(Set::Accounts));
+        assert_eq!(org.table(Set::Leads).live(), 0);
+        assert!(!org.counts().contains_key("leads"));
+        assert_eq!(org.counts()["accounts"], 100);
+        let summary = org.mutate();
+        assert!(!summary.entity_sets.contains_key("quotes"));
+        assert_eq!(org.table(Set::Quotes).end(), 0);
+        assert_eq!(org.poison(Set::Invoices, 3), 0);
     }
 
     #[test]

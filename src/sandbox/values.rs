@@ -5,10 +5,11 @@
 //! "volatile" facets (amounts, phones, states, owners, descriptions) also hash the revision,
 //! so an update visibly changes the row.
 
-use super::entities::{Entity, Field, Gen, Set};
+use super::dataverse::schema::{state_label, status_label};
+use super::entities::{Entity, Field, Gen, Kind, Set};
 use super::json;
 use super::rng::{field as fh, pct, pick, range, row_key};
-use super::store::RowRef;
+use super::store::{EPOCH, RowRef};
 use super::words as w;
 
 /// Sizes of the initial load per set: lookups point into these ranges.
@@ -40,6 +41,10 @@ const T_TOTAL: u64 = 5;
 const T_CUSTOMER: u64 = 6;
 const T_TOPIC: u64 = 7;
 const T_OWNER: u64 = 8;
+const T_STREET: u64 = 9;
+const T_LINE2: u64 = 10;
+const T_POSTAL: u64 = 11;
+const T_CREATOR: u64 = 12;
 
 /// Everything needed to render one row.
 pub struct Ctx<'a> {
@@ -167,6 +172,34 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
                 }),
             );
         }
+        Gen::User { nav, volatile } => {
+            // The creator: a person for rows of the initial load; rows inserted later come from
+            // the integration (the application user, ordinal 0) about half of the time. The
+            // last modifier is the creator until the first update, then drawn per revision.
+            let updated = volatile && c.row.state.revision > 0;
+            let (h, by_app) = if updated {
+                (c.hr(f.tag), true)
+            } else {
+                (c.h(T_CREATOR), c.row.created_secs >= EPOCH)
+            };
+            let users = c.dims.of(Set::SystemUsers);
+            let ordinal = if users > 1 && !(by_app && pct(h, 50)) {
+                1 + (h >> 9) % (users - 1)
+            } else {
+                0
+            };
+            lookup(
+                out,
+                f,
+                c,
+                ann,
+                Some(Target::Row {
+                    set: Set::SystemUsers,
+                    ordinal,
+                    nav,
+                }),
+            );
+        }
         Gen::Lookup {
             target,
             pct: p,
@@ -255,10 +288,10 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             out.extend_from_slice(&f.key);
             if pct(h, null_pct as u64) {
                 out.extend_from_slice(b"null");
-            } else if f.ty == crate::spec::ColumnType::Int64 {
-                json::i64(out, range(h >> 3, lo, hi));
-            } else {
+            } else if f.kind == Kind::Decimal {
                 json::fixed(out, range(h >> 3, lo, hi) * 10_000, 4);
+            } else {
+                json::i64(out, range(h >> 3, lo, hi));
             }
         }
         Gen::Money { lo, hi, null_pct } => {
@@ -275,6 +308,10 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             let h = c.hr(f.tag);
             let v = (!pct(h, 50)).then(|| (total(c) * range(h >> 3, 0, 10) / 100) / 100 * 100);
             money(out, f, ann, v);
+        }
+        Gen::ExchangeRate => {
+            out.extend_from_slice(&f.key);
+            out.extend_from_slice(b"1.0");
         }
         Gen::Freight => {
             let h = c.hr(f.tag);
@@ -337,26 +374,40 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             }
         }
         Gen::Street1 => {
-            let h = c.h(f.tag);
             out.extend_from_slice(&f.key);
             out.push(b'"');
-            json::u64(out, 1 + (h >> 8) % 2_500);
-            out.push(b' ');
-            out.extend_from_slice(pick(h, w::STREET).as_bytes());
-            out.extend_from_slice(pick(h >> 24, w::STREET_TYPE).as_bytes());
+            street1(out, c);
             out.push(b'"');
         }
         Gen::Street2 => {
-            let h = c.h(f.tag);
             out.extend_from_slice(&f.key);
-            if pct(h, 70) {
-                out.extend_from_slice(b"null");
+            if has_line2(c) {
+                out.push(b'"');
+                street2(out, c);
+                out.push(b'"');
             } else {
-                out.push(b'"');
-                out.extend_from_slice(pick(h, w::LINE2).as_bytes());
-                json::u64(out, 1 + (h >> 30) % 900);
-                out.push(b'"');
+                out.extend_from_slice(b"null");
             }
+        }
+        Gen::Composite => {
+            // Dataverse joins the parts with CRLF: street lines, "city, state postal", country.
+            let city = city(c);
+            out.extend_from_slice(&f.key);
+            out.push(b'"');
+            street1(out, c);
+            if has_line2(c) {
+                out.extend_from_slice(b"\\r\\n");
+                street2(out, c);
+            }
+            out.extend_from_slice(b"\\r\\n");
+            out.extend_from_slice(city.city.as_bytes());
+            out.extend_from_slice(b", ");
+            out.extend_from_slice(city.state.as_bytes());
+            out.push(b' ');
+            postal(out, city.postal, c.h(T_POSTAL));
+            out.extend_from_slice(b"\\r\\n");
+            out.extend_from_slice(city.country.as_bytes());
+            out.push(b'"');
         }
         Gen::City => str_field(out, f, Some(city(c).city)),
         Gen::Region => str_field(out, f, Some(city(c).state)),
@@ -364,7 +415,7 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
         Gen::PostalCode => {
             out.extend_from_slice(&f.key);
             out.push(b'"');
-            postal(out, city(c).postal, c.h(f.tag));
+            postal(out, city(c).postal, c.h(T_POSTAL));
             out.push(b'"');
         }
         Gen::Latitude | Gen::Longitude => {
@@ -435,7 +486,7 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             if pct(h, 50) {
                 out.extend_from_slice(b"null");
             } else {
-                json::date(out, range(h >> 3, -5_475, 12_400));
+                day(out, f, range(h >> 3, -5_475, 12_400));
             }
         }
         Gen::LeadSubject => {
@@ -509,7 +560,7 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             if !pct(h, p as u64) {
                 out.extend_from_slice(b"null");
             } else {
-                json::date(out, c.created_days() + range(h >> 3, min, max));
+                day(out, f, c.created_days() + range(h >> 3, min, max));
             }
         }
         Gen::TimeAfter { min, max, pct: p } => {
@@ -527,7 +578,7 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             if c.state_status().0 == 0 {
                 out.extend_from_slice(b"null");
             } else {
-                json::date(out, c.created_days() + range(c.h(f.tag), 20, 200));
+                day(out, f, c.created_days() + range(c.h(f.tag), 20, 200));
             }
         }
         Gen::SubmitDate => {
@@ -576,32 +627,40 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
             let v = (o != 0).then(|| pick(h, w::USER_JOB));
             str_field(out, f, v);
         }
-        Gen::Generic => generic(out, f, c),
+        Gen::Word { words, null_pct } => {
+            let h = c.hr(f.tag);
+            let v = (!pct(h, null_pct as u64)).then(|| pick(h >> 3, words));
+            str_field(out, f, v);
+        }
     }
 }
 
-/// A plausible value for a catalog column without a specific generator.
-fn generic(out: &mut Vec<u8>, f: &Field, c: &Ctx) {
-    use crate::spec::ColumnType as T;
-    let h = c.hr(f.tag);
-    out.extend_from_slice(&f.key);
-    if pct(h, 10) {
-        out.extend_from_slice(b"null");
-        return;
+/// A calendar day: a bare `Edm.Date`, or midnight UTC for a date-only column whose behaviour
+/// is `UserLocal` (served as `Edm.DateTimeOffset`).
+fn day(out: &mut Vec<u8>, f: &Field, days: i64) {
+    if f.kind.is_edm_date() {
+        json::date(out, days);
+    } else {
+        json::timestamp(out, days * 86_400);
     }
-    match f.ty {
-        T::String | T::Json => {
-            out.push(b'"');
-            out.extend_from_slice(pick(h >> 3, w::PRODUCT).as_bytes());
-            out.push(b'"');
-        }
-        T::Int64 => json::i64(out, range(h >> 3, 0, 1_000)),
-        T::Float64 => json::fixed(out, range(h >> 3, 0, 1_000_000), 3),
-        T::Decimal { .. } => json::fixed(out, money_between(h >> 3, 1, 100_000), 4),
-        T::Bool => out.extend_from_slice(if pct(h >> 3, 50) { b"true" } else { b"false" }),
-        T::Date => json::date(out, c.created_days() + range(h >> 3, 0, 365)),
-        T::Timestamp => json::timestamp(out, c.row.created_secs + range(h >> 3, 0, 31_536_000)),
-    }
+}
+
+fn street1(out: &mut Vec<u8>, c: &Ctx) {
+    let h = c.h(T_STREET);
+    json::u64(out, 1 + (h >> 8) % 2_500);
+    out.push(b' ');
+    out.extend_from_slice(pick(h, w::STREET).as_bytes());
+    out.extend_from_slice(pick(h >> 24, w::STREET_TYPE).as_bytes());
+}
+
+fn has_line2(c: &Ctx) -> bool {
+    !pct(c.h(T_LINE2), 70)
+}
+
+fn street2(out: &mut Vec<u8>, c: &Ctx) {
+    let h = c.h(T_LINE2);
+    out.extend_from_slice(pick(h, w::LINE2).as_bytes());
+    json::u64(out, 1 + (h >> 30) % 900);
 }
 
 fn str_field(out: &mut Vec<u8>, f: &Field, v: Option<&str>) {
@@ -976,74 +1035,66 @@ pub fn state_status(set: Set, h: u64) -> (i64, i64) {
     }
 }
 
-fn state_label(set: Set, s: i64) -> &'static str {
-    match (set, s) {
-        (Set::Accounts | Set::Contacts | Set::SystemUsers, 0) => "Active",
-        (Set::Accounts | Set::Contacts | Set::SystemUsers, _) => "Inactive",
-        (Set::Leads, 0) | (Set::Opportunities, 0) => "Open",
-        (Set::Leads, 1) => "Qualified",
-        (Set::Leads, _) => "Disqualified",
-        (Set::Opportunities, 1) => "Won",
-        (Set::Opportunities, _) => "Lost",
-        (Set::Quotes, 0) => "Draft",
-        (Set::Quotes, 1) => "Active",
-        (Set::Quotes, 2) => "Won",
-        (Set::Quotes, _) => "Closed",
-        (Set::SalesOrders, 0) => "Active",
-        (Set::SalesOrders, 1) => "Submitted",
-        (Set::SalesOrders, 2) => "Canceled",
-        (Set::SalesOrders, 3) => "Fulfilled",
-        (Set::SalesOrders, _) => "Invoiced",
-        (Set::Invoices, 0) => "Active",
-        (Set::Invoices, 2) => "Paid",
-        (Set::Invoices, _) => "Canceled",
-        (Set::Products, 0) => "Active",
-        (Set::Products, 1) => "Retired",
-        (Set::Products, 2) => "Draft",
-        (Set::Products, _) => "Under Revision",
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::super::entities::ALL;
+    use super::super::options::Tenant;
+    use super::super::store::Org;
+    use super::*;
 
-fn status_label(set: Set, s: i64) -> &'static str {
-    match (set, s) {
-        (Set::Accounts | Set::Contacts | Set::SystemUsers, 1) => "Active",
-        (Set::Accounts | Set::Contacts | Set::SystemUsers, _) => "Inactive",
-        (Set::Leads, 1) => "New",
-        (Set::Leads, 2) => "Contacted",
-        (Set::Leads, 3) => "Qualified",
-        (Set::Leads, 4) => "Lost",
-        (Set::Leads, 5) => "Cannot Contact",
-        (Set::Leads, 6) => "No Longer Interested",
-        (Set::Leads, _) => "Canceled",
-        (Set::Opportunities, 1) => "In Progress",
-        (Set::Opportunities, 2) => "On Hold",
-        (Set::Opportunities, 3) => "Won",
-        (Set::Opportunities, 4) => "Canceled",
-        (Set::Opportunities, _) => "Out-Sold",
-        (Set::Quotes, 1 | 2) => "In Progress",
-        (Set::Quotes, 3) => "Open",
-        (Set::Quotes, 4) => "Won",
-        (Set::Quotes, 5) => "Lost",
-        (Set::Quotes, 6) => "Canceled",
-        (Set::Quotes, _) => "Revised",
-        (Set::SalesOrders, 1) => "New",
-        (Set::SalesOrders, 2) => "Pending",
-        (Set::SalesOrders, 3) => "In Progress",
-        (Set::SalesOrders, 4) => "No Money",
-        (Set::SalesOrders, 100_001) => "Complete",
-        (Set::SalesOrders, 100_002) => "Partial",
-        (Set::SalesOrders, _) => "Invoiced",
-        (Set::Invoices, 1) => "New",
-        (Set::Invoices, 2) => "Partially Shipped",
-        (Set::Invoices, 4) => "Billed",
-        (Set::Invoices, 5) => "Booked (applies to services)",
-        (Set::Invoices, 6) => "Installed (applies to services)",
-        (Set::Invoices, 100_001) => "Complete",
-        (Set::Invoices, 100_002) => "Partial",
-        (Set::Invoices, _) => "Canceled",
-        (Set::Products, 1) => "Active",
-        (Set::Products, 2) => "Retired",
-        (Set::Products, 0) => "Draft",
-        (Set::Products, _) => "Under Revision",
+    fn render(ent: &Entity, dims: &Dims, row: &RowRef, names: &[&str]) -> serde_json::Value {
+        let sel: Vec<usize> = names.iter().filter_map(|n| ent.field(n)).collect();
+        let mut out = Vec::new();
+        write_row(
+            &mut out,
+            ent,
+            &Ctx::new(7, ent.set, row, dims),
+            &sel,
+            Ann::default(),
+        );
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// `createdby` never changes; `modifiedby` is the creator until the first update.
+    #[test]
+    fn creator_is_stable_and_first_modifier() {
+        let mut org = Org::new(200, 7);
+        let dims = Dims {
+            initial: ALL.map(|s| s.initial_rows(200)),
+        };
+        let ent = Entity::build(Set::Accounts, Tenant::Standard).unwrap();
+        let names = [
+            "_createdby_value",
+            "_modifiedby_value",
+            "address1_composite",
+        ];
+        let (before, _) = org.table(Set::Accounts).scan(0, 1000, |_| true);
+        for r in &before {
+            let v = render(&ent, &dims, r, &names);
+            assert_eq!(v["_createdby_value"], v["_modifiedby_value"]);
+            let composite = v["address1_composite"].as_str().unwrap();
+            assert_eq!(
+                composite.matches("\r\n").count() + 1,
+                composite.lines().count()
+            );
+        }
+        org.mutate();
+        let (after, _) = org.table(Set::Accounts).scan(0, 1000, |_| true);
+        let mut changed = 0;
+        for a in &after {
+            let Some(b) = before.iter().find(|b| b.ordinal == a.ordinal) else {
+                continue;
+            };
+            let (va, vb) = (
+                render(&ent, &dims, a, &names),
+                render(&ent, &dims, b, &names),
+            );
+            assert_eq!(va["_createdby_value"], vb["_createdby_value"]);
+            assert_eq!(va["address1_composite"], vb["address1_composite"]);
+            if va["_modifiedby_value"] != vb["_modifiedby_value"] {
+                changed += 1;
+            }
+        }
+        assert!(changed > 0, "updates change the last modifier");
     }
 }
