@@ -148,7 +148,9 @@ pub async fn get_parsed<T: Send + 'static>(
             Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {
                 malformed += 1;
                 tracing::warn!(stream = %stream, "page body is not {shape} ({msg}); fetching it again");
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(malformed))).await;
+                // Jittered, so retries of one page do not fall into step with other requests.
+                let pause = 250 + rand::random::<u64>() % 500;
+                tokio::time::sleep(Duration::from_millis(pause * u64::from(malformed))).await;
             }
             Err(msg) => {
                 return Err(Error::Decode {

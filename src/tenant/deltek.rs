@@ -80,8 +80,8 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String
         .flatten()
         .filter_map(|f| {
             let name = text(f, &["FieldName", "name", "Name", "fieldName"])?;
-            let ty = text(f, &["FieldType", "type", "dataType", "DataType", "Type"])
-                .unwrap_or("string");
+            let ty =
+                text(f, &["FieldType", "type", "dataType", "DataType", "Type"]).unwrap_or("string");
             let caption = text(f, &["Caption", "caption", "label", "Label"]).unwrap_or(name);
             let flagged = ["CustomField", "custom", "isCustom", "IsCustom"]
                 .iter()
@@ -159,11 +159,17 @@ mod tests {
           "EMProjectAssoc":{"GridID":"EMProjectAssoc","Fields":[{"FieldName":"Employee","FieldType":"Employee"}]}}"#;
         let f = parse_metadata(doc).unwrap();
         let names: Vec<&str> = f.iter().map(|x| x.name.as_str()).collect();
-        assert_eq!(names, ["WBS1", "Probability", "CustomCurrencyCode", "CustBudget"]);
+        assert_eq!(
+            names,
+            ["WBS1", "Probability", "CustomCurrencyCode", "CustBudget"]
+        );
         assert_eq!(column_type(&f[1].ty, f[1].decimals), ColumnType::Int64);
         assert!(!f[2].custom, "the flag wins over the name");
         assert!(f[3].custom);
-        assert!(matches!(column_type(&f[3].ty, f[3].decimals), ColumnType::Decimal { .. }));
+        assert!(matches!(
+            column_type(&f[3].ty, f[3].decimals),
+            ColumnType::Decimal { .. }
+        ));
         let a = br#"[{"name":"CustSector","type":"string","caption":"Sector"}]"#;
         let f = parse_metadata(a).unwrap();
         assert_eq!(f[0].name, "CustSector");

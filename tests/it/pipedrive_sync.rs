@@ -142,15 +142,26 @@ async fn full_then_incremental_carries_exactly_the_changes() {
     assert_eq!(full["pipedrive.user"].table_rows, 5);
     assert_eq!(full["pipedrive.stage"].table_rows, 10);
     assert_eq!(full["pipedrive.pipeline"].table_rows, 2);
-    // Custom fields arrive under readable names with labels, in _ml_extra.
-    let extra = p.scalar(
-        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE _ml_extra LIKE '%contract_type%' AND _ml_extra NOT LIKE '%custom_fields%'",
-    );
-    assert_ne!(extra, "0");
+    // Custom fields land as columns of their own under readable names, options as their
+    // labels, without `mlc discover`; nothing of them is left in _ml_extra.
     let labels = p.scalar(
-        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE _ml_extra LIKE '%\"Annual\"%' OR _ml_extra LIKE '%\"Monthly\"%'",
+        "SELECT COUNT(*) FROM raw_pipedrive.deal WHERE contract_type IN ('Annual', 'Monthly', 'Multi-year')",
     );
     assert_ne!(labels, "0");
+    assert_eq!(
+        p.scalar("SELECT COUNT(*) FROM raw_pipedrive.deal WHERE _ml_extra LIKE '%custom_fields%'"),
+        "0"
+    );
+    let new: Vec<&str> = full["pipedrive.deal"]
+        .schema
+        .new_columns
+        .iter()
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert!(
+        new.contains(&"contract_type") && new.contains(&"setup_fee_currency"),
+        "{new:?}"
+    );
 
     p.sandbox.pipedrive_mutate();
     let inc = p.sync_incremental().await;
@@ -267,15 +278,20 @@ async fn cloudflare_html_403_is_a_hard_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_records_are_quarantined_and_the_run_goes_on() {
+async fn badly_typed_values_never_cost_a_row() {
     let p = project(opts(200), false, 30).await;
     let bad = p.sandbox.pipedrive_poison("deal", 3);
     let out = p.sync_incremental().await;
     let deal = &out["pipedrive.deal"];
-    assert_eq!(deal.quarantined, 3);
+    assert_eq!(deal.quarantined, 0);
+    assert_eq!(deal.drift.get("update_time"), Some(&3), "{:?}", deal.drift);
     let w = ids(&p, "deal");
-    assert_eq!(w.len(), live(&p, "deal").len() - 3);
-    assert!(bad.iter().all(|id| !w.contains(id)));
+    assert_eq!(w.len(), live(&p, "deal").len());
+    assert!(bad.iter().all(|id| w.contains(id)));
+    assert_eq!(
+        p.scalar("SELECT COUNT(*) FROM raw_pipedrive.deal WHERE update_time IS NULL AND _ml_extra LIKE '%\"update_time\":\"not a time\"%'"),
+        "3"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
