@@ -177,6 +177,22 @@ pub async fn run_stream(
             return absent(ctx, conn, stream, reason);
         }
         match run_reconciled(ctx, conn, &rec, &ep, req).await {
+            // Where the tenant publishes no metadata for the entity, its refusal to list it at
+            // all (a module not licensed, a hub the API user's role cannot see) is absence.
+            Err(
+                e @ Error::Http {
+                    status: 403 | 404, ..
+                },
+            ) if matches!(
+                live.entity,
+                tenant::LiveEntity::Unlisted | tenant::LiveEntity::Unknown { .. }
+            ) && nothing_read(ctx, conn, stream)? =>
+            {
+                let reason = format!(
+                    "the tenant refuses to list it ({e}): the module is not licensed or the API user's role cannot read it"
+                );
+                return absent(ctx, conn, stream, &reason);
+            }
             Err(e) if refused < MAX_REFUSED_FIELDS => {
                 let Some(field) = tenant::refused_field(&e) else {
                     return Err(e);
@@ -190,8 +206,25 @@ pub async fn run_stream(
     }
 }
 
-/// The summary (and run history entry) of a stream whose entity the tenant does not have.
+/// Whether `stream` has never landed a row on `conn` and its unfinished run (if any) has read
+/// nothing: a refusal then means the entity is not there, not that a read broke midway.
+fn nothing_read(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<bool> {
+    let sid = stream.id.to_string();
+    if ctx.state.cursor(&conn.name, &sid)?.is_some() {
+        return Ok(false);
+    }
+    Ok(ctx
+        .state
+        .open_run(&conn.name, &sid)?
+        .is_none_or(|r| r.rows_extracted == 0 && r.next_part == 0))
+}
+
+/// The summary (and run history entry) of a stream whose entity the tenant does not have. An
+/// unfinished run of the stream is closed as absent too.
 fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Result<RunSummary> {
+    if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
+        ctx.state.close_run(&open.run_id, status::ABSENT, reason)?;
+    }
     let run = RunRecord::new(
         &new_run_id(),
         &conn.name,

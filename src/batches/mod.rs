@@ -803,6 +803,24 @@ impl RowDecoder {
         }
     }
 
+    /// Whether `text` can be a value of the key column read from payload key `key`.
+    fn key_fits(&self, key: &str, text: &str) -> bool {
+        let Some((idx, _)) = self.key_cols.iter().find(|(_, k)| k == key) else {
+            return true;
+        };
+        match self.decode_schema.field(*idx).data_type() {
+            arrow_schema::DataType::Int64 => text.parse::<i64>().is_ok(),
+            arrow_schema::DataType::Date32 => {
+                chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
+            }
+            arrow_schema::DataType::Timestamp(..) => {
+                chrono::DateTime::parse_from_rfc3339(text).is_ok()
+                    || chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+            }
+            _ => true,
+        }
+    }
+
     /// Best-effort read of the primary key of a (possibly bad) record, in key-column order:
     /// `None` unless every key column could be read (a partial key protects nothing). The
     /// record is scanned member by member, so a key before a broken value is still read.
@@ -827,7 +845,10 @@ impl RowDecoder {
                         Some(v.to_string())
                     }
                     _ => None,
-                };
+                }
+                // A key that does not fit its column names no row: protecting it would let
+                // the row it garbles be deleted, so the record counts as keyless.
+                .filter(|t| self.key_fits(key, t));
                 if let Some(t) = text {
                     found.insert(key.to_string(), t);
                 }

@@ -22,3 +22,4 @@ mod serve;
 mod sink;
 mod sink_pipedrive_bc;
 mod support;
+mod tenants;
