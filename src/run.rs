@@ -178,10 +178,12 @@ pub async fn run_stream(
         }
         match run_reconciled(ctx, conn, &rec, &ep, req).await {
             // Where the tenant publishes no metadata for the entity, its refusal to list it at
-            // all (a module not licensed, a hub the API user's role cannot see) is absence.
+            // all (403: a module not licensed, a ledger the API user's role cannot see) is
+            // absence. A 404 stays a failure: a wrong path or setting is likelier than a
+            // missing module, and it must not pass silently.
             Err(
                 e @ Error::Http {
-                    status: 403 | 404, ..
+                    status: 403, ..
                 },
             ) if matches!(
                 live.entity,

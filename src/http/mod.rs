@@ -121,6 +121,9 @@ pub trait ResponseHook: Send + Sync {
     fn inspect(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
 
+/// How often one request refreshes its token after a 401 before the refusal is taken as final.
+const MAX_TOKEN_REFRESHES: u32 = 2;
+
 /// The client of one connection (one tenant of one system).
 #[derive(Clone)]
 pub struct HttpClient {
@@ -254,7 +257,11 @@ impl HttpClient {
     ) -> Result<Response> {
         let shown = redact_url(url);
         let mut backoff = self.policy.backoff().build();
-        let mut refresh = false;
+        // Tokens refreshed for this request after a 401. A token can expire (or be revoked)
+        // again while a request is retried, so one refresh is not conclusive; a freshly
+        // issued token refused twice is.
+        let mut refreshes = 0u32;
+        let mut force_refresh = false;
         let mut attempt = 0u32;
         loop {
             attempt += 1;
@@ -270,14 +277,15 @@ impl HttpClient {
                 ms = tracing::field::Empty,
             );
             let outcome = self
-                .attempt(&method, url, &shown, refresh, &build)
+                .attempt(&method, url, &shown, std::mem::take(&mut force_refresh), &build)
                 .instrument(span)
                 .await;
             match outcome {
                 Attempt::Done(resp) => return Ok(resp),
-                Attempt::Unauthorized(e) if !refresh => {
-                    tracing::info!(system = %self.system, url = %shown, "401: refreshing the token once");
-                    refresh = true;
+                Attempt::Unauthorized(e) if refreshes < MAX_TOKEN_REFRESHES => {
+                    tracing::info!(system = %self.system, url = %shown, "401: refreshing the token");
+                    refreshes += 1;
+                    force_refresh = true;
                     drop(e);
                 }
                 Attempt::Unauthorized(e) => return Err(e),

@@ -119,7 +119,7 @@ async fn permanent_errors_are_not_retried_and_carry_context() {
 }
 
 #[tokio::test]
-async fn a_401_refreshes_the_token_once() {
+async fn a_401_refreshes_the_token_and_a_refused_fresh_token_fails() {
     let tokens = Arc::new(AtomicUsize::new(0));
     let t = tokens.clone();
     let data_hits = Arc::new(AtomicUsize::new(0));
@@ -180,13 +180,13 @@ async fn a_401_refreshes_the_token_once() {
         .await
         .unwrap();
     assert_eq!(tokens.load(Ordering::SeqCst), 2);
-    // Refused even after a refresh: a clear auth error, no loop.
+    // Refused with two freshly issued tokens in a row: a clear auth error, no loop.
     let err = c
         .get(&format!("{base}/always401"), &HeaderMap::new(), "s")
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Auth { .. }), "{err}");
-    assert_eq!(tokens.load(Ordering::SeqCst), 3);
+    assert_eq!(tokens.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
