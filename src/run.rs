@@ -181,14 +181,11 @@ pub async fn run_stream(
             // all (403: a module not licensed, a ledger the API user's role cannot see) is
             // absence. A 404 stays a failure: a wrong path or setting is likelier than a
             // missing module, and it must not pass silently.
-            Err(
-                e @ Error::Http {
-                    status: 403, ..
-                },
-            ) if matches!(
-                live.entity,
-                tenant::LiveEntity::Unlisted | tenant::LiveEntity::Unknown { .. }
-            ) && nothing_read(ctx, conn, stream)? =>
+            Err(e @ Error::Http { status: 403, .. })
+                if matches!(
+                    live.entity,
+                    tenant::LiveEntity::Unlisted | tenant::LiveEntity::Unknown { .. }
+                ) && nothing_read(ctx, conn, stream)? =>
             {
                 let reason = format!(
                     "the tenant refuses to list it ({e}): the module is not licensed or the API user's role cannot read it"

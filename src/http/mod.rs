@@ -277,7 +277,13 @@ impl HttpClient {
                 ms = tracing::field::Empty,
             );
             let outcome = self
-                .attempt(&method, url, &shown, std::mem::take(&mut force_refresh), &build)
+                .attempt(
+                    &method,
+                    url,
+                    &shown,
+                    std::mem::take(&mut force_refresh),
+                    &build,
+                )
                 .instrument(span)
                 .await;
             match outcome {

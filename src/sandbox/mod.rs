@@ -420,6 +420,23 @@ impl Sandbox {
         Ok(())
     }
 
+    /// The next `count` live rows of `entity_set` serve their primary key unreadable (a JSON
+    /// object) until the next [`Sandbox::mutate`] repairs them; each counts as an update, so
+    /// deltas carry it. Returns the keys those rows really have. Fails for an unknown entity
+    /// set.
+    pub fn break_keys(&self, entity_set: &str, count: usize) -> Result<Vec<String>> {
+        let set = self.dataverse_set(entity_set)?;
+        let ordinals = self.app.org_mut().break_keys(set, count);
+        Ok(ordinals
+            .into_iter()
+            .map(|o| {
+                let mut g = Vec::new();
+                json::guid_bare(&mut g, set.code(), o);
+                String::from_utf8_lossy(&g).into_owned()
+            })
+            .collect())
+    }
+
     /// (primary key, versionnumber) of every live row, sorted by key. Fails for an unknown
     /// entity set.
     pub fn live_rows(&self, entity_set: &str) -> Result<Vec<(String, i64)>> {

@@ -24,6 +24,7 @@ const HISTORY_SECS: i64 = 5 * 365 * 86_400;
 
 const DELETED: u8 = 1;
 const POISONED: u8 = 2;
+const KEY_BROKEN: u8 = 4;
 
 /// Metadata of one row version, packed into 16 bytes (one entry per changed row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,10 @@ impl RowState {
     }
     pub fn poisoned(&self) -> bool {
         self.flags & POISONED != 0
+    }
+    /// The row's primary key is served unreadable (an object where a GUID belongs).
+    pub fn key_broken(&self) -> bool {
+        self.flags & KEY_BROKEN != 0
     }
 }
 
@@ -532,7 +537,7 @@ impl Org {
             let mut poisoned: Vec<u64> = t
                 .overrides
                 .iter()
-                .filter(|(_, s)| s.poisoned() && !s.deleted())
+                .filter(|(_, s)| (s.poisoned() || s.key_broken()) && !s.deleted())
                 .map(|(o, _)| *o)
                 .collect();
             poisoned.sort_unstable();
@@ -570,9 +575,21 @@ impl Org {
     /// the previous call stopped) start serving badly typed values. Each counts as an update
     /// (new version), so deltas carry it. Returns how many rows were poisoned.
     pub fn poison(&mut self, set: Set, count: usize) -> usize {
+        self.mark(set, count, POISONED).len()
+    }
+
+    /// The next `count` live rows of `set` (as [`Org::poison`] picks them) start serving their
+    /// primary key unreadable, until the next mutation round repairs them. Returns their
+    /// ordinals.
+    pub fn break_keys(&mut self, set: Set, count: usize) -> Vec<u64> {
+        self.mark(set, count, KEY_BROKEN)
+    }
+
+    fn mark(&mut self, set: Set, count: usize, flag: u8) -> Vec<u64> {
         let mut version = self.version;
         let t = &mut self.tables[set.index()];
         let mut done = 0;
+        let mut marked = Vec::new();
         let mut o = t.poison_cursor;
         let mut scanned = 0;
         while done < count && scanned < t.next_ordinal {
@@ -582,14 +599,16 @@ impl Org {
             if let Some(s) = t.state(o)
                 && !s.deleted()
                 && !s.poisoned()
+                && !s.key_broken()
             {
                 version += 1;
                 let state = RowState {
                     version,
-                    flags: s.flags | POISONED,
+                    flags: s.flags | flag,
                     ..s
                 };
                 t.write(o, state, ChangeKind::Update);
+                marked.push(o);
                 done += 1;
             }
             o += 1;
@@ -597,7 +616,7 @@ impl Org {
         }
         t.poison_cursor = o;
         self.version = version;
-        done
+        marked
     }
 
     /// (GUID, versionnumber) of every live row of `set`, in key order.

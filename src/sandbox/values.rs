@@ -128,6 +128,10 @@ fn write_field(out: &mut Vec<u8>, f: &Field, c: &Ctx, ann: Ann) {
     let set = c.set;
     let o = c.row.ordinal;
     match f.generator {
+        Gen::PrimaryKey if c.row.state.key_broken() => {
+            out.extend_from_slice(&f.key);
+            out.extend_from_slice(b"{\"unreadable\":true}");
+        }
         Gen::PrimaryKey => {
             out.extend_from_slice(&f.key);
             json::guid(out, set.code(), o);

@@ -431,3 +431,46 @@ async fn discovery_drafts_the_catalog_from_entity_definitions() {
         Some("_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_that_arrives_unreadable_is_never_deleted() {
+    let p = Project::new(opts(150), "").await;
+    p.sync_incremental().await;
+    let broken = p.sandbox.break_keys("accounts", 2).unwrap();
+    let name_of = |k: &str| {
+        p.scalar(&format!(
+            "SELECT name FROM raw_dataverse.account WHERE accountid = '{k}'"
+        ))
+    };
+    let before: Vec<String> = broken.iter().map(|k| name_of(k)).collect();
+    assert!(before.iter().all(|n| !n.is_empty()));
+    // A full snapshot (which deletes the keys it does not read) meets the two records with
+    // keys it cannot read: they go to the quarantine, and nothing is deleted this run.
+    let out = p.sync(RunRequest::Sync { full: true }).await;
+    let acc = &out["dataverse.account"];
+    assert_eq!(acc.kind, "snapshot");
+    assert_eq!(acc.quarantined, 2);
+    assert_eq!(acc.deleted, 0);
+    assert!(
+        acc.notes
+            .iter()
+            .any(|n| n.contains("deletes not reconciled")),
+        "{:?}",
+        acc.notes
+    );
+    // The rows stay, with their previous values, and the quarantine holds the records.
+    let after: Vec<String> = broken.iter().map(|k| name_of(k)).collect();
+    assert_eq!(after, before);
+    let dir = p.dir.path().join(".mlc/lake/quarantine/dataverse/account");
+    let quarantined: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flat_map(|run| std::fs::read_dir(run.unwrap().path()).unwrap())
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(quarantined.lines().count(), 2);
+    assert!(quarantined.contains("unreadable"));
+    // Once the tenant serves them whole again, the table equals the source.
+    p.sandbox.mutate();
+    p.sync_incremental().await;
+    p.assert_matches_source();
+}

@@ -203,6 +203,22 @@ impl Fixture {
         paths: &[Path],
         reconcile: bool,
     ) -> MergeStats {
+        self.merge_with(table, schema, pk, run, paths, reconcile, &[], false)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn merge_with(
+        &self,
+        table: &str,
+        schema: &SchemaRef,
+        pk: &[&str],
+        run: &str,
+        paths: &[Path],
+        reconcile: bool,
+        protected: &[Vec<String>],
+        keys_only: bool,
+    ) -> MergeStats {
         let pk: Vec<String> = pk.iter().map(|s| s.to_string()).collect();
         self.wh
             .merge(MergeRequest {
@@ -213,8 +229,8 @@ impl Fixture {
                 primary_key: &pk,
                 schema: schema.clone(),
                 reconcile,
-                protected: &[],
-                keys_only: false,
+                protected,
+                keys_only,
                 run_id: run,
                 extracted_at_micros: T0 + 30 * DAY,
             })
@@ -460,6 +476,105 @@ async fn reconcile_deletes_missing_keys_in_every_bucket() {
     // Re-applying the snapshot deletes nothing more.
     let s = f.accounts("r2", &[many(5, "r2", T0 + DAY)], true).await;
     assert_eq!((s.deleted, s.table_rows), (0, 40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_never_deletes_a_quarantined_key() {
+    for mode in [DeleteMode::Hard, DeleteMode::Soft] {
+        let f = fixture(mode, 5);
+        f.accounts("r1", &[many(40, "r1", T0)], false).await;
+        // A snapshot that read k000..k004 and quarantined the records of k010 and k020 (their
+        // keys readable): those two stay, with their previous values; the rest is deleted.
+        let snapshot = many(5, "r2", T0 + DAY);
+        let p = put_part(
+            &f.store,
+            "raw/dataverse/account/run=r2/part-00000.parquet",
+            &account_schema(),
+            &snapshot,
+        )
+        .await;
+        let protected = vec![vec!["k010".to_string()], vec!["k020".to_string()]];
+        let s = f
+            .merge_with(
+                "account",
+                &account_schema(),
+                &["accountid"],
+                "r2",
+                &[p],
+                true,
+                &protected,
+                false,
+            )
+            .await;
+        assert_eq!(s.deleted, 33, "{mode:?}");
+        let live: Vec<Vec<String>> = f
+            .rows(&["accountid", "name", "_ml_deleted", "_ml_run_id"])
+            .into_iter()
+            .filter(|r| r[2] != "true")
+            .collect();
+        let ids: Vec<&str> = live.iter().map(|r| r[0].as_str()).collect();
+        assert_eq!(
+            ids,
+            ["k000", "k001", "k002", "k003", "k004", "k010", "k020"],
+            "{mode:?}"
+        );
+        assert_eq!(live[5], sv(&["k010", "n10", "false", "r1"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projected_pass_updates_only_the_columns_it_carries() {
+    let f = fixture(DeleteMode::Hard, 5);
+    f.accounts("r1", &[many(20, "r1", T0)], false).await;
+    // Keys and one computed column (revenue) of k000..k014: k015.. are gone from the source,
+    // and `zz` is new there (a projected pass inserts nothing).
+    let schema = Arc::new(arrow_schema::Schema::new(
+        account_schema()
+            .fields()
+            .iter()
+            .filter(|f| {
+                ["accountid", "revenue"].contains(&f.name().as_str())
+                    || f.name().starts_with("_ml_")
+            })
+            .map(|f| f.as_ref().clone())
+            .collect::<Vec<_>>(),
+    ));
+    let mut rows: Vec<Row> = (0..15)
+        .map(|i| Row {
+            values: vec![
+                ("accountid", format!("k{i:03}")),
+                ("revenue", format!("{i}00.5")),
+                ("_ml_run_id", "ks".into()),
+                ("_ml_extracted_at", (T0 + DAY).to_string()),
+            ],
+        })
+        .collect();
+    rows.push(Row {
+        values: vec![("accountid", "zz".into()), ("revenue", "9".into())],
+    });
+    let p = put_part(
+        &f.store,
+        "raw/dataverse/account/run=ks/part-00000.parquet",
+        &schema,
+        &rows,
+    )
+    .await;
+    let s = f
+        .merge_with(
+            "account",
+            &schema,
+            &["accountid"],
+            "ks",
+            &[p],
+            true,
+            &[],
+            true,
+        )
+        .await;
+    assert_eq!((s.upserted, s.deleted, s.table_rows), (15, 5, 15));
+    let rows = f.rows(&["accountid", "name", "revenue", "_ml_run_id"]);
+    assert_eq!(rows[3], sv(&["k003", "n3", "300.5000", "r1"]));
+    assert!(!rows.iter().any(|r| r[0] == "zz"));
 }
 
 fn all_columns() -> Vec<String> {
