@@ -538,3 +538,100 @@ async fn a_custom_tenant_keeps_every_value_of_every_field() {
     let drift: u64 = w.assert_equals_tenant("again").await.values().sum();
     assert!(drift > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_custom_field_keeps_its_column() {
+    let w = World::new(Tenant::Standard, 100).await;
+    let full = w.sync(false).await;
+    let deal = &full["pipedrive.deal"].schema.new_columns;
+    let (column, code) = deal
+        .iter()
+        .find(|(c, _)| c == "contract_type")
+        .cloned()
+        .unwrap_or_else(|| panic!("{deal:?}"));
+    assert!(
+        w.sandbox
+            .pipedrive_rename_custom_field("deal", "Contract Type", "Agreement Kind")
+    );
+    w.sandbox.mutate();
+    // Read the field definitions again (as a run does once their cache expires).
+    let conn = w.conn_of("pipedrive");
+    let ep = ml_connector::connect::endpoint(conn, &w.ctx.vault).unwrap();
+    let stream = w.ctx.defs.get(&"pipedrive.deal".parse().unwrap()).unwrap();
+    ml_connector::tenant::live(&w.ctx.state, conn, &ep, stream, true)
+        .await
+        .unwrap();
+    let incr = w.sync(false).await;
+    let deal = &incr["pipedrive.deal"];
+    assert_eq!(deal.kind, "incremental", "{:?}", deal.notes);
+    assert!(
+        deal.schema
+            .new_columns
+            .contains(&(column.clone(), code.clone())),
+        "the field keeps `{column}`: {:?}",
+        deal.schema.new_columns
+    );
+    assert!(
+        !deal
+            .schema
+            .new_columns
+            .iter()
+            .any(|(c, _)| c == "agreement_kind")
+    );
+    w.assert_equals_tenant("after the rename").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_column_is_read_whole_on_the_next_run() {
+    let w = World::new(Tenant::Standard, 100).await;
+    w.sync(false).await;
+    // The project's catalog starts reading a column the tenant has (creditlimit): its values
+    // for every row, not only for rows that change, must arrive.
+    let builtin = include_str!("../../catalog/dataverse/account.toml");
+    let extended = builtin.replacen(
+        "columns = [\n",
+        "columns = [\n  { name = \"creditlimit\", type = \"decimal(19,4)\", description = \"Credit limit.\" },\n",
+        1,
+    );
+    let dir = w._dir.path().join("catalog/dataverse");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("account.toml"), extended).unwrap();
+    let ctx = Context::open(w.ctx.config.clone()).unwrap();
+    let conn = w.conn_of("dataverse");
+    let out = run_many(
+        &ctx,
+        &[conn],
+        &["dataverse.account".into()],
+        &RunRequest::Sync { full: false },
+    )
+    .await
+    .unwrap();
+    let s = out[0].1.as_ref().unwrap();
+    assert_eq!(s.kind, "snapshot", "{:?}", s.notes);
+    assert!(
+        s.notes.iter().any(|n| n.contains("column set changed")),
+        "{:?}",
+        s.notes
+    );
+    let w = World { ctx, ..w };
+    let stream = w
+        .ctx
+        .defs
+        .get(&"dataverse.account".parse().unwrap())
+        .unwrap();
+    let (bad, _) = w.compare(stream).await;
+    assert!(bad.is_empty(), "{bad:#?}");
+    let filled =
+        w.rows("SELECT COUNT(*) AS n FROM raw_dataverse.account WHERE creditlimit IS NOT NULL");
+    assert_ne!(filled[0]["n"], 0);
+    // And the next run is incremental again.
+    let again = run_many(
+        &w.ctx,
+        &[w.conn_of("dataverse")],
+        &["dataverse.account".into()],
+        &RunRequest::Sync { full: false },
+    )
+    .await
+    .unwrap();
+    assert_eq!(again[0].1.as_ref().unwrap().kind, "incremental");
+}
