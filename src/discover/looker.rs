@@ -85,7 +85,18 @@ pub async fn discover(
         }
     };
     for look in looks {
-        let entity = format!("look_{}", snake_case(&look.id));
+        let id: String = look
+            .id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let entity = format!("look_{id}");
         if read_looks.contains(&look.id) || (!only.is_empty() && !only.contains(&entity)) {
             continue;
         }

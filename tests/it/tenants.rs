@@ -635,3 +635,61 @@ async fn a_new_column_is_read_whole_on_the_next_run() {
     .unwrap();
     assert_eq!(again[0].1.as_ref().unwrap().kind, "incremental");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_goes_on_past_what_it_cannot_read() {
+    use ml_connector::discover::{Discovered, Outcome, discover};
+    let w = World::new(Tenant::Lean, 50).await;
+    let found = |name: &'static str| {
+        let w = &w;
+        async move {
+            let conn = w.ctx.config.connection(name).unwrap();
+            let ep = ml_connector::connect::endpoint(conn, &w.ctx.vault).unwrap();
+            let out: BTreeMap<String, Outcome> = discover(conn, &ep, &w.ctx.defs, &[])
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|Discovered { entity, outcome }| (entity, outcome))
+                .collect();
+            out
+        }
+    };
+    // Dataverse without Sales: those tables are absent, the others drafted.
+    let dv = found("crm").await;
+    for t in ["lead", "quote", "salesorder", "invoice"] {
+        assert!(matches!(dv[t], Outcome::Absent(_)), "{t}: {:?}", dv[t]);
+    }
+    let Outcome::Drafted(account) = &dv["account"] else {
+        panic!("{:?}", dv["account"]);
+    };
+    assert!(
+        !account
+            .catalog
+            .columns
+            .iter()
+            .any(|c| c.name == "telephone2")
+    );
+    // Deltek: the hub without metadata is an error of its own; the others are drafted.
+    let vp = found("vp").await;
+    assert!(
+        matches!(&vp["activity"], Outcome::Failed(why) if why.contains("404")),
+        "{:?}",
+        vp["activity"]
+    );
+    assert!(matches!(vp["firm"], Outcome::Drafted(_)));
+    // Looker: every saved Look no stream reads yet gets a stream and a catalog.
+    let bi = found("bi").await;
+    let Outcome::Drafted(look) = &bi["look_2"] else {
+        panic!("{:?}", bi.keys().collect::<Vec<_>>());
+    };
+    let stream = look.stream_toml.as_deref().unwrap();
+    assert!(
+        stream.contains("look_id = \"2\"") && stream.contains("limit = -1"),
+        "{stream}"
+    );
+    assert!(look.catalog.columns.len() > 1);
+    assert!(
+        !bi.contains_key("look_1"),
+        "Look 1 is read by pipeline_by_stage already"
+    );
+}
