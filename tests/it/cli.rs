@@ -225,3 +225,54 @@ async fn connection_add_check_list_remove() {
             .is_empty()
     );
 }
+
+/// A tenant that lacks tables and columns: `mlc sync` succeeds (absent is not failed) and says
+/// what it skipped, in its table and in `--json`; `mlc catalog diff` shows the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
+    let sb = Sandbox::start(
+        SandboxOptions {
+            scale: 50,
+            tenant: ml_connector::sandbox::Tenant::Lean,
+            ..SandboxOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ml_connector::demo::write_project(dir.path(), &sb, "", false).unwrap();
+    let d = dir.path().to_path_buf();
+    let run = move |args: &'static [&'static str]| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || mlc(&d, args))
+    };
+    let out = run(&["sync", "--json", "dataverse"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let by = |s: &str| runs.iter().find(|r| r["stream"] == s).unwrap().clone();
+    assert_eq!(by("dataverse.lead")["status"], "absent");
+    assert!(by("dataverse.lead")["schema"]["entity_absent"].is_string());
+    assert_eq!(by("dataverse.account")["status"], "ok");
+    assert!(
+        by("dataverse.account")["schema"]["absent_columns"]
+            .as_array()
+            .unwrap()
+            .contains(&"telephone2".into())
+    );
+
+    let out = run(&["sync", "deltek"]).await.unwrap();
+    let table = text(&out);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("absent in tenant"), "{table}");
+    assert!(table.contains("deletes last reconciled"), "{table}");
+
+    let out = run(&["catalog", "diff", "dataverse.account", "dataverse.lead"]).await.unwrap();
+    let diff = text(&out);
+    assert!(out.status.success(), "{diff}");
+    assert!(diff.contains("dataverse.account: crm: absent in tenant (NULL): telephone2"), "{diff}");
+    assert!(diff.contains("dataverse.lead: crm: absent in tenant:"), "{diff}");
+    let out = run(&["catalog", "diff", "--json", "dataverse.account"]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["tenants"]["crm"]["absent_columns"][0], "telephone2");
+}
