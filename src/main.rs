@@ -912,11 +912,18 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
 }
 
 /// Definitions of the project at `config`, or the built-in ones when there is no project.
+/// The project's definitions, with the columns its tenants added once runs have met them (so
+/// generated dbt sources and LookML list them); the built-in ones outside a project.
 fn definitions(config: &Path) -> Result<Definitions> {
-    Ok(match Config::load(config) {
-        Ok(c) => Definitions::load(Some(&c.definitions_dir))?,
-        Err(_) => Definitions::builtin()?,
-    })
+    let Ok(c) = Config::load(config) else {
+        return Ok(Definitions::builtin()?);
+    };
+    let defs = Definitions::load(Some(&c.definitions_dir))?;
+    if !c.state_path.exists() {
+        return Ok(defs);
+    }
+    let state = ml_connector::state::StateStore::open(&c.state_path)?;
+    Ok(ml_connector::tenant::with_tenant_columns(&state, &c, defs)?)
 }
 
 fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {

@@ -692,6 +692,11 @@ impl Definitions {
         Ok(Self { streams: out })
     }
 
+    /// One stream by id, to change it (the columns a tenant adds).
+    pub fn stream_mut(&mut self, id: &StreamId) -> Option<&mut Stream> {
+        self.streams.get_mut(id)
+    }
+
     /// Every stream, in id order.
     pub fn streams(&self) -> impl Iterator<Item = &Stream> {
         self.streams.values()

@@ -20,7 +20,7 @@ pub mod dataverse;
 pub mod deltek;
 pub mod pipedrive;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
@@ -451,21 +451,42 @@ pub fn column_name(name: &str) -> String {
     crate::discover::snake_case(&deunicode::deunicode(name))
 }
 
-/// Live schemas of every stream of a connection for listing (`mlc catalog diff`), from the
-/// cache only.
-pub fn cached(
+/// `defs` with the columns the project's tenants add (from the live schemas its runs cached,
+/// named as they named them), so generated dbt sources, LookML views and `mlc catalog show`
+/// list what the warehouse tables really have. Streams no run has reconciled are unchanged.
+///
+/// Fails when the state store cannot be read or a connection selects no stream.
+pub fn with_tenant_columns(
     state: &StateStore,
-    conn: &str,
-    streams: &[&Stream],
-) -> Result<BTreeMap<String, LiveSchema>> {
-    let mut out = BTreeMap::new();
-    for s in streams {
-        let sid = s.id.to_string();
-        if let Some(l) = state.live_schema(conn, &sid)? {
-            out.insert(sid, l);
+    config: &crate::config::Config,
+    mut defs: crate::spec::Definitions,
+) -> Result<crate::spec::Definitions> {
+    let mut added: Vec<(crate::spec::StreamId, Column)> = Vec::new();
+    for conn in config.connections.values() {
+        for stream in defs.select(&conn.streams)? {
+            let Some(live) = state.live_schema(&conn.name, &stream.id.to_string())? else {
+                continue;
+            };
+            let rec = reconcile(state, &conn.name, stream, Some(&live))?;
+            let own = stream.catalog.columns.len();
+            added.extend(
+                rec.stream
+                    .catalog
+                    .columns
+                    .into_iter()
+                    .skip(own)
+                    .map(|c| (stream.id.clone(), c)),
+            );
         }
     }
-    Ok(out)
+    for (id, column) in added {
+        if let Some(s) = defs.stream_mut(&id)
+            && !s.catalog.columns.iter().any(|c| c.name == column.name)
+        {
+            s.catalog.columns.push(column);
+        }
+    }
+    Ok(defs)
 }
 
 #[cfg(test)]

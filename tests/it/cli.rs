@@ -267,12 +267,22 @@ async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
     assert!(table.contains("absent in tenant"), "{table}");
     assert!(table.contains("deletes last reconciled"), "{table}");
 
-    let out = run(&["catalog", "diff", "dataverse.account", "dataverse.lead"]).await.unwrap();
+    let out = run(&["catalog", "diff", "dataverse.account", "dataverse.lead"])
+        .await
+        .unwrap();
     let diff = text(&out);
     assert!(out.status.success(), "{diff}");
-    assert!(diff.contains("dataverse.account: crm: absent in tenant (NULL): telephone2"), "{diff}");
-    assert!(diff.contains("dataverse.lead: crm: absent in tenant:"), "{diff}");
-    let out = run(&["catalog", "diff", "--json", "dataverse.account"]).await.unwrap();
+    assert!(
+        diff.contains("dataverse.account: crm: absent in tenant (NULL): telephone2"),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("dataverse.lead: crm: absent in tenant:"),
+        "{diff}"
+    );
+    let out = run(&["catalog", "diff", "--json", "dataverse.account"])
+        .await
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["tenants"]["crm"]["absent_columns"][0], "telephone2");
 }

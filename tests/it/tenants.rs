@@ -451,6 +451,13 @@ async fn a_standard_tenant_lands_whole() {
         new.contains(&"new_tier") && new.contains(&"new_region"),
         "{new:?}"
     );
+    // Generated LookML (and dbt sources) list the tenant's columns once runs have met them.
+    let defs =
+        ml_connector::tenant::with_tenant_columns(&w.ctx.state, &w.ctx.config, w.ctx.defs.clone())
+            .unwrap();
+    let account = defs.get(&"dataverse.account".parse().unwrap()).unwrap();
+    let view = ml_connector::catalog_export::lookml::view(account);
+    assert!(view.contains("dimension: new_tier"), "{view}");
     // Archived deals are rows, not deletes.
     let archived = w.rows("SELECT COUNT(*) AS n FROM raw_pipedrive.deal WHERE is_archived");
     assert_ne!(archived[0]["n"], 0);
