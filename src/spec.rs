@@ -493,6 +493,9 @@ pub struct Stream {
     pub source: SourceFile,
     pub spec: StreamFile,
     pub catalog: CatalogFile,
+    /// Set at run time: the tenant's live schema the catalog was reconciled with (readers use
+    /// its field definitions, e.g. Pipedrive's option labels, instead of reading them again).
+    pub live: Option<std::sync::Arc<crate::tenant::LiveSchema>>,
 }
 
 impl Stream {
@@ -665,6 +668,7 @@ impl Definitions {
                 }
             };
             let stream = Stream {
+                live: None,
                 id: id.clone(),
                 source,
                 spec,

@@ -17,12 +17,14 @@ pub struct RequestStats {
     pub total: u64,
     /// Per HTTP status code.
     pub by_status: BTreeMap<u16, u64>,
-    /// Per kind of path: `token`, `data` (Web API) or `admin`.
+    /// Per kind of path: `token`, `admin`, `metadata` (any system's schema endpoints), `data`
+    /// (the Dataverse Web API), or the other system's name (`business_central`, `deltek`,
+    /// `pipedrive`, `looker`) for its API.
     pub by_kind: BTreeMap<String, u64>,
 }
 
 impl RequestStats {
-    /// Requests of one kind (`token`, `data`, `admin`).
+    /// Requests of one kind (see [`RequestStats::by_kind`]).
     pub fn kind(&self, kind: &str) -> u64 {
         self.by_kind.get(kind).copied().unwrap_or(0)
     }
@@ -34,12 +36,26 @@ impl RequestStats {
 }
 
 fn kind_of(path: &str) -> &'static str {
-    if path.starts_with("/entra/") {
+    if path.starts_with("/entra/") || path.ends_with("/token") || path.contains("/oauth/") {
         "token"
     } else if path.starts_with("/_sandbox/") {
         "admin"
+    } else if path.contains("/EntityDefinitions")
+        || path.ends_with("/$metadata")
+        || path.contains("/api/metadata/")
+        || path.ends_with("Fields")
+    {
+        "metadata"
     } else if path.starts_with("/dataverse/") {
         "data"
+    } else if path.starts_with("/bc/") {
+        "business_central"
+    } else if path.starts_with("/deltek/") {
+        "deltek"
+    } else if path.starts_with("/pipedrive/") {
+        "pipedrive"
+    } else if path.starts_with("/looker/") {
+        "looker"
     } else {
         "other"
     }

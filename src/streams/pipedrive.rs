@@ -85,6 +85,8 @@ pub struct PipedriveSource {
     /// `/api/v2/dealFields` etc. for entities with custom fields.
     fields_path: Option<String>,
     fields: Option<FieldMap>,
+    /// The custom field definitions of the live schema the stream was reconciled with.
+    cached: Option<FieldMap>,
     parent: Option<Parent>,
     /// Next position of a plain listing: v2 cursor or v1 start (`None` = first page).
     position: Option<String>,
@@ -239,6 +241,7 @@ impl PipedriveSource {
             limit: stream.page_size().clamp(1, MAX_LIMIT),
             headers,
             fields: None,
+            cached: stream.live.as_deref().and_then(field_map),
             parent,
             position: None,
             done: false,
@@ -317,6 +320,11 @@ impl PipedriveSource {
             self.fields = Some(FieldMap::new());
             return Ok(());
         };
+        // The run read the definitions with the tenant's live schema already.
+        if let Some(defs) = self.cached.take() {
+            self.fields = Some(defs);
+            return Ok(());
+        }
         let base = self.base().await?;
         let fields = load_field_map(&self.http, &base, &fp, &self.stream).await?;
         self.fields = Some(fields);
@@ -499,6 +507,28 @@ pub fn with_query(url: &str, q: &[(String, String)]) -> String {
     }
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{}", s.finish())
+}
+
+/// The custom fields of a live schema, when it lists the entity's fields.
+fn field_map(live: &crate::tenant::LiveSchema) -> Option<FieldMap> {
+    let crate::tenant::LiveEntity::Present { fields, .. } = &live.entity else {
+        return None;
+    };
+    Some(
+        fields
+            .iter()
+            .filter_map(|f| {
+                Some((
+                    f.source.clone(),
+                    FieldDef {
+                        name: f.label.clone().unwrap_or_default(),
+                        field_type: f.source_type.clone()?,
+                        options: f.options.iter().cloned().collect(),
+                    },
+                ))
+            })
+            .collect(),
+    )
 }
 
 /// Loads the custom fields of one entity (`/api/v2/dealFields`, cursor-paged; the v1 shape

@@ -59,6 +59,8 @@ pub fn entity(csdl: &Csdl, set: &str) -> LiveEntity {
                 ty,
                 lands: true,
                 label: None,
+                source_type: None,
+                options: Default::default(),
             })
         })
         .collect();

@@ -195,6 +195,8 @@ pub fn entity(t: &Table) -> LiveEntity {
                 ty,
                 lands: a.is_custom_attribute == Some(true) && a.attribute_of.is_none(),
                 label: a.label(),
+                source_type: None,
+                options: Default::default(),
             })
         })
         .collect();

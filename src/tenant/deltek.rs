@@ -139,6 +139,8 @@ pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
                 lands: f.custom,
                 label: Some(f.caption),
                 source: f.name,
+                source_type: None,
+                options: Default::default(),
             })
             .collect(),
         complete: true,

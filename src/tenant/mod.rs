@@ -32,7 +32,7 @@ use crate::state::StateStore;
 
 /// What the tenant says about the entity behind one stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum LiveEntity {
     /// The tenant has the entity; these are the fields it serves. With `complete`, a field not
     /// listed is not served (the list is the entity's schema); otherwise the list only adds
@@ -70,6 +70,14 @@ pub struct LiveField {
     /// Display name, for column descriptions.
     #[serde(default)]
     pub label: Option<String>,
+    /// The system's own type name (Pipedrive `enum`, `set`, `monetary`, …), where a reader
+    /// needs it to shape values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_type: Option<String>,
+    /// Choice labels by option id (Pipedrive `enum` and `set` fields), which readers put in
+    /// place of the ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<(i64, String)>,
 }
 
 /// The live schema of one stream's entity as cached.
@@ -266,6 +274,7 @@ pub fn reconcile(
             live: None,
         });
     };
+    out.live = Some(std::sync::Arc::new(live.clone()));
     let fields = match &live.entity {
         LiveEntity::Absent { reason } => {
             report.entity_absent = Some(reason.clone());
@@ -502,6 +511,8 @@ mod tests {
             ty: ColumnType::String,
             lands,
             label: None,
+            source_type: None,
+            options: Default::default(),
         }
     }
 
@@ -556,6 +567,39 @@ mod tests {
             s.catalog.columns.len() + 2,
             "absent columns stay in the table"
         );
+    }
+
+    #[test]
+    fn live_schemas_survive_the_state_store() {
+        let (_d, st) = state();
+        let defs = Definitions::builtin().unwrap();
+        let s = defs.get(&"pipedrive.deal".parse().unwrap()).unwrap();
+        let mut f = field("a".repeat(40).as_str(), "contract_type", true);
+        f.source_type = Some("enum".into());
+        f.options = vec![(11, "Annual".into())];
+        let live = LiveSchema {
+            fetched_at: chrono::Utc::now().to_rfc3339(),
+            entity: LiveEntity::Present {
+                fields: vec![f],
+                complete: false,
+            },
+            refused: ["Probability".to_string()].into(),
+        };
+        st.put_live_schema("pd", "pipedrive.deal", &live).unwrap();
+        assert_eq!(st.live_schema("pd", "pipedrive.deal").unwrap(), Some(live));
+        let _ = s;
+        for e in [
+            LiveEntity::Unlisted,
+            LiveEntity::Absent { reason: "r".into() },
+        ] {
+            let l = LiveSchema {
+                fetched_at: "t".into(),
+                entity: e,
+                refused: BTreeSet::new(),
+            };
+            st.put_live_schema("pd", "x", &l).unwrap();
+            assert_eq!(st.live_schema("pd", "x").unwrap(), Some(l));
+        }
     }
 
     #[test]

@@ -160,6 +160,8 @@ pub fn live_fields(d: &Definition) -> Vec<LiveField> {
         },
         lands: d.custom,
         label: Some(d.name.clone()),
+        source_type: d.custom.then(|| d.field_type.clone()),
+        options: d.options.clone(),
     }];
     if d.custom && d.field_type == "monetary" {
         out.push(LiveField {
@@ -169,6 +171,8 @@ pub fn live_fields(d: &Definition) -> Vec<LiveField> {
             ty: ColumnType::String,
             lands: true,
             label: Some(format!("{} (currency)", d.name)),
+            source_type: None,
+            options: Default::default(),
         });
     }
     if !d.custom {

@@ -700,3 +700,48 @@ async fn discovery_goes_on_past_what_it_cannot_read() {
         "Look 1 is read by pipeline_by_stage already"
     );
 }
+
+/// What the default cadence costs: a run with nothing to read is one request per stream, plus,
+/// for streams without a delete feed whose key-set pass fits in ten pages (tables of a few
+/// thousand rows), that pass's pages; the tenant's metadata is read again only when its cache
+/// expires (`schema_ttl_minutes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_run_costs_a_request_per_stream_plus_small_key_set_passes() {
+    let w = World::new(Tenant::Standard, 2000).await;
+    let before = w.sandbox.stats();
+    let first = w.sync(false).await;
+    let after_first = w.sandbox.stats();
+    let idle = w.sync(false).await;
+    let after = w.sandbox.stats();
+    let cost = |kind: &str| after.kind(kind) - after_first.kind(kind);
+    let metadata_first = after_first.kind("metadata") - before.kind("metadata");
+    eprintln!(
+        "first run: {} metadata requests for {} streams; idle run: metadata {}, dataverse {}, business_central {}, deltek {}, pipedrive {}",
+        metadata_first,
+        first.len(),
+        cost("metadata"),
+        cost("data"),
+        cost("business_central"),
+        cost("deltek"),
+        cost("pipedrive")
+    );
+    assert_eq!(cost("metadata"), 0, "the live schema is cached");
+    // Dataverse has a delete feed: one delta request per table.
+    assert_eq!(cost("data"), 9);
+    for (s, r) in &idle {
+        let stream = w.ctx.defs.get(&s.parse().unwrap()).unwrap();
+        if stream.spec.incremental == ml_connector::spec::Incremental::Full {
+            continue;
+        }
+        assert_eq!(r.rows_extracted, 0, "{s}");
+        // Every table here is small enough for a key-set pass on every run.
+        if stream.spec.reconcile.is_some() {
+            assert!(
+                r.notes.iter().any(|n| n.contains("key-set")),
+                "{s}: {:?}",
+                r.notes
+            );
+            assert!(r.last_keyset.is_some(), "{s}");
+        }
+    }
+}

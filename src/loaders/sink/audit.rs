@@ -39,6 +39,7 @@ fn audit_stream() -> Result<Stream> {
         source,
         spec,
         catalog,
+        live: None,
     })
 }
 
