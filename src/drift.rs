@@ -83,11 +83,15 @@ pub fn diff(
             stream: sid.clone(),
             ..Drift::default()
         };
+        // The table's columns: the catalog's and those the tenants added.
+        let mut columns: std::collections::BTreeSet<String> =
+            s.catalog.columns.iter().map(|c| c.name.clone()).collect();
         for conn in config.connections.values() {
             let Some(report) = state.latest_report(&conn.name, &sid)? else {
                 continue;
             };
             let r: RunReport = serde_json::from_str(&report).unwrap_or_default();
+            columns.extend(r.schema.new_columns.iter().map(|(c, _)| c.clone()));
             d.tenants.insert(conn.name.clone(), r.schema);
             if !r.drift.is_empty() {
                 d.type_drift.insert(conn.name.clone(), r.drift);
@@ -110,7 +114,7 @@ pub fn diff(
                 };
                 for k in m.keys() {
                     // A key named like a column is a value that did not fit it.
-                    let bucket = if s.catalog.columns.iter().any(|c| &c.name == k) {
+                    let bucket = if columns.contains(k) {
                         &mut d.drifted_rows
                     } else {
                         &mut d.untyped_fields

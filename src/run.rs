@@ -198,6 +198,11 @@ pub async fn run_stream(
                 };
                 tracing::warn!(stream = %stream.id, field = %field, "the tenant has no field `{field}`: reading the stream without it");
                 tenant::remember_refused(&ctx.state, &conn.name, stream, &mut live, &field)?;
+                // Its position was read with the refused field: start over without it.
+                if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
+                    ctx.state
+                        .abandon_run(&open.run_id, &format!("the tenant has no field `{field}`"))?;
+                }
                 refused += 1;
             }
             other => return other,

@@ -16,6 +16,7 @@ use crate::tenant::deltek::read;
 /// Drafts catalog files from Deltek's metadata: each hub's catalog plus every field its
 /// metadata lists that the catalog lacks.
 pub async fn discover(
+    conn: &crate::config::Connection,
     ep: &Endpoint,
     defs: &Definitions,
     only: &[String],
@@ -36,7 +37,7 @@ pub async fn discover(
             continue;
         }
         let entity = &stream.id.entity;
-        match read(ep, stream).await {
+        match read(conn, ep, stream).await {
             Ok(LiveEntity::Present { fields, .. }) => out.push(Discovered::drafted(Draft {
                 entity: entity.clone(),
                 stream_toml: None,

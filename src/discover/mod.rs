@@ -126,7 +126,7 @@ pub async fn discover(
     match &conn.settings {
         ConnectionSettings::Dataverse(_) => dataverse::discover(ep, defs, only).await,
         ConnectionSettings::BusinessCentral(_) => business_central::discover(ep, defs, only).await,
-        ConnectionSettings::Deltek(_) => deltek::discover(ep, defs, only).await,
+        ConnectionSettings::Deltek(_) => deltek::discover(conn, ep, defs, only).await,
         ConnectionSettings::Pipedrive(_) => pipedrive::discover(ep, defs, only).await,
         ConnectionSettings::Looker(_) => looker::discover(conn, ep, defs, only).await,
     }

@@ -11,9 +11,11 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::Value;
 
 use super::{LiveEntity, LiveField, column_name};
+use crate::config::Connection;
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
-use crate::spec::{ColumnType, Stream};
+use crate::spec::{ColumnType, Stream, Variant};
+use crate::streams::deltek::variant_name;
 
 /// One field of a hub's metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,6 +77,13 @@ fn field_lists(v: &Value) -> Option<Vec<&Vec<Value>>> {
 pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     let lists = field_lists(&v).ok_or("the metadata answer lists no fields")?;
+    const FLAGS: [&str; 4] = ["CustomField", "custom", "isCustom", "IsCustom"];
+    // Where the answer flags custom fields at all, an unflagged field is standard (a standard
+    // `CustomCurrencyCode` exists); only unflagged answers fall back to the `Cust` prefix.
+    let flags_custom = lists
+        .iter()
+        .flat_map(|l| l.iter())
+        .any(|f| FLAGS.iter().any(|k| f.get(*k).is_some()));
     Ok(lists
         .into_iter()
         .flatten()
@@ -83,9 +92,10 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String
             let ty =
                 text(f, &["FieldType", "type", "dataType", "DataType", "Type"]).unwrap_or("string");
             let caption = text(f, &["Caption", "caption", "label", "Label"]).unwrap_or(name);
-            let flagged = ["CustomField", "custom", "isCustom", "IsCustom"]
+            let flagged = FLAGS
                 .iter()
-                .find_map(|k| f.get(*k).and_then(Value::as_bool));
+                .find_map(|k| f.get(*k).and_then(Value::as_bool))
+                .or(flags_custom.then_some(false));
             Some(MetaField {
                 name: name.to_string(),
                 ty: ty.to_string(),
@@ -100,17 +110,26 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String
         .collect())
 }
 
-/// The hub a stream reads (`project`), or `None` for ledger and configuration paths, which
-/// have no hub metadata.
-fn hub(stream: &Stream) -> Option<&str> {
-    let path = stream.spec.path.as_deref()?;
+/// The hub a stream reads on this connection (its variant's path, e.g. pursuits in `project`
+/// on 5.0+), or `None` for ledger and configuration paths, which have no hub metadata.
+fn hub<'a>(stream: &'a Stream, variant: Option<&'a Variant>) -> Option<&'a str> {
+    let path = variant
+        .and_then(|v| v.path.as_deref())
+        .or(stream.spec.path.as_deref())?;
     (!path.contains('/')).then_some(path)
 }
 
-/// The live schema of `stream`'s hub.
-pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
-    let Some(hub) = hub(stream) else {
+/// The live schema of `stream`'s hub on `conn`, under the names the stream's catalog reads
+/// (a variant may rename payload fields).
+pub async fn read(conn: &Connection, ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
+    let variant = variant_name(conn).and_then(|v| stream.spec.variants.get(v));
+    let Some(hub) = hub(stream, variant) else {
         return Ok(LiveEntity::Unlisted);
+    };
+    let rename = |name: String| -> String {
+        variant
+            .and_then(|v| v.rename.get(&name).cloned())
+            .unwrap_or(name)
     };
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
@@ -138,7 +157,7 @@ pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
                 ty: column_type(&f.ty, f.decimals),
                 lands: f.custom,
                 label: Some(f.caption),
-                source: f.name,
+                source: rename(f.name),
                 source_type: None,
                 options: Default::default(),
             })

@@ -171,7 +171,7 @@ pub async fn read(conn: &Connection, ep: &Endpoint, stream: &Stream) -> Result<L
     let out = match &conn.settings {
         ConnectionSettings::Dataverse(_) => dataverse::read(ep, stream).await,
         ConnectionSettings::BusinessCentral(_) => business_central::read(ep, stream).await,
-        ConnectionSettings::Deltek(_) => deltek::read(ep, stream).await,
+        ConnectionSettings::Deltek(_) => deltek::read(conn, ep, stream).await,
         ConnectionSettings::Pipedrive(_) => pipedrive::read(ep, stream).await,
         // A Looker result is typed from its own field metadata by the reader.
         ConnectionSettings::Looker(_) => return Ok(LiveEntity::Unlisted),
