@@ -82,6 +82,7 @@ fn main() {
                 primary_key: &stream.catalog.primary_key,
                 schema: decoder.schema(),
                 reconcile: true,
+                protected: &[],
                 keys_only: false,
                 run_id: "r",
                 extracted_at_micros: 0,
