@@ -20,6 +20,7 @@ use crate::config::{Connection, ConnectionSettings};
 use crate::connect::Endpoint;
 use crate::error::Result;
 use crate::spec::{CatalogFile, Column, Definitions, Stream};
+pub use crate::tenant::snake_case;
 use crate::tenant::{LiveField, unique_name};
 
 /// What discovery found for one entity.
@@ -184,53 +185,9 @@ pub fn catalog_toml(cat: &CatalogFile) -> String {
     out
 }
 
-/// `snake_case` of an API field or entity name (`lastModifiedDateTime` → `last_modified_date_time`,
-/// `PO Number` → `po_number`); names starting with a digit get a `f_` prefix.
-pub fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    let chars: Vec<char> = name.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_ascii_uppercase() {
-            let prev = i.checked_sub(1).map(|j| chars[j]);
-            let next = chars.get(i + 1);
-            if prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
-                || (prev.is_some_and(|p| p.is_ascii_uppercase())
-                    && next.is_some_and(|n| n.is_ascii_lowercase()))
-            {
-                out.push('_');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.ends_with('_') && !out.is_empty() {
-            out.push('_');
-        }
-    }
-    let out = out.trim_end_matches('_').to_string();
-    match out.chars().next() {
-        None => "field".into(),
-        Some(c) if c.is_ascii_digit() => format!("f_{out}"),
-        Some(_) => out,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn snake_cases_api_names() {
-        assert_eq!(
-            snake_case("lastModifiedDateTime"),
-            "last_modified_date_time"
-        );
-        assert_eq!(snake_case("PO Number"), "po_number");
-        assert_eq!(snake_case("WBS1"), "wbs1");
-        assert_eq!(snake_case("ClientID"), "client_id");
-        assert_eq!(snake_case("EMail"), "e_mail");
-        assert_eq!(snake_case("3rd party"), "f_3rd_party");
-        assert_eq!(snake_case("Ünïcode!"), "n_code");
-    }
 
     #[test]
     fn catalog_toml_round_trips() {

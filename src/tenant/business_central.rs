@@ -9,9 +9,8 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 
-use super::{LiveEntity, LiveField};
+use super::{LiveEntity, LiveField, snake_case};
 use crate::connect::Endpoint;
-use crate::discover::snake_case;
 use crate::error::{Error, Result};
 use crate::spec::{ColumnType, Stream};
 

@@ -150,12 +150,10 @@ impl SchemaReport {
 #[derive(Debug, Clone)]
 pub struct Reconciled {
     /// The catalog's columns (absent ones flagged, never removed, so the table keeps its
-    /// shape) followed by the tenant's own fields.
+    /// shape) followed by the tenant's own fields, with the live schema they came from
+    /// (`Stream::live`).
     pub stream: Stream,
     pub report: SchemaReport,
-    /// The live schema it came from (readers use its field definitions, e.g. Pipedrive's
-    /// option labels).
-    pub live: Option<LiveSchema>,
 }
 
 /// How long a connection's cached metadata is used before it is read again, unless the
@@ -271,7 +269,6 @@ pub fn reconcile(
         return Ok(Reconciled {
             stream: out,
             report,
-            live: None,
         });
     };
     out.live = Some(std::sync::Arc::new(live.clone()));
@@ -281,7 +278,6 @@ pub fn reconcile(
             return Ok(Reconciled {
                 stream: out,
                 report,
-                live: Some(live.clone()),
             });
         }
         LiveEntity::Unknown { reason } => {
@@ -335,7 +331,6 @@ pub fn reconcile(
     Ok(Reconciled {
         stream: out,
         report,
-        live: Some(live.clone()),
     })
 }
 
@@ -457,7 +452,37 @@ pub fn unique_name(wanted: &str, identity: &str, taken: &BTreeSet<String>) -> St
 /// A field name as a column name: ASCII transliteration, then `snake_case` (`Région` →
 /// `region`, `Отрасль` → `otrasl`, `業種` → `ye_zhong`).
 pub fn column_name(name: &str) -> String {
-    crate::discover::snake_case(&deunicode::deunicode(name))
+    snake_case(&deunicode::deunicode(name))
+}
+
+/// `snake_case` of an API field or entity name (`lastModifiedDateTime` → `last_modified_date_time`,
+/// `PO Number` → `po_number`); names starting with a digit get a `f_` prefix.
+pub fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c.is_ascii_uppercase() {
+            let prev = i.checked_sub(1).map(|j| chars[j]);
+            let next = chars.get(i + 1);
+            if prev.is_some_and(|p| p.is_ascii_lowercase() || p.is_ascii_digit())
+                || (prev.is_some_and(|p| p.is_ascii_uppercase())
+                    && next.is_some_and(|n| n.is_ascii_lowercase()))
+            {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('_') && !out.is_empty() {
+            out.push('_');
+        }
+    }
+    let out = out.trim_end_matches('_').to_string();
+    match out.chars().next() {
+        None => "field".into(),
+        Some(c) if c.is_ascii_digit() => format!("f_{out}"),
+        Some(_) => out,
+    }
 }
 
 /// `defs` with the columns the project's tenants add (from the live schemas its runs cached,
@@ -624,6 +649,20 @@ mod tests {
             Some("Probability")
         );
         assert_eq!(refused_field(&e("nope")), None);
+    }
+
+    #[test]
+    fn snake_cases_api_names() {
+        assert_eq!(
+            snake_case("lastModifiedDateTime"),
+            "last_modified_date_time"
+        );
+        assert_eq!(snake_case("PO Number"), "po_number");
+        assert_eq!(snake_case("WBS1"), "wbs1");
+        assert_eq!(snake_case("ClientID"), "client_id");
+        assert_eq!(snake_case("EMail"), "e_mail");
+        assert_eq!(snake_case("3rd party"), "f_3rd_party");
+        assert_eq!(snake_case("Ünïcode!"), "n_code");
     }
 
     #[test]
