@@ -312,7 +312,7 @@ async fn run_reconciled(
         });
     }
     summary.schema = rec.report.clone();
-    summary.notes.extend(rec.report.lines());
+    summary.notes.extend(rec.report.run_lines());
     if !summary.drift.is_empty() {
         summary.notes.push(format!(
             "type drift kept in _ml_extra: {}",

@@ -105,14 +105,28 @@ pub struct SchemaReport {
     /// Catalog columns the tenant lacks: not requested, NULL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub absent_columns: Vec<String>,
-    /// Columns added for the tenant's own fields: (column, payload field).
+    /// Columns the table has for the tenant's own fields: (column, payload field).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub new_columns: Vec<(String, String)>,
+    /// Of those, the columns named by this reconciliation (the field is new to mlc).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub named_now: Vec<String>,
 }
 
 impl SchemaReport {
-    /// One line per finding, for notes and logs.
+    /// One line per finding, for `mlc catalog diff`: what the tenant lacks and every column it
+    /// adds.
     pub fn lines(&self) -> Vec<String> {
+        self.render(false)
+    }
+
+    /// One line per finding, for a run's notes: like [`SchemaReport::lines`], but only the
+    /// columns new in this run (the others were reported when they appeared).
+    pub fn run_lines(&self) -> Vec<String> {
+        self.render(true)
+    }
+
+    fn render(&self, only_new: bool) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(r) = &self.entity_absent {
             out.push(format!("absent in tenant: {r}"));
@@ -128,10 +142,16 @@ impl SchemaReport {
                 self.absent_columns.join(", ")
             ));
         }
-        if !self.new_columns.is_empty() {
+        let columns: Vec<&(String, String)> = self
+            .new_columns
+            .iter()
+            .filter(|(c, _)| !only_new || self.named_now.contains(c))
+            .collect();
+        if !columns.is_empty() {
             out.push(format!(
-                "new columns from the tenant: {}",
-                self.new_columns
+                "{} from the tenant: {}",
+                if only_new { "new columns" } else { "columns" },
+                columns
                     .iter()
                     .map(|(c, f)| if c == f {
                         c.clone()
@@ -387,6 +407,7 @@ fn add_tenant_columns(
                 let n = unique_name(&f.column, &f.identity, &taken);
                 state.put_field_column(conn, &sid, &f.identity, &n)?;
                 taken.insert(n.clone());
+                report.named_now.push(n.clone());
                 n
             }
         };
