@@ -1090,6 +1090,10 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
                 println!("{:<36} absent: {why}", format!("{system}.{}", f.entity));
                 continue;
             }
+            Outcome::Available(how) => {
+                println!("{:<36} available: {how}", format!("{system}.{}", f.entity));
+                continue;
+            }
             Outcome::Failed(why) => {
                 failed += 1;
                 println!("{:<36} error: {why}", format!("{system}.{}", f.entity));

@@ -2,7 +2,8 @@
 //! drafts its catalog from the `json_bi` field metadata, so counts are integers, sums floats,
 //! `date_date` fields dates and `date_time` fields timestamps without hand-typing them. The key
 //! column is always `result_row` (see `streams::looker`). The instance's saved Looks that no
-//! stream reads yet get a stream file and a catalog each.
+//! stream reads yet get a stream file and a catalog each; its models' explores are listed with
+//! the streams that read them.
 
 use super::{Discovered, Draft, snake_case};
 use crate::config::Connection;
@@ -44,11 +45,16 @@ pub async fn discover(
 ) -> Result<Vec<Discovered>> {
     let mut out = Vec::new();
     let mut read_looks: Vec<String> = Vec::new();
+    // (model, explore) → the streams that query it.
+    let mut read_explores: Vec<((String, String), String)> = Vec::new();
     for stream in defs.streams() {
         if stream.source.reader != ReaderKind::Looker {
             continue;
         }
         read_looks.extend(stream.spec.look_id.clone());
+        if let Some(q) = &stream.spec.query {
+            read_explores.push(((q.model.clone(), q.view.clone()), stream.id.entity.clone()));
+        }
         if !only.is_empty() && !only.contains(&stream.id.entity) {
             continue;
         }
@@ -81,7 +87,7 @@ pub async fn discover(
         Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
         Err(e) => {
             out.push(Discovered::failed("looks", e));
-            return Ok(out);
+            Vec::new()
         }
     };
     for look in looks {
@@ -124,7 +130,40 @@ pub async fn discover(
             Err(e) => out.push(Discovered::failed(&entity, e)),
         }
     }
+    if only.is_empty() {
+        out.extend(explores(&api, &read_explores).await?);
+    }
     Ok(out)
+}
+
+/// The instance's explores, each with how to read it: a query stream names the fields it
+/// wants, so an explore is listed rather than drafted (a real explore has hundreds of fields).
+async fn explores(api: &LookerApi, read: &[((String, String), String)]) -> Result<Vec<Discovered>> {
+    let explores = match api.explores().await {
+        Ok(e) => e,
+        Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+        Err(e) => return Ok(vec![Discovered::failed("lookml_models", e)]),
+    };
+    Ok(explores
+        .into_iter()
+        .map(|e| {
+            let readers: Vec<&str> = read
+                .iter()
+                .filter(|((m, v), _)| *m == e.model && *v == e.name)
+                .map(|(_, s)| s.as_str())
+                .collect();
+            let label = e.label.map(|l| format!(" \"{l}\"")).unwrap_or_default();
+            let how = if readers.is_empty() {
+                format!(
+                    "explore{label}: no stream reads it; add one with [query] model = \"{}\", view = \"{}\" and the fields you need, then run discover again for its catalog",
+                    e.model, e.name
+                )
+            } else {
+                format!("explore{label}: read by {}", readers.join(", "))
+            };
+            Discovered::available(&format!("explore_{}_{}", e.model, e.name), how)
+        })
+        .collect())
 }
 
 /// What a Looker stream runs.

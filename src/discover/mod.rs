@@ -32,6 +32,9 @@ pub enum Outcome {
     Absent(String),
     /// Its metadata could not be read (the reason).
     Failed(String),
+    /// The source offers it, but there is nothing to draft without a choice from the user
+    /// (a Looker explore: which fields to query); the text says how to read it.
+    Available(String),
 }
 
 /// One entity's discovery.
@@ -62,6 +65,13 @@ impl Discovered {
         match self.outcome {
             Outcome::Drafted(d) => Some(d),
             _ => None,
+        }
+    }
+
+    pub fn available(entity: &str, how: impl Into<String>) -> Self {
+        Self {
+            entity: entity.to_string(),
+            outcome: Outcome::Available(how.into()),
         }
     }
 

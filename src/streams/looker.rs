@@ -104,6 +104,14 @@ pub struct LookSummary {
     pub model: Option<String>,
 }
 
+/// An explore of a LookML model, as `GET /lookml_models` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExploreSummary {
+    pub model: String,
+    pub name: String,
+    pub label: Option<String>,
+}
+
 pub struct LookerApi {
     http: HttpClient,
     /// `.../api/4.0`, no trailing slash.
@@ -266,6 +274,48 @@ impl LookerApi {
                     description: r.description,
                     model: r.model.and_then(|m| m.id),
                 })
+            })
+            .collect())
+    }
+
+    /// The explores of every LookML model the API user can see (`GET /lookml_models`), hidden
+    /// ones left out. Fails when the request fails or the answer is not a list of models.
+    pub async fn explores(&self) -> Result<Vec<ExploreSummary>> {
+        let url = format!(
+            "{}/lookml_models?fields=name,explores(name,label,hidden)",
+            self.base
+        );
+        let resp = self.http.get(&url, &Self::headers(), &self.stream).await?;
+        #[derive(Deserialize)]
+        struct RawModel {
+            name: String,
+            #[serde(default)]
+            explores: Vec<RawExplore>,
+        }
+        #[derive(Deserialize)]
+        struct RawExplore {
+            name: String,
+            #[serde(default)]
+            label: Option<String>,
+            #[serde(default)]
+            hidden: bool,
+        }
+        let raw: Vec<RawModel> = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
+            stream: self.stream.clone(),
+            message: format!("GET /lookml_models did not answer a list of models: {e}"),
+        })?;
+        Ok(raw
+            .into_iter()
+            .flat_map(|m| {
+                let model = m.name;
+                m.explores
+                    .into_iter()
+                    .filter(|e| !e.hidden)
+                    .map(move |e| ExploreSummary {
+                        model: model.clone(),
+                        name: e.name,
+                        label: e.label,
+                    })
             })
             .collect())
     }

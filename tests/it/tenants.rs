@@ -699,6 +699,17 @@ async fn discovery_goes_on_past_what_it_cannot_read() {
         !bi.contains_key("look_1"),
         "Look 1 is read by pipeline_by_stage already"
     );
+    // ... and the model's explores are listed with the streams that read them.
+    assert!(
+        matches!(&bi["explore_finance_budget"], Outcome::Available(how) if how.contains("read by budget_summary")),
+        "{:?}",
+        bi["explore_finance_budget"]
+    );
+    assert!(
+        matches!(&bi["explore_finance_ledger"], Outcome::Available(how) if how.contains("no stream reads it") && how.contains("view = \"ledger\"")),
+        "{:?}",
+        bi["explore_finance_ledger"]
+    );
 }
 
 /// What the default cadence costs: a run with nothing to read is one request per stream, plus,
