@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of `mlc sync` (DESIGN.md §15): starts the sandbox as a separate process
 # at a scale, syncs one large stream into the embedded warehouse (fetch -> decode -> Parquet ->
-# merge) and prints rows/s, MB/s of JSON decoded and peak RSS of the mlc process.
+# merge) and prints rows/s, MB/s of JSON decoded, peak RSS of the mlc process and the load
+# average when it ends (the sandbox shares the cores: a loaded machine reads slower).
 #
 #   bench/sync.sh [SCALE ...]                 default: 100000 1000000, stream dataverse.account
 #   MLC_BENCH_STREAMS="dataverse.account deltek.project business_central.general_ledger_entry pipedrive.deal" \
@@ -38,7 +39,8 @@ rss_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", t).group(
 wall = s["seconds"]
 print(f"{s['stream']:<40} scale={int(scale):>8}  rows={s['rows_extracted']:>9}  "
       f"seconds={wall:7.2f}  rows/s={s['rows_extracted']/wall:>8.0f}  "
-      f"JSON MB/s={s['json_bytes']/1e6/wall:6.1f}  peak RSS={rss_kb/1024:6.1f} MiB")
+      f"JSON MB/s={s['json_bytes']/1e6/wall:6.1f}  peak RSS={rss_kb/1024:6.1f} MiB  "
+      f"load avg (1/5/15 min)={' '.join(open('/proc/loadavg').read().split()[:3])}")
 PY
     bench_stop "$work"
     trap - EXIT
