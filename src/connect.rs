@@ -2,7 +2,8 @@
 //! the auth provider, rate and concurrency limits; and `mlc connection check`, which gets a
 //! token, reads one row and explains failures in plain words.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use secrecy::SecretString;
@@ -17,10 +18,47 @@ use crate::http::{HttpClient, Limits};
 use crate::vault::Vault;
 
 /// A connection ready to be read: its HTTP client and API base URL (no trailing slash).
+///
+/// Clones share everything that limits the connection as a whole: the token cache, the rate
+/// limiter, the concurrency semaphore and the response hook (Pipedrive's daily budget).
 #[derive(Debug, Clone)]
 pub struct Endpoint {
     pub http: HttpClient,
     pub base: String,
+}
+
+/// The one runtime of each connection in this process (DESIGN.md §5).
+///
+/// A tenant's limits apply to the connection (the application user, the token), not to one
+/// stream: Dataverse allows 6 000 requests per 5 minutes per user, Business Central processes
+/// 5 requests at once. So every stream run, discovery, the sink's targets and `mlc serve`
+/// share the endpoint built the first time a connection is used: one token per connection,
+/// and the configured `requests_per_minute` and `max_concurrency` hold for the connection
+/// whatever `sync.concurrency` is.
+#[derive(Debug, Clone)]
+pub struct Runtimes {
+    vault: Vault,
+    built: Arc<Mutex<HashMap<String, Endpoint>>>,
+}
+
+impl Runtimes {
+    pub fn new(vault: Vault) -> Self {
+        Self {
+            vault,
+            built: Arc::default(),
+        }
+    }
+
+    /// The endpoint of `conn`, built on first use (secrets read then) and shared afterwards.
+    pub fn endpoint(&self, conn: &Connection) -> Result<Endpoint> {
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ep) = built.get(&conn.name) {
+            return Ok(ep.clone());
+        }
+        let ep = endpoint(conn, &self.vault)?;
+        built.insert(conn.name.clone(), ep.clone());
+        Ok(ep)
+    }
 }
 
 /// The secret named `field` of `conn`: from mlc.toml (`${VAR}`, already expanded) or the vault.
@@ -46,7 +84,8 @@ fn secret(
         })
 }
 
-/// Builds the client of `conn`.
+/// Builds a new client of `conn`, with limits of its own: use [`Runtimes::endpoint`] wherever
+/// more than one piece of work may use the connection.
 pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
     match &conn.settings {
         ConnectionSettings::Dataverse(d) => {
@@ -64,8 +103,10 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 &conn.name,
                 Some(Arc::new(auth)),
                 Limits {
-                    // Service protection allows 6000 requests per 5 minutes per user.
-                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(1200)),
+                    // Service protection allows 6000 requests per 5 minutes per user; the
+                    // limiter's burst (a tenth of a minute) comes on top of the rate, so 1100
+                    // a minute stays under it: 110 + 5 × 1100 = 5610.
+                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(1100)),
                     max_concurrency: conn.max_concurrency.unwrap_or(8),
                 },
                 RetryPolicy::default(),

@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::batches::{DecodedPage, Quarantined, RowDecoder};
 use crate::config::{Config, Connection};
-use crate::connect::{Endpoint, endpoint};
+use crate::connect::{Endpoint, Runtimes};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest, PartInfo, PartWriter, sha256_hex};
 use crate::loaders::warehouse::Warehouse;
@@ -45,6 +45,8 @@ pub struct Context {
     pub lake: Lake,
     pub warehouse: Arc<Warehouse>,
     pub vault: Vault,
+    /// The shared runtime (token, limits) of each connection.
+    pub runtimes: Runtimes,
     /// Progress bars on a terminal (`None` when stderr is not a TTY: logs only).
     pub progress: Option<indicatif::MultiProgress>,
 }
@@ -62,6 +64,7 @@ impl Context {
             state,
             lake,
             warehouse,
+            runtimes: Runtimes::new(vault.clone()),
             vault,
             progress: None,
         })
@@ -168,7 +171,7 @@ pub async fn run_stream(
     stream: &Stream,
     req: &RunRequest,
 ) -> Result<RunSummary> {
-    let ep = endpoint(conn, &ctx.vault)?;
+    let ep = ctx.runtimes.endpoint(conn)?;
     let mut live = tenant::live(&ctx.state, conn, &ep, stream, false).await?;
     let mut refused = 0;
     loop {

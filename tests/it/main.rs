@@ -10,6 +10,7 @@ mod bigquery;
 mod business_central_sync;
 mod cli;
 mod conformance;
+mod connection_runtime;
 mod crash_resume;
 mod dataverse_sync;
 mod dbt_lookml;

@@ -209,7 +209,7 @@ impl<'a> Sink<'a> {
                 self.flow.target_system
             )));
         }
-        let ep = crate::connect::endpoint(conn, &self.ctx.vault)?;
+        let ep = self.ctx.runtimes.endpoint(conn)?;
         if let crate::config::ConnectionSettings::BusinessCentral(b) = &conn.settings {
             let company = self
                 .flow
