@@ -110,7 +110,8 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                     max_concurrency: conn.max_concurrency.unwrap_or(8),
                 },
                 RetryPolicy::default(),
-            )?;
+            )?
+            .with_hook(Arc::new(crate::streams::odata::DeltaExpiredIsFinal));
             Ok(Endpoint {
                 http,
                 base: d.api_base().to_string(),

@@ -32,6 +32,23 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// The server asked to wait longer before a retry than the retry budget has left (a
+    /// `Retry-After` of an hour): the run fails now with the server's request instead of
+    /// sleeping through it; never retried.
+    #[error(
+        "{system} {method} {url} -> HTTP {status}: the server asks to wait {} s before a retry, more than the {} s left of the retry budget: run again later",
+        asked.as_secs(),
+        left.as_secs()
+    )]
+    RetryBudget {
+        system: String,
+        method: String,
+        url: String,
+        status: u16,
+        asked: Duration,
+        left: Duration,
+    },
+
     /// The request never got an answer (DNS, connect, reset, timeout, truncated body).
     #[error("{system} {method} {url}: {message}")]
     Transport {
@@ -112,7 +129,7 @@ impl Error {
     /// HTTP status of a remote failure.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Http { status, .. } => Some(*status),
+            Error::Http { status, .. } | Error::RetryBudget { status, .. } => Some(*status),
             _ => None,
         }
     }

@@ -110,6 +110,10 @@ pub enum Verdict {
     Wait(Duration),
     /// Stop the run with this message ([`Error::Stopped`], never retried).
     Stop(String),
+    /// (After a response.) The answer is final whatever its status: it is returned as it is,
+    /// never retried (Dataverse's expired delta token, whose status is not documented, must
+    /// not be retried as a 500 for ten minutes).
+    Final,
 }
 
 /// A system's reading of rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
@@ -153,6 +157,8 @@ enum Attempt {
     Done(Response),
     Unauthorized(Error),
     Failed(Error),
+    /// A failure the system's hook calls final: not retried.
+    Final(Error),
 }
 
 impl HttpClient {
@@ -263,6 +269,9 @@ impl HttpClient {
         let mut refreshes = 0u32;
         let mut force_refresh = false;
         let mut attempt = 0u32;
+        // Time spent waiting between attempts: `Retry-After` counts against the policy's
+        // `max_total` like the backoff's own steps.
+        let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
             let span = tracing::debug_span!(
@@ -294,7 +303,7 @@ impl HttpClient {
                     force_refresh = true;
                     drop(e);
                 }
-                Attempt::Unauthorized(e) => return Err(e),
+                Attempt::Unauthorized(e) | Attempt::Final(e) => return Err(e),
                 Attempt::Failed(e) => {
                     if e.status() == Some(429) {
                         THROTTLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -309,6 +318,27 @@ impl HttpClient {
                     let Some(wait) = next_wait(e.retry_after(), backoff.next()) else {
                         return Err(e);
                     };
+                    let left = self.policy.max_total.saturating_sub(waited);
+                    if wait > left {
+                        return Err(match e {
+                            Error::Http {
+                                system,
+                                method,
+                                url,
+                                status,
+                                ..
+                            } => Error::RetryBudget {
+                                system,
+                                method,
+                                url,
+                                status,
+                                asked: wait,
+                                left,
+                            },
+                            other => other,
+                        });
+                    }
+                    waited += wait;
                     tracing::warn!(
                         system = %self.system, connection = %self.connection, stream = %stream,
                         url = %shown, attempt, wait_ms = wait.as_millis() as u64,
@@ -334,7 +364,7 @@ impl HttpClient {
         }
         if let Some(hook) = &self.hook {
             match hook.before() {
-                Verdict::Proceed => {}
+                Verdict::Proceed | Verdict::Final => {}
                 Verdict::Wait(d) => tokio::time::sleep(d).await,
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
             }
@@ -372,11 +402,13 @@ impl HttpClient {
         span.record("ms", started.elapsed().as_millis() as u64);
         tracing::debug!(bytes = body.len(), "response");
         let mut hook_wait = None;
+        let mut final_answer = false;
         if let Some(hook) = &self.hook {
             match hook.inspect(status, &headers, &body) {
                 Verdict::Proceed => {}
                 Verdict::Wait(d) => hook_wait = Some(d),
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
+                Verdict::Final => final_answer = true,
             }
         }
         if (200..300).contains(&status) {
@@ -407,6 +439,9 @@ impl HttpClient {
                     body_excerpt(&body, 200)
                 ),
             });
+        }
+        if final_answer {
+            return Attempt::Final(err);
         }
         Attempt::Failed(err)
     }

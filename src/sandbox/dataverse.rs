@@ -389,9 +389,9 @@ const KNOWN_OPTIONS: &[&str] = &[
     "$deltatoken",
 ];
 
-fn expired_token() -> Reject {
+fn expired_token(status: u16) -> Reject {
     Reject {
-        status: 400,
+        status,
         code: "0x80044352",
         message:
             "Version stamp associated with the client has expired. Please perform a full sync."
@@ -468,10 +468,11 @@ fn collection(
     let mut count: Option<u64> = None;
 
     let items = if let Some(token) = delta_token {
-        let since = odata::parse_delta_token(token).ok_or_else(expired_token)?;
         let org = app.org();
+        let since =
+            odata::parse_delta_token(token).ok_or_else(|| expired_token(org.expired_status()))?;
         if !org.token_valid(since) {
-            return Err(expired_token());
+            return Err(expired_token(org.expired_status()));
         }
         let t = org.table(set);
         let (phase, pos, upto) = cookie.as_ref().and_then(|c| c.delta).unwrap_or((

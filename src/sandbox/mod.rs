@@ -406,6 +406,14 @@ impl Sandbox {
         self.app.org_mut().expire_delta_tokens();
     }
 
+    /// Like [`Sandbox::expire_delta_tokens`], the refusal answered with `status` (Microsoft
+    /// documents the message, not the status: a 500 must be recognised as well as a 400).
+    pub fn expire_delta_tokens_with_status(&self, status: u16) {
+        let mut org = self.app.org_mut();
+        org.set_expired_status(status);
+        org.expire_delta_tokens();
+    }
+
     /// Replaces the fault rates (takes effect on the next request).
     pub fn set_faults(&self, faults: Faults) {
         self.app.set_faults(faults);

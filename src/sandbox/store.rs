@@ -448,6 +448,9 @@ pub struct Org {
     version: u64,
     /// Delta tokens below this version are expired.
     min_token_version: u64,
+    /// The HTTP status an expired delta token is refused with: the message is documented,
+    /// the status is not (400 is what is commonly seen).
+    expired_status: u16,
     round: u64,
 }
 
@@ -475,6 +478,7 @@ impl Org {
             present,
             version: base,
             min_token_version: 0,
+            expired_status: 400,
             round: 0,
         }
     }
@@ -513,6 +517,15 @@ impl Org {
     pub fn expire_delta_tokens(&mut self) {
         self.version += 1;
         self.min_token_version = self.version;
+    }
+
+    /// The status an expired delta token is refused with from now on.
+    pub fn set_expired_status(&mut self, status: u16) {
+        self.expired_status = status;
+    }
+
+    pub fn expired_status(&self) -> u16 {
+        self.expired_status
     }
 
     /// One deterministic round of inserts, updates and deletes (~2% of live rows each, at

@@ -20,13 +20,38 @@ use crate::batches::PageContext;
 use crate::config::{Connection, ConnectionSettings};
 use crate::connect::Endpoint;
 use crate::error::{Error, Result};
-use crate::http::HttpClient;
+use crate::http::{HttpClient, ResponseHook, Verdict};
 use crate::spec::{Incremental, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
 
 /// Text Dataverse sends when a change-tracking token is past the org's retention.
 const DELTA_EXPIRED_TEXT: &str = "Version stamp associated with the client has expired";
 const DELTA_EXPIRED_CODE: &str = "0x80044352";
+
+fn is_delta_expired_body(body: &[u8]) -> bool {
+    let has = |needle: &str| body.windows(needle.len()).any(|w| w == needle.as_bytes());
+    has(DELTA_EXPIRED_TEXT) || has(DELTA_EXPIRED_CODE)
+}
+
+/// Dataverse's response hook: an expired change-tracking token is a final answer, whatever
+/// status it comes with (a 5xx would otherwise be retried for the whole retry budget before
+/// the stream re-snapshots).
+#[derive(Debug, Default)]
+pub struct DeltaExpiredIsFinal;
+
+impl ResponseHook for DeltaExpiredIsFinal {
+    fn before(&self) -> Verdict {
+        Verdict::Proceed
+    }
+
+    fn inspect(&self, status: u16, _headers: &HeaderMap, body: &[u8]) -> Verdict {
+        if status >= 400 && is_delta_expired_body(body) {
+            Verdict::Final
+        } else {
+            Verdict::Proceed
+        }
+    }
+}
 
 pub struct ODataSource {
     http: HttpClient,
@@ -434,10 +459,10 @@ impl ODataSource {
         }
     }
 
+    /// Recognised by its message or code, whatever the status: Microsoft documents the text,
+    /// not the status it comes with.
     fn is_delta_expired(e: &Error) -> bool {
-        matches!(e, Error::Http { status, body, .. }
-            if (400..500).contains(status)
-                && (body.contains(DELTA_EXPIRED_TEXT) || body.contains(DELTA_EXPIRED_CODE)))
+        matches!(e, Error::Http { body, .. } if is_delta_expired_body(body.as_bytes()))
     }
 }
 

@@ -120,6 +120,32 @@ async fn expired_delta_token_resnapshots_and_reconciles_deletes() {
     p.assert_matches_source();
 }
 
+/// Microsoft documents the expired-token message, not its status: answered with a 500, it is
+/// still recognised (once per stream, not retried as a server error) and re-snapshots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_delta_answered_with_a_server_error_resnapshots_at_once() {
+    let p = Project::new(opts(100), "").await;
+    p.sync_incremental().await;
+    p.sandbox.mutate();
+    p.sandbox.expire_delta_tokens_with_status(500);
+    let before = p.sandbox.stats().status(500);
+    let out = p.sync_incremental().await;
+    assert_eq!(
+        p.sandbox.stats().status(500) - before,
+        out.len() as u64,
+        "one refusal per stream, none retried"
+    );
+    for s in out.values() {
+        assert_eq!(s.kind, "snapshot", "{}", s.stream);
+        assert!(
+            s.notes.iter().any(|n| n.contains("expired")),
+            "{:?}",
+            s.notes
+        );
+    }
+    p.assert_matches_source();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_do_not_change_the_result() {
     let p = Project::with_setup(

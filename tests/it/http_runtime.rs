@@ -87,6 +87,45 @@ async fn retry_after_is_honoured_on_429_and_503() {
     );
 }
 
+/// A server asking for an hour's pause (the client's budget is 10 s) fails the request at once
+/// with what it asked, instead of sleeping through it.
+#[tokio::test]
+async fn a_retry_after_beyond_the_budget_fails_at_once_with_the_servers_request() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = serve(Router::new().route(
+        "/x",
+        get(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "3600")],
+                    "later",
+                )
+            }
+        }),
+    ))
+    .await;
+    let started = Instant::now();
+    let err = client(None, None)
+        .get(&format!("{base}/x"), &HeaderMap::new(), "s")
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "did not wait");
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert!(
+        matches!(err, Error::RetryBudget { status: 429, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("wait 3600 s") && text.contains("run again later"),
+        "{text}"
+    );
+    assert!(!err.is_transient());
+}
+
 #[tokio::test]
 async fn permanent_errors_are_not_retried_and_carry_context() {
     let hits = Arc::new(AtomicUsize::new(0));
