@@ -326,8 +326,9 @@ pub struct DeltekSettings {
     /// Windows / Entra integrated authentication (`integrated=Y`).
     #[serde(default)]
     pub integrated: bool,
-    /// Zone of the tenant's zone-less timestamps (IANA name).
-    #[serde(default = "default_time_zone")]
+    /// Zone of the tenant's zone-less timestamps (IANA name). Required: Vantagepoint's
+    /// timestamps carry no zone and its API does not say which one the server writes them in,
+    /// so a guessed UTC would shift every `ModDate` cursor by the server's offset.
     pub time_zone: String,
     /// How opportunities are modelled: `hub` (before 5.0: the Opportunities hub) or
     /// `project_stage` (5.0+: projects with a pursuit stage).
@@ -336,10 +337,6 @@ pub struct DeltekSettings {
     /// `culture` sent at login (e.g. `en-US`).
     #[serde(default)]
     pub culture: Option<String>,
-}
-
-fn default_time_zone() -> String {
-    "UTC".into()
 }
 
 /// Where a Vantagepoint tenant keeps its opportunities.
@@ -928,6 +925,12 @@ fn parse_connection(
             ConnectionSettings::BusinessCentral(s)
         }
         "deltek" => {
+            if !table.contains_key("time_zone") {
+                return Err(Error::Config(format!(
+                    "{} is not set: Vantagepoint timestamps carry no time zone, so mlc must be told the server's: set the IANA zone the Vantagepoint server writes its times in (a hosted tenant's region or an on-premises server's clock; e.g. time_zone = \"America/New_York\", or \"UTC\" if it runs in UTC)",
+                    at("time_zone")
+                )));
+            }
             let s: DeltekSettings = table.try_into().map_err(typed("deltek"))?;
             check_url(
                 "base_url",
@@ -1096,6 +1099,30 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("crm")
+        );
+    }
+
+    /// Vantagepoint times carry no zone: a connection must name the server's, never fall back
+    /// to UTC silently.
+    #[test]
+    fn a_deltek_connection_needs_its_time_zone() {
+        let section = "[connections.vp]\nsystem = \"deltek\"\nbase_url = \"https://acme.deltekfirst.com/acme/api\"\ndatabase = \"acme\"\nusername = \"api\"\nclient_id = \"c\"\n";
+        let e = Config::parse(section, Path::new("."), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("connections.vp.time_zone is not set") && e.contains("America/New_York"),
+            "{e}"
+        );
+        let c = Config::parse(
+            &format!("{section}time_zone = \"Europe/London\"\n"),
+            Path::new("."),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.connection("vp").unwrap().naive_time_zone(),
+            Some("Europe/London")
         );
     }
 
