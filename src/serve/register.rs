@@ -123,6 +123,8 @@ pub async fn register(
                     continue;
                 }
                 let body = serde_json::json!({
+                    // Required by the v1 API; shown in Pipedrive's webhook settings.
+                    "name": format!("mlc {} {object}", conn.name),
                     "subscription_url": url,
                     "event_action": "*",
                     "event_object": object,

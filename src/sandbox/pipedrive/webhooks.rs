@@ -27,6 +27,7 @@ use super::render::Kind;
 #[derive(Debug, Clone)]
 pub struct Hook {
     id: u64,
+    name: String,
     subscription_url: String,
     event_action: String,
     event_object: String,
@@ -64,6 +65,8 @@ struct Create {
     subscription_url: String,
     event_action: String,
     event_object: String,
+    /// Required by the v1 spec (`maxLength` 255).
+    name: String,
     #[serde(default)]
     http_auth_user: Option<String>,
     #[serde(default)]
@@ -89,7 +92,7 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
 
 fn hook_json(h: &Hook) -> serde_json::Value {
     serde_json::json!({
-        "id": h.id, "company_id": 9, "owner_id": 3, "user_id": 3,
+        "id": h.id, "name": h.name, "company_id": 9, "owner_id": 3, "user_id": 3,
         "event_action": h.event_action, "event_object": h.event_object,
         "subscription_url": h.subscription_url, "version": h.version,
         "is_active": 1, "add_time": "2026-01-01T00:00:00.000Z",
@@ -133,8 +136,11 @@ pub async fn create(
         )
     };
     let Ok(c) = serde_json::from_slice::<Create>(&body) else {
-        return bad("subscription_url, event_action and event_object are required");
+        return bad("subscription_url, event_action, event_object and name are required");
     };
+    if c.name.trim().is_empty() || c.name.chars().count() > 255 {
+        return bad("name must be 1 to 255 characters");
+    }
     if !c.subscription_url.starts_with("http") {
         return bad("The subscription_url must be a valid URL");
     }
@@ -153,6 +159,7 @@ pub async fn create(
     };
     let h = Hook {
         id,
+        name: c.name,
         subscription_url: c.subscription_url,
         event_action: c.event_action,
         event_object: c.event_object,
