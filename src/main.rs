@@ -194,6 +194,10 @@ enum SinkCmd {
     Plan {
         /// Flow name: loaders/sink/<flow>.toml (built in: dynamics_to_deltek).
         flow: String,
+        /// Every job on its own line (the default shows each mapping × action × cause once,
+        /// with a few example ids).
+        #[arg(long)]
+        details: bool,
         #[arg(long)]
         json: bool,
     },
@@ -204,6 +208,9 @@ enum SinkCmd {
         /// Really write to the target.
         #[arg(long)]
         yes: bool,
+        /// Every job on its own line (plan and report).
+        #[arg(long)]
+        details: bool,
         /// Target connection (default: the only connection of the flow's target system).
         #[arg(long)]
         target: Option<String>,
@@ -488,41 +495,93 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
 
 async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
     use ml_connector::loaders::sink::{ApplyReport, Replay, Sink, plan::Plan};
-    let ctx = Context::open(load_config(config)?)?;
-    let print_plan = |p: &Plan| {
-        for j in &p.jobs {
-            let action = serde_json::to_value(&j.action)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default();
-            println!(
-                "{action:<7} {} {} v{} -> {}{}: {}",
-                j.source_entity,
-                j.source_id,
-                j.source_version.map_or("?".into(), |v| v.to_string()),
-                j.target,
-                j.target_key
-                    .as_ref()
-                    .map_or(String::new(), |k| format!(" {k}")),
-                j.reason
-            );
-        }
+    let ctx = with_progress(Context::open(load_config(config)?)?);
+    let print_plan = |p: &Plan, details: bool| {
         println!(
-            "{}: {} creates, {} updates, {} matches, {} no-ops, {} waiting, {} malformed",
+            "{}: {} jobs — {} creates, {} updates, {} matches, {} waiting, {} malformed, {} no-ops",
             p.flow,
+            p.jobs.len(),
             p.count(&Action::Create),
             p.count(&Action::Update),
             p.count(&Action::Match),
-            p.count(&Action::Noop),
             p.count(&Action::Wait),
-            p.count(&Action::Invalid)
+            p.count(&Action::Invalid),
+            p.count(&Action::Noop),
         );
-    };
-    let print_report = |r: &ApplyReport| {
-        for j in r.jobs.iter().filter(|j| j.outcome != "noop") {
+        for g in p.groups(3) {
+            let examples = if g.action == Action::Noop || g.examples.is_empty() {
+                String::new()
+            } else {
+                let more = if g.count > g.examples.len() {
+                    ", …"
+                } else {
+                    ""
+                };
+                format!(" (e.g. {}{more})", g.examples.join(", "))
+            };
             println!(
-                "{:<8} {} {}{} {}",
+                "  {:<24} -> {:<28} {:<9} {:>7}  {}{examples}",
+                g.mapping,
+                g.target,
+                g.action.label(),
+                g.count,
+                g.reason
+            );
+        }
+        if details {
+            for j in &p.jobs {
+                println!(
+                    "{:<9} {} {} v{} -> {}{}: {}",
+                    j.action.label(),
+                    j.source_entity,
+                    j.source_id,
+                    j.source_version.map_or("?".into(), |v| v.to_string()),
+                    j.target,
+                    j.target_key
+                        .as_ref()
+                        .map_or(String::new(), |k| format!(" {k}")),
+                    j.reason
+                );
+            }
+        } else if !p.jobs.is_empty() {
+            println!(
+                "  (one line per mapping, action and cause; --details lists every job, --json all of it)"
+            );
+        }
+    };
+    let print_report = |r: &ApplyReport, details: bool| {
+        println!(
+            "{}: {} created, {} updated, {} linked, {} no-ops, {} failed, {} waiting",
+            r.flow, r.created, r.updated, r.linked, r.noop, r.failed, r.waiting
+        );
+        // Mapping × outcome, in the order the mappings ran.
+        let mut by_mapping: Vec<(&str, std::collections::BTreeMap<&str, usize>)> = Vec::new();
+        for j in &r.jobs {
+            let i = match by_mapping.iter().position(|(m, _)| *m == j.source_entity) {
+                Some(i) => i,
+                None => {
+                    by_mapping.push((&j.source_entity, Default::default()));
+                    by_mapping.len() - 1
+                }
+            };
+            *by_mapping[i].1.entry(j.outcome.as_str()).or_default() += 1;
+        }
+        for (m, counts) in &by_mapping {
+            let line: Vec<String> = counts.iter().map(|(o, n)| format!("{n} {o}")).collect();
+            println!("  {m:<24} {}", line.join(", "));
+        }
+        const SHOWN: usize = 20;
+        let notable: Vec<_> = r
+            .jobs
+            .iter()
+            .filter(|j| details || matches!(j.outcome.as_str(), "failed" | "waiting"))
+            .collect();
+        let limit = if details { notable.len() } else { SHOWN };
+        for j in notable.iter().take(limit) {
+            println!(
+                "  {:<8} {} {} {}{} {}",
                 j.outcome,
+                j.job_id,
                 j.source_entity,
                 j.source_id,
                 j.target_key
@@ -531,10 +590,13 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 j.detail
             );
         }
-        println!(
-            "{}: {} created, {} updated, {} linked, {} no-ops, {} failed, {} waiting",
-            r.flow, r.created, r.updated, r.linked, r.noop, r.failed, r.waiting
-        );
+        if notable.len() > limit {
+            println!(
+                "  … and {} more: `mlc sink status {}` lists every failed and waiting job, --details every job",
+                notable.len() - limit,
+                r.flow
+            );
+        }
     };
     use ml_connector::loaders::sink::plan::Action;
     let code = |r: &ApplyReport| {
@@ -545,26 +607,31 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
         }
     };
     match cmd {
-        SinkCmd::Plan { flow, json } => {
+        SinkCmd::Plan {
+            flow,
+            details,
+            json,
+        } => {
             let s = Sink::open(&ctx, &flow)?;
             let p = s.plan().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
-                print_plan(&p);
+                print_plan(&p, details);
             }
             Ok(ExitCode::SUCCESS)
         }
         SinkCmd::Apply {
             flow,
             yes,
+            details,
             target,
             json,
         } => {
             let s = Sink::open(&ctx, &flow)?;
             let p = s.plan().await?;
             if !yes {
-                print_plan(&p);
+                print_plan(&p, details);
                 println!("dry run: nothing written; run again with --yes to apply");
                 return Ok(ExitCode::SUCCESS);
             }
@@ -573,7 +640,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_report(&r);
+                print_report(&r, details);
             }
             Ok(code(&r))
         }
@@ -611,7 +678,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                print_report(&r);
+                print_report(&r, true);
             }
             Ok(code(&r))
         }

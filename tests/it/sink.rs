@@ -771,7 +771,28 @@ async fn sink_cli_plans_dry_runs_applies_and_reports() {
     let dir = env._dir.path();
     let (ok, out) = mlc(dir, &["sink", "plan", FLOW]).await;
     assert!(ok, "{out}");
-    assert!(out.contains("create  account"), "{out}");
+    // The summary first, then one line per mapping × action × cause with example ids.
+    assert!(out.lines().next().unwrap().contains(" jobs — "), "{out}");
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("account")
+            && l.contains("-> deltek.firm")
+            && l.contains(" create ")
+            && l.contains("(e.g. ")),
+        "{out}"
+    );
+    let (ok, all) = mlc(dir, &["sink", "plan", FLOW, "--details"]).await;
+    assert!(ok, "{all}");
+    let jobs: usize = all
+        .lines()
+        .next()
+        .and_then(|l| l.split(": ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(all.lines().count() > jobs, "every job on its own line");
+    assert!(
+        out.lines().count() < 30 && out.lines().count() < jobs,
+        "{} lines for {jobs} jobs:\n{out}",
+        out.lines().count()
+    );
     // Apply without --yes is a dry run.
     let (ok, out) = mlc(dir, &["sink", "apply", FLOW]).await;
     assert!(ok, "{out}");

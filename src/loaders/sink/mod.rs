@@ -312,6 +312,7 @@ impl<'a> Sink<'a> {
             .sink_add_jobs(jobs, &plan.lines, &self.name, &plan.cursors)?;
         let in_plan: std::collections::HashSet<&str> =
             plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        let bar = self.progress(plan.jobs.len() as u64);
         // Mapping by mapping (dependencies first), the writes of one mapping concurrently.
         for group in plan
             .jobs
@@ -322,6 +323,9 @@ impl<'a> Sink<'a> {
                 match pj.action {
                     Action::Noop | Action::Invalid => {
                         report.push(self.settle(pj, new.contains(&pj.job_id))?);
+                        if let Some(b) = &bar {
+                            b.inc(1);
+                        }
                     }
                     Action::Create | Action::Update | Action::Wait | Action::Match => {
                         runnable.push(pj);
@@ -329,7 +333,7 @@ impl<'a> Sink<'a> {
                 }
             }
             for r in self
-                .run_concurrently(&jc, &runnable, target.parallelism())
+                .run_concurrently(&jc, &runnable, target.parallelism(), bar.as_ref())
                 .await?
             {
                 report.push(r);
@@ -350,8 +354,25 @@ impl<'a> Sink<'a> {
         for j in self.ordered(left) {
             report.push(self.rerun(&jc, &j).await?);
         }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
         self.land_audit(&mut report).await;
         Ok(report)
+    }
+
+    /// A progress bar of `jobs` jobs when a person is watching (`Context::progress`).
+    fn progress(&self, jobs: u64) -> Option<indicatif::ProgressBar> {
+        let m = self.ctx.progress.as_ref()?;
+        let pb = m.add(indicatif::ProgressBar::new(jobs));
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:28} {wide_bar} {human_pos}/{human_len} jobs  {elapsed}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        pb.set_prefix(self.name.clone());
+        Some(pb)
     }
 
     /// Records a planned no-op or malformed row (once: a re-read record keeps its job).
@@ -402,6 +423,7 @@ impl<'a> Sink<'a> {
         jc: &JobCtx<'_>,
         jobs: &[&plan::PlannedJob],
         parallelism: usize,
+        bar: Option<&indicatif::ProgressBar>,
     ) -> Result<Vec<JobResult>> {
         use futures::{StreamExt, TryStreamExt};
         let mut lanes: Vec<Vec<(usize, &plan::PlannedJob)>> = Vec::new();
@@ -436,6 +458,9 @@ impl<'a> Sink<'a> {
                         source_version: pj.source_version,
                     };
                     let o = jc.run(em, &jr, &pj.row.record).await?;
+                    if let Some(b) = bar {
+                        b.inc(1);
+                    }
                     out.push((
                         i,
                         outcome_result(&pj.job_id, &pj.source_entity, &pj.source_id, o),

@@ -49,6 +49,9 @@ pub struct PlannedJob {
     pub target: String,
     pub action: Action,
     pub target_key: Option<String>,
+    /// The kind of reason (`not_linked`, `newer_version`, `parent_missing`, `up_to_date`, …):
+    /// jobs are summarised by mapping, action and cause.
+    pub cause: &'static str,
     pub reason: String,
     /// The source record (kept on the job, so replay needs no change set).
     #[serde(skip)]
@@ -76,6 +79,80 @@ impl Plan {
     /// Planned writes (creates and updates).
     pub fn writes(&self) -> usize {
         self.count(&Action::Create) + self.count(&Action::Update)
+    }
+
+    /// The jobs grouped by mapping, action and cause, in plan order (mappings in dependency
+    /// order, writes before waits before no-ops), each with the first job's reason and the
+    /// source ids of up to `examples` jobs: a plan of twelve thousand jobs reads in a screen.
+    pub fn groups(&self, examples: usize) -> Vec<Group> {
+        let mut mappings: Vec<&str> = Vec::new();
+        let mut groups: BTreeMap<(usize, u8, &'static str), Group> = BTreeMap::new();
+        for j in &self.jobs {
+            let m = match mappings.iter().position(|m| *m == j.source_entity) {
+                Some(i) => i,
+                None => {
+                    mappings.push(&j.source_entity);
+                    mappings.len() - 1
+                }
+            };
+            let g = groups
+                .entry((m, j.action.rank(), j.cause))
+                .or_insert_with(|| Group {
+                    mapping: j.source_entity.clone(),
+                    target: j.target.clone(),
+                    action: j.action.clone(),
+                    cause: j.cause,
+                    count: 0,
+                    reason: j.reason.clone(),
+                    examples: Vec::new(),
+                });
+            g.count += 1;
+            if g.examples.len() < examples {
+                g.examples.push(j.source_id.clone());
+            }
+        }
+        groups.into_values().collect()
+    }
+}
+
+/// Jobs of one mapping with the same action and cause (see [`Plan::groups`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Group {
+    pub mapping: String,
+    pub target: String,
+    pub action: Action,
+    pub cause: &'static str,
+    pub count: usize,
+    /// The first job's reason (the others differ only in ids and versions).
+    pub reason: String,
+    /// Source ids of the first jobs.
+    pub examples: Vec<String>,
+}
+
+impl Action {
+    /// Where the action's groups come in a summary: writes, then what needs attention, then
+    /// what needs nothing.
+    fn rank(&self) -> u8 {
+        match self {
+            Action::Create => 0,
+            Action::Update => 1,
+            Action::Match => 2,
+            Action::Invalid => 3,
+            Action::Wait => 4,
+            Action::Noop => 5,
+        }
+    }
+
+    /// The action as the plan prints it (`create`, `no-op`, …).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Update => "update",
+            Action::Match => "match",
+            Action::Invalid => "malformed",
+            Action::Wait => "wait",
+            Action::Noop => "no-op",
+        }
     }
 }
 
@@ -213,28 +290,35 @@ pub async fn plan(
                 Mirror::Skip(why) => Err(why),
             };
             let prior = state.sink_job(&jid)?;
-            let (action, reason) = if row.id.starts_with(MALFORMED) {
+            let (action, cause, reason) = if row.id.starts_with(MALFORMED) {
                 (
                     Action::Invalid,
+                    "malformed",
                     format!("malformed change row: no {key_cols} (primary key)"),
                 )
             } else if row.deleted {
                 (
                     Action::Noop,
+                    "deleted_in_source",
                     "deleted in the source: the sink never deletes in the target".into(),
                 )
             } else if prior
                 .as_ref()
                 .is_some_and(|j| j.status == job_status::APPLIED)
             {
-                (Action::Noop, "this job is already applied".into())
+                (
+                    Action::Noop,
+                    "already_applied",
+                    "this job is already applied".into(),
+                )
             } else if let Some(why) = em.unmet(&row.record) {
-                (Action::Noop, why)
+                (Action::Noop, "condition_unmet", why)
             } else if let Err(why) = &mirrored {
-                (Action::Noop, why.clone())
+                (Action::Noop, "echo", why.clone())
             } else if let Some(l) = link.as_ref().filter(|_| em.mode == Mode::Seed) {
                 (
                     Action::Noop,
+                    "seeded",
                     format!(
                         "{} {} already seeded from this record (seeded once, ever)",
                         em.target, l.target_key
@@ -246,6 +330,7 @@ pub async fn plan(
             {
                 (
                     Action::Noop,
+                    "up_to_date",
                     format!(
                         "{} {} already holds version {}",
                         em.target,
@@ -259,15 +344,17 @@ pub async fn plan(
             {
                 (
                     Action::Wait,
+                    "no_lines",
                     "it has no lines yet (its products arrive with a later change set)".into(),
                 )
             } else if let Some(wait) =
                 missing_parent(state, name, flow, em, &row.record, &planned, &seen)?
             {
-                (Action::Wait, wait)
+                (Action::Wait, "parent_missing", wait)
             } else if em.mode == Mode::Match {
                 (
                     Action::Match,
+                    "match",
                     format!(
                         "apply searches {} by [{}] and links what it finds",
                         em.target,
@@ -286,6 +373,7 @@ pub async fn plan(
                 });
                 (
                     Action::Update,
+                    "linked_back",
                     format!(
                         "linked by {} to {} {key}: the change goes back there",
                         em.linked_by
@@ -297,6 +385,7 @@ pub async fn plan(
             } else if let Some(l) = &link {
                 (
                     Action::Update,
+                    "newer_version",
                     format!(
                         "linked to {} {}; source version {} is newer",
                         em.target,
@@ -307,6 +396,7 @@ pub async fn plan(
             } else {
                 (
                     Action::Create,
+                    "not_linked",
                     "no ledger link: apply searches the target (external id, then natural key) and links or creates".into(),
                 )
             };
@@ -325,6 +415,7 @@ pub async fn plan(
                 target: format!("{}.{}", flow.target_system, em.target),
                 action,
                 target_key: link.map(|l| l.target_key),
+                cause,
                 reason,
                 row,
             });
