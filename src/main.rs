@@ -233,6 +233,28 @@ enum SinkCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Link a job's source record to a target record you chose (a search found several and
+    /// the sink never guesses). Checks the record exists; audited; the job then runs again and
+    /// writes the record's fields to it.
+    Link {
+        flow: String,
+        /// The job id (`mlc sink status FLOW` lists failed and waiting jobs).
+        #[arg(long)]
+        job: String,
+        /// The target record's key (e.g. the firm's ClientID, the customer's id).
+        #[arg(long)]
+        target_id: String,
+        /// Target connection (default: the only connection of the flow's target system).
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// Remove a job's ledger link (made by mistake); audited. The target record is unchanged;
+    /// the job runs again and searches the target first.
+    Unlink {
+        flow: String,
+        #[arg(long)]
+        job: String,
+    },
     /// Links, jobs by status, cursors over run manifests, and failed or waiting jobs with why.
     Status {
         /// Flow name (default: every built-in flow).
@@ -681,6 +703,37 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 print_report(&r, true);
             }
             Ok(code(&r))
+        }
+        SinkCmd::Link {
+            flow,
+            job,
+            target_id,
+            target,
+        } => {
+            let s = Sink::open(&ctx, &flow)?;
+            let t = s.target(target.as_deref())?;
+            let r = s.link(&job, &target_id, &t).await?;
+            println!(
+                "{} {} {} -> {}: {}",
+                r.job_id,
+                r.source_entity,
+                r.source_id,
+                r.target_key.as_deref().unwrap_or(""),
+                r.detail
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SinkCmd::Unlink { flow, job } => {
+            let r = Sink::open(&ctx, &flow)?.unlink(&job)?;
+            println!(
+                "{} {} {} no longer linked to {}: {}",
+                r.job_id,
+                r.source_entity,
+                r.source_id,
+                r.target_key.as_deref().unwrap_or(""),
+                r.detail
+            );
+            Ok(ExitCode::SUCCESS)
         }
         SinkCmd::Status { flow, json } => {
             let flows = match flow {

@@ -988,6 +988,36 @@ impl StateStore {
         })
     }
 
+    /// Removes the ledger link of a source record, audited, and sets its job to run again
+    /// (`mlc sink unlink`), in one transaction.
+    pub fn sink_unlink(
+        &self,
+        flow: &str,
+        source_entity: &str,
+        source_id: &str,
+        job_id: &str,
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339();
+        let a = audit;
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "DELETE FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
+                params![flow, source_entity, source_id],
+            )?;
+            tx.execute(
+                "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
+            )?;
+            tx.execute(
+                "UPDATE sink_jobs SET status = ?2, last_error = NULL, ambiguous = 0, updated_at = ?3 WHERE job_id = ?1",
+                params![job_id, job_status::PLANNED, now],
+            )?;
+            tx.commit()
+        })
+    }
+
     /// The newest source record the flow holds for a mapping's source id (from its jobs): how
     /// a lookup through another record (an opportunity's contact → its account) is resolved
     /// without reading the source again.

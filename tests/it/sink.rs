@@ -878,3 +878,108 @@ async fn an_apply_cut_short_is_finished_by_the_next_without_duplicates() {
         .len();
     assert_eq!(waiting, plan.count(&Action::Wait));
 }
+
+/// Two Vantagepoint firms carry the name of one Dataverse account: the sink refuses to guess,
+/// a person picks one with `sink link`, and the next apply writes the account's fields to it
+/// (no third firm); `sink unlink` takes the link back. Every step is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_match_is_resolved_by_sink_link() {
+    use ml_connector::loaders::sink::target::Target;
+    let env = Env::new(20).await;
+    env.sync().await;
+    let name = env
+        .ctx
+        .warehouse
+        .query(
+            "SELECT name FROM raw_dataverse.account WHERE name IS NOT NULL ORDER BY accountid LIMIT 1",
+            ml_connector::loaders::warehouse::OutputFormat::Csv,
+        )
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    // Two firms of that name exist in the tenant already (not written by the sink).
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let mut firm = Map::new();
+        firm.insert("Name".into(), Value::String(name.clone()));
+        keys.push(target.create("firm", &firm).await.unwrap().key);
+    }
+
+    let report = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    let firms_before = env.creates("firm");
+    let failed = report
+        .jobs
+        .iter()
+        .find(|j| j.source_entity == "account" && j.outcome == "failed")
+        .unwrap_or_else(|| panic!("{:#?}", report.jobs))
+        .clone();
+    assert!(
+        failed.detail.contains("2 firm records match [Name]")
+            && failed.detail.contains("never guesses"),
+        "{}",
+        failed.detail
+    );
+
+    // A key the tenant does not have is refused; the chosen one is linked.
+    let e = sink.link(&failed.job_id, "NO-SUCH-FIRM", &target).await;
+    assert!(
+        e.unwrap_err().to_string().contains("no record with"),
+        "a missing target record is not linked"
+    );
+    let linked = sink.link(&failed.job_id, &keys[1], &target).await.unwrap();
+    assert_eq!(linked.outcome, "linked");
+    let link = env
+        .ctx
+        .state
+        .sink_link(FLOW, "account", &failed.source_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.target_key, keys[1]);
+    let again = sink.link(&failed.job_id, &keys[0], &target).await;
+    assert!(again.unwrap_err().to_string().contains("sink unlink"));
+
+    // The next apply writes the account's fields to the chosen firm, and creates none.
+    let next = sink
+        .apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    let j = next
+        .jobs
+        .iter()
+        .find(|j| j.job_id == failed.job_id)
+        .unwrap_or_else(|| panic!("{:#?}", next.jobs));
+    assert_eq!(j.outcome, "updated", "{j:?}");
+    assert_eq!(j.target_key.as_deref(), Some(keys[1].as_str()));
+    assert_eq!(env.creates("firm"), firms_before, "no third firm");
+    assert!(env.sandbox.deltek_writes().iter().any(|w| w.method == "PUT"
+        && w.table == "firm"
+        && w.key.as_deref() == Some(keys[1].as_str())));
+
+    // Unlinked: the ledger forgets it, the firm stays, and the audit tells the story.
+    let un = sink.unlink(&failed.job_id).unwrap();
+    assert_eq!(un.target_key.as_deref(), Some(keys[1].as_str()));
+    assert!(
+        env.ctx
+            .state
+            .sink_link(FLOW, "account", &failed.source_id)
+            .unwrap()
+            .is_none()
+    );
+    let audit: Vec<String> = env
+        .ctx
+        .state
+        .sink_audit_entries(FLOW, Some(&failed.job_id))
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(audit, ["failed", "link", "update", "unlink"]);
+}

@@ -491,6 +491,162 @@ impl<'a> Sink<'a> {
 
     /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
     /// each attempt goes through the ledger and the search before any create.
+    /// The job `job_id` of this flow, or an error saying where to find the right id.
+    fn job(&self, job_id: &str) -> Result<SinkJob> {
+        match self.ctx.state.sink_job(job_id)? {
+            Some(j) if j.flow == self.name => Ok(j),
+            _ => Err(Error::Config(format!(
+                "no job `{job_id}` in flow `{}`: `mlc sink status {}` lists the failed and waiting jobs with their ids",
+                self.name, self.name
+            ))),
+        }
+    }
+
+    /// `mlc sink link`: links the source record of `job_id` to the target record `target_key`
+    /// chosen by a person (a search found several candidates, and the sink never guesses).
+    /// The record is checked to exist first; the link is audited (`link`, "by hand") and the
+    /// job set to run again, so the next apply (or a replay of the job) writes the record's
+    /// fields to the linked record through the usual audited path.
+    pub async fn link(
+        &self,
+        job_id: &str,
+        target_key: &str,
+        target: &dyn Target,
+    ) -> Result<JobResult> {
+        let _lease = self.lease()?;
+        let job = self.job(job_id)?;
+        let em = self.flow.mapping(&job.source_entity).ok_or_else(|| {
+            Error::Config(format!(
+                "flow `{}` has no mapping `{}` any more (job {job_id})",
+                self.name, job.source_entity
+            ))
+        })?;
+        let hub = em.target.as_str();
+        let target_name = format!("{}.{hub}", self.flow.target_system);
+        if let Some(l) = self
+            .ctx
+            .state
+            .sink_link(&self.name, &job.source_entity, &job.source_id)?
+        {
+            return Err(Error::Config(format!(
+                "{} {} is already linked to {target_name} {}: `mlc sink unlink {} --job {job_id}` first",
+                job.source_entity, job.source_id, l.target_key, self.name
+            )));
+        }
+        let key_field = target.key_field(hub).to_string();
+        let found = target
+            .search(hub, &[(key_field.clone(), target_key.to_string())])
+            .await
+            .map_err(|e| {
+                Error::Config(format!(
+                    "cannot check that {target_name} {target_key} exists: {}",
+                    e.reason()
+                ))
+            })?;
+        if found.is_empty() {
+            return Err(Error::Config(format!(
+                "{target_name} has no record with {key_field} = {target_key}"
+            )));
+        }
+        let audit = AuditEntry {
+            flow: self.name.clone(),
+            job_id: job.job_id.clone(),
+            source_entity: job.source_entity.clone(),
+            source_id: job.source_id.clone(),
+            source_version: job.source_version,
+            target: target_name.clone(),
+            action: "link".into(),
+            request: Some("linked by hand (mlc sink link)".into()),
+            target_key: Some(target_key.to_string()),
+            ..AuditEntry::default()
+        };
+        // A `match` mapping only links: linked, it is done. Others write the record's fields
+        // to the linked record when the job runs again.
+        let matched = em.mode == flow::Mode::Match;
+        self.ctx.state.sink_commit(&JobFinish {
+            job_id: Some(&job.job_id),
+            status: if matched {
+                job_status::APPLIED
+            } else {
+                job_status::PLANNED
+            },
+            error: None,
+            ambiguous: false,
+            attempted: false,
+            link: Some(crate::state::NewLink {
+                flow: &self.name,
+                source_entity: &job.source_entity,
+                source_id: &job.source_id,
+                target_entity: hub,
+                target_key,
+                source_version: matched.then_some(job.source_version).flatten(),
+                target_version: None,
+            }),
+            echo: None,
+            audits: std::slice::from_ref(&audit),
+        })?;
+        Ok(JobResult {
+            job_id: job.job_id,
+            source_entity: job.source_entity,
+            source_id: job.source_id,
+            outcome: "linked".into(),
+            target_key: Some(target_key.to_string()),
+            detail: if matched {
+                "linked by hand".into()
+            } else {
+                format!(
+                    "linked by hand; the next `mlc sink apply {0} --yes` (or `mlc sink replay {0} --job {job_id} --yes`) writes the record's fields to it",
+                    self.name
+                )
+            },
+        })
+    }
+
+    /// `mlc sink unlink`: removes the ledger link of `job_id`'s source record (a link made by
+    /// mistake), audited (`unlink`). The target record is left as it is; the job is set to run
+    /// again, and searches the target as if it had never been linked.
+    pub fn unlink(&self, job_id: &str) -> Result<JobResult> {
+        let _lease = self.lease()?;
+        let job = self.job(job_id)?;
+        let Some(link) =
+            self.ctx
+                .state
+                .sink_link(&self.name, &job.source_entity, &job.source_id)?
+        else {
+            return Err(Error::Config(format!(
+                "{} {} has no link in flow `{}`",
+                job.source_entity, job.source_id, self.name
+            )));
+        };
+        let audit = AuditEntry {
+            flow: self.name.clone(),
+            job_id: job.job_id.clone(),
+            source_entity: job.source_entity.clone(),
+            source_id: job.source_id.clone(),
+            source_version: job.source_version,
+            target: format!("{}.{}", self.flow.target_system, link.target_entity),
+            action: "unlink".into(),
+            request: Some("unlinked by hand (mlc sink unlink)".into()),
+            target_key: Some(link.target_key.clone()),
+            ..AuditEntry::default()
+        };
+        self.ctx.state.sink_unlink(
+            &self.name,
+            &job.source_entity,
+            &job.source_id,
+            &job.job_id,
+            &audit,
+        )?;
+        Ok(JobResult {
+            job_id: job.job_id,
+            source_entity: job.source_entity,
+            source_id: job.source_id,
+            outcome: "unlinked".into(),
+            target_key: Some(link.target_key),
+            detail: "the target record is unchanged; the job runs again with the next apply and searches the target first".into(),
+        })
+    }
+
     pub async fn replay(&self, which: &Replay, target: &dyn Target) -> Result<ApplyReport> {
         let _lease = self.lease()?;
         let jobs = match which {
