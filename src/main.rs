@@ -764,6 +764,12 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                         jobs.join(", ")
                     }
                 );
+                if st.stale > 0 {
+                    println!(
+                        "  stale: {} waiting for more than {} h (see why below; `mlc sink link`, a flow setting or a fix in the source ends the wait)",
+                        st.stale, st.stale_after_hours
+                    );
+                }
                 for (stream, c) in &st.cursors {
                     println!("  cursor {stream}: {}", c.as_deref().unwrap_or("(start)"));
                 }

@@ -259,7 +259,20 @@ async fn a_spent_daily_budget_stops_cleanly_and_the_next_sync_resumes() {
         stopped.iter().all(|e| e.contains("daily API token budget")),
         "{stopped:?}"
     );
+    // The same process stays stopped (its runtime knows the budget is spent) ...
     p.sandbox.pipedrive_set_daily_tokens(100_000_000);
+    let again = try_sync(&p, false).await;
+    assert!(
+        again.iter().all(|(_, r)| r
+            .as_ref()
+            .is_err_and(|e| e.contains("daily API token budget"))),
+        "{again:?}"
+    );
+    // ... and the next `mlc sync` (a new process) resumes.
+    let p = Project {
+        ctx: ml_connector::run::Context::open(p.ctx.config.clone()).unwrap(),
+        ..p
+    };
     p.sync_incremental().await;
     for e in ["deal", "person", "organization", "product", "deal_product"] {
         assert_same(&p, e);

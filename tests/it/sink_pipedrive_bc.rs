@@ -714,3 +714,124 @@ async fn a_deal_that_cannot_be_written_fails_or_waits_alone_and_goes_through_onc
     .await;
     assert_eq!(order["customerId"].as_str(), Some(existing.id.as_str()));
 }
+
+/// A won deal without products waits while its products may still come; once the deal
+/// products have been read after it and there are none, the flow's `lines.when_none` decides:
+/// the built-in flow skips it with the reason (never waiting forever), an overlay sends one
+/// line with the deal's value on a configured item.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn won_deals_without_products_follow_the_flows_policy() {
+    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
+    for value_line in [false, true] {
+        let env = Env::new(200, |dir| {
+            if value_line {
+                let overlay = builtin.replacen(
+                    "source_system",
+                    "stale_after_hours = 0.0\nsource_system",
+                    1,
+                );
+                let overlay = overlay.replace(
+                    "action = \"skip\"",
+                    "action = \"value_line\"\nfields = { value = \"unitPrice\", title = \"description\" }\ndefaults = { lineType = \"Item\", lineObjectNumber = \"SANDBOX-SERVICES\", quantity = 1 }",
+                );
+                assert!(overlay.contains("value_line"));
+                let d = dir.join("loaders/sink");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(format!("{FLOW}.toml")), overlay).unwrap();
+            }
+        })
+        .await;
+        env.sync().await;
+        let bare = env.rows(
+            "SELECT d.id, d.value, d.title FROM raw_pipedrive.deal d \
+             LEFT JOIN raw_pipedrive.deal_product p ON p.deal_id = d.id \
+             WHERE d.status = 'won' AND d.org_id IS NOT NULL AND p.id IS NULL ORDER BY d.id",
+        );
+        assert!(
+            !bare.is_empty(),
+            "the sandbox has won deals without products"
+        );
+        let sink = Sink::open(&env.ctx, FLOW).unwrap();
+        let target = sink.target(None).unwrap();
+        if value_line {
+            // The configured item exists in the tenant.
+            let mut item = serde_json::Map::new();
+            item.insert("number".into(), json!("SANDBOX-SERVICES"));
+            item.insert("displayName".into(), json!("Services"));
+            item.insert("type".into(), json!("Service"));
+            target.create("items", &item).await.unwrap();
+        }
+        let first = sink
+            .apply(&sink.plan().await.unwrap(), &target)
+            .await
+            .unwrap();
+        // Waiting, as their products may still come: stale at once with the overlay's
+        // `stale_after_hours = 0`, not within the built-in flow's 24 hours.
+        assert!(first.waiting >= bare.len(), "{:#?}", first.jobs);
+        let status = sink.status().unwrap();
+        if value_line {
+            assert!(status.stale >= bare.len(), "{}", status.stale);
+        } else {
+            assert_eq!(status.stale, 0);
+        }
+        // The deal products are read again after the deals' run: now it is known they have none.
+        env.sync().await;
+        let plan = sink.plan().await.unwrap();
+        let report = sink.apply(&plan, &target).await.unwrap();
+        assert_eq!(report.failed, 0, "{:#?}", report.jobs);
+        let orders: Vec<BcWriteLog> = env
+            .writes()
+            .into_iter()
+            .filter(|w| w.method == "POST" && w.set == "salesOrders" && w.status == 201)
+            .collect();
+        for deal in &bare {
+            let sent: Vec<&BcWriteLog> = orders
+                .iter()
+                .filter(|w| w.fields["externalDocumentNumber"] == deal["id"].as_str())
+                .collect();
+            let jobs = env.ctx.state.sink_jobs(FLOW, None).unwrap();
+            let job = jobs
+                .iter()
+                .filter(|j| j.source_entity == "won_deal" && j.source_id == deal["id"])
+                .next_back()
+                .unwrap();
+            if value_line {
+                assert_eq!(sent.len(), 1, "deal {}: one order", deal["id"]);
+                let lines = sent[0].fields["salesOrderLines"].as_array().unwrap();
+                assert_eq!(lines.len(), 1, "deal {}: {lines:?}", deal["id"]);
+                assert_eq!(lines[0]["lineObjectNumber"], "SANDBOX-SERVICES");
+                assert_eq!(lines[0]["quantity"], 1);
+                assert_eq!(
+                    lines[0]["unitPrice"].as_f64(),
+                    deal["value"].parse::<f64>().ok(),
+                    "deal {}",
+                    deal["id"]
+                );
+                assert_eq!(lines[0]["description"], deal["title"].as_str());
+                assert_eq!(job.status, "applied");
+            } else {
+                assert!(sent.is_empty(), "deal {}: no order", deal["id"]);
+                assert_eq!(job.status, "applied", "{job:?}");
+                let audit = env
+                    .ctx
+                    .state
+                    .sink_audit_entries(FLOW, Some(&job.job_id))
+                    .unwrap();
+                assert!(
+                    audit.iter().any(|a| a.action == "noop"
+                        && a.error.as_deref().is_some_and(|e| e.contains("skipped"))),
+                    "{audit:?}"
+                );
+            }
+        }
+        // Nothing waits for products any more.
+        assert!(
+            !env.ctx
+                .state
+                .sink_jobs(FLOW, Some("waiting"))
+                .unwrap()
+                .iter()
+                .any(|j| bare.iter().any(|d| d["id"] == j.source_id)),
+        );
+    }
+}

@@ -290,8 +290,15 @@ pub struct PipedriveLimits {
 #[derive(Default)]
 struct LimitState {
     pause_until: Option<Instant>,
-    stop: Option<String>,
+    /// Why requests stop, and since when.
+    stop: Option<(String, Instant)>,
 }
+
+/// How long a spent daily budget stops the connection before one request is let through to
+/// see whether it was reset (midnight in the company's time zone, which the API does not
+/// tell). The connection's runtime outlives a run in `mlc serve`: a stop that never expired
+/// would end its Pipedrive syncs until a restart.
+const BUDGET_STOP_HOLDS: Duration = Duration::from_secs(15 * 60);
 
 impl PipedriveLimits {
     pub fn new(daily_token_reserve: u64) -> Self {
@@ -324,8 +331,12 @@ impl crate::http::ResponseHook for PipedriveLimits {
     fn before(&self) -> crate::http::Verdict {
         use crate::http::Verdict;
         let mut st = self.state();
-        if let Some(m) = &st.stop {
-            return Verdict::Stop(m.clone());
+        match &st.stop {
+            Some((m, since)) if since.elapsed() < BUDGET_STOP_HOLDS => {
+                return Verdict::Stop(m.clone());
+            }
+            Some(_) => st.stop = None,
+            None => {}
         }
         match st.pause_until {
             Some(t) if t > Instant::now() => Verdict::Wait(t - Instant::now()),
@@ -368,7 +379,7 @@ impl crate::http::ResponseHook for PipedriveLimits {
                 ),
                 _ => "Pipedrive daily API token budget is spent: stopped cleanly; the checkpoint is kept and the next `mlc sync` resumes after the budget resets (midnight, company time zone)".to_string(),
             };
-            self.state().stop = Some(msg.clone());
+            self.state().stop = Some((msg.clone(), Instant::now()));
             if status == 429 {
                 return Verdict::Stop(msg);
             }

@@ -31,12 +31,20 @@ pub struct FlowFile {
     /// Owner → employee resolution.
     #[serde(default)]
     pub owners: Owners,
+    /// A job waiting longer than this (a parent never created, lines that never come) is shown
+    /// as stale by `mlc sink status`: nothing waits forever unseen.
+    #[serde(default = "default_stale_hours")]
+    pub stale_after_hours: f64,
     /// Entity mappings, applied in this order: list a parent (account) before what depends on
     /// it (contact), since dependencies are written first.
     pub entities: Vec<EntityMap>,
 }
 
 /// Owner (source user id) → target employee code.
+fn default_stale_hours() -> f64 {
+    24.0
+}
+
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Owners {
@@ -176,6 +184,39 @@ pub struct Lines {
     /// (a discount of `discount_type = "amount"` is an amount, not a percentage).
     #[serde(default)]
     pub cases: Vec<LineCase>,
+    /// What a document whose source record has no lines at all becomes (a won deal without
+    /// products): see [`WhenNone`].
+    #[serde(default)]
+    pub when_none: WhenNone,
+}
+
+/// What a document without lines becomes. A document waits while its lines may still come
+/// (the lines' stream has not been read since the document's run ended); once they have been
+/// read after it and there are none, `action` decides: `wait` on (reported stale after the
+/// flow's `stale_after_hours`), `skip` it with the reason, or send one `value_line` made from
+/// the document itself (its value on a configured item or G/L account).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WhenNone {
+    #[serde(default)]
+    pub action: NoLines,
+    /// Document column (or JSON pointer) → line field, for `value_line` (`value = "unitPrice"`).
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Line values as written (numbers stay numbers), for `value_line` (`lineType`, the item or
+    /// account number, `quantity = 1`).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, Value>,
+}
+
+/// See [`WhenNone`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum NoLines {
+    #[default]
+    Wait,
+    Skip,
+    ValueLine,
 }
 
 /// Different targets for some source fields of the lines matching `when`.
@@ -307,6 +348,9 @@ impl EntityMap {
         if let Some(lb) = &self.linked_by {
             c.insert(lb.column.clone());
         }
+        if let Some(l) = &self.lines {
+            c.extend(l.when_none.fields.keys().flat_map(|f| source_columns(f)));
+        }
         c
     }
 
@@ -422,6 +466,14 @@ impl FlowFile {
                 return Err(format!(
                     "entities[{i}] ({name}): the lines' item `{}` must be mapped before it",
                     item.source
+                ));
+            }
+            if let Some(l) = &e.lines
+                && l.when_none.action == NoLines::ValueLine
+                && (l.when_none.fields.is_empty() || l.when_none.defaults.is_empty())
+            {
+                return Err(format!(
+                    "entities[{i}] ({name}): lines.when_none.action = \"value_line\" needs `fields` (the document's value, e.g. {{ value = \"unitPrice\" }}) and `defaults` (the line's item or G/L account, e.g. {{ lineType = \"Item\", lineObjectNumber = \"SERVICES\", quantity = 1 }})"
                 ));
             }
             if e.post && e.mode != Mode::Seed {

@@ -475,9 +475,10 @@ impl JobCtx<'_> {
         // A document's lines: every current line, each with its item.
         let lines = match &em.lines {
             None => None,
-            Some(l) => match self.lines(em, l, j)? {
-                Ok(lines) => Some((l.field.clone(), Value::Array(lines))),
-                Err(why) => return Ok(self.wait(j, t, why)),
+            Some(l) => match self.lines(em, l, j, record)? {
+                LinesFor::Lines(lines) => Some((l.field.clone(), Value::Array(lines))),
+                LinesFor::Wait(why) => return Ok(self.wait(j, t, why)),
+                LinesFor::Skip(why) => return Ok(self.noop(j, t, "noop", None, why)),
             },
         };
         if let Some(x) = &em.external_id_field {
@@ -736,26 +737,39 @@ impl JobCtx<'_> {
         }
     }
 
-    /// Every current line of the document, mapped, each with its item; `Err` (the job waits)
-    /// when there is none yet or a line's product has no item yet.
+    /// Every current line of the document, mapped, each with its item; a wait when a line's
+    /// product has no item yet. A document without lines waits for them, unless they have
+    /// been read since its run and there are none: then the flow's `lines.when_none` decides.
     fn lines(
         &self,
         em: &EntityMap,
         l: &super::flow::Lines,
         j: &JobRef<'_>,
-    ) -> Result<std::result::Result<Vec<Value>, String>> {
+        record: &Map<String, Value>,
+    ) -> Result<LinesFor> {
         let records = self
             .state
             .sink_lines(self.flow_name, em.name(), j.source_id)?;
         if records.is_empty() {
-            return Ok(Err(
-                "it has no lines yet (its products arrive with a later change set)".into(),
-            ));
+            let doc_run = self.state.sink_job(j.job_id)?.map(|sj| sj.run_id);
+            let read = self.state.sink_cursor(
+                self.flow_name,
+                &super::plan::lines_cursor_key(&self.flow.source_system, l, em.name()),
+            )?;
+            let settled = match &doc_run {
+                Some(run) => lines_settled(self.state, read.as_deref(), run)?,
+                None => false,
+            };
+            return Ok(match no_lines(l, settled) {
+                NoLinesDecision::Wait(why) => LinesFor::Wait(why),
+                NoLinesDecision::Skip(why) => LinesFor::Skip(why),
+                NoLinesDecision::ValueLine => LinesFor::Lines(vec![self.value_line(l, record)]),
+            });
         }
         let mut out = Vec::with_capacity(records.len());
         for text in records {
             let Ok(rec) = serde_json::from_str::<Map<String, Value>>(&text) else {
-                return Ok(Err("a stored line is unreadable".into()));
+                return Ok(LinesFor::Wait("a stored line is unreadable".into()));
             };
             let mut fields = l.fields.clone();
             for case in l
@@ -783,7 +797,7 @@ impl JobCtx<'_> {
                                 line.insert(item.field.clone(), Value::String(link.target_key));
                             }
                             None => {
-                                return Ok(Err(format!(
+                                return Ok(LinesFor::Wait(format!(
                                     "a line's {} {pid} has no target record yet",
                                     item.source
                                 )));
@@ -791,13 +805,28 @@ impl JobCtx<'_> {
                         }
                     }
                     ParentId::None | ParentId::Unresolved(_) => {
-                        return Ok(Err(format!("a line has no {}", item.column)));
+                        return Ok(LinesFor::Wait(format!("a line has no {}", item.column)));
                     }
                 }
             }
             out.push(Value::Object(line));
         }
-        Ok(Ok(out))
+        Ok(LinesFor::Lines(out))
+    }
+
+    /// The one line of a document without lines (`lines.when_none.action = "value_line"`):
+    /// its mapped fields from the document, then the configured values.
+    fn value_line(&self, l: &super::flow::Lines, record: &Map<String, Value>) -> Value {
+        let mut line = Map::new();
+        for (src, dst) in &l.when_none.fields {
+            if let Some(v) = source_value(record, src).and_then(|v| self.target.value(&v)) {
+                line.insert(dst.clone(), v);
+            }
+        }
+        for (k, v) in &l.when_none.defaults {
+            line.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        Value::Object(line)
     }
 
     /// The fields last written for this record (the mapping of the source version the ledger
@@ -1005,6 +1034,70 @@ impl JobCtx<'_> {
         }
         Ok(Ok(key))
     }
+}
+
+/// A document's lines, or why it has none to send.
+enum LinesFor {
+    Lines(Vec<Value>),
+    Wait(String),
+    Skip(String),
+}
+
+/// What a document without lines becomes (shared by plan and apply).
+pub enum NoLinesDecision {
+    /// Wait, with the reason.
+    Wait(String),
+    /// A no-op, with the reason.
+    Skip(String),
+    /// Send one line made from the document.
+    ValueLine,
+}
+
+/// A document without lines: it waits while they may still come (`settled` false); once its
+/// lines have been read since its run and there are none, the flow's `lines.when_none` decides.
+pub fn no_lines(l: &super::flow::Lines, settled: bool) -> NoLinesDecision {
+    use super::flow::NoLines;
+    match (settled, l.when_none.action) {
+        (false, _) => NoLinesDecision::Wait(
+            "it has no lines yet (its products arrive with a later change set)".into(),
+        ),
+        (true, NoLines::Wait) => NoLinesDecision::Wait(format!(
+            "it has no {} in the source (read after it); the flow waits for some (lines.when_none.action = \"wait\")",
+            l.source
+        )),
+        (true, NoLines::Skip) => NoLinesDecision::Skip(format!(
+            "it has no {} in the source: skipped (lines.when_none.action = \"skip\")",
+            l.source
+        )),
+        (true, NoLines::ValueLine) => NoLinesDecision::ValueLine,
+    }
+}
+
+/// Whether a document's lines have been read since the document was: the flow read the
+/// lines' stream up to a run (`lines_read`) that started after the document's run (`doc_run`)
+/// finished. Then a document without lines has none, rather than lines still to come. Unknown
+/// runs (a lake from another project) are never settled.
+pub fn lines_settled(
+    state: &crate::state::StateStore,
+    lines_read: Option<&str>,
+    doc_run: &str,
+) -> Result<bool> {
+    let Some(read) = lines_read else {
+        return Ok(false);
+    };
+    let (Some(doc), Some(lines)) = (state.run(doc_run)?, state.run(read)?) else {
+        return Ok(false);
+    };
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    Ok(
+        match (
+            doc.finished_at.as_deref().and_then(at),
+            at(&lines.started_at),
+        ) {
+            (Some(done), Some(started)) => started >= done,
+            _ => false,
+        },
+    )
 }
 
 /// A job stopped by a failed or ambiguous search (already audited).

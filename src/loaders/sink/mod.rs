@@ -96,6 +96,9 @@ pub struct FlowStatus {
     pub jobs_by_status: std::collections::BTreeMap<String, usize>,
     pub cursors: Vec<(String, Option<String>)>,
     pub failed: Vec<SinkJob>,
+    /// Waiting jobs older than the flow's `stale_after_hours`.
+    pub stale: usize,
+    pub stale_after_hours: f64,
 }
 
 /// One lane's jobs run in order: (plan index, result) of each.
@@ -770,18 +773,31 @@ impl<'a> Sink<'a> {
                 Ok((s, c))
             })
             .collect::<Result<Vec<_>>>()?;
+        let stale_before = chrono::Utc::now()
+            - chrono::Duration::seconds((self.flow.stale_after_hours * 3600.0) as i64);
+        let stale = jobs
+            .iter()
+            .filter(|j| j.status == job_status::WAITING && is_before(&j.created_at, stale_before))
+            .count();
         Ok(FlowStatus {
             flow: self.name.clone(),
             description: self.flow.description.clone(),
             links: st.sink_links(&self.name)?.len(),
             jobs_by_status: by,
             cursors,
+            stale,
+            stale_after_hours: self.flow.stale_after_hours,
             failed: jobs
                 .into_iter()
                 .filter(|j| j.status == job_status::FAILED || j.status == job_status::WAITING)
                 .collect(),
         })
     }
+}
+
+/// Whether an RFC 3339 time (a job's `created_at`) is before `t`; unreadable times are not.
+fn is_before(at: &str, t: chrono::DateTime<chrono::Utc>) -> bool {
+    chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|a| a < t)
 }
 
 /// A held flow lease, given back on drop (a crash leaves it to be taken over: its pid is dead).

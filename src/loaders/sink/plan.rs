@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::changes::{self, ChangeRow};
 use super::flow::{EntityMap, FlowFile, Mode};
-use super::ledger::{Mirror, ParentId, parent_id};
+use super::ledger::{Mirror, NoLinesDecision, ParentId, lines_settled, no_lines, parent_id};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
@@ -179,6 +179,11 @@ pub fn cursor_key(source_system: &str, em: &EntityMap) -> String {
     }
 }
 
+/// The cursor key of a mapping's lines (`pipedrive.deal_product#won_deal`).
+pub fn lines_cursor_key(source_system: &str, l: &super::flow::Lines, mapping: &str) -> String {
+    format!("{source_system}.{}#{mapping}", l.source)
+}
+
 /// Plans flow `name`: every record of the change sets after the flow's cursors.
 pub async fn plan(
     state: &StateStore,
@@ -245,12 +250,15 @@ pub async fn plan(
         }
         // The document's lines (deal products): their newest versions, per parent.
         let mut new_lines: BTreeMap<String, usize> = BTreeMap::new();
+        // The last run of the lines' stream read once this plan is applied.
+        let mut lines_read: Option<String> = None;
         if let Some(l) = &em.lines {
             let lsid: StreamId = format!("{}.{}", flow.source_system, l.source).parse()?;
-            let lkey = format!("{lsid}#{mapping}");
+            let lkey = lines_cursor_key(&flow.source_system, l, mapping);
             let lcursor = state.sink_cursor(name, &lkey)?;
             let (lrows, llast) =
                 read_stream(lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
+            lines_read = llast.clone().or(lcursor);
             if let Some(last) = llast {
                 out.cursors.push((lkey, last));
             }
@@ -338,15 +346,28 @@ pub async fn plan(
                         l.source_version.unwrap_or_default()
                     ),
                 )
-            } else if em.lines.is_some()
-                && !new_lines.contains_key(&row.id)
-                && state.sink_lines(name, mapping, &row.id)?.is_empty()
-            {
-                (
-                    Action::Wait,
-                    "no_lines",
-                    "it has no lines yet (its products arrive with a later change set)".into(),
-                )
+            } else if let Some(decision) = match &em.lines {
+                Some(l)
+                    if !new_lines.contains_key(&row.id)
+                        && state.sink_lines(name, mapping, &row.id)?.is_empty() =>
+                {
+                    let settled = lines_settled(state, lines_read.as_deref(), &run_id)?;
+                    match no_lines(l, settled) {
+                        NoLinesDecision::ValueLine => None,
+                        d => Some(d),
+                    }
+                }
+                _ => None,
+            } {
+                match decision {
+                    NoLinesDecision::Skip(why) => (Action::Noop, "no_lines", why),
+                    NoLinesDecision::Wait(why) => (Action::Wait, "no_lines", why),
+                    NoLinesDecision::ValueLine => (
+                        Action::Create,
+                        "not_linked",
+                        "one line made from the document (lines.when_none)".into(),
+                    ),
+                }
             } else if let Some(wait) =
                 missing_parent(state, name, flow, em, &row.record, &planned, &seen)?
             {

@@ -54,7 +54,7 @@ impl Kind {
     }
 
     /// Rows at start for a sandbox scale: deals scale/2, persons scale/2, organizations
-    /// scale/4, products scale/100 (at least 10). Deal products are 1–4 per deal (≈2.5×deals).
+    /// scale/4, products scale/100 (at least 10). Deal products are 0–4 per deal (≈2×deals).
     pub fn initial(self, scale: u64) -> i64 {
         let s = scale.max(1) as i64;
         match self {
@@ -410,9 +410,10 @@ pub fn record(out: &mut String, d: &Dims, kind: Kind, r: &Row) {
     out.push('}');
 }
 
-/// Line items of a deal: 1–4, a pure function of the deal's revision; ids `deal*4 + k`.
+/// Line items of a deal: 0–4, a pure function of the deal's revision; ids `deal*4 + k`. One
+/// deal in five has none (services sold without a product catalogue), won ones included.
 pub fn deal_product_count(d: &Dims, deal: &Row) -> i64 {
-    1 + (field(key(d, Kind::Deal, deal.id, deal.rev), 40) % 4) as i64
+    (field(key(d, Kind::Deal, deal.id, deal.rev), 40) % 5) as i64
 }
 
 pub fn deal_product(out: &mut String, d: &Dims, deal: &Row, k: i64) {
