@@ -198,6 +198,20 @@ enum SinkCmd {
         /// with a few example ids).
         #[arg(long)]
         details: bool,
+        /// Target connection for the pre-flight (default: the only connection of the flow's
+        /// target system; without one the plan is not checked against the tenant).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the flow against the target tenant's metadata (fields, external-id field, text
+    /// lengths) without writing; exits non-zero on problems (for a customer's CI).
+    Check {
+        flow: String,
+        /// Target connection (default: the only connection of the flow's target system).
+        #[arg(long)]
+        target: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -520,12 +534,13 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
     let ctx = with_progress(Context::open(load_config(config)?)?);
     let print_plan = |p: &Plan, details: bool| {
         println!(
-            "{}: {} jobs — {} creates, {} updates, {} matches, {} waiting, {} malformed, {} no-ops",
+            "{}: {} jobs — {} creates, {} updates, {} matches, {} blocked, {} waiting, {} malformed, {} no-ops",
             p.flow,
             p.jobs.len(),
             p.count(&Action::Create),
             p.count(&Action::Update),
             p.count(&Action::Match),
+            p.count(&Action::Blocked),
             p.count(&Action::Wait),
             p.count(&Action::Invalid),
             p.count(&Action::Noop),
@@ -571,10 +586,26 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             );
         }
     };
+    let print_preflight = |pre: &ml_connector::loaders::sink::preflight::Preflight| {
+        for p in &pre.problems {
+            println!(
+                "pre-flight {} -> {}: {}\n    fix: {}",
+                p.mapping, p.target, p.problem, p.fix
+            );
+        }
+    };
+    let print_unchecked = |pre: &ml_connector::loaders::sink::preflight::Preflight| {
+        if !pre.unchecked.is_empty() {
+            println!(
+                "  (pre-flight: the target publishes no schema mlc reads for {}: not checked)",
+                pre.unchecked.join(", ")
+            );
+        }
+    };
     let print_report = |r: &ApplyReport, details: bool| {
         println!(
-            "{}: {} created, {} updated, {} linked, {} no-ops, {} failed, {} waiting",
-            r.flow, r.created, r.updated, r.linked, r.noop, r.failed, r.waiting
+            "{}: {} created, {} updated, {} linked, {} no-ops, {} failed, {} blocked, {} waiting",
+            r.flow, r.created, r.updated, r.linked, r.noop, r.failed, r.blocked, r.waiting
         );
         // Mapping × outcome, in the order the mappings ran.
         let mut by_mapping: Vec<(&str, std::collections::BTreeMap<&str, usize>)> = Vec::new();
@@ -596,7 +627,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
         let notable: Vec<_> = r
             .jobs
             .iter()
-            .filter(|j| details || matches!(j.outcome.as_str(), "failed" | "waiting"))
+            .filter(|j| details || matches!(j.outcome.as_str(), "failed" | "blocked" | "waiting"))
             .collect();
         let limit = if details { notable.len() } else { SHOWN };
         for j in notable.iter().take(limit) {
@@ -622,7 +653,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
     };
     use ml_connector::loaders::sink::plan::Action;
     let code = |r: &ApplyReport| {
-        if r.failed > 0 {
+        if r.failed > 0 || r.blocked > 0 {
             ExitCode::FAILURE
         } else {
             ExitCode::SUCCESS
@@ -632,16 +663,53 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
         SinkCmd::Plan {
             flow,
             details,
+            target,
             json,
         } => {
             let s = Sink::open(&ctx, &flow)?;
-            let p = s.plan().await?;
+            let (p, pre) = match s.target(target.as_deref()) {
+                Ok(t) => {
+                    let (p, pre) = s.plan_checked(&t).await?;
+                    (p, Some(pre))
+                }
+                Err(e) => {
+                    eprintln!(
+                        "no pre-flight against the target ({e}): the plan is not checked against the tenant"
+                    );
+                    (s.plan().await?, None)
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&p)?);
             } else {
+                if let Some(pre) = &pre {
+                    print_preflight(pre);
+                }
                 print_plan(&p, details);
+                if let Some(pre) = &pre {
+                    print_unchecked(pre);
+                }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        SinkCmd::Check { flow, target, json } => {
+            let s = Sink::open(&ctx, &flow)?;
+            let t = s.target(target.as_deref())?;
+            let pre = s.preflight(&t).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&pre)?);
+            } else {
+                print_preflight(&pre);
+                print_unchecked(&pre);
+                if pre.ok() {
+                    println!("{flow}: no problem found against the target's metadata");
+                }
+            }
+            Ok(if pre.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         SinkCmd::Apply {
             flow,
@@ -651,13 +719,14 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             json,
         } => {
             let s = Sink::open(&ctx, &flow)?;
-            let p = s.plan().await?;
+            let t = s.target(target.as_deref())?;
+            let (p, pre) = s.plan_checked(&t).await?;
             if !yes {
+                print_preflight(&pre);
                 print_plan(&p, details);
                 println!("dry run: nothing written; run again with --yes to apply");
                 return Ok(ExitCode::SUCCESS);
             }
-            let t = s.target(target.as_deref())?;
             let r = s.apply(&p, &t).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);

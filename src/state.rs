@@ -748,6 +748,9 @@ pub mod job_status {
     pub const FAILED: &str = "failed";
     /// A dependency (e.g. the contact's firm) is missing; retried with it.
     pub const WAITING: &str = "waiting";
+    /// The target's metadata shows it would be refused (a field the tenant lacks, a value
+    /// longer than it takes): nothing was sent; checked again by every apply.
+    pub const BLOCKED: &str = "blocked";
 }
 
 /// A ledger link: what a source record became in the target.

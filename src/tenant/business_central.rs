@@ -86,6 +86,8 @@ pub struct Property {
     pub nullable: bool,
     pub precision: Option<u8>,
     pub scale: Option<i8>,
+    /// `MaxLength` of a text property: a longer value is refused on write.
+    pub max_len: Option<u32>,
 }
 
 /// What a `$metadata` document declares.
@@ -162,6 +164,7 @@ pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
                         nullable: attr(&e, b"Nullable").as_deref() != Some("false"),
                         precision: attr(&e, b"Precision").and_then(|p| p.parse().ok()),
                         scale: attr(&e, b"Scale").and_then(|s| s.parse().ok()),
+                        max_len: attr(&e, b"MaxLength").and_then(|s| s.parse().ok()),
                     });
                 }
             }

@@ -792,8 +792,7 @@ async fn won_deals_without_products_follow_the_flows_policy() {
             let jobs = env.ctx.state.sink_jobs(FLOW, None).unwrap();
             let job = jobs
                 .iter()
-                .filter(|j| j.source_entity == "won_deal" && j.source_id == deal["id"])
-                .next_back()
+                .rfind(|j| j.source_entity == "won_deal" && j.source_id == deal["id"])
                 .unwrap();
             if value_line {
                 assert_eq!(sent.len(), 1, "deal {}: one order", deal["id"]);
@@ -833,5 +832,107 @@ async fn won_deals_without_products_follow_the_flows_policy() {
                 .iter()
                 .any(|j| bare.iter().any(|d| d["id"] == j.source_id)),
         );
+    }
+}
+
+/// Business Central takes at most 100 characters for a customer's `displayName` (its
+/// `$metadata` says `MaxLength="100"`): an organization with a longer name is blocked by the
+/// pre-flight with the reason, and nothing is sent for it; once the mapping lists the field in
+/// `truncate`, it is created with the name cut to 100 characters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_longer_than_the_tenant_takes_is_blocked_before_any_write() {
+    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
+    let long = format!(
+        "{} Holdings",
+        "Consolidated International Engineering Partners ".repeat(3)
+    );
+    assert!(long.chars().count() > 100);
+    for truncate in [false, true] {
+        let env = Env::new(20, |dir| {
+            if truncate {
+                let overlay = builtin.replacen(
+                    "natural_key = [\"displayName\"]",
+                    "natural_key = [\"displayName\"]\ntruncate = [\"displayName\"]",
+                    1,
+                );
+                assert!(overlay.contains("truncate"));
+                let d = dir.join("loaders/sink");
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join(format!("{FLOW}.toml")), overlay).unwrap();
+            }
+        })
+        .await;
+        // Someone keyed a long legal name into Pipedrive.
+        let (_, secrets) = env.sandbox.pipedrive_connection();
+        let token = secrets
+            .into_iter()
+            .find(|(k, _)| k == "api_token")
+            .unwrap()
+            .1;
+        let r = reqwest::Client::new()
+            .patch(format!(
+                "{}/pipedrive/api/v2/organizations/2",
+                env.sandbox.base_url()
+            ))
+            .header("x-api-token", token)
+            .json(&json!({ "name": long }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+        env.sync().await;
+
+        let sink = Sink::open(&env.ctx, FLOW).unwrap();
+        let target = sink.target(None).unwrap();
+        let (plan, pre) = sink.plan_checked(&target).await.unwrap();
+        assert!(pre.ok(), "{:?}", pre.problems);
+        let job = plan
+            .jobs
+            .iter()
+            .find(|j| j.source_entity == "organization" && j.source_id == "2")
+            .unwrap();
+        let report = sink.apply(&plan, &target).await.unwrap();
+        assert!(
+            env.writes().iter().all(|w| w.status < 400),
+            "no request the tenant refuses: {:?}",
+            env.writes()
+                .iter()
+                .filter(|w| w.status >= 400)
+                .collect::<Vec<_>>()
+        );
+        if truncate {
+            assert_eq!(job.action, Action::Create, "{}", job.reason);
+            let id = env.link("organization", "2").unwrap();
+            let sent = env
+                .writes()
+                .into_iter()
+                .find(|w| {
+                    w.method == "POST"
+                        && w.set == "customers"
+                        && w.id.as_deref() == Some(id.as_str())
+                })
+                .unwrap();
+            let name = sent.fields["displayName"].as_str().unwrap().to_string();
+            assert_eq!(name.chars().count(), 100);
+            assert!(long.starts_with(&name));
+        } else {
+            assert_eq!(job.action, Action::Blocked);
+            assert!(
+                job.reason.contains("at most 100") && job.reason.contains("truncate"),
+                "{}",
+                job.reason
+            );
+            assert_eq!(report.blocked, 1, "{:#?}", report.jobs);
+            assert!(env.link("organization", "2").is_none());
+            let stored = env.ctx.state.sink_job(&job.job_id).unwrap().unwrap();
+            assert_eq!(stored.status, "blocked");
+            // Checked again by the next apply, and still nothing is sent.
+            let again = sink
+                .apply(&sink.plan().await.unwrap(), &target)
+                .await
+                .unwrap();
+            assert_eq!(again.blocked, 1);
+            assert!(env.writes().iter().all(|w| w.status < 400));
+        }
     }
 }

@@ -11,6 +11,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
+use super::preflight::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
 
@@ -33,6 +34,10 @@ pub struct BcTarget {
     company: String,
     /// Its id, looked up on first use.
     company_id: OnceCell<String>,
+    /// `{api_url}/v2.0/{tenant}/{environment}`, where `$metadata` is read.
+    api_base: String,
+    /// The environment's `$metadata`, read once (pre-flight).
+    csdl: OnceCell<crate::tenant::business_central::Csdl>,
 }
 
 /// BC's `{"error": {"code", "message"}}` body as one line.
@@ -62,6 +67,8 @@ impl BcTarget {
             api: format!("{}/api/v2.0", api_base.trim_end_matches('/')),
             company: company.to_string(),
             company_id: OnceCell::new(),
+            api_base: api_base.trim_end_matches('/').to_string(),
+            csdl: OnceCell::new(),
         }
     }
 
@@ -177,6 +184,34 @@ fn uuid_like(s: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Target for BcTarget {
+    /// The entity set's properties and their `MaxLength`, from the environment's `$metadata`.
+    async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
+        let csdl = self
+            .csdl
+            .get_or_try_init(|| async {
+                let ep = crate::connect::Endpoint {
+                    http: self.http.clone(),
+                    base: self.api_base.clone(),
+                };
+                crate::tenant::business_central::metadata(&ep)
+                    .await
+                    .map_err(|e| WriteError::classify(e, reason_of))
+            })
+            .await?;
+        let Some(et) = csdl.sets.get(hub).and_then(|t| csdl.types.get(t)) else {
+            return Err(WriteError::Refused {
+                status: 404,
+                reason: format!("this environment's API v2.0 has no entity set `{hub}`"),
+            });
+        };
+        Ok(Some(HubSchema {
+            fields: et
+                .properties
+                .iter()
+                .map(|p| (p.name.clone(), FieldRule { max_len: p.max_len }))
+                .collect(),
+        }))
+    }
     async fn search(
         &self,
         hub: &str,

@@ -145,6 +145,10 @@ pub struct EntityMap {
     /// Values sent on create only (e.g. `ClientInd = "Y"`).
     #[serde(default)]
     pub defaults: BTreeMap<String, String>,
+    /// Target text fields cut to the tenant's maximum length (from its metadata) instead of
+    /// blocking the record: a longer value is otherwise never sent (see `preflight.rs`).
+    #[serde(default)]
+    pub truncate: Vec<String>,
     /// Target fields receiving the owner's employee code (from the source `ownerid` column,
     /// through `[owners]`), e.g. `["Principal", "ProjMgr"]`.
     #[serde(default)]

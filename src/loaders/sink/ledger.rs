@@ -30,6 +30,8 @@ pub enum Outcome {
     },
     /// A dependency has no target record yet.
     Waiting(String),
+    /// The pre-flight shows the target would refuse it: nothing sent.
+    Blocked(String),
     /// Nothing to write, and why: the target holds a newer version (a stale job replayed),
     /// the project is already seeded, the record does not meet `when`, or a `match` mapping
     /// found nothing.
@@ -168,6 +170,8 @@ pub struct JobCtx<'a> {
     pub target: &'a dyn Target,
     pub flow_name: &'a str,
     pub flow: &'a FlowFile,
+    /// The flow checked against the target's metadata: records it would refuse are blocked.
+    pub preflight: &'a super::preflight::Preflight,
 }
 
 /// The job's identity, for the audit.
@@ -312,13 +316,14 @@ impl JobCtx<'_> {
                 (job_status::FAILED, Some(reason.as_str()), *ambiguous)
             }
             Outcome::Waiting(why) => (job_status::WAITING, Some(why.as_str()), false),
+            Outcome::Blocked(why) => (job_status::BLOCKED, Some(why.as_str()), false),
         };
         self.state.sink_commit(&JobFinish {
             job_id: Some(j.job_id),
             status,
             error,
             ambiguous,
-            attempted: !matches!(outcome, Outcome::Waiting(_)),
+            attempted: !matches!(outcome, Outcome::Waiting(_) | Outcome::Blocked(_)),
             link: trail.link.as_ref().map(|(hub, key)| NewLink {
                 flow: self.flow_name,
                 source_entity: j.source_entity,
@@ -362,6 +367,20 @@ impl JobCtx<'_> {
             },
         );
         Outcome::Noop { key, reason }
+    }
+
+    /// The target would certainly refuse it: nothing is sent, audited with the reason.
+    fn block(&self, j: &JobRef<'_>, t: &mut Trail, why: String) -> Outcome {
+        t.audit(
+            j,
+            self.flow_name,
+            AuditEntry {
+                action: "blocked".into(),
+                error: Some(why.clone()),
+                ..AuditEntry::default()
+            },
+        );
+        Outcome::Blocked(why)
     }
 
     /// A dependency is missing: the job waits, audited with the reason.
@@ -448,7 +467,11 @@ impl JobCtx<'_> {
             }
             _ => {}
         }
+        if let Some(why) = self.preflight.blocked(em, record) {
+            return Ok(self.block(j, t, why));
+        }
         let (mut body, defaulted) = self.map_fields(em, record)?;
+        self.preflight.truncate(em, &mut body);
         let owner_note = if defaulted && !em.owner_fields.is_empty() {
             " owner=default"
         } else {

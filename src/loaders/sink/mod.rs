@@ -23,6 +23,7 @@ pub mod flow;
 pub mod ledger;
 pub mod pipedrive;
 pub mod plan;
+pub mod preflight;
 pub mod target;
 
 use serde::Serialize;
@@ -32,6 +33,7 @@ use self::deltek::DeltekTarget;
 use self::flow::FlowFile;
 use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
+use self::preflight::Preflight;
 use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
@@ -68,6 +70,8 @@ pub struct ApplyReport {
     pub noop: usize,
     pub failed: usize,
     pub waiting: usize,
+    /// Jobs the target would certainly refuse (pre-flight): nothing sent.
+    pub blocked: usize,
     /// Audit entries landed in the warehouse (`mlc_sink.audit`) after the run.
     pub audit_landed: usize,
     pub jobs: Vec<JobResult>,
@@ -81,6 +85,7 @@ impl ApplyReport {
             "linked" => self.linked += 1,
             "failed" => self.failed += 1,
             "waiting" => self.waiting += 1,
+            "blocked" => self.blocked += 1,
             _ => self.noop += 1,
         }
         self.jobs.push(j);
@@ -270,13 +275,41 @@ impl<'a> Sink<'a> {
         }
     }
 
-    fn job_ctx<'b>(&'b self, target: &'b dyn Target) -> JobCtx<'b> {
+    fn job_ctx<'b>(&'b self, target: &'b dyn Target, preflight: &'b Preflight) -> JobCtx<'b> {
         JobCtx {
             state: &self.ctx.state,
             target,
             flow_name: &self.name,
             flow: &self.flow,
+            preflight,
         }
+    }
+
+    /// The flow checked against the target tenant's metadata (`mlc sink check`); every apply
+    /// and replay runs it before any write.
+    pub async fn preflight(&self, target: &dyn Target) -> Result<Preflight> {
+        preflight::check(&self.flow, target).await
+    }
+
+    /// The plan with the pre-flight applied: a job the target would certainly refuse is
+    /// `blocked`, with the reason, instead of a create or update.
+    pub async fn plan_checked(&self, target: &dyn Target) -> Result<(Plan, Preflight)> {
+        let mut p = self.plan().await?;
+        let pre = self.preflight(target).await?;
+        for j in &mut p.jobs {
+            if !matches!(j.action, Action::Create | Action::Update | Action::Match) {
+                continue;
+            }
+            let Some(em) = self.flow.mapping(&j.source_entity) else {
+                continue;
+            };
+            if let Some(why) = pre.blocked(em, &j.row.record) {
+                j.action = Action::Blocked;
+                j.cause = "blocked";
+                j.reason = why;
+            }
+        }
+        Ok((p, pre))
     }
 
     /// Performs `plan`: records every job, writes the creates and updates in dependency order,
@@ -288,7 +321,8 @@ impl<'a> Sink<'a> {
             flow: self.name.clone(),
             ..ApplyReport::default()
         };
-        let jc = self.job_ctx(target);
+        let pre = self.preflight(target).await?;
+        let jc = self.job_ctx(target, &pre);
         let now = chrono::Utc::now().to_rfc3339();
         // Made one at a time as they are stored, so the plan's records are not held twice.
         let jobs = plan.jobs.iter().map(|pj| SinkJob {
@@ -330,7 +364,11 @@ impl<'a> Sink<'a> {
                             b.inc(1);
                         }
                     }
-                    Action::Create | Action::Update | Action::Wait | Action::Match => {
+                    Action::Create
+                    | Action::Update
+                    | Action::Wait
+                    | Action::Match
+                    | Action::Blocked => {
                         runnable.push(pj);
                     }
                 }
@@ -342,17 +380,16 @@ impl<'a> Sink<'a> {
                 report.push(r);
             }
         }
-        // Jobs that waited for a parent created just now, and jobs a crashed apply left
-        // planned.
-        let mut left = self
-            .ctx
-            .state
-            .sink_jobs(&self.name, Some(job_status::WAITING))?;
-        left.extend(
-            self.ctx
-                .state
-                .sink_jobs(&self.name, Some(job_status::PLANNED))?,
-        );
+        // Jobs that waited for a parent created just now, jobs a crashed apply left planned,
+        // and blocked jobs (the tenant or the flow may have been fixed).
+        let mut left = Vec::new();
+        for status in [
+            job_status::WAITING,
+            job_status::PLANNED,
+            job_status::BLOCKED,
+        ] {
+            left.extend(self.ctx.state.sink_jobs(&self.name, Some(status))?);
+        }
         left.retain(|j| !in_plan.contains(j.job_id.as_str()));
         for j in self.ordered(left) {
             report.push(self.rerun(&jc, &j).await?);
@@ -654,15 +691,10 @@ impl<'a> Sink<'a> {
         let _lease = self.lease()?;
         let jobs = match which {
             Replay::Failed => {
-                let mut v = self
-                    .ctx
-                    .state
-                    .sink_jobs(&self.name, Some(job_status::FAILED))?;
-                v.extend(
-                    self.ctx
-                        .state
-                        .sink_jobs(&self.name, Some(job_status::WAITING))?,
-                );
+                let mut v = Vec::new();
+                for status in [job_status::FAILED, job_status::WAITING, job_status::BLOCKED] {
+                    v.extend(self.ctx.state.sink_jobs(&self.name, Some(status))?);
+                }
                 v
             }
             Replay::Job(id) => match self.ctx.state.sink_job(id)? {
@@ -675,7 +707,8 @@ impl<'a> Sink<'a> {
                 }
             },
         };
-        let jc = self.job_ctx(target);
+        let pre = self.preflight(target).await?;
+        let jc = self.job_ctx(target, &pre);
         let mut report = ApplyReport {
             flow: self.name.clone(),
             ..ApplyReport::default()
@@ -789,7 +822,10 @@ impl<'a> Sink<'a> {
             stale_after_hours: self.flow.stale_after_hours,
             failed: jobs
                 .into_iter()
-                .filter(|j| j.status == job_status::FAILED || j.status == job_status::WAITING)
+                .filter(|j| {
+                    [job_status::FAILED, job_status::WAITING, job_status::BLOCKED]
+                        .contains(&j.status.as_str())
+                })
                 .collect(),
         })
     }
@@ -821,6 +857,7 @@ fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult
         Outcome::Linked(k) => ("linked", Some(k), "found by search".into()),
         Outcome::Failed { reason, .. } => ("failed", None, reason),
         Outcome::Waiting(why) => ("waiting", None, why),
+        Outcome::Blocked(why) => ("blocked", None, why),
         Outcome::Noop { key, reason } => ("noop", key, reason),
     };
     JobResult {

@@ -32,6 +32,8 @@ pub enum Action {
     /// The change row is malformed (no primary key): apply fails this job, with the reason
     /// audited, and goes on with the others.
     Invalid,
+    /// The target's metadata shows it would be refused (pre-flight): apply sends nothing.
+    Blocked,
 }
 
 /// Source ids given to change rows without a primary key (`?malformed:<run>#<row>`): they
@@ -138,8 +140,9 @@ impl Action {
             Action::Update => 1,
             Action::Match => 2,
             Action::Invalid => 3,
-            Action::Wait => 4,
-            Action::Noop => 5,
+            Action::Blocked => 4,
+            Action::Wait => 5,
+            Action::Noop => 6,
         }
     }
 
@@ -150,6 +153,7 @@ impl Action {
             Action::Update => "update",
             Action::Match => "match",
             Action::Invalid => "malformed",
+            Action::Blocked => "blocked",
             Action::Wait => "wait",
             Action::Noop => "no-op",
         }

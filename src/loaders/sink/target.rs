@@ -5,6 +5,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
+use super::preflight::HubSchema;
 use crate::error::Error;
 
 /// Why a write did not succeed, as the sink acts on it.
@@ -125,6 +126,12 @@ pub trait Target: Send + Sync {
             reason: format!("{hub} documents can't be posted on this target"),
         })
     }
+
+    /// The hub's fields as the tenant has them, from its metadata, for the pre-flight
+    /// (`preflight.rs`). `None`: the target publishes nothing the sink reads.
+    async fn schema(&self, _hub: &str) -> Result<Option<HubSchema>, WriteError> {
+        Ok(None)
+    }
 }
 
 /// A boxed target is a target (so `&Box<dyn Target>` passes where `&dyn Target` is taken).
@@ -177,5 +184,9 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     async fn post(&self, hub: &str, key: &str) -> Result<u16, WriteError> {
         (**self).post(hub, key).await
+    }
+
+    async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
+        (**self).schema(hub).await
     }
 }

@@ -444,6 +444,19 @@ fn clean(
                 v.to_string().trim_matches('"')
             )));
         }
+        // A text longer than the field takes is refused, as `$metadata`'s MaxLength says.
+        if let (Some(max), Value::String(s)) = (ent.fields[i].max_len, v)
+            && s.chars().count() > usize::from(max)
+        {
+            return Err(reject(
+                400,
+                "Application_StringExceededLength",
+                format!(
+                    "The length of the string is {}, but it must be less than or equal to {max} characters. Value: {s}",
+                    s.chars().count()
+                ),
+            ));
+        }
         out.insert(k.clone(), v.clone());
     }
     Ok(out)
