@@ -212,6 +212,9 @@ enum SinkCmd {
         /// Target connection (default: the only connection of the flow's target system).
         #[arg(long)]
         target: Option<String>,
+        /// Forget the rules learned from the target's refusals (after the tenant changed).
+        #[arg(long)]
+        forget_learned: bool,
         #[arg(long)]
         json: bool,
     },
@@ -594,6 +597,14 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             );
         }
     };
+    let print_learned = |pre: &ml_connector::loaders::sink::preflight::Preflight, flow: &str| {
+        for r in &pre.learned {
+            println!(
+                "learned: the tenant requires `{}` on a new {} (from a refusal on {}: {}); once the tenant changes, `mlc sink check {flow} --forget-learned`",
+                r.field, r.hub, r.learned_at, r.reason
+            );
+        }
+    };
     let print_unchecked = |pre: &ml_connector::loaders::sink::preflight::Preflight| {
         if !pre.unchecked.is_empty() {
             println!(
@@ -692,14 +703,27 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        SinkCmd::Check { flow, target, json } => {
+        SinkCmd::Check {
+            flow,
+            target,
+            forget_learned,
+            json,
+        } => {
             let s = Sink::open(&ctx, &flow)?;
             let t = s.target(target.as_deref())?;
+            if forget_learned {
+                let n = ctx.state.sink_forget_rules(t.connection())?;
+                eprintln!(
+                    "forgot {n} learned rules of connection `{}`",
+                    t.connection()
+                );
+            }
             let pre = s.preflight(&t).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&pre)?);
             } else {
                 print_preflight(&pre);
+                print_learned(&pre, &flow);
                 print_unchecked(&pre);
                 if pre.ok() {
                     println!("{flow}: no problem found against the target's metadata");

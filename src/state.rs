@@ -736,7 +736,27 @@ CREATE TABLE IF NOT EXISTS sink_numbers (
     number TEXT NOT NULL,
     PRIMARY KEY (flow, mapping, source_id)
 );
+CREATE TABLE IF NOT EXISTS sink_rules (
+    connection TEXT NOT NULL,
+    hub TEXT NOT NULL,
+    field TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    learned_at TEXT NOT NULL,
+    PRIMARY KEY (connection, hub, field)
+);
 "#;
+
+/// A rule of a target tenant its metadata does not show (a field Vantagepoint's screen
+/// designer made required), learned from a refusal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LearnedRule {
+    pub hub: String,
+    /// The field the tenant requires.
+    pub field: String,
+    /// The refusal it was learned from.
+    pub reason: String,
+    pub learned_at: String,
+}
 
 /// Sink job statuses.
 pub mod job_status {
@@ -988,6 +1008,53 @@ impl StateStore {
                 )?;
             }
             tx.commit()
+        })
+    }
+
+    /// Remembers that target connection `connection` requires `field` on `hub`.
+    pub fn sink_learn_rule(
+        &self,
+        connection: &str,
+        hub: &str,
+        field: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let now = chrono::Utc::now().to_rfc3339();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO sink_rules (connection, hub, field, reason, learned_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (connection, hub, field) DO UPDATE SET reason = excluded.reason, learned_at = excluded.learned_at",
+                params![connection, hub, field, reason, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The rules learned for target connection `connection`.
+    pub fn sink_rules(&self, connection: &str) -> Result<Vec<LearnedRule>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT hub, field, reason, learned_at FROM sink_rules WHERE connection = ?1 ORDER BY hub, field",
+            )?;
+            let rows = st.query_map(params![connection], |r| {
+                Ok(LearnedRule {
+                    hub: r.get(0)?,
+                    field: r.get(1)?,
+                    reason: r.get(2)?,
+                    learned_at: r.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Forgets the learned rules of `connection` (the tenant was changed); returns how many.
+    pub fn sink_forget_rules(&self, connection: &str) -> Result<usize> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM sink_rules WHERE connection = ?1",
+                params![connection],
+            )
         })
     }
 

@@ -28,6 +28,10 @@ pub struct MetaField {
     pub custom: bool,
     /// Digits after the point of a numeric field.
     pub decimals: Option<u8>,
+    /// The hub refuses a new record without a value for it (`Required`).
+    pub required: bool,
+    /// Longest text it takes (`MaxLength`; 0 or absent: no limit given).
+    pub max_len: Option<u32>,
 }
 
 /// A Vantagepoint metadata type as a catalog type. Checkboxes (`Y`/`N`), dropdown codes and
@@ -105,6 +109,12 @@ pub fn parse_metadata(body: &[u8]) -> std::result::Result<Vec<MetaField>, String
                     .get("Decimals")
                     .and_then(Value::as_u64)
                     .and_then(|d| u8::try_from(d).ok()),
+                required: f.get("Required").and_then(Value::as_bool).unwrap_or(false),
+                max_len: f
+                    .get("MaxLength")
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n > 0)
+                    .and_then(|n| u32::try_from(n).ok()),
             })
         })
         .collect())

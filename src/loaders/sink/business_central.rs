@@ -38,6 +38,7 @@ pub struct BcTarget {
     api_base: String,
     /// The environment's `$metadata`, read once (pre-flight).
     csdl: OnceCell<crate::tenant::business_central::Csdl>,
+    connection: String,
 }
 
 /// BC's `{"error": {"code", "message"}}` body as one line.
@@ -61,7 +62,7 @@ fn literal(v: &str) -> String {
 impl BcTarget {
     /// `api_base` is the connection's `{api_url}/v2.0/{tenant}/{environment}`; `company` a
     /// company name or id.
-    pub fn new(http: HttpClient, api_base: &str, company: &str) -> Self {
+    pub fn new(http: HttpClient, connection: &str, api_base: &str, company: &str) -> Self {
         Self {
             http,
             api: format!("{}/api/v2.0", api_base.trim_end_matches('/')),
@@ -69,6 +70,7 @@ impl BcTarget {
             company_id: OnceCell::new(),
             api_base: api_base.trim_end_matches('/').to_string(),
             csdl: OnceCell::new(),
+            connection: connection.to_string(),
         }
     }
 
@@ -184,6 +186,10 @@ fn uuid_like(s: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Target for BcTarget {
+    fn connection(&self) -> &str {
+        &self.connection
+    }
+
     /// The entity set's properties and their `MaxLength`, from the environment's `$metadata`.
     async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
         let csdl = self
@@ -208,7 +214,17 @@ impl Target for BcTarget {
             fields: et
                 .properties
                 .iter()
-                .map(|p| (p.name.clone(), FieldRule { max_len: p.max_len }))
+                // `Nullable="false"` is no create rule: BC fills such fields itself (a
+                // number from its series, blanks), so no field is taken as required.
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        FieldRule {
+                            max_len: p.max_len,
+                            required: false,
+                        },
+                    )
+                })
                 .collect(),
         }))
     }

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 
+use super::preflight::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written};
 
 /// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same
@@ -85,6 +86,7 @@ pub struct DeltekTarget {
     /// `https://host/app/api` (no trailing slash).
     base: String,
     hubs: BTreeMap<String, Hub>,
+    connection: String,
 }
 
 impl DeltekTarget {
@@ -137,6 +139,7 @@ impl DeltekTarget {
             http,
             base: base.trim_end_matches('/').to_string(),
             hubs: out,
+            connection: conn.name.clone(),
         })
     }
 
@@ -190,6 +193,53 @@ impl DeltekTarget {
 
 #[async_trait::async_trait]
 impl Target for DeltekTarget {
+    /// The hub's fields from `GET metadata/{hub}` (`Required`, `MaxLength`), named as the
+    /// flow names them. A tenant that serves no metadata for the hub (404) is not checked.
+    async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
+        let h = self.hub(hub)?;
+        let url = format!("{}/metadata/{}", self.base, h.path);
+        let resp = match self
+            .http
+            .send(Method::GET, &url, &h.path, Idempotency::Safe, |rb| {
+                rb.header(ACCEPT, "application/json")
+            })
+            .await
+        {
+            Ok(r) => r,
+            Err(crate::error::Error::Http { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(WriteError::classify(e, reason_of)),
+        };
+        let fields =
+            crate::tenant::deltek::parse_metadata(&resp.body).map_err(|e| WriteError::Refused {
+                status: resp.status,
+                reason: format!("metadata/{}: {e}", h.path),
+            })?;
+        let flow_name = |payload: &str| {
+            h.outgoing
+                .iter()
+                .find(|(_, p)| p.as_str() == payload)
+                .map_or_else(|| payload.to_string(), |(f, _)| f.clone())
+        };
+        Ok(Some(HubSchema {
+            fields: fields
+                .into_iter()
+                .map(|f| {
+                    (
+                        flow_name(&f.name),
+                        FieldRule {
+                            max_len: f.max_len,
+                            required: f.required,
+                        },
+                    )
+                })
+                .collect(),
+        }))
+    }
+
+    fn connection(&self) -> &str {
+        &self.connection
+    }
+
     /// The hub's key field, as the flow names it.
     fn key_field(&self, hub: &str) -> &str {
         self.hubs.get(hub).map_or("", |h| h.key.as_str())

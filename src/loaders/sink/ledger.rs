@@ -467,7 +467,7 @@ impl JobCtx<'_> {
             }
             _ => {}
         }
-        if let Some(why) = self.preflight.blocked(em, record) {
+        if let Some(why) = self.preflight.blocked(em, record, false) {
             return Ok(self.block(j, t, why));
         }
         let (mut body, defaulted) = self.map_fields(em, record)?;
@@ -674,6 +674,9 @@ impl JobCtx<'_> {
                 if let Some((field, lines)) = lines {
                     body.insert(field, lines);
                 }
+                if let Some(why) = self.preflight.missing_required(em, &body) {
+                    return Ok(self.block(j, t, why));
+                }
                 let req = self.summary("POST", hub, None, &body);
                 let res = self.target.create(hub, &nest(body)).await;
                 let ms = started.elapsed().as_millis() as u64;
@@ -706,7 +709,22 @@ impl JobCtx<'_> {
                         }
                         Ok(Outcome::Created(key))
                     }
-                    Err(e) => Ok(self.failed_write(j, t, "POST", req, None, ms, e)),
+                    Err(e) => {
+                        // "`Type` is required.": a rule of the tenant, not of this record. Kept
+                        // for the connection; the rest of the mapping is blocked with it.
+                        if let WriteError::Refused { reason, .. } = &e
+                            && let Some(field) = super::preflight::learned_from(reason)
+                        {
+                            self.state.sink_learn_rule(
+                                self.target.connection(),
+                                hub,
+                                &field,
+                                reason,
+                            )?;
+                            self.preflight.learn(hub, &field);
+                        }
+                        Ok(self.failed_write(j, t, "POST", req, None, ms, e))
+                    }
                 }
             }
         }

@@ -231,11 +231,13 @@ impl<'a> Sink<'a> {
                     ))
                 })?;
             return Ok(Box::new(business_central::BcTarget::new(
-                ep.http, &ep.base, &company,
+                ep.http, &conn.name, &ep.base, &company,
             )));
         }
         if self.flow.target_system == "pipedrive" {
-            return Ok(Box::new(pipedrive::PipedriveTarget::new(ep.http, &ep.base)));
+            return Ok(Box::new(pipedrive::PipedriveTarget::new(
+                ep.http, &conn.name, &ep.base,
+            )));
         }
         let mut hubs: Vec<&str> = self
             .flow
@@ -288,7 +290,8 @@ impl<'a> Sink<'a> {
     /// The flow checked against the target tenant's metadata (`mlc sink check`); every apply
     /// and replay runs it before any write.
     pub async fn preflight(&self, target: &dyn Target) -> Result<Preflight> {
-        preflight::check(&self.flow, target).await
+        let learned = self.ctx.state.sink_rules(target.connection())?;
+        preflight::check(&self.flow, target, &learned).await
     }
 
     /// The plan with the pre-flight applied: a job the target would certainly refuse is
@@ -303,7 +306,7 @@ impl<'a> Sink<'a> {
             let Some(em) = self.flow.mapping(&j.source_entity) else {
                 continue;
             };
-            if let Some(why) = pre.blocked(em, &j.row.record) {
+            if let Some(why) = pre.blocked(em, &j.row.record, j.action == Action::Create) {
                 j.action = Action::Blocked;
                 j.cause = "blocked";
                 j.reason = why;

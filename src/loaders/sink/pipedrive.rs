@@ -25,6 +25,7 @@ pub struct PipedriveTarget {
     configured: String,
     /// The API base: OAuth's `api_domain`, else `api_url` (looked up on first use).
     base: OnceCell<String>,
+    connection: String,
 }
 
 /// Pipedrive's `{"success": false, "error": "…"}` body as one line.
@@ -70,11 +71,12 @@ fn written(key: &str, status: u16, body: &[u8]) -> Result<Written, WriteError> {
 }
 
 impl PipedriveTarget {
-    pub fn new(http: HttpClient, api_url: &str) -> Self {
+    pub fn new(http: HttpClient, connection: &str, api_url: &str) -> Self {
         Self {
             http,
             configured: api_url.trim_end_matches('/').to_string(),
             base: OnceCell::new(),
+            connection: connection.to_string(),
         }
     }
 
@@ -97,6 +99,10 @@ impl PipedriveTarget {
 
 #[async_trait::async_trait]
 impl Target for PipedriveTarget {
+    fn connection(&self) -> &str {
+        &self.connection
+    }
+
     async fn search(
         &self,
         _hub: &str,

@@ -1,25 +1,32 @@
 //! Pre-flight: a flow checked against the target tenant's own schema before any write. The
-//! target's metadata (Business Central `$metadata`) says which fields each hub has and how long
-//! a text may be; a flow that maps a field the tenant lacks, or searches by an external-id field
-//! it lacks, is reported once per mapping with the fix, and a record whose value is longer than
-//! the tenant takes is `blocked` with the reason instead of sending a request that is certainly
-//! refused. Values are never cut unless the mapping lists the field in `truncate`.
+//! target's metadata (Business Central `$metadata`, Vantagepoint `metadata/{hub}`) says which
+//! fields each hub has, which a new record must have and how long a text may be; a flow that
+//! maps a field the tenant lacks, searches by an external-id field it lacks, or gives a required
+//! field no value is reported once per mapping with the fix, and a record the tenant would
+//! certainly refuse is `blocked` with the reason instead of sending the request. Rules the
+//! metadata does not show (Vantagepoint's screen-designer required fields) are learned from the
+//! first refusal ([`learned_from`]) and kept per target connection, so the rest of the mapping
+//! is blocked with the same reason. Values are never cut unless the mapping lists the field in
+//! `truncate`.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::flow::{EntityMap, FlowFile};
+use super::flow::{EntityMap, FlowFile, Mode};
 use super::ledger::source_value;
 use super::target::Target;
 use crate::error::{Error, Result};
+use crate::state::LearnedRule;
 
 /// What the target's metadata says about one field of a hub.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FieldRule {
     /// Longest text the field takes, in characters.
     pub max_len: Option<u32>,
+    /// A new record must have a value for it.
+    pub required: bool,
 }
 
 /// The fields of one hub as the target tenant has them.
@@ -36,21 +43,68 @@ pub struct Problem {
     pub target: String,
     pub problem: String,
     pub fix: String,
+    /// Only a create is refused for it (a required field); updates go on.
+    pub creates_only: bool,
 }
 
 /// A flow checked against its target: the problems, and each mapping's hub schema for the
 /// per-record checks.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Preflight {
     pub problems: Vec<Problem>,
     /// Mappings whose hub publishes no schema the sink reads (nothing checked for them).
     pub unchecked: Vec<String>,
+    /// Rules of the tenant learned from refusals, for this flow's hubs.
+    pub learned: Vec<LearnedRule>,
     #[serde(skip)]
     schemas: BTreeMap<String, HubSchema>,
+    /// Mapping → its hub's key field, where the server assigns it on create.
+    #[serde(skip)]
+    server_keys: BTreeMap<String, String>,
+    /// Required fields learned during this apply: hub → field.
+    #[serde(skip)]
+    learned_now: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// Reads each mapping's hub schema from the target and checks the flow against it.
-pub async fn check(flow: &FlowFile, target: &dyn Target) -> Result<Preflight> {
+/// The target fields a mapping gives a value on create: its fields, defaults, constants,
+/// owner fields, parent reference, external id, lines and its hub's key (client-assigned
+/// numbers, or assigned by the server).
+fn given_fields(em: &EntityMap, target: &dyn Target) -> Vec<String> {
+    let mut given: Vec<String> = em
+        .fields
+        .values()
+        .chain(em.defaults.keys())
+        .chain(em.constants.keys())
+        .chain(em.owner_fields.iter())
+        .cloned()
+        .collect();
+    given.extend(em.parent.as_ref().map(|p| p.field.clone()));
+    given.extend(em.external_id_field.clone());
+    given.extend(em.lines.as_ref().map(|l| l.field.clone()));
+    given.push(target.key_field(&em.target).to_string());
+    given
+}
+
+/// The field a refusal says the tenant requires (Vantagepoint: "`Type` is required."), if it
+/// says so: a rule of the tenant, not of one record.
+pub fn learned_from(reason: &str) -> Option<String> {
+    let field = reason
+        .trim()
+        .strip_suffix("is required.")?
+        .split_whitespace()
+        .last()?
+        .trim_matches('`');
+    (!field.is_empty() && field.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then(|| field.to_string())
+}
+
+/// Reads each mapping's hub schema from the target, adds the rules `learned` from earlier
+/// refusals, and checks the flow against it.
+pub async fn check(
+    flow: &FlowFile,
+    target: &dyn Target,
+    learned: &[LearnedRule],
+) -> Result<Preflight> {
     let mut out = Preflight::default();
     for em in &flow.entities {
         let name = em.name().to_string();
@@ -61,16 +115,25 @@ pub async fn check(flow: &FlowFile, target: &dyn Target) -> Result<Preflight> {
                 e.reason()
             ))
         })?;
-        let Some(schema) = schema else {
+        let rules: Vec<&LearnedRule> = learned.iter().filter(|r| r.hub == em.target).collect();
+        let Some(mut schema) = schema.or_else(|| (!rules.is_empty()).then(HubSchema::default))
+        else {
             out.unchecked.push(name);
             continue;
         };
-        let mut problem = |problem: String, fix: String| {
+        for r in &rules {
+            schema.fields.entry(r.field.clone()).or_default().required = true;
+            if !out.learned.contains(r) {
+                out.learned.push((*r).clone());
+            }
+        }
+        let mut problem = |problem: String, fix: String, creates_only: bool| {
             out.problems.push(Problem {
                 mapping: name.clone(),
                 target: hub_name.clone(),
                 problem,
                 fix,
+                creates_only,
             })
         };
         if let Some(x) = &em.external_id_field
@@ -82,16 +145,20 @@ pub async fn check(flow: &FlowFile, target: &dyn Target) -> Result<Preflight> {
                     "create it in the tenant (README: \"Sink stage\", the external-id field), or set `external_id_field` of mapping `{}` in a project overlay of the flow to a field the tenant has",
                     em.name()
                 ),
+                false,
             );
         }
+        // Fields the tenant lacks; a learned rule's field may not be in the metadata.
+        let known = |f: &str| schema.fields.contains_key(f) || rules.iter().any(|r| r.field == f);
         let mapped = em.fields.values().chain(em.defaults.keys());
-        for f in mapped.filter(|f| !f.contains('/') && !schema.fields.contains_key(*f)) {
+        for f in mapped.filter(|f| !f.contains('/') && !known(f)) {
             problem(
                 format!("`{f}` is not a field of this tenant's {hub_name}"),
                 format!(
                     "map it to a field {hub_name} has, or drop it from mapping `{}`",
                     em.name()
                 ),
+                false,
             );
         }
         for f in &em.truncate {
@@ -99,8 +166,42 @@ pub async fn check(flow: &FlowFile, target: &dyn Target) -> Result<Preflight> {
                 problem(
                     format!("`truncate` names `{f}`, which has no length limit in {hub_name}"),
                     "list only text fields with a maximum length".into(),
+                    false,
                 );
             }
+        }
+        // Required fields the mapping gives no value: every create would be refused (a
+        // `match` or `update` mapping never creates).
+        let creates = matches!(em.mode, Mode::Upsert | Mode::Seed);
+        let given = given_fields(em, target);
+        for (f, _) in schema.fields.iter().filter(|(_, r)| creates && r.required) {
+            if given.iter().any(|g| g == f) {
+                continue;
+            }
+            let learned = rules
+                .iter()
+                .find(|r| &r.field == f)
+                .map(|r| {
+                    format!(
+                        " (learned from a refusal on {}: {})",
+                        r.learned_at, r.reason
+                    )
+                })
+                .unwrap_or_default();
+            problem(
+                format!(
+                    "this tenant requires `{f}` on a new {hub_name} record, and mapping `{}` gives it no value{learned}",
+                    em.name()
+                ),
+                format!(
+                    "map a source field to `{f}`, or give it a default (`defaults = {{ {f} = \"…\" }}`) in a project overlay of the flow; or make it optional in the tenant (then `mlc sink check --forget-learned`)"
+                ),
+                true,
+            );
+        }
+        if !target.client_keyed(&em.target) {
+            out.server_keys
+                .insert(name.clone(), target.key_field(&em.target).to_string());
         }
         out.schemas.insert(name, schema);
     }
@@ -114,10 +215,20 @@ impl Preflight {
     }
 
     /// Why a write of `record` through `em` would certainly be refused, if it would: a problem
-    /// of its mapping, or a mapped value longer than the tenant takes.
-    pub fn blocked(&self, em: &EntityMap, record: &Map<String, Value>) -> Option<String> {
-        if let Some(p) = self.problems.iter().find(|p| p.mapping == em.name()) {
-            return Some(format!("{} ({})", p.problem, p.fix));
+    /// of its mapping (those of creates only when `creating`), or a mapped value longer than
+    /// the tenant takes.
+    pub fn blocked(
+        &self,
+        em: &EntityMap,
+        record: &Map<String, Value>,
+        creating: bool,
+    ) -> Option<String> {
+        if let Some(p) = self
+            .problems
+            .iter()
+            .find(|p| p.mapping == em.name() && (creating || !p.creates_only))
+        {
+            return Some(format!("{} (fix: {})", p.problem, p.fix));
         }
         let schema = self.schemas.get(em.name())?;
         for (src, dst) in &em.fields {
@@ -136,6 +247,62 @@ impl Preflight {
             }
         }
         None
+    }
+
+    /// Why the tenant would refuse to create `body` (the request as it would be sent): a
+    /// required field without a value.
+    pub fn missing_required(&self, em: &EntityMap, body: &Map<String, Value>) -> Option<String> {
+        let empty = HubSchema::default();
+        let schema = self.schemas.get(em.name()).unwrap_or(&empty);
+        let blank = |f: &str| match body.get(f) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.trim().is_empty(),
+            Some(_) => false,
+        };
+        let learned = self
+            .learned_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|(hub, _)| *hub == em.target)
+            .map(|(_, f)| f.clone())
+            .collect::<Vec<_>>();
+        let mut missing: Vec<&str> = schema
+            .fields
+            .iter()
+            .filter(|(f, r)| r.required && blank(f) && !self.server_assigned(em, f))
+            .map(|(f, _)| f.as_str())
+            .collect();
+        for f in &learned {
+            if blank(f) && !missing.contains(&f.as_str()) {
+                missing.push(f);
+            }
+        }
+        (!missing.is_empty()).then(|| {
+            format!(
+                "this tenant requires {} on a new {} record, and this record has no value for it",
+                missing
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                em.target
+            )
+        })
+    }
+
+    /// Takes a rule learned from a refusal during this apply: the next creates of `hub`
+    /// without `field` are blocked instead of sent.
+    pub fn learn(&self, hub: &str, field: &str) {
+        self.learned_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((hub.to_string(), field.to_string()));
+    }
+
+    /// The key the server assigns on create (not the client's to give).
+    fn server_assigned(&self, em: &EntityMap, field: &str) -> bool {
+        self.server_keys.get(em.name()).is_some_and(|k| k == field)
     }
 
     /// Cuts the values of the mapping's `truncate` fields in `body` (the target's field names)

@@ -100,6 +100,9 @@ pub trait Target: Send + Sync {
     /// The hub's key field, as the flow names it.
     fn key_field(&self, hub: &str) -> &str;
 
+    /// The mlc.toml connection written to (rules learned about a tenant are kept under it).
+    fn connection(&self) -> &str;
+
     /// Whether the client assigns the hub's key on create (the mapping's `number` scheme).
     fn client_keyed(&self, hub: &str) -> bool;
 
@@ -160,6 +163,10 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     fn key_field(&self, hub: &str) -> &str {
         (**self).key_field(hub)
+    }
+
+    fn connection(&self) -> &str {
+        (**self).connection()
     }
 
     fn client_keyed(&self, hub: &str) -> bool {

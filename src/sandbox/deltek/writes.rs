@@ -160,6 +160,20 @@ pub fn validate(
         if stored(col.src.ty, v).is_err() {
             return Err(format!("'{v}' is not a valid value for {}.", col.out));
         }
+        // Text longer than the field (its metadata's MaxLength). The wording of the server's
+        // message is an [ASSUMPTION]; that it refuses is what the column size implies. Only
+        // free text is checked: this fake's record ids and references are dashed GUIDs, longer
+        // than the 32 characters Vantagepoint's undashed ones take.
+        if let Value::String(s) = v
+            && matches!(col.src.ty, Ty::String | Ty::Memo | Ty::Phone)
+            && col.src.max_len > 0
+            && s.chars().count() > usize::from(col.src.max_len)
+        {
+            return Err(format!(
+                "{} cannot be longer than {} characters.",
+                col.out, col.src.max_len
+            ));
+        }
     }
     let blank = |f: &str| match record.iter().find(|(k, _)| k.eq_ignore_ascii_case(f)) {
         None => creating,
