@@ -135,6 +135,31 @@ pub struct Connection {
     /// Minutes the tenant's live schema (its metadata) is cached before a run reads it again;
     /// default `tenant::DEFAULT_TTL_MINUTES`.
     pub schema_ttl_minutes: Option<f64>,
+    /// This tenant's settings for the sink flows that write to it, by flow and mapping
+    /// (`[connections.<name>.sink.<flow>.<mapping>]`): the built-in flows stay as they are.
+    pub sink: BTreeMap<String, BTreeMap<String, MappingOverride>>,
+}
+
+/// One mapping of a sink flow as one target tenant needs it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingOverride {
+    /// The tenant's external-id field (`""`: the tenant has none; the sink then matches by
+    /// natural key only).
+    pub external_id_field: Option<String>,
+    /// Values for fields the tenant requires (a firm's `Type`, a project's `ProjMgr`), added to
+    /// the flow's defaults.
+    #[serde(default)]
+    pub defaults: BTreeMap<String, String>,
+    /// Target text fields cut to the tenant's length instead of blocking the record.
+    #[serde(default)]
+    pub truncate: Vec<String>,
+    /// Target fields this tenant does not have (`Probability` on an older Vantagepoint): not
+    /// sent.
+    #[serde(default)]
+    pub omit: Vec<String>,
+    /// Post created documents (Business Central), or leave them drafts.
+    pub post: Option<bool>,
 }
 
 impl Connection {
@@ -688,6 +713,7 @@ const COMMON_KEYS: &[&str] = &[
     "max_concurrency",
     "reconcile_every_hours",
     "schema_ttl_minutes",
+    "sink",
 ];
 
 impl Config {
@@ -870,6 +896,18 @@ fn parse_connection(
         "minutes",
         table.remove("schema_ttl_minutes"),
     )?;
+    let sink = match table.remove("sink") {
+        None => BTreeMap::new(),
+        Some(v) => v
+            .try_into::<BTreeMap<String, BTreeMap<String, MappingOverride>>>()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "{}: {} (e.g. [connections.{name}.sink.dynamics_to_deltek.account] external_id_field = \"CustCRMId\", defaults = {{ Type = \"C\" }})",
+                    at("sink"),
+                    e.to_string().trim()
+                ))
+            })?,
+    };
     table.remove("system");
     let typed = |system: &str| {
         let name = name.to_string();
@@ -992,6 +1030,7 @@ fn parse_connection(
         max_concurrency,
         reconcile_every_hours,
         schema_ttl_minutes,
+        sink,
     })
 }
 

@@ -677,7 +677,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             target,
             json,
         } => {
-            let s = Sink::open(&ctx, &flow)?;
+            let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let (p, pre) = match s.target(target.as_deref()) {
                 Ok(t) => {
                     let (p, pre) = s.plan_checked(&t).await?;
@@ -709,7 +709,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             forget_learned,
             json,
         } => {
-            let s = Sink::open(&ctx, &flow)?;
+            let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let t = s.target(target.as_deref())?;
             if forget_learned {
                 let n = ctx.state.sink_forget_rules(t.connection())?;
@@ -742,7 +742,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             target,
             json,
         } => {
-            let s = Sink::open(&ctx, &flow)?;
+            let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let t = s.target(target.as_deref())?;
             let (p, pre) = s.plan_checked(&t).await?;
             if !yes {
@@ -767,7 +767,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             target,
             json,
         } => {
-            let s = Sink::open(&ctx, &flow)?;
+            let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let which = job.map_or(Replay::Failed, Replay::Job);
             if !yes {
                 let jobs = match &which {
@@ -803,7 +803,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             target_id,
             target,
         } => {
-            let s = Sink::open(&ctx, &flow)?;
+            let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let t = s.target(target.as_deref())?;
             let r = s.link(&job, &target_id, &t).await?;
             println!(

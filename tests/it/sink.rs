@@ -36,11 +36,21 @@ impl Env {
 
     /// `model`: the Deltek connection's `opportunity_model` (the sandbox tenant follows it).
     async fn with_model(scale: u64, model: Option<&str>) -> Env {
+        Env::with_tenant(scale, model, ml_connector::sandbox::Tenant::Standard).await
+    }
+
+    /// Like `with_model`, against sandbox tenant `tenant`.
+    async fn with_tenant(
+        scale: u64,
+        model: Option<&str>,
+        tenant: ml_connector::sandbox::Tenant,
+    ) -> Env {
         let dir = tempfile::tempdir().unwrap();
         let sandbox = Sandbox::start(
             SandboxOptions {
                 scale,
                 retry_after_secs: 0,
+                tenant,
                 ..SandboxOptions::default()
             },
             "127.0.0.1:0".parse().unwrap(),
@@ -1032,4 +1042,102 @@ async fn an_ambiguous_match_is_resolved_by_sink_link() {
         .map(|a| a.action)
         .collect();
     assert_eq!(audit, ["failed", "link", "update", "unlink"]);
+}
+
+/// A Vantagepoint tenant set up differently from the flow: its firms keep the external id in
+/// `CustCRMId` (it has no `CustDynamicsId`) and it has no `Probability`. The pre-flight says so
+/// before any write and every firm is blocked, nothing sent; the tenant's settings in mlc.toml
+/// (`[connections.vp.sink.dynamics_to_deltek.<mapping>]`) make the same built-in flow write to
+/// it, each firm carrying the account id in the tenant's own field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_set_up_differently_is_written_with_its_settings_from_mlc_toml() {
+    let env = Env::with_tenant(20, None, ml_connector::sandbox::Tenant::Lean).await;
+    env.sync().await;
+    let accounts = env.scalar("SELECT COUNT(*) FROM raw_dataverse.account");
+    {
+        let sink = Sink::open(&env.ctx, FLOW).unwrap();
+        let target = sink.target(None).unwrap();
+        let pre = sink.preflight(&target).await.unwrap();
+        let says = |mapping: &str, what: &str| {
+            pre.problems
+                .iter()
+                .any(|p| p.mapping == mapping && p.problem.contains(what))
+        };
+        assert!(
+            says(
+                "account",
+                "external-id field `CustDynamicsId` does not exist"
+            ),
+            "{:#?}",
+            pre.problems
+        );
+        assert!(says("opportunity", "`Probability` is not a field"));
+        let report = sink
+            .apply(&sink.plan().await.unwrap(), &target)
+            .await
+            .unwrap();
+        let blocked = report
+            .jobs
+            .iter()
+            .filter(|j| j.source_entity == "account" && j.outcome == "blocked")
+            .count() as u64;
+        assert_eq!(blocked, accounts);
+        assert!(
+            !env.sandbox
+                .deltek_writes()
+                .iter()
+                .any(|w| w.table == "firm"),
+            "nothing sent for a blocked mapping"
+        );
+    }
+    // The tenant's settings, next to its connection.
+    let path = env._dir.path().join("mlc.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str(
+        "\n[connections.vp.sink.dynamics_to_deltek.account]\nexternal_id_field = \"CustCRMId\"\n\n[connections.vp.sink.dynamics_to_deltek.opportunity]\nomit = [\"Probability\"]\n",
+    );
+    std::fs::write(&path, text).unwrap();
+    let ctx = Context::open(ml_connector::config::Config::load(&path).unwrap()).unwrap();
+    let sink = Sink::open(&ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let pre = sink.preflight(&target).await.unwrap();
+    assert!(
+        !pre.problems
+            .iter()
+            .any(|p| p.mapping == "account" || p.mapping == "opportunity"),
+        "{:#?}",
+        pre.problems
+    );
+    sink.apply(&sink.plan().await.unwrap(), &target)
+        .await
+        .unwrap();
+    let firms: Vec<_> = env
+        .sandbox
+        .deltek_writes()
+        .into_iter()
+        .filter(|w| w.method == "POST" && w.table == "firm" && w.status == 200)
+        .collect();
+    assert_eq!(firms.len() as u64, accounts);
+    assert!(
+        firms
+            .iter()
+            .all(|w| w.fields.iter().any(|f| f == "CustCRMId")
+                && !w.fields.iter().any(|f| f == "CustDynamicsId"))
+    );
+    let truth = env.sandbox.truth("deltek", "firm").unwrap();
+    let carrying = truth
+        .iter()
+        .filter(|r| {
+            r.get("CustCRMId")
+                .and_then(|v| v.as_str())
+                .is_some_and(|v| !v.is_empty())
+        })
+        .count() as u64;
+    assert_eq!(carrying, accounts);
+    assert!(
+        !env.sandbox
+            .deltek_writes()
+            .iter()
+            .any(|w| w.table == "opportunity" && w.fields.iter().any(|f| f == "Probability"))
+    );
 }

@@ -419,6 +419,48 @@ impl FlowFile {
         Ok(flow)
     }
 
+    /// The flow as target connection `conn` needs it: its `[connections.<conn>.sink.<flow>]`
+    /// settings applied per mapping (external-id field, defaults for required fields,
+    /// truncated fields, posting). Unknown mappings and combinations the flow refuses are
+    /// errors naming the key.
+    pub fn for_tenant(mut self, flow: &str, conn: &crate::config::Connection) -> Result<Self> {
+        let Some(over) = conn.sink.get(flow) else {
+            return Ok(self);
+        };
+        let key = |m: &str| format!("connections.{}.sink.{flow}.{m}", conn.name);
+        for (mapping, o) in over {
+            let names: Vec<String> = self.entities.iter().map(|e| e.name().to_string()).collect();
+            let em = self
+                .entities
+                .iter_mut()
+                .find(|e| e.name() == mapping)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: flow `{flow}` has no mapping `{mapping}` (its mappings: {})",
+                        key(mapping),
+                        names.join(", ")
+                    ))
+                })?;
+            if let Some(x) = &o.external_id_field {
+                em.external_id_field = (!x.trim().is_empty()).then(|| x.trim().to_string());
+            }
+            em.defaults.extend(o.defaults.clone());
+            for t in &o.truncate {
+                if !em.truncate.contains(t) {
+                    em.truncate.push(t.clone());
+                }
+            }
+            em.fields.retain(|_, dst| !o.omit.contains(dst));
+            em.defaults.retain(|dst, _| !o.omit.contains(dst));
+            if let Some(p) = o.post {
+                em.post = p;
+            }
+        }
+        self.validate()
+            .map_err(|m| Error::Config(format!("connections.{}.sink.{flow}: {m}", conn.name)))?;
+        Ok(self)
+    }
+
     /// Names of the flows compiled into the binary.
     pub fn builtin_names() -> Vec<String> {
         BUILTIN_FLOWS

@@ -113,12 +113,66 @@ type LaneRun<'a> = futures::future::BoxFuture<'a, Result<Vec<(usize, JobResult)>
 pub struct Sink<'a> {
     ctx: &'a Context,
     name: String,
+    /// The flow, with its target tenant's settings applied.
     flow: FlowFile,
+    /// The target connection whose settings the flow carries.
+    tenant: Option<String>,
+}
+
+/// The mlc.toml connection `name`, or the only connection of `flow`'s target system.
+fn target_connection<'c>(
+    ctx: &'c Context,
+    flow: &FlowFile,
+    flow_name: &str,
+    name: Option<&str>,
+) -> Result<&'c crate::config::Connection> {
+    let conn = match name {
+        Some(n) => ctx.config.connection(n)?,
+        None => {
+            let mine: Vec<_> = ctx
+                .config
+                .connections
+                .values()
+                .filter(|c| c.system() == flow.target_system)
+                .collect();
+            match mine.as_slice() {
+                [one] => *one,
+                [] => {
+                    return Err(Error::Config(format!(
+                        "sink flow `{flow_name}` writes to {}, and mlc.toml has no {} connection: add one with `mlc connection add NAME --system {}`",
+                        flow.target_system, flow.target_system, flow.target_system
+                    )));
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "several {} connections: pick one with --target NAME",
+                        flow.target_system
+                    )));
+                }
+            }
+        }
+    };
+    if conn.system() != flow.target_system {
+        return Err(Error::Config(format!(
+            "connection `{}` is {}, the flow writes to {}",
+            conn.name,
+            conn.system(),
+            flow.target_system
+        )));
+    }
+    Ok(conn)
 }
 
 impl<'a> Sink<'a> {
-    /// Loads flow `name` (project overlay or built in).
+    /// Loads flow `name` (project overlay or built in), with the settings of its only target
+    /// connection.
     pub fn open(ctx: &'a Context, name: &str) -> Result<Self> {
+        Self::open_for(ctx, name, None)
+    }
+
+    /// Loads flow `name` with the settings of target connection `target` (default: the only
+    /// connection of the flow's target system).
+    pub fn open_for(ctx: &'a Context, name: &str, target: Option<&str>) -> Result<Self> {
         let flow = FlowFile::load(&ctx.config.definitions_dir, name)?;
         // Only these hubs have a key, search and tested write path; refuse the rest rather
         // than write half-mapped records.
@@ -153,10 +207,18 @@ impl<'a> Sink<'a> {
                 hubs.join(", ")
             )));
         }
+        // The target tenant's settings, when the flow has one target connection (or is opened
+        // for one: `open_for`).
+        let tenant = target_connection(ctx, &flow, name, target).ok();
+        let flow = match tenant {
+            Some(c) => flow.for_tenant(name, c)?,
+            None => flow,
+        };
         Ok(Self {
             ctx,
             name: name.to_string(),
             flow,
+            tenant: tenant.map(|c| c.name.clone()),
         })
     }
 
@@ -179,42 +241,11 @@ impl<'a> Sink<'a> {
     /// The target client: the mlc.toml connection `name`, or the only connection of the flow's
     /// target system.
     pub fn target(&self, name: Option<&str>) -> Result<Box<dyn Target>> {
-        let conn = match name {
-            Some(n) => self.ctx.config.connection(n)?,
-            None => {
-                let mine: Vec<_> = self
-                    .ctx
-                    .config
-                    .connections
-                    .values()
-                    .filter(|c| c.system() == self.flow.target_system)
-                    .collect();
-                match mine.as_slice() {
-                    [one] => *one,
-                    [] => {
-                        return Err(Error::Config(format!(
-                            "sink flow `{}` writes to {}, and mlc.toml has no {} connection: add one with `mlc connection add NAME --system {}`",
-                            self.name,
-                            self.flow.target_system,
-                            self.flow.target_system,
-                            self.flow.target_system
-                        )));
-                    }
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "several {} connections: pick one with --target NAME",
-                            self.flow.target_system
-                        )));
-                    }
-                }
-            }
-        };
-        if conn.system() != self.flow.target_system {
+        let conn = target_connection(self.ctx, &self.flow, &self.name, name)?;
+        if self.tenant.as_deref() != Some(conn.name.as_str()) && !conn.sink.is_empty() {
             return Err(Error::Config(format!(
-                "connection `{}` is {}, the flow writes to {}",
-                conn.name,
-                conn.system(),
-                self.flow.target_system
+                "sink flow `{}` was opened without connection `{}`'s settings: open it for that connection (`--target {}`)",
+                self.name, conn.name, conn.name
             )));
         }
         let ep = self.ctx.runtimes.endpoint(conn)?;

@@ -18,6 +18,9 @@ const SECTORS: &[&str] = &[
 
 /// The external id a Dynamics → Vantagepoint integration keeps on each record it writes.
 const DYNAMICS_ID: Field = cust("CustDynamicsId", Ty::String, "Dynamics ID", 36, Gen::Never);
+/// The same, as a Lean tenant's administrator named it on firms: a tenant whose external-id
+/// field is not the one a flow assumes.
+const CRM_ID: Field = cust("CustCRMId", Ty::String, "CRM ID", 36, Gen::Never);
 const SECTOR: Field = cust(
     "CustSector",
     Ty::Dropdown,
@@ -165,7 +168,7 @@ const CREDIT_LIMIT: Field = cust(
     },
 );
 static FIRM_STANDARD: &[Field] = &[DYNAMICS_ID, INDUSTRY, TIER, CREDIT_LIMIT];
-static FIRM_LEAN: &[Field] = &[DYNAMICS_ID];
+static FIRM_LEAN: &[Field] = &[CRM_ID];
 static FIRM_CUSTOM: &[Field] = &[
     DYNAMICS_ID,
     INDUSTRY,
