@@ -886,9 +886,30 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
                 return Ok(ExitCode::SUCCESS);
             }
+            // A failed, blocked or waiting entry says where its job stands now (a replay may
+            // have written it since); the HTTP status is named with its method, so a search
+            // that answered 200 and matched several records does not read as a success.
+            let now: std::collections::HashMap<String, String> = ctx
+                .state
+                .sink_jobs(&flow, None)?
+                .into_iter()
+                .map(|j| (j.job_id, j.status))
+                .collect();
             for a in entries {
+                let call = match (&a.method, a.status) {
+                    (Some(m), Some(s)) => format!("{m} HTTP {s} "),
+                    (None, Some(s)) => format!("HTTP {s} "),
+                    _ => String::new(),
+                };
+                let standing = match a.action.as_str() {
+                    "failed" | "blocked" | "waiting" => now
+                        .get(&a.job_id)
+                        .map(|s| format!(" [job now {s}]"))
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
                 println!(
-                    "{} {} {:<7} {} {} -> {} {} {}ms {}{}",
+                    "{} {} {:<7} {} {} -> {} {} {}ms {call}{}{standing}",
                     a.at,
                     a.job_id,
                     a.action,
@@ -897,7 +918,6 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                     a.target,
                     a.target_key.as_deref().unwrap_or("-"),
                     a.ms,
-                    a.status.map_or(String::new(), |s| format!("HTTP {s} ")),
                     a.error.or(a.request).unwrap_or_default()
                 );
             }

@@ -1023,6 +1023,19 @@ async fn an_ambiguous_match_is_resolved_by_sink_link() {
         && w.table == "firm"
         && w.key.as_deref() == Some(keys[1].as_str())));
 
+    // The audit's failed entry names the search that answered and where the job stands now.
+    let (ok, out) = mlc(
+        env._dir.path(),
+        &["sink", "audit", FLOW, "--job", &failed.job_id],
+    )
+    .await;
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.contains(" failed ")).unwrap();
+    assert!(
+        line.contains("GET HTTP 200") && line.contains("[job now applied]"),
+        "{line}"
+    );
+
     // Unlinked: the ledger forgets it, the firm stays, and the audit tells the story.
     let un = sink.unlink(&failed.job_id).unwrap();
     assert_eq!(un.target_key.as_deref(), Some(keys[1].as_str()));
