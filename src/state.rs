@@ -736,6 +736,13 @@ CREATE TABLE IF NOT EXISTS sink_numbers (
     number TEXT NOT NULL,
     PRIMARY KEY (flow, mapping, source_id)
 );
+CREATE TABLE IF NOT EXISTS sink_deleted (
+    flow TEXT NOT NULL,
+    mapping TEXT NOT NULL,
+    source_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    PRIMARY KEY (flow, mapping, source_id)
+);
 CREATE TABLE IF NOT EXISTS sink_rules (
     connection TEXT NOT NULL,
     hub TEXT NOT NULL,
@@ -1011,6 +1018,24 @@ impl StateStore {
         })
     }
 
+    /// The run whose change set carried the deletion of a source record, if one did: a job
+    /// read from an earlier run must not write it (run ids sort by start time).
+    pub fn sink_deleted_in(
+        &self,
+        flow: &str,
+        mapping: &str,
+        source_id: &str,
+    ) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT run_id FROM sink_deleted WHERE flow = ?1 AND mapping = ?2 AND source_id = ?3",
+                params![flow, mapping, source_id],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
     /// Remembers that target connection `connection` requires `field` on `hub`.
     pub fn sink_learn_rule(
         &self,
@@ -1203,6 +1228,7 @@ impl StateStore {
         lines: &[SinkLine],
         flow: &str,
         cursors: &[(String, String)],
+        deleted: &[(&str, &str, &str)],
     ) -> Result<std::collections::HashSet<String>> {
         let now = chrono::Utc::now().to_rfc3339();
         self.with(|c| {
@@ -1223,6 +1249,13 @@ impl StateStore {
                     "INSERT INTO sink_lines (flow, mapping, line_id, parent_id, record, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (flow, mapping, line_id) DO UPDATE SET parent_id = excluded.parent_id, record = excluded.record, deleted = excluded.deleted",
                     params![flow, l.mapping, l.line_id, l.parent_id, l.record, l.deleted],
+                )?;
+            }
+            for (mapping, source_id, run_id) in deleted {
+                tx.execute(
+                    "INSERT INTO sink_deleted (flow, mapping, source_id, run_id) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (flow, mapping, source_id) DO UPDATE SET run_id = MAX(sink_deleted.run_id, excluded.run_id)",
+                    params![flow, mapping, source_id, run_id],
                 )?;
             }
             for (stream, run_id) in cursors {

@@ -467,6 +467,19 @@ impl JobCtx<'_> {
             }
             _ => {}
         }
+        // A record the source deleted after this job read it is not written (the plan says
+        // so for a deletion in the same change sets).
+        if let Some(run) =
+            self.state
+                .sink_deleted_in(self.flow_name, j.source_entity, j.source_id)?
+            && let Some(job) = self.state.sink_job(j.job_id)?
+            && run > job.run_id
+        {
+            let why = format!(
+                "deleted in the source (change set {run}) after this version was read: not written"
+            );
+            return Ok(self.noop(j, t, "noop", None, why));
+        }
         if let Some(why) = self.preflight.blocked(em, record, false) {
             return Ok(self.block(j, t, why));
         }

@@ -375,12 +375,26 @@ impl<'a> Sink<'a> {
             created_at: now.clone(),
             updated_at: now.clone(),
         });
+        // Deletions read by this plan: a job of the same record read earlier (waiting, failed)
+        // must not write it any more.
+        let deleted: Vec<(&str, &str, &str)> = plan
+            .jobs
+            .iter()
+            .filter(|j| j.row.deleted)
+            .map(|j| {
+                (
+                    j.source_entity.as_str(),
+                    j.source_id.as_str(),
+                    j.run_id.as_str(),
+                )
+            })
+            .collect();
         // Every job is recorded and the cursors move in one transaction: from here the jobs
         // are the flow's to finish (a crash leaves them `planned`, picked up below next time).
-        let new = self
-            .ctx
-            .state
-            .sink_add_jobs(jobs, &plan.lines, &self.name, &plan.cursors)?;
+        let new =
+            self.ctx
+                .state
+                .sink_add_jobs(jobs, &plan.lines, &self.name, &plan.cursors, &deleted)?;
         let in_plan: std::collections::HashSet<&str> =
             plan.jobs.iter().map(|j| j.job_id.as_str()).collect();
         let bar = self.progress(plan.jobs.len() as u64);
