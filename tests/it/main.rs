@@ -24,3 +24,4 @@ mod sink;
 mod sink_pipedrive_bc;
 mod support;
 mod tenants;
+mod write_contracts;

@@ -123,7 +123,24 @@ pub async fn create(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !authorized(&app, &headers) {
+    let resp = create_hook(&app, &headers, &body);
+    // Logged with the writes, body as sent, so tests can check it against the v1 spec.
+    app.pipedrive
+        .st()
+        .writes
+        .log
+        .push(super::writes::PdWriteLog {
+            method: "POST".into(),
+            entity: "webhooks".into(),
+            id: 0,
+            status: resp.status().as_u16(),
+            fields: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        });
+    resp
+}
+
+fn create_hook(app: &App, headers: &HeaderMap, body: &[u8]) -> Response {
+    if !authorized(app, headers) {
         return envelope(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"success": false, "error": "unauthorized access", "errorCode": 401}),
@@ -135,7 +152,7 @@ pub async fn create(
             serde_json::json!({"status": "error", "success": false, "errors": {"message": m}}),
         )
     };
-    let Ok(c) = serde_json::from_slice::<Create>(&body) else {
+    let Ok(c) = serde_json::from_slice::<Create>(body) else {
         return bad("subscription_url, event_action, event_object and name are required");
     };
     if c.name.trim().is_empty() || c.name.chars().count() > 255 {

@@ -27,11 +27,11 @@ use super::render::{self, Dims, Kind, Row};
 use super::{Inner, Meta, Pipedrive};
 use axum::http::StatusCode;
 
-/// One PATCH the fake received.
+/// One write the fake received (a PATCH of a record, a POST of a webhook).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PdWriteLog {
     pub method: String,
-    /// `organizations`, `persons`, `products`.
+    /// `organizations`, `persons`, `products`, `webhooks`.
     pub entity: String,
     pub id: i64,
     pub status: u16,
