@@ -678,11 +678,14 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             json,
         } => {
             let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
-            let (p, pre) = match s.target(target.as_deref()) {
-                Ok(t) => {
-                    let (p, pre) = s.plan_checked(&t).await?;
-                    (p, Some(pre))
-                }
+            // The plan reads only the lake and the state: without the target (not configured,
+            // unreachable) it is still made, unchecked, and says so.
+            let checked = match s.target(target.as_deref()) {
+                Ok(t) => s.plan_checked(&t).await,
+                Err(e) => Err(e),
+            };
+            let (p, pre) = match checked {
+                Ok((p, pre)) => (p, Some(pre)),
                 Err(e) => {
                     eprintln!(
                         "no pre-flight against the target ({e}): the plan is not checked against the tenant"
@@ -866,7 +869,8 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 for (stream, c) in &st.cursors {
                     println!("  cursor {stream}: {}", c.as_deref().unwrap_or("(start)"));
                 }
-                for j in &st.failed {
+                const SHOWN: usize = 20;
+                for j in st.failed.iter().take(SHOWN) {
                     println!(
                         "  {} {} {} {}: {}",
                         j.status,
@@ -874,6 +878,12 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                         j.source_entity,
                         j.source_id,
                         j.last_error.as_deref().unwrap_or("")
+                    );
+                }
+                if st.failed.len() > SHOWN {
+                    println!(
+                        "  … and {} more failed, blocked or waiting jobs (`--json` lists them all)",
+                        st.failed.len() - SHOWN
                     );
                 }
             }
