@@ -322,7 +322,7 @@ impl<'a> Sink<'a> {
     /// and replay runs it before any write.
     pub async fn preflight(&self, target: &dyn Target) -> Result<Preflight> {
         let learned = self.ctx.state.sink_rules(target.connection())?;
-        preflight::check(&self.flow, target, &learned).await
+        preflight::check(&self.name, &self.flow, target, &learned).await
     }
 
     /// The plan with the pre-flight applied: a job the target would certainly refuse is

@@ -101,6 +101,7 @@ pub fn learned_from(reason: &str) -> Option<String> {
 /// Reads each mapping's hub schema from the target, adds the rules `learned` from earlier
 /// refusals, and checks the flow against it.
 pub async fn check(
+    flow_name: &str,
     flow: &FlowFile,
     target: &dyn Target,
     learned: &[LearnedRule],
@@ -108,6 +109,11 @@ pub async fn check(
     let mut out = Preflight::default();
     for em in &flow.entities {
         let name = em.name().to_string();
+        // Where this tenant's settings for the mapping go.
+        let settings = format!(
+            "[connections.{}.sink.{flow_name}.{name}]",
+            target.connection()
+        );
         let hub_name = format!("{}.{}", flow.target_system, em.target);
         let schema = target.schema(&em.target).await.map_err(|e| {
             Error::Config(format!(
@@ -142,8 +148,7 @@ pub async fn check(
             problem(
                 format!("the external-id field `{x}` does not exist in this tenant's {hub_name}"),
                 format!(
-                    "create it in the tenant (README: \"Sink stage\", the external-id field), or set `external_id_field` of mapping `{}` in a project overlay of the flow to a field the tenant has",
-                    em.name()
+                    "create it in the tenant (README: \"Sink stage\", the external-id field), or name the tenant's own in mlc.toml: {settings} external_id_field = \"…\" (\"\" for none)"
                 ),
                 false,
             );
@@ -154,10 +159,7 @@ pub async fn check(
         for f in mapped.filter(|f| !f.contains('/') && !known(f)) {
             problem(
                 format!("`{f}` is not a field of this tenant's {hub_name}"),
-                format!(
-                    "map it to a field {hub_name} has, or drop it from mapping `{}`",
-                    em.name()
-                ),
+                format!("leave it out for this tenant in mlc.toml: {settings} omit = [\"{f}\"]"),
                 false,
             );
         }
@@ -194,7 +196,7 @@ pub async fn check(
                     em.name()
                 ),
                 format!(
-                    "map a source field to `{f}`, or give it a default (`defaults = {{ {f} = \"…\" }}`) in a project overlay of the flow; or make it optional in the tenant (then `mlc sink check --forget-learned`)"
+                    "give it a value for this tenant in mlc.toml: {settings} defaults = {{ {f} = \"…\" }} (or map a source field to it in a project overlay of the flow); or make it optional in the tenant (then `mlc sink check {flow_name} --forget-learned`)"
                 ),
                 true,
             );
@@ -241,7 +243,7 @@ impl Preflight {
             let n = s.chars().count();
             if n > max as usize && !em.truncate.contains(dst) {
                 return Some(format!(
-                    "`{dst}` would be {n} characters and {} takes at most {max}: shorten `{src}` in the source, or list `{dst}` in the mapping's `truncate`",
+                    "`{dst}` would be {n} characters and {} takes at most {max}: shorten `{src}` in the source, or list `{dst}` in `truncate` (the mapping's, or this tenant's sink settings in mlc.toml)",
                     em.target
                 ));
             }
