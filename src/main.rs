@@ -17,6 +17,38 @@ use ml_connector::spec::Definitions;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
 
+/// `println!` that ends the process quietly when standard output is closed (`mlc query … |
+/// head -1`): the reader is done, which is no error (cargo and ripgrep treat it the same way).
+/// Defined before any use, so it replaces the standard macro in this file.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// `print!` with the same closed-pipe handling as [`println!`].
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = write!(std::io::stdout(), $($arg)*) {
+            stdout_failed(e);
+        }
+    }};
+}
+
+/// Where writing to standard output failed: a closed pipe ends the process with success,
+/// anything else with an error.
+fn stdout_failed(e: std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {e}");
+    std::process::exit(1);
+}
+
 #[derive(Parser)]
 #[command(
     name = "mlc",
@@ -90,6 +122,21 @@ enum Command {
         sql: String,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+    /// Run history, newest first: start, end, kind, rows, where each run stands (running,
+    /// failed, interrupted, committed, absent, abandoned) and its error.
+    Runs {
+        /// Only this stream (e.g. dataverse.account).
+        stream: Option<String>,
+        /// Only runs that failed or were interrupted.
+        #[arg(long)]
+        failed: bool,
+        /// How many runs to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Show or reset stream state and run history.
     #[command(subcommand)]
@@ -505,6 +552,12 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::State(cmd) => state(cmd, &cli.config),
+        Command::Runs {
+            stream,
+            failed,
+            limit,
+            json,
+        } => runs(&cli.config, stream.as_deref(), failed, limit, json),
         Command::Catalog(cmd) => catalog(cmd, &cli.config),
         Command::Discover {
             connection,
@@ -1077,6 +1130,69 @@ fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
             Err(e) => println!("{label:<30} FAILED: {e}"),
         }
     }
+}
+
+fn runs(
+    config: &Path,
+    stream: Option<&str>,
+    failed: bool,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let ctx = Context::open(load_config(config)?)?;
+    let stream = match stream {
+        Some(s) => Some(ctx.defs.get(&s.parse()?)?.id.to_string()),
+        None => None,
+    };
+    // Failed runs among the newest `limit` of all when filtering would hide older ones: read
+    // more and keep `limit` of those wanted.
+    let read = if failed {
+        limit.saturating_mul(50)
+    } else {
+        limit
+    };
+    let runs: Vec<_> = ctx
+        .state
+        .runs(stream.as_deref(), read)?
+        .into_iter()
+        .filter(|r| !failed || matches!(r.standing(), "failed" | "interrupted"))
+        .take(limit)
+        .collect();
+    if json {
+        let out: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["standing"] = serde_json::Value::from(r.standing());
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if runs.is_empty() {
+        println!("no runs{}", if failed { " failed" } else { "" });
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<30} {:<34} {:<11} {:<12} {:<20} {:<20} {:>10}  error",
+        "run", "stream", "kind", "standing", "started", "ended", "rows"
+    );
+    let short = |t: &str| t.get(..19).unwrap_or(t).replace('T', " ");
+    for r in &runs {
+        println!(
+            "{:<30} {:<34} {:<11} {:<12} {:<20} {:<20} {:>10}  {}",
+            r.run_id,
+            r.stream,
+            r.kind,
+            r.standing(),
+            short(&r.started_at),
+            r.finished_at.as_deref().map(short).unwrap_or_default(),
+            r.rows_extracted,
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {

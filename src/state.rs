@@ -129,6 +129,25 @@ pub struct RunRecord {
 }
 
 impl RunRecord {
+    /// Where the run stands, as a person asks: an unfinished run is `running` while its
+    /// process lives, `failed` when it stopped on an error (resumed by the next sync), and
+    /// `interrupted` when its process died without one (a crash, a kill); finished runs keep
+    /// their status (`committed`, `absent`, `abandoned`).
+    pub fn standing(&self) -> &str {
+        match self.status.as_str() {
+            status::RUNNING | status::EXTRACTED | status::LOADED => {
+                if self.error.is_some() {
+                    "failed"
+                } else if self.owner_pid.is_some_and(pid_alive) {
+                    "running"
+                } else {
+                    "interrupted"
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A fresh run in `running` state.
     pub fn new(
         run_id: &str,
@@ -1416,6 +1435,30 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run that stopped on an error reads `failed` whoever held it; one whose process died
+    /// without a word reads `interrupted`; a live owner's run is `running`.
+    #[test]
+    fn a_stopped_run_reads_failed_never_running() {
+        let mut r = RunRecord::new(
+            "r1",
+            "crm",
+            "dataverse.account",
+            "incremental",
+            false,
+            "h",
+            None,
+        );
+        r.owner_pid = Some(std::process::id());
+        assert_eq!(r.standing(), "running");
+        r.error = Some("HTTP 500".into());
+        assert_eq!(r.standing(), "failed");
+        r.error = None;
+        r.owner_pid = None;
+        assert_eq!(r.standing(), "interrupted");
+        r.status = status::COMMITTED.into();
+        assert_eq!(r.standing(), "committed");
+    }
 
     #[test]
     fn cursor_moves_only_on_commit() {

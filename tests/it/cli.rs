@@ -286,3 +286,65 @@ async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["tenants"]["crm"]["absent_columns"][0], "telephone2");
 }
+
+/// `mlc … | head` closes the pipe early: the process ends quietly, with success.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mlc"))
+        .args(["catalog", "list"])
+        .current_dir(dir.path())
+        .env_remove("MLC_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader is gone before the first line is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// `mlc runs` lists the run history with where each run stands, and `--failed` only the
+/// failed and interrupted ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_lists_the_history_with_where_each_run_stands() {
+    let sb = Sandbox::start(
+        SandboxOptions {
+            scale: 30,
+            ..SandboxOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ml_connector::demo::write_project(dir.path(), &sb, "", false).unwrap();
+    let d = dir.path().to_path_buf();
+    let run = move |args: &'static [&'static str]| {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || mlc(&d, args))
+    };
+    let out = run(&["sync", "dataverse.account", "dataverse.contact"])
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run(&["runs", "--json"]).await.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["standing"] == "committed" && r["kind"] == "snapshot")
+    );
+    let out = run(&["runs", "dataverse.account"]).await.unwrap();
+    let table = text(&out);
+    assert!(
+        table.contains("dataverse.account") && !table.contains("dataverse.contact"),
+        "{table}"
+    );
+    let out = run(&["runs", "--failed"]).await.unwrap();
+    assert!(text(&out).contains("no runs failed"), "{}", text(&out));
+}
