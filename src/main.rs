@@ -1642,6 +1642,12 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                 Some(n) => vec![cfg.connection(n)?],
                 None => cfg.connections.values().collect(),
             };
+            if conns.is_empty() {
+                bail!(
+                    "{} has no connections to check: add one with `mlc connection add NAME --system SYSTEM`",
+                    config.display()
+                );
+            }
             let mut all_ok = true;
             for c in conns {
                 let r = connect::check(c, &vault).await;

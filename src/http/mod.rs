@@ -140,6 +140,9 @@ pub struct HttpClient {
     max_concurrency: usize,
     policy: RetryPolicy,
     hook: Option<Arc<dyn ResponseHook>>,
+    /// Whether anything answered on this connection yet (any status): until then a refused
+    /// connection or an unknown host is a setting to fix, not a blip to retry for minutes.
+    answered: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -194,6 +197,7 @@ impl HttpClient {
             max_concurrency: limits.max_concurrency.max(1),
             policy,
             hook: None,
+            answered: Arc::default(),
         })
     }
 
@@ -389,8 +393,21 @@ impl HttpClient {
         };
         let resp = match rb.send().await {
             Ok(r) => r,
+            Err(e)
+                if e.is_connect() && !self.answered.load(std::sync::atomic::Ordering::Relaxed) =>
+            {
+                let mut err = transport(&e);
+                if let Error::Transport { message, .. } = &mut err {
+                    message.push_str(
+                        "; nothing has answered on this connection yet: check its URL setting and the network",
+                    );
+                }
+                return Attempt::Final(err);
+            }
             Err(e) => return Attempt::Failed(transport(&e)),
         };
+        self.answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = match resp.bytes().await {

@@ -49,6 +49,9 @@ pub fn redact_url(url: &str) -> String {
 /// boundary).
 pub fn body_excerpt(body: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(body);
+    if let Some(summary) = html_summary(&text) {
+        return summary;
+    }
     if text.len() <= max {
         return text.into_owned();
     }
@@ -57,6 +60,30 @@ pub fn body_excerpt(body: &[u8], max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+/// An HTML page (a proxy's or a firewall's error page) in one line: its title and size, never
+/// the markup, which would fill a terminal with every retry warning.
+fn html_summary(text: &str) -> Option<String> {
+    let head: String = text.trim_start().chars().take(512).collect::<String>();
+    let head = head.to_ascii_lowercase();
+    if !(head.starts_with("<!doctype html") || head.starts_with("<html") || head.contains("<html"))
+    {
+        return None;
+    }
+    // ASCII lowercasing keeps byte offsets, so positions found in it index `text`.
+    let lower = text.to_ascii_lowercase();
+    let title = lower.find("<title").and_then(|start| {
+        let open_end = start + lower[start..].find('>')? + 1;
+        let close = open_end + lower[open_end..].find("</title")?;
+        let t = text.get(open_end..close)?;
+        let t: String = t.split_whitespace().collect::<Vec<_>>().join(" ");
+        (!t.is_empty()).then(|| t.chars().take(120).collect::<String>())
+    });
+    Some(match title {
+        Some(t) => format!("an HTML page titled \"{t}\" ({} bytes)", text.len()),
+        None => format!("an HTML page ({} bytes)", text.len()),
+    })
 }
 
 #[cfg(test)]
@@ -69,6 +96,21 @@ mod tests {
         assert!(!r.contains("abc123"), "{r}");
         assert!(!r.contains(":p@"), "{r}");
         assert!(r.contains("limit=5"), "{r}");
+    }
+
+    #[test]
+    fn an_html_page_is_one_line() {
+        let page = format!(
+            "<!DOCTYPE html>\n<html><head>\n<title>Attention Required! |\n Cloudflare</title></head><body>{}</body></html>",
+            "<div>blocked</div>".repeat(500)
+        );
+        let e = body_excerpt(page.as_bytes(), 512);
+        assert!(
+            e.starts_with("an HTML page titled \"Attention Required! | Cloudflare\""),
+            "{e}"
+        );
+        assert!(!e.contains('<') && !e.contains('\n'), "{e}");
+        assert_eq!(body_excerpt(br#"{"error":"x"}"#, 512), r#"{"error":"x"}"#);
     }
 
     #[test]

@@ -51,6 +51,14 @@ fn init_writes_a_config_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = mlc(dir.path(), &["init"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Nothing to check yet: said so, not a silent success.
+    let check = mlc(dir.path(), &["connection", "check"]);
+    assert!(!check.status.success());
+    assert!(
+        text(&check).contains("no connections to check"),
+        "{}",
+        text(&check)
+    );
     let cfg = ml_connector::config::Config::load(&dir.path().join("mlc.toml")).unwrap();
     assert!(cfg.connections.is_empty());
     let again = mlc(dir.path(), &["init"]);

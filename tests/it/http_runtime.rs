@@ -126,6 +126,61 @@ async fn a_retry_after_beyond_the_budget_fails_at_once_with_the_servers_request(
     assert!(!err.is_transient());
 }
 
+/// A host that refuses the very first connection is a setting to fix: the request fails at
+/// once, saying so, instead of being retried for minutes. Once the host has answered, a
+/// refused connection is a blip and is retried.
+#[tokio::test]
+async fn an_unreachable_host_fails_at_once_until_it_has_answered() {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let c = HttpClient::new(
+        "test",
+        "conn",
+        None,
+        Limits {
+            requests_per_minute: None,
+            max_concurrency: 1,
+        },
+        RetryPolicy::default(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let err = c
+        .get(&format!("http://{closed}/x"), &HeaderMap::new(), "s")
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.to_string()
+            .contains("nothing has answered on this connection yet"),
+        "{err}"
+    );
+
+    // A host that answered once, then refuses: retried like any transient failure.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, Router::new().route("/x", get(|| async { "ok" }))).await;
+    });
+    let c = client(None, None);
+    c.get(&format!("http://{addr}/x"), &HeaderMap::new(), "s")
+        .await
+        .unwrap();
+    server.abort();
+    let _ = server.await;
+    let err = c
+        .get(&format!("http://{addr}/x"), &HeaderMap::new(), "s")
+        .await
+        .unwrap_err();
+    assert!(!err.to_string().contains("nothing has answered"), "{err}");
+}
+
 #[tokio::test]
 async fn permanent_errors_are_not_retried_and_carry_context() {
     let hits = Arc::new(AtomicUsize::new(0));
