@@ -1065,9 +1065,17 @@ pub fn expand(key: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> R
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
             (None, None) => {
-                return Err(Error::Config(format!(
-                    "{key}: environment variable {var} is not set (export it, or write ${{{var}:-default}})"
-                )));
+                // A secret has no sensible default (and a literal one is refused anyway).
+                let secret = SECRET_KEYS
+                    .iter()
+                    .any(|s| key.rsplit('.').next() == Some(*s));
+                return Err(Error::Config(if secret {
+                    format!("{key}: environment variable {var} is not set: export it")
+                } else {
+                    format!(
+                        "{key}: environment variable {var} is not set (export it, or write ${{{var}:-default}})"
+                    )
+                }));
             }
         }
         rest = &after[end + 1..];
@@ -1139,6 +1147,29 @@ mod tests {
                 .to_string()
                 .contains("crm")
         );
+    }
+
+    /// A secret read from an unset variable gets no `${VAR:-default}` hint: a secret has no
+    /// default, and a literal one is refused.
+    #[test]
+    fn an_unset_secret_variable_offers_no_default() {
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"https://x.crm.dynamics.com\"\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"${MISSING_SECRET}\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("MISSING_SECRET is not set: export it"), "{e}");
+        assert!(!e.contains(":-default"), "{e}");
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"${MISSING_URL}\"\ntenant_id = \"t\"\nclient_id = \"c\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("${MISSING_URL:-default}"), "{e}");
     }
 
     /// Vantagepoint times carry no zone: a connection must name the server's, never fall back

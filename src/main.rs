@@ -481,6 +481,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keeps the project's `.mlc/` folder (encrypted vault and its key, state, lake, warehouse) out
+/// of git: a `.gitignore` next to mlc.toml gets the line when no line covers it yet.
+fn ensure_gitignore(config: &Path) -> Result<()> {
+    let dir = config
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let path = dir.join(".gitignore");
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let covered = existing
+        .lines()
+        .map(str::trim)
+        .any(|l| matches!(l, ".mlc" | ".mlc/" | "/.mlc" | "/.mlc/" | ".mlc/*" | "*"));
+    if covered {
+        return Ok(());
+    }
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(
+        "# mlc: the encrypted vault and its key, state, lake and local warehouse\n.mlc/\n",
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 fn load_config(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -501,6 +532,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             }
             std::fs::write(&cli.config, ml_connector::config::template())
                 .with_context(|| format!("writing {}", cli.config.display()))?;
+            ensure_gitignore(&cli.config)?;
             println!(
                 "wrote {}: add a connection with `mlc connection add`, then `mlc sync`",
                 cli.config.display()
@@ -1604,6 +1636,7 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
             Vault::new(&parsed.vault).put(&a.name, &secrets)?;
             std::fs::write(config, new_text)
                 .with_context(|| format!("writing {}", config.display()))?;
+            ensure_gitignore(config)?;
             println!(
                 "connection `{}` saved to {} (secret encrypted in {}); check it with `mlc connection check {}`",
                 a.name,

@@ -51,6 +51,9 @@ fn init_writes_a_config_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = mlc(dir.path(), &["init"]);
     assert!(out.status.success(), "{}", text(&out));
+    // The project's .mlc/ (vault, key, state, data) is kept out of git.
+    let ignore = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l == ".mlc/"), "{ignore}");
     // Nothing to check yet: said so, not a silent success.
     let check = mlc(dir.path(), &["connection", "check"]);
     assert!(!check.status.success());
