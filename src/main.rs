@@ -119,9 +119,16 @@ enum Command {
     },
     /// Run SQL over the warehouse tables (e.g. raw_dataverse.account).
     Query {
-        sql: String,
+        /// The query, with tables named `dataset.table`. Unaliased expressions are named by
+        /// their text (`COUNT(*)`).
+        #[arg(required_unless_present = "tables")]
+        sql: Option<String>,
+        /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        /// List the local warehouse's tables with their column and row counts instead.
+        #[arg(long, conflicts_with = "sql")]
+        tables: bool,
     },
     /// Run history, newest first: start, end, kind, rows, where each run stands (running,
     /// failed, interrupted, committed, absent, abandoned) and its error.
@@ -572,14 +579,41 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             )
             .await
         }
-        Command::Query { sql, format } => {
+        Command::Query {
+            sql,
+            format,
+            tables,
+        } => {
             let ctx = Context::open(load_config(&cli.config)?)?;
+            if tables {
+                let Some(local) = ctx.warehouse.local() else {
+                    bail!(
+                        "--tables lists the local warehouse; in BigQuery, query INFORMATION_SCHEMA.TABLES of each dataset"
+                    );
+                };
+                let all = local.describe()?;
+                if matches!(format, Format::Json) {
+                    let out: Vec<serde_json::Value> = all
+                        .iter()
+                        .map(|(t, c, r)| serde_json::json!({"table": t, "columns": c, "rows": r}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                } else {
+                    println!("{:<48} {:>8} {:>12}", "table", "columns", "rows");
+                    for (t, c, r) in &all {
+                        println!("{t:<48} {c:>8} {r:>12}");
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let fmt = match format {
                 Format::Table => OutputFormat::Table,
                 Format::Csv => OutputFormat::Csv,
                 Format::Json => OutputFormat::Json,
             };
-            let out = ctx.warehouse.query(&sql, fmt)?;
+            let out = ctx
+                .warehouse
+                .query(sql.as_deref().unwrap_or_default(), fmt)?;
             println!("{}", out.trim_end());
             Ok(ExitCode::SUCCESS)
         }

@@ -536,6 +536,18 @@ impl LocalWarehouse {
         }
     }
 
+    /// Every table with its number of columns and rows (`mlc query --tables`).
+    pub fn describe(&self) -> Result<Vec<(String, usize, u64)>> {
+        let mut out = Vec::new();
+        for t in self.tables()? {
+            if let Some((ds, tb)) = t.split_once('.') {
+                let columns = self.table_meta(ds, tb)?.columns.len();
+                out.push((t.clone(), columns, self.row_count(ds, tb)?));
+            }
+        }
+        Ok(out)
+    }
+
     /// Rows in a table (soft-deleted rows included), from the files' footers.
     ///
     /// Fails when the table does not exist or a file cannot be read.

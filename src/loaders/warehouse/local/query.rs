@@ -151,6 +151,23 @@ impl VisitorMut for Rewriter<'_> {
     }
 
     fn pre_visit_select(&mut self, select: &mut Select) -> ControlFlow<String> {
+        // An unaliased expression is named by its text, as SQL engines do (`COUNT(*)`,
+        // `COUNT(DISTINCT ownerid)`), not by polars' choice (`len`, the inner column's name,
+        // which would label a count `ownerid`). Plain column references keep their names.
+        for item in &mut select.projection {
+            if let SelectItem::UnnamedExpr(expr) = item
+                && !matches!(
+                    expr,
+                    SqlExpr::Identifier(_) | SqlExpr::CompoundIdentifier(_)
+                )
+            {
+                let alias = Ident::with_quote('"', expr.to_string());
+                *item = SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias,
+                };
+            }
+        }
         // raw_dataverse.account.* -> "raw_dataverse.account".*
         for item in &mut select.projection {
             if let SelectItem::QualifiedWildcard(
@@ -228,7 +245,16 @@ fn timestamp_text(out: &mut String, v: i64, unit: TimeUnit) {
 fn type_name(dt: &DataType) -> String {
     match dt {
         DataType::String => "string".into(),
-        DataType::Int64 => "int64".into(),
+        // Counts and other integer results are integers, whatever width polars gives them.
+        DataType::Int64
+        | DataType::Int32
+        | DataType::Int16
+        | DataType::Int8
+        | DataType::UInt64
+        | DataType::UInt32
+        | DataType::UInt16
+        | DataType::UInt8 => "int64".into(),
+        DataType::Float32 => "float64".into(),
         DataType::Float64 => "float64".into(),
         DataType::Boolean => "bool".into(),
         DataType::Date => "date".into(),

@@ -912,6 +912,37 @@ async fn query_formats_joins_and_errors() {
         )
         .unwrap();
     assert_eq!(qualified, "fullname\nBob\n");
+    // Unaliased expressions are named by their text and counts typed as integers; a column
+    // keeps its name.
+    let counted =
+        f.wh.query(
+            "SELECT parentcustomerid, COUNT(*), COUNT(DISTINCT fullname) FROM raw_dataverse.contact \
+             GROUP BY parentcustomerid ORDER BY parentcustomerid",
+            OutputFormat::Csv,
+        )
+        .unwrap();
+    assert_eq!(
+        counted,
+        "parentcustomerid,COUNT(*),COUNT(DISTINCT fullname)\na1,2,2\na3,1,1\n"
+    );
+    let typed =
+        f.wh.query(
+            "SELECT COUNT(*) FROM raw_dataverse.contact",
+            OutputFormat::Table,
+        )
+        .unwrap();
+    assert!(typed.contains("int64") && !typed.contains("u32"), "{typed}");
+    // The table listing: each table's columns and rows, as a query sees them.
+    for (table, columns, rows) in f.wh.describe().unwrap() {
+        let header =
+            f.wh.query(&format!("SELECT * FROM {table} LIMIT 1"), OutputFormat::Csv)
+                .unwrap();
+        assert_eq!(columns, header.lines().next().unwrap().split(',').count());
+        let n =
+            f.wh.query(&format!("SELECT COUNT(*) FROM {table}"), OutputFormat::Csv)
+                .unwrap();
+        assert_eq!(rows.to_string(), n.lines().nth(1).unwrap());
+    }
 
     // Errors name the known tables.
     let err =
