@@ -357,10 +357,13 @@ async fn logs_in_again_before_the_token_expires_and_once_on_401() {
     assert_eq!(s.table_rows, 8 * 24);
     let after = p.sandbox.looker_stats();
     assert_eq!(after.unauthorized, 1);
-    assert_eq!(
-        after.logins,
-        st.logins + 2,
-        "the run's login and the one after the 401"
+    // The second run shares the process's token (one runtime per connection), so it logs in
+    // only after the 401, plus once more if the token came due for renewal meanwhile.
+    assert!(
+        (st.logins + 1..=st.logins + 2).contains(&after.logins),
+        "a login after the 401: {} then {}",
+        st.logins,
+        after.logins
     );
 }
 
