@@ -113,7 +113,9 @@ impl BodyError {
 /// servers may still). Never panics; any body that is not a non-empty `value` list of
 /// notification objects is an error.
 pub fn parse_notifications(body: &[u8]) -> Result<Parsed, BodyError> {
-    let raw = body.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(body);
+    let raw = body
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(body);
     let n: Notifications = serde_json::from_slice(raw).map_err(|_| BodyError::Malformed)?;
     if n.value.is_empty() {
         return Err(BodyError::Empty);
@@ -121,7 +123,8 @@ pub fn parse_notifications(body: &[u8]) -> Result<Parsed, BodyError> {
     let mut out = Parsed::default();
     for i in n.value {
         if let Some(set) = entity_set(&i.resource) {
-            out.changes.push((set.to_string(), hides_delete(&i.change_type)));
+            out.changes
+                .push((set.to_string(), hides_delete(&i.change_type)));
         }
         out.subscription_ids.insert(i.subscription_id);
         out.client_states.push(i.client_state);
@@ -184,7 +187,10 @@ pub async fn receive(
                     "no clientState stored: run `mlc webhooks register` for this connection",
                 )
             } else {
-                (StatusCode::SERVICE_UNAVAILABLE, "clientState missing from the vault")
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "clientState missing from the vault",
+                )
             });
         };
         if n.client_states
@@ -290,7 +296,10 @@ mod tests {
         assert_eq!(p.client_states.len(), 4);
         let bom = [b"\xEF\xBB\xBF".as_slice(), body.as_slice()].concat();
         assert_eq!(parse_notifications(&bom).unwrap(), p);
-        assert_eq!(parse_notifications(b"{\"value\":[]}"), Err(BodyError::Empty));
+        assert_eq!(
+            parse_notifications(b"{\"value\":[]}"),
+            Err(BodyError::Empty)
+        );
         assert_eq!(parse_notifications(b"\xEF\xBB"), Err(BodyError::Malformed));
     }
 }

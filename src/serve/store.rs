@@ -229,9 +229,15 @@ mod tests {
         s.serve_request_keyset("erp", "bc.customer").unwrap();
         assert!(s.keyset_requested("erp", "bc.customer", None).unwrap());
         // A reconciliation that started before the request does not answer it.
-        assert!(s.keyset_requested("erp", "bc.customer", Some(&ts(before))).unwrap());
+        assert!(
+            s.keyset_requested("erp", "bc.customer", Some(&ts(before)))
+                .unwrap()
+        );
         let after = Utc::now() + chrono::Duration::seconds(5);
-        assert!(!s.keyset_requested("erp", "bc.customer", Some(&after.to_rfc3339())).unwrap());
+        assert!(
+            !s.keyset_requested("erp", "bc.customer", Some(&after.to_rfc3339()))
+                .unwrap()
+        );
         assert!(!s.keyset_requested("erp", "bc.item", None).unwrap());
     }
 }
