@@ -281,7 +281,8 @@ async fn run_reconciled(
     let mut summary = drive(ctx, conn, stream, ep, run, notes).await?;
     // A snapshot reconciles by itself; backfills never touch deletes.
     if summary.kind == "incremental" && projected_pass_due(ctx, conn, stream, summary.table_rows)? {
-        let reconcile = stream.spec.reconcile == Some(Reconcile::Keyset);
+        let reconcile = stream.spec.reconcile == Some(Reconcile::Keyset)
+            || keyset_requested(ctx, conn, stream)?;
         tracing::info!(stream = %stream.id, reconcile, "projected pass: reading every key (and computed column)");
         let projected = projected(stream);
         let run = new_run(ctx, conn, &projected, "keyset", reconcile, None, None)?;
@@ -349,7 +350,8 @@ pub fn projected(stream: &Stream) -> Stream {
 /// Whether `stream` needs a projected pass after an incremental run: it has computed columns
 /// (re-read every run), or it has no delete feed and a key-set pass is due — every run while
 /// the table is small enough that the pass costs at most [`KEYSET_EVERY_RUN_PAGES`] pages,
-/// otherwise when nothing reconciled it within the connection's `reconcile_every_hours`.
+/// otherwise when nothing reconciled it within the connection's `reconcile_every_hours` —
+/// or a change notice asked for one ([`keyset_requested`]).
 fn projected_pass_due(
     ctx: &Context,
     conn: &Connection,
@@ -359,7 +361,7 @@ fn projected_pass_due(
     if stream.spec.incremental == Incremental::Full {
         return Ok(false);
     }
-    if stream.has_computed() {
+    if stream.has_computed() || keyset_requested(ctx, conn, stream)? {
         return Ok(true);
     }
     if stream.spec.reconcile != Some(Reconcile::Keyset) {
@@ -377,6 +379,16 @@ fn projected_pass_due(
     let age_hours =
         (chrono::Utc::now() - last.with_timezone(&chrono::Utc)).num_seconds() as f64 / 3600.0;
     Ok(age_hours >= conn.reconcile_every_hours())
+}
+
+/// Whether a change notice (a Business Central `deleted`, see `serve::business_central`) asked
+/// for a key-set pass that no reconciling run has answered yet: deletes are invisible to a
+/// cursor read, so the pass runs whatever the table size or `reconcile_every_hours`.
+fn keyset_requested(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<bool> {
+    let sid = stream.id.to_string();
+    let last = ctx.state.last_reconciled(&conn.name, &sid)?;
+    ctx.state
+        .keyset_requested(&conn.name, &sid, last.as_deref())
 }
 
 /// Takes one run from wherever it stands (running, extracted, loaded) to committed.

@@ -1,9 +1,17 @@
 //! Business Central webhook receiver: the `validationToken` handshake (echo the token as
 //! `text/plain`, 200 — BC sends it on subscription create and renew, within ~5 s), then
 //! notifications `{"value":[{subscriptionId, clientState, resource, changeType, …}]}` whose
-//! every item must carry the connection's `clientState`. Notifications carry no record data:
-//! each names an entity set, and the stream of that set runs incrementally (a `collection`
-//! notice — more than 1000 changes — gets the same incremental pass, which reads them all).
+//! every item must carry the connection's `clientState` and name a subscription mlc holds.
+//! Notifications carry no record data: each names an entity set, and the stream of that set
+//! runs incrementally (a `collection` notice — more than 1000 changes — gets the same
+//! incremental pass, which reads them all). A `deleted` or `collection` notice also asks for a
+//! key-set pass of the stream: a cursor read never sees a deleted row.
+//!
+//! The status answered matters more than usual: BC retries only 408, 429 and 5xx, and deletes
+//! the subscription on any other non-success status. So our own troubles (vault unreadable, a
+//! connection configured for webhooks but not loaded, the state store failing) answer 503, and
+//! 4xx is kept for requests that are forged or malformed — including a notification for a
+//! subscription we do not hold, whose deletion at BC is then welcome.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -75,6 +83,61 @@ pub async fn handshake_only(
     }
 }
 
+/// What a request body holds once checked: the subscriptions it names and, per stream, whether
+/// a key-set pass is wanted.
+#[derive(Debug, Default, PartialEq)]
+pub struct Parsed {
+    pub subscription_ids: BTreeSet<String>,
+    pub client_states: Vec<String>,
+    /// (entity set, whether the notice may hide a delete), resources without one left out.
+    pub changes: Vec<(String, bool)>,
+}
+
+/// Why a body is refused (all 400: the sender's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    Malformed,
+    Empty,
+}
+
+impl BodyError {
+    fn reason(self) -> &'static str {
+        match self {
+            BodyError::Malformed => "malformed notification",
+            BodyError::Empty => "empty notification",
+        }
+    }
+}
+
+/// Decodes a notification body (a UTF-8 BOM tolerated: BC stopped sending one in v19, older
+/// servers may still). Never panics; any body that is not a non-empty `value` list of
+/// notification objects is an error.
+pub fn parse_notifications(body: &[u8]) -> Result<Parsed, BodyError> {
+    let raw = body
+        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
+        .unwrap_or(body);
+    let n: Notifications = serde_json::from_slice(raw).map_err(|_| BodyError::Malformed)?;
+    if n.value.is_empty() {
+        return Err(BodyError::Empty);
+    }
+    let mut out = Parsed::default();
+    for i in n.value {
+        if let Some(set) = entity_set(&i.resource) {
+            out.changes
+                .push((set.to_string(), hides_delete(&i.change_type)));
+        }
+        out.subscription_ids.insert(i.subscription_id);
+        out.client_states.push(i.client_state);
+    }
+    Ok(out)
+}
+
+/// `deleted` names a deleted row; `collection` stands for more than 1000 changes, deletes
+/// possibly among them. Either way only a pass over every key finds them.
+fn hides_delete(change_type: &str) -> bool {
+    change_type.eq_ignore_ascii_case("deleted") || change_type.eq_ignore_ascii_case("collection")
+}
+
 pub async fn receive(
     State(rx): State<Arc<Receiver>>,
     Path(connection): Path<String>,
@@ -84,42 +147,55 @@ pub async fn receive(
     if let Some(t) = validation_token(query.as_deref()) {
         return echo(t);
     }
+    // Configured for webhooks yet without routes: our setup, not the sender, is wrong.
+    if rx.routes.connection(&connection).is_none() && rx.webhooks.contains_key(&connection) {
+        return rx.reject(
+            SYSTEM,
+            &connection,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection configured but not loaded",
+        );
+    }
     let routes = match rx.routes_of(SYSTEM, &connection) {
         Ok(r) => r,
         Err(answer) => return *answer,
     };
-    // BC stopped sending a BOM in v19; older servers may still.
-    let raw = body
-        .strip_prefix(b"\xEF\xBB\xBF".as_slice())
-        .unwrap_or(&body);
-    let n: Notifications = match serde_json::from_slice(raw) {
+    let n = match parse_notifications(&body) {
         Ok(n) => n,
-        Err(_) => {
+        Err(e) => return rx.reject(SYSTEM, &connection, StatusCode::BAD_REQUEST, e.reason()),
+    };
+    let held = match rx.state.serve_subscriptions(&connection) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(connection = %connection, error = %e, "state store: cannot read the subscriptions");
             return rx.reject(
                 SYSTEM,
                 &connection,
-                StatusCode::BAD_REQUEST,
-                "malformed notification",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state store unavailable",
             );
         }
     };
-    if n.value.is_empty() {
-        return rx.reject(
-            SYSTEM,
-            &connection,
-            StatusCode::BAD_REQUEST,
-            "empty notification",
-        );
-    }
     // Every item checked before anything is queued: one forged item rejects the request.
     let check = |s: &Secrets| -> Result<(), Refusal> {
-        let state = s.get("client_state").ok_or((
-            StatusCode::UNAUTHORIZED,
-            "no clientState stored: run `mlc webhooks register` for this connection",
-        ))?;
-        if n.value
+        let Some(state) = s.get("client_state") else {
+            // Subscriptions made with a clientState the vault lost: keep them alive while
+            // someone looks; with none held, nobody legitimate can be calling.
+            return Err(if held.is_empty() {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "no clientState stored: run `mlc webhooks register` for this connection",
+                )
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "clientState missing from the vault",
+                )
+            });
+        };
+        if n.client_states
             .iter()
-            .all(|i| secrets::matches(i.client_state.as_bytes(), state))
+            .all(|c| secrets::matches(c.as_bytes(), state))
         {
             Ok(())
         } else {
@@ -129,17 +205,47 @@ pub async fn receive(
     if let Err((status, reason)) = rx.secrets.verify(&connection, check) {
         return rx.reject(SYSTEM, &connection, status, reason);
     }
+    // A valid clientState is not enough: it is one secret per connection, and a notice for a
+    // subscription we never made (or replaced) must not run anything. The 4xx also makes BC
+    // delete such a stray subscription.
+    if !n
+        .subscription_ids
+        .iter()
+        .all(|id| held.iter().any(|h| h.subscription_id == *id))
+    {
+        return rx.reject(
+            SYSTEM,
+            &connection,
+            StatusCode::FORBIDDEN,
+            "unknown subscriptionId",
+        );
+    }
     rx.metrics.received(SYSTEM);
     let mut streams = BTreeSet::new();
-    for i in &n.value {
-        match entity_set(&i.resource).and_then(|s| routes.stream_for(s)) {
+    let mut keyset = BTreeSet::new();
+    for (set, deletes) in &n.changes {
+        match routes.stream_for(set) {
             Some(s) => {
-                tracing::info!(connection = %connection, subscription = %i.subscription_id, change = %i.change_type, stream = s, "business central notification");
                 streams.insert(s.to_string());
+                if *deletes {
+                    keyset.insert(s.to_string());
+                }
             }
             None => {
-                tracing::info!(connection = %connection, resource = %i.resource, "notification for a resource no stream reads")
+                tracing::info!(connection = %connection, entity_set = %set, "notification for an entity set no stream reads")
             }
+        }
+    }
+    tracing::info!(connection = %connection, subscriptions = ?n.subscription_ids, streams = ?streams, keyset = ?keyset, "business central notification");
+    for s in &keyset {
+        if let Err(e) = rx.state.serve_request_keyset(&connection, s) {
+            tracing::error!(connection = %connection, stream = %s, error = %e, "state store: cannot record the key-set request");
+            return rx.reject(
+                SYSTEM,
+                &connection,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state store unavailable",
+            );
         }
     }
     if streams.is_empty() {
@@ -168,5 +274,32 @@ mod tests {
             Some("customers")
         );
         assert_eq!(entity_set("/api/v2.0/companies(4f1c)"), None);
+    }
+
+    #[test]
+    fn notices_that_may_hide_a_delete_ask_for_a_keyset_pass() {
+        let body = br#"{"value":[
+            {"subscriptionId":"a","clientState":"s","resource":"api/v2.0/companies(1)/customers(2)","changeType":"deleted"},
+            {"subscriptionId":"a","clientState":"s","resource":"api/v2.0/companies(1)/items(2)","changeType":"updated"},
+            {"subscriptionId":"b","clientState":"s","resource":"/api/v2.0/companies(1)/vendors?$filter=x","changeType":"collection"},
+            {"subscriptionId":"b","clientState":"s","resource":"/api/v2.0/companies(1)","changeType":"updated"}]}"#;
+        let p = parse_notifications(body).unwrap();
+        assert_eq!(
+            p.changes,
+            vec![
+                ("customers".to_string(), true),
+                ("items".to_string(), false),
+                ("vendors".to_string(), true)
+            ]
+        );
+        assert_eq!(p.subscription_ids.len(), 2);
+        assert_eq!(p.client_states.len(), 4);
+        let bom = [b"\xEF\xBB\xBF".as_slice(), body.as_slice()].concat();
+        assert_eq!(parse_notifications(&bom).unwrap(), p);
+        assert_eq!(
+            parse_notifications(b"{\"value\":[]}"),
+            Err(BodyError::Empty)
+        );
+        assert_eq!(parse_notifications(b"\xEF\xBB"), Err(BodyError::Malformed));
     }
 }

@@ -37,6 +37,9 @@ use super::{business_central, dataverse, pipedrive};
 /// A failed check: the status to answer and the reason to count and log (never a secret).
 pub type Refusal = (StatusCode, &'static str);
 
+/// The vault could not be read when a check needed it.
+pub const VAULT_UNREADABLE: Refusal = (StatusCode::SERVICE_UNAVAILABLE, "vault unreadable");
+
 /// Webhook secrets by connection, read from the vault at start and read again (at most once
 /// per 5 s per connection) when a request fails its check, so `mlc webhooks register` or
 /// `mlc webhooks secret` take effect without a restart while a flood of forged requests costs
@@ -61,10 +64,12 @@ impl SecretCache {
             .unwrap_or_default()
     }
 
-    /// Re-reads the connection's vault entry unless that happened in the last 5 s.
-    fn refresh(&self, connection: &str) -> bool {
+    /// Re-reads the connection's vault entry unless that happened in the last 5 s. Fails when
+    /// the vault cannot be read: the cached secrets are kept, and the caller answers a
+    /// retryable status (the sender's secret may well be the new one we cannot read).
+    fn refresh(&self, connection: &str) -> Result<bool, Refusal> {
         let Some(vault) = &self.vault else {
-            return false;
+            return Ok(false);
         };
         {
             let g = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
@@ -72,21 +77,26 @@ impl SecretCache {
                 .and_then(|(_, at)| *at)
                 .is_some_and(|at| at.elapsed() < Duration::from_secs(5))
             {
-                return false;
+                return Ok(false);
             }
         }
-        let fresh = secrets::load(vault, connection).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read webhook secrets from the vault");
-            Secrets::new()
-        });
+        let fresh = match secrets::load(vault, connection) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, connection, "cannot read webhook secrets from the vault");
+                return Err(VAULT_UNREADABLE);
+            }
+        };
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(connection.to_string(), (fresh, Some(Instant::now())));
-        true
+        Ok(true)
     }
 
-    /// `check` against the cached secrets; when it refuses, once more after a refresh.
+    /// `check` against the cached secrets; when it refuses, once more after a refresh. A vault
+    /// that cannot be read then is our fault, not the sender's: 503, which every sender
+    /// retries (Business Central deletes its subscription on most 4xx).
     pub fn verify<T>(
         &self,
         connection: &str,
@@ -94,8 +104,11 @@ impl SecretCache {
     ) -> Result<T, Refusal> {
         match check(&self.get(connection)) {
             Ok(v) => Ok(v),
-            Err(e) if self.refresh(connection) => check(&self.get(connection)).map_err(|_| e),
-            Err(e) => Err(e),
+            Err(e) => match self.refresh(connection) {
+                Ok(true) => check(&self.get(connection)).map_err(|_| e),
+                Ok(false) => Err(e),
+                Err(unreadable) => Err(unreadable),
+            },
         }
     }
 }
@@ -225,4 +238,36 @@ async fn metrics(axum::extract::State(rx): axum::extract::State<Arc<Receiver>>) 
         text,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    #[test]
+    fn an_unreadable_vault_is_a_retryable_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::VaultConfig {
+            path: dir.path().join("vault.json"),
+            key_file: dir.path().join("vault.key"),
+        };
+        std::fs::write(&cfg.path, b"\x00 not a vault").unwrap();
+        let mut initial = BTreeMap::new();
+        let mut s = Secrets::new();
+        s.insert("key".into(), SecretString::from("old".to_string()));
+        initial.insert("crm".to_string(), s);
+        let cache = SecretCache::new(Some(Vault::new(&cfg)), initial);
+        let check = |s: &Secrets| match s.get("key") {
+            Some(k) if secrets::matches(b"new", k) => Ok(()),
+            _ => Err((StatusCode::UNAUTHORIZED, "wrong key")),
+        };
+        assert_eq!(cache.verify("crm", check), Err(VAULT_UNREADABLE));
+        // Without a vault to ask, the refusal stays the sender's.
+        let cache = SecretCache::new(None, BTreeMap::new());
+        assert_eq!(
+            cache.verify("crm", check),
+            Err((StatusCode::UNAUTHORIZED, "wrong key"))
+        );
+    }
 }

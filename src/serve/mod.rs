@@ -10,9 +10,10 @@
 //! subscriptions.rs: BC subscriptions created / renewed / recreated (clock.rs drives time)
 //! ```
 //!
-//! Webhooks and schedules only trigger ordinary incremental runs of the affected streams; the
-//! runs read the source as `mlc sync` does, so a lost or forged event can cost at most a run,
-//! never wrong data, and the scheduled poll still reconciles everything.
+//! Webhooks and schedules only trigger ordinary incremental runs of the affected streams (a
+//! Business Central `deleted` notice also asks for a key-set pass, as deletes are invisible to
+//! a cursor read); the runs read the source as `mlc sync` does, so a lost or forged event can
+//! cost at most a run, never wrong data, and the scheduled poll still reconciles everything.
 
 pub mod business_central;
 pub mod clock;

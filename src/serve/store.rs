@@ -1,6 +1,7 @@
 //! Serve mode's tables in the state store: webhook events already seen (at-least-once delivery
 //! is deduplicated across restarts), each schedule's last fire time (the missed-run policy
-//! needs it after downtime), and the Business Central subscriptions mlc created.
+//! needs it after downtime), the Business Central subscriptions mlc created, and the key-set
+//! passes a `deleted` change notice asked for (a cursor read never sees a delete).
 //! Created on first use with `CREATE TABLE IF NOT EXISTS`, like the other state tables.
 
 use chrono::{DateTime, Utc};
@@ -27,6 +28,12 @@ CREATE TABLE IF NOT EXISTS serve_bc_subscriptions (
     etag TEXT,
     expires_at TEXT NOT NULL,
     PRIMARY KEY (connection, resource)
+);
+CREATE TABLE IF NOT EXISTS serve_keyset_requests (
+    connection TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    requested_at TEXT NOT NULL,
+    PRIMARY KEY (connection, stream)
 );
 "#;
 
@@ -137,6 +144,58 @@ impl StateStore {
     }
 }
 
+/// Key-set passes asked for by change notices. The request time is wall-clock time (not the
+/// serve clock) because it is compared with the start time of the runs that answer it.
+impl StateStore {
+    /// Asks for a key-set pass of `stream` at its next incremental run: a source told us a row
+    /// was deleted, and only a pass over every key finds it.
+    pub fn serve_request_keyset(&self, connection: &str, stream: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO serve_keyset_requests (connection, stream, requested_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (connection, stream) DO UPDATE SET requested_at = excluded.requested_at",
+                params![connection, stream, ts(Utc::now())],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// Whether a key-set pass of `stream` was asked for after `reconciled_at` (the start of
+    /// the last run that reconciled deletes; `None`: never). A request made while that run was
+    /// already reading is still open: the run may have passed the deleted key. `false` when
+    /// serve mode never ran against this store (its table does not exist).
+    pub fn keyset_requested(
+        &self,
+        connection: &str,
+        stream: &str,
+        reconciled_at: Option<&str>,
+    ) -> Result<bool> {
+        let requested = self.with(|c| {
+            let exists: bool = c.query_row(
+                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'serve_keyset_requests'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Ok(None);
+            }
+            c.query_row(
+                "SELECT requested_at FROM serve_keyset_requests WHERE connection = ?1 AND stream = ?2",
+                params![connection, stream],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+        })?;
+        let Some(requested) = requested else {
+            return Ok(false);
+        };
+        Ok(match reconciled_at {
+            None => true,
+            Some(at) => parse_ts(&requested) >= parse_ts(at),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +215,29 @@ mod tests {
         s.serve_init().unwrap();
         assert!(!s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
         assert!(s.serve_first_delivery("other", "deal:1:t", now).unwrap());
+    }
+
+    #[test]
+    fn keyset_requests_stay_open_until_a_later_reconciliation() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("state.db")).unwrap();
+        // Before serve ever ran: no table, no request.
+        assert!(!s.keyset_requested("erp", "bc.customer", None).unwrap());
+        s.serve_init().unwrap();
+        assert!(!s.keyset_requested("erp", "bc.customer", None).unwrap());
+        let before = Utc::now() - chrono::Duration::seconds(5);
+        s.serve_request_keyset("erp", "bc.customer").unwrap();
+        assert!(s.keyset_requested("erp", "bc.customer", None).unwrap());
+        // A reconciliation that started before the request does not answer it.
+        assert!(
+            s.keyset_requested("erp", "bc.customer", Some(&ts(before)))
+                .unwrap()
+        );
+        let after = Utc::now() + chrono::Duration::seconds(5);
+        assert!(
+            !s.keyset_requested("erp", "bc.customer", Some(&after.to_rfc3339()))
+                .unwrap()
+        );
+        assert!(!s.keyset_requested("erp", "bc.item", None).unwrap());
     }
 }

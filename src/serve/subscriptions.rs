@@ -1,8 +1,11 @@
 //! Business Central webhook subscriptions: created through `POST …/api/v2.0/subscriptions`
 //! for each configured entity set of each configured company, renewed with
 //! `PATCH …/subscriptions('{id}')` + `If-Match` once less than `serve.renew_before_hours` of
-//! their 3-day life is left, and created again when BC answers 404 (it deletes a subscription
-//! whose notifications failed with a non-retryable status). BC calls the notification URL
+//! their 3-day life is left, and created again when BC no longer has them. BC deletes a
+//! subscription whose notification got a non-retryable answer, without telling anyone, so
+//! every upkeep pass reads each stored subscription back (`GET …/subscriptions('{id}')`) and
+//! recreates the missing ones: waiting for the renewal to find the 404 would leave the
+//! connection deaf for up to three days. BC calls the notification URL
 //! with `?validationToken=` during both create and renew, so the receiver must be listening
 //! first. What mlc created is kept in the state store (id, etag, expiry).
 
@@ -28,7 +31,7 @@ use super::store::StoredSubscription;
 pub struct SubscriptionReport {
     pub created: Vec<String>,
     pub renewed: Vec<String>,
-    /// Renewal answered 404 (BC dropped it): created again.
+    /// BC no longer had it (read back or renewal answered 404): created again.
     pub recreated: Vec<String>,
     pub kept: Vec<String>,
 }
@@ -175,6 +178,29 @@ impl BcSubscriptions {
         self.store(resource, &r.body)
     }
 
+    /// Whether BC still has the subscription; fails on anything but 200 or 404 (a transient
+    /// failure must not make us create a duplicate).
+    async fn exists(&self, s: &StoredSubscription) -> Result<bool> {
+        let url = self.url(&format!("subscriptions('{}')", s.subscription_id));
+        match self
+            .endpoint
+            .http
+            .get(&url, &Default::default(), "subscriptions")
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(404) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Creates `resource` again in place of a subscription BC dropped; the new id replaces
+    /// the old one in the store, so notices for the old id are refused from then on.
+    async fn recreate(&self, resource: &str, why: &str) -> Result<()> {
+        tracing::warn!(connection = %self.connection, resource = %resource, "subscription gone ({why}): creating it again");
+        self.create(resource).await
+    }
+
     /// Renews; `Ok(false)` when BC no longer knows the subscription (404).
     async fn renew(&self, s: &StoredSubscription) -> Result<bool> {
         let body = self.body(&s.resource);
@@ -201,8 +227,9 @@ impl BcSubscriptions {
         }
     }
 
-    /// Creates missing subscriptions and renews those expiring within the renewal window;
-    /// `now` comes from the serve clock.
+    /// Creates missing subscriptions, recreates those BC dropped and renews those expiring
+    /// within the renewal window; `now` comes from the serve clock. Fails on the first
+    /// request BC does not answer as expected (the next pass starts over).
     pub async fn ensure(&self, now: DateTime<Utc>) -> Result<SubscriptionReport> {
         let stored = self.state.serve_subscriptions(&self.connection)?;
         let mut report = SubscriptionReport::default();
@@ -213,14 +240,18 @@ impl BcSubscriptions {
                     tracing::info!(connection = %self.connection, resource = %resource, "subscription created");
                     report.created.push(resource);
                 }
-                Some(s) if s.expires_at - now > self.renew_before => report.kept.push(resource),
                 Some(s) => {
-                    if self.renew(s).await? {
+                    if !self.exists(s).await? {
+                        self.recreate(&resource, "not found at Business Central")
+                            .await?;
+                        report.recreated.push(resource);
+                    } else if s.expires_at - now > self.renew_before {
+                        report.kept.push(resource);
+                    } else if self.renew(s).await? {
                         tracing::info!(connection = %self.connection, resource = %resource, "subscription renewed");
                         report.renewed.push(resource);
                     } else {
-                        tracing::warn!(connection = %self.connection, resource = %resource, "subscription gone (404 on renew): creating it again");
-                        self.create(&resource).await?;
+                        self.recreate(&resource, "404 on renew").await?;
                         report.recreated.push(resource);
                     }
                 }

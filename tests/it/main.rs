@@ -15,6 +15,7 @@ mod crash_resume;
 mod dataverse_sync;
 mod dbt_lookml;
 mod deltek_sync;
+mod fuzz_edges;
 mod http_runtime;
 mod looker_sync;
 mod pipedrive_sync;

@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use chrono::{TimeZone, Utc};
-use ml_connector::run::Context;
+use ml_connector::run::{Context, KEYSET_EVERY_RUN_PAGES, RunRequest, run_many};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::serve::clock::{Clock, ManualClock};
 use ml_connector::serve::queue::{Executor, Trigger};
+use ml_connector::serve::store::StoredSubscription;
 use ml_connector::serve::subscriptions::BcSubscriptions;
 use ml_connector::serve::{ServeOptions, Server, secrets};
 use ml_connector::vault::{Secrets, Vault};
@@ -94,8 +95,24 @@ struct Env {
 
 /// A project with crm (Dataverse), pd (Pipedrive), erp (Business Central) and vp (Deltek)
 /// wired to one sandbox, `serve` appended as the `[serve]` part of mlc.toml.
+/// The erp connection's streams in most tests.
+const ERP_STREAMS: &str = "streams = [\"business_central.customer\", \"business_central.item\"]\n";
+
 async fn env(scale: u64, crm_streams: &str, serve: &str) -> Env {
+    env_with(scale, crm_streams, serve, ERP_STREAMS, |_| {}).await
+}
+
+/// [`env`] with `erp` (settings and `streams`) ending the erp connection and `setup` run on
+/// the project folder before the context opens (stream overlays).
+async fn env_with(
+    scale: u64,
+    crm_streams: &str,
+    serve: &str,
+    erp: &str,
+    setup: impl FnOnce(&std::path::Path),
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
     let sandbox = Sandbox::start(
         SandboxOptions {
             scale,
@@ -107,10 +124,10 @@ async fn env(scale: u64, crm_streams: &str, serve: &str) -> Env {
     .await
     .unwrap();
     let (pd, pd_secrets) = sandbox.pipedrive_connection();
-    let (erp, erp_secrets) = sandbox.business_central_connection();
+    let (erp_conn, erp_secrets) = sandbox.business_central_connection();
     let (vp, vp_secrets) = sandbox.deltek_connection();
     let extra = format!(
-        "streams = {crm_streams}\n\n[connections.pd]\n{pd}requests_per_minute = 100000\nstreams = [\"pipedrive.deal\", \"pipedrive.person\"]\n\n[connections.erp]\n{erp}requests_per_minute = 100000\nstreams = [\"business_central.customer\", \"business_central.item\"]\n\n[connections.vp]\n{vp}requests_per_minute = 100000\nstreams = []\n\n{serve}\n"
+        "streams = {crm_streams}\n\n[connections.pd]\n{pd}requests_per_minute = 100000\nstreams = [\"pipedrive.deal\", \"pipedrive.person\"]\n\n[connections.erp]\n{erp_conn}requests_per_minute = 100000\n{erp}\n[connections.vp]\n{vp}requests_per_minute = 100000\nstreams = []\n\n{serve}\n"
     );
     let config = write_project(dir.path(), &sandbox, &extra);
     let vault = Vault::new(&config.vault);
@@ -316,6 +333,347 @@ async fn bc_subscriptions_handshake_renew_recreate_and_notify() {
     server.shutdown().await;
 }
 
+/// Records `id` as a subscription mlc created for erp (as `BcSubscriptions` does).
+fn hold_subscription(ctx: &Context, id: &str) {
+    ctx.state.serve_init().unwrap();
+    ctx.state
+        .serve_put_subscription(&StoredSubscription {
+            connection: "erp".into(),
+            resource: format!("/api/v2.0/companies(1)/{id}"),
+            subscription_id: id.into(),
+            etag: None,
+            expires_at: Utc::now() + chrono::Duration::days(3),
+        })
+        .unwrap();
+}
+
+/// A Business Central notification of one change.
+fn bc_notice(
+    subscription: &str,
+    client_state: &str,
+    resource: &str,
+    change: &str,
+) -> serde_json::Value {
+    serde_json::json!({"value": [{"subscriptionId": subscription, "clientState": client_state, "resource": resource, "changeType": change, "lastModifiedDateTime": "2026-01-01T00:00:00Z", "expirationDateTime": "2026-01-04T00:00:00Z"}]})
+}
+
+/// The subscription manager of erp for entity set `set`, notifying `server`.
+fn bc_manager(e: &Env, server: &Server, set: &str) -> BcSubscriptions {
+    BcSubscriptions::new(
+        e.ctx.config.connection("erp").unwrap(),
+        &e.ctx.vault,
+        vec![set.into()],
+        &server.public_base,
+        36.0,
+        e.ctx.state.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bc_notices_for_foreign_subscriptions_are_refused_and_our_faults_are_retried() {
+    let e = env(
+        20,
+        "[\"dataverse.account\"]",
+        "[serve]\n[serve.webhooks.erp]\nresources = [\"customers\"]\n",
+    )
+    .await;
+    let clock = ManualClock::new(Utc::now());
+    let rec = Arc::new(Recorder::default());
+    let (client_state, _) = secrets::get_or_create(&e.ctx.vault, "erp", "client_state").unwrap();
+    let client_state = secrecy::ExposeSecret::expose_secret(&client_state).to_string();
+    let server = start(&e.ctx, clock.clone(), rec.clone()).await;
+    let http = reqwest::Client::new();
+    let hook = format!("{}/webhooks/business_central/erp", server.public_base);
+    let mgr = bc_manager(&e, &server, "customers");
+    let companies = e.sandbox.business_central_companies().len();
+    assert_eq!(
+        mgr.ensure(clock.now()).await.unwrap().created.len(),
+        companies
+    );
+    let held = e.ctx.state.serve_subscriptions("erp").unwrap();
+    let resource = "api/v2.0/companies(1)/customers(2)".to_string();
+
+    // The right clientState with a subscription we never made: refused, nothing queued.
+    for forged in [
+        bc_notice("5b5c-not-ours", &client_state, &resource, "updated"),
+        serde_json::json!({"value": [
+            bc_notice(&held[0].subscription_id, &client_state, &resource, "updated")["value"][0],
+            bc_notice("5b5c-not-ours", &client_state, &resource, "deleted")["value"][0]]}),
+    ] {
+        let r = http.post(&hook).json(&forged).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{forged}");
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(server.queue.submitted(), 0);
+    assert_eq!(rec.started(), 0);
+    assert!(
+        !e.ctx
+            .state
+            .keyset_requested("erp", "business_central.customer", None)
+            .unwrap()
+    );
+
+    // Our state store fails while BC delivers: 503, BC retries and keeps the subscription,
+    // and the retry after the repair gets through.
+    let db = rusqlite::Connection::open(&e.ctx.config.state_path).unwrap();
+    db.execute_batch("ALTER TABLE serve_bc_subscriptions RENAME TO serve_bc_subscriptions_away")
+        .unwrap();
+    e.sandbox.business_central_mutate();
+    let failed_twice = || {
+        e.sandbox
+            .business_central_deliveries()
+            .iter()
+            .filter(|d| d.status == Some(503))
+            .count()
+            >= 2
+    };
+    assert!(
+        eventually(10, failed_twice).await,
+        "{:?}",
+        e.sandbox.business_central_deliveries()
+    );
+    assert_eq!(e.sandbox.business_central_subscriptions().len(), companies);
+    db.execute_batch("ALTER TABLE serve_bc_subscriptions_away RENAME TO serve_bc_subscriptions")
+        .unwrap();
+    assert!(
+        eventually(10, || rec.started() >= 1).await,
+        "{:?}",
+        e.sandbox.business_central_deliveries()
+    );
+    assert!(
+        e.sandbox
+            .business_central_deliveries()
+            .iter()
+            .any(|d| d.status == Some(200) && d.attempt > 0)
+    );
+    assert_eq!(e.sandbox.business_central_subscriptions().len(), companies);
+    assert!(server.settle(Duration::from_secs(5)).await);
+
+    // A subscription we no longer hold answers 4xx, and BC (the fake) deletes it.
+    let gone = held[0].clone();
+    db.execute(
+        "DELETE FROM serve_bc_subscriptions WHERE subscription_id = ?1",
+        [&gone.subscription_id],
+    )
+    .unwrap();
+    let before = e.sandbox.business_central_deliveries().len();
+    let mut rounds = 0;
+    while e
+        .sandbox
+        .business_central_subscriptions()
+        .iter()
+        .any(|s| s.0 == gone.subscription_id)
+        && rounds < 20
+    {
+        e.sandbox.business_central_mutate();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rounds += 1;
+    }
+    assert!(
+        e.sandbox.business_central_deliveries()[before..]
+            .iter()
+            .any(|d| d.status == Some(403) && d.subscription_ids.contains(&gone.subscription_id))
+    );
+    assert!(
+        e.sandbox
+            .business_central_subscriptions()
+            .iter()
+            .all(|s| s.0 != gone.subscription_id)
+    );
+
+    // (BC batches items of several subscriptions in one notice and drops them all.) The next
+    // upkeep pass makes what we lost again.
+    assert!(server.settle(Duration::from_secs(5)).await);
+    mgr.ensure(clock.now()).await.unwrap();
+    assert_eq!(e.sandbox.business_central_subscriptions().len(), companies);
+
+    // Dropped at BC without us knowing: the next upkeep pass (no renewal due) reads it back,
+    // finds it missing and creates it again under a new id.
+    let other = e.ctx.state.serve_subscriptions("erp").unwrap()[0].clone();
+    assert!(
+        e.sandbox
+            .business_central_drop_subscription(&other.subscription_id)
+    );
+    let r = mgr.ensure(clock.now()).await.unwrap();
+    assert_eq!(r.recreated.len(), 1, "{r:?}");
+    assert_eq!(r.kept.len(), companies - 1, "{r:?}");
+    let live = e.sandbox.business_central_subscriptions();
+    assert_eq!(live.len(), companies);
+    let stored = e.ctx.state.serve_subscriptions("erp").unwrap();
+    for s in &stored {
+        assert!(
+            live.iter().any(|l| l.0 == s.subscription_id),
+            "{s:?} not live"
+        );
+    }
+    assert!(
+        stored
+            .iter()
+            .all(|s| s.subscription_id != other.subscription_id)
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bc_deleted_notice_runs_a_keyset_pass_that_removes_the_row() {
+    const PAGE: u32 = 1;
+    let e = env_with(
+        20,
+        "[\"dataverse.account\"]",
+        "[serve]\n[serve.webhooks.erp]\nresources = [\"salesOrders\"]\n",
+        "reconcile_every_hours = 1000\nstreams = [\"business_central.sales_order\"]\n",
+        |dir| {
+            let d = dir.join("streams/business_central");
+            std::fs::create_dir_all(&d).unwrap();
+            let text = include_str!("../../streams/business_central/_source.toml")
+                .replace("page_size = 5000\n", &format!("page_size = {PAGE}\n"));
+            assert!(text.contains(&format!("page_size = {PAGE}\n")));
+            std::fs::write(d.join("_source.toml"), text).unwrap();
+        },
+    )
+    .await;
+    let conn = e.ctx.config.connection("erp").unwrap();
+    let sid = "business_central.sales_order".to_string();
+    let stream = e.ctx.defs.get(&sid.parse().unwrap()).unwrap().clone();
+    let keys = || {
+        e.ctx
+            .warehouse
+            .local()
+            .unwrap()
+            .keys(
+                &stream.id.dataset(),
+                &stream.id.entity,
+                &["company_id", "id"],
+            )
+            .unwrap()
+    };
+    // A first snapshot; the table is too large for a key-set pass with every run.
+    let first = run_many(
+        &e.ctx,
+        &[conn],
+        std::slice::from_ref(&sid),
+        &RunRequest::Sync { full: false },
+    )
+    .await
+    .unwrap();
+    let first = first[0].1.as_ref().unwrap();
+    assert_eq!(first.kind, "snapshot");
+    assert!(
+        first.table_rows > KEYSET_EVERY_RUN_PAGES * u64::from(PAGE),
+        "{first:?}"
+    );
+    let (client_state, _) = secrets::get_or_create(&e.ctx.vault, "erp", "client_state").unwrap();
+    let client_state = secrecy::ExposeSecret::expose_secret(&client_state).to_string();
+    let server = Server::start(
+        e.ctx.clone(),
+        ServeOptions {
+            listen: Some("127.0.0.1:0".into()),
+            clock: Arc::new(ManualClock::new(Utc::now())),
+            tick: Duration::from_millis(10),
+            subscription_check: None,
+            executor: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mgr = bc_manager(&e, &server, "salesOrders");
+    mgr.ensure(Utc::now()).await.unwrap();
+
+    // Another BC user deletes an order (API writes send no notice in the fake).
+    let row = e.sandbox.business_central_live_rows("salesOrders").unwrap()[0].clone();
+    let ep = ml_connector::connect::endpoint(conn, &e.ctx.vault).unwrap();
+    let r = ep
+        .http
+        .send(
+            reqwest::Method::DELETE,
+            &format!(
+                "{}/api/v2.0/companies({})/customers({})",
+                ep.base, row.company_id, row.id
+            ),
+            "test",
+            ml_connector::http::Idempotency::Unsafe,
+            |rb| rb.header("If-Match", "*"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    let key = vec![row.company_id.clone(), row.id.clone()];
+    assert!(keys().contains(&key));
+    let sub = e
+        .ctx
+        .state
+        .serve_subscriptions("erp")
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource.contains(&row.company_id))
+        .unwrap();
+    let hook = format!("{}/webhooks/business_central/erp", server.public_base);
+    let resource = format!(
+        "api/v2.0/companies({})/customers({})",
+        row.company_id, row.id
+    );
+    let http = reqwest::Client::new();
+    let runs = |kind: &str| {
+        e.ctx
+            .state
+            .runs(Some(&sid), 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.kind == kind && r.status == "committed")
+            .count()
+    };
+    // An `updated` notice: an incremental read, which cannot see the delete.
+    let r = http
+        .post(&hook)
+        .json(&bc_notice(
+            &sub.subscription_id,
+            &client_state,
+            &resource,
+            "updated",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(eventually(30, || runs("incremental") == 1).await);
+    assert!(server.settle(Duration::from_secs(30)).await);
+    assert_eq!(runs("keyset"), 0);
+    assert!(keys().contains(&key), "a cursor read removed a deleted row");
+    // The `deleted` notice asks for a key-set pass: the row leaves the warehouse.
+    let r = http
+        .post(&hook)
+        .json(&bc_notice(
+            &sub.subscription_id,
+            &client_state,
+            &resource,
+            "deleted",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(eventually(60, || runs("keyset") == 1).await);
+    assert!(server.settle(Duration::from_secs(30)).await);
+    assert!(
+        !keys().contains(&key),
+        "the deleted row is still in the warehouse"
+    );
+    assert_eq!(keys().len() as u64, first.table_rows - 1);
+    // Answered: the next run reads incrementally only.
+    assert!(
+        !e.ctx
+            .state
+            .keyset_requested(
+                "erp",
+                &sid,
+                e.ctx.state.last_reconciled("erp", &sid).unwrap().as_deref()
+            )
+            .unwrap()
+    );
+    server.shutdown().await;
+}
+
 fn basic(user: &str, pass: &str) -> String {
     format!(
         "Basic {}",
@@ -335,6 +693,7 @@ async fn forged_or_malformed_webhooks_are_rejected_and_a_redelivered_event_runs_
     put_secret(&e.ctx, "pd", "password", "pd-pass");
     put_secret(&e.ctx, "pd", "signing_secret", "pd-signing");
     put_secret(&e.ctx, "erp", "client_state", "bc-state");
+    hold_subscription(&e.ctx, "s");
     let rec = Arc::new(Recorder::default());
     let server = start(&e.ctx, ManualClock::new(Utc::now()), rec.clone()).await;
     let http = reqwest::Client::new();

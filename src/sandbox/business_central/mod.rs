@@ -62,6 +62,7 @@ use query::{After, Order, Reject, Times};
 use store::{COMPANIES, Store};
 
 pub use store::Changes as BcChanges;
+pub use subscriptions::Delivery as BcDelivery;
 pub use writes::BcWriteLog;
 
 /// BC's server-side page ceiling.
@@ -845,6 +846,11 @@ impl Sandbox {
     /// Validation handshakes answered correctly so far (creates and renewals).
     pub fn business_central_handshakes(&self) -> u64 {
         self.app.business_central.subscriptions.handshakes()
+    }
+
+    /// Every notification delivery attempt so far (subscription ids, status, attempt).
+    pub fn business_central_deliveries(&self) -> Vec<BcDelivery> {
+        self.app.business_central.subscriptions.deliveries()
     }
 
     /// Deletes a subscription the way BC does after failed deliveries (the next renewal gets

@@ -4,8 +4,12 @@
 //! `If-Match`; the key is a quoted string (`subscriptions('id')`); after each mutation round
 //! subscribers of a changed entity set get a `{"value":[…]}` notification: one item per
 //! changed record (`created` / `updated` / `deleted`, no record data), or one `collection`
-//! item past 1000 changes. Differences: notices are sent at once, not ~30 s later, and not
-//! retried; a subscriber answering a non-retryable status loses its subscription, as on BC.
+//! item past 1000 changes. Delivery follows the reference (B7): an answer of 408, 429 or 5xx
+//! is retried, any other non-success status deletes the subscriptions the notice was for.
+//! Differences: notices are sent at once, not ~30 s later, and retried [`RETRIES`] times a
+//! fraction of a second apart instead of over ~36 h. The reference does not say what BC does
+//! when the notification URL does not answer at all (refused connection, timeout); this fake
+//! treats that as retryable and keeps the subscription.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -23,6 +27,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Above this many changes in a round, BC sends one `collection` notice instead.
 const COLLECTION_THRESHOLD: usize = 1000;
+
+/// Deliveries after the first when the answer is retryable, and the wait before the first
+/// retry (doubled each time): BC spreads its retries over ~36 h; a test waits ~1.5 s.
+pub const RETRIES: u32 = 4;
+const FIRST_RETRY_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether BC retries a notification that got `status` (reference B7: 408, 429, 5xx).
+pub fn retryable(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+/// One attempt to deliver a notice, as the fake logs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub subscription_ids: Vec<String>,
+    /// The status answered; `None` when the URL did not answer.
+    pub status: Option<u16>,
+    /// 0 for the first attempt.
+    pub attempt: u32,
+}
 
 /// A record a mutation round changed.
 #[derive(Debug, Clone)]
@@ -71,6 +95,7 @@ pub struct Subscriptions {
     subs: Mutex<BTreeMap<String, Subscription>>,
     next: Mutex<u64>,
     handshakes: Mutex<u64>,
+    deliveries: Mutex<Vec<Delivery>>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +126,11 @@ impl Subscriptions {
     /// Handshakes answered correctly so far (create + renew).
     pub fn handshakes(&self) -> u64 {
         *lock(&self.handshakes)
+    }
+
+    /// Every notification delivery attempt so far, in order of completion.
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        lock(&self.deliveries).clone()
     }
 
     /// Deletes a subscription as BC does after a failed delivery; false if unknown.
@@ -342,23 +372,38 @@ impl Subscriptions {
                             .and_then(|v| v.as_str())
                             .map(String::from)
                     })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect();
-                let status = client
-                    .post(&url)
-                    .timeout(Duration::from_secs(10))
-                    .json(&serde_json::json!({ "value": items }))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16());
-                // 408, 429 and 5xx are retried by BC (not by this fake); anything else
-                // non-2xx deletes the subscription.
-                if let Ok(s) = status
-                    && !(200..300).contains(&s)
-                    && !matches!(s, 408 | 429 | 500..=599)
-                {
-                    for id in ids {
-                        me.drop_one(&id);
+                let body = serde_json::json!({ "value": items });
+                let mut wait = FIRST_RETRY_WAIT;
+                for attempt in 0..=RETRIES {
+                    let status = client
+                        .post(&url)
+                        .timeout(Duration::from_secs(10))
+                        .json(&body)
+                        .send()
+                        .await
+                        .ok()
+                        .map(|r| r.status().as_u16());
+                    lock(&me.deliveries).push(Delivery {
+                        subscription_ids: ids.clone(),
+                        status,
+                        attempt,
+                    });
+                    match status {
+                        Some(s) if (200..300).contains(&s) => return,
+                        Some(s) if !retryable(s) => {
+                            for id in &ids {
+                                me.drop_one(id);
+                            }
+                            return;
+                        }
+                        // Retryable, or no answer at all: try again later.
+                        _ => {}
                     }
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
                 }
             });
         }
