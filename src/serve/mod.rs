@@ -152,6 +152,7 @@ impl Server {
                 managers.push(BcSubscriptions::new(
                     conn,
                     &ctx.vault,
+                    ctx.runtimes.endpoint(conn)?,
                     w.bc_resources(),
                     &public_base,
                     cfg.renew_before_hours,

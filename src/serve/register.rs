@@ -155,6 +155,7 @@ pub async fn register(
             let mgr = BcSubscriptions::new(
                 conn,
                 vault,
+                endpoint(conn, vault)?,
                 w.bc_resources(),
                 &public,
                 config.serve.renew_before_hours,

@@ -17,7 +17,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{Connection, ConnectionSettings};
-use crate::connect::{Endpoint, endpoint};
+use crate::connect::Endpoint;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
 use crate::state::StateStore;
@@ -80,9 +80,12 @@ impl std::fmt::Debug for BcSubscriptions {
 
 impl BcSubscriptions {
     /// Prepares the manager of `conn`; generates and stores its `clientState` when missing.
+    /// `endpoint`: the connection's client (in `mlc serve`, the process's shared runtime of
+    /// the connection, so subscription upkeep counts against the same limits as the runs).
     pub fn new(
         conn: &Connection,
         vault: &Vault,
+        endpoint: Endpoint,
         resources: Vec<String>,
         public_base: &str,
         renew_before_hours: f64,
@@ -100,7 +103,7 @@ impl BcSubscriptions {
             connection: conn.name.clone(),
             companies: b.companies.clone(),
             resources,
-            endpoint: endpoint(conn, vault)?,
+            endpoint,
             notification_url: format!("{public_base}/webhooks/business_central/{}", conn.name),
             client_state,
             renew_before: Duration::seconds((renew_before_hours * 3600.0) as i64),

@@ -268,6 +268,7 @@ async fn bc_subscriptions_handshake_renew_recreate_and_notify() {
     let mgr = BcSubscriptions::new(
         conn,
         &e.ctx.vault,
+        e.ctx.runtimes.endpoint(conn).unwrap(),
         vec!["customers".into()],
         &server.public_base,
         36.0,
@@ -359,9 +360,11 @@ fn bc_notice(
 
 /// The subscription manager of erp for entity set `set`, notifying `server`.
 fn bc_manager(e: &Env, server: &Server, set: &str) -> BcSubscriptions {
+    let conn = e.ctx.config.connection("erp").unwrap();
     BcSubscriptions::new(
-        e.ctx.config.connection("erp").unwrap(),
+        conn,
         &e.ctx.vault,
+        e.ctx.runtimes.endpoint(conn).unwrap(),
         vec![set.into()],
         &server.public_base,
         36.0,
@@ -519,7 +522,7 @@ async fn bc_notices_for_foreign_subscriptions_are_refused_and_our_faults_are_ret
 async fn a_bc_deleted_notice_runs_a_keyset_pass_that_removes_the_row() {
     const PAGE: u32 = 1;
     let e = env_with(
-        20,
+        100,
         "[\"dataverse.account\"]",
         "[serve]\n[serve.webhooks.erp]\nresources = [\"salesOrders\"]\n",
         "reconcile_every_hours = 1000\nstreams = [\"business_central.sales_order\"]\n",
@@ -588,7 +591,7 @@ async fn a_bc_deleted_notice_runs_a_keyset_pass_that_removes_the_row() {
         .send(
             reqwest::Method::DELETE,
             &format!(
-                "{}/api/v2.0/companies({})/customers({})",
+                "{}/api/v2.0/companies({})/salesOrders({})",
                 ep.base, row.company_id, row.id
             ),
             "test",
@@ -610,7 +613,7 @@ async fn a_bc_deleted_notice_runs_a_keyset_pass_that_removes_the_row() {
         .unwrap();
     let hook = format!("{}/webhooks/business_central/erp", server.public_base);
     let resource = format!(
-        "api/v2.0/companies({})/customers({})",
+        "api/v2.0/companies({})/salesOrders({})",
         row.company_id, row.id
     );
     let http = reqwest::Client::new();
