@@ -183,6 +183,25 @@ mod tests {
     }
 
     #[test]
+    fn hostile_metadata_is_bounded() {
+        // One tag with many attributes, repeated names included: parsed in linear time, the
+        // first `Name` wins.
+        let mut many = String::from("<EntityType Name=\"big\"><Property Name=\"first\"");
+        for i in 0..50_000 {
+            many.push_str(&format!(" a{i}=\"x\" Name=\"dup\""));
+        }
+        many.push_str(" Type=\"Edm.String\"/></EntityType>");
+        let started = std::time::Instant::now();
+        let c = parse_csdl(&many).unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert_eq!(c.types["big"].properties[0].name, "first");
+        assert_eq!(c.types["big"].properties[0].edm, "Edm.String");
+        // Over the size cap: refused before parsing.
+        let huge = " ".repeat(crate::tenant::business_central::MAX_CSDL_BYTES + 1);
+        assert!(parse_csdl(&huge).unwrap_err().contains("more than"));
+    }
+
+    #[test]
     fn drafts_keep_catalog_names_and_add_extension_fields() {
         let c = parse_csdl(SAMPLE).unwrap();
         let defs = Definitions::builtin().unwrap();

@@ -22,9 +22,10 @@ pub fn load(vault: &Vault, connection: &str) -> Result<Secrets> {
 
 /// Stores `field` for `connection`, keeping the other fields.
 pub fn put(vault: &Vault, connection: &str, field: &str, value: SecretString) -> Result<()> {
-    let mut s = load(vault, connection)?;
-    s.insert(field.to_string(), value);
-    vault.put(&vault_name(connection), &s)
+    vault.update(&vault_name(connection), |s| {
+        s.insert(field.to_string(), value);
+        Ok(())
+    })
 }
 
 /// `field` of `connection`, generated (32 random bytes, URL-safe base64) and stored when
@@ -33,11 +34,18 @@ pub fn get_or_create(vault: &Vault, connection: &str, field: &str) -> Result<(Se
     if let Some(v) = load(vault, connection)?.get(field) {
         return Ok((v.clone(), false));
     }
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    let v = SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-    put(vault, connection, field, v.clone())?;
-    Ok((v, true))
+    // Decided again under the vault lock: when two processes generate the field at once, the
+    // second one gets the first one's value instead of replacing it.
+    vault.update(&vault_name(connection), |s| {
+        if let Some(v) = s.get(field) {
+            return Ok((v.clone(), false));
+        }
+        let mut bytes = [0u8; 32];
+        rand::fill(&mut bytes);
+        let v = SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        s.insert(field.to_string(), v.clone());
+        Ok((v, true))
+    })
 }
 
 /// Constant-time equality of a presented secret with the stored one (length differences

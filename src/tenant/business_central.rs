@@ -99,19 +99,37 @@ pub struct Csdl {
     pub enums: BTreeSet<String>,
 }
 
-fn attr(e: &BytesStart, name: &[u8]) -> Option<String> {
-    e.attributes()
+/// The first attribute called `name` (any prefix). Duplicate-name checks are off: they buy
+/// nothing here (the first one wins) and were quadratic in the attribute count before
+/// quick-xml 0.41 (RUSTSEC-2026-0194), which a server could exploit with one huge tag.
+fn attr(e: &BytesStart, name: &str) -> Option<String> {
+    let mut attrs = e.attributes();
+    attrs.with_checks(false);
+    attrs
         .flatten()
         .find(|a| a.key.local_name().as_ref() == name)
-        .map(|a| String::from_utf8_lossy(&a.value).into_owned())
+        .map(|a| a.value.into_owned())
 }
 
 fn unqualified(t: &str) -> &str {
     t.rsplit('.').next().unwrap_or(t)
 }
 
-/// Parses a CSDL document.
+/// The largest `$metadata` document parsed. Business Central's v2.0 document is a few
+/// megabytes even with many extensions; the cap bounds the time and memory a server can make
+/// the parser spend on one answer.
+pub const MAX_CSDL_BYTES: usize = 32 * 1024 * 1024;
+
+/// Parses a CSDL document (at most [`MAX_CSDL_BYTES`]). A plain `Reader` without namespace
+/// resolution: names are matched by local name, so `NsReader` and its per-tag namespace
+/// bookkeeping (RUSTSEC-2026-0195 before quick-xml 0.41) are not needed.
 pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
+    if xml.len() > MAX_CSDL_BYTES {
+        return Err(format!(
+            "the document is {} bytes, more than the {MAX_CSDL_BYTES} a $metadata document is allowed",
+            xml.len()
+        ));
+    }
     let mut reader = Reader::from_str(xml);
     let mut csdl = Csdl::default();
     let mut current: Option<EntityType> = None;
@@ -125,12 +143,12 @@ pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
             Event::Empty(e) => (e, true),
             Event::End(e) => {
                 match e.local_name().as_ref() {
-                    b"EntityType" => {
+                    "EntityType" => {
                         if let Some(t) = current.take() {
                             csdl.types.insert(t.name.clone(), t);
                         }
                     }
-                    b"Key" => in_key = false,
+                    "Key" => in_key = false,
                     _ => {}
                 }
                 continue;
@@ -139,9 +157,9 @@ pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
             _ => continue,
         };
         match e.local_name().as_ref() {
-            b"EntityType" => {
+            "EntityType" => {
                 let t = EntityType {
-                    name: attr(&e, b"Name").unwrap_or_default(),
+                    name: attr(&e, "Name").unwrap_or_default(),
                     ..EntityType::default()
                 };
                 if empty {
@@ -150,31 +168,31 @@ pub fn parse_csdl(xml: &str) -> std::result::Result<Csdl, String> {
                     current = Some(t);
                 }
             }
-            b"Key" => in_key = !empty,
-            b"PropertyRef" if in_key => {
-                if let (Some(t), Some(n)) = (current.as_mut(), attr(&e, b"Name")) {
+            "Key" => in_key = !empty,
+            "PropertyRef" if in_key => {
+                if let (Some(t), Some(n)) = (current.as_mut(), attr(&e, "Name")) {
                     t.key.push(n);
                 }
             }
-            b"Property" => {
+            "Property" => {
                 if let Some(t) = current.as_mut() {
                     t.properties.push(Property {
-                        name: attr(&e, b"Name").unwrap_or_default(),
-                        edm: attr(&e, b"Type").unwrap_or_default(),
-                        nullable: attr(&e, b"Nullable").as_deref() != Some("false"),
-                        precision: attr(&e, b"Precision").and_then(|p| p.parse().ok()),
-                        scale: attr(&e, b"Scale").and_then(|s| s.parse().ok()),
-                        max_len: attr(&e, b"MaxLength").and_then(|s| s.parse().ok()),
+                        name: attr(&e, "Name").unwrap_or_default(),
+                        edm: attr(&e, "Type").unwrap_or_default(),
+                        nullable: attr(&e, "Nullable").as_deref() != Some("false"),
+                        precision: attr(&e, "Precision").and_then(|p| p.parse().ok()),
+                        scale: attr(&e, "Scale").and_then(|s| s.parse().ok()),
+                        max_len: attr(&e, "MaxLength").and_then(|s| s.parse().ok()),
                     });
                 }
             }
-            b"EnumType" => {
-                if let Some(n) = attr(&e, b"Name") {
+            "EnumType" => {
+                if let Some(n) = attr(&e, "Name") {
                     csdl.enums.insert(n);
                 }
             }
-            b"EntitySet" => {
-                if let (Some(n), Some(t)) = (attr(&e, b"Name"), attr(&e, b"EntityType")) {
+            "EntitySet" => {
+                if let (Some(n), Some(t)) = (attr(&e, "Name"), attr(&e, "EntityType")) {
                     csdl.sets.insert(n, unqualified(&t).to_string());
                 }
             }

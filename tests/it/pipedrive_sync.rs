@@ -403,3 +403,75 @@ async fn connection_check_explains_a_bad_token() {
     assert!(!bad.ok);
     assert!(bad.problem.unwrap().contains("API token"));
 }
+
+/// The refresh grant rotates the refresh token; when the new one cannot be stored the request
+/// fails with a clear error (the old token is already revoked), and the token is kept in memory
+/// so a later refresh stores it once the vault accepts writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_that_cannot_be_stored_fails_the_request() {
+    use ml_connector::config::VaultConfig;
+    use ml_connector::http::auth::AuthProvider;
+    use ml_connector::http::auth::pipedrive::{PipedriveOAuth, RefreshStore};
+
+    let sb = Sandbox::start(opts(20), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let (body, secrets) = sb.pipedrive_oauth_connection();
+    let field = |name: &str| {
+        secrets
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let refresh = field("refresh_token");
+    let client_id = body
+        .lines()
+        .find_map(|l| l.strip_prefix("client_id = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::new(&VaultConfig {
+        path: dir.path().join("vault.json"),
+        key_file: dir.path().join("master.key"),
+    });
+    let mut s = Secrets::new();
+    s.insert("refresh_token".into(), SecretString::from(refresh.clone()));
+    vault.put("crm", &s).unwrap();
+    // The key goes missing: the vault refuses writes (it would seal with a new key).
+    let key = std::fs::read(dir.path().join("master.key")).unwrap();
+    std::fs::remove_file(dir.path().join("master.key")).unwrap();
+
+    let auth = PipedriveOAuth::new(
+        &format!("{}/pipedrive-oauth/oauth/token", sb.base_url()),
+        &client_id,
+        SecretString::from(field("client_secret")),
+        SecretString::from(refresh.clone()),
+        Some(RefreshStore {
+            vault: vault.clone(),
+            connection: "crm".into(),
+        }),
+    );
+    let http = reqwest::Client::new();
+    let err = auth
+        .authorization(&http, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("could not be stored") && err.contains("`crm`") && err.contains("master.key"),
+        "{err}"
+    );
+    let in_memory = auth.current_refresh_token().expose_secret().to_string();
+    assert_ne!(in_memory, refresh, "the rotated token is kept in memory");
+
+    // The key is back: the next refresh stores the (again rotated) token before using it.
+    std::fs::write(dir.path().join("master.key"), key).unwrap();
+    auth.authorization(&http, false).await.unwrap();
+    let stored = vault.get("crm").unwrap().unwrap()["refresh_token"]
+        .expose_secret()
+        .to_string();
+    assert_eq!(stored, auth.current_refresh_token().expose_secret());
+    assert_ne!(stored, in_memory);
+}

@@ -55,3 +55,111 @@ fn the_demo_leaves_no_plaintext_secret() {
         );
     }
 }
+
+/// Many writers on one fresh vault at once: `mlc connection add` in parallel processes (each
+/// with its own config file, all sharing the project's `.mlc/` vault and, since none exists
+/// yet, racing to create the master key) while threads of this process update fields of one
+/// shared entry. Afterwards every connection and every field is there and decrypts with the
+/// one key file.
+#[test]
+fn parallel_processes_and_threads_lose_no_vault_update() {
+    use ml_connector::config::VaultConfig;
+    use ml_connector::vault::Vault;
+    use secrecy::{ExposeSecret, SecretString};
+
+    const PROCESSES: usize = 8;
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let vault = Vault::new(&VaultConfig {
+        path: dir.path().join(".mlc/vault.json"),
+        key_file: dir.path().join(".mlc/master.key"),
+    });
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_mlc"))
+                .args([
+                    "--config",
+                    &format!("mlc-{i}.toml"),
+                    "connection",
+                    "add",
+                    &format!("crm{i}"),
+                    "--environment-url",
+                    &format!("https://org{i}.crm.dynamics.com"),
+                    "--tenant-id",
+                    "00000000-0000-0000-0000-000000000001",
+                    "--client-id",
+                    "00000000-0000-0000-0000-000000000002",
+                    "--client-secret-env",
+                    "TEST_SECRET",
+                ])
+                .current_dir(dir.path())
+                .env_remove("MLC_MASTER_KEY")
+                .env_remove("MLC_CONFIG")
+                .env("TEST_SECRET", format!("secret-of-crm{i}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let vault = &vault;
+            s.spawn(move || {
+                for r in 0..ROUNDS {
+                    vault
+                        .update("shared", |secrets| {
+                            secrets.insert(
+                                format!("t{t}_r{r}"),
+                                SecretString::from(format!("v{t}.{r}")),
+                            );
+                            Ok(())
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let mut names = vault.names().unwrap();
+    names.sort();
+    let mut want: Vec<String> = (0..PROCESSES).map(|i| format!("crm{i}")).collect();
+    want.push("shared".into());
+    want.sort();
+    assert_eq!(names, want);
+    for i in 0..PROCESSES {
+        let s = vault.get(&format!("crm{i}")).unwrap().unwrap();
+        assert_eq!(
+            s["client_secret"].expose_secret(),
+            format!("secret-of-crm{i}")
+        );
+    }
+    let shared = vault.get("shared").unwrap().unwrap();
+    assert_eq!(shared.len(), THREADS * ROUNDS);
+    for t in 0..THREADS {
+        for r in 0..ROUNDS {
+            assert_eq!(
+                shared[&format!("t{t}_r{r}")].expose_secret(),
+                format!("v{t}.{r}")
+            );
+        }
+    }
+    // Only the vault, its lock and the one key are left: no temp file survived.
+    let mut left: Vec<String> = std::fs::read_dir(dir.path().join(".mlc"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["master.key", "vault.json", "vault.json.lock"]);
+}

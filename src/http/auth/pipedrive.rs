@@ -2,10 +2,12 @@
 //! the secret in URLs and logs), or an OAuth app install renewed with the refresh grant (HTTP
 //! Basic client credentials, form body). The token response's `api_domain` is the install's API
 //! host; a rotated refresh token is written back to the vault when one is attached (and always
-//! kept in memory), so the next process does not start from a revoked token.
+//! kept in memory) before the new access token is used, so the next process does not start from
+//! a revoked token; when that write fails the request fails.
 
 use std::fmt;
 use std::sync::Mutex as StdMutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -70,6 +72,8 @@ pub struct PipedriveOAuth {
     refresh_token: StdMutex<SecretString>,
     api_domain: StdMutex<Option<String>>,
     store: Option<RefreshStore>,
+    /// A rotated refresh token is only in memory: its store failed and must be retried.
+    unsaved: AtomicBool,
     cache: TokenCache,
 }
 
@@ -98,6 +102,7 @@ impl PipedriveOAuth {
             refresh_token: StdMutex::new(refresh_token),
             api_domain: StdMutex::new(None),
             store,
+            unsaved: AtomicBool::new(false),
             cache: TokenCache::default(),
         }
     }
@@ -214,10 +219,13 @@ impl PipedriveOAuth {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(d.trim_end_matches('/').to_string());
             }
+            // Stored before the new access token is handed out: Pipedrive has already revoked
+            // the refresh token we sent, so a token that is only in memory dies with this
+            // process. A failed store fails the request rather than carrying on.
             if let Some(new) = t.refresh_token.as_deref()
-                && new != refresh.expose_secret()
+                && (new != refresh.expose_secret() || self.unsaved.load(Ordering::Acquire))
             {
-                self.rotate(new);
+                self.rotate(new)?;
             }
             let ttl = Duration::from_secs(t.expires_in.and_then(|e| e.seconds()).unwrap_or(3599));
             let mut header = HeaderValue::from_str(&format!("Bearer {}", t.access_token))
@@ -231,26 +239,35 @@ impl PipedriveOAuth {
         Err(last.unwrap_or_else(|| Self::auth_err("token refresh failed".into())))
     }
 
-    /// Keeps a rotated refresh token: in memory always, in the vault when one is attached.
-    fn rotate(&self, new: &str) {
+    /// Keeps a rotated refresh token: in memory always, and in the vault when one is attached
+    /// (under the vault lock, so a concurrent change to other fields or connections is kept).
+    /// A failed store is an error naming the connection; the token stays in memory and
+    /// `unsaved` makes the next refresh store it again even if Pipedrive returns it unchanged.
+    fn rotate(&self, new: &str) -> Result<()> {
         *self
             .refresh_token
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) =
             SecretString::from(new.to_string());
-        if let Some(store) = &self.store {
-            let saved = store.vault.get(&store.connection).and_then(|s| {
-                let mut s = s.unwrap_or_default();
-                s.insert("refresh_token".into(), SecretString::from(new.to_string()));
-                store.vault.put(&store.connection, &s)
-            });
-            match saved {
-                Ok(()) => {
-                    tracing::info!(connection = %store.connection, "stored the rotated Pipedrive refresh token")
-                }
-                Err(e) => {
-                    tracing::warn!(connection = %store.connection, "the refresh token rotated but could not be stored (kept in memory for this process): {e}")
-                }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let saved = store.vault.update(&store.connection, |s| {
+            s.insert("refresh_token".into(), SecretString::from(new.to_string()));
+            Ok(())
+        });
+        match saved {
+            Ok(()) => {
+                self.unsaved.store(false, Ordering::Release);
+                tracing::info!(connection = %store.connection, "stored the rotated Pipedrive refresh token");
+                Ok(())
+            }
+            Err(e) => {
+                self.unsaved.store(true, Ordering::Release);
+                Err(Self::auth_err(format!(
+                    "Pipedrive rotated the refresh token of connection `{}` (the previous one no longer works) but the new one could not be stored in the vault: {e}. Nothing was sent with the new access token; fix the vault so the next token refresh can store it, otherwise the app must be installed again once this process ends",
+                    store.connection
+                )))
             }
         }
     }
