@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, RequestBuilder};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -125,8 +125,13 @@ pub trait ResponseHook: Send + Sync {
     fn inspect(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
 
-/// How often one request refreshes its token after a 401 before the refusal is taken as final.
+/// How often a token issued for one request may be refused (401) before the refusal is taken
+/// as final: a token can expire (or be revoked) again while a request is retried, so one
+/// refusal of a fresh token is not conclusive; two are.
 const MAX_TOKEN_REFRESHES: u32 = 2;
+/// 401s one request takes in all (tokens other requests of the connection renewed included),
+/// so a server refusing every token cannot keep a request going.
+const MAX_UNAUTHORIZED: u32 = 8;
 
 /// The client of one connection (one tenant of one system).
 #[derive(Clone)]
@@ -158,7 +163,10 @@ impl std::fmt::Debug for HttpClient {
 /// What a single attempt ended with.
 enum Attempt {
     Done(Response),
-    Unauthorized(Error),
+    /// A 401, with the header that was refused and whether it was issued for this attempt.
+    Unauthorized(Error, HeaderValue, bool),
+    /// The provider has nothing but the token just refused (a fixed API token).
+    SameToken,
     Failed(Error),
     /// A failure the system's hook calls final: not retried.
     Final(Error),
@@ -236,7 +244,7 @@ impl HttpClient {
             return Ok(None);
         };
         if auth.api_base().is_none() {
-            auth.authorization(&self.http, false).await?;
+            auth.authorization(&self.http, None).await?;
         }
         Ok(auth.api_base())
     }
@@ -267,11 +275,11 @@ impl HttpClient {
     ) -> Result<Response> {
         let shown = redact_url(url);
         let mut backoff = self.policy.backoff().build();
-        // Tokens refreshed for this request after a 401. A token can expire (or be revoked)
-        // again while a request is retried, so one refresh is not conclusive; a freshly
-        // issued token refused twice is.
-        let mut refreshes = 0u32;
-        let mut force_refresh = false;
+        // Tokens issued for this request and refused, 401s in all, the header last refused and
+        // the refusal it came with.
+        let (mut fresh_refused, mut unauthorized) = (0u32, 0u32);
+        let mut refused: Option<HeaderValue> = None;
+        let mut last_refusal: Option<Error> = None;
         let mut attempt = 0u32;
         // Time spent waiting between attempts: `Retry-After` counts against the policy's
         // `max_total` like the backoff's own steps.
@@ -290,24 +298,28 @@ impl HttpClient {
                 ms = tracing::field::Empty,
             );
             let outcome = self
-                .attempt(
-                    &method,
-                    url,
-                    &shown,
-                    std::mem::take(&mut force_refresh),
-                    &build,
-                )
+                .attempt(&method, url, &shown, refused.take().as_ref(), &build)
                 .instrument(span)
                 .await;
             match outcome {
                 Attempt::Done(resp) => return Ok(resp),
-                Attempt::Unauthorized(e) if refreshes < MAX_TOKEN_REFRESHES => {
-                    tracing::info!(system = %self.system, url = %shown, "401: refreshing the token");
-                    refreshes += 1;
-                    force_refresh = true;
-                    drop(e);
+                Attempt::Unauthorized(e, header, fresh) => {
+                    unauthorized += 1;
+                    fresh_refused += u32::from(fresh);
+                    if fresh_refused >= MAX_TOKEN_REFRESHES || unauthorized >= MAX_UNAUTHORIZED {
+                        return Err(e);
+                    }
+                    tracing::info!(system = %self.system, url = %shown, "401: renewing the token");
+                    refused = Some(header);
+                    last_refusal = Some(e);
                 }
-                Attempt::Unauthorized(e) | Attempt::Final(e) => return Err(e),
+                Attempt::SameToken => {
+                    return Err(last_refusal.unwrap_or_else(|| Error::Auth {
+                        system: self.system.to_string(),
+                        message: format!("{shown} refused the credentials"),
+                    }));
+                }
+                Attempt::Final(e) => return Err(e),
                 Attempt::Failed(e) => {
                     if e.status() == Some(429) {
                         THROTTLED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -360,7 +372,7 @@ impl HttpClient {
         method: &Method,
         url: &str,
         shown: &str,
-        refresh: bool,
+        refused: Option<&HeaderValue>,
         build: &impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Attempt {
         if let Some(l) = &self.limiter {
@@ -378,9 +390,15 @@ impl HttpClient {
             Err(_) => return Attempt::Failed(Error::Stopped("HTTP client closed".into())),
         };
         let mut rb = build(self.http.request(method.clone(), url));
+        // The header sent, and whether it was issued for this attempt.
+        let mut sent: Option<(HeaderValue, bool)> = None;
         if let Some(auth) = &self.auth {
-            match auth.authorization(&self.http, refresh).await {
-                Ok(h) => rb = rb.header(auth.header_name(), h),
+            match auth.authorization(&self.http, refused).await {
+                Ok((h, _)) if refused == Some(&h) => return Attempt::SameToken,
+                Ok((h, fresh)) => {
+                    rb = rb.header(auth.header_name(), h.clone());
+                    sent = Some((h, fresh));
+                }
                 Err(e) => return Attempt::Failed(e),
             }
         }
@@ -448,14 +466,20 @@ impl HttpClient {
             body: body_excerpt(&body, 512),
             retry_after,
         };
-        if status == 401 && self.auth.is_some() {
-            return Attempt::Unauthorized(Error::Auth {
-                system: self.system.to_string(),
-                message: format!(
-                    "the service refused a freshly issued token for {shown} (HTTP 401: {}); check that the credentials belong to this environment",
-                    body_excerpt(&body, 200)
-                ),
-            });
+        if status == 401
+            && let Some((header, fresh)) = sent
+        {
+            return Attempt::Unauthorized(
+                Error::Auth {
+                    system: self.system.to_string(),
+                    message: format!(
+                        "the service refused a freshly issued token for {shown} (HTTP 401: {}); check that the credentials belong to this environment",
+                        body_excerpt(&body, 200)
+                    ),
+                },
+                header,
+                fresh,
+            );
         }
         if final_answer {
             return Attempt::Final(err);

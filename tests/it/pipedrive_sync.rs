@@ -455,7 +455,7 @@ async fn a_rotated_refresh_token_that_cannot_be_stored_fails_the_request() {
     );
     let http = reqwest::Client::new();
     let err = auth
-        .authorization(&http, false)
+        .authorization(&http, None)
         .await
         .unwrap_err()
         .to_string();
@@ -468,7 +468,7 @@ async fn a_rotated_refresh_token_that_cannot_be_stored_fails_the_request() {
 
     // The key is back: the next refresh stores the (again rotated) token before using it.
     std::fs::write(dir.path().join("master.key"), key).unwrap();
-    auth.authorization(&http, false).await.unwrap();
+    auth.authorization(&http, None).await.unwrap();
     let stored = vault.get("crm").unwrap().unwrap()["refresh_token"]
         .expose_secret()
         .to_string();

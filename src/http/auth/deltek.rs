@@ -275,14 +275,19 @@ pub(crate) fn explain(status: u16, body: &[u8], l: &DeltekLogin) -> String {
 
 #[async_trait::async_trait]
 impl AuthProvider for DeltekPasswordGrant {
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
+    async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)> {
         let mut st = self.state.lock().await;
-        if !refresh
-            && let Some(c) = st.cached.as_ref()
+        if let Some(c) = st.cached.as_ref()
             && Instant::now() < c.renew_at
+            && refused.is_none_or(|r| *r != c.header)
         {
-            return Ok(c.header.clone());
+            return Ok((c.header.clone(), false));
         }
+        let refresh = refused.is_some();
         // Ahead of expiry the refresh grant is enough; after a refused token (401) the session
         // may be gone, so a fresh password login is made.
         let renewed = match (refresh, st.refresh_token.clone()) {
@@ -307,7 +312,7 @@ impl AuthProvider for DeltekPasswordGrant {
         }
         let header = cached.header.clone();
         st.cached = Some(cached);
-        Ok(header)
+        Ok((header, true))
     }
 }
 

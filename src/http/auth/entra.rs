@@ -178,8 +178,12 @@ impl EntraClientCredentials {
 
 #[async_trait::async_trait]
 impl AuthProvider for EntraClientCredentials {
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        self.cache.header(refresh, || self.fetch(http)).await
+    async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)> {
+        self.cache.header(refused, || self.fetch(http)).await
     }
 }
 

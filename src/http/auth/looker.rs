@@ -135,8 +135,12 @@ fn explain(status: u16, message: &str, client_id: &str) -> String {
 
 #[async_trait::async_trait]
 impl AuthProvider for LookerLogin {
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        self.cache.header(refresh, || self.login(http)).await
+    async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)> {
+        self.cache.header(refused, || self.login(http)).await
     }
 }
 

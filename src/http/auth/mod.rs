@@ -20,9 +20,15 @@ pub use entra::EntraClientCredentials;
 /// Something that can produce the `Authorization` header of a request.
 #[async_trait::async_trait]
 pub trait AuthProvider: Send + Sync + fmt::Debug {
-    /// The header value to send. `refresh` forces a new token because the last one was
-    /// refused. Fails with [`Error::Auth`] explaining what to fix.
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue>;
+    /// The header value to send, and whether it was issued by this call. `refused`: the header
+    /// the server just refused (401); a new token is fetched only when that is still the one
+    /// held (the connection's other requests share the token: one of them may have renewed
+    /// it already). Fails with [`Error::Auth`] explaining what to fix.
+    async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)>;
 
     /// The header that carries the credential (`Authorization` unless the system uses its own,
     /// e.g. Pipedrive's `x-api-token`).
@@ -50,22 +56,26 @@ pub(crate) struct Cached {
 pub(crate) struct TokenCache(tokio::sync::Mutex<Option<Cached>>);
 
 impl TokenCache {
-    pub(crate) async fn header<F, Fut>(&self, refresh: bool, renew: F) -> Result<HeaderValue>
+    pub(crate) async fn header<F, Fut>(
+        &self,
+        refused: Option<&HeaderValue>,
+        renew: F,
+    ) -> Result<(HeaderValue, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Cached>>,
     {
         let mut cache = self.0.lock().await;
-        if !refresh
-            && let Some(c) = cache.as_ref()
+        if let Some(c) = cache.as_ref()
             && Instant::now() < c.renew_at
+            && refused.is_none_or(|r| *r != c.header)
         {
-            return Ok(c.header.clone());
+            return Ok((c.header.clone(), false));
         }
         let fresh = renew().await?;
         let header = fresh.header.clone();
         *cache = Some(fresh);
-        Ok(header)
+        Ok((header, true))
     }
 }
 

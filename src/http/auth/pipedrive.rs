@@ -43,13 +43,18 @@ impl PipedriveApiToken {
 
 #[async_trait::async_trait]
 impl AuthProvider for PipedriveApiToken {
-    async fn authorization(&self, _http: &reqwest::Client, _refresh: bool) -> Result<HeaderValue> {
+    /// The token as configured: never renewed (a refused API token is final).
+    async fn authorization(
+        &self,
+        _http: &reqwest::Client,
+        _refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)> {
         let mut v = HeaderValue::from_str(self.token.expose_secret()).map_err(|_| Error::Auth {
             system: "pipedrive".into(),
             message: "the API token contains characters a header cannot carry".into(),
         })?;
         v.set_sensitive(true);
-        Ok(v)
+        Ok((v, false))
     }
 
     fn header_name(&self) -> HeaderName {
@@ -283,8 +288,12 @@ impl PipedriveOAuth {
 
 #[async_trait::async_trait]
 impl AuthProvider for PipedriveOAuth {
-    async fn authorization(&self, http: &reqwest::Client, refresh: bool) -> Result<HeaderValue> {
-        self.cache.header(refresh, || self.fetch(http)).await
+    async fn authorization(
+        &self,
+        http: &reqwest::Client,
+        refused: Option<&HeaderValue>,
+    ) -> Result<(HeaderValue, bool)> {
+        self.cache.header(refused, || self.fetch(http)).await
     }
 
     fn api_base(&self) -> Option<String> {
