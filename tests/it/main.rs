@@ -13,6 +13,7 @@ mod conformance;
 mod crash_resume;
 mod dataverse_sync;
 mod dbt_lookml;
+mod deltek_paging;
 mod deltek_sync;
 mod http_runtime;
 mod looker_sync;
