@@ -274,7 +274,7 @@ async fn default_limit_is_5000_and_minus_one_is_everything() {
             .len(),
         5000
     );
-    let task = start_task(&sb, &token, q, Some("-1")).await;
+    let task = start_task(&sb, &token, q.clone(), Some("-1")).await;
     let rows = result(&sb, &token, &task).await["rows"]
         .as_array()
         .unwrap()
