@@ -256,6 +256,16 @@ pub struct LookerSettings {
     /// Longest wait between two status polls, in milliseconds.
     #[serde(default = "default_looker_poll_max")]
     pub poll_max_interval_ms: u64,
+    /// Most rows a `limit = -1` (unlimited) stream accepts. Looker cuts unlimited results
+    /// silently (formats that are not streamed, users without the permission to download
+    /// without a limit), so such a query is run with this many rows plus one as its limit, and a
+    /// result that reaches it fails the run instead of replacing the table.
+    #[serde(default = "default_looker_max_rows")]
+    pub max_result_rows: u64,
+}
+
+fn default_looker_max_rows() -> u64 {
+    1_000_000
 }
 
 fn default_looker_timeout() -> f64 {

@@ -7,7 +7,8 @@
 //! `query_tasks` that move `added` → `running` → `complete` one status poll at a time (or end in
 //! `error` or `expired`, or stall), their `results` (202 — or the older releases' 204 — until
 //! ready, 200 with `json_bi`, 400 with the database message, 404 when expired), the 5000-row
-//! default of a query without a limit, `limit=-1` for everything, a per-window request limit
+//! default of a query without a limit, `limit=-1` for everything (or, switched on, cut short
+//! silently as Looker does without streaming or permission), a per-window request limit
 //! answering 429 with `Retry-After`, and the seeded faults shared by every fake.
 //!
 //! The model (`finance`) has three explores whose rows are pure functions of (seed, row,
@@ -315,6 +316,9 @@ pub struct LookerStats {
     pub api_calls: u64,
     /// Tasks stopped with `DELETE /running_queries/{id}`.
     pub killed: u64,
+    /// Tasks run with `limit=-1` (unlimited), and those of them whose result was cut.
+    pub unlimited_tasks: u64,
+    pub unlimited_cut: u64,
 }
 
 struct Inner {
@@ -334,6 +338,9 @@ struct Inner {
     fail_next: u32,
     expire_next: u32,
     stall: bool,
+    /// Unlimited (`limit=-1`) results are cut to this many rows, silently (see
+    /// [`Sandbox::looker_cut_unlimited`]).
+    cut_unlimited: Option<usize>,
     /// Requests allowed per sliding window, and the window.
     rate: Option<(u32, Duration)>,
     window: VecDeque<Instant>,
@@ -460,6 +467,7 @@ impl Looker {
                 fail_next: 0,
                 expire_next: 0,
                 stall: false,
+                cut_unlimited: None,
                 rate: None,
                 window: VecDeque::new(),
                 revoke_after: None,
@@ -946,11 +954,29 @@ fn create_task(lk: &Looker, params: &HashMap<String, String>, body: &[u8]) -> Re
             None => return error(StatusCode::NOT_FOUND, "Not found"),
         }
     };
-    let result = lk
-        .evaluate(&query, params.get("limit").map(String::as_str), rev)
-        .map(|(rows, fields)| Looker::render(&query, &rows, &fields));
+    let limit = params.get("limit").map(String::as_str);
+    let unlimited = limit.or(query.limit.as_deref()).map(str::trim) == Some("-1");
+    let cut = if unlimited {
+        lk.st().cut_unlimited
+    } else {
+        None
+    };
+    let mut was_cut = false;
+    let result = lk.evaluate(&query, limit, rev).map(|(mut rows, fields)| {
+        if let Some(n) = cut
+            && rows.len() > n
+        {
+            // Looker serves unlimited rows only in streamable formats to users allowed to
+            // download without a limit; otherwise the result just ends, with nothing saying so.
+            rows.truncate(n);
+            was_cut = true;
+        }
+        Looker::render(&query, &rows, &fields)
+    });
     let mut st = lk.st();
     st.stats.tasks_created += 1;
+    st.stats.unlimited_tasks += u64::from(unlimited);
+    st.stats.unlimited_cut += u64::from(was_cut);
     let plan = if st.fail_next > 0 {
         st.fail_next -= 1;
         Plan::Error(
@@ -1191,6 +1217,14 @@ impl Sandbox {
     /// The next `n` query tasks end with status `expired` (results: 404).
     pub fn looker_expire_next_tasks(&self, n: u32) {
         self.app.looker.st().expire_next = n;
+    }
+
+    /// Unlimited results (`limit=-1`) are cut to `rows` rows (`None`: served whole), silently,
+    /// as Looker does for a result format that is not streamed (json_bi) or a user without the
+    /// permission to download without a limit (shared/reference §3.3: `-1` "only works for
+    /// streamable formats and needs the right permissions"). Explicit limits are honoured.
+    pub fn looker_cut_unlimited(&self, rows: Option<usize>) {
+        self.app.looker.st().cut_unlimited = rows;
     }
 
     /// New query tasks never finish (they stay `running`).

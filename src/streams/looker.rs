@@ -9,10 +9,14 @@
 //! Why it is shaped this way:
 //! - **Async tasks, not `run_query`.** A synchronous run holds one HTTP request open for the
 //!   whole database query and hits proxy and request timeouts on real finance queries.
-//! - **No silent truncation.** Looker has no result paging, and a query without a limit is cut
-//!   at 5000 rows. A stream's `limit` is therefore required: `-1` asks for every row, a positive
-//!   limit is requested as `limit + 1` rows so that a result larger than the limit is detected
-//!   and fails the run instead of landing cut. `columns_truncated` fails it too.
+//! - **No silent truncation.** Looker has no result paging, a query without a limit is cut at
+//!   5000 rows, and `limit=-1` is cut too, without a word, in formats that are not streamed and
+//!   for users without the permission to download without a limit; a `json_bi` result carries no
+//!   row count or truncation marker to compare with (Looker 4.0 OpenAPI, `JsonBiMetadata`:
+//!   only `columns_truncated`). So every query runs with an explicit limit one row above what
+//!   the stream accepts: its `limit`, or for `limit = -1` the connection's `max_result_rows`.
+//!   A result that reaches that bound fails the run, and the table keeps its previous rows,
+//!   rather than being replaced by a cut result. `columns_truncated` fails it too.
 //! - **A key for rows that have none.** A Looker result row has no identity; the reader adds
 //!   `result_row`, the row's 1-based position in the result, and the stream is a full snapshot
 //!   (`incremental = "full"`), so every run replaces the table: rows 1..n are upserted and rows
@@ -712,6 +716,8 @@ pub struct LookerSource {
     query: Option<LookerQuery>,
     look_id: Option<String>,
     limit: i64,
+    /// Most rows a `limit = -1` stream accepts (the connection's `max_result_rows`).
+    max_rows: u64,
     page_rows: usize,
     /// (payload key, type) of every catalog column but the row key.
     catalog: Vec<(String, ColumnType)>,
@@ -749,6 +755,10 @@ impl LookerSource {
             query: stream.spec.query.clone(),
             look_id: stream.spec.look_id.clone(),
             limit,
+            max_rows: match &conn.settings {
+                ConnectionSettings::Looker(l) => l.max_result_rows,
+                _ => 1_000_000,
+            },
             page_rows: match stream.page_size() {
                 0 => DEFAULT_PAGE_ROWS,
                 n => n as usize,
@@ -767,14 +777,15 @@ impl LookerSource {
         })
     }
 
-    /// The limit sent to Looker: every row, or one more than the stream allows so that a
-    /// larger result shows.
+    /// The most rows the stream accepts: its limit, or `max_result_rows` for `-1`.
+    fn accepted(&self) -> u64 {
+        u64::try_from(self.limit).unwrap_or(self.max_rows)
+    }
+
+    /// The limit sent to Looker: one row more than the stream accepts, so that a larger result
+    /// shows. Never `-1`, which Looker may cut without saying so.
     fn requested_limit(&self) -> String {
-        if self.limit < 0 {
-            "-1".into()
-        } else {
-            (self.limit + 1).to_string()
-        }
+        self.accepted().saturating_add(1).to_string()
     }
 
     async fn fetch(&mut self) -> Result<()> {
@@ -802,11 +813,18 @@ impl LookerSource {
                 "Looker truncated the result's columns (too many pivot values): narrow the pivots or the filters".into(),
             ));
         }
-        if self.limit >= 0 && parsed.rows.len() as i64 > self.limit {
-            return Err(self.api.fail(format!(
-                "the result has more than limit = {} rows; nothing was landed rather than a cut table: raise `limit` in the stream file or set it to -1 (unlimited)",
-                self.limit
-            )));
+        if parsed.rows.len() as u64 > self.accepted() {
+            return Err(self.api.fail(if self.limit >= 0 {
+                format!(
+                    "the result has more than limit = {} rows; nothing was landed rather than a cut table: raise `limit` in the stream file or set it to -1 (unlimited)",
+                    self.limit
+                )
+            } else {
+                format!(
+                    "the result has more than max_result_rows = {} rows (the bound of a `limit = -1` stream); nothing was landed rather than a cut table, the previous table is kept: raise max_result_rows on the connection",
+                    self.max_rows
+                )
+            }));
         }
         self.check_fields(&parsed.fields);
         tracing::info!(stream = %self.stream, rows = parsed.rows.len(), bytes = body.len(), "Looker result received");

@@ -22,7 +22,7 @@ struct Vp {
 }
 
 /// Overlays the Deltek source with a smaller page size, so small tables span many pages.
-fn small_pages(dir: &Path, page_size: u32) {
+pub(crate) fn small_pages(dir: &Path, page_size: u32) {
     let d = dir.join("streams/deltek");
     std::fs::create_dir_all(&d).unwrap();
     let text = SOURCE.replace("page_size = 500\n", &format!("page_size = {page_size}\n"));
@@ -389,17 +389,35 @@ async fn keys_and_window_reads() {
     // Keys of the 5.0+ opportunity variant come renamed to the catalog's names.
     let opp = read_all(&p, "opportunity", ReadMode::Keys).await;
     assert!(opp[0]["OpportunityID"].is_string(), "{}", opp[0]);
-    // Resuming at page 3 (the position saved after page 2) skips the first two pages.
+    // Resuming at the position saved after page 2 reads on from the third page.
     let all = read_all(&p, "contact", ReadMode::Snapshot { track: false }).await;
+    let after_two = {
+        let conn = p.ctx.config.connection("vp").unwrap().clone();
+        let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
+        let stream = p.ctx.defs.get(&"deltek.contact".parse().unwrap()).unwrap();
+        let mode = ReadMode::Snapshot { track: false };
+        let mut src = streams::open(stream, &conn, &ep, &mode, None).unwrap();
+        src.next_page().await.unwrap().unwrap();
+        src.next_page().await.unwrap().unwrap().resume.unwrap()
+    };
     let rest = read_from(
+        &p,
+        "contact",
+        ReadMode::Snapshot { track: false },
+        Some(after_two),
+    )
+    .await;
+    assert_eq!(rest.len(), all.len() - 60);
+    assert_eq!(rest[0], all[60]);
+    // A page number saved by an older mlc cannot say which rows were read: the read restarts.
+    let restarted = read_from(
         &p,
         "contact",
         ReadMode::Snapshot { track: false },
         Some("3".into()),
     )
     .await;
-    assert_eq!(rest.len(), all.len() - 60);
-    assert_eq!(rest[0], all[60]);
+    assert_eq!(restarted, all);
     // A window on ModDate (UTC bounds, tenant wall-clock filter): only the mutation round.
     let changes = p.sandbox.deltek_mutate();
     let w = read_all(

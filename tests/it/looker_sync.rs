@@ -3,7 +3,9 @@
 //! result leave the table), the query-task lifecycle (slow tasks, 202/204, error, expired,
 //! stalled past the timeout), re-login ahead of expiry and on 401, pacing under the request
 //! limit and backing off on 429, a result over 5000 rows landed whole, a result over the
-//! stream's limit refused, and `mlc discover` drafting a catalog from the field metadata.
+//! stream's limit refused, unlimited results bounded (Looker cuts `-1` silently; a result that
+//! reaches the bound fails the run and the table keeps its rows), and `mlc discover` drafting a
+//! catalog from the field metadata.
 
 use std::path::Path;
 use std::time::Duration;
@@ -435,4 +437,60 @@ async fn connection_check_explains_a_wrong_api_key_without_showing_it() {
     assert!(!bad.ok);
     assert!(problem.contains("API Keys"), "{problem}");
     assert!(!problem.contains("wrong-looker-secret"), "{problem}");
+}
+
+/// Looker cuts unlimited results without a word (formats that are not streamed, users without
+/// the permission to download without a limit). A `limit = -1` stream therefore never asks for
+/// `-1`: it runs with an explicit bound, lands every row whatever Looker does to `-1`, and a
+/// result that reaches the bound fails the run, clearly, with the previous table untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlimited_results_are_bounded_and_a_cut_result_never_replaces_a_table() {
+    let p = project(opts(400), FAST, |dir| ledger_stream(dir, "journal", -1)).await;
+    let total = p.sandbox.looker_ledger_rows();
+    assert!(total > 1000, "{total}");
+    p.sandbox.looker_cut_unlimited(Some(500));
+    let s = run_one(&p, "looker.journal").await.unwrap();
+    assert_eq!(s.rows_extracted, total, "every row, not Looker's cut");
+    assert_eq!(rows(&p, "journal"), total);
+    let st = p.sandbox.looker_stats();
+    assert_eq!(
+        st.unlimited_tasks, 0,
+        "the reader asked for an explicit bound"
+    );
+    let table = |p: &Project| {
+        p.ctx
+            .warehouse
+            .query(
+                "SELECT result_row, _ml_extra, _ml_run_id FROM ref_looker.journal ORDER BY result_row",
+                ml_connector::loaders::warehouse::OutputFormat::Csv,
+            )
+            .unwrap()
+    };
+    let before = table(&p);
+
+    // The bound lowered under the result's size: the run fails and says why; the table is
+    // the previous run's, row for row.
+    let path = p.dir.path().join("mlc.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace(
+            "[connections.crm]\n",
+            "[connections.crm]\nmax_result_rows = 1000\n",
+        ),
+    )
+    .unwrap();
+    let ctx = Context::open(Config::load(&path).unwrap()).unwrap();
+    let p = Project {
+        dir: p.dir,
+        sandbox: p.sandbox,
+        ctx,
+    };
+    p.sandbox.looker_mutate();
+    let e = run_one(&p, "looker.journal").await.unwrap_err();
+    assert!(e.contains("more than max_result_rows = 1000 rows"), "{e}");
+    assert!(e.contains("previous table is kept"), "{e}");
+    assert_eq!(rows(&p, "journal"), total);
+    assert!(table(&p) == before, "the table changed");
+    assert_eq!(p.sandbox.looker_stats().unlimited_tasks, 0);
 }

@@ -14,6 +14,7 @@ mod connection_runtime;
 mod crash_resume;
 mod dataverse_sync;
 mod dbt_lookml;
+mod deltek_paging;
 mod deltek_sync;
 mod fuzz_edges;
 mod http_runtime;

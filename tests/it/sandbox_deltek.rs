@@ -50,7 +50,7 @@ async fn login(sb: &Sandbox, overrides: &[(&str, &str)]) -> (u16, Value) {
     (status, r.json().await.unwrap())
 }
 
-async fn get(sb: &Sandbox, token: &str, path_and_query: &str) -> (u16, Value) {
+pub(crate) async fn get(sb: &Sandbox, token: &str, path_and_query: &str) -> (u16, Value) {
     let r = reqwest::Client::new()
         .get(format!("{}/{path_and_query}", sb.deltek_base_url()))
         .header("Authorization", format!("bearer {token}"))
@@ -390,7 +390,7 @@ async fn a_million_tasks_page_fast_anywhere() {
     }
 }
 
-async fn token(sb: &Sandbox) -> String {
+pub(crate) async fn token(sb: &Sandbox) -> String {
     let (s, tok) = login(sb, &[]).await;
     assert_eq!(s, 200, "{tok}");
     tok["access_token"].as_str().unwrap().to_string()

@@ -274,13 +274,31 @@ async fn default_limit_is_5000_and_minus_one_is_everything() {
             .len(),
         5000
     );
-    let task = start_task(&sb, &token, q, Some("-1")).await;
+    let task = start_task(&sb, &token, q.clone(), Some("-1")).await;
     let rows = result(&sb, &token, &task).await["rows"]
         .as_array()
         .unwrap()
         .len() as u64;
     assert_eq!(rows, sb.looker_ledger_rows());
     assert!(rows > 5000);
+    // Switched on, an unlimited result is cut short without a word; explicit limits are not.
+    sb.looker_cut_unlimited(Some(700));
+    let task = start_task(&sb, &token, q.clone(), Some("-1")).await;
+    let body = result(&sb, &token, &task).await;
+    assert_eq!(body["rows"].as_array().unwrap().len(), 700);
+    assert_eq!(
+        body["metadata"]["columns_truncated"], "false",
+        "{}",
+        body["metadata"]
+    );
+    let task = start_task(&sb, &token, q, Some("6001")).await;
+    let rows = result(&sb, &token, &task).await["rows"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(rows as u64, sb.looker_ledger_rows());
+    let st = sb.looker_stats();
+    assert_eq!((st.unlimited_tasks, st.unlimited_cut), (2, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@
 //! GET  /_sandbox/deltek/writes         every write received (method, hub, key, status)
 //! GET  /_sandbox/deltek/counts         live rows per table
 //! GET  /_sandbox/deltek/{entity}/keys  live (key, ModDate) pairs
+//! POST /_sandbox/deltek/paging         page cap, saves/deletes between pages, mass updates
 //! ```
 //!
 //! The tenant's fields are its own (schema.rs), never mlc's catalog: standard fields as the
@@ -23,7 +24,8 @@
 //! `offset`/`limit`, `fieldFilter` (an unknown field is a 400
 //! `{"message":"Invalid field 'X' in fieldFilter", "detail"}`), `filterHash` with the operator
 //! spellings seen in the wild (`=`, `==`, `!=`, `>=`, `>`, `<`, `<=` and
-//! `eq`/`ne`/`ge`/`gt`/`lt`/`le`), `order=ModDate`, zone-less dates in the tenant zone
+//! `eq`/`ne`/`ge`/`gt`/`lt`/`le`), `order=ModDate` or a key field (with range filters on the
+//! key fields, see paging.rs), an optional server-side page cap, zone-less dates in the tenant zone
 //! (America/New_York), Y/N strings, accounts as decimal strings, 401 on expired tokens, 429
 //! with Retry-After from a proxy, and the faults of `SandboxOptions.faults`.
 //!
@@ -49,6 +51,7 @@
 
 mod custom;
 mod metadata;
+mod paging;
 mod schema;
 mod store;
 mod tables;
@@ -127,6 +130,8 @@ pub(crate) struct Deltek {
     opportunity_hub: AtomicBool,
     /// Value indexes for equality searches (see [`Deltek::value_index`]).
     index: Mutex<HashMap<(Kind, String), Arc<ValueIndex>>>,
+    /// Page cap, key order and scripted changes between pages (paging.rs).
+    paging: paging::Paging,
 }
 
 impl Deltek {
@@ -159,6 +164,7 @@ impl Deltek {
             role_access: AtomicBool::new(true),
             opportunity_hub: AtomicBool::new(false),
             index: Mutex::new(HashMap::new()),
+            paging: paging::Paging::default(),
         }
     }
 
@@ -726,10 +732,11 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
                     ));
                 };
                 match op {
+                    // Several bounds on ModDate are ANDed: the tightest wins.
                     ">=" => ge = Some(ge.map_or(t, |g: i64| g.max(t))),
-                    ">" => ge = Some(t + 1),
-                    "<" => lt = Some(t),
-                    "<=" => lt = Some(t + 1),
+                    ">" => ge = Some(ge.map_or(t + 1, |g: i64| g.max(t + 1))),
+                    "<" => lt = Some(lt.map_or(t, |l: i64| l.min(t))),
+                    "<=" => lt = Some(lt.map_or(t + 1, |l: i64| l.min(t + 1))),
                     _ => {
                         return Err(boxed(
                             StatusCode::BAD_REQUEST,
@@ -753,12 +760,26 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
     }
     let as_project = hub == "project" && kind == Kind::Opportunity;
     let all = dk.columns(kind, as_project);
+    let key_names = key_out(kind, as_project);
+    // `order` on a key field: the key order, with range filters on the key fields (paging.rs).
+    let key_order = q.order.as_deref().and_then(|o| {
+        let o = o.trim_end_matches("_A").trim_end_matches("_a");
+        key_names.iter().position(|k| k.eq_ignore_ascii_case(o))
+    });
+    let mut key_conds: Vec<paging::KeyCond> = Vec::new();
     // Equality / like filters: (column, value, like).
     let mut equals: Vec<(Col, String, bool)> = Vec::new();
     for (name, value, op) in plain {
         let Some(col) = find_col(&all, &name) else {
             return Err(invalid_field("filterHash", &name, &hub));
         };
+        let key_pos = key_names.iter().position(|k| k.eq_ignore_ascii_case(&name));
+        if let (Some(_), Some(pos)) = (key_order, key_pos)
+            && matches!(op, "=" | ">" | ">=" | "<" | "<=")
+        {
+            key_conds.push((pos, op, paging::key_part(kind, pos, &value)));
+            continue;
+        }
         if !matches!(op, "=" | "like") {
             return Err(boxed(
                 StatusCode::BAD_REQUEST,
@@ -796,12 +817,34 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         counts: &dk.counts,
         tz: &dk.tz,
     };
+    let size = dk.paging.page_size(q.size);
+    let list = by_key.is_none();
     let ordinals: Vec<u64> = if empty {
         Vec::new()
     } else if let Some(key) = by_key {
         find_ordinal(dk, &d, kind, &key).into_iter().collect()
+    } else if let Some(by) = key_order {
+        let skip = q.offset.unwrap_or((q.page - 1) * size);
+        let mut buf = Vec::new();
+        let mut accept = |o: u64| {
+            let m = t.meta(o).1;
+            if ge.is_some_and(|g| m < g) || lt.is_some_and(|l| m >= l) {
+                return false;
+            }
+            let over = d.written.rows.get(&(kind, o));
+            equals.iter().all(|(col, want, like)| {
+                buf.clear();
+                tables::write_row(&mut buf, &ctx, kind, t, o, &[*col], over);
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&buf)
+                    .ok()
+                    .and_then(|m| m.get(col.out)?.as_str().map(String::from))
+                    .is_some_and(|h| matches_value(&h, want, *like))
+            })
+        };
+        paging::key_ordered(dk, &d, kind, by, &key_conds, &mut accept, (skip, size))
+            .map_err(|m| boxed(StatusCode::BAD_REQUEST, "The request is invalid.", &m))?
     } else if !equals.is_empty() {
-        let skip = q.offset.unwrap_or((q.page - 1) * q.size);
+        let skip = q.offset.unwrap_or((q.page - 1) * size);
         // Fields a generated row never fills hold values only on rows saved through the API:
         // search those alone.
         let never = |c: &Col| c.src.fill == schema::Gen::Never;
@@ -876,12 +919,12 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
                 })
             })
             .skip(skip as usize)
-            .take(q.size as usize)
+            .take(size as usize)
             .collect()
     } else {
         let sel = t.select(ge, lt);
-        let skip = q.offset.unwrap_or((q.page - 1) * q.size);
-        sel.slice(skip, q.size)
+        let skip = q.offset.unwrap_or((q.page - 1) * size);
+        sel.slice(skip, size)
     };
     let mut out = Vec::with_capacity(ordinals.len() * 64 * cols.len().min(16) + 2);
     out.push(b'[');
@@ -900,6 +943,10 @@ fn render(dk: &Deltek, rest: &str, raw: &str) -> Result<Vec<u8>, Box<Response>> 
         );
     }
     out.push(b']');
+    drop_guard(d);
+    if list {
+        dk.paging.served(dk, kind);
+    }
     Ok(out)
 }
 
@@ -1286,7 +1333,7 @@ fn deltek_counts(dk: &Deltek) -> BTreeMap<String, u64> {
 
 /// One key field's value, ordered as the key's type orders (ledger periods and posting
 /// sequences are numbers).
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum KeyPart {
     Num(i64),
     Text(String),
@@ -1342,6 +1389,7 @@ pub(crate) fn routes() -> Router<Arc<App>> {
         .route("/_sandbox/deltek/mutate", post(admin_mutate))
         .route("/_sandbox/deltek/counts", get(admin_counts))
         .route("/_sandbox/deltek/{entity}/keys", get(admin_keys))
+        .route("/_sandbox/deltek/paging", post(admin_paging))
 }
 
 impl Sandbox {
@@ -1462,4 +1510,116 @@ impl Sandbox {
     pub fn deltek_tokens_issued(&self) -> u64 {
         self.app.deltek.data().issued
     }
+
+    /// Serve at most `cap` rows a page whatever `pageSize` asks (`None`: as asked), silently,
+    /// as a tenant or proxy with its own maximum does.
+    pub fn deltek_page_cap(&self, cap: Option<u64>) {
+        self.app.deltek.paging.set_cap(cap);
+    }
+
+    /// After `pages` more list responses of `entity` (any query on its table), saves the rows
+    /// keyed `touch` (their `ModDate` moves past every other row's) and deletes the rows keyed
+    /// `delete` (keys as [`Sandbox::deltek_live_rows`] spells them): users working while a read
+    /// runs. `false` for an entity the tenant lacks.
+    pub fn deltek_after_pages(
+        &self,
+        entity: &str,
+        pages: u64,
+        touch: &[String],
+        delete: &[String],
+    ) -> bool {
+        let dk = &self.app.deltek;
+        let Some(kind) = Kind::from_entity(entity).filter(|k| dk.has(*k)) else {
+            return false;
+        };
+        dk.paging
+            .after_pages(kind, pages, touch.to_vec(), delete.to_vec());
+        true
+    }
+
+    /// Armed [`Sandbox::deltek_after_pages`] events that have not fired yet.
+    pub fn deltek_pending_page_events(&self) -> usize {
+        self.app.deltek.paging.pending()
+    }
+
+    /// Saves the rows keyed `keys` of `entity` (a new revision each, `ModDate` past every
+    /// other row's, in the order given): one millisecond apart, or with one and the same
+    /// `ModDate` when `alike` (a mass update). Returns how many rows were found.
+    pub fn deltek_save(&self, entity: &str, keys: &[String], alike: bool) -> usize {
+        let dk = &self.app.deltek;
+        let Some(kind) = Kind::from_entity(entity).filter(|k| dk.has(*k)) else {
+            return 0;
+        };
+        let mut d = dk.data();
+        paging::save(dk, &mut d, kind, keys, alike)
+    }
+}
+
+/// Body of `POST /_sandbox/deltek/paging`: the HTTP mirror of the paging controls.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PagingControls {
+    /// `0` lifts the cap.
+    page_cap: Option<u64>,
+    after_pages: Option<AfterPages>,
+    save: Option<Save>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AfterPages {
+    entity: String,
+    pages: u64,
+    #[serde(default)]
+    touch: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Save {
+    entity: String,
+    keys: Vec<String>,
+    #[serde(default)]
+    alike: bool,
+}
+
+async fn admin_paging(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let c: PagingControls = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad controls", &e.to_string()),
+    };
+    let dk = &app.deltek;
+    if let Some(cap) = c.page_cap {
+        dk.paging.set_cap((cap > 0).then_some(cap));
+    }
+    let kind = |e: &str| Kind::from_entity(e).filter(|k| dk.has(*k));
+    let mut saved = 0;
+    if let Some(a) = c.after_pages {
+        let Some(k) = kind(&a.entity) else {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                &format!("no table `{}`", a.entity),
+            );
+        };
+        dk.paging.after_pages(k, a.pages, a.touch, a.delete);
+    }
+    if let Some(s) = c.save {
+        let Some(k) = kind(&s.entity) else {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                "Not Found",
+                &format!("no table `{}`", s.entity),
+            );
+        };
+        let mut d = dk.data();
+        saved = paging::save(dk, &mut d, k, &s.keys, s.alike);
+    }
+    axum::Json(serde_json::json!({
+        "pending_events": dk.paging.pending(),
+        "saved": saved,
+    }))
+    .into_response()
 }

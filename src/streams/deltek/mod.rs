@@ -1,20 +1,29 @@
-//! The Deltek Vantagepoint reader: `GET {base}/{path}?page=N&pageSize=S&fieldFilter=…` with the
-//! stream's fixed `params` and structured `filterHash[i][…]` filters, paged until a short page
-//! (the API sends no total and no next link). Responses are always JSON arrays; records are
-//! borrowed as raw JSON and only their byte ranges kept.
+//! The Deltek Vantagepoint reader: `GET {base}/{path}?pageSize=S&fieldFilter=…&order=…` with
+//! the stream's fixed `params` and structured `filterHash[i][…]` filters. Responses are always
+//! JSON arrays; records are borrowed as raw JSON and only their byte ranges kept.
 //!
 //! Change detection: `ModDate` (zone-less, tenant wall clock). An incremental read asks for
-//! `ModDate >= cursor` (the run folds the lookback into the cursor), converted to the tenant's wall clock, ordered
-//! by `ModDate`; deletes are found by the key-set reconciliation (`ReadMode::Keys`, key fields
+//! `ModDate >= cursor` (the run folds the lookback into the cursor), converted to the tenant's
+//! wall clock; deletes are found by the key-set reconciliation (`ReadMode::Keys`, key fields
 //! only). A stream may carry tenant-dependent `variants` (opportunities: the pre-5.0 hub or
 //! 5.0+ projects with a pursuit stage), chosen by the connection's `opportunity_model`.
+//!
+//! Paging is keyset paging (keyset.rs): reads are ordered by `ModDate` then the key (a key-set
+//! pass by the key alone) and every request resumes after the last row served, because rows
+//! saved or deleted during a page-numbered read shift the pages and a row is skipped (a lost
+//! change, or a live key a reconciliation deletes). The API sends no total, so a short page ends
+//! the read, except that a short *first* page is checked against page 2: a server that caps the
+//! page size below the one asked serves a full page 2, and its cap becomes the page size.
 
-use std::collections::BTreeMap;
+mod keyset;
+
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::batches::PageContext;
@@ -24,6 +33,8 @@ use crate::error::{Error, Result};
 use crate::http::HttpClient;
 use crate::spec::{FixedFilter, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
+use keyset::Pager;
+pub use keyset::{OrderCol, Position};
 
 /// The variant name a connection selects (`opportunity_model`).
 pub fn variant_name(conn: &Connection) -> Option<&'static str> {
@@ -108,11 +119,18 @@ pub struct DeltekSource {
     http: HttpClient,
     stream: String,
     headers: HeaderMap,
-    /// `{base}/{path}?` + everything but `page`.
+    /// `{base}/{path}?` + page size, field filter and the stream's params.
     url_base: String,
+    /// The stream's own filters and the read's (cursor, window); the pager adds its own.
+    filters: Vec<FixedFilter>,
     page_size: u32,
-    /// Next page to read (1-based); `None` when done.
-    next: Option<u64>,
+    /// Where the read stands (keyset.rs).
+    pager: Pager,
+    /// Names the order columns carry in a served record (after `rename`).
+    order_fields: Vec<String>,
+    /// The first request of this read is still to come (a short answer to it is checked
+    /// against a server-side page cap).
+    first: bool,
     /// Payload field → catalog field, applied to every record (variants only).
     rename: BTreeMap<String, String>,
     context: Arc<PageContext>,
@@ -176,7 +194,6 @@ impl DeltekSource {
             ty: Some("datetime".into()),
             tablename: None,
         };
-        let mut ordered = false;
         match mode {
             ReadMode::Incremental { cursor: c } => {
                 let field = need_cursor()?;
@@ -188,7 +205,6 @@ impl DeltekSource {
                     ))
                 })?;
                 filters.push(datetime(&field, since, ">="));
-                ordered = true;
             }
             ReadMode::Window { since, until } => {
                 let field = need_cursor()?;
@@ -198,10 +214,43 @@ impl DeltekSource {
                 if let Some(u) = until {
                     filters.push(datetime(&field, to_wall_clock(u, &tz)?, "<"));
                 }
-                ordered = true;
             }
             ReadMode::Snapshot { .. } | ReadMode::Keys => {}
         }
+        // The read's order: ModDate (changes come in the order they were saved, and a row saved
+        // mid-read moves ahead of the read, never behind it) then the key, which makes the order
+        // total; a key-set pass reads keys only, by key.
+        let keys: Vec<String> = stream.key_fields().into_iter().map(payload_name).collect();
+        if keys.is_empty() {
+            return Err(Error::Definition {
+                path: stream.id.to_string(),
+                message:
+                    "deltek streams need a primary key from the payload (reads are paged by it)"
+                        .into(),
+            });
+        }
+        let mut order: Vec<OrderCol> = Vec::new();
+        if *mode != ReadMode::Keys
+            && let Some(c) = stream.cursor_column().filter(|c| !c.absent)
+        {
+            order.push(OrderCol {
+                name: payload_name(c.source_name()),
+                datetime: true,
+            });
+        }
+        order.extend(keys.iter().map(|k| OrderCol {
+            name: k.clone(),
+            datetime: false,
+        }));
+        let order_fields: Vec<String> = order
+            .iter()
+            .map(|c| {
+                rename
+                    .get(&c.name)
+                    .cloned()
+                    .unwrap_or_else(|| c.name.clone())
+            })
+            .collect();
         let page_size = stream.page_size().max(1);
         let mut query: Vec<(String, String)> = vec![
             ("pageSize".into(), page_size.to_string()),
@@ -210,10 +259,6 @@ impl DeltekSource {
         for (k, v) in &params {
             query.push((k.clone(), v.clone()));
         }
-        if ordered && let Some(c) = &cursor {
-            query.push(("order".into(), c.clone()));
-        }
-        query.extend(filter_hash(&filters));
         let url_base = format!(
             "{}/{}?{}",
             endpoint.base.trim_end_matches('/'),
@@ -236,31 +281,99 @@ impl DeltekSource {
         }
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
 
-        let next = match resume {
-            Some(r) => Some(r.trim().parse::<u64>().map_err(|_| {
-                Error::State(format!(
-                    "{}: the saved paging position `{r}` is not a page number; run `mlc state reset {}`",
-                    stream.id, stream.id
-                ))
-            })?),
-            None => Some(1),
+        let refused = |r: &str, why: String| {
+            Error::State(format!(
+                "{}: the saved paging position `{r}` cannot be resumed ({why}); run `mlc state reset {}`",
+                stream.id, stream.id
+            ))
         };
+        let (position, first) = match resume.as_deref().map(str::trim) {
+            None => (Position::default(), true),
+            // A page number saved before reads were keyset-paged: a page number does not say
+            // which rows were read, so the read starts over (at-least-once; the keyed merge
+            // makes the repeat harmless).
+            Some(r) if r.parse::<u64>().is_ok() => {
+                tracing::warn!(stream = %stream.id, "the saved position `{r}` is a page number from an older mlc: reading from the start");
+                (Position::default(), true)
+            }
+            Some(r) => (
+                serde_json::from_str::<Position>(r).map_err(|e| refused(r, e.to_string()))?,
+                false,
+            ),
+        };
+        let resumed = resume.clone().unwrap_or_default();
+        let pager = Pager::new(order, position).map_err(|e| refused(&resumed, e))?;
         Ok(Self {
             http: endpoint.http.clone(),
             stream: stream.id.to_string(),
             headers,
             url_base,
+            filters,
             page_size,
-            next,
+            pager,
+            order_fields,
+            first,
             rename,
             context: Arc::new(PageContext::new()),
         })
     }
 
-    /// The URL of page `page`.
-    pub fn page_url(&self, page: u64) -> String {
-        format!("{}&page={page}", self.url_base)
+    /// The URL of the next request (page `page` of the query the pager asks for: 1, or 2 to
+    /// probe for a page cap).
+    pub fn next_url(&self, page: u64) -> String {
+        let mut filters = self.filters.clone();
+        filters.extend(self.pager.conditions().into_iter().map(|c| FixedFilter {
+            name: c.name,
+            value: c.value,
+            opp: c.opp.to_string(),
+            ty: c.datetime.then(|| "datetime".to_string()),
+            tablename: None,
+        }));
+        let mut url = format!("{}&order={}", self.url_base, enc(self.pager.order()));
+        for (k, v) in filter_hash(&filters) {
+            url.push('&');
+            url.push_str(&enc(&k));
+            url.push('=');
+            url.push_str(&enc(&v));
+        }
+        url.push_str(&format!("&page={page}"));
+        url
     }
+
+    /// GETs `url` and parses it as an array page (renamed for variants).
+    async fn fetch(&self, url: &str) -> Result<((Bytes, Vec<Range<usize>>), i64)> {
+        let rename = Arc::new(self.rename.clone());
+        get_parsed(
+            &self.http,
+            url,
+            &self.headers,
+            &self.stream,
+            "a JSON array",
+            move |body: Bytes| {
+                let rows = parse_page(&body)?;
+                if rename.is_empty() {
+                    Ok((body, rows))
+                } else {
+                    renamed(&body, &rows, &rename)
+                }
+            },
+            |e| e,
+        )
+        .await
+    }
+}
+
+/// The values of `fields` in one record (null where absent).
+fn order_values(record: &[u8], fields: &[String]) -> std::result::Result<Vec<Value>, String> {
+    let map: HashMap<String, &RawValue> =
+        serde_json::from_slice(record).map_err(|e| format!("a record is not an object: {e}"))?;
+    fields
+        .iter()
+        .map(|f| match map.get(f) {
+            Some(raw) => serde_json::from_str(raw.get()).map_err(|e| e.to_string()),
+            None => Ok(Value::Null),
+        })
+        .collect()
 }
 
 /// The records of a Deltek response (always a JSON array).
@@ -320,35 +433,49 @@ fn renamed(
 #[async_trait::async_trait]
 impl PageSource for DeltekSource {
     async fn next_page(&mut self) -> Result<Option<Page>> {
-        let Some(page) = self.next else {
+        if self.pager.done() {
             return Ok(None);
+        }
+        let ((body, rows), received_at_micros) = self.fetch(&self.next_url(1)).await?;
+        let n = rows.len();
+        let asked = self.page_size as usize;
+        if std::mem::take(&mut self.first) && self.pager.pos.cap.is_none() && n > 0 && n < asked {
+            // Short, or capped? Page 2 of the same query answers it: rows there mean the server
+            // serves at most `n` rows a page. They are not used (the pager resumes after page
+            // 1 by value, which stays right if rows move between the two requests).
+            let ((_, more), _) = self.fetch(&self.next_url(2)).await?;
+            if !more.is_empty() {
+                tracing::warn!(stream = %self.stream, asked, served = n, "the server serves fewer rows a page than asked: paging by {n}");
+                self.pager.pos.cap = u32::try_from(n).ok();
+            }
+        }
+        let page_rows = self.pager.pos.cap.map_or(asked, |c| c as usize);
+        let fields = &self.order_fields;
+        let keep = self
+            .pager
+            .advance(n, n >= page_rows, &mut |i| {
+                order_values(&body[rows[i].clone()], fields)
+            })
+            .map_err(|message| Error::Decode {
+                stream: self.stream.clone(),
+                message: format!("keyset paging: {message}"),
+            })?;
+        let rows = keep.into_iter().map(|i| rows[i].clone()).collect();
+        let resume = if self.pager.done() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&self.pager.pos).map_err(|e| Error::Decode {
+                    stream: self.stream.clone(),
+                    message: format!("keyset position: {e}"),
+                })?,
+            )
         };
-        let url = self.page_url(page);
-        let rename = Arc::new(self.rename.clone());
-        let ((body, rows), received_at_micros) = get_parsed(
-            &self.http,
-            &url,
-            &self.headers,
-            &self.stream,
-            "a JSON array",
-            move |body: Bytes| {
-                let rows = parse_page(&body)?;
-                if rename.is_empty() {
-                    Ok((body, rows))
-                } else {
-                    renamed(&body, &rows, &rename)
-                }
-            },
-            |e| e,
-        )
-        .await?;
-        let last = (rows.len() as u64) < u64::from(self.page_size);
-        self.next = (!last).then_some(page + 1);
         Ok(Some(Page {
             body,
             rows,
             received_at_micros,
-            resume: self.next.map(|n| n.to_string()),
+            resume,
             end_cursor: None,
             context: self.context.clone(),
         }))
