@@ -42,9 +42,13 @@ pub(super) struct Paging {
     /// Most rows a page serves (0: as many as asked).
     cap: AtomicU64,
     events: Mutex<Vec<Event>>,
-    /// Kind → ((next ordinal, client keys) at build time, sorted rows).
-    sorted: Mutex<HashMap<Kind, ((u64, usize), Sorted)>>,
+    /// Kind → (what the table looked like at build time, sorted rows).
+    sorted: Mutex<HashMap<Kind, (Built, Sorted)>>,
 }
+
+/// (next ordinal, client keys) of a table when its key order was built: a change of either
+/// rebuilds it.
+type Built = (u64, usize);
 
 /// One key-field condition: (key part index, operator, value).
 pub(super) type KeyCond = (usize, &'static str, KeyPart);
