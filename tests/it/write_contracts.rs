@@ -234,6 +234,9 @@ async fn every_write_conforms_to_the_official_specs() {
     sync("erp", bc_streams).await;
     let back = Sink::open(&ctx, "business_central_to_pipedrive").unwrap();
     let t = back.target(None).unwrap();
+    // Pipedrive's field definitions: every field the flow writes exists.
+    let pre = back.preflight(&t).await.unwrap();
+    assert!(pre.ok() && pre.unchecked.is_empty(), "{pre:?}");
     back.apply(&back.plan().await.unwrap(), &t).await.unwrap();
     // The Pipedrive webhooks.
     ml_connector::serve::register::register(

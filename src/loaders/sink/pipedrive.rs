@@ -11,6 +11,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
+use super::preflight::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
 
@@ -99,6 +100,25 @@ impl PipedriveTarget {
 
 #[async_trait::async_trait]
 impl Target for PipedriveTarget {
+    /// The hub's fields from its field definitions (`organizationFields`, …): what exists.
+    /// Pipedrive publishes no lengths or required flags a write could break on.
+    async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
+        let Some(path) = crate::streams::pipedrive::fields_path_of(&format!("/api/v2/{hub}"))
+        else {
+            return Ok(None);
+        };
+        let base = self.base().await?.to_string();
+        let defs = crate::tenant::pipedrive::load(&self.http, &base, &path, hub)
+            .await
+            .map_err(|e| WriteError::classify(e, reason_of))?;
+        Ok(Some(HubSchema {
+            fields: defs
+                .into_iter()
+                .map(|d| (d.key, FieldRule::default()))
+                .collect(),
+        }))
+    }
+
     fn connection(&self) -> &str {
         &self.connection
     }
