@@ -105,6 +105,7 @@ enum Command {
     },
     /// Re-read a window of one stream without touching its incremental state.
     Backfill {
+        /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
         stream: String,
         /// Start of the window (YYYY-MM-DD or RFC 3339), inclusive.
         #[arg(long)]
@@ -112,8 +113,10 @@ enum Command {
         /// End of the window, exclusive.
         #[arg(long)]
         until: Option<String>,
+        /// Only this connection (its `[connections.NAME]` section in mlc.toml).
         #[arg(long)]
         connection: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -191,13 +194,16 @@ enum Command {
 
 #[derive(Args)]
 struct SandboxArgs {
+    /// Address the sandbox listens on.
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
+    /// Port the sandbox listens on.
     #[arg(long, default_value_t = 8800)]
     port: u16,
     /// Accounts to serve (other tables scale with it).
     #[arg(long, default_value_t = 2000)]
     scale: u64,
+    /// Seed of every generated value and fault draw (same seed, same data).
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Fault rates, e.g. "429=0.05,5xx=0.02,reset=0.01,slow=0.01,expire=0.01".
@@ -227,15 +233,20 @@ enum Format {
 enum StateCmd {
     /// Committed cursors, and the latest runs.
     Show {
+        /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
         stream: Option<String>,
+        /// How many runs to show.
         #[arg(long, default_value_t = 20)]
         limit: usize,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
     /// Forget a stream's cursor: its next sync is a full snapshot.
     Reset {
+        /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
         stream: String,
+        /// Only this connection (its `[connections.NAME]` section in mlc.toml).
         #[arg(long)]
         connection: Option<String>,
     },
@@ -243,10 +254,12 @@ enum StateCmd {
 
 #[derive(Subcommand)]
 enum SinkCmd {
-    /// What apply would do with the flow's new change sets: creates, updates, no-ops and waits,
-    /// each with its reason. Reads the lake and the state store only; writes nothing.
+    /// What apply would do with the flow's new change sets: creates, updates, matches, waits,
+    /// blocked jobs and no-ops, each with its reason, checked against the target's metadata.
+    /// Writes nothing. Built-in flows: dynamics_to_deltek, pipedrive_to_business_central,
+    /// business_central_to_pipedrive.
     Plan {
-        /// Flow name: loaders/sink/<flow>.toml (built in: dynamics_to_deltek).
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
         /// Every job on its own line (the default shows each mapping × action × cause once,
         /// with a few example ids).
@@ -256,12 +269,14 @@ enum SinkCmd {
         /// target system; without one the plan is not checked against the tenant).
         #[arg(long)]
         target: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
     /// Check the flow against the target tenant's metadata (fields, external-id field, text
     /// lengths) without writing; exits non-zero on problems (for a customer's CI).
     Check {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
         /// Target connection (default: the only connection of the flow's target system).
         #[arg(long)]
@@ -269,12 +284,14 @@ enum SinkCmd {
         /// Forget the rules learned from the target's refusals (after the tenant changed).
         #[arg(long)]
         forget_learned: bool,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
     /// Perform the plan. A dry run (prints the plan, writes nothing) unless --yes is given.
     /// Exits non-zero when a job failed (the other jobs still ran; see `mlc sink status`).
     Apply {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
         /// Really write to the target.
         #[arg(long)]
@@ -285,6 +302,7 @@ enum SinkCmd {
         /// Target connection (default: the only connection of the flow's target system).
         #[arg(long)]
         target: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -292,15 +310,21 @@ enum SinkCmd {
     /// stored source records; each attempt searches the target before any create. Dry run
     /// unless --yes.
     Replay {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
+        /// Every failed, blocked and waiting job (the default).
         #[arg(long, conflicts_with = "job")]
         failed: bool,
+        /// Job id (`mlc sink status FLOW` lists the failed, blocked and waiting ones).
         #[arg(long)]
         job: Option<String>,
+        /// Really write to the target (without it: a dry run that writes nothing).
         #[arg(long)]
         yes: bool,
+        /// Target connection (default: the only connection of the flow's target system).
         #[arg(long)]
         target: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -308,6 +332,7 @@ enum SinkCmd {
     /// the sink never guesses). Checks the record exists; audited; the job then runs again and
     /// writes the record's fields to it.
     Link {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
         /// The job id (`mlc sink status FLOW` lists failed and waiting jobs).
         #[arg(long)]
@@ -322,7 +347,9 @@ enum SinkCmd {
     /// Remove a job's ledger link (made by mistake); audited. The target record is unchanged;
     /// the job runs again and searches the target first.
     Unlink {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
+        /// Job id (`mlc sink status FLOW` lists the failed, blocked and waiting ones).
         #[arg(long)]
         job: String,
     },
@@ -330,14 +357,18 @@ enum SinkCmd {
     Status {
         /// Flow name (default: every built-in flow).
         flow: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
     /// Every audited write (and no-op) of a flow, or of one job.
     Audit {
+        /// Sink flow: loaders/sink/<FLOW>.toml (built in: dynamics_to_deltek, pipedrive_to_business_central, business_central_to_pipedrive).
         flow: String,
+        /// Only this job's entries.
         #[arg(long)]
         job: Option<String>,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -354,6 +385,7 @@ enum WebhooksCmd {
     /// Store one webhook secret (e.g. Pipedrive `signing_secret`, or your own Dataverse `key`)
     /// from an environment variable into the vault.
     Secret {
+        /// The connection the secret belongs to.
         connection: String,
         /// key (Dataverse), password or signing_secret (Pipedrive), client_state (BC).
         field: String,
@@ -368,10 +400,14 @@ enum CatalogCmd {
     /// Every stream with its table and incremental mode.
     List,
     /// One stream's definition and columns.
-    Show { stream: String },
+    Show {
+        /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
+        stream: String,
+    },
     /// How each tenant differs from the catalog: absent entities and columns, columns added
     /// for the tenant's own fields, values whose type drifted, fields kept in `_ml_extra`.
     Diff {
+        /// Stream ids or patterns (e.g. dataverse.account, deltek.*); default: all.
         streams: Vec<String>,
         /// Print JSON instead of lines.
         #[arg(long)]
@@ -392,13 +428,20 @@ enum ConnectionCmd {
     /// Configured connections and whether their secrets are stored.
     List,
     /// Get a token and read one row; explains what is wrong.
-    Check { name: Option<String> },
+    Check {
+        /// Connection name (default: every connection in mlc.toml).
+        name: Option<String>,
+    },
     /// Remove a connection and its stored secrets.
-    Remove { name: String },
+    Remove {
+        /// Connection name (its `[connections.NAME]` section in mlc.toml).
+        name: String,
+    },
 }
 
 #[derive(Args)]
 struct AddArgs {
+    /// Connection name (its `[connections.NAME]` section in mlc.toml).
     name: String,
     /// dataverse, business_central, deltek, pipedrive or looker.
     #[arg(long, default_value = "dataverse")]
@@ -406,10 +449,13 @@ struct AddArgs {
     /// Dataverse: https://<org>.crm.dynamics.com
     #[arg(long)]
     environment_url: Option<String>,
+    /// Entra tenant id or verified domain (Dataverse, Business Central).
     #[arg(long)]
     tenant_id: Option<String>,
+    /// Client id of the app registration (or the API key pair).
     #[arg(long)]
     client_id: Option<String>,
+    /// Entra authority host (national clouds use their own login host).
     #[arg(long)]
     authority_url: Option<String>,
     /// Any other setting of the system, as key=value (repeatable), e.g.
@@ -1850,5 +1896,32 @@ async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every command, positional or flag, says what it is for in `--help`.
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "mlc", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }
