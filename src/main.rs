@@ -919,7 +919,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 println!("dry run: nothing written; run again with --yes to apply");
                 return Ok(ExitCode::SUCCESS);
             }
-            let r = s.apply(&p, &t).await?;
+            let r = s.apply_checked(&p, &t, &pre).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

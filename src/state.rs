@@ -961,6 +961,15 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
     })
 }
 
+/// Appends one audit entry, stamped `now`, inside a sink transaction.
+fn insert_audit(tx: &rusqlite::Transaction<'_>, now: &str, a: &AuditEntry) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
+    )
+    .map(|_| ())
+}
+
 /// The sink stage's view of the store.
 impl StateStore {
     /// The ledger link of a source record, if it has one.
@@ -1006,10 +1015,7 @@ impl StateStore {
         self.with(|c| {
             let tx = c.transaction()?;
             for a in f.audits {
-                tx.execute(
-                    "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                    params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
-                )?;
+                insert_audit(&tx, &now, a)?;
             }
             if let Some(l) = &f.link {
                 // A link without a write keeps the target version of the last write to the same
@@ -1113,17 +1119,13 @@ impl StateStore {
         audit: &AuditEntry,
     ) -> Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
-        let a = audit;
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
                 "DELETE FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
                 params![flow, source_entity, source_id],
             )?;
-            tx.execute(
-                "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-                params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
-            )?;
+            insert_audit(&tx, &now, audit)?;
             tx.execute(
                 "UPDATE sink_jobs SET status = ?2, last_error = NULL, ambiguous = 0, updated_at = ?3 WHERE job_id = ?1",
                 params![job_id, job_status::PLANNED, now],

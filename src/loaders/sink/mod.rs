@@ -350,13 +350,24 @@ impl<'a> Sink<'a> {
     /// audits no-ops of deleted rows, then moves the flow's cursors (failed jobs stay in the jobs
     /// table for `replay`). Then retries jobs still waiting from earlier applies.
     pub async fn apply(&self, plan: &Plan, target: &dyn Target) -> Result<ApplyReport> {
+        let pre = self.preflight(target).await?;
+        self.apply_checked(plan, target, &pre).await
+    }
+
+    /// [`Sink::apply`] with a pre-flight already made (the one [`Sink::plan_checked`] returns),
+    /// so the target's metadata is not read twice.
+    pub async fn apply_checked(
+        &self,
+        plan: &Plan,
+        target: &dyn Target,
+        pre: &Preflight,
+    ) -> Result<ApplyReport> {
         let _lease = self.lease()?;
         let mut report = ApplyReport {
             flow: self.name.clone(),
             ..ApplyReport::default()
         };
-        let pre = self.preflight(target).await?;
-        let jc = self.job_ctx(target, &pre);
+        let jc = self.job_ctx(target, pre);
         let now = chrono::Utc::now().to_rfc3339();
         // Made one at a time as they are stored, so the plan's records are not held twice.
         let jobs = plan.jobs.iter().map(|pj| SinkJob {
