@@ -118,6 +118,24 @@ pub fn decoder_input(
 /// cut short on the way parses on the next try; a page the service really sends broken does not.
 const MALFORMED_PAGE_RETRIES: u32 = 4;
 
+/// The stream's fixed request headers (`headers` in its source file) with `Accept:
+/// application/json`; a header that is not valid HTTP is a configuration error naming it.
+pub fn json_headers(stream: &Stream) -> Result<HeaderMap> {
+    use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
+    let bad = |k: &str, e: &dyn std::fmt::Display| {
+        Error::Config(format!("{}: header `{k}`: {e}", stream.id))
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &stream.source.headers {
+        headers.insert(
+            HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(k, &e))?,
+            HeaderValue::from_str(v).map_err(|e| bad(k, &e))?,
+        );
+    }
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    Ok(headers)
+}
+
 /// GETs `url` and parses its body with `parse` (on a blocking thread: pages are large), fetching
 /// again with a short pause while the body does not parse. `shape` names what was expected
 /// ("an OData collection"), for the error that ends the run after the retries. `map_err` lets a

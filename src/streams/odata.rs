@@ -10,7 +10,7 @@
 use std::ops::Range;
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -230,16 +230,7 @@ impl ODataSource {
         if track {
             prefer.push("odata.track-changes".into());
         }
-        let mut headers = HeaderMap::new();
-        for (k, v) in &stream.source.headers {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
-                HeaderValue::from_str(v)
-                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
-            );
-        }
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let mut headers = super::json_headers(stream)?;
         headers.insert(
             HeaderName::from_static("odata-maxversion"),
             HeaderValue::from_static("4.0"),

@@ -22,7 +22,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -270,16 +270,7 @@ impl DeltekSource {
                 .join("&")
         );
 
-        let mut headers = HeaderMap::new();
-        for (k, v) in &stream.source.headers {
-            headers.insert(
-                HeaderName::from_bytes(k.as_bytes())
-                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
-                HeaderValue::from_str(v)
-                    .map_err(|e| Error::Config(format!("{}: header `{k}`: {e}", stream.id)))?,
-            );
-        }
-        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let headers = crate::streams::json_headers(stream)?;
 
         let refused = |r: &str, why: String| {
             Error::State(format!(
