@@ -444,11 +444,18 @@ async fn bc_notices_for_foreign_subscriptions_are_refused_and_our_faults_are_ret
         "{:?}",
         e.sandbox.business_central_deliveries()
     );
-    assert!(
+    // The sandbox records a delivery's status once our answer reaches it, which can be
+    // after the run it queued has started.
+    let retried_through = || {
         e.sandbox
             .business_central_deliveries()
             .iter()
             .any(|d| d.status == Some(200) && d.attempt > 0)
+    };
+    assert!(
+        eventually(10, retried_through).await,
+        "{:?}",
+        e.sandbox.business_central_deliveries()
     );
     assert_eq!(e.sandbox.business_central_subscriptions().len(), companies);
     assert!(server.settle(Duration::from_secs(5)).await);
