@@ -128,6 +128,10 @@ impl App {
         self.deltek.mutate();
         self.pipedrive.mutate();
         self.looker.mutate();
+        self.dataverse_mutate()
+    }
+
+    fn dataverse_mutate(&self) -> MutationSummary {
         let summary = self.org_mut().mutate();
         let host = self.base.trim_start_matches("http://").to_string();
         self.dataverse_hooks.deliver(host, &summary);
@@ -384,6 +388,12 @@ impl Sandbox {
     /// system.
     pub fn mutate(&self) -> MutationSummary {
         self.app.mutate()
+    }
+
+    /// One round on Dataverse alone (a sink test whose target is another system of this
+    /// sandbox must not have the target's rows deleted at random under it).
+    pub fn dataverse_mutate(&self) -> MutationSummary {
+        self.app.dataverse_mutate()
     }
 
     /// Registers a Dataverse webhook service endpoint (what the Plugin Registration Tool does):

@@ -399,7 +399,8 @@ async fn sink_creates_each_record_once_resolves_owners_and_customers_and_replans
                     .starts_with("deleted")
         })
         .count() as u64;
-    let changes = env.sandbox.mutate();
+    // Dataverse alone changes: the target's own changes are the case below, made on purpose.
+    let changes = env.sandbox.dataverse_mutate();
     env.sync().await;
     let plan = sink.plan().await.unwrap();
     let inserted =
@@ -417,8 +418,32 @@ async fn sink_creates_each_record_once_resolves_owners_and_customers_and_replans
         inserted
     );
     assert!(plan.count(&Action::Update) > 0);
+    // Someone deleted in Vantagepoint the contact one of the updates goes to: that job fails,
+    // saying how to have it created again, and the rest go through.
+    let orphan = plan
+        .jobs
+        .iter()
+        .find(|j| j.action == Action::Update && j.source_entity == "contact")
+        .expect("an updated contact");
+    let gone = orphan.target_key.clone().unwrap();
+    assert_eq!(env.sandbox.deltek_delete("contact", &[gone.clone()]), 1);
     let report = sink.apply(&plan, &target).await.unwrap();
-    assert_eq!(report.failed, 0, "{:#?}", failures(&report));
+    let failed = failures(&report);
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0].job_id, orphan.job_id);
+    assert!(
+        failed[0].detail.contains(&gone) && failed[0].detail.contains("mlc sink unlink"),
+        "{}",
+        failed[0].detail
+    );
+    sink.unlink(&orphan.job_id).unwrap();
+    let r = sink
+        .replay(&Replay::Job(orphan.job_id.clone()), &target)
+        .await
+        .unwrap();
+    assert_eq!(r.created, 1, "{:#?}", r.jobs);
+    let recreated = env.link("contact", &orphan.source_id).unwrap();
+    assert_ne!(recreated, gone);
     // An updated account's firm carries the new values, found by its external id.
     let updated = plan
         .jobs
@@ -1193,7 +1218,7 @@ async fn a_record_deleted_in_the_source_while_its_job_waited_is_never_written() 
     );
 
     // Meanwhile the CRM deletes some of them; the next sync reads the deletions.
-    env.sandbox.mutate();
+    env.sandbox.dataverse_mutate();
     env.sync().await;
     let gone_accounts: Vec<String> = accounts
         .difference(&ids(&env, "account", "accountid"))

@@ -676,6 +676,21 @@ impl JobCtx<'_> {
                             Outcome::Updated(key)
                         })
                     }
+                    // The linked record is gone from the target (someone deleted it there):
+                    // say how to have it created again rather than leave a bare 404.
+                    Err(WriteError::Refused {
+                        status: 404,
+                        reason,
+                    }) if !by_search => {
+                        let e = WriteError::Refused {
+                            status: 404,
+                            reason: format!(
+                                "{reason} (the linked {hub} {key} no longer exists in the target; `mlc sink unlink {} --job {}` then `mlc sink replay {} --job {} --yes` creates it again)",
+                                self.flow_name, j.job_id, self.flow_name, j.job_id
+                            ),
+                        };
+                        Ok(self.failed_write(j, t, method, req, Some(key), ms, e))
+                    }
                     Err(e) => Ok(self.failed_write(j, t, method, req, Some(key), ms, e)),
                 }
             }

@@ -1553,6 +1553,17 @@ impl Sandbox {
         let mut d = dk.data();
         paging::save(dk, &mut d, kind, keys, alike)
     }
+
+    /// Deletes the rows keyed `keys` of `entity` (someone removed them in Vantagepoint).
+    /// Returns how many were found.
+    pub fn deltek_delete(&self, entity: &str, keys: &[String]) -> usize {
+        let dk = &self.app.deltek;
+        let Some(kind) = Kind::from_entity(entity).filter(|k| dk.has(*k)) else {
+            return 0;
+        };
+        let mut d = dk.data();
+        paging::delete(dk, &mut d, kind, keys)
+    }
 }
 
 /// Body of `POST /_sandbox/deltek/paging`: the HTTP mirror of the paging controls.

@@ -101,13 +101,7 @@ impl Paging {
         for e in due {
             let mut d = dk.data();
             save(dk, &mut d, e.kind, &e.touch, false);
-            for key in &e.delete {
-                if let Some(o) = super::find_ordinal(dk, &d, e.kind, key) {
-                    let t = &mut d.tables[e.kind as usize];
-                    t.changed.remove(&o);
-                    t.deleted.insert(o);
-                }
-            }
+            delete(dk, &mut d, e.kind, &e.delete);
         }
     }
 
@@ -155,6 +149,20 @@ pub(super) fn save(dk: &Deltek, d: &mut Data, kind: Kind, keys: &[String], alike
         if !alike {
             stamp += 1;
         }
+    }
+    found.len()
+}
+
+/// Deletes the live rows keyed `keys` of `kind`; returns how many were found.
+pub(super) fn delete(dk: &Deltek, d: &mut Data, kind: Kind, keys: &[String]) -> usize {
+    let found: Vec<u64> = keys
+        .iter()
+        .filter_map(|k| super::find_ordinal(dk, d, kind, k))
+        .collect();
+    let t = &mut d.tables[kind as usize];
+    for o in &found {
+        t.changed.remove(o);
+        t.deleted.insert(*o);
     }
     found.len()
 }
