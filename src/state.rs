@@ -1326,6 +1326,20 @@ impl StateStore {
         })
     }
 
+    /// (source id, run id) of a mapping's jobs not applied yet (planned, failed, waiting,
+    /// blocked): the records a later delete must stop.
+    pub fn sink_open_jobs(&self, flow: &str, mapping: &str) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT source_id, run_id FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND status <> ?3",
+            )?;
+            st.query_map(params![flow, mapping, job_status::APPLIED], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+    }
+
     /// The audit of a flow (or of one job), oldest first.
     pub fn sink_audit_entries(&self, flow: &str, job_id: Option<&str>) -> Result<Vec<AuditEntry>> {
         self.with(|c| {

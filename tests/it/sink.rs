@@ -426,7 +426,11 @@ async fn sink_creates_each_record_once_resolves_owners_and_customers_and_replans
         .find(|j| j.action == Action::Update && j.source_entity == "contact")
         .expect("an updated contact");
     let gone = orphan.target_key.clone().unwrap();
-    assert_eq!(env.sandbox.deltek_delete("contact", std::slice::from_ref(&gone)), 1);
+    assert_eq!(
+        env.sandbox
+            .deltek_delete("contact", std::slice::from_ref(&gone)),
+        1
+    );
     let report = sink.apply(&plan, &target).await.unwrap();
     let failed = failures(&report);
     assert_eq!(failed.len(), 1, "{failed:#?}");

@@ -933,6 +933,36 @@ async fn a_value_longer_than_the_tenant_takes_is_blocked_before_any_write() {
                 .unwrap();
             assert_eq!(again.blocked, 1);
             assert!(env.writes().iter().all(|w| w.status < 400));
+            // The organization is deleted in Pipedrive, which lists deleted organizations
+            // nowhere: only the next key-set pass shows it gone. The blocked job is then
+            // closed as deleted in the source, and never written.
+            assert!(env.sandbox.pipedrive_delete("organization", 2));
+            env.sync().await;
+            let plan = sink.plan().await.unwrap();
+            assert!(
+                !plan
+                    .jobs
+                    .iter()
+                    .any(|j| j.source_entity == "organization" && j.source_id == "2"),
+                "no change set carries it"
+            );
+            let closed = sink.apply(&plan, &target).await.unwrap();
+            assert_eq!(closed.blocked, 0, "{:#?}", closed.jobs);
+            let stored = env.ctx.state.sink_job(&job.job_id).unwrap().unwrap();
+            assert_eq!(stored.status, "applied", "{stored:?}");
+            let audit = env
+                .ctx
+                .state
+                .sink_audit_entries(FLOW, Some(&job.job_id))
+                .unwrap();
+            assert!(
+                audit.iter().any(|a| a.action == "noop"
+                    && a.error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("deleted in the source"))),
+                "{audit:?}"
+            );
+            assert!(env.link("organization", "2").is_none());
         }
     }
 }

@@ -55,18 +55,29 @@ pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Resu
     Ok(out)
 }
 
-/// The changed rows of one run, in part order. `key` names the primary-key columns; `version`
-/// the row-version column when the catalog has one; `columns` (when given) the other columns to
-/// keep: the rest are dropped from each batch before it becomes records. A key-set pass lists
-/// every live key (keys only) to find deletes: only its tombstones are changes.
+/// What one run holds for the sink.
+#[derive(Debug, Default)]
+pub struct RunRead {
+    /// The changed rows, in part order.
+    pub rows: Vec<ChangeRow>,
+    /// When the run lists every live key ([`Manifest::reconciles_deletes`]): the ids of the
+    /// live rows it carries. Empty otherwise.
+    pub listed: Vec<String>,
+}
+
+/// The changed rows of one run. `key` names the primary-key columns; `version` the row-version
+/// column when the catalog has one; `columns` (when given) the other columns to keep: the rest
+/// are dropped from each batch before it becomes records. A key-set pass lists every live key
+/// (keys only) to find deletes: only its tombstones are changes, its keys are `listed`.
 pub async fn read_run(
     lake: &Lake,
     m: &Manifest,
     key: &[String],
     version: Option<&str>,
     columns: Option<&std::collections::BTreeSet<String>>,
-) -> Result<Vec<ChangeRow>> {
-    let mut rows = Vec::new();
+) -> Result<RunRead> {
+    let listing = m.reconciles_deletes();
+    let mut out = RunRead::default();
     for part in &m.files {
         let path = Path::from(part.path.as_str());
         let bytes = lake.get(&path).await?;
@@ -103,10 +114,13 @@ pub async fn read_run(
                     .join("|");
                 let version = version.and_then(|v| record.get(v)).and_then(version_of);
                 let deleted = record.get("_ml_deleted") == Some(&Value::Bool(true));
+                if listing && !deleted {
+                    out.listed.push(id.clone());
+                }
                 if m.kind == "keyset" && !deleted {
                     continue;
                 }
-                rows.push(ChangeRow {
+                out.rows.push(ChangeRow {
                     id,
                     version,
                     deleted,
@@ -115,7 +129,7 @@ pub async fn read_run(
             }
         }
     }
-    Ok(rows)
+    Ok(out)
 }
 
 /// A version value as an integer: a number, or a timestamp as epoch microseconds.

@@ -399,6 +399,11 @@ impl<'a> Sink<'a> {
                     j.run_id.as_str(),
                 )
             })
+            .chain(
+                plan.deleted
+                    .iter()
+                    .map(|(m, id, run)| (m.as_str(), id.as_str(), run.as_str())),
+            )
             .collect();
         // Every job is recorded and the cursors move in one transaction: from here the jobs
         // are the flow's to finish (a crash leaves them `planned`, picked up below next time).

@@ -2,7 +2,7 @@
 //! why — from the ledger and the jobs table only (no target calls, so `plan` is free to run).
 //! Apply re-checks the target (search before create), so a plan is a forecast, not a promise.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -70,6 +70,10 @@ pub struct Plan {
     pub lines: Vec<SinkLine>,
     /// (stream, last run read): the cursors apply commits.
     pub cursors: Vec<(String, String)>,
+    /// (mapping, source id, run) of records with a job of an earlier apply still open that a
+    /// full key listing of that run no longer has: deleted in the source, never to be written.
+    #[serde(skip)]
+    pub deleted: Vec<(String, String, String)>,
 }
 
 impl Plan {
@@ -169,9 +173,18 @@ pub fn job_id(flow: &str, entity: &str, id: &str, version: Option<i64>) -> Strin
     hex::encode(&h[..12])
 }
 
-/// The newest row of each record read from a stream (with the run it came from), and the last
-/// run read.
-type RunsRead = (Vec<(String, ChangeRow)>, Option<String>);
+/// What the sink read from a stream's change sets.
+#[derive(Debug, Clone, Default)]
+struct RunsRead {
+    /// The newest row of each record (with the run it came from).
+    rows: Vec<(String, ChangeRow)>,
+    /// The last run read.
+    last: Option<String>,
+    /// The last run read that lists every live key (a reconciling key-set pass or snapshot):
+    /// its id and the keys it carries (quarantined ones included). A record it lacks was
+    /// deleted in the source, as the warehouse's merge concludes from the same run.
+    listing: Option<(String, HashSet<String>)>,
+}
 
 /// The cursor key of a mapping: its stream, plus the mapping's name when it is named (each
 /// mapping of one stream keeps its own place, so a mapping added later reads from the start).
@@ -244,11 +257,34 @@ pub async fn plan(
         }
         let left = readers.entry(rk.clone()).or_default();
         *left = left.saturating_sub(1);
-        let (rows, last) = if *left == 0 {
+        let RunsRead {
+            mut rows,
+            last,
+            listing,
+        } = if *left == 0 {
             read.remove(&rk).unwrap_or_default()
         } else {
             read.get(&rk).cloned().unwrap_or_default()
         };
+        // Records read before a full listing that lacks them: deleted in the source since.
+        let mut unlisted: HashSet<String> = HashSet::new();
+        if let Some((listed_in, keys)) = &listing {
+            for (run_id, row) in rows.iter_mut() {
+                if !row.deleted && *run_id < *listed_in && !keys.contains(&row.id) {
+                    row.deleted = true;
+                    *run_id = listed_in.clone();
+                    unlisted.insert(row.id.clone());
+                }
+            }
+            // Jobs of earlier applies still open (waiting, failed, blocked) for a record the
+            // listing lacks: recorded as deleted, so they are never written.
+            for (id, job_run) in state.sink_open_jobs(name, mapping)? {
+                if job_run < *listed_in && !keys.contains(&id) {
+                    out.deleted
+                        .push((mapping.to_string(), id, listed_in.clone()));
+                }
+            }
+        }
         if let Some(last) = &last {
             out.cursors.push((ckey, last.clone()));
         }
@@ -260,8 +296,11 @@ pub async fn plan(
             let lsid: StreamId = format!("{}.{}", flow.source_system, l.source).parse()?;
             let lkey = lines_cursor_key(&flow.source_system, l, mapping);
             let lcursor = state.sink_cursor(name, &lkey)?;
-            let (lrows, llast) =
-                read_stream(lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
+            let RunsRead {
+                rows: lrows,
+                last: llast,
+                ..
+            } = read_stream(lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
             lines_read = llast.clone().or(lcursor);
             if let Some(last) = llast {
                 out.cursors.push((lkey, last));
@@ -309,10 +348,15 @@ pub async fn plan(
                     format!("malformed change row: no {key_cols} (primary key)"),
                 )
             } else if row.deleted {
+                let how = if unlisted.contains(&row.id) {
+                    format!(" (absent from the full key listing of run {run_id})")
+                } else {
+                    String::new()
+                };
                 (
                     Action::Noop,
                     "deleted_in_source",
-                    "deleted in the source: the sink never deletes in the target".into(),
+                    format!("deleted in the source{how}: the sink never deletes in the target"),
                 )
             } else if prior
                 .as_ref()
@@ -473,21 +517,34 @@ async fn read_stream(
     let runs = changes::runs_after(lake, sid, cursor).await?;
     // The newest version of each record across the runs read (later runs win).
     let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
+    let mut listing = None;
     for m in &runs {
-        for (i, mut row) in changes::read_run(lake, m, &key, version.as_deref(), Some(columns))
-            .await?
-            .into_iter()
-            .enumerate()
-        {
+        let mut keys = m.reconciles_deletes().then(|| {
+            m.quarantined_keys
+                .iter()
+                .map(|k| k.join("|"))
+                .collect::<HashSet<String>>()
+        });
+        let read = changes::read_run(lake, m, &key, version.as_deref(), Some(columns)).await?;
+        if let Some(keys) = keys.as_mut() {
+            keys.extend(read.listed.iter().cloned());
+        }
+        for (i, mut row) in read.rows.into_iter().enumerate() {
             row.record.remove("_ml_deleted");
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
             }
             latest.insert(row.id.clone(), (m.run_id.clone(), row));
         }
+        if let Some(keys) = keys {
+            listing = Some((m.run_id.clone(), keys));
+        }
     }
-    let last = runs.last().map(|m| m.run_id.clone());
-    Ok((latest.into_values().collect(), last))
+    Ok(RunsRead {
+        rows: latest.into_values().collect(),
+        last: runs.last().map(|m| m.run_id.clone()),
+        listing,
+    })
 }
 
 /// Why a record cannot be written yet: its parent (e.g. the contact's account) has no ledger
@@ -538,13 +595,19 @@ mod tests {
 
     use crate::lake::{Manifest, PartInfo, PartWriter, sha256_hex};
 
-    /// One run of `dataverse.account` written by hand: a good row and one without its key.
-    #[tokio::test]
-    async fn a_row_without_its_key_is_planned_invalid_and_the_rest_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let lake = Lake::open("memory://", dir.path()).unwrap();
-        let state = StateStore::open(&dir.path().join("s.db")).unwrap();
-        let defs = Definitions::builtin().unwrap();
+    const ACCOUNTS: &str = "dataverse.account";
+
+    /// Writes one complete run of `dataverse.account` to the lake by hand: rows of (account
+    /// id, name, version). `manifest: false` leaves the run without its manifest (running).
+    async fn put_run(
+        lake: &Lake,
+        run_id: &str,
+        kind: &str,
+        reconcile: bool,
+        rows: &[(Option<&str>, &str, i64)],
+        quarantined: &[&str],
+        manifest: bool,
+    ) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("accountid", DataType::Utf8, true),
             Field::new("name", DataType::Utf8, true),
@@ -553,51 +616,80 @@ mod tests {
         let batch = RecordBatch::try_new(
             schema.clone(),
             vec![
-                Arc::new(StringArray::from(vec![Some("A1"), None])) as ArrayRef,
-                Arc::new(StringArray::from(vec![Some("Acme"), Some("Broken")])) as ArrayRef,
-                Arc::new(Int64Array::from(vec![Some(7), Some(8)])) as ArrayRef,
+                Arc::new(StringArray::from_iter(rows.iter().map(|r| r.0))) as ArrayRef,
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))) as ArrayRef,
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2))) as ArrayRef,
             ],
         )
         .unwrap();
         let mut w = PartWriter::new(schema).unwrap();
         w.write(&batch, 0).unwrap();
         let bytes = w.finish().unwrap();
-        let id: StreamId = "dataverse.account".parse().unwrap();
-        let path = Lake::part_path(&id, "20260101T000000000Z-000001", 0);
+        let id: StreamId = ACCOUNTS.parse().unwrap();
+        let path = Lake::part_path(&id, run_id, 0);
         lake.put(&path, bytes.clone()).await.unwrap();
+        if !manifest {
+            return;
+        }
         lake.write_manifest(&Manifest {
-            run_id: "20260101T000000000Z-000001".into(),
+            run_id: run_id.into(),
             stream: id.to_string(),
             connection: "crm".into(),
-            kind: "snapshot".into(),
-            reconcile: true,
+            kind: kind.into(),
+            reconcile,
             schema_hash: "h".into(),
             started_at: "s".into(),
             finished_at: "f".into(),
-            rows: 2,
-            deleted: 0,
-            quarantined: 0,
-            cursor_start: None,
-            cursor_end: None,
+            rows: rows.len() as u64,
+            quarantined: quarantined.len() as u64,
+            quarantined_keys: quarantined.iter().map(|k| vec![k.to_string()]).collect(),
             files: vec![PartInfo {
                 path: path.to_string(),
-                rows: 2,
+                rows: rows.len() as u64,
                 deleted: 0,
                 bytes: bytes.len() as u64,
                 sha256: sha256_hex(&bytes),
             }],
-            quarantine_files: vec![],
             ..Default::default()
         })
         .await
         .unwrap();
-        // A later run without a manifest (still running): reading stops before it.
-        lake.put(
-            &Lake::part_path(&id, "20260102T000000000Z-000002", 0),
-            bytes.clone(),
+    }
+
+    /// A lake, a state store and the built-in definitions in a temporary folder.
+    fn setup() -> (tempfile::TempDir, Lake, StateStore, Definitions) {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = Lake::open("memory://", dir.path()).unwrap();
+        let state = StateStore::open(&dir.path().join("s.db")).unwrap();
+        (dir, lake, state, Definitions::builtin().unwrap())
+    }
+
+    /// A good row and one without its key.
+    #[tokio::test]
+    async fn a_row_without_its_key_is_planned_invalid_and_the_rest_goes_on() {
+        let (dir, lake, state, defs) = setup();
+        let rows = [(Some("A1"), "Acme", 7), (None, "Broken", 8)];
+        put_run(
+            &lake,
+            "20260101T000000000Z-000001",
+            "snapshot",
+            true,
+            &rows,
+            &[],
+            true,
         )
-        .await
-        .unwrap();
+        .await;
+        // A later run without a manifest (still running): reading stops before it.
+        put_run(
+            &lake,
+            "20260102T000000000Z-000002",
+            "snapshot",
+            true,
+            &rows,
+            &[],
+            false,
+        )
+        .await;
         let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
         let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
         assert_eq!(p.jobs.len(), 2);
@@ -609,10 +701,45 @@ mod tests {
         assert_eq!(
             p.cursors,
             vec![(
-                "dataverse.account".to_string(),
+                ACCOUNTS.to_string(),
                 "20260101T000000000Z-000001".to_string()
             )]
         );
+    }
+
+    /// A record read from an incremental run and absent from a later key-set pass that
+    /// reconciles was deleted in the source: a no-op, never a create. One the pass lists, one
+    /// it quarantined (it could not read it), or any after a pass that does not reconcile is
+    /// planned as usual.
+    #[tokio::test]
+    async fn a_record_a_later_key_listing_lacks_is_deleted_not_created() {
+        for (reconcile, quarantined) in [(true, &[][..]), (false, &[]), (true, &["A2"])] {
+            let (dir, lake, state, defs) = setup();
+            let rows = [(Some("A1"), "Acme", 7), (Some("A2"), "Gone Ltd", 8)];
+            let first = "20260101T000000000Z-000001";
+            put_run(&lake, first, "incremental", false, &rows, &[], true).await;
+            let keys = [(Some("A1"), "", 7)];
+            let pass = "20260101T010000000Z-000002";
+            put_run(&lake, pass, "keyset", reconcile, &keys, quarantined, true).await;
+            let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
+            let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
+            let job = |id: &str| p.jobs.iter().find(|j| j.source_id == id).unwrap();
+            assert_eq!(job("A1").action, Action::Create);
+            let gone = job("A2");
+            if reconcile && quarantined.is_empty() {
+                assert_eq!(gone.action, Action::Noop);
+                assert!(gone.row.deleted);
+                assert!(
+                    gone.reason.contains(
+                        "absent from the full key listing of run 20260101T010000000Z-000002"
+                    ),
+                    "{}",
+                    gone.reason
+                );
+            } else {
+                assert_eq!(gone.action, Action::Create, "{}", gone.reason);
+            }
+        }
     }
 
     #[test]

@@ -1157,6 +1157,17 @@ impl Sandbox {
         out
     }
 
+    /// Deletes the `entity` record `id` (someone removed it in Pipedrive): it leaves the
+    /// lists, as Pipedrive's deleted items do. `false` when there is no such live record.
+    pub fn pipedrive_delete(&self, entity: &str, id: i64) -> bool {
+        let pd = &self.app.pipedrive;
+        let Some(kind) = kind_of(entity) else {
+            return false;
+        };
+        let mut st = pd.st();
+        pd.touch(&mut st, kind, id, Change::Delete)
+    }
+
     /// Requests allowed per 2-second window (default 400).
     pub fn pipedrive_set_burst_limit(&self, n: u32) {
         self.app.pipedrive.st().burst_limit = n.max(1);
