@@ -156,10 +156,9 @@ pub fn parent_id(
     Ok(match parent_id(flow, &hop, &other, recall)? {
         ParentId::Id(pid) if hop.source == p.source => ParentId::Id(pid),
         _ => ParentId::Unresolved(format!(
-            "its {} is {ty} {id}, which has no {}: it waits rather than guess a {}",
+            "its {} is {ty} {id}, which has no {}: it waits rather than guess one",
             p.column,
             source_of(&p.source),
-            source_of(&p.source)
         )),
     })
 }
