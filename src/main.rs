@@ -162,9 +162,10 @@ enum Command {
         /// Only these entities (stream entity names, or API names for new ones).
         #[arg(long = "entity")]
         entities: Vec<String>,
-        /// Folder receiving catalog/<system>/<entity>.toml (and streams/ for new entities).
-        #[arg(long, default_value = "discovered")]
-        out: PathBuf,
+        /// Folder receiving catalog/<system>/<entity>.toml (and streams/ for new entities);
+        /// default `discovered` beside mlc.toml.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Manage connections and their encrypted credentials.
     #[command(subcommand)]
@@ -186,9 +187,9 @@ enum Command {
     Lookml {
         /// Streams: `system.entity`, `system.*` or `system` (default: every stream).
         streams: Vec<String>,
-        /// Folder receiving <system>/<entity>.view.lkml.
-        #[arg(long, default_value = "lookml")]
-        out: PathBuf,
+        /// Folder receiving <system>/<entity>.view.lkml; default `lookml` beside mlc.toml.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -415,9 +416,10 @@ enum CatalogCmd {
     },
     /// Generate the dbt project's sources.yml and staging models from the catalog.
     ExportDbt {
-        /// The dbt project folder (receives models/sources.yml and models/staging/).
-        #[arg(long, default_value = "dbt")]
-        out: PathBuf,
+        /// The dbt project folder (receives models/sources.yml and models/staging/); default
+        /// `dbt` beside mlc.toml.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -565,6 +567,19 @@ fn ensure_gitignore(config: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Where a generating command writes: `--out` as given (relative to the working directory,
+/// as paths typed in a shell are), else `default` in the project folder (beside mlc.toml),
+/// wherever the command runs from.
+fn out_dir(config: &Path, out: Option<PathBuf>, default: &str) -> PathBuf {
+    out.unwrap_or_else(|| {
+        config
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join(default)
+    })
+}
+
 fn load_config(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -675,12 +690,16 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             connection,
             entities,
             out,
-        } => discover(&cli.config, &connection, &entities, &out).await,
+        } => {
+            let out = out_dir(&cli.config, out, "discovered");
+            discover(&cli.config, &connection, &entities, &out).await
+        }
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
         Command::Sink(cmd) => sink(cmd, &cli.config).await,
         Command::Serve { listen } => serve(&cli.config, listen).await,
         Command::Webhooks(cmd) => webhooks(cmd, &cli.config).await,
         Command::Lookml { streams, out } => {
+            let out = out_dir(&cli.config, out, "lookml");
             let defs = definitions(&cli.config)?;
             let selected = defs.select(&streams)?;
             let files = ml_connector::catalog_export::lookml::generate(&selected);
@@ -1157,7 +1176,7 @@ async fn sandbox(a: SandboxArgs) -> Result<ExitCode> {
         }
     }
     println!(
-        "  admin:             {}/_sandbox/ (mutate, faults, counts, stats)",
+        "  admin:             {}/_sandbox/ (lists the admin endpoints: mutate, faults, counts, stats, …)",
         sb.base_url()
     );
     tokio::signal::ctrl_c()
@@ -1429,6 +1448,7 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
         }
         CatalogCmd::ExportDbt { out } => {
             use ml_connector::catalog_export::{dbt, write_files};
+            let out = out_dir(config, out, "dbt");
             let defs = definitions(config)?;
             let files = dbt::generate(&defs);
             let report = write_files(&out, &files, &dbt::owned_dirs(), &dbt::is_generated)?;

@@ -248,6 +248,14 @@ impl ServeConfig {
         Ok(())
     }
 
+    /// Why `mlc serve` would sit idle with this configuration, if it would: no schedule and no
+    /// webhook settings, so only webhooks registered by other means ever start a run.
+    pub fn idle_warning(&self) -> Option<String> {
+        (self.schedules.is_empty() && self.webhooks.is_empty()).then(|| {
+            "mlc.toml has no [[serve.schedules]] and no [serve.webhooks.<connection>]: nothing runs until a webhook arrives (add a schedule, or `mlc webhooks register` and a [serve.webhooks.<connection>] section; README \"mlc serve\")".to_string()
+        })
+    }
+
     /// Base URL the systems call back.
     pub fn public_base(&self) -> String {
         self.public_url
@@ -281,5 +289,17 @@ mod tests {
         assert!(e.contains("time_zone"), "{e}");
         c.schedules[0].time_zone = "Europe/Paris".into();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn nothing_to_serve_is_said() {
+        let mut c = ServeConfig::default();
+        let w = c.idle_warning().unwrap();
+        assert!(
+            w.contains("[[serve.schedules]]") && w.contains("webhooks register"),
+            "{w}"
+        );
+        c.webhooks.insert("crm".into(), WebhookConfig::default());
+        assert_eq!(c.idle_warning(), None);
     }
 }

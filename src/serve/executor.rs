@@ -47,7 +47,11 @@ impl Executor for SyncExecutor {
         match runs {
             Ok(results) => {
                 for (label, r) in results {
-                    let stream = label.clone();
+                    // Labels are `connection/stream`.
+                    let id = label
+                        .strip_prefix(&format!("{}/", t.connection))
+                        .unwrap_or(&label);
+                    let stream = StreamLabel::new(&t.connection, id);
                     match r {
                         Ok(s) => {
                             tracing::info!(stream = %label, rows = s.rows_extracted, upserted = s.upserted, deleted = s.deleted, seconds = s.seconds, "run committed");
@@ -60,7 +64,7 @@ impl Executor for SyncExecutor {
                                 .inc();
                             self.metrics
                                 .rows
-                                .get_or_create(&StreamLabel { stream })
+                                .get_or_create(&stream)
                                 .inc_by(s.rows_extracted);
                         }
                         Err(e) => {
@@ -72,10 +76,7 @@ impl Executor for SyncExecutor {
                                     status: "failed".into(),
                                 })
                                 .inc();
-                            self.metrics
-                                .errors
-                                .get_or_create(&StreamLabel { stream })
-                                .inc();
+                            self.metrics.errors.get_or_create(&stream).inc();
                         }
                     }
                 }

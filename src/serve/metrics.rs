@@ -17,15 +17,27 @@ use prometheus_client::registry::Registry;
 
 use crate::state::StateStore;
 
+/// A stream of a connection: two labels, so a dashboard can group by either.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StreamStatus {
+pub struct StreamLabel {
+    pub connection: String,
     pub stream: String,
-    pub status: String,
+}
+
+impl StreamLabel {
+    pub fn new(connection: &str, stream: &str) -> Self {
+        Self {
+            connection: connection.to_string(),
+            stream: stream.to_string(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StreamLabel {
-    pub stream: String,
+pub struct StreamStatus {
+    #[prometheus(flatten)]
+    pub stream: StreamLabel,
+    pub status: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -183,9 +195,7 @@ impl Metrics {
                 if let Ok(t) = DateTime::parse_from_rfc3339(&s.updated_at) {
                     let lag = (now - t.with_timezone(&Utc)).num_milliseconds() as f64 / 1000.0;
                     self.lag
-                        .get_or_create(&StreamLabel {
-                            stream: format!("{}/{}", s.connection, s.stream),
-                        })
+                        .get_or_create(&StreamLabel::new(&s.connection, &s.stream))
                         .set(lag.max(0.0));
                 }
             }

@@ -101,6 +101,9 @@ impl Server {
     /// `[serve]`, or an unreadable vault.
     pub async fn start(ctx: Arc<Context>, opts: ServeOptions) -> Result<Server> {
         let cfg = ctx.config.serve.clone();
+        if let Some(w) = cfg.idle_warning() {
+            tracing::warn!("{w}");
+        }
         ctx.state.serve_init()?;
         let now = opts.clock.now();
         ctx.state

@@ -76,4 +76,20 @@ fn dbt_lookml_command_writes_one_view_per_stream() {
     assert!(only.status.success());
     let pd = list_files(dir.path(), Path::new("pd")).unwrap();
     assert_eq!(pd.len(), defs.select(&["pipedrive".into()]).unwrap().len());
+
+    // Without --out, the views go into the project of the --config given, wherever mlc runs.
+    std::fs::create_dir(dir.path().join("proj")).unwrap();
+    std::fs::write(dir.path().join("proj/mlc.toml"), "").unwrap();
+    let elsewhere = mlc(
+        dir.path(),
+        &["--config", "proj/mlc.toml", "lookml", "pipedrive"],
+    );
+    assert!(elsewhere.status.success(), "{elsewhere:?}");
+    assert_eq!(
+        list_files(dir.path(), Path::new("proj/lookml"))
+            .unwrap()
+            .len(),
+        pd.len()
+    );
+    assert!(!dir.path().join("lookml").exists());
 }

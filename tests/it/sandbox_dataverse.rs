@@ -787,6 +787,32 @@ async fn admin_endpoints_mirror_the_api() {
     let sb = start(small(100)).await;
     let http = reqwest::Client::new();
     let base = sb.base_url();
+    // The admin URL `mlc sandbox` prints lists the endpoints, and each one it lists answers.
+    let index: Vec<Value> = http
+        .get(format!("{base}/_sandbox/"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(index.len() > 20);
+    for e in &index {
+        let path = e["path"]
+            .as_str()
+            .unwrap()
+            .replace("{entity_set}", "accounts")
+            .replace("{entity}", "project");
+        let method = reqwest::Method::from_bytes(e["method"].as_str().unwrap().as_bytes()).unwrap();
+        if method != reqwest::Method::GET {
+            // Not sent (they change the sandbox): a route that exists refuses a GET with 405.
+            let r = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status(), 405, "{path}");
+            continue;
+        }
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
     let counts: Value = http
         .get(format!("{base}/_sandbox/counts"))
         .send()

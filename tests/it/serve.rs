@@ -1059,7 +1059,7 @@ async fn a_dataverse_webhook_drives_a_stream_run_and_a_deltek_sink_write() {
     assert!(server.settle(Duration::from_secs(20)).await);
     let m = server.metrics.render(Some(&e.ctx.state), Utc::now());
     assert!(
-        m.contains("mlc_runs_total{stream=\"crm/dataverse.account\",status=\"ok\"}"),
+        m.contains("mlc_runs_total{connection=\"crm\",stream=\"dataverse.account\",status=\"ok\"}"),
         "{m}"
     );
     assert!(
@@ -1067,7 +1067,7 @@ async fn a_dataverse_webhook_drives_a_stream_run_and_a_deltek_sink_write() {
         "{m}"
     );
     assert!(
-        m.contains("mlc_stream_lag_seconds{stream=\"crm/dataverse.account\"}"),
+        m.contains("mlc_stream_lag_seconds{connection=\"crm\",stream=\"dataverse.account\"}"),
         "{m}"
     );
     server.shutdown().await;
