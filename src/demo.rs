@@ -97,14 +97,17 @@ fn summary_table(
     results: &[(String, Result<RunSummary>)],
     defs: &crate::spec::Definitions,
 ) -> (String, bool) {
-    let mut out = String::new();
+    use crate::text_table::{Align::*, Table};
     let mut ok = true;
-    let _ = writeln!(out, "\n{title}");
-    let _ = writeln!(
-        out,
-        "  {:<44} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8}",
-        "table", "extracted", "upserted", "deleted", "quarantined", "rows", "seconds"
-    );
+    let mut t = Table::new(&[
+        ("table", Left),
+        ("extracted", Right),
+        ("upserted", Right),
+        ("deleted", Right),
+        ("quarantined", Right),
+        ("rows", Right),
+        ("seconds", Right),
+    ]);
     let mut sorted: Vec<_> = results.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     for (label, r) in sorted {
@@ -115,28 +118,26 @@ fn summary_table(
                     Some(st) => format!("{}.{}", st.dataset(), st.id.entity),
                     None => format!("raw_{}", s.stream),
                 };
-                let _ = writeln!(
-                    out,
-                    "  {:<44} {:>10} {:>9} {:>8} {:>12} {:>8} {:>8.2}",
+                t.row(vec![
                     table,
-                    s.rows_extracted,
-                    s.upserted,
-                    s.deleted,
-                    s.quarantined,
-                    s.table_rows,
-                    s.seconds
-                );
+                    s.rows_extracted.to_string(),
+                    s.upserted.to_string(),
+                    s.deleted.to_string(),
+                    s.quarantined.to_string(),
+                    s.table_rows.to_string(),
+                    format!("{:.2}", s.seconds),
+                ]);
                 for n in &s.notes {
-                    let _ = writeln!(out, "      note: {n}");
+                    t.note(format!("note: {n}"));
                 }
             }
             Err(e) => {
                 ok = false;
-                let _ = writeln!(out, "  {label:<44} FAILED: {e}");
+                t.span(label.clone(), format!("FAILED: {e}"));
             }
         }
     }
-    (out, ok)
+    (format!("\n{title}\n{}", t.render("  ")), ok)
 }
 
 /// Runs the demo, printing as it goes through `print`.

@@ -11,7 +11,7 @@ use ml_connector::config::{CONFIG_FILE, Config};
 use ml_connector::connect;
 use ml_connector::demo::{DemoOptions, run_demo};
 use ml_connector::loaders::warehouse::OutputFormat;
-use ml_connector::run::{Context, RunRequest, RunSummary, run_many};
+use ml_connector::run::{Context, RunRequest, RunSummary, run_many_reporting};
 use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions, Tenant};
 use ml_connector::spec::Definitions;
 use ml_connector::vault::{Secrets, Vault};
@@ -166,6 +166,9 @@ enum Command {
         /// default `discovered` beside mlc.toml.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Machine-readable output (JSON): one object per entity.
+        #[arg(long)]
+        json: bool,
     },
     /// Manage connections and their encrypted credentials.
     #[command(subcommand)]
@@ -190,6 +193,9 @@ enum Command {
         /// Folder receiving <system>/<entity>.view.lkml; default `lookml` beside mlc.toml.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Machine-readable output (JSON): the files written and unchanged.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -399,7 +405,11 @@ enum WebhooksCmd {
 #[derive(Subcommand)]
 enum CatalogCmd {
     /// Every stream with its table and incremental mode.
-    List,
+    List {
+        /// Machine-readable output (JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// One stream's definition and columns.
     Show {
         /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
@@ -428,11 +438,18 @@ enum ConnectionCmd {
     /// Add (or replace) a connection: settings go to mlc.toml, secrets to the encrypted vault.
     Add(AddArgs),
     /// Configured connections and whether their secrets are stored.
-    List,
+    List {
+        /// Machine-readable output (JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// Get a token and read one row; explains what is wrong.
     Check {
         /// Connection name (default: every connection in mlc.toml).
         name: Option<String>,
+        /// Machine-readable output (JSON).
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a connection and its stored secrets.
     Remove {
@@ -571,12 +588,9 @@ fn ensure_gitignore(config: &Path) -> Result<()> {
 /// as paths typed in a shell are), else `default` in the project folder (beside mlc.toml),
 /// wherever the command runs from.
 fn out_dir(config: &Path, out: Option<PathBuf>, default: &str) -> PathBuf {
-    out.unwrap_or_else(|| {
-        config
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .join(default)
+    out.unwrap_or_else(|| match config.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.join(default),
+        _ => PathBuf::from(default),
     })
 }
 
@@ -690,20 +704,38 @@ async fn dispatch(cli: Cli) -> Result<ExitCode> {
             connection,
             entities,
             out,
+            json,
         } => {
             let out = out_dir(&cli.config, out, "discovered");
-            discover(&cli.config, &connection, &entities, &out).await
+            discover(&cli.config, &connection, &entities, &out, json).await
         }
         Command::Connection(cmd) => connection(cmd, &cli.config).await,
         Command::Sink(cmd) => sink(cmd, &cli.config).await,
         Command::Serve { listen } => serve(&cli.config, listen).await,
         Command::Webhooks(cmd) => webhooks(cmd, &cli.config).await,
-        Command::Lookml { streams, out } => {
+        Command::Lookml { streams, out, json } => {
             let out = out_dir(&cli.config, out, "lookml");
             let defs = definitions(&cli.config)?;
             let selected = defs.select(&streams)?;
             let files = ml_connector::catalog_export::lookml::generate(&selected);
             let report = ml_connector::catalog_export::write_files(&out, &files, &[], &|_| false)?;
+            if json {
+                let paths = |ps: &[PathBuf]| -> Vec<String> {
+                    ps.iter()
+                        .map(|p| out.join(p).display().to_string())
+                        .collect()
+                };
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "out": out.display().to_string(),
+                        "views": files.len(),
+                        "written": paths(&report.written),
+                        "unchanged": report.unchanged,
+                    }))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             println!(
                 "{} views under {} ({} written, {} unchanged)",
                 files.len(),
@@ -1200,7 +1232,22 @@ async fn run_and_report(
     if conns.is_empty() {
         bail!("no connections in mlc.toml: add one with `mlc connection add`");
     }
-    let results = run_many(ctx, &conns, streams, req).await?;
+    // Off a terminal (a scheduler's log) nothing would show until the end: a line per stream
+    // as it ends. On a terminal the progress bars show it.
+    let lines = !json && ctx.progress.is_none();
+    let done = |label: &str, r: &ml_connector::Result<RunSummary>| {
+        if !lines {
+            return;
+        }
+        match r {
+            Ok(s) => eprintln!(
+                "{label}: {} done: {} rows extracted, {} upserted, {} deleted, {} quarantined in {:.1} s",
+                s.kind, s.rows_extracted, s.upserted, s.deleted, s.quarantined, s.seconds
+            ),
+            Err(e) => eprintln!("{label}: FAILED: {e}"),
+        }
+    };
+    let results = run_many_reporting(ctx, &conns, streams, req, &done).await?;
     let failed = results.iter().filter(|(_, r)| r.is_err()).count();
     if json {
         let out: Vec<serde_json::Value> = results
@@ -1222,45 +1269,101 @@ async fn run_and_report(
 }
 
 fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
-    println!(
-        "{:<30} {:<11} {:>10} {:>9} {:>8} {:>11} {:>9} {:>8} {:>8}",
-        "stream",
-        "kind",
-        "extracted",
-        "upserted",
-        "deleted",
-        "quarantined",
-        "rows",
-        "MB",
-        "seconds"
-    );
+    use ml_connector::text_table::{Align::*, Table};
+    let mut t = Table::new(&[
+        ("stream", Left),
+        ("kind", Left),
+        ("extracted", Right),
+        ("upserted", Right),
+        ("deleted", Right),
+        ("quarantined", Right),
+        ("rows", Right),
+        ("MB", Right),
+        ("seconds", Right),
+    ]);
     let mut sorted: Vec<_> = results.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sum = [0u64; 5];
+    let (mut mb, mut failed) = (0.0, 0);
     for (label, r) in sorted {
         match r {
             Ok(s) => {
-                println!(
-                    "{:<30} {:<11} {:>10} {:>9} {:>8} {:>11} {:>9} {:>8.1} {:>8.2}",
-                    label,
-                    s.kind,
+                t.row(vec![
+                    label.clone(),
+                    s.kind.clone(),
+                    s.rows_extracted.to_string(),
+                    s.upserted.to_string(),
+                    s.deleted.to_string(),
+                    s.quarantined.to_string(),
+                    s.table_rows.to_string(),
+                    format!("{:.1}", s.json_bytes as f64 / 1e6),
+                    format!("{:.2}", s.seconds),
+                ]);
+                for (acc, v) in sum.iter_mut().zip([
                     s.rows_extracted,
                     s.upserted,
                     s.deleted,
                     s.quarantined,
                     s.table_rows,
-                    s.json_bytes as f64 / 1e6,
-                    s.seconds
-                );
-                for n in &s.notes {
-                    println!("    note: {n}");
+                ]) {
+                    *acc += v;
                 }
-                if let Some(t) = &s.last_keyset {
-                    println!("    deletes last reconciled: {t}");
+                mb += s.json_bytes as f64 / 1e6;
+                for n in &s.notes {
+                    t.note(format!("note: {n}"));
+                }
+                if let Some(k) = &s.last_keyset {
+                    t.note(format!("deletes last reconciled: {k}"));
                 }
             }
-            Err(e) => println!("{label:<30} FAILED: {e}"),
+            Err(e) => {
+                failed += 1;
+                t.span(label.clone(), format!("FAILED: {e}"));
+            }
         }
     }
+    let mut total = format!("{} streams", results.len());
+    if failed > 0 {
+        total.push_str(&format!(", {failed} failed"));
+    }
+    let mut cells = vec![total, String::new()];
+    cells.extend(sum.iter().map(u64::to_string));
+    cells.push(format!("{mb:.1}"));
+    t.totals(cells);
+    print!("{}", t.render(""));
+}
+
+/// A listing as a text table: the keys of `headers`, numbers right-aligned.
+fn print_table(headers: &[&str], rows: &[serde_json::Value]) {
+    use ml_connector::text_table::{Align, Table};
+    let numeric = |h: &str| rows.iter().any(|r| r[h].is_number());
+    let cols: Vec<(&str, Align)> = headers
+        .iter()
+        .map(|h| {
+            (
+                *h,
+                if numeric(h) {
+                    Align::Right
+                } else {
+                    Align::Left
+                },
+            )
+        })
+        .collect();
+    let mut t = Table::new(&cols);
+    for r in rows {
+        t.row(
+            headers
+                .iter()
+                .map(|h| match &r[*h] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => String::new(),
+                    v => v.to_string(),
+                })
+                .collect(),
+        );
+    }
+    print!("{}", t.render(""));
 }
 
 fn runs(
@@ -1470,20 +1573,23 @@ fn catalog(cmd: CatalogCmd, config: &Path) -> Result<ExitCode> {
                 report.removed.len()
             );
         }
-        CatalogCmd::List => {
+        CatalogCmd::List { json } => {
             let defs = definitions(config)?;
-            println!(
-                "{:<28} {:<32} {:<12} {:>7}",
-                "stream", "table", "incremental", "columns"
-            );
-            for s in defs.streams() {
-                println!(
-                    "{:<28} {:<32} {:<12} {:>7}",
-                    s.id.to_string(),
-                    format!("{}.{}", s.dataset(), s.id.entity),
-                    format!("{:?}", s.spec.incremental).to_lowercase(),
-                    s.catalog.columns.len()
-                );
+            let rows: Vec<serde_json::Value> = defs
+                .streams()
+                .map(|s| {
+                    serde_json::json!({
+                        "stream": s.id.to_string(),
+                        "table": format!("{}.{}", s.dataset(), s.id.entity),
+                        "incremental": format!("{:?}", s.spec.incremental).to_lowercase(),
+                        "columns": s.catalog.columns.len(),
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&["stream", "table", "incremental", "columns"], &rows);
             }
         }
         CatalogCmd::Show { stream } => {
@@ -1570,7 +1676,13 @@ fn read_secret(a: &AddArgs) -> Result<SecretString> {
     )
 }
 
-async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Result<ExitCode> {
+async fn discover(
+    config: &Path,
+    name: &str,
+    only: &[String],
+    out: &Path,
+    json: bool,
+) -> Result<ExitCode> {
     let cfg = load_config(config)?;
     let conn = cfg.connection(name)?;
     let defs = ml_connector::spec::Definitions::load(Some(&cfg.definitions_dir))?;
@@ -1580,20 +1692,34 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
     let found = ml_connector::discover::discover(conn, &ep, &defs, only).await?;
     let system = conn.system();
     let (mut drafted, mut failed) = (0, 0);
+    // One object per entity, for --json.
+    let mut report = Vec::new();
+    let mut say = |id: &str, outcome: &str, detail: &str, extra: serde_json::Value| {
+        if json {
+            let mut o = serde_json::json!({"entity": id, "outcome": outcome, "detail": detail});
+            if let (Some(o), serde_json::Value::Object(x)) = (o.as_object_mut(), extra) {
+                o.extend(x);
+            }
+            report.push(o);
+        } else {
+            println!("{id:<36} {outcome}: {detail}");
+        }
+    };
     for f in &found {
+        let id = format!("{system}.{}", f.entity);
         let d = match &f.outcome {
             Outcome::Drafted(d) => d,
             Outcome::Absent(why) => {
-                println!("{:<36} absent: {why}", format!("{system}.{}", f.entity));
+                say(&id, "absent", why, serde_json::Value::Null);
                 continue;
             }
             Outcome::Available(how) => {
-                println!("{:<36} available: {how}", format!("{system}.{}", f.entity));
+                say(&id, "available", how, serde_json::Value::Null);
                 continue;
             }
             Outcome::Failed(why) => {
                 failed += 1;
-                println!("{:<36} error: {why}", format!("{system}.{}", f.entity));
+                say(&id, "error", why, serde_json::Value::Null);
                 continue;
             }
         };
@@ -1607,7 +1733,6 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
         }
         std::fs::write(&cat_path, ml_connector::discover::catalog_toml(&d.catalog))
             .with_context(|| format!("writing {}", cat_path.display()))?;
-        let id = format!("{system}.{}", d.entity);
         let known = id
             .parse()
             .ok()
@@ -1619,23 +1744,19 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
                     .map(|c| c.name.clone())
                     .collect::<Vec<_>>()
             });
+        let new: Vec<&str> = d
+            .catalog
+            .columns
+            .iter()
+            .filter(|c| known.as_ref().is_some_and(|cols| !cols.contains(&c.name)))
+            .map(|c| c.name.as_str())
+            .collect();
         let note = match &known {
-            Some(cols) => {
-                let new: Vec<&str> = d
-                    .catalog
-                    .columns
-                    .iter()
-                    .filter(|c| !cols.contains(&c.name))
-                    .map(|c| c.name.as_str())
-                    .collect();
-                if new.is_empty() {
-                    "no columns beyond the current catalog".to_string()
-                } else {
-                    format!("{} new: {}", new.len(), new.join(", "))
-                }
-            }
+            Some(_) if new.is_empty() => "no columns beyond the current catalog".to_string(),
+            Some(_) => format!("{} new: {}", new.len(), new.join(", ")),
             None => "new stream".to_string(),
         };
+        let mut stream_path = None;
         if let Some(stream) = &d.stream_toml {
             let p = out
                 .join("streams")
@@ -1646,24 +1767,38 @@ async fn discover(config: &Path, name: &str, only: &[String], out: &Path) -> Res
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
             std::fs::write(&p, stream).with_context(|| format!("writing {}", p.display()))?;
+            stream_path = Some(p.display().to_string());
         }
-        println!(
-            "{:<36} ok: {:>4} columns  {}  -> {}",
-            id,
-            d.catalog.columns.len(),
-            note,
-            cat_path.display()
+        say(
+            &id,
+            "ok",
+            &format!(
+                "{:>4} columns  {note}  -> {}",
+                d.catalog.columns.len(),
+                cat_path.display()
+            ),
+            serde_json::json!({
+                "columns": d.catalog.columns.len(),
+                "new_stream": known.is_none(),
+                "new_columns": new,
+                "catalog_file": cat_path.display().to_string(),
+                "stream_file": stream_path,
+            }),
         );
     }
-    println!(
-        "{drafted} drafts written under {}{}; review them and copy into catalog/ and streams/ (next to mlc.toml) to use them",
-        out.display(),
-        if failed > 0 {
-            format!(" ({failed} entities could not be read: see above)")
-        } else {
-            String::new()
-        }
-    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{drafted} drafts written under {}{}; review them and copy into catalog/ and streams/ (next to mlc.toml) to use them",
+            out.display(),
+            if failed > 0 {
+                format!(" ({failed} entities could not be read: see above)")
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -1746,29 +1881,36 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionCmd::List => {
+        ConnectionCmd::List { json } => {
             let cfg = load_config(config)?;
             let stored = Vault::new(&cfg.vault).names()?;
-            println!("{:<16} {:<12} {:<48} secret", "name", "system", "url");
-            for c in cfg.connections.values() {
-                let secret = if c.secrets_from_environment() {
-                    "from environment"
-                } else if stored.contains(&c.name) {
-                    "stored (encrypted)"
-                } else {
-                    "MISSING"
-                };
-                println!(
-                    "{:<16} {:<12} {:<48} {}",
-                    c.name,
-                    c.system(),
-                    c.url(),
-                    secret
-                );
+            let rows: Vec<serde_json::Value> = cfg
+                .connections
+                .values()
+                .map(|c| {
+                    let secret = if c.secrets_from_environment() {
+                        "from environment"
+                    } else if stored.contains(&c.name) {
+                        "stored (encrypted)"
+                    } else {
+                        "MISSING"
+                    };
+                    serde_json::json!({
+                        "name": c.name,
+                        "system": c.system(),
+                        "url": c.url(),
+                        "secret": secret,
+                    })
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print_table(&["name", "system", "url", "secret"], &rows);
             }
             Ok(ExitCode::SUCCESS)
         }
-        ConnectionCmd::Check { name } => {
+        ConnectionCmd::Check { name, json } => {
             let cfg = load_config(config)?;
             let vault = Vault::new(&cfg.vault);
             let conns: Vec<_> = match &name {
@@ -1782,18 +1924,29 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                 );
             }
             let mut all_ok = true;
+            let mut results = Vec::new();
             for c in conns {
                 let r = connect::check(c, &vault).await;
+                all_ok &= r.problem.is_none();
+                if json {
+                    results.push(serde_json::json!({
+                        "connection": r.connection,
+                        "ok": r.problem.is_none(),
+                        "steps": r.steps,
+                        "problem": r.problem,
+                    }));
+                    continue;
+                }
                 for s in &r.steps {
                     println!("{}: ok: {s}", r.connection);
                 }
                 match &r.problem {
                     None => println!("{}: connection works", r.connection),
-                    Some(p) => {
-                        all_ok = false;
-                        println!("{}: PROBLEM: {p}", r.connection);
-                    }
+                    Some(p) => println!("{}: PROBLEM: {p}", r.connection),
                 }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&results)?);
             }
             Ok(if all_ok {
                 ExitCode::SUCCESS

@@ -1041,6 +1041,18 @@ pub async fn run_many(
     patterns: &[String],
     req: &RunRequest,
 ) -> Result<Vec<(String, Result<RunSummary>)>> {
+    run_many_reporting(ctx, connections, patterns, req, &|_, _| {}).await
+}
+
+/// [`run_many`], calling `done` as each run ends (in the order they end): the command line
+/// prints a line per stream there when no progress bar shows it.
+pub async fn run_many_reporting(
+    ctx: &Context,
+    connections: &[&Connection],
+    patterns: &[String],
+    req: &RunRequest,
+    done: &(dyn Fn(&str, &Result<RunSummary>) + Sync),
+) -> Result<Vec<(String, Result<RunSummary>)>> {
     let mut jobs = Vec::new();
     for conn in connections {
         for s in ctx.streams_for(conn, patterns)? {
@@ -1065,6 +1077,7 @@ pub async fn run_many(
         .collect();
     let results = futures::stream::iter(runs)
         .buffer_unordered(ctx.config.sync.concurrency.max(1))
+        .inspect(|(label, r)| done(label, r))
         .collect::<Vec<_>>()
         .await;
     Ok(results)

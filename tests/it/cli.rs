@@ -111,6 +111,14 @@ fn catalog_commands_show_definitions() {
     let out = mlc(dir.path(), &["catalog", "list"]);
     assert!(out.status.success());
     assert!(text(&out).contains("raw_dataverse.opportunity"));
+    let out = mlc(dir.path(), &["catalog", "list", "--json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let opp = list
+        .iter()
+        .find(|s| s["stream"] == "dataverse.opportunity")
+        .unwrap();
+    assert_eq!(opp["table"], "raw_dataverse.opportunity");
+    assert!(opp["columns"].as_u64().unwrap() > 10);
     let out = mlc(dir.path(), &["catalog", "show", "dataverse.opportunity"]);
     assert!(text(&out).contains("_customerid_value@Microsoft.Dynamics.CRM.lookuplogicalname"));
     let out = mlc(dir.path(), &["catalog", "show", "dataverse.nope"]);
@@ -176,6 +184,16 @@ async fn connection_add_check_list_remove() {
         .await
         .unwrap();
     assert!(text(&out).contains("stored (encrypted)"), "{}", text(&out));
+    let out = run(
+        vec!["connection".into(), "list".into(), "--json".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["name"], "crm");
+    assert_eq!(list[0]["system"], "dataverse");
+    assert_eq!(list[0]["secret"], "stored (encrypted)");
 
     let out = run(
         vec!["connection".into(), "check".into(), "crm".into()],
@@ -193,6 +211,22 @@ async fn connection_add_check_list_remove() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out).contains("application user"), "{}", text(&out));
+    let out = run(
+        vec!["connection".into(), "check".into(), "--json".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(checks[0]["connection"], "crm");
+    assert_eq!(checks[0]["ok"], false);
+    assert!(
+        checks[0]["problem"]
+            .as_str()
+            .unwrap()
+            .contains("application user")
+    );
     sb.set_app_user(true);
 
     // A wrong secret.
@@ -277,6 +311,32 @@ async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
     assert!(out.status.success(), "{table}");
     assert!(table.contains("absent in tenant"), "{table}");
     assert!(table.contains("deletes last reconciled"), "{table}");
+    // Off a terminal, a line per stream as it ends (stderr), and the table ends with totals.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let streams = stdout.lines().filter(|l| l.starts_with("vp/")).count();
+    assert!(streams > 5, "{stdout}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("vp/") && l.contains(" done: "))
+            .count()
+            + stderr.lines().filter(|l| l.contains(": FAILED: ")).count(),
+        streams,
+        "{stderr}"
+    );
+    let last = stdout.lines().last().unwrap();
+    assert!(last.starts_with(&format!("{streams} streams")), "{last}");
+    // The header's columns line up with the rows', however long a stream's name.
+    let header = stdout.lines().next().unwrap();
+    let row = stdout.lines().nth(1).unwrap();
+    assert_eq!(
+        header.find("extracted").map(|i| i + "extracted".len()),
+        row.split_whitespace()
+            .nth(2)
+            .and_then(|n| row.find(&format!(" {n} ")).map(|i| i + 1 + n.len())),
+        "{stdout}"
+    );
 
     let out = run(&["catalog", "diff", "dataverse.account", "dataverse.lead"])
         .await
@@ -296,6 +356,29 @@ async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["tenants"]["crm"]["absent_columns"][0], "telephone2");
+
+    // Discovery, for a machine: one object per entity; drafts beside mlc.toml by default.
+    let out = run(&[
+        "discover", "crm", "--json", "--entity", "account", "--entity", "lead",
+    ])
+    .await
+    .unwrap();
+    let found: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let by = |e: &str| found.iter().find(|f| f["entity"] == e).unwrap().clone();
+    assert_eq!(by("dataverse.account")["outcome"], "ok");
+    assert_eq!(by("dataverse.account")["new_stream"], false);
+    let file = by("dataverse.account")["catalog_file"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // (Paths as mlc shows them: relative to where it runs, the project folder here.)
+    assert!(dir.path().join(&file).is_file(), "{file}");
+    assert!(
+        file.starts_with("discovered/catalog/dataverse/"),
+        "{file}"
+    );
+    assert_eq!(by("dataverse.lead")["outcome"], "absent");
 }
 
 /// `mlc … | head` closes the pipe early: the process ends quietly, with success.
