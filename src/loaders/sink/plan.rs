@@ -525,11 +525,12 @@ async fn read_stream(
                 .map(|k| k.join("|"))
                 .collect::<HashSet<String>>()
         });
-        let read = changes::read_run(lake, m, &key, version.as_deref(), Some(columns)).await?;
+        let changes::RunRead { rows, listed } =
+            changes::read_run(lake, m, &key, version.as_deref(), Some(columns)).await?;
         if let Some(keys) = keys.as_mut() {
-            keys.extend(read.listed.iter().cloned());
+            keys.extend(listed);
         }
-        for (i, mut row) in read.rows.into_iter().enumerate() {
+        for (i, mut row) in rows.into_iter().enumerate() {
             row.record.remove("_ml_deleted");
             if row.id.is_empty() {
                 row.id = format!("{MALFORMED}{}#{i}", m.run_id);
