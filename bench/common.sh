@@ -31,3 +31,8 @@ bench_stop() {
   wait "$SANDBOX_PID" 2>/dev/null || true
   rm -rf "$1"
 }
+
+# CPU seconds (user+system) process $1 has used so far (Linux /proc).
+bench_cpu_seconds() {
+  awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
+}
