@@ -374,10 +374,7 @@ async fn sync_and_catalog_diff_say_how_the_tenant_differs() {
         .to_string();
     // (Paths as mlc shows them: relative to where it runs, the project folder here.)
     assert!(dir.path().join(&file).is_file(), "{file}");
-    assert!(
-        file.starts_with("discovered/catalog/dataverse/"),
-        "{file}"
-    );
+    assert!(file.starts_with("discovered/catalog/dataverse/"), "{file}");
     assert_eq!(by("dataverse.lead")["outcome"], "absent");
 }
 
