@@ -104,7 +104,7 @@ pub struct RowDecoder {
     output_schema: SchemaRef,
     plan: Vec<OutCol>,
     json_count: usize,
-    known: HashMap<String, KeyRole>,
+    known: HashMap<String, KeyRole, foldhash::fast::RandomState>,
     tombstone: Option<Tombstone>,
     /// Decode-schema index and payload key of each primary-key column read from the payload.
     key_cols: Vec<(usize, String)>,
@@ -188,7 +188,7 @@ impl RowDecoder {
         let cat = &stream.catalog;
         let mut decode_fields = Vec::new();
         let mut plan = Vec::new();
-        let mut known = HashMap::new();
+        let mut known = HashMap::default();
         let mut json_count = 0;
         let mut context_cols = Vec::new();
         let mut columns = HashMap::new();
