@@ -395,6 +395,7 @@ impl LocalWarehouse {
             .iter()
             .filter_map(|k| run_columns.iter().position(|c| &c.name == k))
             .collect();
+        let split_started = std::time::Instant::now();
         let staged = stage::stage(stage::StageInput {
             handle,
             store: req.store.clone(),
@@ -409,6 +410,7 @@ impl LocalWarehouse {
             dir: staging.to_path_buf(),
             budget: self.staging_budget,
         })?;
+        tracing::debug!(table = %name, ms = split_started.elapsed().as_millis() as u64, "change set split by bucket");
 
         release_memory();
         // 2. Merge the buckets that need it.
