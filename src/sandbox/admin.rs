@@ -18,109 +18,34 @@ use super::{App, json};
 
 /// (method, path, what it does) of every admin endpoint, the fakes' own included: what
 /// `GET /_sandbox/` answers, so the URL `mlc sandbox` prints leads somewhere.
+#[rustfmt::skip]
 const INDEX: &[(&str, &str, &str)] = &[
     ("GET", "/_sandbox/health", "liveness"),
-    (
-        "GET",
-        "/_sandbox/info",
-        "base URLs and the sandbox's fixed credentials",
-    ),
-    (
-        "POST",
-        "/_sandbox/mutate",
-        "one round of inserts, updates and deletes everywhere",
-    ),
-    (
-        "PUT",
-        "/_sandbox/faults",
-        "fault rates, body like `429=0.05,5xx=0.02`",
-    ),
-    (
-        "GET",
-        "/_sandbox/counts",
-        "Dataverse live rows per entity set",
-    ),
-    (
-        "GET",
-        "/_sandbox/stats",
-        "requests served, by system and status",
-    ),
-    (
-        "GET",
-        "/_sandbox/dataverse/{entity_set}/keys",
-        "[id, version] of every live row",
-    ),
-    (
-        "POST",
-        "/_sandbox/dataverse/expire-delta-tokens",
-        "every delta token expires",
-    ),
-    (
-        "POST",
-        "/_sandbox/dataverse/poison",
-        "badly typed values in some rows",
-    ),
-    (
-        "POST",
-        "/_sandbox/dataverse/webhooks",
-        "register a service endpoint",
-    ),
+    ("GET", "/_sandbox/info", "base URLs and the sandbox's fixed credentials"),
+    ("POST", "/_sandbox/mutate", "one round of inserts, updates and deletes everywhere"),
+    ("PUT", "/_sandbox/faults", "fault rates, body like `429=0.05,5xx=0.02`"),
+    ("GET", "/_sandbox/counts", "Dataverse live rows per entity set"),
+    ("GET", "/_sandbox/stats", "requests served, by system and status"),
+    ("GET", "/_sandbox/dataverse/{entity_set}/keys", "[id, version] of every live row"),
+    ("POST", "/_sandbox/dataverse/expire-delta-tokens", "every delta token expires"),
+    ("POST", "/_sandbox/dataverse/poison", "badly typed values in some rows"),
+    ("POST", "/_sandbox/dataverse/webhooks", "register a service endpoint"),
     ("PUT", "/_sandbox/app-user", "the application user's state"),
-    (
-        "GET",
-        "/_sandbox/business_central/counts",
-        "live rows per company and entity set",
-    ),
-    (
-        "POST",
-        "/_sandbox/business_central/mutate",
-        "one round on Business Central",
-    ),
-    (
-        "POST",
-        "/_sandbox/business_central/poison",
-        "badly typed values in some rows",
-    ),
-    (
-        "GET",
-        "/_sandbox/business_central/writes",
-        "every write received",
-    ),
+    ("GET", "/_sandbox/business_central/counts", "live rows per company and entity set"),
+    ("POST", "/_sandbox/business_central/mutate", "one round on Business Central"),
+    ("POST", "/_sandbox/business_central/poison", "badly typed values in some rows"),
+    ("GET", "/_sandbox/business_central/writes", "every write received"),
     ("GET", "/_sandbox/deltek/counts", "live rows per table"),
     ("POST", "/_sandbox/deltek/mutate", "one round on Deltek"),
-    (
-        "GET",
-        "/_sandbox/deltek/{entity}/keys",
-        "keys and ModDate of every live row",
-    ),
-    (
-        "POST",
-        "/_sandbox/deltek/paging",
-        "page cap, saves and deletes between pages",
-    ),
+    ("GET", "/_sandbox/deltek/{entity}/keys", "keys and ModDate of every live row"),
+    ("POST", "/_sandbox/deltek/paging", "page cap, saves and deletes between pages"),
     ("GET", "/_sandbox/deltek/writes", "every write received"),
     ("GET", "/_sandbox/pipedrive/counts", "live rows per entity"),
-    (
-        "POST",
-        "/_sandbox/pipedrive/mutate",
-        "one round on Pipedrive",
-    ),
-    (
-        "POST",
-        "/_sandbox/pipedrive/rename-field",
-        "rename a custom field",
-    ),
+    ("POST", "/_sandbox/pipedrive/mutate", "one round on Pipedrive"),
+    ("POST", "/_sandbox/pipedrive/rename-field", "rename a custom field"),
     ("GET", "/_sandbox/looker/stats", "query tasks and requests"),
-    (
-        "POST",
-        "/_sandbox/looker/mutate",
-        "one round on Looker's data",
-    ),
-    (
-        "PUT",
-        "/_sandbox/looker/tasks",
-        "task progress, failures, stalls, request limit",
-    ),
+    ("POST", "/_sandbox/looker/mutate", "one round on Looker's data"),
+    ("PUT", "/_sandbox/looker/tasks", "task progress, failures, stalls, request limit"),
 ];
 
 /// The admin routes (state is the shared sandbox).
