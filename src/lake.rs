@@ -239,14 +239,88 @@ impl Lake {
     }
 }
 
+/// What a run read, which decides how the loaders and the sink treat its rows. Travels in
+/// manifests and the state store by its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    /// Every row (a first run, `--full`, an expired delta): with `reconcile`, keys absent from
+    /// it are deleted.
+    Snapshot,
+    /// What changed since the cursor.
+    #[default]
+    Incremental,
+    /// A window of the cursor re-read without moving it; never deletes.
+    Backfill,
+    /// Every key (and computed column) only: finds deletes, refreshes computed values.
+    Keyset,
+    /// Nothing read: the tenant does not have the entity (a run-history entry, no manifest).
+    Absent,
+}
+
+impl RunKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Snapshot => "snapshot",
+            RunKind::Incremental => "incremental",
+            RunKind::Backfill => "backfill",
+            RunKind::Keyset => "keyset",
+            RunKind::Absent => "absent",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RunKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        [
+            RunKind::Snapshot,
+            RunKind::Incremental,
+            RunKind::Backfill,
+            RunKind::Keyset,
+            RunKind::Absent,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| Error::State(format!("unknown run kind `{s}`")))
+    }
+}
+
+/// Compares with a kind's name (`summary.kind == "snapshot"`), for tests and output checks.
+impl PartialEq<&str> for RunKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl rusqlite::types::ToSql for RunKind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for RunKind {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        v.as_str()?
+            .parse()
+            .map_err(|e: Error| rusqlite::types::FromSqlError::Other(Box::new(e)))
+    }
+}
+
 /// What a complete run wrote: the contract between extraction and every loader and sink.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Manifest {
     pub run_id: String,
     pub stream: String,
     pub connection: String,
-    /// `incremental`, `snapshot` or `backfill`.
-    pub kind: String,
+    pub kind: RunKind,
     /// A full snapshot: keys absent from it are deleted in the warehouse.
     pub reconcile: bool,
     pub schema_hash: String,
@@ -411,7 +485,7 @@ mod tests {
             run_id: "r1".into(),
             stream: id.to_string(),
             connection: "crm".into(),
-            kind: "snapshot".into(),
+            kind: RunKind::Snapshot,
             reconcile: true,
             schema_hash: "h".into(),
             started_at: "s".into(),

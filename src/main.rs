@@ -1290,7 +1290,7 @@ fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
             Ok(s) => {
                 t.row(vec![
                     label.clone(),
-                    s.kind.clone(),
+                    s.kind.to_string(),
                     s.rows_extracted.to_string(),
                     s.upserted.to_string(),
                     s.deleted.to_string(),

@@ -23,7 +23,7 @@ use crate::batches::{DecodedPage, Quarantined, RowDecoder};
 use crate::config::{Config, Connection};
 use crate::connect::{Endpoint, Runtimes};
 use crate::error::{Error, Result};
-use crate::lake::{Lake, Manifest, PartInfo, PartWriter, sha256_hex};
+use crate::lake::{Lake, Manifest, PartInfo, PartWriter, RunKind, sha256_hex};
 use crate::loaders::warehouse::Warehouse;
 use crate::schema::schema_hash;
 use crate::spec::{Definitions, Incremental, Reconcile, Stream};
@@ -103,7 +103,7 @@ pub struct RunSummary {
     pub stream: String,
     pub connection: String,
     pub run_id: String,
-    pub kind: String,
+    pub kind: RunKind,
     /// `ok`, or `absent` when the tenant does not have the entity (not a failure).
     pub status: String,
     pub rows_extracted: u64,
@@ -236,7 +236,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         &new_run_id(),
         &conn.name,
         &stream.id.to_string(),
-        "absent",
+        RunKind::Absent,
         false,
         &schema_hash(&stream.catalog),
         None,
@@ -256,7 +256,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         stream: stream.id.to_string(),
         connection: conn.name.clone(),
         run_id: run.run_id,
-        kind: "absent".into(),
+        kind: RunKind::Absent,
         status: status::ABSENT.into(),
         schema: report.schema,
         notes: vec![format!("absent in tenant: {reason}")],
@@ -280,12 +280,22 @@ async fn run_reconciled(
     report.store(ctx, &run.run_id)?;
     let mut summary = drive(ctx, conn, stream, ep, run, notes).await?;
     // A snapshot reconciles by itself; backfills never touch deletes.
-    if summary.kind == "incremental" && projected_pass_due(ctx, conn, stream, summary.table_rows)? {
+    if summary.kind == RunKind::Incremental
+        && projected_pass_due(ctx, conn, stream, summary.table_rows)?
+    {
         let reconcile = stream.spec.reconcile == Some(Reconcile::Keyset)
             || keyset_requested(ctx, conn, stream)?;
         tracing::info!(stream = %stream.id, reconcile, "projected pass: reading every key (and computed column)");
         let projected = projected(stream);
-        let run = new_run(ctx, conn, &projected, "keyset", reconcile, None, None)?;
+        let run = new_run(
+            ctx,
+            conn,
+            &projected,
+            RunKind::Keyset,
+            reconcile,
+            None,
+            None,
+        )?;
         let ks = drive(ctx, conn, stream, ep, run, Vec::new()).await?;
         summary.deleted += ks.deleted;
         summary.table_rows = ks.table_rows;
@@ -404,7 +414,7 @@ async fn drive(
     let ep = ep.clone();
     // A projected pass reads (and loads) only keys and computed columns.
     let projected_stream;
-    let stream = if run.kind == "keyset" {
+    let stream = if run.kind == RunKind::Keyset {
         projected_stream = projected(stream);
         &projected_stream
     } else {
@@ -423,7 +433,7 @@ async fn drive(
                 );
                 notes.push("delta token expired: re-snapshot with delete reconciliation".into());
                 ctx.state.abandon_run(&run.run_id, "delta token expired")?;
-                run = new_run(ctx, conn, stream, "snapshot", true, None, None)?;
+                run = new_run(ctx, conn, stream, RunKind::Snapshot, true, None, None)?;
                 extract(ctx, conn, stream, &ep, &run).await?;
             }
             Err(e @ Error::Http { status: 400..=499, .. }) if run.position.is_some() && e.status() != Some(429) => {
@@ -434,12 +444,12 @@ async fn drive(
                 notes.push("saved paging position expired: read restarted".into());
                 ctx.state.abandon_run(&run.run_id, "paging position refused")?;
                 let (kind, reconcile, cursor_start, window) = (
-                    run.kind.clone(),
+                    run.kind,
                     run.reconcile,
                     run.cursor_start.clone(),
                     run.window.clone(),
                 );
-                run = new_run(ctx, conn, stream, &kind, reconcile, cursor_start, window)?;
+                run = new_run(ctx, conn, stream, kind, reconcile, cursor_start, window)?;
                 extract(ctx, conn, stream, &ep, &run).await?;
             }
             Err(e) => {
@@ -465,7 +475,7 @@ async fn drive(
         ctx.state
             .commit_run(
                 &run.run_id,
-                (!matches!(run.kind.as_str(), "backfill" | "keyset"))
+                (!matches!(run.kind, RunKind::Backfill | RunKind::Keyset))
                     .then(|| tenant::columns_hash(stream))
                     .as_deref(),
             )?;
@@ -475,7 +485,7 @@ async fn drive(
         stream: stream.id.to_string(),
         connection: conn.name.clone(),
         run_id: run.run_id.clone(),
-        kind: run.kind.clone(),
+        kind: run.kind,
         status: "ok".into(),
         drift: RunReport::of(&run).drift,
         rows_extracted: run.rows_extracted,
@@ -512,7 +522,7 @@ fn new_run(
     ctx: &Context,
     conn: &Connection,
     stream: &Stream,
-    kind: &str,
+    kind: RunKind,
     reconcile: bool,
     cursor_start: Option<String>,
     window: Option<String>,
@@ -565,7 +575,7 @@ fn prepare_run(
             tracing::warn!(stream = %sid, run_id = %open.run_id, "the catalog changed since this run started; starting over");
             ctx.state.abandon_run(&open.run_id, "catalog changed")?;
             false
-        } else if open.kind == "backfill" {
+        } else if open.kind == RunKind::Backfill {
             // Backfills never move state: dropping an unfinished one loses nothing.
             let same = matches!(req, RunRequest::Backfill { .. }) && open.window == window;
             if !same {
@@ -605,17 +615,19 @@ fn prepare_run(
             None => !rec.report.new_columns.is_empty(),
         };
     let (kind, reconcile) = match req {
-        RunRequest::Backfill { since, until } => ("backfill", since.is_none() && until.is_none()),
+        RunRequest::Backfill { since, until } => {
+            (RunKind::Backfill, since.is_none() && until.is_none())
+        }
         RunRequest::Sync { full } => match (stream.spec.incremental, &cursor, full) {
-            (Incremental::Full, _, _) | (_, None, _) | (_, _, true) => ("snapshot", true),
+            (Incremental::Full, _, _) | (_, None, _) | (_, _, true) => (RunKind::Snapshot, true),
             _ if columns_changed => {
                 tracing::warn!(stream = %sid, "the stream's column set changed since its last run: re-reading the whole table");
                 notes.push(
                     "column set changed since the last run: the whole table was read again".into(),
                 );
-                ("snapshot", true)
+                (RunKind::Snapshot, true)
             }
-            _ => ("incremental", false),
+            _ => (RunKind::Incremental, false),
         },
     };
     new_run(ctx, conn, stream, kind, reconcile, cursor, window)
@@ -623,8 +635,8 @@ fn prepare_run(
 
 /// What the run reads.
 fn read_mode(stream: &Stream, run: &RunRecord) -> ReadMode {
-    match run.kind.as_str() {
-        "backfill" => {
+    match run.kind {
+        RunKind::Backfill => {
             let (since, until) = run
                 .window
                 .as_deref()
@@ -642,11 +654,11 @@ fn read_mode(stream: &Stream, run: &RunRecord) -> ReadMode {
                 ReadMode::Window { since, until }
             }
         }
-        "incremental" => ReadMode::Incremental {
+        RunKind::Incremental => ReadMode::Incremental {
             cursor: run.cursor_start.clone().unwrap_or_default(),
         },
-        "keyset" => ReadMode::Keys,
-        _ => ReadMode::Snapshot {
+        RunKind::Keyset => ReadMode::Keys,
+        RunKind::Snapshot | RunKind::Absent => ReadMode::Snapshot {
             track: stream.spec.incremental == Incremental::Delta,
         },
     }
@@ -695,7 +707,7 @@ async fn extract(
     if let Some(tz) = conn.naive_time_zone() {
         decoder = decoder.with_naive_time_zone(tz)?;
     }
-    if run.kind == "keyset" {
+    if run.kind == RunKind::Keyset {
         decoder = decoder.without_extra();
     }
     let decoder = Arc::new(decoder);
@@ -843,9 +855,9 @@ async fn extract(
     let parts = ctx.state.parts(&run.run_id)?;
     let run_now = reload(ctx, &run.run_id)?;
     let pending = match stream.spec.incremental {
-        Incremental::Delta if run.kind != "backfill" => {
+        Incremental::Delta if run.kind != RunKind::Backfill => {
             let end = end_cursor.or_else(|| run_now.pending_cursor.clone());
-            if end.is_none() && run.kind == "snapshot" {
+            if end.is_none() && run.kind == RunKind::Snapshot {
                 return Err(Error::Decode {
                     stream: stream.id.to_string(),
                     message: "the change-tracking read ended without an @odata.deltaLink: is change tracking enabled on this table?".into(),
@@ -853,7 +865,7 @@ async fn extract(
             }
             end
         }
-        Incremental::Cursor if run.kind == "keyset" => None,
+        Incremental::Cursor if run.kind == RunKind::Keyset => None,
         Incremental::Cursor => {
             next_cursor(stream, &run.started_at, cursor_max).or(run.cursor_start.clone())
         }
@@ -863,7 +875,7 @@ async fn extract(
         run_id: run.run_id.clone(),
         stream: stream.id.to_string(),
         connection: conn.name.clone(),
-        kind: run.kind.clone(),
+        kind: run.kind,
         reconcile: run.reconcile,
         schema_hash: run.schema_hash.clone(),
         started_at: run.started_at.clone(),

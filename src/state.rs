@@ -16,6 +16,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::lake::RunKind;
 
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS stream_state (
@@ -101,8 +102,7 @@ pub struct RunRecord {
     pub run_id: String,
     pub connection: String,
     pub stream: String,
-    /// `incremental`, `snapshot` or `backfill`.
-    pub kind: String,
+    pub kind: RunKind,
     pub status: String,
     pub reconcile: bool,
     pub schema_hash: String,
@@ -153,7 +153,7 @@ impl RunRecord {
         run_id: &str,
         connection: &str,
         stream: &str,
-        kind: &str,
+        kind: RunKind,
         reconcile: bool,
         schema_hash: &str,
         cursor_start: Option<String>,
@@ -162,7 +162,7 @@ impl RunRecord {
             run_id: run_id.into(),
             connection: connection.into(),
             stream: stream.into(),
-            kind: kind.into(),
+            kind,
             status: status::RUNNING.into(),
             reconcile,
             schema_hash: schema_hash.into(),
@@ -568,8 +568,8 @@ impl StateStore {
     pub fn latest_report(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
             c.query_row(
-                "SELECT report FROM runs WHERE connection = ?1 AND stream = ?2 AND report IS NOT NULL AND kind != 'keyset' ORDER BY started_at DESC, run_id DESC LIMIT 1",
-                params![connection, stream],
+                "SELECT report FROM runs WHERE connection = ?1 AND stream = ?2 AND report IS NOT NULL AND kind != ?3 ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                params![connection, stream, RunKind::Keyset],
                 |r| r.get(0),
             )
             .optional()
@@ -1460,7 +1460,7 @@ mod tests {
             "r1",
             "crm",
             "dataverse.account",
-            "incremental",
+            RunKind::Incremental,
             false,
             "h",
             None,
@@ -1484,7 +1484,7 @@ mod tests {
             "r1",
             "crm",
             "dataverse.account",
-            "snapshot",
+            RunKind::Snapshot,
             true,
             "h",
             None,
@@ -1538,7 +1538,7 @@ mod tests {
                 "r1",
                 "c",
                 "x.y",
-                "incremental",
+                RunKind::Incremental,
                 false,
                 "h",
                 None,

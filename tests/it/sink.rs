@@ -157,7 +157,7 @@ impl Env {
                 run_id: run_id.into(),
                 stream: id.to_string(),
                 connection: "crm".into(),
-                kind: "incremental".into(),
+                kind: ml_connector::lake::RunKind::Incremental,
                 reconcile: false,
                 schema_hash: "test".into(),
                 started_at: "s".into(),

@@ -86,7 +86,7 @@ pub async fn land(ctx: &Context) -> Result<usize> {
         run_id: run_id.clone(),
         stream: stream.id.to_string(),
         connection: "mlc".into(),
-        kind: "incremental".into(),
+        kind: crate::lake::RunKind::Incremental,
         reconcile: false,
         schema_hash: crate::schema::schema_hash(&stream.catalog),
         started_at: now.to_rfc3339(),

@@ -117,7 +117,7 @@ pub async fn read_run(
                 if listing && !deleted {
                     out.listed.push(id.clone());
                 }
-                if m.kind == "keyset" && !deleted {
+                if m.kind == crate::lake::RunKind::Keyset && !deleted {
                     continue;
                 }
                 out.rows.push(ChangeRow {

@@ -594,7 +594,7 @@ mod tests {
     use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray};
     use arrow_schema::{DataType, Field, Schema};
 
-    use crate::lake::{Manifest, PartInfo, PartWriter, sha256_hex};
+    use crate::lake::{Manifest, PartInfo, PartWriter, RunKind, sha256_hex};
 
     const ACCOUNTS: &str = "dataverse.account";
 
@@ -603,7 +603,7 @@ mod tests {
     async fn put_run(
         lake: &Lake,
         run_id: &str,
-        kind: &str,
+        kind: RunKind,
         reconcile: bool,
         rows: &[(Option<&str>, &str, i64)],
         quarantined: &[&str],
@@ -636,7 +636,7 @@ mod tests {
             run_id: run_id.into(),
             stream: id.to_string(),
             connection: "crm".into(),
-            kind: kind.into(),
+            kind,
             reconcile,
             schema_hash: "h".into(),
             started_at: "s".into(),
@@ -673,7 +673,7 @@ mod tests {
         put_run(
             &lake,
             "20260101T000000000Z-000001",
-            "snapshot",
+            RunKind::Snapshot,
             true,
             &rows,
             &[],
@@ -684,7 +684,7 @@ mod tests {
         put_run(
             &lake,
             "20260102T000000000Z-000002",
-            "snapshot",
+            RunKind::Snapshot,
             true,
             &rows,
             &[],
@@ -718,10 +718,19 @@ mod tests {
             let (dir, lake, state, defs) = setup();
             let rows = [(Some("A1"), "Acme", 7), (Some("A2"), "Gone Ltd", 8)];
             let first = "20260101T000000000Z-000001";
-            put_run(&lake, first, "incremental", false, &rows, &[], true).await;
+            put_run(&lake, first, RunKind::Incremental, false, &rows, &[], true).await;
             let keys = [(Some("A1"), "", 7)];
             let pass = "20260101T010000000Z-000002";
-            put_run(&lake, pass, "keyset", reconcile, &keys, quarantined, true).await;
+            put_run(
+                &lake,
+                pass,
+                RunKind::Keyset,
+                reconcile,
+                &keys,
+                quarantined,
+                true,
+            )
+            .await;
             let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
             let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
             let job = |id: &str| p.jobs.iter().find(|j| j.source_id == id).unwrap();

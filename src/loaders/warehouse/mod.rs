@@ -83,7 +83,7 @@ impl Warehouse {
                     schema: crate::schema::table_schema(&stream.catalog),
                     reconcile: manifest.reconciles_deletes(),
                     protected: &manifest.quarantined_keys,
-                    keys_only: manifest.kind == "keyset",
+                    keys_only: manifest.kind == crate::lake::RunKind::Keyset,
                     run_id: &manifest.run_id,
                     extracted_at_micros: chrono::Utc::now().timestamp_micros(),
                 })

@@ -121,7 +121,7 @@ impl BigQueryWarehouse {
         let target = self.table_ref(&dataset, entity);
         let staging = load::staging_table(entity, run);
         let merge_job = load::job_id(system, entity, run, "merge");
-        let keys_only = manifest.kind == "keyset";
+        let keys_only = manifest.kind == crate::lake::RunKind::Keyset;
 
         // A run whose MERGE already succeeded is done: do not load it again.
         let finished = match api.get_job(&merge_job).await? {
