@@ -271,8 +271,9 @@ impl RunKind {
 }
 
 impl std::fmt::Display for RunKind {
+    /// Pads like a string (`{:<11}` lines up tables).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -450,6 +451,22 @@ mod tests {
     use super::*;
     use arrow_array::{ArrayRef, StringArray};
     use arrow_schema::{DataType, Field, Schema};
+
+    #[test]
+    fn run_kinds_travel_by_name_and_pad_in_tables() {
+        for k in [
+            RunKind::Snapshot,
+            RunKind::Incremental,
+            RunKind::Backfill,
+            RunKind::Keyset,
+            RunKind::Absent,
+        ] {
+            assert_eq!(k.as_str().parse::<RunKind>().unwrap(), k);
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
+        assert!("full".parse::<RunKind>().is_err());
+        assert_eq!(format!("[{:<8}]", RunKind::Keyset), "[keyset  ]");
+    }
 
     #[tokio::test]
     async fn parts_and_manifest_round_trip() {
