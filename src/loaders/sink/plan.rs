@@ -3,6 +3,7 @@
 //! Apply re-checks the target (search before create), so a plan is a forecast, not a promise.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -182,8 +183,9 @@ struct RunsRead {
     last: Option<String>,
     /// The last run read that lists every live key (a reconciling key-set pass or snapshot):
     /// its id and the keys it carries (quarantined ones included). A record it lacks was
-    /// deleted in the source, as the warehouse's merge concludes from the same run.
-    listing: Option<(String, HashSet<String>)>,
+    /// deleted in the source, as the warehouse's merge concludes from the same run. Shared,
+    /// not copied, between the mappings of one stream (it can hold millions of keys).
+    listing: Option<Arc<(String, HashSet<String>)>>,
 }
 
 /// The cursor key of a mapping: its stream, plus the mapping's name when it is named (each
@@ -268,7 +270,7 @@ pub async fn plan(
         };
         // Records read before a full listing that lacks them: deleted in the source since.
         let mut unlisted: HashSet<String> = HashSet::new();
-        if let Some((listed_in, keys)) = &listing {
+        if let Some((listed_in, keys)) = listing.as_deref() {
             for (run_id, row) in rows.iter_mut() {
                 if !row.deleted && *run_id < *listed_in && !keys.contains(&row.id) {
                     row.deleted = true;
@@ -538,7 +540,7 @@ async fn read_stream(
             latest.insert(row.id.clone(), (m.run_id.clone(), row));
         }
         if let Some(keys) = keys {
-            listing = Some((m.run_id.clone(), keys));
+            listing = Some(Arc::new((m.run_id.clone(), keys)));
         }
     }
     Ok(RunsRead {
