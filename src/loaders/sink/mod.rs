@@ -593,8 +593,6 @@ impl<'a> Sink<'a> {
         }
     }
 
-    /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
-    /// each attempt goes through the ledger and the search before any create.
     /// The job `job_id` of this flow, or an error saying where to find the right id.
     fn job(&self, job_id: &str) -> Result<SinkJob> {
         match self.ctx.state.sink_job(job_id)? {
@@ -652,18 +650,7 @@ impl<'a> Sink<'a> {
                 "{target_name} has no record with {key_field} = {target_key}"
             )));
         }
-        let audit = AuditEntry {
-            flow: self.name.clone(),
-            job_id: job.job_id.clone(),
-            source_entity: job.source_entity.clone(),
-            source_id: job.source_id.clone(),
-            source_version: job.source_version,
-            target: target_name.clone(),
-            action: "link".into(),
-            request: Some("linked by hand (mlc sink link)".into()),
-            target_key: Some(target_key.to_string()),
-            ..AuditEntry::default()
-        };
+        let audit = self.by_hand(&job, target_name.clone(), "link", target_key);
         // A `match` mapping only links: linked, it is done. Others write the record's fields
         // to the linked record when the job runs again.
         let matched = em.mode == flow::Mode::Match;
@@ -706,6 +693,22 @@ impl<'a> Sink<'a> {
         })
     }
 
+    /// The audit entry of a link or unlink made by hand (`mlc sink link` / `unlink`).
+    fn by_hand(&self, job: &SinkJob, target: String, action: &str, target_key: &str) -> AuditEntry {
+        AuditEntry {
+            flow: self.name.clone(),
+            job_id: job.job_id.clone(),
+            source_entity: job.source_entity.clone(),
+            source_id: job.source_id.clone(),
+            source_version: job.source_version,
+            target,
+            action: action.into(),
+            request: Some(format!("{action}ed by hand (mlc sink {action})")),
+            target_key: Some(target_key.to_string()),
+            ..AuditEntry::default()
+        }
+    }
+
     /// `mlc sink unlink`: removes the ledger link of `job_id`'s source record (a link made by
     /// mistake), audited (`unlink`). The target record is left as it is; the job is set to run
     /// again, and searches the target as if it had never been linked.
@@ -722,18 +725,8 @@ impl<'a> Sink<'a> {
                 job.source_entity, job.source_id, self.name
             )));
         };
-        let audit = AuditEntry {
-            flow: self.name.clone(),
-            job_id: job.job_id.clone(),
-            source_entity: job.source_entity.clone(),
-            source_id: job.source_id.clone(),
-            source_version: job.source_version,
-            target: format!("{}.{}", self.flow.target_system, link.target_entity),
-            action: "unlink".into(),
-            request: Some("unlinked by hand (mlc sink unlink)".into()),
-            target_key: Some(link.target_key.clone()),
-            ..AuditEntry::default()
-        };
+        let target = format!("{}.{}", self.flow.target_system, link.target_entity);
+        let audit = self.by_hand(&job, target, "unlink", &link.target_key);
         self.ctx.state.sink_unlink(
             &self.name,
             &job.source_entity,
@@ -751,6 +744,8 @@ impl<'a> Sink<'a> {
         })
     }
 
+    /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
+    /// each attempt goes through the ledger and the search before any create.
     pub async fn replay(&self, which: &Replay, target: &dyn Target) -> Result<ApplyReport> {
         let _lease = self.lease()?;
         let jobs = match which {
