@@ -21,6 +21,15 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 const FLOW: &str = "pipedrive_to_business_central";
+/// The built-in flow file, the base of the project overlays below.
+const BUILTIN: &str = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
+
+/// Writes `text` as the project's overlay of the flow (`loaders/sink/<FLOW>.toml` in `dir`).
+fn write_overlay(dir: &std::path::Path, text: &str) {
+    let d = dir.join("loaders/sink");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join(format!("{FLOW}.toml")), text).unwrap();
+}
 const COMPANY: &str = "CRONUS USA, Inc.";
 
 struct Env {
@@ -425,8 +434,7 @@ async fn a_dropped_create_answer_is_found_again_not_duplicated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoice_overlay_posts_each_won_deal_once() {
-    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
-    let overlay = builtin
+    let overlay = BUILTIN
         .replace(
             "target = \"salesOrders\"",
             "target = \"salesInvoices\"\npost = true",
@@ -437,9 +445,7 @@ async fn an_invoice_overlay_posts_each_won_deal_once() {
         );
     assert!(overlay.contains("post = true") && overlay.contains("salesInvoiceLines"));
     let env = Env::new(20, |dir| {
-        let d = dir.join("loaders/sink");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(format!("{FLOW}.toml")), &overlay).unwrap();
+        write_overlay(dir, &overlay);
     })
     .await;
     env.sync().await;
@@ -721,11 +727,10 @@ async fn a_deal_that_cannot_be_written_fails_or_waits_alone_and_goes_through_onc
 /// line with the deal's value on a configured item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn won_deals_without_products_follow_the_flows_policy() {
-    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
     for value_line in [false, true] {
         let env = Env::new(200, |dir| {
             if value_line {
-                let overlay = builtin.replacen(
+                let overlay = BUILTIN.replacen(
                     "source_system",
                     "stale_after_hours = 0.0\nsource_system",
                     1,
@@ -735,9 +740,7 @@ async fn won_deals_without_products_follow_the_flows_policy() {
                     "action = \"value_line\"\nfields = { value = \"unitPrice\", title = \"description\" }\ndefaults = { lineType = \"Item\", lineObjectNumber = \"SANDBOX-SERVICES\", quantity = 1 }",
                 );
                 assert!(overlay.contains("value_line"));
-                let d = dir.join("loaders/sink");
-                std::fs::create_dir_all(&d).unwrap();
-                std::fs::write(d.join(format!("{FLOW}.toml")), overlay).unwrap();
+                write_overlay(dir, &overlay);
             }
         })
         .await;
@@ -841,7 +844,6 @@ async fn won_deals_without_products_follow_the_flows_policy() {
 /// `truncate`, it is created with the name cut to 100 characters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_value_longer_than_the_tenant_takes_is_blocked_before_any_write() {
-    let builtin = include_str!("../../loaders/sink/pipedrive_to_business_central.toml");
     let long = format!(
         "{} Holdings",
         "Consolidated International Engineering Partners ".repeat(3)
@@ -850,15 +852,13 @@ async fn a_value_longer_than_the_tenant_takes_is_blocked_before_any_write() {
     for truncate in [false, true] {
         let env = Env::new(20, |dir| {
             if truncate {
-                let overlay = builtin.replacen(
+                let overlay = BUILTIN.replacen(
                     "natural_key = [\"displayName\"]",
                     "natural_key = [\"displayName\"]\ntruncate = [\"displayName\"]",
                     1,
                 );
                 assert!(overlay.contains("truncate"));
-                let d = dir.join("loaders/sink");
-                std::fs::create_dir_all(&d).unwrap();
-                std::fs::write(d.join(format!("{FLOW}.toml")), overlay).unwrap();
+                write_overlay(dir, &overlay);
             }
         })
         .await;
