@@ -3,8 +3,10 @@
 //! A page arrives as its raw bytes plus the byte range of every record (found by the source's
 //! envelope parser), so no `serde_json::Value` tree is ever built. Each record's top-level keys
 //! are scanned once ([`scan`]) for what arrow-json cannot do on its own — tombstones, `json`
-//! columns kept as text, fields the catalog does not type (kept in `_ml_extra`) — and the record
-//! is then fed verbatim to the decoder. A record the decoder cannot type does not fail the
+//! columns kept as text, fields the catalog does not type (kept in `_ml_extra`) — and for the
+//! value of each typed column. The decoder is then fed the typed values alone, as a positional
+//! array in column order (`[v0,v1,null,…]`, arrow-json's list mode): it parses values only, not
+//! keys, annotations or untyped fields, and looks up no field names. A record the decoder cannot type does not fail the
 //! page: the page is re-decoded record by record, and in a record the decoder rejects each
 //! typed field is tried alone. A field whose value does not fit its column (type drift: a
 //! boolean where the catalog says int64) leaves that column NULL, its raw value goes to
@@ -24,6 +26,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
+use arrow_json::StructMode;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use arrow_schema::{Field, Schema, SchemaRef};
 
@@ -69,8 +72,8 @@ pub struct DecodedPage {
 /// What a payload key is to the decoder.
 #[derive(Debug, Clone, Copy)]
 enum KeyRole {
-    /// A typed catalog column: arrow-json reads it.
-    Typed,
+    /// A typed catalog column: arrow-json reads it (index in the decode schema).
+    Typed(usize),
     /// A `json` catalog column: kept as text (index into the json columns).
     Json(usize),
 }
@@ -110,8 +113,8 @@ pub struct RowDecoder {
     key_cols: Vec<(usize, String)>,
     /// Every primary-key column in key order, for the key of a quarantined record.
     key_parts: Vec<KeyPart>,
-    /// Payload key → column name of the typed columns (drift is reported by column).
-    columns: HashMap<String, String>,
+    /// Column name of each typed column, by decode-schema index (drift is reported by column).
+    columns: Vec<String>,
     /// Fields the catalog does not type go to `_ml_extra` (off for key-set passes, whose
     /// other fields are not wanted).
     keep_extra: bool,
@@ -133,7 +136,7 @@ impl fmt::Debug for RowDecoder {
     }
 }
 
-/// One scanned record: slices of the page body.
+/// One scanned record: slices of the page body (the typed values go to the caller's slots).
 struct Scan<'a> {
     tombstone: bool,
     tombstone_id: Option<&'a [u8]>,
@@ -144,12 +147,13 @@ struct Scan<'a> {
 /// What a top-level key of a record means to the decoder.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Role {
-    Typed,
+    /// A typed column (decode-schema index).
+    Typed(usize),
     Json(usize),
     /// The tombstone marker (`@odata.context` ending in `$deletedEntity`, or `is_deleted`).
     Marker,
-    /// A boolean tombstone marker that is also a typed catalog column.
-    TypedMarker,
+    /// A boolean tombstone marker that is also a typed catalog column (decode-schema index).
+    TypedMarker(usize),
     /// The id of a tombstone.
     TombstoneId,
     /// Protocol annotations the catalog does not read (`@odata.etag`, `x@Namespace.term`).
@@ -158,28 +162,35 @@ enum Role {
     Extra,
 }
 
-/// Where the decoder input of a kept record lives.
-enum Input {
-    Body(Range<usize>),
-    /// Synthesised `{ "<key>": <id> }` of a tombstone, in the side buffer.
-    Synth(Range<usize>),
-}
-
+/// A record on its way to the decoder.
 struct Kept<'a> {
-    input: Input,
+    /// The record as received (in the page body).
+    raw: Range<usize>,
+    /// Its decoder input, the positional array of its typed values (in the side buffer).
+    row: Range<usize>,
     deleted: bool,
     json: Vec<(usize, &'a [u8])>,
     extra: Option<String>,
 }
 
-impl Kept<'_> {
-    /// The decoder input of the record.
-    fn bytes<'s>(&self, body: &'s [u8], synth: &'s [u8]) -> &'s [u8] {
-        match &self.input {
-            Input::Body(r) => &body[r.clone()],
-            Input::Synth(r) => &synth[r.clone()],
+/// Checks a value the decoder never sees (it is kept as text: a `json` column, `_ml_extra`):
+/// the scanner only delimits values, so a malformed one must be caught here.
+fn valid_json(value: &[u8]) -> std::result::Result<(), String> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(value)
+        .map(|_| ())
+        .map_err(|e| format!("a value is not valid JSON: {e}"))
+}
+
+/// Appends the positional array of a record's typed values (`null` where absent) to `out`.
+fn push_row(slots: &[Option<&[u8]>], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, v) in slots.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
+        out.extend_from_slice(v.unwrap_or(b"null"));
     }
+    out.push(b']');
 }
 
 impl RowDecoder {
@@ -191,7 +202,7 @@ impl RowDecoder {
         let mut known = HashMap::default();
         let mut json_count = 0;
         let mut context_cols = Vec::new();
-        let mut columns = HashMap::new();
+        let mut columns = Vec::new();
         for c in &cat.columns {
             if let Some(name) = c.context_name() {
                 plan.push(OutCol::Context(context_cols.len()));
@@ -201,8 +212,11 @@ impl RowDecoder {
                 plan.push(OutCol::Json(json_count));
                 json_count += 1;
             } else {
-                known.insert(c.source_name().to_string(), KeyRole::Typed);
-                columns.insert(c.source_name().to_string(), c.name.clone());
+                known.insert(
+                    c.source_name().to_string(),
+                    KeyRole::Typed(decode_fields.len()),
+                );
+                columns.push(c.name.clone());
                 plan.push(OutCol::Decoded(decode_fields.len()));
                 decode_fields.push(Field::new(c.source_name(), arrow_type(c.ty), true));
             }
@@ -317,7 +331,7 @@ impl RowDecoder {
         ReaderBuilder::new(self.decode_schema.clone())
             .with_batch_size(rows.max(1))
             .with_coerce_primitive(true)
-            .with_strict_mode(false)
+            .with_struct_mode(StructMode::ListOnly)
             .build_decoder()
             .map_err(|e| Error::Decode {
                 stream: self.stream.clone(),
@@ -354,6 +368,8 @@ impl RowDecoder {
         // Records of one page almost always list their keys in the same order: remember the
         // previous record's keys and roles, and hash only when a key differs.
         let mut key_cache: Vec<(&[u8], Role)> = Vec::new();
+        let mut slots: Vec<Option<&[u8]>> = vec![None; self.decode_schema.fields().len()];
+        synth.reserve(body.len());
         for r in rows {
             let Some(raw) = body.get(r.clone()) else {
                 quarantined.push(self.quarantine(
@@ -364,7 +380,8 @@ impl RowDecoder {
                 continue;
             };
             json_bytes += raw.len();
-            match self.scan(raw, &mut key_cache) {
+            slots.fill(None);
+            match self.scan(raw, &mut key_cache, &mut slots) {
                 Err(reason) => quarantined.push(self.quarantine(raw, reason, context)),
                 Ok(scan) if scan.tombstone && self.tombstone_is_notice() => {
                     let Some(id) = scan.tombstone_id else {
@@ -375,62 +392,62 @@ impl RowDecoder {
                         ));
                         continue;
                     };
+                    // A notice carries only the id: the row is the key and nulls.
+                    slots.fill(None);
+                    slots[self.key_cols[0].0] = Some(id);
                     let start = synth.len();
-                    synth.push(b'{');
-                    // The key name came from the catalog; serde_json escapes it correctly.
-                    let _ = serde_json::to_writer(&mut synth, &self.key_cols[0].1);
-                    synth.push(b':');
-                    synth.extend_from_slice(id);
-                    synth.push(b'}');
+                    push_row(&slots, &mut synth);
                     kept.push(Kept {
-                        input: Input::Synth(start..synth.len()),
+                        raw: r.clone(),
+                        row: start..synth.len(),
                         deleted: true,
                         json: Vec::new(),
                         extra: None,
                     });
                 }
-                Ok(scan) => kept.push(Kept {
-                    input: Input::Body(r.clone()),
-                    deleted: scan.tombstone,
-                    extra: self.extra_of(&scan.extra),
-                    json: scan.json,
-                }),
+                Ok(scan) => {
+                    let start = synth.len();
+                    push_row(&slots, &mut synth);
+                    kept.push(Kept {
+                        raw: r.clone(),
+                        row: start..synth.len(),
+                        deleted: scan.tombstone,
+                        extra: self.extra_of(&scan.extra),
+                        json: scan.json,
+                    });
+                }
             }
         }
 
-        let decoded = match self.decode_all(kept.iter().map(|k| k.bytes(body, &synth)), kept.len())
+        let decoded = match self.decode_all(kept.iter().map(|k| &synth[k.row.clone()]), kept.len())
         {
             Ok(b) => b,
             Err(_) => {
                 // Find the records the decoder rejects; keep what can be kept of each.
                 let mut good = Vec::with_capacity(kept.len());
                 for k in kept {
-                    let Err(reason) = self.decode_all(std::iter::once(k.bytes(body, &synth)), 1)
+                    let Err(reason) = self.decode_all(std::iter::once(&synth[k.row.clone()]), 1)
                     else {
                         good.push(k);
                         continue;
                     };
-                    match (&k.input, self.salvage(&k, body, &mut synth, &mut drift)) {
-                        (_, Ok(fixed)) => good.push(fixed),
-                        (Input::Body(r), Err(why)) => {
+                    match self.salvage(&k, body, &mut synth, &mut drift) {
+                        Ok(fixed) => good.push(fixed),
+                        Err(why) => {
                             let why = why.unwrap_or(reason);
-                            quarantined.push(self.quarantine(&body[r.clone()], why, context));
-                        }
-                        (Input::Synth(r), Err(why)) => {
-                            let why = why.unwrap_or(reason);
-                            quarantined.push(self.quarantine(&synth[r.clone()], why, context));
+                            quarantined.push(self.quarantine(&body[k.raw.clone()], why, context));
                         }
                     }
                 }
                 kept = good;
-                self.decode_all(kept.iter().map(|k| k.bytes(body, &synth)), kept.len())
+                self.decode_all(kept.iter().map(|k| &synth[k.row.clone()]), kept.len())
                     .map_err(|message| Error::Decode {
                         stream: self.stream.clone(),
                         message,
                     })?
             }
         };
-        let input = |k: &Kept<'_>| -> &[u8] { k.bytes(body, &synth) };
+        let input = |k: &Kept<'_>| -> &[u8] { &body[k.raw.clone()] };
         let Some(decoded) = decoded else {
             return Ok(DecodedPage {
                 batch: None,
@@ -572,7 +589,7 @@ impl RowDecoder {
     }
 
     /// A record the decoder rejects, with the fields whose values do not fit their columns
-    /// taken out: the record rewritten without them (in `synth`), those values in `_ml_extra`
+    /// taken out: its row rewritten without them (in `synth`), those values in `_ml_extra`
     /// under their columns' names, each counted in `drift`. `Err(None)` when no single field
     /// is to blame (the record is broken as a whole: the decoder's reason stands), `Err(Some)`
     /// with the reason when the record cannot land (its key does not fit).
@@ -583,87 +600,57 @@ impl RowDecoder {
         synth: &mut Vec<u8>,
         drift: &mut BTreeMap<String, u64>,
     ) -> std::result::Result<Kept<'a>, Option<String>> {
-        let Input::Body(range) = &k.input else {
-            return Err(None);
-        };
-        let raw = &body[range.clone()];
-        let mut members = Vec::new();
-        scan::members(raw, |m| {
-            members.push(m);
-            Ok(())
-        })
-        .map_err(Some)?;
-        let mut bad: Vec<(usize, &str)> = Vec::new();
+        let raw = &body[k.raw.clone()];
+        let mut slots: Vec<Option<&[u8]>> = vec![None; self.columns.len()];
+        let scan = self.scan(raw, &mut Vec::new(), &mut slots).map_err(Some)?;
+        // Each value alone, in a row of nulls.
+        let mut bad: Vec<(usize, &[u8])> = Vec::new();
+        let mut single: Vec<Option<&[u8]>> = vec![None; slots.len()];
         let mut one = Vec::new();
-        for (i, m) in members.iter().enumerate() {
-            let key: Cow<'_, str> = if m.escaped {
-                match serde_json::from_slice::<String>(&quoted(m.key)) {
-                    Ok(k) => Cow::Owned(k),
-                    Err(_) => continue,
-                }
-            } else {
-                match std::str::from_utf8(m.key) {
-                    Ok(k) => Cow::Borrowed(k),
-                    Err(_) => continue,
-                }
-            };
-            let Some(column) = self.columns.get(key.as_ref()) else {
-                continue;
-            };
+        for (i, value) in slots.iter().enumerate() {
+            let Some(value) = *value else { continue };
+            single[i] = Some(value);
             one.clear();
-            one.push(b'{');
-            one.extend_from_slice(&quoted(m.key));
-            one.push(b':');
-            one.extend_from_slice(&raw[m.value.clone()]);
-            one.push(b'}');
+            push_row(&single, &mut one);
+            single[i] = None;
             if self.decode_all(std::iter::once(one.as_slice()), 1).is_err() {
-                if self.key_cols.iter().any(|(_, kc)| kc == key.as_ref()) {
+                if self.key_cols.iter().any(|(kc, _)| *kc == i) {
                     return Err(Some(format!(
-                        "primary key `{column}` has a value of the wrong type: {}",
-                        String::from_utf8_lossy(&raw[m.value.clone()])
+                        "primary key `{}` has a value of the wrong type: {}",
+                        self.columns[i],
+                        String::from_utf8_lossy(value)
                     )));
                 }
-                bad.push((i, column.as_str()));
+                bad.push((i, value));
             }
         }
         if bad.is_empty() {
             return Err(None);
         }
-        let start = synth.len();
-        synth.push(b'{');
-        let mut first = true;
-        for (i, m) in members.iter().enumerate() {
-            if bad.iter().any(|(b, _)| *b == i) {
-                continue;
-            }
-            if !first {
-                synth.push(b',');
-            }
-            first = false;
-            synth.extend_from_slice(&quoted(m.key));
-            synth.push(b':');
-            synth.extend_from_slice(&raw[m.value.clone()]);
+        for (i, _) in &bad {
+            slots[*i] = None;
         }
-        synth.push(b'}');
+        let start = synth.len();
+        push_row(&slots, synth);
         let fixed = start..synth.len();
         if let Err(reason) = self.decode_all(std::iter::once(&synth[fixed.clone()]), 1) {
             synth.truncate(start);
             return Err(Some(reason));
         }
         // Untyped fields as before, then the values that did not fit.
-        let mut extra: Vec<(Cow<'_, str>, &[u8])> = match self.scan(raw, &mut Vec::new()) {
-            Ok(scan) if self.keep_extra => scan.extra,
-            _ => Vec::new(),
+        let mut extra = if self.keep_extra {
+            scan.extra
+        } else {
+            Vec::new()
         };
-        for (i, column) in &bad {
-            extra.push((
-                Cow::Owned((*column).to_string()),
-                &raw[members[*i].value.clone()],
-            ));
-            *drift.entry((*column).to_string()).or_default() += 1;
+        for (i, value) in bad {
+            let column = &self.columns[i];
+            extra.push((Cow::Owned(column.clone()), value));
+            *drift.entry(column.clone()).or_default() += 1;
         }
         Ok(Kept {
-            input: Input::Synth(fixed),
+            raw: k.raw.clone(),
+            row: fixed,
             deleted: k.deleted,
             json: k.json.clone(),
             extra: extra_json(&extra),
@@ -702,7 +689,7 @@ impl RowDecoder {
         if let Some(t) = &self.tombstone {
             if key == t.marker_field {
                 return match self.known.get(key) {
-                    Some(KeyRole::Typed) if t.marker_suffix.is_none() => Role::TypedMarker,
+                    Some(KeyRole::Typed(i)) if t.marker_suffix.is_none() => Role::TypedMarker(*i),
                     _ => Role::Marker,
                 };
             }
@@ -711,18 +698,20 @@ impl RowDecoder {
             }
         }
         match self.known.get(key) {
-            Some(KeyRole::Typed) => Role::Typed,
+            Some(KeyRole::Typed(i)) => Role::Typed(*i),
             Some(KeyRole::Json(i)) => Role::Json(*i),
             None if key.contains('@') => Role::Ignore,
             None => Role::Extra,
         }
     }
 
-    /// Scans one record's top-level keys.
+    /// Scans one record's top-level keys; the value of each typed column goes to its slot
+    /// (by decode-schema index; a repeated key's last value wins, as in a JSON object).
     fn scan<'a>(
         &self,
         raw: &'a [u8],
         cache: &mut Vec<(&'a [u8], Role)>,
+        slots: &mut [Option<&'a [u8]>],
     ) -> std::result::Result<Scan<'a>, String> {
         let mut out = Scan {
             tombstone: false,
@@ -756,9 +745,16 @@ impl RowDecoder {
             };
             pos += 1;
             match role {
-                Role::Typed | Role::Ignore => {}
-                Role::Json(i) => out.json.push((i, value)),
-                Role::TypedMarker => out.tombstone = value == b"true",
+                Role::Typed(i) => slots[i] = Some(value),
+                Role::Ignore => {}
+                Role::Json(i) => {
+                    valid_json(value)?;
+                    out.json.push((i, value));
+                }
+                Role::TypedMarker(i) => {
+                    slots[i] = Some(value);
+                    out.tombstone = value == b"true";
+                }
                 Role::Marker => match self
                     .tombstone
                     .as_ref()
@@ -781,6 +777,7 @@ impl RowDecoder {
                                 .map_err(|_| "a key is not valid UTF-8".to_string())?,
                         ),
                     };
+                    valid_json(value)?;
                     out.extra.push((key, value));
                 }
             }
@@ -973,6 +970,37 @@ mod tests {
         assert_eq!(extra.value(0), r#"{"new_custom":{"x":[1,2]}}"#);
         let del = b.column_by_name("_ml_deleted").unwrap().as_boolean();
         assert!(!del.value(0));
+    }
+
+    #[test]
+    fn values_reach_their_columns_whatever_the_key_order() {
+        // The decoder reads typed values by position: keys in any order, absent keys, a
+        // repeated key (its last value, as a JSON object reads) and annotations between them
+        // must all land in the right columns.
+        let d = decoder("dataverse.opportunity");
+        let (body, ranges) = page(&[
+            r#"{"statecode":0,"name":"First","opportunityid":"a1","name@OData.Community.Display.V1.FormattedValue":"x","name":"Second"}"#,
+            r#"{"opportunityid":"a2","estimatedvalue":"12.5"}"#,
+        ]);
+        let out = d.decode_page(&body, &ranges, 1_000).unwrap();
+        assert!(out.quarantined.is_empty(), "{:?}", out.quarantined);
+        let b = out.batch.unwrap();
+        let name = b.column_by_name("name").unwrap().as_string::<i32>();
+        assert_eq!(name.value(0), "Second");
+        assert!(name.is_null(1));
+        let state = b
+            .column_by_name("statecode")
+            .unwrap()
+            .as_primitive::<arrow_array::types::Int64Type>();
+        assert_eq!(state.value(0), 0);
+        assert!(state.is_null(1));
+        let dec = b
+            .column_by_name("estimatedvalue")
+            .unwrap()
+            .as_primitive::<Decimal128Type>();
+        assert!(dec.is_null(0));
+        assert_eq!(dec.value(1), 125_000);
+        assert!(b.column_by_name("_ml_extra").unwrap().is_null(0));
     }
 
     #[test]

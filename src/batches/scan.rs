@@ -1,8 +1,10 @@
 //! A fast scanner of one JSON object's top-level members: key bytes and the byte range of each
 //! value, without decoding values or building anything. It finds what the Arrow decoder cannot
-//! tell us (tombstones, untyped fields, json columns) at memchr speed; full validation is left
-//! to the decoder that reads the same bytes next, so a malformed record still ends in the
-//! quarantine with a reason, never in a panic.
+//! tell us (tombstones, untyped fields, json columns) at memchr speed. It delimits values but does
+//! not validate them: the decoder validates the typed values it reads, the caller the values it
+//! keeps as text, so a malformed record still ends in the quarantine with a reason, never in a
+//! panic. Annotations nobody reads are skipped unvalidated (the page's envelope parser has
+//! already checked the page is JSON).
 
 use std::ops::Range;
 
