@@ -378,8 +378,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Encodes one Parquet part in memory (zstd, plain encoding, statistics on, the Arrow schema embedded, one row
-/// group per part). CPU-bound: call from a blocking thread.
+/// Encodes one Parquet part in memory (zstd, small dictionaries, statistics on, the Arrow
+/// schema embedded, one row group per part). CPU-bound: call from a blocking thread.
 pub struct PartWriter {
     writer: ArrowWriter<Vec<u8>>,
     rows: u64,
@@ -393,10 +393,11 @@ impl PartWriter {
                 ZstdLevel::try_new(1).map_err(|e| Error::lake("parquet", e))?,
             ))
             .set_max_row_group_row_count(Some(16 * 1024 * 1024))
-            // Plain-encoded: zstd compresses the repeats as well as a dictionary would (the
-            // parts came out smaller at 100 k accounts), encoding is ~40 % faster and the
-            // merge's split holds less memory (`cargo bench --bench pipeline`, bench/sync.sh).
-            .set_dictionary_enabled(false)
+            // Dictionaries only for columns with few distinct values (codes, states,
+            // countries): a column that fills 64 KiB of dictionary falls back to plain pages
+            // early instead of interning up to 1 MiB of names and ids per column, which cost
+            // CPU and memory and gained nothing under zstd (bench/sync.sh, README).
+            .set_dictionary_page_size_limit(64 * 1024)
             .set_created_by(concat!("ml-connector ", env!("CARGO_PKG_VERSION")).to_string())
             .build();
         let writer = ArrowWriter::try_new(Vec::with_capacity(8 << 20), schema, Some(props))
