@@ -512,7 +512,8 @@ pub(super) fn write_bucket(dir: &Path, bucket: u32, mut df: DataFrame) -> Result
     }
     let tmp = dir.join(format!("{}.tmp", bucket_file_name(bucket)));
     let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    // zstd at the library's default level (3): the usual size/speed balance.
+    // zstd at level 1: the merge re-encodes whole buckets, so encoding speed counts more than
+    // the few percent of size a higher level saves.
     let written = ParquetWriter::new(&file)
         .with_compression(ParquetCompression::Zstd(Some(
             polars::polars_utils::compression::ZstdLevel::try_new(1).map_err(pe("zstd level"))?,
