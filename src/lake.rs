@@ -258,62 +258,13 @@ pub enum RunKind {
     Absent,
 }
 
-impl RunKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            RunKind::Snapshot => "snapshot",
-            RunKind::Incremental => "incremental",
-            RunKind::Backfill => "backfill",
-            RunKind::Keyset => "keyset",
-            RunKind::Absent => "absent",
-        }
-    }
-}
-
-impl std::fmt::Display for RunKind {
-    /// Pads like a string (`{:<11}` lines up tables).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl std::str::FromStr for RunKind {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        [
-            RunKind::Snapshot,
-            RunKind::Incremental,
-            RunKind::Backfill,
-            RunKind::Keyset,
-            RunKind::Absent,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| Error::State(format!("unknown run kind `{s}`")))
-    }
-}
-
-/// Compares with a kind's name (`summary.kind == "snapshot"`), for tests and output checks.
-impl PartialEq<&str> for RunKind {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl rusqlite::types::ToSql for RunKind {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for RunKind {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        v.as_str()?
-            .parse()
-            .map_err(|e: Error| rusqlite::types::FromSqlError::Other(Box::new(e)))
-    }
-}
+crate::names::stored_by_name!(RunKind, "run kind", {
+    Snapshot => "snapshot",
+    Incremental => "incremental",
+    Backfill => "backfill",
+    Keyset => "keyset",
+    Absent => "absent",
+});
 
 /// What a complete run wrote: the contract between extraction and every loader and sink.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -459,13 +410,8 @@ mod tests {
 
     #[test]
     fn run_kinds_travel_by_name_and_pad_in_tables() {
-        for k in [
-            RunKind::Snapshot,
-            RunKind::Incremental,
-            RunKind::Backfill,
-            RunKind::Keyset,
-            RunKind::Absent,
-        ] {
+        assert_eq!(RunKind::ALL.len(), 5);
+        for &k in RunKind::ALL {
             assert_eq!(k.as_str().parse::<RunKind>().unwrap(), k);
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
         }

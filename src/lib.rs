@@ -40,6 +40,7 @@ pub mod error;
 pub mod http;
 pub mod lake;
 pub mod loaders;
+mod names;
 pub mod run;
 pub mod sandbox;
 pub mod schema;

@@ -27,7 +27,7 @@ use crate::lake::{Lake, Manifest, PartInfo, PartWriter, RunKind, sha256_hex};
 use crate::loaders::warehouse::Warehouse;
 use crate::schema::schema_hash;
 use crate::spec::{Definitions, Incremental, Reconcile, Stream};
-use crate::state::{PartRecord, RunRecord, StateStore, pid_alive, status};
+use crate::state::{PartRecord, RunRecord, RunStatus, StateStore, pid_alive};
 use crate::streams::{self, Page, ReadMode};
 use crate::tenant::{self, Reconciled, SchemaReport};
 use crate::vault::Vault;
@@ -230,7 +230,8 @@ fn nothing_read(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<boo
 /// unfinished run of the stream is closed as absent too.
 fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Result<RunSummary> {
     if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
-        ctx.state.close_run(&open.run_id, status::ABSENT, reason)?;
+        ctx.state
+            .close_run(&open.run_id, RunStatus::Absent, reason)?;
     }
     let run = RunRecord::new(
         &new_run_id(),
@@ -250,14 +251,15 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         drift: BTreeMap::new(),
     };
     report.store(ctx, &run.run_id)?;
-    ctx.state.close_run(&run.run_id, status::ABSENT, reason)?;
+    ctx.state
+        .close_run(&run.run_id, RunStatus::Absent, reason)?;
     tracing::warn!(stream = %stream.id, connection = %conn.name, "absent in tenant: {reason}");
     Ok(RunSummary {
         stream: stream.id.to_string(),
         connection: conn.name.clone(),
         run_id: run.run_id,
         kind: RunKind::Absent,
-        status: status::ABSENT.into(),
+        status: RunStatus::Absent.as_str().into(),
         schema: report.schema,
         notes: vec![format!("absent in tenant: {reason}")],
         ..RunSummary::default()
@@ -423,7 +425,7 @@ async fn drive(
     let span = tracing::info_span!("run", stream = %stream.id, connection = %conn.name, run_id = %run.run_id);
     use tracing::Instrument;
     async move {
-    if run.status == status::RUNNING {
+    if run.status == RunStatus::Running {
         match extract(ctx, conn, stream, &ep, &run).await {
             Ok(()) => {}
             Err(Error::DeltaExpired { message, .. }) => {
@@ -460,7 +462,7 @@ async fn drive(
         run = reload(ctx, &run.run_id)?;
     }
 
-    if run.status == status::EXTRACTED {
+    if run.status == RunStatus::Extracted {
         match load(ctx, stream, &run).await {
             Ok(note) => notes.extend(note),
             Err(e) => {
@@ -470,7 +472,7 @@ async fn drive(
         }
         run = reload(ctx, &run.run_id)?;
     }
-    if run.status == status::LOADED {
+    if run.status == RunStatus::Loaded {
         // Backfills and key-set passes never move the stream's cursor.
         ctx.state
             .commit_run(

@@ -80,21 +80,35 @@ CREATE TABLE IF NOT EXISTS run_parts (
 );
 "#;
 
-/// Run statuses, in the order a run moves through them.
-pub mod status {
+/// Where a run is, in the order a run moves through it. Stored by its lowercase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
     /// Pages are being read and parts written.
-    pub const RUNNING: &str = "running";
+    Running,
     /// The manifest is written; the warehouse load may not have finished.
-    pub const EXTRACTED: &str = "extracted";
+    Extracted,
     /// The warehouse holds the run; the cursor is not committed yet.
-    pub const LOADED: &str = "loaded";
+    Loaded,
     /// Done: the cursor (if any) is committed.
-    pub const COMMITTED: &str = "committed";
+    Committed,
     /// Given up (state reset, or a catalog change made its parts unusable).
-    pub const ABANDONED: &str = "abandoned";
+    Abandoned,
     /// The tenant does not have the stream's entity: nothing was read, nothing failed.
-    pub const ABSENT: &str = "absent";
+    Absent,
 }
+
+crate::names::stored_by_name!(RunStatus, "run status", {
+    Running => "running",
+    Extracted => "extracted",
+    Loaded => "loaded",
+    Committed => "committed",
+    Abandoned => "abandoned",
+    Absent => "absent",
+});
+
+/// `status IN (…)` of the runs not finished yet (running, extracted, loaded).
+const UNFINISHED: &str = "status IN ('running','extracted','loaded')";
 
 /// One run of one stream.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -103,7 +117,7 @@ pub struct RunRecord {
     pub connection: String,
     pub stream: String,
     pub kind: RunKind,
-    pub status: String,
+    pub status: RunStatus,
     pub reconcile: bool,
     pub schema_hash: String,
     pub started_at: String,
@@ -134,8 +148,8 @@ impl RunRecord {
     /// `interrupted` when its process died without one (a crash, a kill); finished runs keep
     /// their status (`committed`, `absent`, `abandoned`).
     pub fn standing(&self) -> &str {
-        match self.status.as_str() {
-            status::RUNNING | status::EXTRACTED | status::LOADED => {
+        match self.status {
+            RunStatus::Running | RunStatus::Extracted | RunStatus::Loaded => {
                 if self.error.is_some() {
                     "failed"
                 } else if self.owner_pid.is_some_and(pid_alive) {
@@ -144,7 +158,7 @@ impl RunRecord {
                     "interrupted"
                 }
             }
-            other => other,
+            other => other.as_str(),
         }
     }
 
@@ -163,7 +177,7 @@ impl RunRecord {
             connection: connection.into(),
             stream: stream.into(),
             kind,
-            status: status::RUNNING.into(),
+            status: RunStatus::Running,
             reconcile,
             schema_hash: schema_hash.into(),
             started_at: chrono::Utc::now().to_rfc3339(),
@@ -328,7 +342,7 @@ impl StateStore {
         self.with(|c| {
             c.query_row(
                 &format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ?1 AND stream = ?2 AND status IN ('running','extracted','loaded') ORDER BY started_at DESC LIMIT 1"
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ?1 AND stream = ?2 AND {UNFINISHED} ORDER BY started_at DESC LIMIT 1"
                 ),
                 params![connection, stream],
                 run_from_row,
@@ -428,8 +442,8 @@ impl StateStore {
     pub fn mark_extracted(&self, run_id: &str, pending_cursor: Option<&str>) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET status = 'extracted', pending_cursor = ?2 WHERE run_id = ?1",
-                params![run_id, pending_cursor],
+                "UPDATE runs SET status = ?3, pending_cursor = ?2 WHERE run_id = ?1",
+                params![run_id, pending_cursor, RunStatus::Extracted],
             )
             .map(|_| ())
         })
@@ -444,8 +458,14 @@ impl StateStore {
     ) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET status = 'loaded', rows_upserted = ?2, rows_removed = ?3, table_rows = ?4 WHERE run_id = ?1",
-                params![run_id, upserted as i64, removed as i64, table_rows as i64],
+                "UPDATE runs SET status = ?5, rows_upserted = ?2, rows_removed = ?3, table_rows = ?4 WHERE run_id = ?1",
+                params![
+                    run_id,
+                    upserted as i64,
+                    removed as i64,
+                    table_rows as i64,
+                    RunStatus::Loaded
+                ],
             )
             .map(|_| ())
         })
@@ -471,8 +491,8 @@ impl StateStore {
                 )?;
             }
             tx.execute(
-                "UPDATE runs SET status = 'committed', finished_at = ?2, owner_pid = NULL WHERE run_id = ?1",
-                params![run_id, now],
+                "UPDATE runs SET status = ?3, finished_at = ?2, owner_pid = NULL WHERE run_id = ?1",
+                params![run_id, now, RunStatus::Committed],
             )?;
             tx.commit()
         })
@@ -490,11 +510,11 @@ impl StateStore {
     }
 
     pub fn abandon_run(&self, run_id: &str, why: &str) -> Result<()> {
-        self.close_run(run_id, status::ABANDONED, why)
+        self.close_run(run_id, RunStatus::Abandoned, why)
     }
 
     /// Ends a run in a final `status` other than committed, saying why.
-    pub fn close_run(&self, run_id: &str, status: &str, why: &str) -> Result<()> {
+    pub fn close_run(&self, run_id: &str, status: RunStatus, why: &str) -> Result<()> {
         self.with(|c| {
             c.execute(
                 "UPDATE runs SET status = ?4, error = ?2, finished_at = ?3, owner_pid = NULL WHERE run_id = ?1",
@@ -514,8 +534,8 @@ impl StateStore {
                 params![connection, stream],
             )?;
             let m = tx.execute(
-                "UPDATE runs SET status = 'abandoned', error = 'state reset', owner_pid = NULL WHERE connection = ?1 AND stream = ?2 AND status IN ('running','extracted','loaded')",
-                params![connection, stream],
+                &format!("UPDATE runs SET status = ?3, error = 'state reset', owner_pid = NULL WHERE connection = ?1 AND stream = ?2 AND {UNFINISHED}"),
+                params![connection, stream, RunStatus::Abandoned],
             )?;
             tx.commit()?;
             Ok(n + m > 0)
@@ -545,8 +565,8 @@ impl StateStore {
     pub fn last_reconciled(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
             c.query_row(
-                "SELECT MAX(started_at) FROM runs WHERE connection = ?1 AND stream = ?2 AND status = 'committed' AND reconcile = 1",
-                params![connection, stream],
+                "SELECT MAX(started_at) FROM runs WHERE connection = ?1 AND stream = ?2 AND status = ?3 AND reconcile = 1",
+                params![connection, stream, RunStatus::Committed],
                 |r| r.get(0),
             )
         })
@@ -1455,6 +1475,16 @@ mod tests {
     /// A run that stopped on an error reads `failed` whoever held it; one whose process died
     /// without a word reads `interrupted`; a live owner's run is `running`.
     #[test]
+    fn run_statuses_travel_by_name() {
+        for &st in RunStatus::ALL {
+            assert_eq!(st.as_str().parse::<RunStatus>().unwrap(), st);
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+        let err = "done".parse::<RunStatus>().unwrap_err().to_string();
+        assert!(err.contains("unknown run status `done`"), "{err}");
+    }
+
+    #[test]
     fn a_stopped_run_reads_failed_never_running() {
         let mut r = RunRecord::new(
             "r1",
@@ -1472,7 +1502,7 @@ mod tests {
         r.error = None;
         r.owner_pid = None;
         assert_eq!(r.standing(), "interrupted");
-        r.status = status::COMMITTED.into();
+        r.status = RunStatus::Committed;
         assert_eq!(r.standing(), "committed");
     }
 
@@ -1522,7 +1552,7 @@ mod tests {
         );
         assert!(s.open_run("crm", "dataverse.account").unwrap().is_none());
         assert_eq!(s.parts("r1").unwrap().len(), 1);
-        assert_eq!(s.runs(None, 10).unwrap()[0].status, status::COMMITTED);
+        assert_eq!(s.runs(None, 10).unwrap()[0].status, RunStatus::Committed);
 
         assert!(s.reset("crm", "dataverse.account").unwrap());
         assert_eq!(s.cursor("crm", "dataverse.account").unwrap(), None);
