@@ -1115,7 +1115,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             // A failed, blocked or waiting entry says where its job stands now (a replay may
             // have written it since); the HTTP status is named with its method, so a search
             // that answered 200 and matched several records does not read as a success.
-            let now: std::collections::HashMap<String, String> = ctx
+            let now: std::collections::HashMap<String, ml_connector::state::JobStatus> = ctx
                 .state
                 .sink_jobs(&flow, None)?
                 .into_iter()

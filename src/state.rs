@@ -804,20 +804,33 @@ pub struct LearnedRule {
     pub learned_at: String,
 }
 
-/// Sink job statuses.
-pub mod job_status {
+/// Where a sink job is. Stored by its lowercase name.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
     /// Decided, not written yet.
-    pub const PLANNED: &str = "planned";
+    #[default]
+    Planned,
     /// Written (or linked, or a no-op) and recorded in the ledger.
-    pub const APPLIED: &str = "applied";
+    Applied,
     /// The target refused it, or the answer was lost; `replay` retries it (searching first).
-    pub const FAILED: &str = "failed";
+    Failed,
     /// A dependency (e.g. the contact's firm) is missing; retried with it.
-    pub const WAITING: &str = "waiting";
+    Waiting,
     /// The target's metadata shows it would be refused (a field the tenant lacks, a value
     /// longer than it takes): nothing was sent; checked again by every apply.
-    pub const BLOCKED: &str = "blocked";
+    Blocked,
 }
+
+crate::names::stored_by_name!(JobStatus, "job status", {
+    Planned => "planned",
+    Applied => "applied",
+    Failed => "failed",
+    Waiting => "waiting",
+    Blocked => "blocked",
+});
 
 /// A ledger link: what a source record became in the target.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -855,7 +868,7 @@ pub struct SinkJob {
     pub run_id: String,
     /// The source record as JSON text (what `replay` maps again).
     pub record: String,
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: u32,
     pub last_error: Option<String>,
     /// The last attempt may have written without us seeing the answer: search before creating.
@@ -929,7 +942,7 @@ pub struct EchoLink<'a> {
 pub struct JobFinish<'a> {
     /// The job to move (none: only audit).
     pub job_id: Option<&'a str>,
-    pub status: &'a str,
+    pub status: JobStatus,
     pub error: Option<&'a str>,
     pub ambiguous: bool,
     /// Counts as an attempt (a wait does not).
@@ -1148,7 +1161,7 @@ impl StateStore {
             insert_audit(&tx, &now, audit)?;
             tx.execute(
                 "UPDATE sink_jobs SET status = ?2, last_error = NULL, ambiguous = 0, updated_at = ?3 WHERE job_id = ?1",
-                params![job_id, job_status::PLANNED, now],
+                params![job_id, JobStatus::Planned, now],
             )?;
             tx.commit()
         })
@@ -1211,8 +1224,8 @@ impl StateStore {
     ) -> Result<Option<String>> {
         self.with(|c| {
             c.query_row(
-                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND source_version IS ?4 AND status = 'applied' ORDER BY created_at DESC LIMIT 1",
-                params![flow, mapping, source_id, version],
+                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND source_version IS ?4 AND status = ?5 ORDER BY created_at DESC LIMIT 1",
+                params![flow, mapping, source_id, version, JobStatus::Applied],
                 |r| r.get(0),
             )
             .optional()
@@ -1337,7 +1350,7 @@ impl StateStore {
     }
 
     /// Jobs of a flow, optionally only those in `status`, oldest first.
-    pub fn sink_jobs(&self, flow: &str, status: Option<&str>) -> Result<Vec<SinkJob>> {
+    pub fn sink_jobs(&self, flow: &str, status: Option<JobStatus>) -> Result<Vec<SinkJob>> {
         self.with(|c| {
             let mut st = c.prepare(&format!(
                 "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY created_at, rowid"
@@ -1353,7 +1366,7 @@ impl StateStore {
             let mut st = c.prepare(
                 "SELECT source_id, run_id FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND status <> ?3",
             )?;
-            st.query_map(params![flow, mapping, job_status::APPLIED], |r| {
+            st.query_map(params![flow, mapping, JobStatus::Applied], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .collect()

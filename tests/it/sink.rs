@@ -14,6 +14,7 @@ use ml_connector::loaders::sink::{JobResult, Replay, Sink};
 use ml_connector::run::{Context, RunRequest, run_many};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::spec::StreamId;
+use ml_connector::state::JobStatus;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -761,7 +762,12 @@ async fn a_tenant_rule_learned_from_one_refusal_blocks_the_rest_of_the_mapping()
     assert_eq!(report.failed, refused(&env), "{:#?}", report.jobs);
     assert_eq!((report.failed + report.blocked) as u64, missing);
     assert_eq!(env.creates("contact") as u64, contacts - missing);
-    for j in env.ctx.state.sink_jobs(FLOW, Some("failed")).unwrap() {
+    for j in env
+        .ctx
+        .state
+        .sink_jobs(FLOW, Some(JobStatus::Failed))
+        .unwrap()
+    {
         assert!(!j.ambiguous);
         assert!(
             j.last_error
@@ -782,7 +788,12 @@ async fn a_tenant_rule_learned_from_one_refusal_blocks_the_rest_of_the_mapping()
                 .starts_with("POST /contact")
         );
     }
-    for j in env.ctx.state.sink_jobs(FLOW, Some("blocked")).unwrap() {
+    for j in env
+        .ctx
+        .state
+        .sink_jobs(FLOW, Some(JobStatus::Blocked))
+        .unwrap()
+    {
         assert!(
             j.last_error
                 .unwrap_or_default()
@@ -822,7 +833,7 @@ async fn a_tenant_rule_learned_from_one_refusal_blocks_the_rest_of_the_mapping()
         .unwrap();
     sink.replay(&Replay::Failed, &target).await.unwrap();
     assert_eq!(env.creates("contact") as u64, contacts);
-    for status in ["failed", "blocked"] {
+    for status in [JobStatus::Failed, JobStatus::Blocked] {
         assert!(
             env.ctx
                 .state
@@ -927,7 +938,11 @@ async fn an_apply_cut_short_is_finished_by_the_next_without_duplicates() {
     }
     let done = env.all_creates();
     assert!(done > 0 && done < writes, "{done} of {writes}");
-    let left = env.ctx.state.sink_jobs(FLOW, Some("planned")).unwrap();
+    let left = env
+        .ctx
+        .state
+        .sink_jobs(FLOW, Some(JobStatus::Planned))
+        .unwrap();
     assert!(!left.is_empty());
     // The cursors moved with the recorded jobs: the next plan is empty, and the next apply
     // finishes what was left, searching before every create.
@@ -938,7 +953,7 @@ async fn an_apply_cut_short_is_finished_by_the_next_without_duplicates() {
     assert!(
         env.ctx
             .state
-            .sink_jobs(FLOW, Some("planned"))
+            .sink_jobs(FLOW, Some(JobStatus::Planned))
             .unwrap()
             .is_empty()
     );
@@ -962,7 +977,7 @@ async fn an_apply_cut_short_is_finished_by_the_next_without_duplicates() {
     let waiting = env
         .ctx
         .state
-        .sink_jobs(FLOW, Some("waiting"))
+        .sink_jobs(FLOW, Some(JobStatus::Waiting))
         .unwrap()
         .len();
     assert_eq!(waiting, plan.count(&Action::Wait));

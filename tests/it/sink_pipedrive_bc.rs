@@ -15,6 +15,7 @@ use ml_connector::loaders::sink::{Replay, Sink};
 use ml_connector::loaders::warehouse::OutputFormat;
 use ml_connector::run::{Context, RunRequest, run_many};
 use ml_connector::sandbox::{BcWriteLog, Sandbox, SandboxOptions};
+use ml_connector::state::JobStatus;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -830,7 +831,7 @@ async fn won_deals_without_products_follow_the_flows_policy() {
         assert!(
             !env.ctx
                 .state
-                .sink_jobs(FLOW, Some("waiting"))
+                .sink_jobs(FLOW, Some(JobStatus::Waiting))
                 .unwrap()
                 .iter()
                 .any(|j| bare.iter().any(|d| d["id"] == j.source_id)),

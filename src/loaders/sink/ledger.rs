@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use super::flow::{EntityMap, FlowFile, Mode, ParentRef};
 use super::target::{Target, WriteError};
 use crate::error::Result;
-use crate::state::{AuditEntry, EchoLink, JobFinish, NewLink, StateStore, job_status};
+use crate::state::{AuditEntry, EchoLink, JobFinish, JobStatus, NewLink, StateStore};
 
 /// What one attempt at a job ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,12 +310,12 @@ impl JobCtx<'_> {
             Outcome::Created(_)
             | Outcome::Updated(_)
             | Outcome::Linked(_)
-            | Outcome::Noop { .. } => (job_status::APPLIED, None, false),
+            | Outcome::Noop { .. } => (JobStatus::Applied, None, false),
             Outcome::Failed { reason, ambiguous } => {
-                (job_status::FAILED, Some(reason.as_str()), *ambiguous)
+                (JobStatus::Failed, Some(reason.as_str()), *ambiguous)
             }
-            Outcome::Waiting(why) => (job_status::WAITING, Some(why.as_str()), false),
-            Outcome::Blocked(why) => (job_status::BLOCKED, Some(why.as_str()), false),
+            Outcome::Waiting(why) => (JobStatus::Waiting, Some(why.as_str()), false),
+            Outcome::Blocked(why) => (JobStatus::Blocked, Some(why.as_str()), false),
         };
         self.state.sink_commit(&JobFinish {
             job_id: Some(j.job_id),

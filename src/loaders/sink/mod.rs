@@ -37,7 +37,7 @@ use self::preflight::Preflight;
 use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
-use crate::state::{AuditEntry, JobFinish, SinkJob, job_status};
+use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
 
 /// What `replay` re-runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,7 +379,7 @@ impl<'a> Sink<'a> {
             run_id: pj.run_id.clone(),
             // A map of JSON values always serializes (string keys, plain values).
             record: serde_json::to_string(&pj.row.record).unwrap_or_default(),
-            status: job_status::PLANNED.into(),
+            status: JobStatus::Planned,
             attempts: 0,
             last_error: None,
             ambiguous: false,
@@ -447,11 +447,7 @@ impl<'a> Sink<'a> {
         // Jobs that waited for a parent created just now, jobs a crashed apply left planned,
         // and blocked jobs (the tenant or the flow may have been fixed).
         let mut left = Vec::new();
-        for status in [
-            job_status::WAITING,
-            job_status::PLANNED,
-            job_status::BLOCKED,
-        ] {
+        for status in [JobStatus::Waiting, JobStatus::Planned, JobStatus::Blocked] {
             left.extend(self.ctx.state.sink_jobs(&self.name, Some(status))?);
         }
         left.retain(|j| !in_plan.contains(j.job_id.as_str()));
@@ -498,9 +494,9 @@ impl<'a> Sink<'a> {
             self.ctx.state.sink_commit(&JobFinish {
                 job_id: Some(&pj.job_id),
                 status: if failed {
-                    job_status::FAILED
+                    JobStatus::Failed
                 } else {
-                    job_status::APPLIED
+                    JobStatus::Applied
                 },
                 error: failed.then_some(pj.reason.as_str()),
                 attempted: failed,
@@ -657,9 +653,9 @@ impl<'a> Sink<'a> {
         self.ctx.state.sink_commit(&JobFinish {
             job_id: Some(&job.job_id),
             status: if matched {
-                job_status::APPLIED
+                JobStatus::Applied
             } else {
-                job_status::PLANNED
+                JobStatus::Planned
             },
             error: None,
             ambiguous: false,
@@ -751,7 +747,7 @@ impl<'a> Sink<'a> {
         let jobs = match which {
             Replay::Failed => {
                 let mut v = Vec::new();
-                for status in [job_status::FAILED, job_status::WAITING, job_status::BLOCKED] {
+                for status in [JobStatus::Failed, JobStatus::Waiting, JobStatus::Blocked] {
                     v.extend(self.ctx.state.sink_jobs(&self.name, Some(status))?);
                 }
                 v
@@ -817,7 +813,7 @@ impl<'a> Sink<'a> {
                 let why = format!("the stored source record is unreadable: {e}");
                 self.ctx.state.sink_commit(&JobFinish {
                     job_id: Some(&j.job_id),
-                    status: job_status::FAILED,
+                    status: JobStatus::Failed,
                     error: Some(&why),
                     attempted: true,
                     ..JobFinish::default()
@@ -853,7 +849,7 @@ impl<'a> Sink<'a> {
         let mut by = std::collections::BTreeMap::new();
         let jobs = st.sink_jobs(&self.name, None)?;
         for j in &jobs {
-            *by.entry(j.status.clone()).or_insert(0) += 1;
+            *by.entry(j.status.to_string()).or_insert(0) += 1;
         }
         let cursors = self
             .flow
@@ -869,7 +865,7 @@ impl<'a> Sink<'a> {
             - chrono::Duration::seconds((self.flow.stale_after_hours * 3600.0) as i64);
         let stale = jobs
             .iter()
-            .filter(|j| j.status == job_status::WAITING && is_before(&j.created_at, stale_before))
+            .filter(|j| j.status == JobStatus::Waiting && is_before(&j.created_at, stale_before))
             .count();
         Ok(FlowStatus {
             flow: self.name.clone(),
@@ -882,8 +878,7 @@ impl<'a> Sink<'a> {
             failed: jobs
                 .into_iter()
                 .filter(|j| {
-                    [job_status::FAILED, job_status::WAITING, job_status::BLOCKED]
-                        .contains(&j.status.as_str())
+                    [JobStatus::Failed, JobStatus::Waiting, JobStatus::Blocked].contains(&j.status)
                 })
                 .collect(),
         })

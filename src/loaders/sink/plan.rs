@@ -14,7 +14,7 @@ use super::ledger::{Mirror, NoLinesDecision, ParentId, lines_settled, no_lines, 
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
-use crate::state::{SinkLine, StateStore, job_status};
+use crate::state::{JobStatus, SinkLine, StateStore};
 
 /// What apply will do with one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -362,7 +362,7 @@ pub async fn plan(
                 )
             } else if prior
                 .as_ref()
-                .is_some_and(|j| j.status == job_status::APPLIED)
+                .is_some_and(|j| j.status == JobStatus::Applied)
             {
                 (
                     Action::Noop,
