@@ -6,11 +6,12 @@
 //! columns kept as text, fields the catalog does not type (kept in `_ml_extra`) — and for the
 //! value of each typed column. The decoder is then fed the typed values alone, as a positional
 //! array in column order (`[v0,v1,null,…]`, arrow-json's list mode): it parses values only, not
-//! keys, annotations or untyped fields, and looks up no field names. A record the decoder cannot type does not fail the
-//! page: the page is re-decoded record by record, and in a record the decoder rejects each
-//! typed field is tried alone. A field whose value does not fit its column (type drift: a
-//! boolean where the catalog says int64) leaves that column NULL, its raw value goes to
-//! `_ml_extra` under the column's name, and the drift is counted per column: the record lands.
+//! keys, annotations or untyped fields, and looks up no field names. A record the decoder
+//! cannot type does not fail the page: the page is re-decoded record by record, and in a record
+//! the decoder rejects each typed field is tried alone. A field whose value does not fit its
+//! column (type drift: a boolean where the catalog says int64) leaves that column NULL, its raw
+//! value goes to `_ml_extra` under the column's name, and the drift is counted per column: the
+//! record lands.
 //! Only a record that cannot be parsed at all, or whose key is missing or unreadable, goes to
 //! the quarantine, with the decoder's reason and, where it can be read, its key (a reconciling
 //! merge keeps quarantined keys: a row is never deleted because it could not be read).
