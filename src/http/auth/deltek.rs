@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{AuthProvider, Cached, TokenResponse};
+use super::{AuthProvider, Cached, TokenAnswer, TokenResponse, token_request};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
@@ -166,63 +166,53 @@ impl DeltekPasswordGrant {
         http: &reqwest::Client,
         form: &[(&str, &str)],
     ) -> Result<(Cached, Option<String>)> {
-        let mut last_err = None;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-            }
-            let resp = match http.post(&self.token_url).form(form).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last_err = Some(self.auth_err(format!(
-                        "cannot reach the Vantagepoint token endpoint {}: {}. Check base_url (the tenant URL ending in /api).",
-                        redact_url(&self.token_url),
-                        crate::http::describe_reqwest_error(&e)
-                    )));
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.unwrap_or_default();
-            if (200..300).contains(&status) {
-                let tok: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                    self.auth_err(format!(
-                        "the token endpoint answered {status} with an unreadable body ({e}); is base_url the API root (ending in /api)?"
-                    ))
-                })?;
-                let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(1799);
-                let mut header = HeaderValue::from_str(&format!("bearer {}", tok.access_token))
-                    .map_err(|_| {
-                        self.auth_err(
-                            "the access token contains characters not allowed in a header".into(),
-                        )
-                    })?;
-                header.set_sensitive(true);
-                let ttl = Duration::from_secs(ttl);
-                // Short tokens (tests) are renewed at four fifths of their life.
-                let renew = if ttl > RENEW_MARGIN * 2 {
-                    ttl - RENEW_MARGIN
-                } else {
-                    ttl * 4 / 5
-                };
-                return Ok((
-                    Cached {
-                        header,
-                        renew_at: Instant::now() + renew,
-                    },
-                    tok.refresh_token,
-                ));
-            }
-            if status == 429 || status >= 500 {
-                last_err = Some(self.auth_err(format!(
+        let TokenAnswer { status, body } = token_request(
+            || http.post(&self.token_url).form(form),
+            |e| {
+                self.auth_err(format!(
+                    "cannot reach the Vantagepoint token endpoint {}: {}. Check base_url (the tenant URL ending in /api).",
+                    redact_url(&self.token_url),
+                    crate::http::describe_reqwest_error(e)
+                ))
+            },
+            |status, body| {
+                self.auth_err(format!(
                     "the token endpoint answered HTTP {status}: {}",
-                    DeltekError::parse(&body).summary(&body)
-                )));
-                continue;
-            }
-            return Err(self.auth_err(explain(status, &body, &self.login)));
+                    DeltekError::parse(body).summary(body)
+                ))
+            },
+        )
+        .await?;
+        if (200..300).contains(&status) {
+            let tok: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                self.auth_err(format!(
+                    "the token endpoint answered {status} with an unreadable body ({e}); is base_url the API root (ending in /api)?"
+                ))
+            })?;
+            let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(1799);
+            let mut header = HeaderValue::from_str(&format!("bearer {}", tok.access_token))
+                .map_err(|_| {
+                    self.auth_err(
+                        "the access token contains characters not allowed in a header".into(),
+                    )
+                })?;
+            header.set_sensitive(true);
+            let ttl = Duration::from_secs(ttl);
+            // Short tokens (tests) are renewed at four fifths of their life.
+            let renew = if ttl > RENEW_MARGIN * 2 {
+                ttl - RENEW_MARGIN
+            } else {
+                ttl * 4 / 5
+            };
+            return Ok((
+                Cached {
+                    header,
+                    renew_at: Instant::now() + renew,
+                },
+                tok.refresh_token,
+            ));
         }
-        Err(last_err.unwrap_or_else(|| self.auth_err("no token".into())))
+        Err(self.auth_err(explain(status, &body, &self.login)))
     }
 }
 

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{AuthProvider, Cached, OAuthError, TokenCache, TokenResponse, renew_after};
+use super::{
+    AuthProvider, Cached, OAuthError, TokenAnswer, TokenCache, TokenResponse, renew_after,
+    token_request,
+};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
@@ -66,75 +69,54 @@ impl EntraClientCredentials {
             ("client_secret", self.secret.expose_secret()),
             ("scope", self.scope.as_str()),
         ];
-        let mut last_err = None;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-            }
-            let resp = match http.post(&self.token_url).form(&form).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last_err = Some(Error::Auth {
-                        system: self.system.clone(),
-                        message: format!(
-                            "cannot reach the token authority {}: {}. Check authority_url (national clouds use their own login host).",
-                            redact_url(&self.token_url),
-                            crate::http::describe_reqwest_error(&e)
-                        ),
-                    });
-                    continue;
-                }
-            };
-            let status = resp.status();
-            let body = resp.bytes().await.unwrap_or_default();
-            if status.is_success() {
-                let tok: TokenResponse =
-                    serde_json::from_slice(&body).map_err(|e| Error::Auth {
-                        system: self.system.clone(),
-                        message: format!(
-                            "the token endpoint answered 200 with an unreadable body: {e}"
-                        ),
-                    })?;
-                if tok
-                    .token_type
-                    .as_deref()
-                    .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
-                {
-                    return Err(Error::Auth {
-                        system: self.system.clone(),
-                        message: "the token endpoint returned a non-Bearer token".into(),
-                    });
-                }
-                let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(3599);
-                let mut header = HeaderValue::from_str(&format!("Bearer {}", tok.access_token))
-                    .map_err(|_| Error::Auth {
-                        system: self.system.clone(),
-                        message: "the access token contains characters not allowed in a header"
-                            .into(),
-                    })?;
-                header.set_sensitive(true);
-                return Ok(Cached {
-                    header,
-                    renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
-                });
-            }
-            if status.is_server_error() || status.as_u16() == 429 {
-                last_err = Some(Error::Auth {
-                    system: self.system.clone(),
-                    message: format!("the token endpoint answered HTTP {status}"),
-                });
-                continue;
-            }
-            let err: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
-            return Err(Error::Auth {
+        let TokenAnswer { status, body } = token_request(
+            || http.post(&self.token_url).form(&form),
+            |e| Error::Auth {
                 system: self.system.clone(),
-                message: self.explain(status.as_u16(), &err, &body),
+                message: format!(
+                    "cannot reach the token authority {}: {}. Check authority_url (national clouds use their own login host).",
+                    redact_url(&self.token_url),
+                    crate::http::describe_reqwest_error(e)
+                ),
+            },
+            |status, _| Error::Auth {
+                system: self.system.clone(),
+                message: format!("the token endpoint answered HTTP {status}"),
+            },
+        )
+        .await?;
+        if (200..300).contains(&status) {
+            let tok: TokenResponse = serde_json::from_slice(&body).map_err(|e| Error::Auth {
+                system: self.system.clone(),
+                message: format!("the token endpoint answered 200 with an unreadable body: {e}"),
+            })?;
+            if tok
+                .token_type
+                .as_deref()
+                .is_some_and(|t| !t.eq_ignore_ascii_case("bearer"))
+            {
+                return Err(Error::Auth {
+                    system: self.system.clone(),
+                    message: "the token endpoint returned a non-Bearer token".into(),
+                });
+            }
+            let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(3599);
+            let mut header = HeaderValue::from_str(&format!("Bearer {}", tok.access_token))
+                .map_err(|_| Error::Auth {
+                    system: self.system.clone(),
+                    message: "the access token contains characters not allowed in a header".into(),
+                })?;
+            header.set_sensitive(true);
+            return Ok(Cached {
+                header,
+                renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
             });
         }
-        Err(last_err.unwrap_or_else(|| Error::Auth {
+        let err: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
+        Err(Error::Auth {
             system: self.system.clone(),
-            message: "no token".into(),
-        }))
+            message: self.explain(status, &err, &body),
+        })
     }
 
     /// Entra's error codes, in words a user can act on.

@@ -10,7 +10,9 @@ use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{AuthProvider, Cached, TokenCache, TokenResponse, renew_after};
+use super::{
+    AuthProvider, Cached, TokenAnswer, TokenCache, TokenResponse, renew_after, token_request,
+};
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
@@ -63,59 +65,56 @@ impl LookerLogin {
             ("client_id", self.client_id.as_str()),
             ("client_secret", self.secret.expose_secret()),
         ];
-        let mut last_err = None;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-            }
-            let resp = match http.post(&self.login_url).form(&form).send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    last_err = Some(Self::err(format!(
-                        "cannot reach the Looker API at {}: {}. Check base_url and port (443, or 19999 for older AWS-hosted instances).",
-                        redact_url(&self.login_url),
-                        crate::http::describe_reqwest_error(&e)
-                    )));
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.unwrap_or_default();
-            if (200..300).contains(&status) {
-                let tok: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                    Self::err(format!(
-                        "{} answered {status} with a body that is not an access token ({e}); is base_url the Looker instance (API 4.0)?",
-                        redact_url(&self.login_url)
-                    ))
+        let TokenAnswer { status, body } = token_request(
+            || http.post(&self.login_url).form(&form),
+            |e| {
+                Self::err(format!(
+                    "cannot reach the Looker API at {}: {}. Check base_url and port (443, or 19999 for older AWS-hosted instances).",
+                    redact_url(&self.login_url),
+                    crate::http::describe_reqwest_error(e)
+                ))
+            },
+            |status, body| {
+                Self::err(format!(
+                    "the login endpoint answered HTTP {status}: {}",
+                    error_message(body)
+                ))
+            },
+        )
+        .await?;
+        if (200..300).contains(&status) {
+            let tok: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+                Self::err(format!(
+                    "{} answered {status} with a body that is not an access token ({e}); is base_url the Looker instance (API 4.0)?",
+                    redact_url(&self.login_url)
+                ))
+            })?;
+            let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(3600);
+            let mut header = HeaderValue::from_str(&format!("token {}", tok.access_token))
+                .map_err(|_| {
+                    Self::err("the access token contains characters not allowed in a header".into())
                 })?;
-                let ttl = tok.expires_in.and_then(|e| e.seconds()).unwrap_or(3600);
-                let mut header = HeaderValue::from_str(&format!("token {}", tok.access_token))
-                    .map_err(|_| {
-                        Self::err(
-                            "the access token contains characters not allowed in a header".into(),
-                        )
-                    })?;
-                header.set_sensitive(true);
-                return Ok(Cached {
-                    header,
-                    renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
-                });
-            }
-            let message = serde_json::from_slice::<LookerError>(&body)
-                .map(|e| e.message)
-                .ok()
-                .filter(|m| !m.is_empty())
-                .unwrap_or_else(|| body_excerpt(&body, 200));
-            if status == 429 || status >= 500 {
-                last_err = Some(Self::err(format!(
-                    "the login endpoint answered HTTP {status}: {message}"
-                )));
-                continue;
-            }
-            return Err(Self::err(explain(status, &message, &self.client_id)));
+            header.set_sensitive(true);
+            return Ok(Cached {
+                header,
+                renew_at: Instant::now() + renew_after(Duration::from_secs(ttl)),
+            });
         }
-        Err(last_err.unwrap_or_else(|| Self::err("no token".into())))
+        Err(Self::err(explain(
+            status,
+            &error_message(&body),
+            &self.client_id,
+        )))
     }
+}
+
+/// The message of a Looker error body, or the start of the body.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<LookerError>(body)
+        .map(|e| e.message)
+        .ok()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| body_excerpt(body, 200))
 }
 
 /// A refused login in words an administrator can act on. Looker answers a wrong API key with

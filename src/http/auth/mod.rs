@@ -10,10 +10,12 @@ pub mod pipedrive;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::http::retry::{RetryPolicy, next_wait, parse_retry_after};
 
 pub use entra::EntraClientCredentials;
 
@@ -40,6 +42,60 @@ pub trait AuthProvider: Send + Sync + fmt::Debug {
     /// first token; `None` = use the configured one.
     fn api_base(&self) -> Option<String> {
         None
+    }
+}
+
+/// How token requests are retried: three attempts in all, waiting as every other request does
+/// (the server's `Retry-After`, else a jittered step of the backoff), and never longer in all
+/// than `max_total`: a login that cannot succeed soon should say why, not hang.
+const TOKEN_RETRY: RetryPolicy = RetryPolicy {
+    max_retries: 2,
+    base_delay: Duration::from_millis(300),
+    max_delay: Duration::from_secs(5),
+    max_total: Duration::from_secs(30),
+};
+
+/// What a token endpoint answered, once it is not worth asking again: a success or a refusal.
+pub(crate) struct TokenAnswer {
+    pub(crate) status: u16,
+    pub(crate) body: bytes::Bytes,
+}
+
+/// Sends a token request (`build` makes it, once per attempt) under [`TOKEN_RETRY`]: transport
+/// failures, 429 and 5xx are tried again; any other answer is returned for the provider to read.
+/// When the attempts run out, the error is the last failure as `unreachable` (transport) or
+/// `transient` (status and body) describe it.
+pub(crate) async fn token_request(
+    build: impl Fn() -> reqwest::RequestBuilder,
+    unreachable: impl Fn(&reqwest::Error) -> Error,
+    transient: impl Fn(u16, &[u8]) -> Error,
+) -> Result<TokenAnswer> {
+    let mut backoff = TOKEN_RETRY.backoff().build();
+    let mut waited = Duration::ZERO;
+    loop {
+        let (err, retry_after) = match build().send().await {
+            Err(e) => (unreachable(&e), None),
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                let body = resp.bytes().await.unwrap_or_default();
+                if status != 429 && status < 500 {
+                    return Ok(TokenAnswer { status, body });
+                }
+                (transient(status, &body), retry_after)
+            }
+        };
+        match next_wait(retry_after, backoff.next()) {
+            Some(wait) if waited + wait <= TOKEN_RETRY.max_total => {
+                waited += wait;
+                tokio::time::sleep(wait).await;
+            }
+            _ => return Err(err),
+        }
     }
 }
 
@@ -124,4 +180,86 @@ pub(crate) struct OAuthError {
 pub(crate) fn renew_after(ttl: Duration) -> Duration {
     let margin = (ttl / 5).min(Duration::from_secs(300));
     ttl.saturating_sub(margin)
+}
+
+#[cfg(test)]
+mod token_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
+    use super::*;
+
+    /// A token endpoint answering `answers` in turn (then the last one again); counts calls.
+    async fn endpoint(answers: Vec<(u16, &'static str)>) -> (String, Arc<AtomicU32>) {
+        let calls = Arc::new(AtomicU32::new(0));
+        let seen = calls.clone();
+        let app = Router::new().route(
+            "/token",
+            post(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst) as usize;
+                let (status, body) = answers[n.min(answers.len() - 1)];
+                async move {
+                    let mut headers = HeaderMap::new();
+                    headers.insert("retry-after", "0".parse().unwrap());
+                    (StatusCode::from_u16(status).unwrap(), headers, body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (format!("http://{addr}/token"), calls)
+    }
+
+    fn auth_err(message: String) -> Error {
+        Error::Auth {
+            system: "test".into(),
+            message,
+        }
+    }
+
+    #[tokio::test]
+    async fn token_requests_retry_throttling_and_return_refusals() {
+        let http = reqwest::Client::new();
+        // Throttled, then a server error, then a token: three calls, the token returned.
+        let (url, calls) = endpoint(vec![(429, ""), (503, ""), (200, "tok")]).await;
+        let answer = token_request(
+            || http.post(&url),
+            |e| auth_err(e.to_string()),
+            |s, _| auth_err(format!("HTTP {s}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!((answer.status, &answer.body[..]), (200, &b"tok"[..]));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        // A refusal is the provider's to explain: returned at once, not retried.
+        let (url, calls) = endpoint(vec![(401, "bad secret")]).await;
+        let answer = token_request(
+            || http.post(&url),
+            |e| auth_err(e.to_string()),
+            |s, _| auth_err(format!("HTTP {s}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(answer.status, 401);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // Failing every time: three attempts, then the last failure as described.
+        let (url, calls) = endpoint(vec![(500, "")]).await;
+        let err = token_request(
+            || http.post(&url),
+            |e| auth_err(e.to_string()),
+            |s, _| auth_err(format!("HTTP {s}")),
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("HTTP 500"), "{err}");
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
 }

@@ -14,7 +14,10 @@ use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{AuthProvider, Cached, OAuthError, TokenCache, TokenResponse, renew_after};
+use super::{
+    AuthProvider, Cached, OAuthError, TokenAnswer, TokenCache, TokenResponse, renew_after,
+    token_request,
+};
 use crate::error::{Error, Result};
 use crate::http::redact::body_excerpt;
 use crate::vault::Vault;
@@ -152,96 +155,80 @@ impl PipedriveOAuth {
             ("grant_type", "refresh_token"),
             ("refresh_token", refresh.expose_secret()),
         ];
-        let mut last = None;
-        for attempt in 0..3u32 {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(attempt))).await;
-            }
-            let resp = match http
-                .post(&self.token_url)
-                .header(reqwest::header::AUTHORIZATION, auth.clone())
-                .form(&form)
-                .send()
-                .await
+        let TokenAnswer { status, body } = token_request(
+            || {
+                http.post(&self.token_url)
+                    .header(reqwest::header::AUTHORIZATION, auth.clone())
+                    .form(&form)
+            },
+            |e| {
+                Self::auth_err(format!(
+                    "cannot reach the OAuth token endpoint {}: {}",
+                    self.token_url,
+                    crate::http::describe_reqwest_error(e)
+                ))
+            },
+            |status, _| Self::auth_err(format!("the OAuth token endpoint answered HTTP {status}")),
+        )
+        .await?;
+        if !(200..300).contains(&status) {
+            let e: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
+            // Another stream or process may have rotated the token: take the stored one.
+            if e.error == "invalid_grant"
+                && let Some(stored) = self.stored_refresh_token()
+                && stored.expose_secret() != refresh.expose_secret()
             {
-                Ok(r) => r,
-                Err(e) => {
-                    last = Some(Self::auth_err(format!(
-                        "cannot reach the OAuth token endpoint {}: {}",
-                        self.token_url,
-                        crate::http::describe_reqwest_error(&e)
-                    )));
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let body = resp.bytes().await.unwrap_or_default();
-            if status == 429 || status >= 500 {
-                last = Some(Self::auth_err(format!(
-                    "the OAuth token endpoint answered HTTP {status}"
-                )));
-                continue;
-            }
-            if !(200..300).contains(&status) {
-                let e: OAuthError = serde_json::from_slice(&body).unwrap_or_default();
-                // Another stream or process may have rotated the token: take the stored one.
-                if e.error == "invalid_grant"
-                    && let Some(stored) = self.stored_refresh_token()
-                    && stored.expose_secret() != refresh.expose_secret()
-                {
-                    *self
-                        .refresh_token
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) = stored.clone();
-                    return Box::pin(self.fetch_with(http, stored)).await;
-                }
-                let hint = match (status, e.error.as_str()) {
-                    (401, _) | (_, "invalid_client") => {
-                        "client_id or client_secret is wrong (the app's OAuth credentials in Developer Hub)"
-                    }
-                    (_, "invalid_grant") => {
-                        "the refresh token was revoked or expired (app uninstalled, or unused for about 60 days): install the app again and store the new refresh token"
-                    }
-                    _ => "check client_id, client_secret and refresh_token",
-                };
-                return Err(Self::auth_err(format!(
-                    "token refresh refused (HTTP {status} {} {}): {hint}",
-                    e.error,
-                    if e.error_description.is_empty() {
-                        body_excerpt(&body, 200)
-                    } else {
-                        e.error_description.clone()
-                    }
-                )));
-            }
-            let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
-                Self::auth_err(format!("the token response is not the expected JSON: {e}"))
-            })?;
-            if let Some(d) = &t.api_domain {
                 *self
-                    .api_domain
+                    .refresh_token
                     .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(d.trim_end_matches('/').to_string());
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = stored.clone();
+                return Box::pin(self.fetch_with(http, stored)).await;
             }
-            // Stored before the new access token is handed out: Pipedrive has already revoked
-            // the refresh token we sent, so a token that is only in memory dies with this
-            // process. A failed store fails the request rather than carrying on.
-            if let Some(new) = t.refresh_token.as_deref()
-                && (new != refresh.expose_secret() || self.unsaved.load(Ordering::Acquire))
-            {
-                self.rotate(new)?;
-            }
-            let ttl = Duration::from_secs(t.expires_in.and_then(|e| e.seconds()).unwrap_or(3599));
-            let mut header = HeaderValue::from_str(&format!("Bearer {}", t.access_token))
-                .map_err(|_| Self::auth_err("the access token is not a valid header".into()))?;
-            header.set_sensitive(true);
-            return Ok(Cached {
-                header,
-                renew_at: Instant::now() + renew_after(ttl),
-            });
+            let hint = match (status, e.error.as_str()) {
+                (401, _) | (_, "invalid_client") => {
+                    "client_id or client_secret is wrong (the app's OAuth credentials in Developer Hub)"
+                }
+                (_, "invalid_grant") => {
+                    "the refresh token was revoked or expired (app uninstalled, or unused for about 60 days): install the app again and store the new refresh token"
+                }
+                _ => "check client_id, client_secret and refresh_token",
+            };
+            return Err(Self::auth_err(format!(
+                "token refresh refused (HTTP {status} {} {}): {hint}",
+                e.error,
+                if e.error_description.is_empty() {
+                    body_excerpt(&body, 200)
+                } else {
+                    e.error_description.clone()
+                }
+            )));
         }
-        Err(last.unwrap_or_else(|| Self::auth_err("token refresh failed".into())))
+        let t: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
+            Self::auth_err(format!("the token response is not the expected JSON: {e}"))
+        })?;
+        if let Some(d) = &t.api_domain {
+            *self
+                .api_domain
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(d.trim_end_matches('/').to_string());
+        }
+        // Stored before the new access token is handed out: Pipedrive has already revoked
+        // the refresh token we sent, so a token that is only in memory dies with this
+        // process. A failed store fails the request rather than carrying on.
+        if let Some(new) = t.refresh_token.as_deref()
+            && (new != refresh.expose_secret() || self.unsaved.load(Ordering::Acquire))
+        {
+            self.rotate(new)?;
+        }
+        let ttl = Duration::from_secs(t.expires_in.and_then(|e| e.seconds()).unwrap_or(3599));
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", t.access_token))
+            .map_err(|_| Self::auth_err("the access token is not a valid header".into()))?;
+        header.set_sensitive(true);
+        Ok(Cached {
+            header,
+            renew_at: Instant::now() + renew_after(ttl),
+        })
     }
 
     /// Keeps a rotated refresh token: in memory always, and in the vault when one is attached
