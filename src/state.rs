@@ -271,6 +271,39 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
     })
 }
 
+/// Journaling, then the schema and the columns older stores lack, in one immediate transaction:
+/// two processes opening a new store at once (a `sync` beside `serve`) would otherwise both see
+/// a column missing and the second would fail adding it.
+fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    tx.execute_batch(SCHEMA)?;
+    tx.execute_batch(SINK_SCHEMA)?;
+    // Ledgers written before `target_version` existed get the column (NULL: no echo known).
+    let has_version: bool = tx
+        .prepare("SELECT 1 FROM pragma_table_info('sink_ledger') WHERE name = 'target_version'")?
+        .exists([])?;
+    if !has_version {
+        tx.execute_batch("ALTER TABLE sink_ledger ADD COLUMN target_version INTEGER;")?;
+    }
+    // Stores written before the tenant reconciliation get its columns.
+    for (table, column, ty) in [
+        ("runs", "report", "TEXT"),
+        ("stream_state", "columns_hash", "TEXT"),
+    ] {
+        let has: bool = tx
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
+            ))?
+            .exists([])?;
+        if !has {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+        }
+    }
+    tx.commit()
+}
+
 impl StateStore {
     /// Opens (creating) the store at `path`. WAL journaling: a committed transaction survives a
     /// killed process.
@@ -278,34 +311,21 @@ impl StateStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let conn =
+        let mut conn =
             Connection::open(path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(SINK_SCHEMA)?;
-        // Ledgers written before `target_version` existed get the column (NULL: no echo known).
-        let has_version: bool = conn
-            .prepare(
-                "SELECT 1 FROM pragma_table_info('sink_ledger') WHERE name = 'target_version'",
-            )?
-            .exists([])?;
-        if !has_version {
-            conn.execute_batch("ALTER TABLE sink_ledger ADD COLUMN target_version INTEGER;")?;
-        }
-        // Stores written before the tenant reconciliation get its columns.
-        for (table, column, ty) in [
-            ("runs", "report", "TEXT"),
-            ("stream_state", "columns_hash", "TEXT"),
-        ] {
-            let has: bool = conn
-                .prepare(&format!(
-                    "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
-                ))?
-                .exists([])?;
-            if !has {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
+        // Switching a new store to WAL needs it to itself, and SQLite reports a concurrent
+        // opener as busy at once rather than waiting: try again for a while.
+        let mut attempts = 0;
+        loop {
+            match setup(&mut conn) {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                r => break r?,
             }
         }
         Ok(Self {
@@ -1487,6 +1507,25 @@ mod tests {
 
     /// A run that stopped on an error reads `failed` whoever held it; one whose process died
     /// without a word reads `interrupted`; a live owner's run is `running`.
+    #[test]
+    fn processes_opening_a_new_store_at_once_all_succeed() {
+        // Each opener creates the schema and adds missing columns; done unguarded, the slower
+        // one found a column gone missing a moment ago and failed adding it.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("state.db");
+            let openers: Vec<_> = (0..4)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || StateStore::open(&p).map(|_| ()))
+                })
+                .collect();
+            for o in openers {
+                o.join().unwrap().unwrap();
+            }
+        }
+    }
+
     #[test]
     fn run_statuses_travel_by_name() {
         for &st in RunStatus::ALL {
