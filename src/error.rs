@@ -112,10 +112,16 @@ impl Error {
     /// again later (throttling, 5xx, dropped connections, truncated bodies).
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Http { status, .. } => matches!(status, 408 | 429 | 500 | 502 | 503 | 504),
+            Error::Http { status, .. } => Self::transient_status(*status),
             Error::Transport { .. } => true,
             _ => false,
         }
+    }
+
+    /// HTTP statuses that may turn out differently later (throttling, passing server
+    /// failures): part of [`Error::is_transient`], and what token requests retry.
+    pub fn transient_status(status: u16) -> bool {
+        matches!(status, 408 | 429 | 500 | 502 | 503 | 504)
     }
 
     /// The `Retry-After` the server asked for, if any.

@@ -825,9 +825,7 @@ pub struct LearnedRule {
 }
 
 /// Where a sink job is. Stored by its lowercase name.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Decided, not written yet.
@@ -1505,8 +1503,6 @@ pub fn pid_alive(pid: u32) -> bool {
 mod tests {
     use super::*;
 
-    /// A run that stopped on an error reads `failed` whoever held it; one whose process died
-    /// without a word reads `interrupted`; a live owner's run is `running`.
     #[test]
     fn processes_opening_a_new_store_at_once_all_succeed() {
         // Each opener creates the schema and adds missing columns; done unguarded, the slower
@@ -1527,15 +1523,21 @@ mod tests {
     }
 
     #[test]
-    fn run_statuses_travel_by_name() {
+    fn run_and_job_statuses_travel_by_name() {
         for &st in RunStatus::ALL {
             assert_eq!(st.as_str().parse::<RunStatus>().unwrap(), st);
+            assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
+        }
+        for &st in JobStatus::ALL {
+            assert_eq!(st.as_str().parse::<JobStatus>().unwrap(), st);
             assert_eq!(serde_json::to_string(&st).unwrap(), format!("\"{st}\""));
         }
         let err = "done".parse::<RunStatus>().unwrap_err().to_string();
         assert!(err.contains("unknown run status `done`"), "{err}");
     }
 
+    /// A run that stopped on an error reads `failed` whoever held it; one whose process died
+    /// without a word reads `interrupted`; a live owner's run is `running`.
     #[test]
     fn a_stopped_run_reads_failed_never_running() {
         let mut r = RunRecord::new(

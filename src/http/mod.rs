@@ -8,12 +8,12 @@ pub mod retry;
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use auth::AuthProvider;
 use redact::{body_excerpt, redact_url};
-use retry::{RetryPolicy, next_wait, parse_retry_after};
+use retry::{RetryPolicy, next_wait};
 
 /// Retries sent by every client of the process (read by `mlc serve`'s `/metrics`).
 pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -453,11 +453,7 @@ impl HttpClient {
                 body,
             });
         }
-        let retry_after = headers
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()))
-            .or(hook_wait);
+        let retry_after = retry::retry_after(&headers).or(hook_wait);
         let err = Error::Http {
             system: self.system.to_string(),
             method: method.to_string(),

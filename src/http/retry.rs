@@ -60,6 +60,14 @@ pub fn next_wait(retry_after: Option<Duration>, step: Option<Duration>) -> Optio
     }
 }
 
+/// The `Retry-After` of a response, when it has a readable one.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
+}
+
 /// Parses `Retry-After`: delta-seconds or an HTTP date (RFC 9110 §10.2.3).
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();

@@ -15,7 +15,7 @@ use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::http::retry::{RetryPolicy, next_wait, parse_retry_after};
+use crate::http::retry::{RetryPolicy, next_wait, retry_after};
 
 pub use entra::EntraClientCredentials;
 
@@ -62,7 +62,8 @@ pub(crate) struct TokenAnswer {
 }
 
 /// Sends a token request (`build` makes it, once per attempt) under [`TOKEN_RETRY`]: transport
-/// failures, 429 and 5xx are tried again; any other answer is returned for the provider to read.
+/// failures and the statuses every request retries ([`Error::transient_status`]) are tried
+/// again; any other answer is returned for the provider to read.
 /// When the attempts run out, the error is the last failure as `unreachable` (transport) or
 /// `transient` (status and body) describe it.
 pub(crate) async fn token_request(
@@ -77,16 +78,12 @@ pub(crate) async fn token_request(
             Err(e) => (unreachable(&e), None),
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                let wait = retry_after(resp.headers());
                 let body = resp.bytes().await.unwrap_or_default();
-                if status != 429 && status < 500 {
+                if !Error::transient_status(status) {
                     return Ok(TokenAnswer { status, body });
                 }
-                (transient(status, &body), retry_after)
+                (transient(status, &body), wait)
             }
         };
         match next_wait(retry_after, backoff.next()) {
@@ -215,11 +212,18 @@ mod token_tests {
         (format!("http://{addr}/token"), calls)
     }
 
-    fn auth_err(message: String) -> Error {
-        Error::Auth {
+    /// One token request to `url`; failures read `HTTP <status>` (or the transport error).
+    async fn ask(http: &reqwest::Client, url: &str) -> Result<TokenAnswer> {
+        let err = |message: String| Error::Auth {
             system: "test".into(),
             message,
-        }
+        };
+        token_request(
+            || http.post(url),
+            |e| err(e.to_string()),
+            |s, _| err(format!("HTTP {s}")),
+        )
+        .await
     }
 
     #[tokio::test]
@@ -227,38 +231,19 @@ mod token_tests {
         let http = reqwest::Client::new();
         // Throttled, then a server error, then a token: three calls, the token returned.
         let (url, calls) = endpoint(vec![(429, ""), (503, ""), (200, "tok")]).await;
-        let answer = token_request(
-            || http.post(&url),
-            |e| auth_err(e.to_string()),
-            |s, _| auth_err(format!("HTTP {s}")),
-        )
-        .await
-        .unwrap();
+        let answer = ask(&http, &url).await.unwrap();
         assert_eq!((answer.status, &answer.body[..]), (200, &b"tok"[..]));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
 
         // A refusal is the provider's to explain: returned at once, not retried.
         let (url, calls) = endpoint(vec![(401, "bad secret")]).await;
-        let answer = token_request(
-            || http.post(&url),
-            |e| auth_err(e.to_string()),
-            |s, _| auth_err(format!("HTTP {s}")),
-        )
-        .await
-        .unwrap();
+        let answer = ask(&http, &url).await.unwrap();
         assert_eq!(answer.status, 401);
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
         // Failing every time: three attempts, then the last failure as described.
         let (url, calls) = endpoint(vec![(500, "")]).await;
-        let err = token_request(
-            || http.post(&url),
-            |e| auth_err(e.to_string()),
-            |s, _| auth_err(format!("HTTP {s}")),
-        )
-        .await
-        .err()
-        .unwrap();
+        let err = ask(&http, &url).await.err().unwrap();
         assert!(err.to_string().contains("HTTP 500"), "{err}");
         assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
