@@ -8,8 +8,8 @@
 use std::time::Instant;
 
 use ml_connector::batches::RowDecoder;
+use ml_connector::config::DeleteMode;
 use ml_connector::lake::{Lake, PartWriter};
-use ml_connector::loaders::warehouse::DeleteMode;
 use ml_connector::loaders::warehouse::local::{LocalWarehouse, MergeRequest};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::spec::Definitions;

@@ -11,7 +11,6 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::loaders::warehouse::DeleteMode;
 
 /// Default file name, looked up in the current directory.
 pub const CONFIG_FILE: &str = "mlc.toml";
@@ -107,6 +106,22 @@ pub enum WarehouseKind {
     Bigquery,
 }
 
+/// How long a connection's cached metadata is used before it is read again, unless the
+/// connection sets `schema_ttl_minutes`. Short enough that a new custom field lands within
+/// the hour; long enough that frequent incremental runs cost one data request each.
+pub const DEFAULT_SCHEMA_TTL_MINUTES: f64 = 60.0;
+
+/// What happens to a row the source reports deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteMode {
+    /// The row is removed from the current-state table.
+    #[default]
+    Hard,
+    /// The row stays, with its last known values and `_ml_deleted = true`.
+    Soft,
+}
+
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
     /// Streams extracted at the same time.
@@ -133,7 +148,7 @@ pub struct Connection {
     /// Hours between key-set reconciliations (`reconcile = "keyset"` streams); default 24.
     pub reconcile_every_hours: Option<f64>,
     /// Minutes the tenant's live schema (its metadata) is cached before a run reads it again;
-    /// default `tenant::DEFAULT_TTL_MINUTES`.
+    /// default [`DEFAULT_SCHEMA_TTL_MINUTES`].
     pub schema_ttl_minutes: Option<f64>,
     /// This tenant's settings for the sink flows that write to it, by flow and mapping
     /// (`[connections.<name>.sink.<flow>.<mapping>]`): the built-in flows stay as they are.
@@ -215,7 +230,7 @@ impl Connection {
     /// Minutes the tenant's metadata is cached.
     pub fn schema_ttl_minutes(&self) -> f64 {
         self.schema_ttl_minutes
-            .unwrap_or(crate::tenant::DEFAULT_TTL_MINUTES)
+            .unwrap_or(DEFAULT_SCHEMA_TTL_MINUTES)
     }
 }
 

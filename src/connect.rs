@@ -14,18 +14,8 @@ use crate::error::{Error, Result};
 use crate::http::auth::EntraClientCredentials;
 use crate::http::auth::deltek::{DeltekLogin, DeltekPasswordGrant};
 use crate::http::retry::RetryPolicy;
-use crate::http::{HttpClient, Limits};
+use crate::http::{Endpoint, HttpClient, Limits};
 use crate::vault::Vault;
-
-/// A connection ready to be read: its HTTP client and API base URL (no trailing slash).
-///
-/// Clones share everything that limits the connection as a whole: the token cache, the rate
-/// limiter, the concurrency semaphore and the response hook (Pipedrive's daily budget).
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub http: HttpClient,
-    pub base: String,
-}
 
 /// The one runtime of each connection in this process (DESIGN.md §5).
 ///

@@ -21,11 +21,13 @@ use tokio::sync::mpsc;
 
 use crate::batches::{DecodedPage, Quarantined, RowDecoder};
 use crate::config::{Config, Connection};
-use crate::connect::{Endpoint, Runtimes};
+use crate::connect::Runtimes;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::lake::{Lake, Manifest, PartInfo, PartWriter, RunKind, sha256_hex};
 use crate::loaders::warehouse::Warehouse;
 use crate::schema::schema_hash;
+use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, Incremental, Reconcile, Stream};
 use crate::state::{PartRecord, RunRecord, RunStatus, StateStore, pid_alive};
 use crate::streams::{self, Page, ReadMode};
@@ -187,7 +189,7 @@ pub async fn run_stream(
             Err(e @ Error::Http { status: 403, .. })
                 if matches!(
                     live.entity,
-                    tenant::LiveEntity::Unlisted | tenant::LiveEntity::Unknown { .. }
+                    LiveEntity::Unlisted | LiveEntity::Unknown { .. }
                 ) && nothing_read(ctx, conn, stream)? =>
             {
                 let reason = format!(

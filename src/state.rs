@@ -635,7 +635,7 @@ impl StateStore {
         &self,
         connection: &str,
         stream: &str,
-    ) -> Result<Option<crate::tenant::LiveSchema>> {
+    ) -> Result<Option<crate::spec::live::LiveSchema>> {
         let body: Option<String> = self.with(|c| {
             c.query_row(
                 "SELECT body FROM live_schema WHERE connection = ?1 AND stream = ?2",
@@ -652,7 +652,7 @@ impl StateStore {
         &self,
         connection: &str,
         stream: &str,
-        schema: &crate::tenant::LiveSchema,
+        schema: &crate::spec::live::LiveSchema,
     ) -> Result<()> {
         let body = serde_json::to_string(schema)
             .map_err(|e| Error::State(format!("live schema of {stream}: {e}")))?;

@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 
 use super::{Discovered, Draft, snake_case};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
 use crate::tenant::business_central::{Csdl, EntityType, column_type, metadata};
 

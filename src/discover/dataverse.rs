@@ -3,8 +3,8 @@
 //! `DateTimeAttributeMetadata` cast, the only place that says whether a date is date-only.
 
 use super::{Discovered, Draft, snake_case};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
 use crate::tenant::dataverse::{Fetched, Table, fetch};
 

@@ -7,10 +7,10 @@
 //! are added, typed from the metadata.
 
 use super::{Discovered, Draft, draft_with_live};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::spec::Definitions;
-use crate::tenant::LiveEntity;
+use crate::spec::live::LiveEntity;
 use crate::tenant::deltek::read;
 
 /// Drafts catalog files from Deltek's metadata: each hub's catalog plus every field its

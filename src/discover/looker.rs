@@ -7,8 +7,8 @@
 
 use super::{Discovered, Draft, snake_case};
 use crate::config::Connection;
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::spec::{
     CatalogFile, Column, ColumnType, Definitions, LookerQuery, ReaderKind, looker_row_catalog,
 };

@@ -17,11 +17,12 @@ mod pipedrive;
 use std::collections::BTreeSet;
 
 use crate::config::{Connection, ConnectionSettings};
-use crate::connect::Endpoint;
 use crate::error::Result;
+use crate::http::Endpoint;
+use crate::spec::live::LiveField;
 use crate::spec::{CatalogFile, Column, Definitions, Stream};
 pub use crate::tenant::snake_case;
-use crate::tenant::{LiveField, unique_name};
+use crate::tenant::unique_name;
 
 /// What discovery found for one entity.
 #[derive(Debug, Clone)]

@@ -5,10 +5,10 @@
 //! rename, retype or drop them.
 
 use super::{Discovered, Draft, draft_with_live};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
+use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, ReaderKind};
-use crate::tenant::LiveEntity;
 use crate::tenant::pipedrive::read;
 
 /// Drafts catalog files with the custom fields of deals, persons, organizations and products.

@@ -133,6 +133,16 @@ const MAX_TOKEN_REFRESHES: u32 = 2;
 /// so a server refusing every token cannot keep a request going.
 const MAX_UNAUTHORIZED: u32 = 8;
 
+/// A connection ready to be read: its HTTP client and API base URL (no trailing slash).
+///
+/// Clones share everything that limits the connection as a whole: the token cache, the rate
+/// limiter, the concurrency semaphore and the response hook (Pipedrive's daily budget).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub http: HttpClient,
+    pub base: String,
+}
+
 /// The client of one connection (one tenant of one system).
 #[derive(Clone)]
 pub struct HttpClient {

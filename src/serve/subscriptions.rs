@@ -17,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::config::{Connection, ConnectionSettings};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::Idempotency;
 use crate::state::StateStore;
 use crate::vault::Vault;

@@ -45,8 +45,8 @@ use tokio::time::Instant;
 
 use crate::batches::PageContext;
 use crate::config::{Connection, ConnectionSettings};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{ColumnType, LookerQuery, Stream};
 use crate::streams::{Page, PageSource, ReadMode, now_micros};

@@ -18,8 +18,8 @@ use reqwest::header::HeaderMap;
 
 use crate::batches::PageContext;
 use crate::config::Connection;
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{ReaderKind, Stream};
 

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use crate::batches::PageContext;
 use crate::config::{Connection, ConnectionSettings};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::{HttpClient, ResponseHook, Verdict};
 use crate::spec::{Incremental, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};

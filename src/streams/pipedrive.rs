@@ -20,8 +20,8 @@ use serde_json::{Map, Value};
 
 use crate::batches::PageContext;
 use crate::config::Connection;
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{Pagination, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed, now_micros};
@@ -510,8 +510,8 @@ pub fn with_query(url: &str, q: &[(String, String)]) -> String {
 }
 
 /// The custom fields of a live schema, when it lists the entity's fields.
-fn field_map(live: &crate::tenant::LiveSchema) -> Option<FieldMap> {
-    let crate::tenant::LiveEntity::Present { fields, .. } = &live.entity else {
+fn field_map(live: &crate::spec::live::LiveSchema) -> Option<FieldMap> {
+    let crate::spec::live::LiveEntity::Present { fields, .. } = &live.entity else {
         return None;
     };
     Some(

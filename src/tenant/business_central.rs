@@ -9,9 +9,10 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 
-use super::{LiveEntity, LiveField, snake_case};
-use crate::connect::Endpoint;
+use super::snake_case;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
+use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::{ColumnType, Stream};
 
 const API_PATH: &str = "/api/v2.0";

@@ -7,9 +7,10 @@
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::{LiveEntity, LiveField, column_name};
-use crate::connect::Endpoint;
+use super::column_name;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
+use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::{ColumnType, Stream};
 
 const API: &str = "/api/data/v9.2";

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::{LiveEntity, LiveField, column_name};
-use crate::connect::Endpoint;
+use super::column_name;
 use crate::error::Result;
+use crate::http::Endpoint;
 use crate::http::HttpClient;
+use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::{ColumnType, Stream};
 use crate::streams::get_parsed;
 use crate::streams::pipedrive::{fields_path_of, parse_page, with_query};

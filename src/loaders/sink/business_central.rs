@@ -195,7 +195,7 @@ impl Target for BcTarget {
         let csdl = self
             .csdl
             .get_or_try_init(|| async {
-                let ep = crate::connect::Endpoint {
+                let ep = crate::http::Endpoint {
                     http: self.http.clone(),
                     base: self.api_base.clone(),
                 };

@@ -75,7 +75,8 @@ use tokio::runtime::Handle;
 
 use self::bucket::{BucketJob, BucketOutcome, MergeCtx, merge_bucket, polars_schema, write_bucket};
 use self::meta::{META_FILE, TableMeta, bucket_file_name, bucket_files};
-use super::{DeleteMode, OutputFormat};
+use super::OutputFormat;
+use crate::config::DeleteMode;
 use crate::error::{Error, Result};
 
 /// Most rows per bucket when a table is created (see [`LocalWarehouse::with_bucket_rows`]).

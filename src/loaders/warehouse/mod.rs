@@ -4,17 +4,6 @@
 pub mod bigquery;
 pub mod local;
 
-/// What happens to a row the source reports deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DeleteMode {
-    /// The row is removed from the current-state table.
-    #[default]
-    Hard,
-    /// The row stays, with its last known values and `_ml_deleted = true`.
-    Soft,
-}
-
 /// How `mlc query` prints a result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OutputFormat {

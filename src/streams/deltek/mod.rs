@@ -28,8 +28,8 @@ use serde_json::value::RawValue;
 
 use crate::batches::PageContext;
 use crate::config::{Connection, ConnectionSettings, OpportunityModel};
-use crate::connect::Endpoint;
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{FixedFilter, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};

@@ -7,7 +7,7 @@
 //! deletes absent keys when it reconciles.
 
 use super::schema::ident;
-use crate::loaders::warehouse::DeleteMode;
+use crate::config::DeleteMode;
 use crate::schema::{ML_DELETED, ML_EXTRACTED_AT, ML_RUN_ID};
 
 /// Alias of the row number column used to pick one staging row per key.

@@ -33,9 +33,9 @@ use parquet::arrow::async_reader::ParquetObjectReader;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::DeleteMode;
 use super::local::MergeStats;
 use crate::config::BigQueryConfig;
+use crate::config::DeleteMode;
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest};
 use crate::spec::Stream;

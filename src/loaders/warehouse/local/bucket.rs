@@ -32,8 +32,8 @@ use polars::prelude::*;
 
 use super::meta::{MetaColumn, bucket_file_name};
 use super::stage::StagedSlice;
+use crate::config::DeleteMode;
 use crate::error::{Error, Result};
-use crate::loaders::warehouse::DeleteMode;
 use crate::schema::{ML_DELETED, ML_EXTRACTED_AT, ML_RUN_ID};
 use crate::spec::ColumnType;
 

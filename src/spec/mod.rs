@@ -6,6 +6,8 @@
 //! a definition is an error that names the file, never a silently ignored setting. The doc
 //! comments on the fields are the reference for the file formats.
 
+pub mod live;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -495,7 +497,7 @@ pub struct Stream {
     pub catalog: CatalogFile,
     /// Set at run time: the tenant's live schema the catalog was reconciled with (readers use
     /// its field definitions, e.g. Pipedrive's option labels, instead of reading them again).
-    pub live: Option<std::sync::Arc<crate::tenant::LiveSchema>>,
+    pub live: Option<std::sync::Arc<live::LiveSchema>>,
 }
 
 impl Stream {
