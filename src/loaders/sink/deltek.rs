@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 
-use super::preflight::{FieldRule, HubSchema};
+use super::target::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written};
 
 /// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same

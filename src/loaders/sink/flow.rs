@@ -7,7 +7,7 @@ use std::path::Path;
 
 use include_dir::{Dir, include_dir};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 
@@ -319,6 +319,35 @@ fn source_columns(expr: &str) -> Vec<String> {
     }
 }
 
+/// A source field of a record: a column, a JSON pointer into a JSON column (`emails/0/value`:
+/// the first email's value; JSON columns hold JSON text in the lake), or `custom.<name>`: the
+/// custom field `<name>` (snake case), a typed column once `mlc discover` made one, else the
+/// stream's `_ml_extra` entry of that name.
+pub fn source_value<'a>(
+    record: &'a Map<String, Value>,
+    expr: &str,
+) -> Option<std::borrow::Cow<'a, Value>> {
+    use std::borrow::Cow;
+    if let Some(name) = expr.strip_prefix("custom.") {
+        if let Some(v) = record.get(name) {
+            return Some(Cow::Borrowed(v));
+        }
+        return source_value(record, &format!("_ml_extra/{}", name.replace('/', "~1")));
+    }
+    let Some((col, pointer)) = expr.split_once('/') else {
+        return record.get(expr).map(Cow::Borrowed);
+    };
+    let v = record.get(col)?;
+    let parsed: Value = match v {
+        Value::String(s) => serde_json::from_str(s).ok()?,
+        other => other.clone(),
+    };
+    parsed
+        .pointer(&format!("/{pointer}"))
+        .cloned()
+        .map(Cow::Owned)
+}
+
 impl Lines {
     /// The line columns this mapping reads.
     pub fn columns(&self) -> BTreeSet<String> {
@@ -371,7 +400,7 @@ impl EntityMap {
             let Some((col, _)) = self.fields.iter().find(|(_, f)| *f == nk) else {
                 return String::new();
             };
-            let v = match super::ledger::source_value(record, col).as_deref() {
+            let v = match source_value(record, col).as_deref() {
                 Some(Value::String(s)) => s.trim().to_lowercase(),
                 Some(Value::Null) | None => String::new(),
                 Some(v) => v.to_string(),

@@ -3,17 +3,23 @@
 //! their source record).
 //!
 //! ```text
-//! flow.rs     loaders/sink/<flow>.toml: source stream → target hub, field mapping, keys
-//! changes.rs  the change sets newer than the flow's cursor, in run order (the one read path)
-//! plan.rs     per record: create / update / no-op / wait, with the reason (no target calls)
-//! ledger.rs   one job, idempotently: ledger link → search (external id, natural key) → create
-//! target.rs   what the sink needs from a target system (search, create, update, keys)
-//! deltek.rs   Vantagepoint search / POST / PUT with startWorkflow=N
-//! audit.rs    the audit landed in the warehouse (`mlc_sink.audit`)
+//! flow.rs       loaders/sink/<flow>.toml: source stream → target hub, field mapping, keys,
+//!               and what a mapping's source field reads off a record
+//! changes.rs    the change sets newer than the flow's cursor, in run order (the one read path)
+//! plan.rs       per record: create / update / no-op / wait, with the reason (no target calls);
+//!               the per-record decisions apply takes again (parent, mirror, lines)
+//! ledger.rs     one job, idempotently: ledger link → search (external id, natural key) → create
+//! target.rs     what the sink needs from a target system (search, create, update, keys, schema)
+//! preflight.rs  a flow checked against the target tenant's schema before any write
+//! deltek.rs, business_central.rs, pipedrive.rs: the targets
+//! audit.rs      the audit landed in the warehouse (`mlc_sink.audit`)
 //! ```
 //!
-//! Today the target is Deltek Vantagepoint (`dynamics_to_deltek`); see the README's "Sink
-//! stage" section.
+//! Layers, each using only those above it: flow → changes → target → preflight → plan →
+//! ledger → this module (the stage as a whole).
+//!
+//! Flows: Dynamics → Vantagepoint (`dynamics_to_deltek`), Pipedrive → Business Central and back;
+//! see the README's "Sink stage" section.
 
 pub mod audit;
 pub mod business_central;

@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
-use super::preflight::{FieldRule, HubSchema};
+use super::target::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
 

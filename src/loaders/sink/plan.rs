@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::changes::{self, ChangeRow};
-use super::flow::{EntityMap, FlowFile, Mode};
-use super::ledger::{Mirror, NoLinesDecision, ParentId, lines_settled, no_lines, parent_id};
+use super::flow::{EntityMap, FlowFile, Mode, ParentRef, source_value};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
@@ -308,7 +307,7 @@ pub async fn plan(
                 out.cursors.push((lkey, last));
             }
             for (_, row) in lrows {
-                let parent = super::ledger::source_value(&row.record, &l.parent_column)
+                let parent = source_value(&row.record, &l.parent_column)
                     .and_then(|v| match v.as_ref() {
                         Value::String(s) => Some(s.clone()),
                         Value::Number(n) => Some(n.to_string()),
@@ -337,7 +336,7 @@ pub async fn plan(
             }
             let jid = job_id(name, mapping, &row.id, row.version);
             let mut link = state.sink_link(name, mapping, &row.id)?;
-            let mirrored = match super::ledger::mirror(state, em, &row.record, row.version)? {
+            let mirrored = match mirror(state, em, &row.record, row.version)? {
                 Mirror::NotUpdate => Ok(None),
                 Mirror::Key { key, .. } => Ok(Some(key)),
                 Mirror::Skip(why) => Err(why),
@@ -586,6 +585,203 @@ fn missing_parent(
         "its {} {pid} has no target record yet and is not in these change sets",
         p.source
     )))
+}
+
+/// Where a record's parent lookup leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentId {
+    /// The record points at no parent of a mapped type: written without one.
+    None,
+    /// The parent mapping's source id.
+    Id(String),
+    /// It points somewhere the flow can't follow to a parent (a contact without an account):
+    /// the job waits, with this reason.
+    Unresolved(String),
+}
+
+/// A lookup value as the source id text it names (GUIDs are strings, Pipedrive ids numbers).
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Gives the newest source record of another mapping by (mapping, source id).
+pub type Recall<'a> = dyn Fn(&str, &str) -> Result<Option<Map<String, Value>>> + 'a;
+
+/// The parent source id of `record` under `p`. A lookup of a `through` type is followed to
+/// that record's own parent; `recall(mapping, id)` gives the source record of another mapping
+/// (from this plan, else from the flow's jobs).
+pub fn parent_id(
+    flow: &FlowFile,
+    p: &ParentRef,
+    record: &Map<String, Value>,
+    recall: &Recall<'_>,
+) -> Result<ParentId> {
+    let Some(id) = record
+        .get(&p.column)
+        .and_then(id_text)
+        .filter(|s| !s.is_empty())
+    else {
+        return Ok(ParentId::None);
+    };
+    let id = id.as_str();
+    let source_of = |m: &str| {
+        flow.mapping(m)
+            .map_or_else(|| m.to_string(), |e| e.source.clone())
+    };
+    let Some(tc) = &p.type_column else {
+        return Ok(ParentId::Id(id.to_string()));
+    };
+    let ty = record.get(tc).and_then(Value::as_str).unwrap_or_default();
+    if ty.eq_ignore_ascii_case(&source_of(&p.source)) {
+        return Ok(ParentId::Id(id.to_string()));
+    }
+    let Some(via) = p
+        .through
+        .iter()
+        .find(|t| ty.eq_ignore_ascii_case(&source_of(t)))
+    else {
+        return Ok(if p.through.is_empty() {
+            ParentId::None
+        } else {
+            ParentId::Unresolved(format!(
+                "its {} points at a {ty} {id}, which leads to no {}",
+                p.column,
+                source_of(&p.source)
+            ))
+        });
+    };
+    let Some(vp) = flow.mapping(via).and_then(|m| m.parent.as_ref()) else {
+        return Ok(ParentId::Unresolved(format!(
+            "mapping `{via}` has no parent"
+        )));
+    };
+    let Some(other) = recall(via, id)? else {
+        return Ok(ParentId::Unresolved(format!(
+            "its {} is {ty} {id}, which this flow has not read yet",
+            p.column
+        )));
+    };
+    // One hop only: the intermediate record's own parent, of the wanted type.
+    let hop = ParentRef {
+        through: Vec::new(),
+        ..vp.clone()
+    };
+    Ok(match parent_id(flow, &hop, &other, recall)? {
+        ParentId::Id(pid) if hop.source == p.source => ParentId::Id(pid),
+        _ => ParentId::Unresolved(format!(
+            "its {} is {ty} {id}, which has no {}: it waits rather than guess one",
+            p.column,
+            source_of(&p.source),
+        )),
+    })
+}
+
+/// What a document without lines becomes (shared by plan and apply).
+pub enum NoLinesDecision {
+    /// Wait, with the reason.
+    Wait(String),
+    /// A no-op, with the reason.
+    Skip(String),
+    /// Send one line made from the document.
+    ValueLine,
+}
+
+/// A document without lines: it waits while they may still come (`settled` false); once its
+/// lines have been read since its run and there are none, the flow's `lines.when_none` decides.
+pub fn no_lines(l: &super::flow::Lines, settled: bool) -> NoLinesDecision {
+    use super::flow::NoLines;
+    match (settled, l.when_none.action) {
+        (false, _) => NoLinesDecision::Wait(
+            "it has no lines yet (its products arrive with a later change set)".into(),
+        ),
+        (true, NoLines::Wait) => NoLinesDecision::Wait(format!(
+            "it has no {} in the source (read after it); the flow waits for some (lines.when_none.action = \"wait\")",
+            l.source
+        )),
+        (true, NoLines::Skip) => NoLinesDecision::Skip(format!(
+            "it has no {} in the source: skipped (lines.when_none.action = \"skip\")",
+            l.source
+        )),
+        (true, NoLines::ValueLine) => NoLinesDecision::ValueLine,
+    }
+}
+
+/// Whether a document's lines have been read since the document was: the flow read the
+/// lines' stream up to a run (`lines_read`) that started after the document's run (`doc_run`)
+/// finished. Then a document without lines has none, rather than lines still to come. Unknown
+/// runs (a lake from another project) are never settled.
+pub fn lines_settled(
+    state: &crate::state::StateStore,
+    lines_read: Option<&str>,
+    doc_run: &str,
+) -> Result<bool> {
+    let Some(read) = lines_read else {
+        return Ok(false);
+    };
+    let (Some(doc), Some(lines)) = (state.run(doc_run)?, state.run(read)?) else {
+        return Ok(false);
+    };
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).ok();
+    Ok(
+        match (
+            doc.finished_at.as_deref().and_then(at),
+            at(&lines.started_at),
+        ) {
+            (Some(done), Some(started)) => started >= done,
+            _ => false,
+        },
+    )
+}
+
+/// What an `update` mapping may do with a source record.
+pub enum Mirror {
+    /// Not an update mapping.
+    NotUpdate,
+    /// Update `key` (the other flow's source id). `baseline`: the version that flow last
+    /// wrote to this record, whose echo (when this flow read it) is what both sides agreed on.
+    Key { key: String, baseline: Option<i64> },
+    /// Nothing to write, and why: not linked by the other flow, or this version is that flow's
+    /// own write (an echo).
+    Skip(String),
+}
+
+/// The target record an `update` mapping writes to, from the other flow's ledger: the link
+/// whose target is this source record. A source version no newer than what that flow wrote
+/// is its echo, not a change to send back.
+pub fn mirror(
+    state: &StateStore,
+    em: &EntityMap,
+    record: &Map<String, Value>,
+    version: Option<i64>,
+) -> Result<Mirror> {
+    let Some(lb) = em.linked_by.as_ref().filter(|_| em.mode == Mode::Update) else {
+        return Ok(Mirror::NotUpdate);
+    };
+    let Some(own_key) = record.get(&lb.column).and_then(id_text) else {
+        return Ok(Mirror::Skip(format!("it has no {}", lb.column)));
+    };
+    let Some((key, l)) = state.sink_link_to(&lb.flow, &lb.mapping, &own_key)? else {
+        return Ok(Mirror::Skip(format!(
+            "not linked by {}/{}: this mapping only updates records that flow linked",
+            lb.flow, lb.mapping
+        )));
+    };
+    if let (Some(ours), Some(v)) = (l.target_version, version)
+        && v <= ours
+    {
+        return Ok(Mirror::Skip(format!(
+            "version {v} is {}'s own write to this record: not echoed back",
+            lb.flow
+        )));
+    }
+    Ok(Mirror::Key {
+        key,
+        baseline: l.target_version,
+    })
 }
 
 #[cfg(test)]

@@ -14,26 +14,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::flow::{EntityMap, FlowFile, Mode};
-use super::ledger::source_value;
-use super::target::Target;
+use super::flow::{EntityMap, FlowFile, Mode, source_value};
+use super::target::{HubSchema, Target};
 use crate::error::{Error, Result};
 use crate::state::LearnedRule;
-
-/// What the target's metadata says about one field of a hub.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct FieldRule {
-    /// Longest text the field takes, in characters.
-    pub max_len: Option<u32>,
-    /// A new record must have a value for it.
-    pub required: bool,
-}
-
-/// The fields of one hub as the target tenant has them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct HubSchema {
-    pub fields: BTreeMap<String, FieldRule>,
-}
 
 /// One problem of a mapping, found before any write.
 #[derive(Debug, Clone, Serialize)]

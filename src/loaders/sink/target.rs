@@ -2,11 +2,29 @@
 //! the hub's key. One implementation per system (`deltek.rs`, `business_central.rs`, `pipedrive.rs`); the ledger logic (link → search →
 //! create, audit, retries) is written once against this trait.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
+
+use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::preflight::HubSchema;
 use crate::error::Error;
+
+/// What the target's metadata says about one field of a hub.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FieldRule {
+    /// Longest text the field takes, in characters.
+    pub max_len: Option<u32>,
+    /// A new record must have a value for it.
+    pub required: bool,
+}
+
+/// The fields of one hub as the target tenant has them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HubSchema {
+    pub fields: BTreeMap<String, FieldRule>,
+}
 
 /// Why a write did not succeed, as the sink acts on it.
 #[derive(Debug, Clone, PartialEq)]
