@@ -531,6 +531,115 @@ fn field_map(live: &crate::spec::live::LiveSchema) -> Option<FieldMap> {
     )
 }
 
+/// One field definition, standard or custom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Definition {
+    /// `title`, or the 40-hex key of a custom field.
+    pub key: String,
+    pub name: String,
+    pub field_type: String,
+    pub custom: bool,
+    /// Option id → label, for `enum` and `set`.
+    pub options: Vec<(i64, String)>,
+}
+
+/// A definition from a v2 (`field_code`, `field_name`, `is_custom_field`) or v1 (`key`, `name`,
+/// `edit_flag`) object.
+pub fn definition(v: &Value) -> Option<Definition> {
+    let key = v
+        .get("field_code")
+        .or_else(|| v.get("key"))?
+        .as_str()?
+        .to_string();
+    let custom = v
+        .get("is_custom_field")
+        .or_else(|| v.get("edit_flag"))
+        .and_then(Value::as_bool)
+        .unwrap_or_else(|| key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit()));
+    let name = v
+        .get("field_name")
+        .or_else(|| v.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or(&key)
+        .to_string();
+    let field_type = v
+        .get("field_type")
+        .and_then(Value::as_str)
+        .unwrap_or("varchar")
+        .to_string();
+    let options = v
+        .get("options")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| {
+                    let id = o.get("id")?;
+                    let id = id
+                        .as_i64()
+                        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))?;
+                    Some((id, o.get("label")?.as_str()?.to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(Definition {
+        key,
+        name,
+        field_type,
+        custom,
+        options,
+    })
+}
+
+/// Every field definition at `fields_path` (cursor- or offset-paged).
+///
+/// Fails when a request fails or an answer is not a Pipedrive envelope.
+pub async fn load_definitions(
+    http: &HttpClient,
+    base: &str,
+    fields_path: &str,
+    stream: &str,
+) -> Result<Vec<Definition>> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut start: Option<u64> = None;
+    loop {
+        let mut q = vec![("limit".to_string(), "500".to_string())];
+        if let Some(c) = &cursor {
+            q.push(("cursor".into(), c.clone()));
+        }
+        if let Some(s) = start {
+            q.push(("start".into(), s.to_string()));
+        }
+        let url = with_query(&format!("{base}{fields_path}"), &q);
+        let ((body, parsed), _) = get_parsed(
+            http,
+            &url,
+            &headers,
+            stream,
+            "a field-definition envelope",
+            |body: Bytes| parse_page(&body).map(|p| (body, p)),
+            |e| e,
+        )
+        .await?;
+        out.extend(
+            parsed
+                .rows
+                .iter()
+                .filter_map(|r| serde_json::from_slice::<Value>(&body[r.clone()]).ok())
+                .filter_map(|v| definition(&v)),
+        );
+        match (parsed.next_cursor, parsed.next_start) {
+            (Some(c), _) => cursor = Some(c),
+            (None, Some(s)) => start = Some(s),
+            (None, None) => break,
+        }
+    }
+    Ok(out)
+}
+
 /// Loads the custom fields of one entity (`/api/v2/dealFields`, cursor-paged; the v1 shape
 /// with `key`/`name`/`edit_flag` is read too).
 pub async fn load_field_map(
@@ -539,23 +648,21 @@ pub async fn load_field_map(
     fields_path: &str,
     stream: &str,
 ) -> Result<FieldMap> {
-    Ok(
-        crate::tenant::pipedrive::load(http, base, fields_path, stream)
-            .await?
-            .into_iter()
-            .filter(|d| d.custom)
-            .map(|d| {
-                (
-                    d.key,
-                    FieldDef {
-                        name: d.name,
-                        field_type: d.field_type,
-                        options: d.options.into_iter().collect(),
-                    },
-                )
-            })
-            .collect(),
-    )
+    Ok(load_definitions(http, base, fields_path, stream)
+        .await?
+        .into_iter()
+        .filter(|d| d.custom)
+        .map(|d| {
+            (
+                d.key,
+                FieldDef {
+                    name: d.name,
+                    field_type: d.field_type,
+                    options: d.options.into_iter().collect(),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Rewrites records for the decoder: `custom_fields` becomes top-level keys named by each
@@ -725,7 +832,7 @@ mod tests {
         defs.as_array()
             .unwrap()
             .iter()
-            .filter_map(crate::tenant::pipedrive::definition)
+            .filter_map(definition)
             .filter(|d| d.custom)
             .map(|d| {
                 (

@@ -6,127 +6,12 @@
 //! not the payload's whole schema (it omits keys such as `is_archived`), so it never makes a
 //! catalog column absent.
 
-use bytes::Bytes;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
-use serde_json::Value;
-
 use super::column_name;
 use crate::error::Result;
 use crate::http::Endpoint;
-use crate::http::HttpClient;
 use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::{ColumnType, Stream};
-use crate::streams::get_parsed;
-use crate::streams::pipedrive::{fields_path_of, parse_page, with_query};
-
-/// One field definition, standard or custom.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Definition {
-    /// `title`, or the 40-hex key of a custom field.
-    pub key: String,
-    pub name: String,
-    pub field_type: String,
-    pub custom: bool,
-    /// Option id → label, for `enum` and `set`.
-    pub options: Vec<(i64, String)>,
-}
-
-/// A definition from a v2 (`field_code`, `field_name`, `is_custom_field`) or v1 (`key`, `name`,
-/// `edit_flag`) object.
-pub fn definition(v: &Value) -> Option<Definition> {
-    let key = v
-        .get("field_code")
-        .or_else(|| v.get("key"))?
-        .as_str()?
-        .to_string();
-    let custom = v
-        .get("is_custom_field")
-        .or_else(|| v.get("edit_flag"))
-        .and_then(Value::as_bool)
-        .unwrap_or_else(|| key.len() == 40 && key.bytes().all(|b| b.is_ascii_hexdigit()));
-    let name = v
-        .get("field_name")
-        .or_else(|| v.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or(&key)
-        .to_string();
-    let field_type = v
-        .get("field_type")
-        .and_then(Value::as_str)
-        .unwrap_or("varchar")
-        .to_string();
-    let options = v
-        .get("options")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| {
-                    let id = o.get("id")?;
-                    let id = id
-                        .as_i64()
-                        .or_else(|| id.as_str().and_then(|s| s.parse().ok()))?;
-                    Some((id, o.get("label")?.as_str()?.to_string()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(Definition {
-        key,
-        name,
-        field_type,
-        custom,
-        options,
-    })
-}
-
-/// Every field definition at `fields_path` (cursor- or offset-paged).
-///
-/// Fails when a request fails or an answer is not a Pipedrive envelope.
-pub async fn load(
-    http: &HttpClient,
-    base: &str,
-    fields_path: &str,
-    stream: &str,
-) -> Result<Vec<Definition>> {
-    let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    let mut start: Option<u64> = None;
-    loop {
-        let mut q = vec![("limit".to_string(), "500".to_string())];
-        if let Some(c) = &cursor {
-            q.push(("cursor".into(), c.clone()));
-        }
-        if let Some(s) = start {
-            q.push(("start".into(), s.to_string()));
-        }
-        let url = with_query(&format!("{base}{fields_path}"), &q);
-        let ((body, parsed), _) = get_parsed(
-            http,
-            &url,
-            &headers,
-            stream,
-            "a field-definition envelope",
-            |body: Bytes| parse_page(&body).map(|p| (body, p)),
-            |e| e,
-        )
-        .await?;
-        out.extend(
-            parsed
-                .rows
-                .iter()
-                .filter_map(|r| serde_json::from_slice::<Value>(&body[r.clone()]).ok())
-                .filter_map(|v| definition(&v)),
-        );
-        match (parsed.next_cursor, parsed.next_start) {
-            (Some(c), _) => cursor = Some(c),
-            (None, Some(s)) => start = Some(s),
-            (None, None) => break,
-        }
-    }
-    Ok(out)
-}
+use crate::streams::pipedrive::{Definition, fields_path_of, load_definitions};
 
 /// The warehouse type of a field type. Options become their labels; monetary values are
 /// exact, their currency a column of its own.
@@ -198,7 +83,7 @@ pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
         .auth_api_base()
         .await?
         .unwrap_or_else(|| ep.base.clone());
-    let defs = load(&ep.http, &base, &fields_path, &stream.id.to_string()).await?;
+    let defs = load_definitions(&ep.http, &base, &fields_path, &stream.id.to_string()).await?;
     Ok(LiveEntity::Present {
         fields: defs.iter().flat_map(live_fields).collect(),
         complete: false,
@@ -208,6 +93,7 @@ pub async fn read(ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::streams::pipedrive::definition;
 
     #[test]
     fn custom_fields_keep_their_code_and_get_a_readable_name() {

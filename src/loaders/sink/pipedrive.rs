@@ -108,7 +108,7 @@ impl Target for PipedriveTarget {
             return Ok(None);
         };
         let base = self.base().await?.to_string();
-        let defs = crate::tenant::pipedrive::load(&self.http, &base, &path, hub)
+        let defs = crate::streams::pipedrive::load_definitions(&self.http, &base, &path, hub)
             .await
             .map_err(|e| WriteError::classify(e, reason_of))?;
         Ok(Some(HubSchema {
