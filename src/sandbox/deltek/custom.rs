@@ -5,8 +5,8 @@
 //! accounts have none.
 
 use super::super::options::Tenant;
+use super::kind::Kind;
 use super::schema::{Field, Gen, Ty, cust};
-use super::tables::Kind;
 
 const SECTORS: &[&str] = &[
     "Transportation",

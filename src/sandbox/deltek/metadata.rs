@@ -15,8 +15,9 @@
 //! examples only show single keys), and custom fields listed in the main table (records carry
 //! them flattened).
 
+use super::kind::Kind;
 use super::schema::{self, Field, Ty};
-use super::tables::{Kind, key_fields};
+use super::tables::key_fields;
 
 fn text(s: &str) -> String {
     serde_json::Value::from(s).to_string()
@@ -109,10 +110,11 @@ pub fn document(kind: Kind, fields: &[&'static Field]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::sandbox::Tenant;
+    use crate::sandbox::deltek::tables;
 
     #[test]
     fn documents_are_json_in_the_documented_shape() {
-        let fields = schema::table(Kind::Firm, Tenant::Custom);
+        let fields = tables::table(Kind::Firm, Tenant::Custom);
         let v: serde_json::Value = serde_json::from_slice(&document(Kind::Firm, &fields)).unwrap();
         let t = &v["Clendor"];
         assert_eq!(t["Keys"], "ClientID");

@@ -50,6 +50,7 @@
 //! its phases.
 
 mod custom;
+mod kind;
 mod metadata;
 mod paging;
 mod schema;
@@ -75,10 +76,11 @@ use super::options::{Faults, Tenant};
 use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
+use kind::{ALL, Kind};
 use schema::{Field, PURSUIT_FIELDS, PURSUIT_RENAME};
 pub use store::Changes;
 use store::{MUTATION_START_MS, Table};
-use tables::{ALL, Col, Kind};
+use tables::Col;
 pub use writes::WriteLog;
 
 /// The instance segment of the fake tenant URL.
@@ -137,7 +139,7 @@ pub(crate) struct Deltek {
 impl Deltek {
     pub(crate) fn new(opts: &SandboxOptions) -> Self {
         let counts: [u64; 12] = std::array::from_fn(|i| ALL[i].initial_rows(opts.scale));
-        let fields = ALL.iter().map(|k| schema::table(*k, opts.tenant)).collect();
+        let fields = ALL.iter().map(|k| tables::table(*k, opts.tenant)).collect();
         Self {
             seed: opts.seed,
             counts,

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::tables::Kind;
+use super::kind::Kind;
 use super::{Data, Deltek, KeyPart};
 
 /// A table's rows in key order: (key parts, ordinal), every ordinal below `next` at build time.

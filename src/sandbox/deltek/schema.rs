@@ -7,9 +7,7 @@
 //! Values follow §1.6: dates are zone-less `YYYY-MM-DDTHH:MM:SS.mmm` strings, Y/N flags are
 //! strings, accounts are decimal strings (`"625.00"`), amounts and counts are JSON numbers.
 
-use super::super::options::Tenant;
-pub use super::custom::custom;
-use super::tables::Kind;
+use super::kind::Kind;
 
 /// A Vantagepoint `FieldType` (the metadata's spelling, see [`Ty::name`]). Only the types the
 /// fake serves; the value's JSON type follows from it.
@@ -723,16 +721,6 @@ pub const PURSUIT_RENAME: [(&str, &str); 3] = [
     ("StartDate", "EstStartDate"),
 ];
 
-/// Every field a tenant's table has: the standard ones (a Lean tenant lacks `Probability`)
-/// then its custom ones.
-pub fn table(k: Kind, tenant: Tenant) -> Vec<&'static Field> {
-    standard(k)
-        .iter()
-        .filter(|f| !(tenant == Tenant::Lean && f.name == "Probability"))
-        .chain(custom(k, tenant))
-        .collect()
-}
-
 /// The metadata table name of a hub's main table [UNCERTAIN]: the database table behind the
 /// hub, as the documented examples name theirs (`TextLibrary` for boilerplates).
 pub fn table_name(k: Kind) -> &'static str {
@@ -768,11 +756,14 @@ pub static TEAM_GRID: &[Field] = &[
 
 #[cfg(test)]
 mod tests {
+    use super::super::super::options::Tenant;
+    use super::super::kind::ALL;
+    use super::super::tables::table;
     use super::*;
 
     #[test]
     fn names_are_unique_and_custom_fields_are_prefixed() {
-        for k in super::super::tables::ALL {
+        for k in ALL {
             for t in Tenant::ALL {
                 let fields = table(k, t);
                 let mut names: Vec<&str> = fields.iter().map(|f| f.name).collect();

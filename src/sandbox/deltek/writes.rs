@@ -31,8 +31,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use super::kind::Kind;
 use super::schema::Ty;
-use super::tables::{Col, Kind};
+use super::tables::Col;
 
 /// One write the fake received.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -225,7 +226,7 @@ pub fn saved_fields(
 
 #[cfg(test)]
 mod tests {
-    use super::super::schema;
+    use super::super::tables;
     use super::*;
     use crate::sandbox::Tenant;
 
@@ -234,7 +235,7 @@ mod tests {
     }
 
     fn firm(tenant: Tenant) -> Vec<Col> {
-        schema::table(Kind::Firm, tenant)
+        tables::table(Kind::Firm, tenant)
             .into_iter()
             .map(|f| Col::new(f.name, f))
             .collect()
