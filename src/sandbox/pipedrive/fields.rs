@@ -29,7 +29,7 @@ use std::collections::HashMap;
 
 use super::super::options::Tenant;
 use super::super::rng::{mix, row_key};
-use super::render::Kind;
+use super::kind::Kind;
 
 /// Tenant masks.
 const STD: u8 = 1;

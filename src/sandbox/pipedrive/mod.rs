@@ -23,6 +23,7 @@
 //! new update time.
 
 mod fields;
+mod kind;
 mod render;
 mod webhooks;
 mod writes;
@@ -43,7 +44,8 @@ use super::options::{Faults, Tenant};
 use super::protection::Protection;
 use super::rng::SeqRng;
 use super::{App, Sandbox, SandboxOptions};
-use render::{Dims, Kind, Row, STEP, T0};
+use kind::Kind;
+use render::{Dims, Row, STEP, T0};
 
 pub use writes::PdWriteLog;
 

@@ -22,7 +22,7 @@ use sha2::Sha256;
 
 use super::super::App;
 use super::API_TOKEN;
-use super::render::Kind;
+use super::kind::Kind;
 
 #[derive(Debug, Clone)]
 pub struct Hook {

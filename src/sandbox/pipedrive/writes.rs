@@ -23,7 +23,8 @@ use serde_json::{Map, Value};
 
 use super::super::options::Tenant;
 use super::fields;
-use super::render::{self, Dims, Kind, Row};
+use super::kind::Kind;
+use super::render::{self, Dims, Row};
 use super::{Inner, Meta, Pipedrive};
 use axum::http::StatusCode;
 
