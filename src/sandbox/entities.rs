@@ -157,6 +157,9 @@ pub enum Kind {
     Uniqueidentifier,
 }
 
+/// Date-only with `DateOnly` behaviour: served as `Edm.Date`.
+pub(crate) const DATE: Kind = Kind::DateTime(DateFormat::DateOnly, Behavior::DateOnly);
+
 impl Kind {
     /// The `AttributeType` value (`AttributeTypeCode` member).
     pub fn type_code(self) -> &'static str {

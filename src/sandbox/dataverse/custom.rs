@@ -10,9 +10,8 @@
 //! Custom choice values follow the publisher's option-value prefix (10000 for the default
 //! publisher, 41230 here), as Dataverse numbers them.
 
-use super::super::entities::{Attr, Gen, Kind, Set};
+use super::super::entities::{Attr, DATE, Gen, Kind, Set};
 use super::super::options::Tenant;
-use super::schema::DATE;
 
 /// Whether `tenant` lacks the standard attribute `logical` of `set`.
 pub fn removed(set: Set, tenant: Tenant, logical: &str) -> bool {

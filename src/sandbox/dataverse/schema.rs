@@ -7,7 +7,7 @@
 //! state and status option sets. Tenant differences live in `custom.rs`.
 
 use super::super::entities::{
-    Attr, BUSINESS_UNIT_GUID, Behavior, DateFormat, Gen, Kind, Set, UOM_GUID, USD_GUID,
+    Attr, BUSINESS_UNIT_GUID, Behavior, DATE, DateFormat, Gen, Kind, Set, UOM_GUID, USD_GUID,
 };
 use super::super::options::Tenant;
 use super::super::words as w;
@@ -67,8 +67,6 @@ const fn lk(
 
 const S: Kind = Kind::String;
 const MEMO: Kind = Kind::Memo;
-/// Date-only with `DateOnly` behaviour: served as `Edm.Date`.
-pub(crate) const DATE: Kind = Kind::DateTime(DateFormat::DateOnly, Behavior::DateOnly);
 /// Date-only format but `UserLocal` behaviour: served as `Edm.DateTimeOffset`.
 const DATE_LOCAL: Kind = Kind::DateTime(DateFormat::DateOnly, Behavior::UserLocal);
 const STAMP: Kind = Kind::DateTime(DateFormat::DateAndTime, Behavior::UserLocal);
