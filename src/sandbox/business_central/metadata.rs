@@ -10,8 +10,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
-use super::entities::{Entity, Set};
+use super::entities::Entity;
 use super::schema;
+use super::set::Set;
 
 /// `(Deletable, Insertable, Updatable)` of an entity set as the real document declares it.
 fn capabilities(set: Set) -> (bool, bool, bool) {
@@ -212,7 +213,7 @@ fn entity_set(
 mod tests {
     use super::*;
     use crate::sandbox::Tenant;
-    use crate::sandbox::business_central::entities::ALL;
+    use crate::sandbox::business_central::set::ALL;
 
     fn doc(t: Tenant) -> String {
         let ents: Vec<Entity> = ALL.into_iter().filter_map(|s| Entity::load(s, t)).collect();

@@ -36,6 +36,7 @@ mod metadata;
 mod query;
 mod render;
 mod schema;
+mod set;
 mod store;
 mod subscriptions;
 mod truth;
@@ -57,8 +58,9 @@ use super::options::Faults;
 use super::protection::{Protection, truncated_body};
 use super::{App, Sandbox, SandboxOptions, json};
 use crate::error::{Error, Result};
-use entities::{ALL, Entity, Set};
+use entities::Entity;
 use query::{After, Order, Reject, Times};
+use set::{ALL, Set};
 use store::{COMPANIES, Store};
 
 pub use store::Changes as BcChanges;

@@ -3,7 +3,8 @@
 //! `$skip` and the `$skiptoken` of server-driven paging, and the scan that answers them from
 //! row metadata.
 
-use super::entities::{Entity, Set};
+use super::entities::Entity;
+use super::set::Set;
 use super::store::{EPOCH_MS, Row, Store, first_at_or_after, initial_modified};
 
 /// A rejected request: status, BC error code, message (the CorrelationId is added later).

@@ -9,8 +9,9 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::entities::{Entity, LINE_SLOTS, Set, tag_of};
+use super::entities::{Entity, tag_of};
 use super::schema;
+use super::set::{LINE_SLOTS, Set};
 use super::store::{Row, Store};
 use crate::sandbox::json;
 use crate::sandbox::rng::{field, mix, pct, pick, range, row_key};

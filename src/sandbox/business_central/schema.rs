@@ -6,7 +6,7 @@
 //! the FlowFields that change without `lastModifiedDateTime`). Nothing here comes from mlc's
 //! catalog: the fake is a tenant, and the product has to cope with what it serves.
 
-use super::entities::Set;
+use super::set::Set;
 use crate::sandbox::Tenant;
 
 const GUID: &str = "Edm.Guid";
@@ -647,7 +647,7 @@ pub fn enum_type(ty: &str) -> Option<&'static EnumType> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::business_central::entities::ALL;
+    use crate::sandbox::business_central::set::ALL;
 
     #[test]
     fn every_type_has_its_key_and_known_types() {

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::entities::{ALL, LINE_SLOTS, Set};
+use super::set::{ALL, LINE_SLOTS, Set};
 use crate::sandbox::rng::{SeqRng, mix, row_key};
 
 /// 2025-01-01T00:00:00Z in ms: changed rows are modified after it, initial rows before it.

@@ -10,8 +10,9 @@
 //! the same `id` can occur in two companies (a copied company keeps its SystemIds), so a test
 //! must key rows by (company, id); the sandbox's ids happen to differ between companies.
 
-use super::entities::{ALL, Entity};
+use super::entities::Entity;
 use super::render::{RowCtx, write_row};
+use super::set::ALL;
 use super::store::{COMPANIES, Store};
 use super::{BusinessCentral, company_id};
 use crate::sandbox::{Sandbox, TruthRow};

@@ -60,10 +60,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
-use super::entities::{Entity, LINE_SLOTS, Set};
+use super::entities::Entity;
 use super::query::{After, Order, Reject, Times, tokenize, unknown_property};
 use super::render::{self, RowCtx};
 use super::schema;
+use super::set::{LINE_SLOTS, Set};
 use super::store::{Meta, Row, Store, initial_lines, initial_modified};
 use super::{BusinessCentral, Reply, company_id};
 use crate::sandbox::json;
