@@ -35,6 +35,7 @@ mod entities;
 mod metadata;
 mod query;
 mod render;
+mod saved;
 mod schema;
 mod set;
 mod store;
@@ -63,9 +64,9 @@ use query::{After, Order, Reject, Times};
 use set::{ALL, Set};
 use store::{COMPANIES, Store};
 
+pub use saved::BcWriteLog;
 pub use store::Changes as BcChanges;
 pub use subscriptions::Delivery as BcDelivery;
-pub use writes::BcWriteLog;
 
 /// BC's server-side page ceiling.
 const MAX_PAGE: usize = 20_000;

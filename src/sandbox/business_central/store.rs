@@ -125,7 +125,7 @@ pub struct Store {
     round: i64,
     rng: SeqRng,
     /// Values saved through the API (writes.rs), their indexes and the write log.
-    pub writes: super::writes::Saved,
+    pub writes: super::saved::Saved,
     /// Writes since the start: API writes are stamped in the second half of the current round's
     /// hour, so they sort after this round's mutations and before the next round's.
     write_tick: i64,

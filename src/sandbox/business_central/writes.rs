@@ -20,7 +20,7 @@
 //!
 //! Rows stay implicit: a write puts the row's [`Meta`](super::store::Meta) (new revision, so a
 //! new etag, and a modified time from the store's write clock) and saves the values sent in
-//! [`Saved`], which override the generated ones when rendering. A created row saves every
+//! [`Saved`](super::saved::Saved), which override the generated ones when rendering. A created row saves every
 //! field (blanks BC-style for those not sent) so nothing random shows through. Equality
 //! `$filter`s are answered by [`search`]: API-written values are indexed as saved, generated
 //! values are indexed lazily per (company, set, field) over untouched rows (they never change),
@@ -55,14 +55,14 @@
 //!   rows only changed and written rows are searched (a sandbox limit).
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError};
 
-use serde::Serialize;
 use serde_json::{Map, Number, Value};
 
 use super::entities::Entity;
 use super::query::{After, Order, Reject, Times, tokenize, unknown_property};
 use super::render::{self, RowCtx};
+use super::saved::{BcWriteLog, ValueIndex, norm};
 use super::schema;
 use super::set::{LINE_SLOTS, Set};
 use super::store::{Meta, Row, Store, initial_lines, initial_modified};
@@ -103,80 +103,6 @@ const READ_ONLY: &[&str] = &[
     "shippedQuantity",
     "invoicedQuantity",
 ];
-
-/// One write the fake received.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct BcWriteLog {
-    /// `POST`, `PATCH`, `DELETE`.
-    pub method: String,
-    /// Entity set (`customers`), or `salesInvoices/Microsoft.NAV.post` for the action.
-    pub set: String,
-    /// Company id (GUID).
-    pub company: String,
-    /// The row written (none when refused before one was known).
-    pub id: Option<String>,
-    pub status: u16,
-    /// The JSON body as sent (`null` for none).
-    pub fields: Value,
-    /// The `If-Match` header as sent.
-    pub if_match: Option<String>,
-    /// The create was applied but its answer dropped (connection reset mid-body).
-    pub dropped: bool,
-}
-
-type FieldKey = (usize, Set, String);
-type ValueIndex = HashMap<String, Vec<u64>>;
-
-/// Values saved through the API, their indexes, the write log.
-#[derive(Debug, Default)]
-pub struct Saved {
-    rows: HashMap<(usize, Set, u64), Map<String, Value>>,
-    /// (company, set, field) → normalised value → rows whose saved value it was (may be stale
-    /// after an update: searches re-check each row).
-    written: HashMap<FieldKey, HashMap<String, BTreeSet<u64>>>,
-    /// Generated values of untouched rows, built on first search; `None`: table too big.
-    generated: Mutex<HashMap<FieldKey, Option<Arc<ValueIndex>>>>,
-    pub log: Vec<BcWriteLog>,
-    /// The next N creates are applied and their answers dropped.
-    pub drop_creates: u32,
-}
-
-impl Saved {
-    /// The saved values of a row (cheap when nothing was ever written).
-    pub fn row(&self, company: usize, set: Set, o: u64) -> Option<&Map<String, Value>> {
-        if self.rows.is_empty() {
-            return None;
-        }
-        self.rows.get(&(company, set, o))
-    }
-
-    /// Merges `fields` into row `o`'s saved values and indexes them.
-    fn save(&mut self, company: usize, set: Set, o: u64, fields: Map<String, Value>) {
-        for (f, v) in &fields {
-            self.written
-                .entry((company, set, f.clone()))
-                .or_default()
-                .entry(norm(v))
-                .or_default()
-                .insert(o);
-        }
-        self.rows
-            .entry((company, set, o))
-            .or_default()
-            .extend(fields);
-    }
-}
-
-/// `""`-style normal form of a value for equality (strings case-insensitive, numbers by value).
-fn norm(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.to_lowercase(),
-        Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), |f| format!("{f}")),
-        Value::Bool(b) => b.to_string(),
-        Value::Null => "null".into(),
-        v => v.to_string(),
-    }
-}
 
 /// What a write request asks for.
 pub struct Request<'a> {
