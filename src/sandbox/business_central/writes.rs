@@ -20,12 +20,13 @@
 //!
 //! Rows stay implicit: a write puts the row's [`Meta`](super::store::Meta) (new revision, so a
 //! new etag, and a modified time from the store's write clock) and saves the values sent in
-//! [`Saved`](super::saved::Saved), which override the generated ones when rendering. A created row saves every
-//! field (blanks BC-style for those not sent) so nothing random shows through. Equality
-//! `$filter`s are answered by [`search`]: API-written values are indexed as saved, generated
-//! values are indexed lazily per (company, set, field) over untouched rows (they never change),
-//! and changed rows, and rows whose FlowField moved, are checked one by one. Enum properties
-//! take their `$metadata` member names only (`_x0020_`, not `" "`), as under OData schema 2.0.
+//! [`Saved`](super::saved::Saved), which override the generated ones when rendering. A created
+//! row saves every field (blanks BC-style for those not sent) so nothing random shows through.
+//! Equality `$filter`s are answered by [`search`]: API-written values are indexed as saved,
+//! generated values are indexed lazily per (company, set, field) over untouched rows (they
+//! never change), and changed rows, and rows whose FlowField moved, are checked one by one.
+//! Enum properties take their `$metadata` member names only (`_x0020_`, not `" "`), as under
+//! OData schema 2.0.
 //!
 //! Layout: this file takes the requests (routing, If-Match, creates and updates of master data,
 //! the write log); `search.rs` answers equality filters; `documents.rs` does sales documents.
