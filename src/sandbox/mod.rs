@@ -198,7 +198,7 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions, addr: SocketAddr) -> Result<Sandbox> {
         let entities: Vec<Option<Entity>> = ALL
             .into_iter()
-            .map(|s| Entity::build(s, opts.tenant))
+            .map(|s| dataverse::schema::entity(s, opts.tenant))
             .collect();
         let listener = tokio::net::TcpListener::bind(addr)
             .await

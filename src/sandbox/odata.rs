@@ -533,7 +533,7 @@ pub fn append_delta_token(link: &mut String, version: u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::entities::{Entity, Set};
+    use super::super::entities::Set;
     use super::super::options::Tenant;
     use super::*;
 
@@ -600,7 +600,7 @@ mod tests {
 
     #[test]
     fn select_filter_order() {
-        let e = Entity::build(Set::Accounts, Tenant::Standard).unwrap();
+        let e = crate::sandbox::dataverse::schema::entity(Set::Accounts, Tenant::Standard).unwrap();
         let (idx, ctx) = select(&e, Some("name,revenue")).unwrap();
         assert_eq!(idx.len(), 3);
         assert_eq!(ctx.as_deref(), Some("name,revenue"));

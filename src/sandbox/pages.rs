@@ -149,7 +149,7 @@ pub fn render_entity(
 
 #[cfg(test)]
 mod tests {
-    use super::super::entities::{ALL, Entity, Kind, Set};
+    use super::super::entities::{ALL, Kind, Set};
     use super::super::options::Tenant;
     use super::super::store::Org;
     use super::*;
@@ -166,7 +166,7 @@ mod tests {
         let d = dims(500);
         let org = Org::new(500, 42);
         for set in ALL {
-            let ent = Entity::build(set, Tenant::Custom).unwrap();
+            let ent = crate::sandbox::dataverse::schema::entity(set, Tenant::Custom).unwrap();
             let (rows, _) = org.table(set).scan(0, 200, |_| true);
             let sel: Vec<usize> = (0..ent.fields.len()).collect();
             let ann = Ann {
@@ -240,7 +240,8 @@ mod tests {
     fn account_rows_are_about_two_kilobytes() {
         let d = dims(10_000);
         let org = Org::new(10_000, 42);
-        let ent = Entity::build(Set::Accounts, Tenant::Standard).unwrap();
+        let ent =
+            crate::sandbox::dataverse::schema::entity(Set::Accounts, Tenant::Standard).unwrap();
         let sel: Vec<usize> = (0..ent.fields.len()).collect();
         let (rows, _) = org.table(Set::Accounts).scan(0, 5000, |_| true);
         let page = Page {

@@ -1066,7 +1066,8 @@ mod tests {
         let dims = Dims {
             initial: ALL.map(|s| s.initial_rows(200)),
         };
-        let ent = Entity::build(Set::Accounts, Tenant::Standard).unwrap();
+        let ent =
+            crate::sandbox::dataverse::schema::entity(Set::Accounts, Tenant::Standard).unwrap();
         let names = [
             "_createdby_value",
             "_modifiedby_value",

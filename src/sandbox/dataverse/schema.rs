@@ -7,11 +7,20 @@
 //! state and status option sets. Tenant differences live in `custom.rs`.
 
 use super::super::entities::{
-    Attr, BUSINESS_UNIT_GUID, Behavior, DATE, DateFormat, Gen, Kind, Set, UOM_GUID, USD_GUID,
+    Attr, BUSINESS_UNIT_GUID, Behavior, DATE, DateFormat, Entity, Gen, Kind, Set, UOM_GUID,
+    USD_GUID,
 };
 use super::super::options::Tenant;
 use super::super::words as w;
 use super::custom;
+
+/// The schema of `set` in `tenant`; `None` when the tenant does not have the table.
+pub fn entity(set: Set, tenant: Tenant) -> Option<Entity> {
+    if !set.in_tenant(tenant) {
+        return None;
+    }
+    Entity::new(set, attributes(set, tenant))
+}
 
 /// The attributes of `set` in `tenant`, in metadata (and payload) order.
 pub fn attributes(set: Set, tenant: Tenant) -> Vec<Attr> {
