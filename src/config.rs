@@ -11,6 +11,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
+use crate::systems::System;
 
 /// Default file name, looked up in the current directory.
 pub const CONFIG_FILE: &str = "mlc.toml";
@@ -178,13 +179,13 @@ pub struct MappingOverride {
 }
 
 impl Connection {
-    pub fn system(&self) -> &'static str {
+    pub fn system(&self) -> System {
         match &self.settings {
-            ConnectionSettings::Dataverse(_) => "dataverse",
-            ConnectionSettings::BusinessCentral(_) => "business_central",
-            ConnectionSettings::Deltek(_) => "deltek",
-            ConnectionSettings::Pipedrive(_) => "pipedrive",
-            ConnectionSettings::Looker(_) => "looker",
+            ConnectionSettings::Dataverse(_) => System::Dataverse,
+            ConnectionSettings::BusinessCentral(_) => System::BusinessCentral,
+            ConnectionSettings::Deltek(_) => System::Deltek,
+            ConnectionSettings::Pipedrive(_) => System::Pipedrive,
+            ConnectionSettings::Looker(_) => System::Looker,
         }
     }
 
@@ -856,8 +857,15 @@ fn parse_connection(
             "connections.{name}: connection names use letters, digits, `_` and `-`"
         )));
     }
-    let system = match table.get("system") {
-        Some(toml::Value::String(s)) => s.clone(),
+    let system: System = match table.get("system") {
+        Some(toml::Value::String(s)) => s.parse().map_err(|_| {
+            Error::Config(format!(
+                "{} = \"{s}\" is not a supported system; supported: {} ({} are accepted on every connection)",
+                at("system"),
+                System::names(),
+                COMMON_KEYS.join(", ")
+            ))
+        })?,
         _ => {
             return Err(Error::Config(format!(
                 "{} is missing: set it to the system this connection reads, e.g. system = \"dataverse\"",
@@ -934,9 +942,8 @@ fn parse_connection(
             })?,
     };
     table.remove("system");
-    let typed = |system: &str| {
+    let typed = || {
         let name = name.to_string();
-        let system = system.to_string();
         move |e: toml::de::Error| {
             Error::Config(format!(
                 "connections.{name} ({system}): {}",
@@ -952,8 +959,8 @@ fn parse_connection(
             ))
         })
     };
-    let settings = match system.as_str() {
-        "dataverse" => {
+    let settings = match system {
+        System::Dataverse => {
             let s: DataverseSettings = table.try_into().map_err(|e| {
                 Error::Config(format!(
                     "connections.{name} (dataverse): {}",
@@ -973,8 +980,8 @@ fn parse_connection(
             }
             ConnectionSettings::Dataverse(s)
         }
-        "business_central" => {
-            let s: BusinessCentralSettings = table.try_into().map_err(typed("business_central"))?;
+        System::BusinessCentral => {
+            let s: BusinessCentralSettings = table.try_into().map_err(typed())?;
             check_url(
                 "api_url",
                 &s.api_url,
@@ -987,14 +994,14 @@ fn parse_connection(
             )?;
             ConnectionSettings::BusinessCentral(s)
         }
-        "deltek" => {
+        System::Deltek => {
             if !table.contains_key("time_zone") {
                 return Err(Error::Config(format!(
                     "{} is not set: Vantagepoint timestamps carry no time zone, so mlc must be told the server's: set the IANA zone the Vantagepoint server writes its times in (a hosted tenant's region or an on-premises server's clock; e.g. time_zone = \"America/New_York\", or \"UTC\" if it runs in UTC)",
                     at("time_zone")
                 )));
             }
-            let s: DeltekSettings = table.try_into().map_err(typed("deltek"))?;
+            let s: DeltekSettings = table.try_into().map_err(typed())?;
             check_url(
                 "base_url",
                 &s.base_url,
@@ -1009,8 +1016,8 @@ fn parse_connection(
             }
             ConnectionSettings::Deltek(s)
         }
-        "pipedrive" => {
-            let s: PipedriveSettings = table.try_into().map_err(typed("pipedrive"))?;
+        System::Pipedrive => {
+            let s: PipedriveSettings = table.try_into().map_err(typed())?;
             check_url("api_url", &s.api_url, "https://acme.pipedrive.com")?;
             check_url(
                 "oauth_url",
@@ -1026,8 +1033,8 @@ fn parse_connection(
             }
             ConnectionSettings::Pipedrive(s)
         }
-        "looker" => {
-            let s: LookerSettings = table.try_into().map_err(typed("looker"))?;
+        System::Looker => {
+            let s: LookerSettings = table.try_into().map_err(typed())?;
             check_url("base_url", &s.base_url, "https://acme.cloud.looker.com")?;
             if s.query_timeout_seconds.is_nan()
                 || s.query_timeout_seconds <= 0.0
@@ -1038,13 +1045,6 @@ fn parse_connection(
                 )));
             }
             ConnectionSettings::Looker(s)
-        }
-        other => {
-            return Err(Error::Config(format!(
-                "{} = \"{other}\" is not a supported system; supported: dataverse, business_central, deltek, pipedrive, looker ({} are accepted on every connection)",
-                at("system"),
-                COMMON_KEYS.join(", ")
-            )));
         }
     };
     Ok(Connection {
@@ -1260,6 +1260,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("url2"), "{e}");
+
+        let e = Config::parse(
+            "[connections.crm]\nsystem = \"salesforce\"\n",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("connections.crm.system") && e.contains("business_central, deltek"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
         ConnectionSettings::Dataverse(d) => {
             let secret = secret(conn, vault, "client_secret", d.client_secret.as_ref())?;
             let auth = EntraClientCredentials::new(
-                "dataverse",
+                conn.system().as_str(),
                 &d.authority_url,
                 &d.tenant_id,
                 &d.client_id,
@@ -89,7 +89,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 d.scope(),
             );
             let http = HttpClient::new(
-                "dataverse",
+                conn.system().as_str(),
                 &conn.name,
                 Some(Arc::new(auth)),
                 Limits {
@@ -110,7 +110,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
         ConnectionSettings::BusinessCentral(b) => {
             let secret = secret(conn, vault, "client_secret", b.client_secret.as_ref())?;
             let auth = EntraClientCredentials::new(
-                "business_central",
+                conn.system().as_str(),
                 &b.authority_url,
                 &b.tenant_id,
                 &b.client_id,
@@ -118,7 +118,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 b.scope.clone(),
             );
             let http = HttpClient::new(
-                "business_central",
+                conn.system().as_str(),
                 &conn.name,
                 Some(Arc::new(auth)),
                 Limits {
@@ -149,7 +149,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
                 culture: d.culture.clone(),
             });
             let http = HttpClient::new(
-                "deltek",
+                conn.system().as_str(),
                 &conn.name,
                 Some(Arc::new(auth)),
                 Limits {
@@ -171,7 +171,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
             // monthly API quota and 429s are documented: 60 a minute, paced one at a time.
             let rpm = conn.requests_per_minute.unwrap_or(60);
             let http = HttpClient::new(
-                "looker",
+                conn.system().as_str(),
                 &conn.name,
                 Some(Arc::new(auth)),
                 Limits {
@@ -235,7 +235,7 @@ fn pipedrive_endpoint(
         ))
     };
     let http = HttpClient::new(
-        "pipedrive",
+        conn.system().as_str(),
         &conn.name,
         Some(auth),
         Limits {

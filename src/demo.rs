@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::loaders::warehouse::OutputFormat;
 use crate::run::{Context, RunRequest, RunSummary, run_many};
 use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::systems::System;
 use crate::vault::{Secrets, Vault};
 
 /// The sink flows the demo applies, in order.
@@ -289,7 +290,7 @@ async fn master_data_back(
         .config
         .connections
         .values()
-        .filter(|c| c.system() == "business_central")
+        .filter(|c| c.system() == System::BusinessCentral)
         .collect();
     let patterns = [
         "business_central.customer".to_string(),

@@ -48,6 +48,7 @@ pub mod serve;
 pub mod spec;
 pub mod state;
 pub mod streams;
+pub mod systems;
 pub mod tenant;
 pub mod text_table;
 pub mod vault;

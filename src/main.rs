@@ -14,6 +14,7 @@ use ml_connector::loaders::warehouse::OutputFormat;
 use ml_connector::run::{Context, RunRequest, RunSummary, run_many_reporting};
 use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions, Tenant};
 use ml_connector::spec::Definitions;
+use ml_connector::systems::System;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
 
@@ -458,13 +459,19 @@ enum ConnectionCmd {
     },
 }
 
+/// `--system`: one of the systems, with the list when it is not.
+fn parse_system(s: &str) -> std::result::Result<System, String> {
+    s.parse()
+        .map_err(|_| format!("not a system; one of {}", System::names()))
+}
+
 #[derive(Args)]
 struct AddArgs {
     /// Connection name (its `[connections.NAME]` section in mlc.toml).
     name: String,
     /// dataverse, business_central, deltek, pipedrive or looker.
-    #[arg(long, default_value = "dataverse")]
-    system: String,
+    #[arg(long, default_value = "dataverse", value_parser = parse_system)]
+    system: System,
     /// Dataverse: https://<org>.crm.dynamics.com
     #[arg(long)]
     environment_url: Option<String>,
@@ -1640,8 +1647,8 @@ fn read_secrets(a: &AddArgs) -> Result<Secrets> {
         || (out.is_empty() && !std::io::stdin().is_terminal())
         || (out.is_empty()
             && matches!(
-                a.system.as_str(),
-                "dataverse" | "business_central" | "looker"
+                a.system,
+                System::Dataverse | System::BusinessCentral | System::Looker
             ));
     if wants_client_secret {
         out.insert("client_secret".into(), read_secret(a)?);
@@ -1726,7 +1733,7 @@ async fn discover(
         drafted += 1;
         let cat_path = out
             .join("catalog")
-            .join(system)
+            .join(system.as_str())
             .join(format!("{}.toml", d.entity));
         if let Some(dir) = cat_path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -1760,7 +1767,7 @@ async fn discover(
         if let Some(stream) = &d.stream_toml {
             let p = out
                 .join("streams")
-                .join(system)
+                .join(system.as_str())
                 .join(format!("{}.toml", d.entity));
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)
@@ -1830,7 +1837,7 @@ async fn connection(cmd: ConnectionCmd, config: &Path) -> Result<ExitCode> {
                 .as_table_mut()
                 .ok_or_else(|| anyhow!("`connections` in {} is not a table", config.display()))?;
             let mut t = toml_edit::Table::new();
-            t.insert("system", toml_edit::value(&a.system));
+            t.insert("system", toml_edit::value(a.system.as_str()));
             for (k, v) in [
                 ("environment_url", &a.environment_url),
                 ("tenant_id", &a.tenant_id),
@@ -2032,7 +2039,7 @@ async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
                 None => cfg
                     .connections
                     .values()
-                    .filter(|c| c.system() == target)
+                    .filter(|c| target.parse::<System>().ok() == Some(c.system()))
                     .collect(),
             };
             if conns.is_empty() {

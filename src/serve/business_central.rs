@@ -24,9 +24,10 @@ use serde::Deserialize;
 
 use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::systems::System;
 use crate::vault::Secrets;
 
-const SYSTEM: &str = "business_central";
+const SYSTEM: System = System::BusinessCentral;
 
 #[derive(Debug, Deserialize)]
 struct Notifications {

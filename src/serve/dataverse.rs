@@ -14,9 +14,10 @@ use serde::Deserialize;
 
 use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::systems::System;
 use crate::vault::Secrets;
 
-const SYSTEM: &str = "dataverse";
+const SYSTEM: System = System::Dataverse;
 
 /// The parts of a RemoteExecutionContext mlc needs.
 #[derive(Debug, Deserialize)]

@@ -25,6 +25,7 @@ use axum::routing::{get, post};
 
 use crate::serve::config::WebhookConfig;
 use crate::state::StateStore;
+use crate::systems::System;
 use crate::vault::{Secrets, Vault};
 
 use super::clock::Clock;
@@ -140,7 +141,7 @@ impl Receiver {
     /// The routes of `connection` when it is a `system` connection; else the 404 answer.
     pub fn routes_of(
         &self,
-        system: &str,
+        system: System,
         connection: &str,
     ) -> Result<&super::routes::ConnectionRoutes, Box<Response>> {
         self.routes
@@ -159,14 +160,14 @@ impl Receiver {
     /// A rejection: counted, logged without any secret, answered with `status`.
     pub fn reject(
         &self,
-        system: &str,
+        system: System,
         connection: &str,
         status: StatusCode,
         reason: &str,
     ) -> Response {
         self.metrics.rejected(system, reason);
         tracing::warn!(
-            system,
+            system = system.as_str(),
             connection,
             reason,
             status = status.as_u16(),
@@ -183,15 +184,20 @@ impl Receiver {
     }
 }
 
+/// The route of a system's webhooks: `/webhooks/<system>/{connection}`.
+fn webhook_route(system: System) -> String {
+    format!("/webhooks/{system}/{{connection}}")
+}
+
 /// The router; `max_body` bytes per request.
 pub fn router(rx: Arc<Receiver>, max_body: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
-        .route("/webhooks/dataverse/{connection}", post(dataverse::receive))
-        .route("/webhooks/pipedrive/{connection}", post(pipedrive::receive))
+        .route(&webhook_route(System::Dataverse), post(dataverse::receive))
+        .route(&webhook_route(System::Pipedrive), post(pipedrive::receive))
         .route(
-            "/webhooks/business_central/{connection}",
+            &webhook_route(System::BusinessCentral),
             post(business_central::receive).get(business_central::handshake_only),
         )
         .layer(DefaultBodyLimit::max(max_body))
@@ -213,12 +219,12 @@ async fn count_oversized(
         .path()
         .strip_prefix("/webhooks/")
         .and_then(|p| p.split('/').next())
-        .map(str::to_string);
+        .and_then(|s| s.parse::<System>().ok());
     let r = next.run(req).await;
     if r.status() == StatusCode::PAYLOAD_TOO_LARGE
         && let Some(system) = system
     {
-        rx.metrics.rejected(&system, "body too large");
+        rx.metrics.rejected(system, "body too large");
         tracing::warn!(system = %system, "webhook rejected: body over serve.max_body_bytes");
     }
     r

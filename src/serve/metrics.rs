@@ -5,6 +5,7 @@
 //! `prometheus` crate has a process-global default registry and pulls protobuf for a format
 //! Prometheus no longer needs).
 
+use crate::systems::System;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -150,18 +151,18 @@ impl Metrics {
         })
     }
 
-    pub fn received(&self, system: &str) {
+    pub fn received(&self, system: System) {
         self.webhooks_received
             .get_or_create(&SystemLabel {
-                system: system.into(),
+                system: system.as_str().into(),
             })
             .inc();
     }
 
-    pub fn rejected(&self, system: &str, reason: &str) {
+    pub fn rejected(&self, system: System, reason: &str) {
         self.webhooks_rejected
             .get_or_create(&Rejection {
-                system: system.into(),
+                system: system.as_str().into(),
                 reason: reason.into(),
             })
             .inc();
@@ -215,8 +216,8 @@ mod tests {
     #[test]
     fn renders_counters() {
         let m = Metrics::new();
-        m.received("pipedrive");
-        m.rejected("dataverse", "bad_key");
+        m.received(System::Pipedrive);
+        m.rejected(System::Dataverse, "bad_key");
         let text = m.render(None, Utc::now());
         assert!(
             text.contains("mlc_webhooks_received_total{system=\"pipedrive\"} 1"),

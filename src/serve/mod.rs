@@ -41,6 +41,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::run::Context;
+use crate::systems::System;
 
 use clock::Clock;
 use metrics::Metrics;
@@ -151,7 +152,7 @@ impl Server {
                     "serve.webhooks.{name}: no connection `{name}` in mlc.toml"
                 )));
             };
-            if conn.system() == "business_central" && opts.subscription_check.is_some() {
+            if conn.system() == System::BusinessCentral && opts.subscription_check.is_some() {
                 managers.push(BcSubscriptions::new(
                     conn,
                     &ctx.vault,

@@ -22,9 +22,10 @@ use sha2::Sha256;
 
 use super::http::{Receiver, Refusal};
 use super::secrets;
+use crate::systems::System;
 use crate::vault::Secrets;
 
-const SYSTEM: &str = "pipedrive";
+const SYSTEM: System = System::Pipedrive;
 
 /// What an event says, whatever its version.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,7 @@ use crate::connect::endpoint;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
 use crate::state::StateStore;
+use crate::systems::System;
 use crate::vault::Vault;
 
 use super::secrets;
@@ -58,7 +59,7 @@ pub async fn register(
         .cloned()
         .unwrap_or_default();
     match conn.system() {
-        "dataverse" => {
+        System::Dataverse => {
             let (key, fresh) = secrets::get_or_create(vault, &conn.name, "key")?;
             let (how, value_line) = match (&w.key_header, &w.key_query) {
                 (Some(h), _) => (
@@ -95,7 +96,7 @@ pub async fn register(
                 conn.name,
             ))
         }
-        "pipedrive" => {
+        System::Pipedrive => {
             let (password, _) = secrets::get_or_create(vault, &conn.name, "password")?;
             let ep = endpoint(conn, vault)?;
             let base = ep.base.trim_end_matches('/').to_string();
@@ -151,7 +152,7 @@ pub async fn register(
             }
             Ok(out)
         }
-        "business_central" => {
+        System::BusinessCentral => {
             let mgr = BcSubscriptions::new(
                 conn,
                 vault,
@@ -182,7 +183,7 @@ pub async fn register(
             out.push_str("`mlc serve` renews them before their 3-day expiry and recreates them if Business Central drops them.\n");
             Ok(out)
         }
-        other => Err(Error::Config(format!(
+        other @ (System::Deltek | System::Looker) => Err(Error::Config(format!(
             "{other} has no webhooks mlc can register (Deltek webhooks are workflow actions; Looker is read on schedule)"
         ))),
     }

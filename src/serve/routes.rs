@@ -11,11 +11,12 @@ use crate::loaders::sink::flow::FlowFile;
 use crate::spec::Definitions;
 
 use super::queue::{Origin, Trigger};
+use crate::systems::System;
 
 /// One connection's streams as events name them.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConnectionRoutes {
-    pub system: String,
+    pub system: System,
     /// Every stream id the connection runs.
     pub streams: BTreeSet<String>,
     /// Entity name (`account`) or API entity set (`customers`, `accounts`) → stream id.
@@ -37,7 +38,7 @@ impl ConnectionRoutes {
 pub struct Routes {
     pub connections: BTreeMap<String, ConnectionRoutes>,
     /// Flows enabled for webhook-driven applies: (flow, source system, source entities).
-    flows: Vec<(String, String, BTreeSet<String>)>,
+    flows: Vec<(String, System, BTreeSet<String>)>,
 }
 
 impl Routes {
@@ -47,8 +48,9 @@ impl Routes {
         let mut connections = BTreeMap::new();
         for (name, conn) in &config.connections {
             let mut r = ConnectionRoutes {
-                system: conn.system().to_string(),
-                ..Default::default()
+                system: conn.system(),
+                streams: BTreeSet::new(),
+                by_name: BTreeMap::new(),
             };
             for s in defs.select(&conn.streams)? {
                 let id = s.id.to_string();
@@ -66,7 +68,7 @@ impl Routes {
             let file = FlowFile::load(&config.definitions_dir, f)
                 .map_err(|e| Error::Config(format!("serve.flows: `{f}`: {e}")))?;
             let entities = file.entities.iter().map(|e| e.source.clone()).collect();
-            flows.push((f.clone(), file.source_system.clone(), entities));
+            flows.push((f.clone(), file.source_system, entities));
         }
         Ok(Self { connections, flows })
     }
@@ -79,7 +81,7 @@ impl Routes {
     /// any of them.
     pub fn webhook_trigger(
         &self,
-        system: &str,
+        system: System,
         connection: &str,
         streams: BTreeSet<String>,
     ) -> Trigger {
@@ -87,10 +89,11 @@ impl Routes {
             .flows
             .iter()
             .filter(|(_, src, entities)| {
-                src == system
+                *src == system
                     && streams.iter().any(|s| {
-                        s.split_once('.')
-                            .is_some_and(|(sys, ent)| sys == system && entities.contains(ent))
+                        s.split_once('.').is_some_and(|(sys, ent)| {
+                            sys == system.as_str() && entities.contains(ent)
+                        })
                     })
             })
             .map(|(f, _, _)| f.clone())

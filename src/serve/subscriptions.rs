@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::Idempotency;
 use crate::state::StateStore;
+use crate::systems::System;
 use crate::vault::Vault;
 
 use super::secrets;
@@ -104,7 +105,11 @@ impl BcSubscriptions {
             companies: b.companies.clone(),
             resources,
             endpoint,
-            notification_url: format!("{public_base}/webhooks/business_central/{}", conn.name),
+            notification_url: format!(
+                "{public_base}/webhooks/{}/{}",
+                System::BusinessCentral,
+                conn.name
+            ),
             client_state,
             renew_before: Duration::seconds((renew_before_hours * 3600.0) as i64),
             state,

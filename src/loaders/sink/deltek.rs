@@ -20,6 +20,9 @@ use crate::spec::{Definitions, FixedFilter, StreamId};
 use super::target::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written};
 
+/// The hubs the sink writes (each with a key, a search and a tested write path).
+pub const HUBS: [&str; 5] = ["firm", "contact", "employee", "opportunity", "project"];
+
 /// How one hub is spoken on this tenant. Taken from the Deltek stream definitions (the same
 /// `variants` the extract reads with), so reading and writing a hub never disagree: on a 5.0+
 /// tenant (`opportunity_model = "project_stage"`) an `opportunity` is a project carrying a

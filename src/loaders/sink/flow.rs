@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::systems::System;
 
 static BUILTIN_FLOWS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/loaders/sink");
 
@@ -21,10 +22,10 @@ pub struct FlowFile {
     #[serde(default)]
     pub description: String,
     /// Source system: change sets are read from the lake under `raw/<source_system>/<entity>/`.
-    pub source_system: String,
+    pub source_system: System,
     /// Target system: the flow writes through the one mlc.toml connection of this system
     /// (`--target` picks one when there are several).
-    pub target_system: String,
+    pub target_system: System,
     /// Business Central: the company written to (name or id); default the connection's first
     /// `companies` entry.
     pub company: Option<String>,
@@ -720,9 +721,19 @@ mod tests {
     #[test]
     fn unknown_keys_are_refused() {
         let err = toml::from_str::<FlowFile>(
-            "source_system='a'\ntarget_system='b'\nentities=[]\ntypo=1\n",
+            "source_system='dataverse'\ntarget_system='deltek'\nentities=[]\ntypo=1\n",
         )
         .unwrap_err();
         assert!(err.to_string().contains("typo"));
+    }
+
+    #[test]
+    fn an_unknown_system_is_refused_with_the_list() {
+        let err = toml::from_str::<FlowFile>(
+            "source_system='salesforce'\ntarget_system='deltek'\nentities=[]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("salesforce") && err.contains("business_central"), "{err}");
     }
 }

@@ -701,7 +701,7 @@ impl JobCtx<'_> {
             let doc_run = self.state.sink_job(j.job_id)?.map(|sj| sj.run_id);
             let read = self.state.sink_cursor(
                 self.flow_name,
-                &super::plan::lines_cursor_key(&self.flow.source_system, l, em.name()),
+                &super::plan::lines_cursor_key(self.flow.source_system, l, em.name()),
             )?;
             let settled = match &doc_run {
                 Some(run) => lines_settled(self.state, read.as_deref(), run)?,

@@ -41,9 +41,11 @@ use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
 use self::preflight::Preflight;
 use self::target::Target;
+use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
+use crate::systems::System;
 
 /// What `replay` re-runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,17 +184,17 @@ impl<'a> Sink<'a> {
         let flow = FlowFile::load(&ctx.config.definitions_dir, name)?;
         // Only these hubs have a key, search and tested write path; refuse the rest rather
         // than write half-mapped records.
-        let hubs: &[&str] = match flow.target_system.as_str() {
-            "deltek" => &["firm", "contact", "employee", "opportunity", "project"],
-            "business_central" => &business_central::HUBS,
-            "pipedrive" => &pipedrive::HUBS,
-            other => {
+        let hubs: &[&str] = match flow.target_system {
+            System::Deltek => &deltek::HUBS,
+            System::BusinessCentral => &business_central::HUBS,
+            System::Pipedrive => &pipedrive::HUBS,
+            other @ (System::Dataverse | System::Looker) => {
                 return Err(Error::Config(format!(
                     "sink flow `{name}`: target system `{other}` is not supported (deltek, business_central, pipedrive)"
                 )));
             }
         };
-        if flow.target_system == "pipedrive"
+        if flow.target_system == System::Pipedrive
             && let Some(e) = flow.entities.iter().find(|e| e.mode != flow::Mode::Update)
         {
             return Err(Error::Config(format!(
@@ -255,7 +257,31 @@ impl<'a> Sink<'a> {
             )));
         }
         let ep = self.ctx.runtimes.endpoint(conn)?;
-        if let crate::config::ConnectionSettings::BusinessCentral(b) = &conn.settings {
+        match &conn.settings {
+            ConnectionSettings::BusinessCentral(b) => self.business_central(b, conn, ep),
+            ConnectionSettings::Pipedrive(_) => Ok(Box::new(pipedrive::PipedriveTarget::new(
+                ep.http, &conn.name, &ep.base,
+            ))),
+            ConnectionSettings::Deltek(_) => self.deltek(conn, ep),
+            ConnectionSettings::Dataverse(_) | ConnectionSettings::Looker(_) => {
+                Err(Error::Config(format!(
+                    "sink flow `{}`: connection `{}` is {}, which the sink does not write",
+                    self.name,
+                    conn.name,
+                    conn.system()
+                )))
+            }
+        }
+    }
+
+    /// A Business Central target: the flow's company, else the connection's first.
+    fn business_central(
+        &self,
+        b: &crate::config::BusinessCentralSettings,
+        conn: &crate::config::Connection,
+        ep: crate::http::Endpoint,
+    ) -> Result<Box<dyn Target>> {
+        {
             let company = self
                 .flow
                 .company
@@ -267,15 +293,19 @@ impl<'a> Sink<'a> {
                         self.name, conn.name
                     ))
                 })?;
-            return Ok(Box::new(business_central::BcTarget::new(
+            Ok(Box::new(business_central::BcTarget::new(
                 ep.http, &conn.name, &ep.base, &company,
-            )));
+            )))
         }
-        if self.flow.target_system == "pipedrive" {
-            return Ok(Box::new(pipedrive::PipedriveTarget::new(
-                ep.http, &conn.name, &ep.base,
-            )));
-        }
+    }
+
+    /// A Vantagepoint target for the flow's hubs; projects need a number scheme on tenants
+    /// where the client numbers them.
+    fn deltek(
+        &self,
+        conn: &crate::config::Connection,
+        ep: crate::http::Endpoint,
+    ) -> Result<Box<dyn Target>> {
         let mut hubs: Vec<&str> = self
             .flow
             .entities
@@ -862,7 +892,7 @@ impl<'a> Sink<'a> {
             .entities
             .iter()
             .map(|e| {
-                let s = plan::cursor_key(&self.flow.source_system, e);
+                let s = plan::cursor_key(self.flow.source_system, e);
                 let c = st.sink_cursor(&self.name, &s)?;
                 Ok((s, c))
             })

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
 use crate::state::{JobStatus, SinkLine, StateStore};
+use crate::systems::System;
 
 /// What apply will do with one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -189,7 +190,7 @@ struct RunsRead {
 
 /// The cursor key of a mapping: its stream, plus the mapping's name when it is named (each
 /// mapping of one stream keeps its own place, so a mapping added later reads from the start).
-pub fn cursor_key(source_system: &str, em: &EntityMap) -> String {
+pub fn cursor_key(source_system: System, em: &EntityMap) -> String {
     let stream = format!("{source_system}.{}", em.source);
     match &em.name {
         Some(n) if n != &em.source => format!("{stream}#{n}"),
@@ -198,7 +199,7 @@ pub fn cursor_key(source_system: &str, em: &EntityMap) -> String {
 }
 
 /// The cursor key of a mapping's lines (`pipedrive.deal_product#won_deal`).
-pub fn lines_cursor_key(source_system: &str, l: &super::flow::Lines, mapping: &str) -> String {
+pub fn lines_cursor_key(source_system: System, l: &super::flow::Lines, mapping: &str) -> String {
     format!("{source_system}.{}#{mapping}", l.source)
 }
 
@@ -234,7 +235,7 @@ pub async fn plan(
     let mut cursors = Vec::with_capacity(flow.entities.len());
     for em in &flow.entities {
         let sid = format!("{}.{}", flow.source_system, em.source);
-        let cursor = state.sink_cursor(name, &cursor_key(&flow.source_system, em))?;
+        let cursor = state.sink_cursor(name, &cursor_key(flow.source_system, em))?;
         *readers.entry((sid.clone(), cursor.clone())).or_default() += 1;
         keep.entry(sid).or_default().extend(em.columns());
         cursors.push(cursor);
@@ -247,7 +248,7 @@ pub async fn plan(
                 "sink flow `{name}` reads {sid}, which no stream defines"
             ))
         })?;
-        let ckey = cursor_key(&flow.source_system, em);
+        let ckey = cursor_key(flow.source_system, em);
         let rk = (sid.to_string(), cursor.clone());
         if !read.contains_key(&rk) {
             let columns = keep.get(&rk.0).cloned().unwrap_or_default();
@@ -295,7 +296,7 @@ pub async fn plan(
         let mut lines_read: Option<String> = None;
         if let Some(l) = &em.lines {
             let lsid: StreamId = format!("{}.{}", flow.source_system, l.source).parse()?;
-            let lkey = lines_cursor_key(&flow.source_system, l, mapping);
+            let lkey = lines_cursor_key(flow.source_system, l, mapping);
             let lcursor = state.sink_cursor(name, &lkey)?;
             let RunsRead {
                 rows: lrows,
