@@ -174,7 +174,7 @@ impl Receiver {
             "webhook rejected"
         );
         let mut r = (status, format!("{reason}\n")).into_response();
-        if status == StatusCode::UNAUTHORIZED && system == "pipedrive" {
+        if status == StatusCode::UNAUTHORIZED && system == System::Pipedrive {
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Basic realm=\"mlc\""),
