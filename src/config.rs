@@ -7,11 +7,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::systems::System;
+use crate::systems::{ConnectionSettings, KeyPath, System};
 
 /// Default file name, looked up in the current directory.
 pub const CONFIG_FILE: &str = "mlc.toml";
@@ -180,47 +179,23 @@ pub struct MappingOverride {
 
 impl Connection {
     pub fn system(&self) -> System {
-        match &self.settings {
-            ConnectionSettings::Dataverse(_) => System::Dataverse,
-            ConnectionSettings::BusinessCentral(_) => System::BusinessCentral,
-            ConnectionSettings::Deltek(_) => System::Deltek,
-            ConnectionSettings::Pipedrive(_) => System::Pipedrive,
-            ConnectionSettings::Looker(_) => System::Looker,
-        }
+        self.settings.system()
     }
 
     /// The URL that identifies the tenant, for listings.
     pub fn url(&self) -> String {
-        match &self.settings {
-            ConnectionSettings::Dataverse(d) => d.environment_url.clone(),
-            ConnectionSettings::BusinessCentral(b) => b.api_base(),
-            ConnectionSettings::Deltek(d) => d.base_url.clone(),
-            ConnectionSettings::Pipedrive(p) => p.api_url.clone(),
-            ConnectionSettings::Looker(l) => l.api_base(),
-        }
+        self.settings.url()
     }
 
     /// Whether mlc.toml supplies the connection's secrets (as `${VAR}` references) rather than
     /// the vault.
     pub fn secrets_from_environment(&self) -> bool {
-        match &self.settings {
-            ConnectionSettings::Dataverse(d) => d.client_secret.is_some(),
-            ConnectionSettings::BusinessCentral(b) => b.client_secret.is_some(),
-            ConnectionSettings::Deltek(d) => d.password.is_some() && d.client_secret.is_some(),
-            ConnectionSettings::Pipedrive(p) => p.api_token.is_some() || p.refresh_token.is_some(),
-            ConnectionSettings::Looker(l) => l.client_secret.is_some(),
-        }
+        self.settings.secrets_from_environment()
     }
 
     /// The zone in which the system writes timestamps that carry none (Deltek).
     pub fn naive_time_zone(&self) -> Option<&str> {
-        match &self.settings {
-            ConnectionSettings::Deltek(d) => Some(&d.time_zone),
-            // Queries run with `query_timezone` (UTC unless the stream says otherwise), and
-            // Looker writes times in it without a zone.
-            ConnectionSettings::Looker(_) => Some("UTC"),
-            _ => None,
-        }
+        self.settings.naive_time_zone()
     }
 
     /// Hours between key-set reconciliations of streams with `reconcile = "keyset"`.
@@ -232,249 +207,6 @@ impl Connection {
     pub fn schema_ttl_minutes(&self) -> f64 {
         self.schema_ttl_minutes
             .unwrap_or(DEFAULT_SCHEMA_TTL_MINUTES)
-    }
-}
-
-/// System-specific settings.
-#[derive(Debug, Clone)]
-pub enum ConnectionSettings {
-    Dataverse(DataverseSettings),
-    BusinessCentral(BusinessCentralSettings),
-    Deltek(DeltekSettings),
-    Pipedrive(PipedriveSettings),
-    Looker(LookerSettings),
-}
-
-/// A Looker instance (API 4.0) and an API key pair (client id and secret) of the Looker user
-/// whose permissions the reverse streams run with.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LookerSettings {
-    /// Instance URL, e.g. `https://acme.cloud.looker.com` (or the Admin > API "API Host URL").
-    pub base_url: String,
-    /// API port: 443 for instances on GCP, Azure and AWS created from 2020-07-07, 19999 for
-    /// older AWS-hosted instances (the legacy API port). Default: the URL's own port.
-    #[serde(default)]
-    pub port: Option<u16>,
-    /// Client id of the API key.
-    pub client_id: String,
-    /// Client secret of the API key; only as `${VAR}`, otherwise stored with
-    /// `mlc connection add`.
-    #[serde(default)]
-    pub client_secret: Option<SecretString>,
-    /// Longest wait for one query task (queued plus running), in seconds.
-    #[serde(default = "default_looker_timeout")]
-    pub query_timeout_seconds: f64,
-    /// First wait between status polls of a query task, in milliseconds; it grows by half
-    /// each poll up to `poll_max_interval_ms`.
-    #[serde(default = "default_looker_poll")]
-    pub poll_interval_ms: u64,
-    /// Longest wait between two status polls, in milliseconds.
-    #[serde(default = "default_looker_poll_max")]
-    pub poll_max_interval_ms: u64,
-    /// Most rows a `limit = -1` (unlimited) stream accepts. Looker cuts unlimited results
-    /// silently (formats that are not streamed, users without the permission to download
-    /// without a limit), so such a query is run with this many rows plus one as its limit, and a
-    /// result that reaches it fails the run instead of replacing the table.
-    #[serde(default = "default_looker_max_rows")]
-    pub max_result_rows: u64,
-}
-
-fn default_looker_max_rows() -> u64 {
-    1_000_000
-}
-
-fn default_looker_timeout() -> f64 {
-    600.0
-}
-
-fn default_looker_poll() -> u64 {
-    500
-}
-
-fn default_looker_poll_max() -> u64 {
-    5000
-}
-
-impl LookerSettings {
-    /// `{scheme}://{host}:{port}/api/4.0` (no trailing slash).
-    pub fn api_base(&self) -> String {
-        let mut base = self.base_url.trim_end_matches('/').to_string();
-        if let Some(port) = self.port
-            && let Ok(mut u) = url::Url::parse(&base)
-            && u.set_port(Some(port)).is_ok()
-        {
-            base = u.as_str().trim_end_matches('/').to_string();
-        }
-        format!("{base}/api/4.0")
-    }
-}
-
-/// A Business Central online environment and its Entra app registration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BusinessCentralSettings {
-    /// Entra tenant id or verified domain (also the tenant segment of the API URL).
-    pub tenant_id: String,
-    /// Environment name, e.g. `Production` or `Sandbox`.
-    pub environment: String,
-    pub client_id: String,
-    #[serde(default)]
-    pub client_secret: Option<SecretString>,
-    /// Token authority host.
-    #[serde(default = "default_authority")]
-    pub authority_url: String,
-    /// API host (`https://api.businesscentral.dynamics.com`); the API base is
-    /// `{api_url}/v2.0/{tenant_id}/{environment}`.
-    #[serde(default = "default_bc_api")]
-    pub api_url: String,
-    /// OAuth scope; national clouds and on-prem use their own.
-    #[serde(default = "default_bc_scope")]
-    pub scope: String,
-    /// Company ids or names to read; empty = every company. The company id is part of every
-    /// key, so several companies share one table.
-    #[serde(default)]
-    pub companies: Vec<String>,
-}
-
-fn default_bc_api() -> String {
-    "https://api.businesscentral.dynamics.com".into()
-}
-
-fn default_bc_scope() -> String {
-    "https://api.businesscentral.dynamics.com/.default".into()
-}
-
-impl BusinessCentralSettings {
-    /// `{api_url}/v2.0/{tenant}/{environment}` (no trailing slash); stream files add
-    /// `/api/v2.0`.
-    pub fn api_base(&self) -> String {
-        format!(
-            "{}/v2.0/{}/{}",
-            self.api_url.trim_end_matches('/'),
-            self.tenant_id,
-            self.environment
-        )
-    }
-}
-
-/// A Deltek Vantagepoint database and its API authorization (password grant).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeltekSettings {
-    /// The full tenant URL up to and including `/api`, e.g.
-    /// `https://acme.deltekfirst.com/acme/api` (on-prem: `https://vp.example.com/vantagepoint/api`).
-    pub base_url: String,
-    /// Database name as shown on the API Authorization form.
-    pub database: String,
-    pub username: String,
-    #[serde(default)]
-    pub password: Option<SecretString>,
-    /// Client id of the API authorization ("Consumer Key").
-    pub client_id: String,
-    #[serde(default)]
-    pub client_secret: Option<SecretString>,
-    /// Windows / Entra integrated authentication (`integrated=Y`).
-    #[serde(default)]
-    pub integrated: bool,
-    /// Zone of the tenant's zone-less timestamps (IANA name). Required: Vantagepoint's
-    /// timestamps carry no zone and its API does not say which one the server writes them in,
-    /// so a guessed UTC would shift every `ModDate` cursor by the server's offset.
-    pub time_zone: String,
-    /// How opportunities are modelled: `hub` (before 5.0: the Opportunities hub) or
-    /// `project_stage` (5.0+: projects with a pursuit stage).
-    #[serde(default)]
-    pub opportunity_model: OpportunityModel,
-    /// `culture` sent at login (e.g. `en-US`).
-    #[serde(default)]
-    pub culture: Option<String>,
-}
-
-/// Where a Vantagepoint tenant keeps its opportunities.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum OpportunityModel {
-    /// The Opportunities hub of releases before 5.0.
-    Hub,
-    /// 5.0+: regular projects carrying a pursuit `Stage`.
-    #[default]
-    ProjectStage,
-}
-
-/// A Pipedrive company account, by API token or OAuth.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipedriveSettings {
-    /// Company domain (`https://acme.pipedrive.com`) or `https://api.pipedrive.com`. With OAuth
-    /// the token response's `api_domain` takes precedence.
-    #[serde(default = "default_pipedrive_api")]
-    pub api_url: String,
-    /// Personal API token (sent as `x-api-token`).
-    #[serde(default)]
-    pub api_token: Option<SecretString>,
-    /// OAuth app: client id, secret and a refresh token from the install.
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub client_secret: Option<SecretString>,
-    #[serde(default)]
-    pub refresh_token: Option<SecretString>,
-    /// OAuth token endpoint.
-    #[serde(default = "default_pipedrive_oauth")]
-    pub oauth_url: String,
-    /// Stop a run when fewer daily API tokens than this remain (leaves room for the users'
-    /// own integrations).
-    #[serde(default)]
-    pub daily_token_reserve: u64,
-}
-
-fn default_pipedrive_api() -> String {
-    "https://api.pipedrive.com".into()
-}
-
-fn default_pipedrive_oauth() -> String {
-    "https://oauth.pipedrive.com/oauth/token".into()
-}
-
-/// A Dataverse (Dynamics 365 Sales) environment and its Entra app registration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataverseSettings {
-    /// `https://<org>.crm.dynamics.com`; the OAuth scope is built from it.
-    pub environment_url: String,
-    /// Web API host when it differs from the environment URL
-    /// (`https://<org>.api.crm.dynamics.com`).
-    #[serde(default)]
-    pub api_url: Option<String>,
-    /// Entra tenant id or verified domain.
-    pub tenant_id: String,
-    /// Application (client) id of the app registration.
-    pub client_id: String,
-    /// Token authority host; national clouds use their own.
-    #[serde(default = "default_authority")]
-    pub authority_url: String,
-    /// `${VAR}` reference only; otherwise stored with `mlc connection add`. Held as a secret
-    /// so `Debug` output of the configuration never shows it.
-    #[serde(default)]
-    pub client_secret: Option<SecretString>,
-}
-
-fn default_authority() -> String {
-    "https://login.microsoftonline.com".into()
-}
-
-impl DataverseSettings {
-    /// Base of the Web API (no trailing slash).
-    pub fn api_base(&self) -> &str {
-        self.api_url
-            .as_deref()
-            .unwrap_or(&self.environment_url)
-            .trim_end_matches('/')
-    }
-
-    /// `<environment URL>/.default`: Dataverse has no global resource, the scope is per org.
-    pub fn scope(&self) -> String {
-        format!("{}/.default", self.environment_url.trim_end_matches('/'))
     }
 }
 
@@ -942,111 +674,7 @@ fn parse_connection(
             })?,
     };
     table.remove("system");
-    let typed = || {
-        let name = name.to_string();
-        move |e: toml::de::Error| {
-            Error::Config(format!(
-                "connections.{name} ({system}): {}",
-                e.to_string().trim()
-            ))
-        }
-    };
-    let check_url = |k: &str, v: &str, example: &str| -> Result<()> {
-        url::Url::parse(v).map(|_| ()).map_err(|e| {
-            Error::Config(format!(
-                "{} = \"{v}\" is not a URL ({e}); e.g. {example}",
-                at(k)
-            ))
-        })
-    };
-    let settings = match system {
-        System::Dataverse => {
-            let s: DataverseSettings = table.try_into().map_err(|e| {
-                Error::Config(format!(
-                    "connections.{name} (dataverse): {}",
-                    e.to_string().trim()
-                ))
-            })?;
-            for (k, v) in [
-                ("environment_url", &s.environment_url),
-                ("authority_url", &s.authority_url),
-            ] {
-                url::Url::parse(v).map_err(|e| {
-                    Error::Config(format!(
-                        "{} = \"{v}\" is not a URL ({e}); e.g. https://contoso.crm.dynamics.com",
-                        at(k)
-                    ))
-                })?;
-            }
-            ConnectionSettings::Dataverse(s)
-        }
-        System::BusinessCentral => {
-            let s: BusinessCentralSettings = table.try_into().map_err(typed())?;
-            check_url(
-                "api_url",
-                &s.api_url,
-                "https://api.businesscentral.dynamics.com",
-            )?;
-            check_url(
-                "authority_url",
-                &s.authority_url,
-                "https://login.microsoftonline.com",
-            )?;
-            ConnectionSettings::BusinessCentral(s)
-        }
-        System::Deltek => {
-            if !table.contains_key("time_zone") {
-                return Err(Error::Config(format!(
-                    "{} is not set: Vantagepoint timestamps carry no time zone, so mlc must be told the server's: set the IANA zone the Vantagepoint server writes its times in (a hosted tenant's region or an on-premises server's clock; e.g. time_zone = \"America/New_York\", or \"UTC\" if it runs in UTC)",
-                    at("time_zone")
-                )));
-            }
-            let s: DeltekSettings = table.try_into().map_err(typed())?;
-            check_url(
-                "base_url",
-                &s.base_url,
-                "https://acme.deltekfirst.com/acme/api",
-            )?;
-            if s.time_zone.parse::<arrow_array::timezone::Tz>().is_err() {
-                return Err(Error::Config(format!(
-                    "{} = \"{}\" is not an IANA time zone; e.g. \"America/New_York\"",
-                    at("time_zone"),
-                    s.time_zone
-                )));
-            }
-            ConnectionSettings::Deltek(s)
-        }
-        System::Pipedrive => {
-            let s: PipedriveSettings = table.try_into().map_err(typed())?;
-            check_url("api_url", &s.api_url, "https://acme.pipedrive.com")?;
-            check_url(
-                "oauth_url",
-                &s.oauth_url,
-                "https://oauth.pipedrive.com/oauth/token",
-            )?;
-            // OAuth: client_id here; client_secret and the refresh token in mlc.toml (`${VAR}`)
-            // or in the vault, where a rotated refresh token is written back.
-            if s.refresh_token.is_some() && s.client_id.is_none() {
-                return Err(Error::Config(format!(
-                    "connections.{name}: OAuth needs client_id with refresh_token (and client_secret); for a personal token set only api_token"
-                )));
-            }
-            ConnectionSettings::Pipedrive(s)
-        }
-        System::Looker => {
-            let s: LookerSettings = table.try_into().map_err(typed())?;
-            check_url("base_url", &s.base_url, "https://acme.cloud.looker.com")?;
-            if s.query_timeout_seconds.is_nan()
-                || s.query_timeout_seconds <= 0.0
-                || s.poll_interval_ms == 0
-            {
-                return Err(Error::Config(format!(
-                    "connections.{name}: query_timeout_seconds and poll_interval_ms must be positive"
-                )));
-            }
-            ConnectionSettings::Looker(s)
-        }
-    };
+    let settings = crate::systems::parse_settings(system, table, &KeyPath::new(name))?;
     Ok(Connection {
         name: name.to_string(),
         settings,

@@ -9,12 +9,13 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::auth::EntraClientCredentials;
 use crate::http::auth::deltek::{DeltekLogin, DeltekPasswordGrant};
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
+use crate::systems::ConnectionSettings;
 use crate::vault::Vault;
 
 /// The one runtime of each connection in this process (DESIGN.md §5).
@@ -191,7 +192,7 @@ pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
 fn pipedrive_endpoint(
     conn: &Connection,
     vault: &Vault,
-    p: &crate::config::PipedriveSettings,
+    p: &crate::systems::pipedrive::PipedriveSettings,
 ) -> Result<Endpoint> {
     use crate::http::auth::AuthProvider;
     use crate::http::auth::pipedrive::{
@@ -439,7 +440,7 @@ pub async fn check(conn: &Connection, vault: &Vault) -> CheckReport {
 }
 
 /// Deltek failures in words an administrator can act on.
-fn explain_deltek(e: &Error, d: &crate::config::DeltekSettings) -> String {
+fn explain_deltek(e: &Error, d: &crate::systems::deltek::DeltekSettings) -> String {
     match e {
         Error::Auth { .. } => e.to_string(),
         Error::Http { status: 403, .. } => format!(
@@ -459,7 +460,11 @@ fn explain_deltek(e: &Error, d: &crate::config::DeltekSettings) -> String {
 }
 
 /// Pipedrive failures in words.
-fn explain_pipedrive(e: &Error, base: &str, p: &crate::config::PipedriveSettings) -> String {
+fn explain_pipedrive(
+    e: &Error,
+    base: &str,
+    p: &crate::systems::pipedrive::PipedriveSettings,
+) -> String {
     match e {
         Error::Auth { .. } if p.api_token.is_some() || p.client_id.is_none() => format!(
             "Pipedrive refused the API token: copy it again from Personal preferences > API (a regenerated token invalidates the old one; each token belongs to one company) ({e})"
@@ -479,7 +484,10 @@ fn explain_pipedrive(e: &Error, base: &str, p: &crate::config::PipedriveSettings
 }
 
 /// Business Central failures in words an admin can act on.
-fn explain_business_central(e: &Error, b: &crate::config::BusinessCentralSettings) -> String {
+fn explain_business_central(
+    e: &Error,
+    b: &crate::systems::business_central::BusinessCentralSettings,
+) -> String {
     match e {
         Error::Auth { .. } => e.to_string(),
         Error::Http {

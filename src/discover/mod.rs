@@ -16,11 +16,12 @@ mod pipedrive;
 
 use std::collections::BTreeSet;
 
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::live::LiveField;
 use crate::spec::{CatalogFile, Column, Definitions, Stream};
+use crate::systems::ConnectionSettings;
 pub use crate::tenant::snake_case;
 use crate::tenant::unique_name;
 

@@ -16,11 +16,12 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::Idempotency;
 use crate::state::StateStore;
+use crate::systems::ConnectionSettings;
 use crate::systems::System;
 use crate::vault::Vault;
 

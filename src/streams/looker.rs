@@ -44,12 +44,13 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use crate::batches::PageContext;
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{ColumnType, LookerQuery, Stream};
 use crate::streams::{Page, PageSource, ReadMode, now_micros};
+use crate::systems::ConnectionSettings;
 
 /// The key the reader adds to every row (and the catalog column holding it): the row's
 /// 1-based position in the result.

@@ -17,12 +17,13 @@ use serde_json::value::RawValue;
 use std::sync::Arc;
 
 use crate::batches::PageContext;
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::{HttpClient, ResponseHook, Verdict};
 use crate::spec::{Incremental, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
+use crate::systems::ConnectionSettings;
 
 /// Text Dataverse sends when a change-tracking token is past the org's retention.
 const DELTA_EXPIRED_TEXT: &str = "Version stamp associated with the client has expired";

@@ -6,9 +6,22 @@
 //! typed by a user (`system = "dataverse"` in mlc.toml, `source_system` in a sink flow, lake
 //! paths, datasets), and they are parsed here.
 
+pub mod business_central;
+pub mod dataverse;
+pub mod deltek;
+pub mod looker;
+pub mod pipedrive;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::names::stored_by_name;
+use business_central::BusinessCentralSettings;
+use dataverse::DataverseSettings;
+use deltek::DeltekSettings;
+use looker::LookerSettings;
+use pipedrive::PipedriveSettings;
 
 /// One external system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -42,6 +55,124 @@ impl System {
             .map(|s| s.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// A connection's system-specific settings (`[connections.<name>]` in mlc.toml).
+#[derive(Debug, Clone)]
+pub enum ConnectionSettings {
+    Dataverse(DataverseSettings),
+    BusinessCentral(BusinessCentralSettings),
+    Deltek(DeltekSettings),
+    Pipedrive(PipedriveSettings),
+    Looker(LookerSettings),
+}
+
+impl ConnectionSettings {
+    /// The system these settings are for.
+    pub fn system(&self) -> System {
+        match self {
+            Self::Dataverse(_) => System::Dataverse,
+            Self::BusinessCentral(_) => System::BusinessCentral,
+            Self::Deltek(_) => System::Deltek,
+            Self::Pipedrive(_) => System::Pipedrive,
+            Self::Looker(_) => System::Looker,
+        }
+    }
+
+    /// The URL that identifies the tenant, for listings.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Dataverse(d) => d.environment_url.clone(),
+            Self::BusinessCentral(b) => b.api_base(),
+            Self::Deltek(d) => d.base_url.clone(),
+            Self::Pipedrive(p) => p.api_url.clone(),
+            Self::Looker(l) => l.api_base(),
+        }
+    }
+
+    /// Whether mlc.toml supplies the connection's secrets (as `${VAR}` references) rather than
+    /// the vault.
+    pub fn secrets_from_environment(&self) -> bool {
+        match self {
+            Self::Dataverse(d) => d.client_secret.is_some(),
+            Self::BusinessCentral(b) => b.client_secret.is_some(),
+            Self::Deltek(d) => d.password.is_some() && d.client_secret.is_some(),
+            Self::Pipedrive(p) => p.api_token.is_some() || p.refresh_token.is_some(),
+            Self::Looker(l) => l.client_secret.is_some(),
+        }
+    }
+
+    /// The zone in which the system writes timestamps that carry none (Deltek).
+    pub fn naive_time_zone(&self) -> Option<&str> {
+        match self {
+            Self::Deltek(d) => Some(&d.time_zone),
+            // Queries run with `query_timezone` (UTC unless the stream says otherwise), and
+            // Looker writes times in it without a zone.
+            Self::Looker(_) => Some("UTC"),
+            _ => None,
+        }
+    }
+}
+
+/// Reads `table` (a connection's keys, `system` and the keys every connection accepts
+/// removed) as the settings of `system`.
+///
+/// Fails naming the key and the fix when a key is unknown, missing or invalid.
+pub(crate) fn parse_settings(
+    system: System,
+    table: toml::Table,
+    at: &KeyPath,
+) -> Result<ConnectionSettings> {
+    Ok(match system {
+        System::Dataverse => ConnectionSettings::Dataverse(dataverse::parse(table, at)?),
+        System::BusinessCentral => {
+            ConnectionSettings::BusinessCentral(business_central::parse(table, at)?)
+        }
+        System::Deltek => ConnectionSettings::Deltek(deltek::parse(table, at)?),
+        System::Pipedrive => ConnectionSettings::Pipedrive(pipedrive::parse(table, at)?),
+        System::Looker => ConnectionSettings::Looker(looker::parse(table, at)?),
+    })
+}
+
+/// Names the keys of one connection in errors (`connections.crm.tenant_id`).
+pub(crate) struct KeyPath {
+    connection: String,
+}
+
+impl KeyPath {
+    pub(crate) fn new(connection: &str) -> Self {
+        Self {
+            connection: connection.to_string(),
+        }
+    }
+
+    /// `connections.<name>`.
+    pub(crate) fn connection(&self) -> String {
+        format!("connections.{}", self.connection)
+    }
+
+    /// `connections.<name>.<key>`.
+    pub(crate) fn key(&self, key: &str) -> String {
+        format!("connections.{}.{key}", self.connection)
+    }
+
+    /// The table as settings of type `T`; an unknown, missing or mistyped key is an error
+    /// naming the connection.
+    pub(crate) fn typed<T: DeserializeOwned>(&self, table: toml::Table) -> Result<T> {
+        table.try_into().map_err(|e: toml::de::Error| {
+            Error::Config(format!("{}: {}", self.connection(), e.to_string().trim()))
+        })
+    }
+
+    /// Checks that `value` of `key` is a URL; the error gives `example`.
+    pub(crate) fn url(&self, key: &str, value: &str, example: &str) -> Result<()> {
+        url::Url::parse(value).map(|_| ()).map_err(|e| {
+            Error::Config(format!(
+                "{} = \"{value}\" is not a URL ({e}); e.g. {example}",
+                self.key(key)
+            ))
+        })
     }
 }
 

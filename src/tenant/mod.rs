@@ -24,12 +24,13 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Connection, ConnectionSettings};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::{LiveEntity, LiveField, LiveSchema};
 use crate::spec::{Column, Stream};
 use crate::state::StateStore;
+use crate::systems::ConnectionSettings;
 
 /// What reconciling a stream with its tenant changed, for the run summary, the run history and
 /// `mlc catalog diff`.

@@ -14,6 +14,11 @@ use super::{
 use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
+/// The Entra token authority of the public cloud (national clouds set their own).
+pub fn default_authority() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
 /// Microsoft Entra ID client-credentials grant (Dataverse, Business Central).
 pub struct EntraClientCredentials {
     system: String,

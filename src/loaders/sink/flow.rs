@@ -734,6 +734,9 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("salesforce") && err.contains("business_central"), "{err}");
+        assert!(
+            err.contains("salesforce") && err.contains("business_central"),
+            "{err}"
+        );
     }
 }

@@ -41,10 +41,10 @@ use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
 use self::preflight::Preflight;
 use self::target::Target;
-use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
+use crate::systems::ConnectionSettings;
 use crate::systems::System;
 
 /// What `replay` re-runs.
@@ -277,7 +277,7 @@ impl<'a> Sink<'a> {
     /// A Business Central target: the flow's company, else the connection's first.
     fn business_central(
         &self,
-        b: &crate::config::BusinessCentralSettings,
+        b: &crate::systems::business_central::BusinessCentralSettings,
         conn: &crate::config::Connection,
         ep: crate::http::Endpoint,
     ) -> Result<Box<dyn Target>> {

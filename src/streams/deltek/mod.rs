@@ -27,12 +27,14 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::batches::PageContext;
-use crate::config::{Connection, ConnectionSettings, OpportunityModel};
+use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{FixedFilter, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
+use crate::systems::ConnectionSettings;
+use crate::systems::deltek::OpportunityModel;
 use keyset::Pager;
 pub use keyset::{OrderCol, Position};
 
