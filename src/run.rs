@@ -99,6 +99,22 @@ pub enum RunRequest {
     },
 }
 
+/// How a run ended, as its summary says (a failed run has no summary: it is an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunOutcome {
+    /// Extracted and loaded.
+    #[default]
+    Ok,
+    /// The tenant does not have the entity: nothing read, not a failure.
+    Absent,
+}
+
+crate::names::stored_by_name!(RunOutcome, "run outcome", {
+    Ok => "ok",
+    Absent => "absent",
+});
+
 /// What a run did, for the summary table and `--json` output.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct RunSummary {
@@ -106,8 +122,7 @@ pub struct RunSummary {
     pub connection: String,
     pub run_id: String,
     pub kind: RunKind,
-    /// `ok`, or `absent` when the tenant does not have the entity (not a failure).
-    pub status: String,
+    pub status: RunOutcome,
     pub rows_extracted: u64,
     pub upserted: u64,
     pub deleted: u64,
@@ -261,7 +276,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         connection: conn.name.clone(),
         run_id: run.run_id,
         kind: RunKind::Absent,
-        status: RunStatus::Absent.as_str().into(),
+        status: RunOutcome::Absent,
         schema: report.schema,
         notes: vec![format!("absent in tenant: {reason}")],
         ..RunSummary::default()
@@ -490,7 +505,7 @@ async fn drive(
         connection: conn.name.clone(),
         run_id: run.run_id.clone(),
         kind: run.kind,
-        status: "ok".into(),
+        status: RunOutcome::Ok,
         drift: RunReport::of(&run).drift,
         rows_extracted: run.rows_extracted,
         upserted: run.rows_upserted,
