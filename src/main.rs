@@ -861,7 +861,7 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
         let notable: Vec<_> = r
             .jobs
             .iter()
-            .filter(|j| details || matches!(j.outcome.as_str(), "failed" | "blocked" | "waiting"))
+            .filter(|j| details || j.outcome.needs_attention())
             .collect();
         let limit = if details { notable.len() } else { SHOWN };
         for j in notable.iter().take(limit) {

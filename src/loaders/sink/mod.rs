@@ -56,14 +56,52 @@ pub enum Replay {
     Job(String),
 }
 
+/// What one job came to in an apply or replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOutcome {
+    Created,
+    Updated,
+    /// Found by search and linked.
+    Linked,
+    /// Its ledger link was dropped (`mlc sink unlink`); the target record is unchanged.
+    Unlinked,
+    /// Nothing to write (the reason says why).
+    Noop,
+    Failed,
+    Waiting,
+    /// The pre-flight shows the target would refuse it: nothing sent.
+    Blocked,
+}
+
+crate::names::stored_by_name!(JobOutcome, "job outcome", {
+    Created => "created",
+    Updated => "updated",
+    Linked => "linked",
+    Unlinked => "unlinked",
+    Noop => "noop",
+    Failed => "failed",
+    Waiting => "waiting",
+    Blocked => "blocked",
+});
+
+impl JobOutcome {
+    /// Outcomes a person has to look at (listed even without `--details`).
+    pub fn needs_attention(self) -> bool {
+        matches!(
+            self,
+            JobOutcome::Failed | JobOutcome::Blocked | JobOutcome::Waiting
+        )
+    }
+}
+
 /// One job's result, for printing.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobResult {
     pub job_id: String,
     pub source_entity: String,
     pub source_id: String,
-    /// `created`, `updated`, `linked`, `noop`, `failed`, `waiting`.
-    pub outcome: String,
+    pub outcome: JobOutcome,
     pub target_key: Option<String>,
     pub detail: String,
 }
@@ -87,14 +125,14 @@ pub struct ApplyReport {
 
 impl ApplyReport {
     fn push(&mut self, j: JobResult) {
-        match j.outcome.as_str() {
-            "created" => self.created += 1,
-            "updated" => self.updated += 1,
-            "linked" => self.linked += 1,
-            "failed" => self.failed += 1,
-            "waiting" => self.waiting += 1,
-            "blocked" => self.blocked += 1,
-            _ => self.noop += 1,
+        match j.outcome {
+            JobOutcome::Created => self.created += 1,
+            JobOutcome::Updated => self.updated += 1,
+            JobOutcome::Linked => self.linked += 1,
+            JobOutcome::Failed => self.failed += 1,
+            JobOutcome::Waiting => self.waiting += 1,
+            JobOutcome::Blocked => self.blocked += 1,
+            JobOutcome::Noop | JobOutcome::Unlinked => self.noop += 1,
         }
         self.jobs.push(j);
     }
@@ -544,7 +582,11 @@ impl<'a> Sink<'a> {
             job_id: pj.job_id.clone(),
             source_entity: pj.source_entity.clone(),
             source_id: pj.source_id.clone(),
-            outcome: if failed { "failed" } else { "noop" }.into(),
+            outcome: if failed {
+                JobOutcome::Failed
+            } else {
+                JobOutcome::Noop
+            },
             target_key: pj.target_key.clone(),
             detail: pj.reason.clone(),
         })
@@ -712,7 +754,7 @@ impl<'a> Sink<'a> {
             job_id: job.job_id,
             source_entity: job.source_entity,
             source_id: job.source_id,
-            outcome: "linked".into(),
+            outcome: JobOutcome::Linked,
             target_key: Some(target_key.to_string()),
             detail: if matched {
                 "linked by hand".into()
@@ -770,7 +812,7 @@ impl<'a> Sink<'a> {
             job_id: job.job_id,
             source_entity: job.source_entity,
             source_id: job.source_id,
-            outcome: "unlinked".into(),
+            outcome: JobOutcome::Unlinked,
             target_key: Some(link.target_key),
             detail: "the target record is unchanged; the job runs again with the next apply and searches the target first".into(),
         })
@@ -838,7 +880,7 @@ impl<'a> Sink<'a> {
                 job_id: j.job_id.clone(),
                 source_entity: j.source_entity.clone(),
                 source_id: j.source_id.clone(),
-                outcome: "failed".into(),
+                outcome: JobOutcome::Failed,
                 target_key: None,
                 detail: format!("the flow no longer maps {}", j.source_entity),
             });
@@ -858,7 +900,7 @@ impl<'a> Sink<'a> {
                     job_id: j.job_id.clone(),
                     source_entity: j.source_entity.clone(),
                     source_id: j.source_id.clone(),
-                    outcome: "failed".into(),
+                    outcome: JobOutcome::Failed,
                     target_key: None,
                     detail: why,
                 });
@@ -942,19 +984,19 @@ impl Drop for Lease<'_> {
 
 fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult {
     let (outcome, key, detail) = match o {
-        Outcome::Created(k) => ("created", Some(k), String::new()),
-        Outcome::Updated(k) => ("updated", Some(k), String::new()),
-        Outcome::Linked(k) => ("linked", Some(k), "found by search".into()),
-        Outcome::Failed { reason, .. } => ("failed", None, reason),
-        Outcome::Waiting(why) => ("waiting", None, why),
-        Outcome::Blocked(why) => ("blocked", None, why),
-        Outcome::Noop { key, reason } => ("noop", key, reason),
+        Outcome::Created(k) => (JobOutcome::Created, Some(k), String::new()),
+        Outcome::Updated(k) => (JobOutcome::Updated, Some(k), String::new()),
+        Outcome::Linked(k) => (JobOutcome::Linked, Some(k), "found by search".into()),
+        Outcome::Failed { reason, .. } => (JobOutcome::Failed, None, reason),
+        Outcome::Waiting(why) => (JobOutcome::Waiting, None, why),
+        Outcome::Blocked(why) => (JobOutcome::Blocked, None, why),
+        Outcome::Noop { key, reason } => (JobOutcome::Noop, key, reason),
     };
     JobResult {
         job_id: job_id.into(),
         source_entity: entity.into(),
         source_id: id.into(),
-        outcome: outcome.into(),
+        outcome,
         target_key: key,
         detail,
     }
