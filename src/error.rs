@@ -4,6 +4,14 @@
 
 use std::time::Duration;
 
+/// An underlying error kept as the source of ours.
+///
+/// Where a variant keeps one, its message also ends with the cause's text: errors are shown
+/// and stored as one line in many places (run notes, job reasons, logs), and that line must
+/// say what went wrong. `source` keeps the typed cause for callers that inspect it; `mlc`'s
+/// error printer does not repeat a cause its message already shows.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -76,12 +84,20 @@ pub enum Error {
     Lake { path: String, message: String },
 
     /// The state store (SQLite) failed.
-    #[error("state store: {0}")]
-    State(String),
+    #[error("state store: {message}")]
+    State {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// The warehouse load or query failed.
-    #[error("warehouse: {0}")]
-    Warehouse(String),
+    #[error("warehouse: {message}")]
+    Warehouse {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// The credential vault failed (wrong master key, corrupt file).
     #[error("credential vault: {0}")]
@@ -147,6 +163,44 @@ impl Error {
         }
     }
 
+    /// A state-store error of our own (no underlying cause).
+    pub(crate) fn state(message: impl Into<String>) -> Self {
+        Error::State {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A state-store error caused by `source`, with what was being done.
+    pub(crate) fn state_from(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::State {
+            message: format!("{context}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A warehouse error of our own (no underlying cause).
+    pub(crate) fn warehouse(message: impl Into<String>) -> Self {
+        Error::Warehouse {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A warehouse error caused by `source`, with what was being done.
+    pub(crate) fn warehouse_from(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Warehouse {
+            message: format!("{context}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+
     pub(crate) fn lake(path: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
         Error::Lake {
             path: path.to_string(),
@@ -157,7 +211,10 @@ impl Error {
 
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
-        Error::State(e.to_string())
+        Error::State {
+            message: e.to_string(),
+            source: Some(Box::new(e)),
+        }
     }
 }
 

@@ -554,10 +554,27 @@ fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `: `-separated, without repeating a cause whose text a
+/// message before it already shows (ml-connector's errors keep their cause and quote it).
+fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Keeps the project's `.mlc/` folder (encrypted vault and its key, state, lake, warehouse) out
@@ -2082,6 +2099,18 @@ async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// The state store's error keeps rusqlite's as its source and quotes it: printed once.
+    #[test]
+    fn a_cause_the_message_already_quotes_is_printed_once() {
+        let e: ml_connector::error::Error = rusqlite::Error::QueryReturnedNoRows.into();
+        assert!(std::error::Error::source(&e).is_some());
+        let e = anyhow::Error::from(e).context("reading run r1");
+        let line = super::report(&e);
+        assert!(line.starts_with("reading run r1: state store: "), "{line}");
+        let cause = rusqlite::Error::QueryReturnedNoRows.to_string();
+        assert_eq!(line.matches(&cause).count(), 1, "{line}");
+    }
 
     /// Every argument of every command, positional or flag, says what it is for in `--help`.
     #[test]

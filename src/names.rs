@@ -31,7 +31,7 @@ macro_rules! stored_by_name {
                     .iter()
                     .copied()
                     .find(|k| k.as_str() == s)
-                    .ok_or_else(|| crate::error::Error::State(format!("unknown {} `{s}`", $what)))
+                    .ok_or_else(|| crate::error::Error::state(format!("unknown {} `{s}`", $what)))
             }
         }
 

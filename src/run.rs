@@ -161,7 +161,7 @@ impl RunReport {
 
     fn store(&self, ctx: &Context, run_id: &str) -> Result<()> {
         let json = serde_json::to_string(self)
-            .map_err(|e| Error::State(format!("run report of {run_id}: {e}")))?;
+            .map_err(|e| Error::state_from(format!("run report of {run_id}"), e))?;
         ctx.state.set_run_report(run_id, &json)
     }
 }
@@ -525,7 +525,7 @@ async fn drive(
 fn reload(ctx: &Context, run_id: &str) -> Result<RunRecord> {
     ctx.state
         .run(run_id)?
-        .ok_or_else(|| Error::State(format!("run {run_id} vanished from the state store")))
+        .ok_or_else(|| Error::state(format!("run {run_id} vanished from the state store")))
 }
 
 /// A new run id: sortable UTC time plus randomness.
@@ -1037,7 +1037,7 @@ async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<Option<
         .lake
         .read_manifest(&stream.id, &run.run_id)
         .await?
-        .ok_or_else(|| Error::State(format!(
+        .ok_or_else(|| Error::state(format!(
             "run {} is marked extracted but its manifest is missing from the lake ({}); run `mlc state reset {}`",
             run.run_id, ctx.lake.url(), stream.id
         )))?;

@@ -311,8 +311,7 @@ impl StateStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let mut conn =
-            Connection::open(path).map_err(|e| Error::State(format!("{}: {e}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| Error::state_from(path.display(), e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Switching a new store to WAL needs it to itself, and SQLite reports a concurrent
         // opener as busy at once rather than waiting: try again for a while.
@@ -340,7 +339,7 @@ impl StateStore {
         let mut guard = self
             .conn
             .lock()
-            .map_err(|_| Error::State("state store lock poisoned".into()))?;
+            .map_err(|_| Error::state("state store lock poisoned"))?;
         f(&mut guard).map_err(Error::from)
     }
 
@@ -655,7 +654,7 @@ impl StateStore {
         schema: &crate::spec::live::LiveSchema,
     ) -> Result<()> {
         let body = serde_json::to_string(schema)
-            .map_err(|e| Error::State(format!("live schema of {stream}: {e}")))?;
+            .map_err(|e| Error::state_from(format!("live schema of {stream}"), e))?;
         self.with(|c| {
             c.execute(
                 "INSERT INTO live_schema (connection, stream, body) VALUES (?1, ?2, ?3)

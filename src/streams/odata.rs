@@ -261,7 +261,7 @@ impl ODataSource {
                 // The run already folded the lookback into the cursor (run::next_cursor): read
                 // from it inclusively, to the microsecond.
                 let since = chrono::DateTime::parse_from_rfc3339(cursor).map_err(|e| {
-                    Error::State(format!(
+                    Error::state(format!(
                         "{}: the saved cursor `{cursor}` is not a timestamp ({e}); run `mlc state reset {}`",
                         stream.id, stream.id
                     ))
@@ -311,7 +311,7 @@ impl ODataSource {
             };
             let resume = match resume {
                 Some(r) => Some(serde_json::from_str::<CompanyPosition>(&r).map_err(|e| {
-                    Error::State(format!(
+                    Error::state(format!(
                         "{}: the saved paging position is not a company position ({e}); run `mlc state reset {}`",
                         stream.id, stream.id
                     ))
@@ -395,7 +395,7 @@ impl ODataSource {
                 let list = self.list_companies(&c).await?;
                 if let Some(pos) = c.resume.take() {
                     let at = list.iter().position(|id| *id == pos.company).ok_or_else(|| {
-                        Error::State(format!(
+                        Error::state(format!(
                             "{}: the run was interrupted in company {} which is no longer listed; run `mlc sync --full {}`",
                             self.stream, pos.company, self.stream
                         ))

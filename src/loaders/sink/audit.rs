@@ -66,15 +66,15 @@ pub async fn land(ctx: &Context) -> Result<usize> {
             "target_key": a.target_key, "ms": a.ms, "error": a.error,
             crate::schema::ML_DELETED: false,
         });
-        serde_json::to_writer(&mut lines, &row).map_err(|e| Error::State(e.to_string()))?;
+        serde_json::to_writer(&mut lines, &row).map_err(|e| Error::state_from("audit row", e))?;
         lines.push(b'\n');
     }
     let reader = arrow_json::ReaderBuilder::new(Arc::clone(&schema))
         .build(std::io::Cursor::new(lines))
-        .map_err(|e| Error::State(format!("audit rows: {e}")))?;
+        .map_err(|e| Error::state_from("audit rows", e))?;
     let mut w = PartWriter::new(schema)?;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::State(format!("audit rows: {e}")))?;
+        let batch = batch.map_err(|e| Error::state_from("audit rows", e))?;
         w.write(&batch, 0)?;
     }
     let bytes: Bytes = w.finish()?;

@@ -323,7 +323,7 @@ pub async fn plan(
                     line_id: row.id.clone(),
                     parent_id: parent,
                     record: serde_json::to_string(&row.record)
-                        .map_err(|e| Error::State(e.to_string()))?,
+                        .map_err(|e| Error::state_from("a line's source record", e))?,
                     deleted: row.deleted,
                 });
             }

@@ -171,7 +171,7 @@ fn check_name(kind: &str, name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Warehouse(format!(
+        Err(Error::warehouse(format!(
             "`{name}` is not a valid {kind} name (letters, digits and `_`, not starting with `_`)"
         )))
     }
@@ -214,7 +214,7 @@ fn file_rows(path: &Path) -> Result<u64> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     let f = fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = SerializedFileReader::new(f)
-        .map_err(|e| Error::Warehouse(format!("reading {}: {e}", path.display())))?;
+        .map_err(|e| Error::warehouse_from(format!("reading {}", path.display()), e))?;
     Ok(u64::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0))
 }
 
@@ -297,7 +297,7 @@ impl LocalWarehouse {
         let handle = Handle::current();
         tokio::task::spawn_blocking(move || this.merge_blocking(handle, owned))
             .await
-            .map_err(|e| Error::Warehouse(format!("merge task failed: {e}")))?
+            .map_err(|e| Error::warehouse_from("merge task failed", e))?
     }
 
     fn merge_blocking(&self, handle: Handle, req: OwnedRequest) -> Result<MergeStats> {
@@ -348,11 +348,11 @@ impl LocalWarehouse {
         // The table's descriptor (created, or evolved to the run's schema).
         let run_columns = meta::columns_of(&req.schema)?;
         meta::check_required(&run_columns, &req.primary_key)
-            .map_err(|e| Error::Warehouse(format!("{name}: {}", strip_prefix(&e))))?;
+            .map_err(|e| Error::warehouse(format!("{name}: {}", strip_prefix(&e))))?;
         let mut table = match TableMeta::load(dir)? {
             Some(mut m) => {
                 if m.primary_key != req.primary_key {
-                    return Err(Error::Warehouse(format!(
+                    return Err(Error::warehouse(format!(
                         "{name}: the primary key changed from ({}) to ({}); the table cannot be re-keyed in place: delete {} and re-sync the stream",
                         m.primary_key.join(", "),
                         req.primary_key.join(", "),
@@ -531,7 +531,7 @@ impl LocalWarehouse {
             Some(m) => Ok(m),
             None => {
                 let known: BTreeSet<String> = self.tables()?.into_iter().collect();
-                Err(Error::Warehouse(format!(
+                Err(Error::warehouse(format!(
                     "unknown table `{dataset}.{table}`. Known tables: {}",
                     query::known_list(&known)
                 )))
@@ -570,7 +570,7 @@ impl LocalWarehouse {
         let mut paths = Vec::with_capacity(files.len());
         for (_, p) in &files {
             let s = p.to_str().ok_or_else(|| {
-                Error::Warehouse(format!("{}: path is not valid UTF-8", p.display()))
+                Error::warehouse(format!("{}: path is not valid UTF-8", p.display()))
             })?;
             paths.push(PlRefPath::new(s));
         }
@@ -582,7 +582,7 @@ impl LocalWarehouse {
             ..Default::default()
         };
         LazyFrame::scan_parquet_files(paths.into_iter().collect(), args)
-            .map_err(|e| Error::Warehouse(format!("cannot scan {dataset}.{table}: {e}")))
+            .map_err(|e| Error::warehouse_from(format!("cannot scan {dataset}.{table}"), e))
     }
 
     /// Runs one SQL query over every table (addressed `dataset.table`) and renders the result.
@@ -603,7 +603,7 @@ impl LocalWarehouse {
             }
         }
         let fail = |e: PolarsError| {
-            Error::Warehouse(format!(
+            Error::warehouse(format!(
                 "query failed: {e}. Known tables: {}",
                 query::known_list(&known)
             ))
@@ -626,7 +626,7 @@ impl LocalWarehouse {
         for c in columns {
             if meta.column(c).is_none() {
                 let have: Vec<&str> = meta.columns.iter().map(|c| c.name.as_str()).collect();
-                return Err(Error::Warehouse(format!(
+                return Err(Error::warehouse(format!(
                     "{dataset}.{table} has no column `{c}` (columns: {})",
                     have.join(", ")
                 )));
@@ -636,7 +636,7 @@ impl LocalWarehouse {
             .scan(dataset, table)?
             .select(columns.iter().map(|c| col(*c)).collect::<Vec<_>>())
             .collect()
-            .map_err(|e| Error::Warehouse(format!("reading {dataset}.{table}: {e}")))?;
+            .map_err(|e| Error::warehouse_from(format!("reading {dataset}.{table}"), e))?;
         let mut rows = Vec::with_capacity(df.height());
         let cols = df.columns();
         for r in 0..df.height() {
@@ -644,7 +644,7 @@ impl LocalWarehouse {
             for c in cols {
                 let v = c
                     .get(r)
-                    .map_err(|e| Error::Warehouse(format!("reading {dataset}.{table}: {e}")))?;
+                    .map_err(|e| Error::warehouse_from(format!("reading {dataset}.{table}"), e))?;
                 row.push(query::value_text(&v).unwrap_or_default());
             }
             rows.push(row);
@@ -671,10 +671,10 @@ fn release_memory() {
     }
 }
 
-/// `Error::Warehouse(m)` -> `m`, to re-wrap with context.
+/// A warehouse error's message without the `warehouse:` prefix, to re-wrap with context.
 fn strip_prefix(e: &Error) -> String {
     match e {
-        Error::Warehouse(m) => m.clone(),
+        Error::Warehouse { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -722,9 +722,8 @@ fn run_jobs(dir: &Path, jobs: &[BucketJob], ctx: &MergeCtx) -> Result<Vec<Bucket
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Warehouse("a bucket merge thread panicked".into()))
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::warehouse("a bucket merge thread panicked")))
             })
             .collect()
     });

@@ -201,7 +201,7 @@ impl DeltekSource {
                 let field = need_cursor()?;
                 // The run folded the lookback into the cursor already (run::next_cursor).
                 let since = to_wall_clock(c, &tz).map_err(|e| {
-                    Error::State(format!(
+                    Error::state(format!(
                         "{}: the saved cursor `{c}` is not a timestamp ({e}); run `mlc state reset {}`",
                         stream.id, stream.id
                     ))
@@ -275,7 +275,7 @@ impl DeltekSource {
         let headers = crate::streams::json_headers(stream)?;
 
         let refused = |r: &str, why: String| {
-            Error::State(format!(
+            Error::state(format!(
                 "{}: the saved paging position `{r}` cannot be resumed ({why}); run `mlc state reset {}`",
                 stream.id, stream.id
             ))

@@ -173,7 +173,7 @@ impl Api {
                     Ok(v) => v,
                     Err(_) if !(200..300).contains(&status) => Value::Null,
                     Err(e) => {
-                        return Err(Error::Warehouse(format!(
+                        return Err(Error::warehouse(format!(
                             "BigQuery {method} {}: unreadable response ({e}): {}",
                             redact_url(url),
                             body_excerpt(&bytes, 300)
@@ -211,7 +211,7 @@ impl Api {
             return Err(self.http_error(&method, url, status, &v, b""));
         }
         if let Some(e) = embedded_error(&v) {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "BigQuery {method} {}: {e}",
                 redact_url(url)
             )));
@@ -238,7 +238,7 @@ impl Api {
             (409, _) => Ok(()), // created meanwhile
             (s, v) if (200..300).contains(&s) => match embedded_error(&v) {
                 None => Ok(()),
-                Some(e) => Err(Error::Warehouse(format!("creating dataset {dataset}: {e}"))),
+                Some(e) => Err(Error::warehouse(format!("creating dataset {dataset}: {e}"))),
             },
             (s, v) => Err(self.http_error(&Method::POST, &url, s, &v, b"")),
         }
@@ -263,7 +263,7 @@ impl Api {
             (409, _) => Ok(()),
             (s, v) if (200..300).contains(&s) => match embedded_error(&v) {
                 None => Ok(()),
-                Some(e) => Err(Error::Warehouse(format!(
+                Some(e) => Err(Error::warehouse(format!(
                     "creating a table in {dataset}: {e}"
                 ))),
             },
@@ -327,7 +327,7 @@ impl Api {
                     });
                 }
                 Some(_) if started => {
-                    return Err(Error::Warehouse(format!(
+                    return Err(Error::warehouse(format!(
                         "BigQuery job {id} failed: {}",
                         embedded_error(&job).unwrap_or_default()
                     )));
@@ -336,7 +336,7 @@ impl Api {
                 Some(_) => last_error = embedded_error(&job).unwrap_or_default(),
             }
         }
-        Err(Error::Warehouse(format!(
+        Err(Error::warehouse(format!(
             "BigQuery job {job_id} failed {MAX_JOB_RETRIES} times; last error: {last_error}"
         )))
     }
@@ -396,7 +396,7 @@ impl Api {
         {
             (409, _) => match self.get_job(job_id).await? {
                 Some(job) => Ok(Inserted::Existing(job)),
-                None => Err(Error::Warehouse(format!(
+                None => Err(Error::warehouse(format!(
                     "BigQuery job {job_id} exists (409) but cannot be read; check jobs.get permission and warehouse.bigquery.location"
                 ))),
             },
@@ -441,7 +441,7 @@ impl Api {
         if status == 409 {
             return match self.get_job(job_id).await? {
                 Some(job) => Ok(Inserted::Existing(job)),
-                None => Err(Error::Warehouse(format!(
+                None => Err(Error::warehouse(format!(
                     "BigQuery job {job_id} exists (409) but cannot be read"
                 ))),
             };
@@ -489,7 +489,7 @@ impl Api {
                 return Ok(job);
             }
             if started.elapsed() > JOB_TIMEOUT {
-                return Err(Error::Warehouse(format!(
+                return Err(Error::warehouse(format!(
                     "BigQuery job {job_id} still running after {} h; the next run will wait for it again",
                     JOB_TIMEOUT.as_secs() / 3600
                 )));
@@ -504,7 +504,7 @@ impl Api {
             job = self
                 .get_job(&id)
                 .await?
-                .ok_or_else(|| Error::Warehouse(format!("BigQuery job {id} vanished")))?;
+                .ok_or_else(|| Error::warehouse(format!("BigQuery job {id} vanished")))?;
         }
     }
 

@@ -326,7 +326,7 @@ impl BigQueryWarehouse {
             }
             None => crate::schema::table_schema(&stream.catalog),
         };
-        schema::staging_fields(&arrow).map_err(|e| Error::Warehouse(format!("{}: {e}", stream.id)))
+        schema::staging_fields(&arrow).map_err(|e| Error::warehouse(format!("{}: {e}", stream.id)))
     }
 
     /// Creates the run's staging table unless it exists; returns its creation time (part of
@@ -347,7 +347,7 @@ impl BigQueryWarehouse {
             api.create_table(dataset, body).await?;
         }
         let table = api.get_table(dataset, staging).await?.ok_or_else(|| {
-            Error::Warehouse(format!("staging table {dataset}.{staging} vanished"))
+            Error::warehouse(format!("staging table {dataset}.{staging} vanished"))
         })?;
         Ok(table
             .get("creationTime")

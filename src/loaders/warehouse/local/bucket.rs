@@ -77,7 +77,7 @@ pub(super) struct BucketOutcome {
 }
 
 fn pe(context: impl std::fmt::Display) -> impl FnOnce(PolarsError) -> Error {
-    move |e| Error::Warehouse(format!("{context}: {e}"))
+    move |e| Error::warehouse_from(context, e)
 }
 
 /// The polars type of a stored column.
@@ -234,7 +234,7 @@ pub(super) fn protected_keys(
     for (i, k) in key.iter().enumerate() {
         let dt = schema
             .get(k.as_str())
-            .ok_or_else(|| Error::Warehouse(format!("key column `{k}` is not in the table")))?;
+            .ok_or_else(|| Error::warehouse(format!("key column `{k}` is not in the table")))?;
         let text: Vec<Option<&str>> = keys.iter().map(|v| v.get(i).map(String::as_str)).collect();
         let series = Series::new(k.as_str().into(), text)
             .cast(dt)
@@ -522,7 +522,10 @@ pub(super) fn write_bucket(dir: &Path, bucket: u32, mut df: DataFrame) -> Result
         .finish(&mut df);
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
-        return Err(Error::Warehouse(format!("writing {}: {e}", tmp.display())));
+        return Err(Error::warehouse_from(
+            format!("writing {}", tmp.display()),
+            e,
+        ));
     }
     file.sync_all().map_err(|e| Error::io(&tmp, e))?;
     drop(file);

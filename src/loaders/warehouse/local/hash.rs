@@ -177,7 +177,7 @@ pub(super) fn row_hashes(batch: &RecordBatch, key: &[usize]) -> Result<Vec<u64>>
                 })
             }
             other => {
-                return Err(Error::Warehouse(format!(
+                return Err(Error::warehouse(format!(
                     "primary key column `{}` has type {other}, which cannot be hashed",
                     batch.schema().field(idx).name()
                 )));

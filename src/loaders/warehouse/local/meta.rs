@@ -63,20 +63,20 @@ impl TableMeta {
             Err(e) => return Err(Error::io(&path, e)),
         };
         let meta: TableMeta = serde_json::from_str(&text).map_err(|e| {
-            Error::Warehouse(format!(
+            Error::warehouse(format!(
                 "{}: not a valid table descriptor ({e}); restore it or delete the table directory to rebuild the table from the lake",
                 path.display()
             ))
         })?;
         if meta.format_version > FORMAT_VERSION {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "{}: table layout version {} is newer than this mlc understands ({FORMAT_VERSION}); upgrade mlc",
                 path.display(),
                 meta.format_version
             )));
         }
         if meta.hash != super::hash::HASH_NAME {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "{}: unknown key hash `{}` (this mlc implements `{}`)",
                 path.display(),
                 meta.hash,
@@ -84,7 +84,7 @@ impl TableMeta {
             )));
         }
         if meta.buckets == 0 || meta.buckets > super::MAX_BUCKETS {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "{}: invalid bucket count {}",
                 path.display(),
                 meta.buckets
@@ -98,7 +98,7 @@ impl TableMeta {
     /// Fails on any file-system error.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Warehouse(format!("cannot serialise table descriptor: {e}")))?;
+            .map_err(|e| Error::warehouse_from("cannot serialise table descriptor", e))?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         write_synced(&tmp, text.as_bytes())?;
         let path = dir.join(META_FILE);
@@ -151,14 +151,14 @@ pub(super) fn columns_of(schema: &Schema) -> Result<Vec<MetaColumn>> {
     let mut out: Vec<MetaColumn> = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
         let ty = column_type(f.data_type()).ok_or_else(|| {
-            Error::Warehouse(format!(
+            Error::warehouse(format!(
                 "column `{}` has type {} which the local warehouse cannot store (use string, int64, float64, decimal, bool, date or timestamp)",
                 f.name(),
                 f.data_type()
             ))
         })?;
         if out.iter().any(|c| c.name == *f.name()) {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "column `{}` appears twice in the run's schema",
                 f.name()
             )));
@@ -209,13 +209,13 @@ pub(super) fn union_columns(table: &[MetaColumn], newest: &[MetaColumn]) -> Vec<
 /// Fails naming the missing or mistyped column.
 pub(super) fn check_required(columns: &[MetaColumn], primary_key: &[String]) -> Result<()> {
     if primary_key.is_empty() {
-        return Err(Error::Warehouse(
-            "the table has no primary key: set `primary_key` in its catalog file".into(),
+        return Err(Error::warehouse(
+            "the table has no primary key: set `primary_key` in its catalog file",
         ));
     }
     for k in primary_key {
         if !columns.iter().any(|c| &c.name == k) {
-            return Err(Error::Warehouse(format!(
+            return Err(Error::warehouse(format!(
                 "primary key column `{k}` is not in the run's schema"
             )));
         }
@@ -229,13 +229,13 @@ pub(super) fn check_required(columns: &[MetaColumn], primary_key: &[String]) -> 
         match columns.iter().find(|c| c.name == name) {
             Some(c) if c.ty == ty => {}
             Some(c) => {
-                return Err(Error::Warehouse(format!(
+                return Err(Error::warehouse(format!(
                     "metadata column `{name}` has type {} (expected {ty})",
                     c.ty
                 )));
             }
             None => {
-                return Err(Error::Warehouse(format!(
+                return Err(Error::warehouse(format!(
                     "metadata column `{name}` is missing from the run's schema (build it with schema::table_schema)"
                 )));
             }

@@ -61,26 +61,26 @@ pub(super) fn rewrite(sql: &str, known: &BTreeSet<String>) -> Result<String> {
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_statements())
         .map_err(|e| {
-            Error::Warehouse(format!(
+            Error::warehouse(format!(
                 "cannot parse the query: {e}. Known tables: {}",
                 known_list(known)
             ))
         })?;
     if statements.len() != 1 {
-        return Err(Error::Warehouse(format!(
+        return Err(Error::warehouse(format!(
             "expected exactly one SQL statement, got {}",
             statements.len()
         )));
     }
     let mut stmt = statements.remove(0);
     if !matches!(stmt, Statement::Query(_)) {
-        return Err(Error::Warehouse(
-            "only queries (SELECT / WITH ...) can run against the local warehouse; tables are changed by `mlc sync`".into(),
+        return Err(Error::warehouse(
+            "only queries (SELECT / WITH ...) can run against the local warehouse; tables are changed by `mlc sync`",
         ));
     }
     let mut v = Rewriter { known };
     if let ControlFlow::Break(unknown) = stmt.visit(&mut v) {
-        return Err(Error::Warehouse(format!(
+        return Err(Error::warehouse(format!(
             "unknown table `{unknown}`. Known tables: {}",
             known_list(known)
         )));
@@ -278,7 +278,7 @@ pub(super) fn render(df: &DataFrame, format: OutputFormat) -> Result<String> {
 fn cell(df: &DataFrame, c: usize, r: usize) -> Result<AnyValue<'_>> {
     df.columns()[c]
         .get(r)
-        .map_err(|e| Error::Warehouse(format!("reading the result: {e}")))
+        .map_err(|e| Error::warehouse_from("reading the result", e))
 }
 
 fn render_table(df: &DataFrame) -> Result<String> {

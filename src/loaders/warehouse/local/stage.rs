@@ -405,8 +405,7 @@ impl Splitter {
             let filled = BooleanArray::new(del.values() & nulls.inner(), None);
             cols[self.deleted] = Arc::new(filled);
         }
-        RecordBatch::try_new(self.schema.clone(), cols)
-            .map_err(|e| Error::Warehouse(format!("{part}: {e}")))
+        RecordBatch::try_new(self.schema.clone(), cols).map_err(|e| Error::warehouse_from(part, e))
     }
 
     fn align_columns(&mut self, batch: &RecordBatch, part: &Path) -> Result<Vec<ArrayRef>> {
@@ -436,12 +435,15 @@ impl Splitter {
                         a.clone()
                     } else {
                         arrow_cast::cast(a.as_ref(), f.data_type()).map_err(|e| {
-                            Error::Warehouse(format!(
-                                "{part}: column `{}` ({}) cannot be read as {}: {e}",
-                                f.name(),
-                                a.data_type(),
-                                f.data_type()
-                            ))
+                            Error::warehouse_from(
+                                format!(
+                                    "{part}: column `{}` ({}) cannot be read as {}",
+                                    f.name(),
+                                    a.data_type(),
+                                    f.data_type()
+                                ),
+                                e,
+                            )
                         })?
                     }
                 }
@@ -489,7 +491,7 @@ impl Splitter {
             let mut offset = 0usize;
             for (b, positions) in &group {
                 let rows = interleave_record_batch(refs, positions)
-                    .map_err(|e| Error::Warehouse(format!("gathering bucket {b}: {e}")))?;
+                    .map_err(|e| Error::warehouse_from(format!("gathering bucket {b}"), e))?;
                 writer.write_group(&rows)?;
                 let len = rows.num_rows();
                 slices.push((
@@ -537,7 +539,7 @@ fn parallel<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> Result<R> + Sync) 
             .into_iter()
             .map(|h| {
                 h.join()
-                    .unwrap_or_else(|_| Err(Error::Warehouse("a staging thread panicked".into())))
+                    .unwrap_or_else(|_| Err(Error::warehouse("a staging thread panicked")))
             })
             .collect()
     });
@@ -572,7 +574,7 @@ impl<'a> StagingWriter<'a> {
     }
 
     fn err(path: &FsPath, e: ParquetError) -> Error {
-        Error::Warehouse(format!("writing staging file {}: {e}", path.display()))
+        Error::warehouse_from(format!("writing staging file {}", path.display()), e)
     }
 
     /// Writes `rows` as their own row group(s).

@@ -968,7 +968,7 @@ async fn query_formats_joins_and_errors() {
             OutputFormat::Table,
         )
         .unwrap_err();
-    assert!(matches!(err, Error::Warehouse(_)));
+    assert!(matches!(err, Error::Warehouse { .. }));
     assert!(f.wh.query("SELEC", OutputFormat::Table).is_err());
     assert!(f.wh.row_count("raw_dataverse", "nope").is_err());
 }
