@@ -81,7 +81,13 @@ pub enum Error {
 
     /// Reading or writing the lake (object storage) failed.
     #[error("lake {path}: {message}")]
-    Lake { path: String, message: String },
+    Lake {
+        path: String,
+        /// The cause's text.
+        message: String,
+        #[source]
+        source: Cause,
+    },
 
     /// The state store (SQLite) failed.
     #[error("state store: {message}")]
@@ -201,10 +207,13 @@ impl Error {
         }
     }
 
-    pub(crate) fn lake(path: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+    /// A lake failure at `path`, caused by `err` (an error, or a message of our own).
+    pub(crate) fn lake(path: impl std::fmt::Display, err: impl Into<Cause>) -> Self {
+        let source = err.into();
         Error::Lake {
             path: path.to_string(),
-            message: err.to_string(),
+            message: source.to_string(),
+            source,
         }
     }
 }
