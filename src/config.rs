@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::systems::{ConnectionSettings, KeyPath, System};
+use crate::vault::VaultConfig;
 
 /// Default file name, looked up in the current directory.
 pub const CONFIG_FILE: &str = "mlc.toml";
@@ -128,12 +129,6 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// Parquet part size; a part is also the checkpoint unit of long snapshots.
     pub part_size_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct VaultConfig {
-    pub path: PathBuf,
-    pub key_file: PathBuf,
 }
 
 /// One configured tenant of one system.

@@ -6,16 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
-use secrecy::SecretString;
 use serde::Serialize;
 
 use crate::config::Connection;
 use crate::error::{Error, Result};
-use crate::http::auth::EntraClientCredentials;
-use crate::http::auth::deltek::{DeltekLogin, DeltekPasswordGrant};
-use crate::http::retry::RetryPolicy;
-use crate::http::{Endpoint, HttpClient, Limits};
-use crate::systems::ConnectionSettings;
+use crate::http::Endpoint;
+use crate::systems::{ConnectionSettings, Wiring};
 use crate::vault::Vault;
 
 /// The one runtime of each connection in this process (DESIGN.md §5).
@@ -52,205 +48,15 @@ impl Runtimes {
     }
 }
 
-/// The secret named `field` of `conn`: from mlc.toml (`${VAR}`, already expanded) or the vault.
-fn secret(
-    conn: &Connection,
-    vault: &Vault,
-    field: &str,
-    from_config: Option<&SecretString>,
-) -> Result<SecretString> {
-    if let Some(v) = from_config {
-        return Ok(v.clone());
-    }
-    let stored = vault.get(&conn.name)?;
-    stored
-        .and_then(|mut s| s.remove(field))
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "connection `{}` has no {field}: store it with `mlc connection add {} --system {}` (encrypted), or set {field} = \"${{VAR}}\" in mlc.toml",
-                conn.name,
-                conn.name,
-                conn.system()
-            ))
-        })
-}
-
 /// Builds a new client of `conn`, with limits of its own: use [`Runtimes::endpoint`] wherever
 /// more than one piece of work may use the connection.
 pub fn endpoint(conn: &Connection, vault: &Vault) -> Result<Endpoint> {
-    match &conn.settings {
-        ConnectionSettings::Dataverse(d) => {
-            let secret = secret(conn, vault, "client_secret", d.client_secret.as_ref())?;
-            let auth = EntraClientCredentials::new(
-                conn.system().as_str(),
-                &d.authority_url,
-                &d.tenant_id,
-                &d.client_id,
-                secret,
-                d.scope(),
-            );
-            let http = HttpClient::new(
-                conn.system().as_str(),
-                &conn.name,
-                Some(Arc::new(auth)),
-                Limits {
-                    // Service protection allows 6000 requests per 5 minutes per user; the
-                    // limiter's burst (a tenth of a minute) comes on top of the rate, so 1100
-                    // a minute stays under it: 110 + 5 × 1100 = 5610.
-                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(1100)),
-                    max_concurrency: conn.max_concurrency.unwrap_or(8),
-                },
-                RetryPolicy::default(),
-            )?
-            .with_hook(Arc::new(crate::streams::odata::DeltaExpiredIsFinal));
-            Ok(Endpoint {
-                http,
-                base: d.api_base().to_string(),
-            })
-        }
-        ConnectionSettings::BusinessCentral(b) => {
-            let secret = secret(conn, vault, "client_secret", b.client_secret.as_ref())?;
-            let auth = EntraClientCredentials::new(
-                conn.system().as_str(),
-                &b.authority_url,
-                &b.tenant_id,
-                &b.client_id,
-                secret,
-                b.scope.clone(),
-            );
-            let http = HttpClient::new(
-                conn.system().as_str(),
-                &conn.name,
-                Some(Arc::new(auth)),
-                Limits {
-                    // 6000 requests per 5-minute sliding window per user; 5 processed at once
-                    // (more queue, and a long queue ends in 503).
-                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(1000)),
-                    max_concurrency: conn.max_concurrency.unwrap_or(5),
-                },
-                RetryPolicy::default(),
-            )?;
-            Ok(Endpoint {
-                http,
-                base: b.api_base(),
-            })
-        }
-        ConnectionSettings::Deltek(d) => {
-            let password = secret(conn, vault, "password", d.password.as_ref())?;
-            let client_secret = secret(conn, vault, "client_secret", d.client_secret.as_ref())?;
-            let base = d.base_url.trim_end_matches('/').to_string();
-            let auth = DeltekPasswordGrant::new(DeltekLogin {
-                base_url: base.clone(),
-                database: d.database.clone(),
-                username: d.username.clone(),
-                password,
-                client_id: d.client_id.clone(),
-                client_secret,
-                integrated: d.integrated,
-                culture: d.culture.clone(),
-            });
-            let http = HttpClient::new(
-                conn.system().as_str(),
-                &conn.name,
-                Some(Arc::new(auth)),
-                Limits {
-                    // No published limit; tenants sit behind proxies that answer 429, and
-                    // on-prem servers are small: stay conservative unless configured.
-                    requests_per_minute: Some(conn.requests_per_minute.unwrap_or(120)),
-                    max_concurrency: conn.max_concurrency.unwrap_or(2),
-                },
-                RetryPolicy::default(),
-            )?;
-            Ok(Endpoint { http, base })
-        }
-        ConnectionSettings::Pipedrive(p) => pipedrive_endpoint(conn, vault, p),
-        ConnectionSettings::Looker(l) => {
-            let secret = secret(conn, vault, "client_secret", l.client_secret.as_ref())?;
-            let base = l.api_base();
-            let auth = crate::http::auth::looker::LookerLogin::new(&base, &l.client_id, secret);
-            // No published per-second limit, but every call counts against the edition's
-            // monthly API quota and 429s are documented: 60 a minute, paced one at a time.
-            let rpm = conn.requests_per_minute.unwrap_or(60);
-            let http = HttpClient::new(
-                conn.system().as_str(),
-                &conn.name,
-                Some(Arc::new(auth)),
-                Limits {
-                    requests_per_minute: Some(rpm),
-                    max_concurrency: conn.max_concurrency.unwrap_or(2),
-                },
-                RetryPolicy::default(),
-            )?
-            .with_rate(rpm, 1)?;
-            Ok(Endpoint { http, base })
-        }
-    }
-}
-
-/// Pipedrive: an API token (`x-api-token`) when one is configured or stored, else the OAuth
-/// refresh grant (whose `api_domain` the reader prefers over `api_url`).
-fn pipedrive_endpoint(
-    conn: &Connection,
-    vault: &Vault,
-    p: &crate::systems::pipedrive::PipedriveSettings,
-) -> Result<Endpoint> {
-    use crate::http::auth::AuthProvider;
-    use crate::http::auth::pipedrive::{
-        PipedriveApiToken, PipedriveLimits, PipedriveOAuth, RefreshStore,
-    };
-    let stored = if p.api_token.is_none() && p.refresh_token.is_none() {
-        vault.get(&conn.name)?.unwrap_or_default()
-    } else {
-        Default::default()
-    };
-    let auth: Arc<dyn AuthProvider> = if let Some(t) = p.api_token.clone().or_else(|| {
-        (p.refresh_token.is_none())
-            .then(|| stored.get("api_token").cloned())
-            .flatten()
-    }) {
-        Arc::new(PipedriveApiToken::new(t))
-    } else {
-        let client_id = p.client_id.clone().ok_or_else(|| {
-            Error::Config(format!(
-                "connection `{}`: set api_token, or client_id with client_secret and refresh_token (OAuth)",
-                conn.name
-            ))
-        })?;
-        let secret_v = secret(conn, vault, "client_secret", p.client_secret.as_ref())?;
-        let (refresh, store) = match &p.refresh_token {
-            Some(r) => (r.clone(), None),
-            None => (
-                secret(conn, vault, "refresh_token", None)?,
-                Some(RefreshStore {
-                    vault: vault.clone(),
-                    connection: conn.name.clone(),
-                }),
-            ),
-        };
-        Arc::new(PipedriveOAuth::new(
-            &p.oauth_url,
-            &client_id,
-            secret_v,
-            refresh,
-            store,
-        ))
-    };
-    let http = HttpClient::new(
-        conn.system().as_str(),
-        &conn.name,
-        Some(auth),
-        Limits {
-            // Burst limit is 20–120 requests per 2 s per token by plan; the response headers
-            // pace the rest. 600/min stays under the smallest plan's 2-second window.
-            requests_per_minute: Some(conn.requests_per_minute.unwrap_or(600)),
-            max_concurrency: conn.max_concurrency.unwrap_or(4),
-        },
-        RetryPolicy::default(),
-    )?
-    .with_hook(Arc::new(PipedriveLimits::new(p.daily_token_reserve)));
-    Ok(Endpoint {
-        http,
-        base: p.api_url.trim_end_matches('/').to_string(),
+    conn.settings.endpoint(&Wiring {
+        system: conn.system(),
+        name: &conn.name,
+        requests_per_minute: conn.requests_per_minute,
+        max_concurrency: conn.max_concurrency,
+        vault,
     })
 }
 

@@ -23,8 +23,14 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::VaultConfig;
 use crate::error::{Error, Result};
+
+/// Where the vault and its key live (`[vault]` in mlc.toml).
+#[derive(Debug, Clone)]
+pub struct VaultConfig {
+    pub path: PathBuf,
+    pub key_file: PathBuf,
+}
 
 /// Environment variable holding the base64 master key.
 pub const MASTER_KEY_ENV: &str = "MLC_MASTER_KEY";

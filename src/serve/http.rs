@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn an_unreadable_vault_is_a_retryable_refusal() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = crate::config::VaultConfig {
+        let cfg = crate::vault::VaultConfig {
             path: dir.path().join("vault.json"),
             key_file: dir.path().join("vault.key"),
         };

@@ -12,11 +12,14 @@ pub mod deltek;
 pub mod looker;
 pub mod pipedrive;
 
+use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::http::Endpoint;
 use crate::names::stored_by_name;
+use crate::vault::Vault;
 use business_central::BusinessCentralSettings;
 use dataverse::DataverseSettings;
 use deltek::DeltekSettings;
@@ -111,6 +114,56 @@ impl ConnectionSettings {
             // Looker writes times in it without a zone.
             Self::Looker(_) => Some("UTC"),
             _ => None,
+        }
+    }
+}
+
+/// What building a connection's client needs besides its settings.
+pub struct Wiring<'a> {
+    pub system: System,
+    /// The connection's name (logs, metrics, its vault entry).
+    pub name: &'a str,
+    /// mlc.toml's `requests_per_minute`; each system has its default.
+    pub requests_per_minute: Option<u32>,
+    /// mlc.toml's `max_concurrency`; each system has its default.
+    pub max_concurrency: Option<usize>,
+    /// Secrets mlc.toml does not give (and where a rotated refresh token is written back).
+    pub vault: &'a Vault,
+}
+
+impl Wiring<'_> {
+    /// The secret named `field`: mlc.toml's value (a `${VAR}`, already expanded) when given,
+    /// else the vault's.
+    ///
+    /// Fails, saying how to store it, when neither has it.
+    pub fn secret(&self, field: &str, from_config: Option<&SecretString>) -> Result<SecretString> {
+        if let Some(v) = from_config {
+            return Ok(v.clone());
+        }
+        self.vault
+            .get(self.name)?
+            .and_then(|mut s| s.remove(field))
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "connection `{}` has no {field}: store it with `mlc connection add {} --system {}` (encrypted), or set {field} = \"${{VAR}}\" in mlc.toml",
+                    self.name, self.name, self.system
+                ))
+            })
+    }
+}
+
+impl ConnectionSettings {
+    /// A new client of the connection, with limits of its own.
+    ///
+    /// Fails when a secret is neither in mlc.toml nor in the vault, or the client cannot be
+    /// built.
+    pub fn endpoint(&self, w: &Wiring<'_>) -> Result<Endpoint> {
+        match self {
+            Self::Dataverse(s) => dataverse::connect::endpoint(s, w),
+            Self::BusinessCentral(s) => business_central::connect::endpoint(s, w),
+            Self::Deltek(s) => deltek::connect::endpoint(s, w),
+            Self::Pipedrive(s) => pipedrive::connect::endpoint(s, w),
+            Self::Looker(s) => looker::connect::endpoint(s, w),
         }
     }
 }

@@ -63,7 +63,7 @@ fn the_demo_leaves_no_plaintext_secret() {
 /// one key file.
 #[test]
 fn parallel_processes_and_threads_lose_no_vault_update() {
-    use ml_connector::config::VaultConfig;
+    use ml_connector::vault::VaultConfig;
     use ml_connector::vault::Vault;
     use secrecy::{ExposeSecret, SecretString};
 

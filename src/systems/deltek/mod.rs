@@ -1,6 +1,8 @@
-//! Deltek Vantagepoint: its connection settings. The reader is `streams::deltek`, the live-schema
-//! reader `tenant::deltek`, discovery `discover::deltek`, the sink target `loaders::sink::deltek`.
+//! Deltek Vantagepoint: its connection settings (settings.rs) and how a client of it is built
+//! (connect.rs). The reader is `streams::deltek`, the live-schema reader `tenant::deltek`,
+//! discovery `discover::deltek`, the sink target `loaders::sink::deltek`.
 
+pub(crate) mod connect;
 mod settings;
 
 pub use settings::*;
