@@ -63,8 +63,8 @@ fn the_demo_leaves_no_plaintext_secret() {
 /// one key file.
 #[test]
 fn parallel_processes_and_threads_lose_no_vault_update() {
-    use ml_connector::vault::VaultConfig;
     use ml_connector::vault::Vault;
+    use ml_connector::vault::VaultConfig;
     use secrecy::{ExposeSecret, SecretString};
 
     const PROCESSES: usize = 8;

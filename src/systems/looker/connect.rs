@@ -1,11 +1,12 @@
 //! Building a client of a Looker connection: its auth and its default limits.
 
+use std::sync::Arc;
+
 use super::LookerSettings;
 use crate::error::Result;
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
 use crate::systems::Wiring;
-use std::sync::Arc;
 
 /// A new client of the connection, with limits of its own.
 ///

@@ -1,13 +1,16 @@
 //! Building a client of a Pipedrive connection: its auth and its default limits.
 
+use std::sync::Arc;
+
 use super::PipedriveSettings;
 use crate::error::{Error, Result};
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
 use crate::systems::Wiring;
-use std::sync::Arc;
 
-/// A new client of the connection, with limits of its own.
+/// A new client of the connection, with limits of its own: an API token (`x-api-token`) when
+/// one is configured or stored, else the OAuth refresh grant (whose `api_domain` the reader
+/// prefers over `api_url`).
 ///
 /// Fails when a secret is neither in mlc.toml nor in the vault.
 pub(crate) fn endpoint(p: &PipedriveSettings, w: &Wiring<'_>) -> Result<Endpoint> {
