@@ -95,7 +95,7 @@ pub fn open(
 pub fn records(stream: &Stream, body: &[u8]) -> std::result::Result<Vec<Range<usize>>, String> {
     match stream.source.reader {
         ReaderKind::Odata => odata::parse_envelope(body).map(|p| p.rows),
-        ReaderKind::Deltek => deltek::parse_page(body),
+        ReaderKind::Deltek => crate::systems::deltek::page::parse_page(body),
         ReaderKind::Pipedrive => pipedrive::parse_page(body).map(|p| p.rows),
         ReaderKind::Looker => looker::parse_json_bi(body).map(|p| p.rows),
     }

@@ -168,6 +168,32 @@ impl ConnectionSettings {
     }
 }
 
+/// The outcome of `mlc connection check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub connection: String,
+    pub system: String,
+    pub ok: bool,
+    /// What was verified, step by step.
+    pub steps: Vec<String>,
+    /// What to fix, when not ok.
+    pub problem: Option<String>,
+}
+
+impl ConnectionSettings {
+    /// `mlc connection check`'s calls for this system through `ep`: what was verified goes to
+    /// `report.steps`, a failure to `report.problem` in words an administrator can act on.
+    pub async fn check(&self, ep: &Endpoint, report: &mut CheckReport) {
+        match self {
+            Self::Dataverse(s) => dataverse::check::check(s, ep, report).await,
+            Self::BusinessCentral(s) => business_central::check::check(s, ep, report).await,
+            Self::Deltek(s) => deltek::check::check(s, ep, report).await,
+            Self::Pipedrive(s) => pipedrive::check::check(s, ep, report).await,
+            Self::Looker(s) => looker::check::check(s, ep, report).await,
+        }
+    }
+}
+
 /// Reads `table` (a connection's keys, `system` and the keys every connection accepts
 /// removed) as the settings of `system`.
 ///

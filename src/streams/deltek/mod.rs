@@ -35,6 +35,7 @@ use crate::spec::{FixedFilter, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
 use crate::systems::ConnectionSettings;
 use crate::systems::deltek::OpportunityModel;
+use crate::systems::deltek::page::parse_page;
 use keyset::Pager;
 pub use keyset::{OrderCol, Position};
 
@@ -367,20 +368,6 @@ fn order_values(record: &[u8], fields: &[String]) -> std::result::Result<Vec<Val
             None => Ok(Value::Null),
         })
         .collect()
-}
-
-/// The records of a Deltek response (always a JSON array).
-pub fn parse_page(body: &[u8]) -> std::result::Result<Vec<Range<usize>>, String> {
-    let rows: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    let base = body.as_ptr() as usize;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let s = r.get();
-            let start = s.as_ptr() as usize - base;
-            start..start + s.len()
-        })
-        .collect())
 }
 
 /// Rewrites every record of an array body with `rename` applied to its top-level keys.

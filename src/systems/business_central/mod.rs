@@ -3,6 +3,7 @@
 //! `tenant::business_central`, discovery `discover::business_central`, the sink target
 //! `loaders::sink::business_central`, webhooks `serve::business_central`.
 
+pub(crate) mod check;
 pub(crate) mod connect;
 mod settings;
 

@@ -4,6 +4,7 @@
 //! `discover::dataverse`, webhooks `serve::dataverse`.
 
 pub mod change_tracking;
+pub(crate) mod check;
 pub(crate) mod connect;
 mod settings;
 

@@ -2,6 +2,7 @@
 //! The reader is `streams::pipedrive`, the live-schema reader `tenant::pipedrive`, discovery
 //! `discover::pipedrive`, the sink target `loaders::sink::pipedrive`, webhooks `serve::pipedrive`.
 
+pub(crate) mod check;
 pub(crate) mod connect;
 mod settings;
 
