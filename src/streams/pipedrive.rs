@@ -648,9 +648,14 @@ pub async fn load_field_map(
     fields_path: &str,
     stream: &str,
 ) -> Result<FieldMap> {
-    Ok(load_definitions(http, base, fields_path, stream)
-        .await?
-        .into_iter()
+    Ok(custom_field_map(
+        load_definitions(http, base, fields_path, stream).await?,
+    ))
+}
+
+/// The custom fields among `defs`, by field code.
+fn custom_field_map(defs: impl IntoIterator<Item = Definition>) -> FieldMap {
+    defs.into_iter()
         .filter(|d| d.custom)
         .map(|d| {
             (
@@ -662,7 +667,7 @@ pub async fn load_field_map(
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
 /// Rewrites records for the decoder: `custom_fields` becomes top-level keys named by each
@@ -829,22 +834,7 @@ mod tests {
             {"field_code": "cccccccccccccccccccccccccccccccccccccccc", "field_name": "Setup Fee", "field_type": "monetary", "is_custom_field": true},
             {"key": "dddddddddddddddddddddddddddddddddddddddd", "name": "Title", "field_type": "varchar", "edit_flag": true}
         ]);
-        defs.as_array()
-            .unwrap()
-            .iter()
-            .filter_map(definition)
-            .filter(|d| d.custom)
-            .map(|d| {
-                (
-                    d.key,
-                    FieldDef {
-                        name: d.name,
-                        field_type: d.field_type,
-                        options: d.options.into_iter().collect(),
-                    },
-                )
-            })
-            .collect()
+        custom_field_map(defs.as_array().unwrap().iter().filter_map(definition))
     }
 
     #[test]
