@@ -10,7 +10,7 @@ use super::{Discovered, Draft, snake_case};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
-use crate::tenant::business_central::{Csdl, EntityType, column_type, metadata};
+use crate::systems::business_central::metadata::{Csdl, EntityType, column_type, metadata};
 
 const SYSTEM: &str = "business_central";
 
@@ -148,7 +148,7 @@ pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Di
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tenant::business_central::parse_csdl;
+    use crate::systems::business_central::metadata::parse_csdl;
 
     const SAMPLE: &str = r#"<?xml version="1.0" encoding="utf-8"?>
 <edmx:Edmx Version="4.0" xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx"><edmx:DataServices>
@@ -197,7 +197,7 @@ mod tests {
         assert_eq!(c.types["big"].properties[0].name, "first");
         assert_eq!(c.types["big"].properties[0].edm, "Edm.String");
         // Over the size cap: refused before parsing.
-        let huge = " ".repeat(crate::tenant::business_central::MAX_CSDL_BYTES + 1);
+        let huge = " ".repeat(crate::systems::business_central::metadata::MAX_CSDL_BYTES + 1);
         assert!(parse_csdl(&huge).unwrap_err().contains("more than"));
     }
 

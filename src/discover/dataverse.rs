@@ -6,7 +6,7 @@ use super::{Discovered, Draft, snake_case};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
-use crate::tenant::dataverse::{Fetched, Table, fetch};
+use crate::systems::dataverse::metadata::{Fetched, Table, fetch};
 
 /// Drafts one catalog per table: the built-in Dataverse tables, or the logical names in `only`.
 pub async fn discover(

@@ -3,7 +3,7 @@
 //! [UNCERTAIN], so the parser accepts an array of field objects or an object holding one
 //! (`fields`/`Fields`), with the name in `name`/`Name`/`fieldName`, the type in
 //! `type`/`dataType`/`DataType`, and the label in `caption`/`label`/`Caption` (parsed in
-//! `tenant::deltek`). Existing catalog columns are kept as they are; fields the catalog lacks
+//! `systems::deltek::metadata`). Existing catalog columns are kept as they are; fields the catalog lacks
 //! are added, typed from the metadata.
 
 use super::{Discovered, Draft, draft_with_live};
@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::Definitions;
 use crate::spec::live::LiveEntity;
-use crate::tenant::deltek::read;
+use crate::systems::deltek::metadata::read;
 
 /// Drafts catalog files from Deltek's metadata: each hub's catalog plus every field its
 /// metadata lists that the catalog lacks.

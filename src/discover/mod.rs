@@ -20,10 +20,10 @@ use crate::config::Connection;
 use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::live::LiveField;
+pub use crate::spec::naming::snake_case;
+use crate::spec::naming::unique_name;
 use crate::spec::{CatalogFile, Column, Definitions, Stream};
 use crate::systems::ConnectionSettings;
-pub use crate::tenant::snake_case;
-use crate::tenant::unique_name;
 
 /// What discovery found for one entity.
 #[derive(Debug, Clone)]

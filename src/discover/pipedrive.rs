@@ -1,5 +1,5 @@
 //! Pipedrive discovery: reads the company's field definitions (`/api/v2/{deal,person,
-//! organization,product}Fields`, through `tenant::pipedrive`) and drafts catalog columns for the
+//! organization,product}Fields`, through `systems::pipedrive::metadata`) and drafts catalog columns for the
 //! custom fields, named and keyed as runs land them (the field's name in ASCII snake case,
 //! unique against the standard fields; the 40-hex field code as the source), so a catalog can
 //! rename, retype or drop them.
@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, ReaderKind};
-use crate::tenant::pipedrive::read;
+use crate::systems::pipedrive::metadata::read;
 
 /// Drafts catalog files with the custom fields of deals, persons, organizations and products.
 pub async fn discover(

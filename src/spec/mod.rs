@@ -7,6 +7,7 @@
 //! comments on the fields are the reference for the file formats.
 
 pub mod live;
+pub mod naming;
 
 use std::collections::BTreeMap;
 use std::fmt;

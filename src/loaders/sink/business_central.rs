@@ -37,7 +37,7 @@ pub struct BcTarget {
     /// `{api_url}/v2.0/{tenant}/{environment}`, where `$metadata` is read.
     api_base: String,
     /// The environment's `$metadata`, read once (pre-flight).
-    csdl: OnceCell<crate::tenant::business_central::Csdl>,
+    csdl: OnceCell<crate::systems::business_central::metadata::Csdl>,
     connection: String,
 }
 
@@ -199,7 +199,7 @@ impl Target for BcTarget {
                     http: self.http.clone(),
                     base: self.api_base.clone(),
                 };
-                crate::tenant::business_central::metadata(&ep)
+                crate::systems::business_central::metadata::metadata(&ep)
                     .await
                     .map_err(|e| WriteError::classify(e, reason_of))
             })

@@ -212,11 +212,12 @@ impl Target for DeltekTarget {
             Err(crate::error::Error::Http { status: 404, .. }) => return Ok(None),
             Err(e) => return Err(WriteError::classify(e, reason_of)),
         };
-        let fields =
-            crate::tenant::deltek::parse_metadata(&resp.body).map_err(|e| WriteError::Refused {
+        let fields = crate::systems::deltek::metadata::parse_metadata(&resp.body).map_err(|e| {
+            WriteError::Refused {
                 status: resp.status,
                 reason: format!("metadata/{}: {e}", h.path),
-            })?;
+            }
+        })?;
         let flow_name = |payload: &str| {
             h.outgoing
                 .iter()

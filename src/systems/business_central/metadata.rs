@@ -9,10 +9,10 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 
-use super::snake_case;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::{LiveEntity, LiveField};
+use crate::spec::naming::snake_case;
 use crate::spec::{ColumnType, Stream};
 
 const API_PATH: &str = "/api/v2.0";

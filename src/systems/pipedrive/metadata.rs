@@ -6,10 +6,10 @@
 //! not the payload's whole schema (it omits keys such as `is_archived`), so it never makes a
 //! catalog column absent.
 
-use super::column_name;
 use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::live::{LiveEntity, LiveField};
+use crate::spec::naming::column_name;
 use crate::spec::{ColumnType, Stream};
 use crate::streams::pipedrive::{Definition, fields_path_of, load_definitions};
 

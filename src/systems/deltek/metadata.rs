@@ -10,11 +10,11 @@
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::Value;
 
-use super::column_name;
 use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::{LiveEntity, LiveField};
+use crate::spec::naming::column_name;
 use crate::spec::{ColumnType, Stream, Variant};
 use crate::streams::deltek::variant_name;
 

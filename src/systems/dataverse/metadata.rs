@@ -7,10 +7,10 @@
 use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde::Deserialize;
 
-use super::column_name;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::{LiveEntity, LiveField};
+use crate::spec::naming::column_name;
 use crate::spec::{ColumnType, Stream};
 
 const API: &str = "/api/data/v9.2";
