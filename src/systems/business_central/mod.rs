@@ -1,11 +1,18 @@
-//! Dynamics 365 Business Central: its connection settings (settings.rs), how a client of it is
-//! built (connect.rs) and checked (check.rs), and what its tenant says it has (metadata.rs, the
-//! live schema). The reader is `streams::odata` (company- scoped), discovery
-//! `discover::business_central`, the sink target `loaders::sink::business_central`, webhooks
-//! `serve::business_central`.
+//! Dynamics 365 Business Central: its home in mlc (DESIGN.md §2), all of it but the reader, the
+//! sink target and the webhook receiver, which run the data of their own layers.
+//!
+//! - settings.rs: its mlc.toml keys
+//! - connect.rs: its client (Entra client credentials, its 5-at-once limit)
+//! - check.rs: `mlc connection check`
+//! - metadata.rs: the live schema (`$metadata`)
+//! - discover.rs: `mlc discover`
+//!
+//! Its reader is `streams::odata` (company-scoped), its sink target
+//! `loaders::sink::business_central`, its webhooks `serve::business_central`.
 
 pub(crate) mod check;
 pub(crate) mod connect;
+pub mod discover;
 pub mod metadata;
 mod settings;
 

@@ -1,11 +1,19 @@
-//! Dataverse (Dynamics 365 Sales): its connection settings (settings.rs), how a client of it is
-//! built (connect.rs) and checked (check.rs), and what its tenant says it has (metadata.rs, the
-//! live schema), and how it says a change-tracking token expired (change_tracking.rs). The reader
-//! is `streams::odata`, discovery `discover::dataverse`, webhooks `serve::dataverse`.
+//! Dataverse (Dynamics 365 Sales): its home in mlc (DESIGN.md §2), all of it but the reader, the
+//! sink target and the webhook receiver, which run the data of their own layers.
+//!
+//! - settings.rs: its mlc.toml keys
+//! - connect.rs: its client (Entra client credentials, service-protection limits)
+//! - check.rs: `mlc connection check`
+//! - metadata.rs: the live schema (`EntityDefinitions`)
+//! - discover.rs: `mlc discover`
+//! - change_tracking.rs: how it says a delta token expired
+//!
+//! Its reader is `streams::odata`, its webhooks `serve::dataverse`.
 
 pub mod change_tracking;
 pub(crate) mod check;
 pub(crate) mod connect;
+pub mod discover;
 pub mod metadata;
 mod settings;
 

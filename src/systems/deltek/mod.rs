@@ -1,10 +1,18 @@
-//! Deltek Vantagepoint: its connection settings (settings.rs), how a client of it is built
-//! (connect.rs) and checked (check.rs), and what its tenant says it has (metadata.rs, the live
-//! schema). The reader is `streams::deltek`, discovery `discover::deltek`, the sink target
-//! `loaders::sink::deltek`.
+//! Deltek Vantagepoint: its home in mlc (DESIGN.md §2), all of it but the reader, the sink target
+//! and the webhook receiver, which run the data of their own layers.
+//!
+//! - settings.rs: its mlc.toml keys
+//! - connect.rs: its client (password grant, conservative limits)
+//! - check.rs: `mlc connection check`
+//! - metadata.rs: the live schema (`metadata/{hub}`)
+//! - discover.rs: `mlc discover`
+//! - page.rs: its page shape
+//!
+//! Its reader is `streams::deltek`, its sink target `loaders::sink::deltek`.
 
 pub(crate) mod check;
 pub(crate) mod connect;
+pub mod discover;
 pub mod metadata;
 pub mod page;
 mod settings;

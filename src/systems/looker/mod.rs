@@ -1,9 +1,16 @@
-//! Looker (the reverse stream): its connection settings (settings.rs), and how a client of it is
-//! built (connect.rs) and checked (check.rs). The reader is `streams::looker`, discovery
-//! `discover::looker`.
+//! Looker (the reverse stream): its home in mlc (DESIGN.md §2), all of it but the reader, the sink
+//! target and the webhook receiver, which run the data of their own layers.
+//!
+//! - settings.rs: its mlc.toml keys
+//! - connect.rs: its client (API login, paced calls)
+//! - check.rs: `mlc connection check`
+//! - discover.rs: `mlc discover` (explores and saved Looks)
+//!
+//! Its reader is `streams::looker`.
 
 pub(crate) mod check;
 pub(crate) mod connect;
+pub mod discover;
 mod settings;
 
 pub use settings::*;

@@ -1,10 +1,18 @@
-//! Pipedrive: its connection settings (settings.rs), how a client of it is built (connect.rs) and
-//! checked (check.rs), and what its tenant says it has (metadata.rs, the live schema). The reader
-//! is `streams::pipedrive`, discovery `discover::pipedrive`, the sink target
-//! `loaders::sink::pipedrive`, webhooks `serve::pipedrive`.
+//! Pipedrive: its home in mlc (DESIGN.md §2), all of it but the reader, the sink target and the
+//! webhook receiver, which run the data of their own layers.
+//!
+//! - settings.rs: its mlc.toml keys
+//! - connect.rs: its client (API token or OAuth, token budget)
+//! - check.rs: `mlc connection check`
+//! - metadata.rs: the live schema (`*Fields`)
+//! - discover.rs: `mlc discover`
+//!
+//! Its reader is `streams::pipedrive`, its sink target `loaders::sink::pipedrive`, its webhooks
+//! `serve::pipedrive`.
 
 pub(crate) mod check;
 pub(crate) mod connect;
+pub mod discover;
 pub mod metadata;
 mod settings;
 

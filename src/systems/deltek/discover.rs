@@ -6,7 +6,7 @@
 //! `systems::deltek::metadata`). Existing catalog columns are kept as they are; fields the catalog lacks
 //! are added, typed from the metadata.
 
-use super::{Discovered, Draft, draft_with_live};
+use crate::discover::draft::{Discovered, Draft, draft_with_live};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::Definitions;

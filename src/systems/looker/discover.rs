@@ -5,10 +5,11 @@
 //! stream reads yet get a stream file and a catalog each; its models' explores are listed with
 //! the streams that read them.
 
-use super::{Discovered, Draft, snake_case};
 use crate::config::Connection;
+use crate::discover::draft::{Discovered, Draft};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
+use crate::spec::naming::snake_case;
 use crate::spec::{
     CatalogFile, Column, ColumnType, Definitions, LookerQuery, ReaderKind, looker_row_catalog,
 };

@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use super::{Discovered, Draft, snake_case};
+use crate::discover::draft::{Discovered, Draft};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
+use crate::spec::naming::snake_case;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
 use crate::systems::business_central::metadata::{Csdl, EntityType, column_type, metadata};
 
@@ -209,7 +210,7 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter_map(|d| match d.outcome {
-                super::super::Outcome::Drafted(d) => Some(d),
+                crate::discover::draft::Outcome::Drafted(d) => Some(d),
                 _ => None,
             })
             .collect();

@@ -4,7 +4,7 @@
 //! unique against the standard fields; the 40-hex field code as the source), so a catalog can
 //! rename, retype or drop them.
 
-use super::{Discovered, Draft, draft_with_live};
+use crate::discover::draft::{Discovered, Draft, draft_with_live};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::spec::live::LiveEntity;

@@ -2,9 +2,10 @@
 //! a time (an org's full metadata is hundreds of MB; one table is a few hundred KB), plus the
 //! `DateTimeAttributeMetadata` cast, the only place that says whether a date is date-only.
 
-use super::{Discovered, Draft, snake_case};
+use crate::discover::draft::{Discovered, Draft};
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
+use crate::spec::naming::snake_case;
 use crate::spec::{CatalogFile, Column, ColumnType, Definitions};
 use crate::systems::dataverse::metadata::{Fetched, Table, fetch};
 
