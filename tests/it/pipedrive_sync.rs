@@ -410,7 +410,7 @@ async fn connection_check_explains_a_bad_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_refresh_token_that_cannot_be_stored_fails_the_request() {
     use ml_connector::http::auth::AuthProvider;
-    use ml_connector::http::auth::pipedrive::{PipedriveOAuth, RefreshStore};
+    use ml_connector::systems::pipedrive::auth::{PipedriveOAuth, RefreshStore};
     use ml_connector::vault::VaultConfig;
 
     let sb = Sandbox::start(opts(20), "127.0.0.1:0".parse().unwrap())

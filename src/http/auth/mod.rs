@@ -1,11 +1,12 @@
 //! Auth providers behind one trait. Tokens are cached, refreshed ahead of expiry, and a refused
 //! token (401) forces exactly one refresh (the caller decides when to give up). Secrets live in
 //! `SecretString` and tokens in sensitive header values, so neither reaches logs or `Debug`.
+//!
+//! This module holds the trait, the token cache and request helpers every provider shares, and
+//! Entra's client credentials (Dataverse and Business Central both use them); the providers of
+//! one system live in its home (`systems::<system>::auth`).
 
-pub mod deltek;
 pub mod entra;
-pub mod looker;
-pub mod pipedrive;
 
 use std::fmt;
 use std::time::{Duration, Instant};

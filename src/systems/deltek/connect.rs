@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use super::DeltekSettings;
 use crate::error::Result;
-use crate::http::auth::deltek::{DeltekLogin, DeltekPasswordGrant};
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
 use crate::systems::Wiring;
+use crate::systems::deltek::auth::{DeltekLogin, DeltekPasswordGrant};
 
 /// A new client of the connection, with limits of its own.
 ///

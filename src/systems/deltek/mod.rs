@@ -2,6 +2,7 @@
 //! and the webhook receiver, which run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
+//! - auth.rs: the password grant
 //! - connect.rs: its client (password grant, conservative limits)
 //! - check.rs: `mlc connection check`
 //! - metadata.rs: the live schema (`metadata/{hub}`)
@@ -10,6 +11,7 @@
 //!
 //! Its reader is `streams::deltek`, its sink target `loaders::sink::deltek`.
 
+pub mod auth;
 pub(crate) mod check;
 pub(crate) mod connect;
 pub mod discover;

@@ -14,7 +14,7 @@ use crate::systems::Wiring;
 pub(crate) fn endpoint(l: &LookerSettings, w: &Wiring<'_>) -> Result<Endpoint> {
     let secret = w.secret("client_secret", l.client_secret.as_ref())?;
     let base = l.api_base();
-    let auth = crate::http::auth::looker::LookerLogin::new(&base, &l.client_id, secret);
+    let auth = crate::systems::looker::auth::LookerLogin::new(&base, &l.client_id, secret);
     // No published per-second limit, but every call counts against the edition's
     // monthly API quota and 429s are documented: 60 a minute, paced one at a time.
     let rpm = w.requests_per_minute.unwrap_or(60);

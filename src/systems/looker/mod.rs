@@ -2,12 +2,14 @@
 //! target and the webhook receiver, which run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
+//! - auth.rs: the API login
 //! - connect.rs: its client (API login, paced calls)
 //! - check.rs: `mlc connection check`
 //! - discover.rs: `mlc discover` (explores and saved Looks)
 //!
 //! Its reader is `streams::looker`.
 
+pub mod auth;
 pub(crate) mod check;
 pub(crate) mod connect;
 pub mod discover;

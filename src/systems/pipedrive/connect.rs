@@ -15,7 +15,7 @@ use crate::systems::Wiring;
 /// Fails when a secret is neither in mlc.toml nor in the vault.
 pub(crate) fn endpoint(p: &PipedriveSettings, w: &Wiring<'_>) -> Result<Endpoint> {
     use crate::http::auth::AuthProvider;
-    use crate::http::auth::pipedrive::{
+    use crate::systems::pipedrive::auth::{
         PipedriveApiToken, PipedriveLimits, PipedriveOAuth, RefreshStore,
     };
     let stored = if p.api_token.is_none() && p.refresh_token.is_none() {

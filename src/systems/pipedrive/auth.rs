@@ -14,11 +14,11 @@ use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{
+use crate::error::{Error, Result};
+use crate::http::auth::{
     AuthProvider, Cached, OAuthError, TokenAnswer, TokenCache, TokenResponse, renew_after,
     token_request,
 };
-use crate::error::{Error, Result};
 use crate::http::redact::body_excerpt;
 use crate::vault::Vault;
 

@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tokio::sync::Mutex;
 
-use super::{AuthProvider, Cached, TokenAnswer, TokenResponse, token_request};
 use crate::error::{Error, Result};
+use crate::http::auth::{AuthProvider, Cached, TokenAnswer, TokenResponse, token_request};
 use crate::http::redact::{body_excerpt, redact_url};
 
 /// Renew this long before the token expires (Vantagepoint tokens last about 30 minutes).

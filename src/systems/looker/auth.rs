@@ -10,10 +10,10 @@ use reqwest::header::HeaderValue;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::{
+use crate::error::{Error, Result};
+use crate::http::auth::{
     AuthProvider, Cached, TokenAnswer, TokenCache, TokenResponse, renew_after, token_request,
 };
-use crate::error::{Error, Result};
 use crate::http::redact::{body_excerpt, redact_url};
 
 /// The login of one Looker connection.
