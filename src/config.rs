@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::systems::{ConnectionSettings, KeyPath, System};
+use crate::systems::settings::ConnectionSettings;
+use crate::systems::settings::KeyPath;
+use crate::systems::system::System;
 use crate::vault::VaultConfig;
 
 /// Default file name, looked up in the current directory.
@@ -669,7 +671,7 @@ fn parse_connection(
             })?,
     };
     table.remove("system");
-    let settings = crate::systems::parse_settings(system, table, &KeyPath::new(name))?;
+    let settings = crate::systems::settings::parse_settings(system, table, &KeyPath::new(name))?;
     Ok(Connection {
         name: name.to_string(),
         settings,

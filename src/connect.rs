@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::config::Connection;
 use crate::error::Result;
 use crate::http::Endpoint;
-use crate::systems::{CheckReport, Wiring};
+use crate::systems::settings::CheckReport;
+use crate::systems::settings::Wiring;
 use crate::vault::Vault;
 
 /// The one runtime of each connection in this process (DESIGN.md §5).

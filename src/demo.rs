@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::loaders::warehouse::OutputFormat;
 use crate::run::{Context, RunRequest, RunSummary, run_many};
 use crate::sandbox::{Sandbox, SandboxOptions};
-use crate::systems::System;
+use crate::systems::system::System;
 use crate::vault::{Secrets, Vault};
 
 /// The sink flows the demo applies, in order.

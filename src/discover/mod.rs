@@ -14,8 +14,6 @@ use crate::config::Connection;
 use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::{CatalogFile, Definitions};
-use crate::systems::ConnectionSettings;
-use crate::systems::{business_central, dataverse, deltek, looker, pipedrive};
 pub use draft::{Discovered, Draft, Outcome, draft_with_live};
 
 /// Drafts catalog files for `conn`'s system. `only` restricts the entities (stream entity
@@ -28,15 +26,7 @@ pub async fn discover(
     defs: &Definitions,
     only: &[String],
 ) -> Result<Vec<Discovered>> {
-    match &conn.settings {
-        ConnectionSettings::Dataverse(_) => dataverse::discover::discover(ep, defs, only).await,
-        ConnectionSettings::BusinessCentral(_) => {
-            business_central::discover::discover(ep, defs, only).await
-        }
-        ConnectionSettings::Deltek(_) => deltek::discover::discover(conn, ep, defs, only).await,
-        ConnectionSettings::Pipedrive(_) => pipedrive::discover::discover(ep, defs, only).await,
-        ConnectionSettings::Looker(_) => looker::discover::discover(conn, ep, defs, only).await,
-    }
+    crate::systems::discover(conn, ep, defs, only).await
 }
 
 /// A catalog file as TOML, one column per line, the way the built-in files are written.

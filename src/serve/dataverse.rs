@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use super::http::{Receiver, Refusal};
 use super::secrets;
-use crate::systems::System;
+use crate::systems::system::System;
 use crate::vault::Secrets;
 
 const SYSTEM: System = System::Dataverse;

@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 
 use crate::serve::config::WebhookConfig;
 use crate::state::StateStore;
-use crate::systems::System;
+use crate::systems::system::System;
 use crate::vault::{Secrets, Vault};
 
 use super::clock::Clock;

@@ -5,7 +5,7 @@
 //! `prometheus` crate has a process-global default registry and pulls protobuf for a format
 //! Prometheus no longer needs).
 
-use crate::systems::System;
+use crate::systems::system::System;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::run::Context;
-use crate::systems::System;
+use crate::systems::system::System;
 
 use clock::Clock;
 use metrics::Metrics;

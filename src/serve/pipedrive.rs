@@ -22,7 +22,7 @@ use sha2::Sha256;
 
 use super::http::{Receiver, Refusal};
 use super::secrets;
-use crate::systems::System;
+use crate::systems::system::System;
 use crate::vault::Secrets;
 
 const SYSTEM: System = System::Pipedrive;

@@ -16,7 +16,7 @@ use crate::connect::endpoint;
 use crate::error::{Error, Result};
 use crate::http::Idempotency;
 use crate::state::StateStore;
-use crate::systems::System;
+use crate::systems::system::System;
 use crate::vault::Vault;
 
 use super::secrets;

@@ -11,7 +11,7 @@ use crate::loaders::sink::flow::FlowFile;
 use crate::spec::Definitions;
 
 use super::queue::{Origin, Trigger};
-use crate::systems::System;
+use crate::systems::system::System;
 
 /// One connection's streams as events name them.
 #[derive(Debug, Clone)]

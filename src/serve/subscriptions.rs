@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::Idempotency;
 use crate::state::StateStore;
-use crate::systems::ConnectionSettings;
-use crate::systems::System;
+use crate::systems::settings::ConnectionSettings;
+use crate::systems::system::System;
 use crate::vault::Vault;
 
 use super::secrets;

@@ -50,7 +50,7 @@ use crate::http::Endpoint;
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{ColumnType, LookerQuery, Stream};
 use crate::streams::{Page, PageSource, ReadMode, now_micros};
-use crate::systems::ConnectionSettings;
+use crate::systems::settings::ConnectionSettings;
 
 /// The key the reader adds to every row (and the catalog column holding it): the row's
 /// 1-based position in the result.

@@ -23,8 +23,8 @@ use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{Incremental, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
-use crate::systems::ConnectionSettings;
 use crate::systems::dataverse::change_tracking::is_delta_expired_body;
+use crate::systems::settings::ConnectionSettings;
 
 pub struct ODataSource {
     http: HttpClient,

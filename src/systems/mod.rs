@@ -1,4 +1,15 @@
-//! The external systems ml-connector reads and writes (DESIGN.md §2), as one closed list.
+//! The external systems ml-connector reads and writes (DESIGN.md §2): one folder per system
+//! (its settings, client, check, live schema, discovery, auth), and the places that dispatch
+//! per system, each an exhaustive `match`:
+//! - `system.rs`: [`System`], the closed list;
+//! - `settings.rs`: a connection's settings, parsed from mlc.toml, built into a client and
+//!   checked;
+//! - here: the tenant's metadata and discovery.
+//!
+//! Readers (`streams/`), sink targets (`loaders/sink/`) and webhook receivers (`serve/`) stay
+//! with the layers whose data they run. Layers import the leaf files (`system.rs`,
+//! `settings.rs`), not this module, so that nothing a system's folder uses imports back the
+//! dispatch here.
 //!
 //! Why an enum and not names: a `match` on [`System`] is exhaustive, so adding a system makes
 //! the compiler list every place that must learn about it, where a comparison with a name
@@ -11,265 +22,52 @@ pub mod dataverse;
 pub mod deltek;
 pub mod looker;
 pub mod pipedrive;
+pub mod settings;
+pub mod system;
 
-use secrecy::SecretString;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+pub use settings::{CheckReport, ConnectionSettings, Wiring};
+pub use system::System;
 
-use crate::error::{Error, Result};
+use crate::config::Connection;
+use crate::discover::draft::Discovered;
+use crate::error::Result;
 use crate::http::Endpoint;
-use crate::names::stored_by_name;
-use crate::vault::Vault;
-use business_central::BusinessCentralSettings;
-use dataverse::DataverseSettings;
-use deltek::DeltekSettings;
-use looker::LookerSettings;
-use pipedrive::PipedriveSettings;
+use crate::spec::live::LiveEntity;
+use crate::spec::{Definitions, Stream};
 
-/// One external system.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum System {
-    /// Dataverse (Dynamics 365 Sales): the CRM's Web API.
-    Dataverse,
-    /// Dynamics 365 Business Central: the ERP's API v2.0.
-    BusinessCentral,
-    /// Deltek Vantagepoint: the ERP's REST API.
-    Deltek,
-    /// Pipedrive: the CRM's API v2 (v1 where v2 has no endpoint).
-    Pipedrive,
-    /// Looker: the reverse stream (query tasks and saved Looks).
-    Looker,
-}
-
-stored_by_name!(System, "system", {
-    Dataverse => "dataverse",
-    BusinessCentral => "business_central",
-    Deltek => "deltek",
-    Pipedrive => "pipedrive",
-    Looker => "looker",
-});
-
-impl System {
-    /// The names, for messages that list what is accepted.
-    pub fn names() -> String {
-        Self::ALL
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-}
-
-/// A connection's system-specific settings (`[connections.<name>]` in mlc.toml).
-#[derive(Debug, Clone)]
-pub enum ConnectionSettings {
-    Dataverse(DataverseSettings),
-    BusinessCentral(BusinessCentralSettings),
-    Deltek(DeltekSettings),
-    Pipedrive(PipedriveSettings),
-    Looker(LookerSettings),
-}
-
-impl ConnectionSettings {
-    /// The system these settings are for.
-    pub fn system(&self) -> System {
-        match self {
-            Self::Dataverse(_) => System::Dataverse,
-            Self::BusinessCentral(_) => System::BusinessCentral,
-            Self::Deltek(_) => System::Deltek,
-            Self::Pipedrive(_) => System::Pipedrive,
-            Self::Looker(_) => System::Looker,
+/// What the tenant says about `stream`'s entity, from its own metadata (the caller,
+/// `tenant::read`, turns a failure into [`LiveEntity::Unknown`]).
+pub(crate) async fn read_metadata(
+    conn: &Connection,
+    ep: &Endpoint,
+    stream: &Stream,
+) -> Result<LiveEntity> {
+    match &conn.settings {
+        ConnectionSettings::Dataverse(_) => dataverse::metadata::read(ep, stream).await,
+        ConnectionSettings::BusinessCentral(_) => {
+            business_central::metadata::read(ep, stream).await
         }
-    }
-
-    /// The URL that identifies the tenant, for listings.
-    pub fn url(&self) -> String {
-        match self {
-            Self::Dataverse(d) => d.environment_url.clone(),
-            Self::BusinessCentral(b) => b.api_base(),
-            Self::Deltek(d) => d.base_url.clone(),
-            Self::Pipedrive(p) => p.api_url.clone(),
-            Self::Looker(l) => l.api_base(),
-        }
-    }
-
-    /// Whether mlc.toml supplies the connection's secrets (as `${VAR}` references) rather than
-    /// the vault.
-    pub fn secrets_from_environment(&self) -> bool {
-        match self {
-            Self::Dataverse(d) => d.client_secret.is_some(),
-            Self::BusinessCentral(b) => b.client_secret.is_some(),
-            Self::Deltek(d) => d.password.is_some() && d.client_secret.is_some(),
-            Self::Pipedrive(p) => p.api_token.is_some() || p.refresh_token.is_some(),
-            Self::Looker(l) => l.client_secret.is_some(),
-        }
-    }
-
-    /// The zone in which the system writes timestamps that carry none (Deltek).
-    pub fn naive_time_zone(&self) -> Option<&str> {
-        match self {
-            Self::Deltek(d) => Some(&d.time_zone),
-            // Queries run with `query_timezone` (UTC unless the stream says otherwise), and
-            // Looker writes times in it without a zone.
-            Self::Looker(_) => Some("UTC"),
-            _ => None,
-        }
+        ConnectionSettings::Deltek(_) => deltek::metadata::read(conn, ep, stream).await,
+        ConnectionSettings::Pipedrive(_) => pipedrive::metadata::read(ep, stream).await,
+        // A Looker result is typed from its own field metadata by the reader.
+        ConnectionSettings::Looker(_) => Ok(LiveEntity::Unlisted),
     }
 }
 
-/// What building a connection's client needs besides its settings.
-pub struct Wiring<'a> {
-    pub system: System,
-    /// The connection's name (logs, metrics, its vault entry).
-    pub name: &'a str,
-    /// mlc.toml's `requests_per_minute`; each system has its default.
-    pub requests_per_minute: Option<u32>,
-    /// mlc.toml's `max_concurrency`; each system has its default.
-    pub max_concurrency: Option<usize>,
-    /// Secrets mlc.toml does not give (and where a rotated refresh token is written back).
-    pub vault: &'a Vault,
-}
-
-impl Wiring<'_> {
-    /// The secret named `field`: mlc.toml's value (a `${VAR}`, already expanded) when given,
-    /// else the vault's.
-    ///
-    /// Fails, saying how to store it, when neither has it.
-    pub fn secret(&self, field: &str, from_config: Option<&SecretString>) -> Result<SecretString> {
-        if let Some(v) = from_config {
-            return Ok(v.clone());
+/// `mlc discover` for `conn`'s system (see `discover::discover`).
+pub(crate) async fn discover(
+    conn: &Connection,
+    ep: &Endpoint,
+    defs: &Definitions,
+    only: &[String],
+) -> Result<Vec<Discovered>> {
+    match &conn.settings {
+        ConnectionSettings::Dataverse(_) => dataverse::discover::discover(ep, defs, only).await,
+        ConnectionSettings::BusinessCentral(_) => {
+            business_central::discover::discover(ep, defs, only).await
         }
-        self.vault
-            .get(self.name)?
-            .and_then(|mut s| s.remove(field))
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "connection `{}` has no {field}: store it with `mlc connection add {} --system {}` (encrypted), or set {field} = \"${{VAR}}\" in mlc.toml",
-                    self.name, self.name, self.system
-                ))
-            })
-    }
-}
-
-impl ConnectionSettings {
-    /// A new client of the connection, with limits of its own.
-    ///
-    /// Fails when a secret is neither in mlc.toml nor in the vault, or the client cannot be
-    /// built.
-    pub fn endpoint(&self, w: &Wiring<'_>) -> Result<Endpoint> {
-        match self {
-            Self::Dataverse(s) => dataverse::connect::endpoint(s, w),
-            Self::BusinessCentral(s) => business_central::connect::endpoint(s, w),
-            Self::Deltek(s) => deltek::connect::endpoint(s, w),
-            Self::Pipedrive(s) => pipedrive::connect::endpoint(s, w),
-            Self::Looker(s) => looker::connect::endpoint(s, w),
-        }
-    }
-}
-
-/// The outcome of `mlc connection check`.
-#[derive(Debug, Clone, Serialize)]
-pub struct CheckReport {
-    pub connection: String,
-    pub system: String,
-    pub ok: bool,
-    /// What was verified, step by step.
-    pub steps: Vec<String>,
-    /// What to fix, when not ok.
-    pub problem: Option<String>,
-}
-
-impl ConnectionSettings {
-    /// `mlc connection check`'s calls for this system through `ep`: what was verified goes to
-    /// `report.steps`, a failure to `report.problem` in words an administrator can act on.
-    pub async fn check(&self, ep: &Endpoint, report: &mut CheckReport) {
-        match self {
-            Self::Dataverse(s) => dataverse::check::check(s, ep, report).await,
-            Self::BusinessCentral(s) => business_central::check::check(s, ep, report).await,
-            Self::Deltek(s) => deltek::check::check(s, ep, report).await,
-            Self::Pipedrive(s) => pipedrive::check::check(s, ep, report).await,
-            Self::Looker(s) => looker::check::check(s, ep, report).await,
-        }
-    }
-}
-
-/// Reads `table` (a connection's keys, `system` and the keys every connection accepts
-/// removed) as the settings of `system`.
-///
-/// Fails naming the key and the fix when a key is unknown, missing or invalid.
-pub(crate) fn parse_settings(
-    system: System,
-    table: toml::Table,
-    at: &KeyPath,
-) -> Result<ConnectionSettings> {
-    Ok(match system {
-        System::Dataverse => ConnectionSettings::Dataverse(dataverse::parse(table, at)?),
-        System::BusinessCentral => {
-            ConnectionSettings::BusinessCentral(business_central::parse(table, at)?)
-        }
-        System::Deltek => ConnectionSettings::Deltek(deltek::parse(table, at)?),
-        System::Pipedrive => ConnectionSettings::Pipedrive(pipedrive::parse(table, at)?),
-        System::Looker => ConnectionSettings::Looker(looker::parse(table, at)?),
-    })
-}
-
-/// Names the keys of one connection in errors (`connections.crm.tenant_id`).
-pub(crate) struct KeyPath {
-    connection: String,
-}
-
-impl KeyPath {
-    pub(crate) fn new(connection: &str) -> Self {
-        Self {
-            connection: connection.to_string(),
-        }
-    }
-
-    /// `connections.<name>`.
-    pub(crate) fn connection(&self) -> String {
-        format!("connections.{}", self.connection)
-    }
-
-    /// `connections.<name>.<key>`.
-    pub(crate) fn key(&self, key: &str) -> String {
-        format!("connections.{}.{key}", self.connection)
-    }
-
-    /// The table as settings of type `T`; an unknown, missing or mistyped key is an error
-    /// naming the connection.
-    pub(crate) fn typed<T: DeserializeOwned>(&self, table: toml::Table) -> Result<T> {
-        table.try_into().map_err(|e: toml::de::Error| {
-            Error::Config(format!("{}: {}", self.connection(), e.to_string().trim()))
-        })
-    }
-
-    /// Checks that `value` of `key` is a URL; the error gives `example`.
-    pub(crate) fn url(&self, key: &str, value: &str, example: &str) -> Result<()> {
-        url::Url::parse(value).map(|_| ()).map_err(|e| {
-            Error::Config(format!(
-                "{} = \"{value}\" is not a URL ({e}); e.g. {example}",
-                self.key(key)
-            ))
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_in_text_and_serde() {
-        for s in System::ALL {
-            assert_eq!(s.as_str().parse::<System>().unwrap(), *s);
-            let json = serde_json::to_string(s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
-        }
-        assert!("sap".parse::<System>().is_err());
-        assert_eq!(
-            System::names(),
-            "dataverse, business_central, deltek, pipedrive, looker"
-        );
+        ConnectionSettings::Deltek(_) => deltek::discover::discover(conn, ep, defs, only).await,
+        ConnectionSettings::Pipedrive(_) => pipedrive::discover::discover(ep, defs, only).await,
+        ConnectionSettings::Looker(_) => looker::discover::discover(conn, ep, defs, only).await,
     }
 }

@@ -27,7 +27,6 @@ use crate::spec::live::{LiveEntity, LiveField, LiveSchema};
 use crate::spec::naming::unique_name;
 use crate::spec::{Column, Stream};
 use crate::state::StateStore;
-use crate::systems::ConnectionSettings;
 
 /// What reconciling a stream with its tenant changed, for the run summary, the run history and
 /// `mlc catalog diff`.
@@ -118,23 +117,7 @@ pub struct Reconciled {
 /// the connection itself fails (authentication, network after retries), which the stream's
 /// own read would hit too.
 pub async fn read(conn: &Connection, ep: &Endpoint, stream: &Stream) -> Result<LiveEntity> {
-    let out = match &conn.settings {
-        ConnectionSettings::Dataverse(_) => {
-            crate::systems::dataverse::metadata::read(ep, stream).await
-        }
-        ConnectionSettings::BusinessCentral(_) => {
-            crate::systems::business_central::metadata::read(ep, stream).await
-        }
-        ConnectionSettings::Deltek(_) => {
-            crate::systems::deltek::metadata::read(conn, ep, stream).await
-        }
-        ConnectionSettings::Pipedrive(_) => {
-            crate::systems::pipedrive::metadata::read(ep, stream).await
-        }
-        // A Looker result is typed from its own field metadata by the reader.
-        ConnectionSettings::Looker(_) => return Ok(LiveEntity::Unlisted),
-    };
-    match out {
+    match crate::systems::read_metadata(conn, ep, stream).await {
         Ok(e) => Ok(e),
         // The stream's own read would fail the same way: say so once, as that failure.
         Err(e @ (Error::Auth { .. } | Error::Transport { .. } | Error::Stopped(_))) => Err(e),

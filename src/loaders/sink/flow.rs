@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::systems::System;
+use crate::systems::system::System;
 
 static BUILTIN_FLOWS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/loaders/sink");
 

@@ -44,8 +44,8 @@ use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
-use crate::systems::ConnectionSettings;
-use crate::systems::System;
+use crate::systems::settings::ConnectionSettings;
+use crate::systems::system::System;
 
 /// What `replay` re-runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

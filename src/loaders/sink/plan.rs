@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::spec::{Definitions, StreamId};
 use crate::state::{JobStatus, SinkLine, StateStore};
-use crate::systems::System;
+use crate::systems::system::System;
 
 /// What apply will do with one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

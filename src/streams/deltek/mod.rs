@@ -33,9 +33,9 @@ use crate::http::Endpoint;
 use crate::http::HttpClient;
 use crate::spec::{FixedFilter, Stream};
 use crate::streams::{Page, PageSource, ReadMode, get_parsed};
-use crate::systems::ConnectionSettings;
 use crate::systems::deltek::OpportunityModel;
 use crate::systems::deltek::page::parse_page;
+use crate::systems::settings::ConnectionSettings;
 use keyset::Pager;
 pub use keyset::{OrderCol, Position};
 

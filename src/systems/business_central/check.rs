@@ -6,7 +6,7 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use super::BusinessCentralSettings;
 use crate::error::Error;
 use crate::http::Endpoint;
-use crate::systems::CheckReport;
+use crate::systems::settings::CheckReport;
 
 /// Checks the connection through `ep`, adding what it verified to `report` (or the problem).
 pub(crate) async fn check(b: &BusinessCentralSettings, ep: &Endpoint, report: &mut CheckReport) {

@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::http::auth::EntraClientCredentials;
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
-use crate::systems::Wiring;
+use crate::systems::settings::Wiring;
 
 /// A new client of the connection, with limits of its own.
 ///

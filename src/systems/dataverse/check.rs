@@ -6,7 +6,7 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use super::DataverseSettings;
 use crate::error::Error;
 use crate::http::Endpoint;
-use crate::systems::CheckReport;
+use crate::systems::settings::CheckReport;
 
 /// Checks the connection through `ep`, adding what it verified to `report` (or the problem).
 pub(crate) async fn check(d: &DataverseSettings, ep: &Endpoint, report: &mut CheckReport) {

@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::Result;
-use crate::systems::KeyPath;
+use crate::systems::settings::KeyPath;
 
 /// A Dataverse (Dynamics 365 Sales) environment and its Entra app registration.
 #[derive(Debug, Clone, Deserialize)]

@@ -6,8 +6,8 @@ use super::DeltekSettings;
 use crate::error::Result;
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
-use crate::systems::Wiring;
 use crate::systems::deltek::auth::{DeltekLogin, DeltekPasswordGrant};
+use crate::systems::settings::Wiring;
 
 /// A new client of the connection, with limits of its own.
 ///

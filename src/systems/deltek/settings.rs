@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::systems::KeyPath;
+use crate::systems::settings::KeyPath;
 
 /// A Deltek Vantagepoint database and its API authorization (password grant).
 #[derive(Debug, Clone, Deserialize)]

@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::systems::KeyPath;
+use crate::systems::settings::KeyPath;
 
 /// A Looker instance (API 4.0) and an API key pair (client id and secret) of the Looker user
 /// whose permissions the reverse streams run with.

@@ -6,7 +6,7 @@ use super::PipedriveSettings;
 use crate::error::{Error, Result};
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
-use crate::systems::Wiring;
+use crate::systems::settings::Wiring;
 
 /// A new client of the connection, with limits of its own: an API token (`x-api-token`) when
 /// one is configured or stored, else the OAuth refresh grant (whose `api_domain` the reader

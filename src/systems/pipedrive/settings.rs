@@ -4,7 +4,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::systems::KeyPath;
+use crate::systems::settings::KeyPath;
 
 /// A Pipedrive company account, by API token or OAuth.
 #[derive(Debug, Clone, Deserialize)]
