@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::spec::live::LiveField;
+use crate::error::{Error, Result};
+use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::naming::unique_name;
 use crate::spec::{CatalogFile, Column, Stream};
 
@@ -106,4 +107,28 @@ pub struct Draft {
     /// one).
     pub stream_toml: Option<String>,
     pub catalog: CatalogFile,
+}
+
+/// What discovery makes of a stream's live schema as read: a draft from its fields (every
+/// field with `all`, else those that land at run time), absent, or failed with the reason;
+/// nothing for an entity without metadata. Fails only when the connection itself fails
+/// (authentication, network), which ends discovery.
+pub fn from_live(
+    entity: &str,
+    stream: &Stream,
+    read: Result<LiveEntity>,
+    all: bool,
+) -> Result<Option<Discovered>> {
+    Ok(match read {
+        Ok(LiveEntity::Present { fields, .. }) => Some(Discovered::drafted(Draft {
+            entity: entity.to_string(),
+            stream_toml: None,
+            catalog: draft_with_live(stream, &fields, all),
+        })),
+        Ok(LiveEntity::Absent { reason }) => Some(Discovered::absent(entity, reason)),
+        Ok(LiveEntity::Unknown { reason }) => Some(Discovered::failed(entity, reason)),
+        Ok(LiveEntity::Unlisted) => None,
+        Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
+        Err(e) => Some(Discovered::failed(entity, e)),
+    })
 }

@@ -6,11 +6,10 @@
 //! `systems::deltek::metadata`). Existing catalog columns are kept as they are; fields the catalog lacks
 //! are added, typed from the metadata.
 
-use crate::discover::draft::{Discovered, Draft, draft_with_live};
-use crate::error::{Error, Result};
+use crate::discover::draft::{Discovered, from_live};
+use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::Definitions;
-use crate::spec::live::LiveEntity;
 use crate::systems::deltek::metadata::read;
 
 /// Drafts catalog files from Deltek's metadata: each hub's catalog plus every field its
@@ -36,20 +35,13 @@ pub async fn discover(
         {
             continue;
         }
-        let entity = &stream.id.entity;
-        match read(conn, ep, stream).await {
-            Ok(LiveEntity::Present { fields, .. }) => out.push(Discovered::drafted(Draft {
-                entity: entity.clone(),
-                stream_toml: None,
-                catalog: draft_with_live(stream, &fields, true),
-            })),
-            Ok(LiveEntity::Absent { reason }) => out.push(Discovered::absent(entity, reason)),
-            Ok(LiveEntity::Unknown { reason }) => out.push(Discovered::failed(entity, reason)),
-            // Ledger and configuration paths have no hub metadata.
-            Ok(LiveEntity::Unlisted) => {}
-            Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
-            Err(e) => out.push(Discovered::failed(entity, e)),
-        }
+        // Ledger and configuration paths have no hub metadata: nothing to draft.
+        out.extend(from_live(
+            &stream.id.entity,
+            stream,
+            read(conn, ep, stream).await,
+            true,
+        )?);
     }
     Ok(out)
 }

@@ -4,10 +4,9 @@
 //! unique against the standard fields; the 40-hex field code as the source), so a catalog can
 //! rename, retype or drop them.
 
-use crate::discover::draft::{Discovered, Draft, draft_with_live};
-use crate::error::{Error, Result};
+use crate::discover::draft::{Discovered, from_live};
+use crate::error::Result;
 use crate::http::Endpoint;
-use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, ReaderKind};
 use crate::systems::pipedrive::metadata::read;
 
@@ -29,20 +28,13 @@ pub async fn discover(
         if !only.is_empty() && !only.iter().any(|o| *o == stream.id.entity || *o == api) {
             continue;
         }
-        let entity = &stream.id.entity;
-        match read(ep, stream).await {
-            Ok(LiveEntity::Present { fields, .. }) => out.push(Discovered::drafted(Draft {
-                entity: entity.clone(),
-                stream_toml: None,
-                catalog: draft_with_live(stream, &fields, false),
-            })),
-            Ok(LiveEntity::Absent { reason }) => out.push(Discovered::absent(entity, reason)),
-            Ok(LiveEntity::Unknown { reason }) => out.push(Discovered::failed(entity, reason)),
-            // Stages, pipelines, users, deal products: no custom fields.
-            Ok(LiveEntity::Unlisted) => {}
-            Err(e @ (Error::Auth { .. } | Error::Transport { .. })) => return Err(e),
-            Err(e) => out.push(Discovered::failed(entity, e)),
-        }
+        // Stages, pipelines, users, deal products have no custom fields: nothing to draft.
+        out.extend(from_live(
+            &stream.id.entity,
+            stream,
+            read(ep, stream).await,
+            false,
+        )?);
     }
     Ok(out)
 }
