@@ -319,22 +319,20 @@ impl<'a> Sink<'a> {
         conn: &crate::config::Connection,
         ep: crate::http::Endpoint,
     ) -> Result<Box<dyn Target>> {
-        {
-            let company = self
-                .flow
-                .company
-                .clone()
-                .or_else(|| b.companies.first().cloned())
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "sink flow `{}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
-                        self.name, conn.name
-                    ))
-                })?;
-            Ok(Box::new(business_central::BcTarget::new(
-                ep.http, &conn.name, &ep.base, &company,
-            )))
-        }
+        let company = self
+            .flow
+            .company
+            .clone()
+            .or_else(|| b.companies.first().cloned())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "sink flow `{}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
+                    self.name, conn.name
+                ))
+            })?;
+        Ok(Box::new(business_central::BcTarget::new(
+            ep.http, &conn.name, &ep.base, &company,
+        )))
     }
 
     /// A Vantagepoint target for the flow's hubs; projects need a number scheme on tenants
