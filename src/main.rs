@@ -1713,7 +1713,7 @@ async fn discover(
     let vault = Vault::new(&cfg.vault);
     let ep = ml_connector::connect::endpoint(conn, &vault)?;
     use ml_connector::discover::Outcome;
-    let found = ml_connector::discover::discover(conn, &ep, &defs, only).await?;
+    let found = ml_connector::systems::discover(conn, &ep, &defs, only).await?;
     let system = conn.system();
     let (mut drafted, mut failed) = (0, 0);
     // One object per entity, for --json.

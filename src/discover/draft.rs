@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::error::{Error, Result};
 use crate::spec::live::{LiveEntity, LiveField};
 use crate::spec::naming::unique_name;
-use crate::spec::{CatalogFile, Column, Stream};
+use crate::spec::{CatalogFile, Stream};
 
 /// What discovery found for one entity.
 #[derive(Debug, Clone)]
@@ -82,18 +82,7 @@ pub fn draft_with_live(stream: &Stream, fields: &[LiveField], all: bool) -> Cata
         }
         let name = unique_name(&f.column, &f.identity, &taken);
         taken.insert(name.clone());
-        cat.columns.push(Column {
-            source: (name != f.source).then(|| f.source.clone()),
-            name,
-            ty: f.ty,
-            nullable: true,
-            description: Some(match &f.label {
-                Some(l) => format!("{l} (tenant field `{}`).", f.identity),
-                None => format!("Tenant field `{}`.", f.identity),
-            }),
-            computed: false,
-            absent: false,
-        });
+        cat.columns.push(f.as_column(name));
     }
     cat
 }

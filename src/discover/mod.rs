@@ -3,31 +3,16 @@
 //!
 //! Each system's `systems::<system>::discover` reads its own metadata (Dataverse
 //! `EntityDefinitions`, Business Central `$metadata`, Pipedrive `*Fields`, Deltek
-//! `metadata/{hub}`; Looker's `json_bi` field metadata and its list of saved Looks); this
-//! module dispatches to them and writes the TOML, and `draft.rs` holds what they share: the
-//! per-entity outcome and the draft of a catalog from a live schema. Discovery never stops at the first entity it cannot read: each
-//! entity is `ok`, `absent` or an error, and the others go on.
+//! `metadata/{hub}`; Looker's `json_bi` field metadata and its list of saved Looks), reached
+//! through `systems::discover`; `draft.rs` holds what they share (the per-entity outcome and
+//! the draft of a catalog from a live schema) and this module writes the TOML. Discovery never
+//! stops at the first entity it cannot read: each entity is `ok`, `absent` or an error, and
+//! the others go on.
 
 pub mod draft;
 
-use crate::config::Connection;
-use crate::error::Result;
-use crate::http::Endpoint;
-use crate::spec::{CatalogFile, Definitions};
+use crate::spec::CatalogFile;
 pub use draft::{Discovered, Draft, Outcome, draft_with_live};
-
-/// Drafts catalog files for `conn`'s system. `only` restricts the entities (stream entity
-/// names or API names); empty = every entity the built-in streams cover (and, for Looker, every
-/// saved Look). `defs` tells which streams exist already. Fails only when the connection
-/// itself fails (no token); each entity's own problem is its outcome.
-pub async fn discover(
-    conn: &Connection,
-    ep: &Endpoint,
-    defs: &Definitions,
-    only: &[String],
-) -> Result<Vec<Discovered>> {
-    crate::systems::discover(conn, ep, defs, only).await
-}
 
 /// A catalog file as TOML, one column per line, the way the built-in files are written.
 pub fn catalog_toml(cat: &CatalogFile) -> String {
@@ -84,6 +69,7 @@ pub fn catalog_toml(cat: &CatalogFile) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Definitions;
 
     #[test]
     fn catalog_toml_round_trips() {

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::ColumnType;
+use super::{Column, ColumnType};
 
 /// What the tenant says about the entity behind one stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +57,25 @@ pub struct LiveField {
     /// place of the ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub options: Vec<(i64, String)>,
+}
+
+impl LiveField {
+    /// The column the field lands as under `name` (unique in its table), described by the
+    /// field's label and identity.
+    pub fn as_column(&self, name: String) -> Column {
+        Column {
+            source: (name != self.source).then(|| self.source.clone()),
+            name,
+            ty: self.ty,
+            nullable: true,
+            description: Some(match &self.label {
+                Some(l) => format!("{l} (tenant field `{}`).", self.identity),
+                None => format!("Tenant field `{}`.", self.identity),
+            }),
+            computed: false,
+            absent: false,
+        }
+    }
 }
 
 /// The live schema of one stream's entity as cached.

@@ -54,8 +54,11 @@ pub(crate) async fn read_metadata(
     }
 }
 
-/// `mlc discover` for `conn`'s system (see `discover::discover`).
-pub(crate) async fn discover(
+/// Drafts catalog files for `conn`'s system. `only` restricts the entities (stream entity
+/// names or API names); empty = every entity the built-in streams cover (and, for Looker, every
+/// saved Look). `defs` tells which streams exist already. Fails only when the connection
+/// itself fails (no token); each entity's own problem is its outcome.
+pub async fn discover(
     conn: &Connection,
     ep: &Endpoint,
     defs: &Definitions,

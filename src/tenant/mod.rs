@@ -337,18 +337,7 @@ fn add_tenant_columns(
         if out.catalog.columns.iter().any(|c| c.name == name) {
             continue;
         }
-        out.catalog.columns.push(Column {
-            source: (name != f.source).then(|| f.source.clone()),
-            name: name.clone(),
-            ty: f.ty,
-            nullable: true,
-            description: Some(match &f.label {
-                Some(l) => format!("{l} (tenant field `{}`).", f.identity),
-                None => format!("Tenant field `{}`.", f.identity),
-            }),
-            computed: false,
-            absent: false,
-        });
+        out.catalog.columns.push(f.as_column(name.clone()));
         report.new_columns.push((name, f.source.clone()));
     }
     Ok(())

@@ -364,7 +364,7 @@ async fn discovery_drafts_catalogs_with_extension_fields() {
     let p = Bc::new(opts(100), "", None).await;
     let conn = p.conn();
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
-    let drafts = ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &[])
+    let drafts = ml_connector::systems::discover(&conn, &ep, &p.ctx.defs, &[])
         .await
         .unwrap()
         .into_iter()

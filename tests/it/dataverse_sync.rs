@@ -409,7 +409,7 @@ async fn discovery_drafts_the_catalog_from_entity_definitions() {
     let p = Project::new(opts(20), "").await;
     let conn = p.conn();
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
-    let drafts = ml_connector::discover::discover(
+    let drafts = ml_connector::systems::discover(
         &conn,
         &ep,
         &p.ctx.defs,

@@ -204,7 +204,7 @@ async fn a_result_over_5000_rows_lands_whole_with_a_discovered_catalog() {
     let conn = p.conn();
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
     let drafts =
-        ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &["ledger_detail".into()])
+        ml_connector::systems::discover(&conn, &ep, &p.ctx.defs, &["ledger_detail".into()])
             .await
             .unwrap()
             .into_iter()

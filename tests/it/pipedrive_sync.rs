@@ -312,7 +312,7 @@ async fn discover_drafts_custom_field_columns() {
     let p = project(opts(100), false, 50).await;
     let conn = p.conn();
     let ep = ml_connector::connect::endpoint(&conn, &p.ctx.vault).unwrap();
-    let drafts = ml_connector::discover::discover(&conn, &ep, &p.ctx.defs, &["deal".into()])
+    let drafts = ml_connector::systems::discover(&conn, &ep, &p.ctx.defs, &["deal".into()])
         .await
         .unwrap()
         .into_iter()

@@ -337,7 +337,7 @@ async fn discover_adds_custom_fields_from_metadata() {
     let conn = config.connection("vp").unwrap().clone();
     let ep = connect::endpoint(&conn, &Vault::new(&config.vault)).unwrap();
     let defs = ml_connector::spec::Definitions::builtin().unwrap();
-    let drafts = ml_connector::discover::discover(&conn, &ep, &defs, &["project".into()])
+    let drafts = ml_connector::systems::discover(&conn, &ep, &defs, &["project".into()])
         .await
         .unwrap()
         .into_iter()

@@ -645,7 +645,8 @@ async fn a_new_column_is_read_whole_on_the_next_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_goes_on_past_what_it_cannot_read() {
-    use ml_connector::discover::{Discovered, Outcome, discover};
+    use ml_connector::discover::{Discovered, Outcome};
+    use ml_connector::systems::discover;
     let w = World::new(Tenant::Lean, 50).await;
     let found = |name: &'static str| {
         let w = &w;
