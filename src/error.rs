@@ -80,11 +80,9 @@ pub enum Error {
     Decode { stream: String, message: String },
 
     /// Reading or writing the lake (object storage) failed.
-    #[error("lake {path}: {message}")]
+    #[error("lake {path}: {source}")]
     Lake {
         path: String,
-        /// The cause's text.
-        message: String,
         #[source]
         source: Cause,
     },
@@ -209,11 +207,9 @@ impl Error {
 
     /// A lake failure at `path`, caused by `err` (an error, or a message of our own).
     pub(crate) fn lake(path: impl std::fmt::Display, err: impl Into<Cause>) -> Self {
-        let source = err.into();
         Error::Lake {
             path: path.to_string(),
-            message: source.to_string(),
-            source,
+            source: err.into(),
         }
     }
 }
