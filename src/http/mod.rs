@@ -2,6 +2,7 @@
 //! gzip, pluggable auth, per-connection rate and concurrency limits, the retry policy, a tracing
 //! span per request and redaction of everything secret.
 
+pub mod answer;
 pub mod auth;
 pub mod redact;
 pub mod retry;
@@ -114,13 +115,21 @@ pub enum Verdict {
     /// never retried (Dataverse's expired delta token, whose status is not documented, must
     /// not be retried as a 500 for ten minutes).
     Final,
+    /// (After a 2xx response.) The body says the request failed although the status is a
+    /// success: the answer is an [`Error::FailedAnswer`] with this reason, never retried.
+    Refuse(String),
 }
 
-/// A system's reading of rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
-/// budget, Cloudflare's HTML 403). Other systems have none and behave as before.
+/// A system's reading of its answers, the retry logic's one per-system part (vector's
+/// `should_retry_response`): rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
+/// budget, Cloudflare's HTML 403), answers that are final whatever their status, and 2xx
+/// answers carrying an error. Readers and sink targets of a connection share it, so a write
+/// and a read see the same rules.
 pub trait ResponseHook: Send + Sync {
     /// Called before every attempt.
-    fn before(&self) -> Verdict;
+    fn before(&self) -> Verdict {
+        Verdict::Proceed
+    }
     /// Called with every response (any status).
     fn inspect(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
@@ -390,7 +399,7 @@ impl HttpClient {
         }
         if let Some(hook) = &self.hook {
             match hook.before() {
-                Verdict::Proceed | Verdict::Final => {}
+                Verdict::Proceed | Verdict::Final | Verdict::Refuse(_) => {}
                 Verdict::Wait(d) => tokio::time::sleep(d).await,
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
             }
@@ -454,6 +463,16 @@ impl HttpClient {
                 Verdict::Wait(d) => hook_wait = Some(d),
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
                 Verdict::Final => final_answer = true,
+                Verdict::Refuse(reason) if (200..300).contains(&status) => {
+                    return Attempt::Final(Error::FailedAnswer {
+                        system: self.system.to_string(),
+                        method: method.to_string(),
+                        url: shown.to_string(),
+                        status,
+                        reason,
+                    });
+                }
+                Verdict::Refuse(_) => {}
             }
         }
         if (200..300).contains(&status) {
