@@ -11,7 +11,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -22,7 +21,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use auth::AuthProvider;
 use redact::{body_excerpt, redact_url};
-use retry::{RetryPolicy, next_wait};
+use retry::{Exhausted, RetryPolicy, Waits};
 
 /// Retries sent by every client of the process (read by `mlc serve`'s `/metrics`).
 pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -293,16 +292,13 @@ impl HttpClient {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
         let shown = redact_url(url);
-        let mut backoff = self.policy.backoff().build();
+        let mut waits = Waits::new(&self.policy);
         // Tokens issued for this request and refused, 401s in all, the header last refused and
         // the refusal it came with.
         let (mut fresh_refused, mut unauthorized) = (0u32, 0u32);
         let mut refused: Option<HeaderValue> = None;
         let mut last_refusal: Option<Error> = None;
         let mut attempt = 0u32;
-        // Time spent waiting between attempts: `Retry-After` counts against the policy's
-        // `max_total` like the backoff's own steps.
-        let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
             let span = tracing::debug_span!(
@@ -350,30 +346,31 @@ impl HttpClient {
                     if !retryable {
                         return Err(e);
                     }
-                    let Some(wait) = next_wait(e.retry_after(), backoff.next()) else {
-                        return Err(e);
+                    // `Retry-After` counts against the policy's `max_total` like the
+                    // backoff's own steps.
+                    let wait = match waits.next(e.retry_after()) {
+                        Ok(wait) => wait,
+                        Err(Exhausted::Attempts) => return Err(e),
+                        Err(Exhausted::Budget { asked, left }) => {
+                            return Err(match e {
+                                Error::Http {
+                                    system,
+                                    method,
+                                    url,
+                                    status,
+                                    ..
+                                } => Error::RetryBudget {
+                                    system,
+                                    method,
+                                    url,
+                                    status,
+                                    asked,
+                                    left,
+                                },
+                                other => other,
+                            });
+                        }
                     };
-                    let left = self.policy.max_total.saturating_sub(waited);
-                    if wait > left {
-                        return Err(match e {
-                            Error::Http {
-                                system,
-                                method,
-                                url,
-                                status,
-                                ..
-                            } => Error::RetryBudget {
-                                system,
-                                method,
-                                url,
-                                status,
-                                asked: wait,
-                                left,
-                            },
-                            other => other,
-                        });
-                    }
-                    waited += wait;
                     tracing::warn!(
                         system = %self.system, connection = %self.connection, stream = %stream,
                         url = %shown, attempt, wait_ms = wait.as_millis() as u64,
