@@ -955,10 +955,10 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
             let s = Sink::open_for(&ctx, &flow, target.as_deref())?;
             let t = s.target(target.as_deref())?;
             if forget_learned {
-                let n = ctx.state.sink_forget_rules(t.connection())?;
+                let n = ctx.state.sink_forget_rules(&t.profile().connection)?;
                 eprintln!(
                     "forgot {n} learned rules of connection `{}`",
-                    t.connection()
+                    t.profile().connection
                 );
             }
             let pre = s.preflight(&t).await?;

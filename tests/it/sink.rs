@@ -753,7 +753,7 @@ async fn a_tenant_rule_learned_from_one_refusal_blocks_the_rest_of_the_mapping()
             .count()
     };
     // Jobs in flight when the first answer came may have been refused too, never more.
-    let parallel = target.parallelism();
+    let parallel = target.profile().parallelism;
     assert!(
         refused(&env) >= 1 && refused(&env) <= parallel,
         "{}",

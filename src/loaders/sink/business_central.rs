@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::target::{FieldRule, HubSchema};
-use super::target::{Target, WriteError, Written, version_of};
+use super::target::{KeyStyle, Target, TargetProfile, WriteError, Written, version_of};
 use crate::http::answer::odata_error;
 use crate::http::{HttpClient, Idempotency};
 
@@ -39,7 +39,7 @@ pub struct BcTarget {
     api_base: String,
     /// The environment's `$metadata`, read once (pre-flight).
     csdl: OnceCell<crate::systems::business_central::metadata::Csdl>,
-    connection: String,
+    profile: TargetProfile,
 }
 
 /// A refusal's OData error body as `code: message`, else the body.
@@ -56,6 +56,12 @@ impl BcTarget {
     /// `api_base` is the connection's `{api_url}/v2.0/{tenant}/{environment}`; `company` a
     /// company name or id.
     pub fn new(http: HttpClient, connection: &str, api_base: &str, company: &str) -> Self {
+        let profile = TargetProfile {
+            update_method: "PATCH",
+            prefix: format!("/companies({company})"),
+            key_style: KeyStyle::Parens,
+            ..TargetProfile::new(connection, http.max_concurrency())
+        };
         Self {
             http,
             api: format!("{}/api/v2.0", api_base.trim_end_matches('/')),
@@ -63,7 +69,7 @@ impl BcTarget {
             company_id: OnceCell::new(),
             api_base: api_base.trim_end_matches('/').to_string(),
             csdl: OnceCell::new(),
-            connection: connection.to_string(),
+            profile,
         }
     }
 
@@ -175,8 +181,8 @@ fn uuid_like(s: &str) -> bool {
 
 #[async_trait::async_trait]
 impl Target for BcTarget {
-    fn connection(&self) -> &str {
-        &self.connection
+    fn profile(&self) -> &TargetProfile {
+        &self.profile
     }
 
     /// The entity set's properties and their `MaxLength`, from the environment's `$metadata`.
@@ -301,35 +307,12 @@ impl Target for BcTarget {
         }
     }
 
-    fn key_field(&self, _hub: &str) -> &str {
-        "id"
-    }
-
-    fn client_keyed(&self, _hub: &str) -> bool {
-        false
-    }
-
     fn value(&self, v: &Value) -> Option<Value> {
         match v {
             Value::Null => None,
             Value::String(s) if s.is_empty() => None,
             other => Some(other.clone()),
         }
-    }
-
-    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
-        match key {
-            Some(k) => format!("{method} /companies({})/{hub}({k})", self.company),
-            None => format!("{method} /companies({})/{hub}", self.company),
-        }
-    }
-
-    fn parallelism(&self) -> usize {
-        self.http.max_concurrency()
-    }
-
-    fn update_method(&self) -> &'static str {
-        "PATCH"
     }
 
     /// `POST …/salesInvoices({id})/Microsoft.NAV.post` (204 No Content).

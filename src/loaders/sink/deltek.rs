@@ -19,7 +19,7 @@ use crate::spec::{Definitions, FixedFilter, StreamId};
 use crate::systems::deltek::answer::reason_of;
 
 use super::target::{FieldRule, HubSchema};
-use super::target::{Target, WriteError, Written};
+use super::target::{HubProfile, Target, TargetProfile, WriteError, Written};
 
 /// The hubs the sink writes (each with a key, a search and a tested write path).
 pub const HUBS: [&str; 5] = ["firm", "contact", "employee", "opportunity", "project"];
@@ -73,7 +73,7 @@ pub struct DeltekTarget {
     /// `https://host/app/api` (no trailing slash).
     base: String,
     hubs: BTreeMap<String, Hub>,
-    connection: String,
+    profile: TargetProfile,
 }
 
 impl DeltekTarget {
@@ -122,11 +122,28 @@ impl DeltekTarget {
                 },
             );
         }
+        // Projects (and 5.0+ pursuits, which are projects) take the WBS1 they are given;
+        // firms, contacts and pre-5.0 opportunities get a server-assigned key.
+        let profile = TargetProfile {
+            suffix: "?startWorkflow=N",
+            hubs: out
+                .iter()
+                .map(|(name, h)| {
+                    let hub = HubProfile {
+                        key_field: h.key.clone(),
+                        path: h.path.clone(),
+                        client_keyed: h.path == "project",
+                    };
+                    (name.clone(), hub)
+                })
+                .collect(),
+            ..TargetProfile::new(&conn.name, http.max_concurrency())
+        };
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_string(),
             hubs: out,
-            connection: conn.name.clone(),
+            profile,
         })
     }
 
@@ -224,20 +241,8 @@ impl Target for DeltekTarget {
         }))
     }
 
-    fn connection(&self) -> &str {
-        &self.connection
-    }
-
-    /// The hub's key field, as the flow names it.
-    fn key_field(&self, hub: &str) -> &str {
-        self.hubs.get(hub).map_or("", |h| h.key.as_str())
-    }
-
-    /// Whether the client assigns the hub's key on create: projects (and 5.0+ pursuits, which
-    /// are projects) take the WBS1 they are given; firms, contacts and pre-5.0 opportunities
-    /// get a server-assigned key.
-    fn client_keyed(&self, hub: &str) -> bool {
-        self.hubs.get(hub).is_some_and(|h| h.path == "project")
+    fn profile(&self) -> &TargetProfile {
+        &self.profile
     }
 
     /// Records of `hub` whose fields equal every `(field, value)` (a `filterHash` with `=`).
@@ -321,18 +326,6 @@ impl Target for DeltekTarget {
 
     fn value(&self, v: &Value) -> Option<Value> {
         text(v).map(Value::String)
-    }
-
-    fn parallelism(&self) -> usize {
-        self.http.max_concurrency()
-    }
-
-    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
-        let path = self.hubs.get(hub).map_or(hub, |h| h.path.as_str());
-        match key {
-            Some(k) => format!("{method} /{path}/{k}?startWorkflow=N"),
-            None => format!("{method} /{path}?startWorkflow=N"),
-        }
     }
 }
 

@@ -105,7 +105,7 @@ impl JobCtx<'_> {
         let fields: Vec<&str> = body.keys().map(String::as_str).collect();
         format!(
             "{} fields=[{}]",
-            self.target.request_line(method, hub, key),
+            self.target.profile().request_line(method, hub, key),
             fields.join(",")
         )
     }
@@ -419,7 +419,7 @@ impl JobCtx<'_> {
         // ... a free number for a client-keyed create, ...
         if found.is_none()
             && let Some(n) = &em.number
-            && self.target.client_keyed(hub)
+            && self.target.profile().client_keyed(hub)
         {
             match self.number(em, j, t, n).await? {
                 Ok(num) => {
@@ -521,7 +521,7 @@ impl JobCtx<'_> {
                     let why = "no mapped field has a value: nothing to send".to_string();
                     return Ok(self.noop(j, t, "noop", Some(key), why));
                 }
-                let method = self.target.update_method();
+                let method = self.target.profile().update_method;
                 let req = self.summary(method, hub, Some(&key), &body);
                 let res = self.target.update(hub, &key, &nest(body)).await;
                 let ms = started.elapsed().as_millis() as u64;
@@ -622,7 +622,7 @@ impl JobCtx<'_> {
                             && let Some(field) = super::preflight::learned_from(reason)
                         {
                             self.state.sink_learn_rule(
-                                self.target.connection(),
+                                &self.target.profile().connection,
                                 hub,
                                 &field,
                                 reason,
@@ -642,7 +642,7 @@ impl JobCtx<'_> {
         let started = Instant::now();
         let res = self.target.post(hub, key).await;
         let ms = started.elapsed().as_millis() as u64;
-        let request = Some(self.target.request_line("POST", hub, Some(key)) + " post");
+        let request = Some(self.target.profile().request_line("POST", hub, Some(key)) + " post");
         match res {
             Ok(status) => {
                 t.audit(
@@ -960,7 +960,7 @@ impl JobCtx<'_> {
         }
         let key = candidates
             .first()
-            .and_then(|r| r.get(self.target.key_field(hub)))
+            .and_then(|r| r.get(self.target.profile().key_field(hub)))
             .and_then(Value::as_str)
             .map(String::from);
         // A match by natural key is a decision someone may want to review: audit it.

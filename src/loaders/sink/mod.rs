@@ -351,14 +351,16 @@ impl<'a> Sink<'a> {
         hubs.dedup();
         let target = DeltekTarget::new(ep.http, &ep.base, &self.ctx.defs, conn, &hubs)?;
         if let Some(e) = self.flow.entities.iter().find(|e| {
-            target.client_keyed(&e.target) && e.number.is_none() && e.mode != flow::Mode::Match
+            target.profile().client_keyed(&e.target)
+                && e.number.is_none()
+                && e.mode != flow::Mode::Match
         }) {
             return Err(Error::Config(format!(
                 "sink flow `{}`: on connection `{}`, {} records are projects, which take their number from the client: add `number = {{ field = \"{}\", format = \"{{yyyy}}-{{seq:04}}\" }}` to the `{}` mapping",
                 self.name,
                 conn.name,
                 e.target,
-                target.key_field(&e.target),
+                target.profile().key_field(&e.target),
                 e.name()
             )));
         }
@@ -393,7 +395,7 @@ impl<'a> Sink<'a> {
     /// The flow checked against the target tenant's metadata (`mlc sink check`); every apply
     /// and replay runs it before any write.
     pub async fn preflight(&self, target: &dyn Target) -> Result<Preflight> {
-        let learned = self.ctx.state.sink_rules(target.connection())?;
+        let learned = self.ctx.state.sink_rules(&target.profile().connection)?;
         preflight::check(&self.name, &self.flow, target, &learned).await
     }
 
@@ -510,7 +512,7 @@ impl<'a> Sink<'a> {
                 }
             }
             for r in self
-                .run_concurrently(&jc, &runnable, target.parallelism(), bar.as_ref())
+                .run_concurrently(&jc, &runnable, target.profile().parallelism, bar.as_ref())
                 .await?
             {
                 report.push(r);
@@ -707,7 +709,7 @@ impl<'a> Sink<'a> {
                 job.source_entity, job.source_id, l.target_key, self.name
             )));
         }
-        let key_field = target.key_field(hub).to_string();
+        let key_field = target.profile().key_field(hub).to_string();
         let found = target
             .search(hub, &[(key_field.clone(), target_key.to_string())])
             .await

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::target::{FieldRule, HubSchema};
-use super::target::{Target, WriteError, Written, version_of};
+use super::target::{Target, TargetProfile, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
 use crate::systems::pipedrive::answer::reason_of;
 
@@ -27,7 +27,7 @@ pub struct PipedriveTarget {
     configured: String,
     /// The API base: OAuth's `api_domain`, else `api_url` (looked up on first use).
     base: OnceCell<String>,
-    connection: String,
+    profile: TargetProfile,
 }
 
 fn update_only(what: &str) -> WriteError {
@@ -55,11 +55,16 @@ fn written(key: &str, status: u16, body: &[u8]) -> Result<Written, WriteError> {
 
 impl PipedriveTarget {
     pub fn new(http: HttpClient, connection: &str, api_url: &str) -> Self {
+        let profile = TargetProfile {
+            update_method: "PATCH",
+            prefix: "/api/v2".into(),
+            ..TargetProfile::new(connection, http.max_concurrency())
+        };
         Self {
             http,
             configured: api_url.trim_end_matches('/').to_string(),
             base: OnceCell::new(),
-            connection: connection.to_string(),
+            profile,
         }
     }
 
@@ -101,8 +106,8 @@ impl Target for PipedriveTarget {
         }))
     }
 
-    fn connection(&self) -> &str {
-        &self.connection
+    fn profile(&self) -> &TargetProfile {
+        &self.profile
     }
 
     async fn search(
@@ -150,34 +155,11 @@ impl Target for PipedriveTarget {
         written(key, resp.status, &resp.body)
     }
 
-    fn key_field(&self, _hub: &str) -> &str {
-        "id"
-    }
-
-    fn client_keyed(&self, _hub: &str) -> bool {
-        false
-    }
-
     fn value(&self, v: &Value) -> Option<Value> {
         match v {
             Value::Null => None,
             other => Some(other.clone()),
         }
-    }
-
-    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
-        match key {
-            Some(k) => format!("{method} /api/v2/{hub}/{k}"),
-            None => format!("{method} /api/v2/{hub}"),
-        }
-    }
-
-    fn parallelism(&self) -> usize {
-        self.http.max_concurrency()
-    }
-
-    fn update_method(&self) -> &'static str {
-        "PATCH"
     }
 }
 

@@ -65,7 +65,7 @@ fn given_fields(em: &EntityMap, target: &dyn Target) -> Vec<String> {
     given.extend(em.parent.as_ref().map(|p| p.field.clone()));
     given.extend(em.external_id_field.clone());
     given.extend(em.lines.as_ref().map(|l| l.field.clone()));
-    given.push(target.key_field(&em.target).to_string());
+    given.push(target.profile().key_field(&em.target).to_string());
     given
 }
 
@@ -96,7 +96,7 @@ pub async fn check(
         // Where this tenant's settings for the mapping go.
         let settings = format!(
             "[connections.{}.sink.{flow_name}.{name}]",
-            target.connection()
+            target.profile().connection
         );
         let hub_name = format!("{}.{}", flow.target_system, em.target);
         let schema = target.schema(&em.target).await.map_err(|e| {
@@ -185,9 +185,11 @@ pub async fn check(
                 true,
             );
         }
-        if !target.client_keyed(&em.target) {
-            out.server_keys
-                .insert(name.clone(), target.key_field(&em.target).to_string());
+        if !target.profile().client_keyed(&em.target) {
+            out.server_keys.insert(
+                name.clone(),
+                target.profile().key_field(&em.target).to_string(),
+            );
         }
         out.schemas.insert(name, schema);
     }

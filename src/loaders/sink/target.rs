@@ -95,6 +95,81 @@ pub fn version_of(v: Option<&Value>) -> Option<i64> {
         .map(|t| t.timestamp_micros())
 }
 
+/// How a request line names one record: `/{hub}/{key}`, or OData's `/{hub}({key})`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStyle {
+    Segment,
+    Parens,
+}
+
+/// A hub whose records are keyed or addressed differently from the target's default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubProfile {
+    /// The key field, as the flow names it.
+    pub key_field: String,
+    /// The hub's path in request lines.
+    pub path: String,
+    /// Whether the client assigns the key on create (the mapping's `number` scheme).
+    pub client_keyed: bool,
+}
+
+/// A target's static facts, the same for every call: whom it writes for, how its records are
+/// keyed, how its calls are audited and how many may be in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetProfile {
+    /// The mlc.toml connection written to (rules learned about a tenant are kept under it).
+    pub connection: String,
+    /// How many jobs of one mapping may be in flight at once.
+    pub parallelism: usize,
+    /// The HTTP method of an update, for the audit.
+    pub update_method: &'static str,
+    /// What comes before a hub's path in a request line (`/companies(…)`, `/api/v2`).
+    pub prefix: String,
+    pub key_style: KeyStyle,
+    /// What comes after the path in a request line (`?startWorkflow=N`).
+    pub suffix: &'static str,
+    /// Hubs with a key, path or keying of their own; any other hub is keyed by a
+    /// server-assigned `id` and addressed by its name.
+    pub hubs: BTreeMap<String, HubProfile>,
+}
+
+impl TargetProfile {
+    /// A target writing for `connection` whose hubs are keyed by a server-assigned `id` and
+    /// updated with `PUT /{hub}/{key}`.
+    pub fn new(connection: &str, parallelism: usize) -> Self {
+        Self {
+            connection: connection.to_string(),
+            parallelism,
+            update_method: "PUT",
+            prefix: String::new(),
+            key_style: KeyStyle::Segment,
+            suffix: "",
+            hubs: BTreeMap::new(),
+        }
+    }
+
+    /// The hub's key field, as the flow names it.
+    pub fn key_field(&self, hub: &str) -> &str {
+        self.hubs.get(hub).map_or("id", |h| h.key_field.as_str())
+    }
+
+    /// Whether the client assigns the hub's key on create.
+    pub fn client_keyed(&self, hub: &str) -> bool {
+        self.hubs.get(hub).is_some_and(|h| h.client_keyed)
+    }
+
+    /// The request line the audit records for a call (no values, no secrets).
+    pub fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
+        let path = self.hubs.get(hub).map_or(hub, |h| h.path.as_str());
+        let record = match (key, self.key_style) {
+            (None, _) => String::new(),
+            (Some(k), KeyStyle::Segment) => format!("/{k}"),
+            (Some(k), KeyStyle::Parens) => format!("({k})"),
+        };
+        format!("{method} {}/{path}{record}{}", self.prefix, self.suffix)
+    }
+}
+
 /// A sink target. Hubs and field names are the target's own (as the flow file writes them).
 #[async_trait]
 pub trait Target: Send + Sync {
@@ -117,30 +192,11 @@ pub trait Target: Send + Sync {
         record: &Map<String, Value>,
     ) -> Result<Written, WriteError>;
 
-    /// The hub's key field, as the flow names it.
-    fn key_field(&self, hub: &str) -> &str;
-
-    /// The mlc.toml connection written to (rules learned about a tenant are kept under it).
-    fn connection(&self) -> &str;
-
-    /// Whether the client assigns the hub's key on create (the mapping's `number` scheme).
-    fn client_keyed(&self, hub: &str) -> bool;
+    /// The target's static facts.
+    fn profile(&self) -> &TargetProfile;
 
     /// A source value as the target takes it (`None`: leave the field out).
     fn value(&self, v: &Value) -> Option<Value>;
-
-    /// The request line the audit records for a call (no values, no secrets).
-    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String;
-
-    /// How many jobs of one mapping may be in flight at once.
-    fn parallelism(&self) -> usize {
-        1
-    }
-
-    /// The HTTP method of an update, for the audit.
-    fn update_method(&self) -> &'static str {
-        "PUT"
-    }
 
     /// Posts a created document (Business Central `Microsoft.NAV.post`); returns the status.
     async fn post(&self, hub: &str, _key: &str) -> Result<u16, WriteError> {
@@ -181,32 +237,12 @@ impl<T: Target + ?Sized> Target for Box<T> {
         (**self).update(hub, key, record).await
     }
 
-    fn key_field(&self, hub: &str) -> &str {
-        (**self).key_field(hub)
-    }
-
-    fn connection(&self) -> &str {
-        (**self).connection()
-    }
-
-    fn client_keyed(&self, hub: &str) -> bool {
-        (**self).client_keyed(hub)
+    fn profile(&self) -> &TargetProfile {
+        (**self).profile()
     }
 
     fn value(&self, v: &Value) -> Option<Value> {
         (**self).value(v)
-    }
-
-    fn request_line(&self, method: &str, hub: &str, key: Option<&str>) -> String {
-        (**self).request_line(method, hub, key)
-    }
-
-    fn parallelism(&self) -> usize {
-        (**self).parallelism()
-    }
-
-    fn update_method(&self) -> &'static str {
-        (**self).update_method()
     }
 
     async fn post(&self, hub: &str, key: &str) -> Result<u16, WriteError> {
@@ -215,5 +251,48 @@ impl<T: Target + ?Sized> Target for Box<T> {
 
     async fn schema(&self, hub: &str) -> Result<Option<HubSchema>, WriteError> {
         (**self).schema(hub).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_follow_the_profile() {
+        let odata = TargetProfile {
+            prefix: "/companies(CRONUS)".into(),
+            key_style: KeyStyle::Parens,
+            ..TargetProfile::new("bc", 5)
+        };
+        assert_eq!(
+            odata.request_line("PATCH", "customers", Some("k1")),
+            "PATCH /companies(CRONUS)/customers(k1)"
+        );
+        let mut hubs = BTreeMap::new();
+        hubs.insert(
+            "opportunity".to_string(),
+            HubProfile {
+                key_field: "OpportunityID".into(),
+                path: "project".into(),
+                client_keyed: true,
+            },
+        );
+        let vp = TargetProfile {
+            suffix: "?startWorkflow=N",
+            hubs,
+            ..TargetProfile::new("vp", 2)
+        };
+        assert_eq!(
+            vp.request_line("PUT", "opportunity", Some("P1")),
+            "PUT /project/P1?startWorkflow=N"
+        );
+        assert_eq!(
+            vp.request_line("POST", "firm", None),
+            "POST /firm?startWorkflow=N"
+        );
+        assert_eq!(vp.key_field("opportunity"), "OpportunityID");
+        assert!(vp.client_keyed("opportunity") && !vp.client_keyed("firm"));
+        assert_eq!(vp.key_field("firm"), "id");
     }
 }
