@@ -22,10 +22,10 @@ use tempfile::TempDir;
 
 /// The emulator endpoints `.ci/emulators.sh` exports.
 #[derive(Clone)]
-struct Emu {
-    url: String,
-    project: String,
-    gcs_root: String,
+pub(crate) struct Emu {
+    pub(crate) url: String,
+    pub(crate) project: String,
+    pub(crate) gcs_root: String,
 }
 
 fn in_ci() -> bool {
@@ -57,7 +57,7 @@ fn env_or_skip(test: &str, vars: &[&str]) -> Option<Vec<String>> {
     None
 }
 
-fn emulator(test: &str) -> Option<Emu> {
+pub(crate) fn emulator(test: &str) -> Option<Emu> {
     let v = env_or_skip(
         test,
         &[
@@ -74,7 +74,7 @@ fn emulator(test: &str) -> Option<Emu> {
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{:08x}", rand::random::<u32>())
 }
 
