@@ -1,7 +1,9 @@
 //! BigQuery loads against a real emulator (bqemulator, started by `.ci/emulators.sh`) and the
 //! lake on S3 (moto): first load, incremental MERGE with updates and deletes, a catalog column
 //! added, a retried load doing nothing, a failed load leaving state uncommitted, a full sync of
-//! the sandbox with counts equal to the source, and an S3 lake round trip.
+//! the sandbox with counts equal to the source, and an S3 lake round trip. What every warehouse
+//! must do alike (merge, deletes in both modes, schema evolution, quarantine-safe reconcile) is
+//! checked for BigQuery by `warehouse_conformance.rs`.
 //!
 //! Without the emulators these tests print why and pass, except under CI (`CI` set), where
 //! missing emulators are a failure: `.ci/run` must have started them.
@@ -22,10 +24,10 @@ use tempfile::TempDir;
 
 /// The emulator endpoints `.ci/emulators.sh` exports.
 #[derive(Clone)]
-struct Emu {
-    url: String,
-    project: String,
-    gcs_root: String,
+pub(crate) struct Emu {
+    pub(crate) url: String,
+    pub(crate) project: String,
+    pub(crate) gcs_root: String,
 }
 
 fn in_ci() -> bool {
@@ -57,7 +59,7 @@ fn env_or_skip(test: &str, vars: &[&str]) -> Option<Vec<String>> {
     None
 }
 
-fn emulator(test: &str) -> Option<Emu> {
+pub(crate) fn emulator(test: &str) -> Option<Emu> {
     let v = env_or_skip(
         test,
         &[
@@ -74,7 +76,7 @@ fn emulator(test: &str) -> Option<Emu> {
 }
 
 /// A name no other test (or earlier run against the same emulator) uses.
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!("{prefix}{:08x}", rand::random::<u32>())
 }
 
@@ -474,37 +476,6 @@ async fn bigquery_failed_load_leaves_the_state_uncommitted() {
     assert_accounts_match(&p, &ctx).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the BigQuery emulator (.ci/emulators.sh)"]
-async fn bigquery_soft_deletes_keep_flagged_rows() {
-    let Some(emu) = emulator("bigquery_soft_deletes_keep_flagged_rows") else {
-        return;
-    };
-    let p = BqProject::new(emu, 20).await;
-    p.configure(&format!("gs://{}", p.bucket), "soft");
-    let only = vec!["dataverse.account".to_string()];
-    let ctx = p.context();
-    sync_ok(&ctx, &only).await;
-    let changes = p.sandbox.mutate();
-    let out = sync_ok(&ctx, &only).await;
-    let deleted = changes.entity_sets["accounts"].deleted;
-    assert!(deleted > 0);
-    assert_eq!(out["dataverse.account"].deleted, deleted);
-    let r = rows(
-        &ctx,
-        &format!(
-            "SELECT COUNTIF(_ml_deleted), COUNTIF(NOT IFNULL(_ml_deleted, FALSE)) FROM {}",
-            p.table_ref("dataverse", "account")
-        ),
-    )
-    .await;
-    assert_eq!(r[0][0].as_str().unwrap().parse::<u64>().unwrap(), deleted);
-    assert_eq!(
-        r[0][1].as_str().unwrap().parse::<u64>().unwrap(),
-        p.sandbox.live_count("dataverse", "account").unwrap()
-    );
-}
-
 /// `mlc sync` as a subprocess with the lake on S3 (moto) and BigQuery loading by upload
 /// (the lake is not on GCS): the parts and manifests land in the bucket, the tables match.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,120 +567,4 @@ async fn s3_lake_round_trip_with_uploaded_bigquery_loads() {
         );
     }
     assert_accounts_match(&p, &ctx).await;
-}
-
-/// In BigQuery as in the local warehouse, a reconciling run never deletes a row because its
-/// record could not be read: keys the run quarantined count as read, and a run that
-/// quarantined a record whose key it could not read deletes nothing.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the BigQuery emulator (.ci/emulators.sh)"]
-async fn bigquery_never_deletes_a_quarantined_row() {
-    let Some(emu) = emulator("bigquery_never_deletes_a_quarantined_row") else {
-        return;
-    };
-    let p = BqProject::new(emu, 20).await;
-    let only = vec!["dataverse.account".to_string()];
-    let ctx = p.context();
-    sync_ok(&ctx, &only).await;
-    let table = p.table_ref("dataverse", "account");
-    let name_of = |k: String| {
-        let sql = format!("SELECT name FROM {table} WHERE accountid = '{k}'");
-        let ctx = &ctx;
-        async move { rows(ctx, &sql).await }
-    };
-
-    // Unreadable keys: the full snapshot quarantines the records and deletes nothing.
-    let broken = p.sandbox.break_keys("accounts", 2).unwrap();
-    let before = name_of(broken[0].clone()).await;
-    assert_eq!(before.len(), 1);
-    let (ok, failed) = {
-        let conns: Vec<&Connection> = ctx.config.connections.values().collect();
-        let results = run_many(&ctx, &conns, &only, &RunRequest::Sync { full: true })
-            .await
-            .unwrap();
-        let mut ok = BTreeMap::new();
-        let mut failed = BTreeMap::new();
-        for (label, r) in results {
-            match r {
-                Ok(s) => {
-                    ok.insert(s.stream.clone(), s);
-                }
-                Err(e) => {
-                    failed.insert(label, e.to_string());
-                }
-            }
-        }
-        (ok, failed)
-    };
-    assert!(failed.is_empty(), "{failed:?}");
-    let acc = &ok["dataverse.account"];
-    assert_eq!((acc.quarantined, acc.deleted), (2, 0));
-    assert_eq!(name_of(broken[0].clone()).await, before);
-
-    // Readable keys: a snapshot that lacks three more rows and quarantined the first of them
-    // deletes the other two only.
-    let stream: Stream = ctx
-        .defs
-        .get(&"dataverse.account".parse().unwrap())
-        .unwrap()
-        .clone();
-    let last = ctx.state.runs(Some("dataverse.account"), 1).unwrap();
-    let manifest = ctx
-        .lake
-        .read_manifest(&stream.id, &last[0].run_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let part = object_store::path::Path::from(manifest.files[0].path.as_str());
-    let bytes = ctx.lake.get(&part).await.unwrap();
-    let batch = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap();
-    let ids = batch
-        .column_by_name("accountid")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow_array::StringArray>()
-        .unwrap();
-    let gone: Vec<String> = (0..3).map(|i| ids.value(i).to_string()).collect();
-    let kept = batch.slice(3, batch.num_rows() - 3);
-    let mut buf = Vec::new();
-    let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, kept.schema(), None).unwrap();
-    w.write(&kept).unwrap();
-    w.close().unwrap();
-    let run_id = format!("{}-q", manifest.run_id);
-    let new_part = ml_connector::lake::Lake::part_path(&stream.id, &run_id, 0);
-    ctx.lake.put(&new_part, buf.into()).await.unwrap();
-    let mut m = manifest.clone();
-    m.run_id = run_id;
-    // A run started now: every row of the table is older, so absence alone decides.
-    m.started_at = chrono::Utc::now().to_rfc3339();
-    m.finished_at = m.started_at.clone();
-    m.reconcile = true;
-    // The two rows whose keys were unreadable are not in the part either: quarantined too.
-    m.quarantined = 3;
-    m.quarantined_keys = vec![
-        vec![gone[0].clone()],
-        vec![broken[0].clone()],
-        vec![broken[1].clone()],
-    ];
-    m.quarantined_unkeyed = 0;
-    m.files[0].path = new_part.to_string();
-    m.files.truncate(1);
-    let stats = bq(&ctx)
-        .merge(&stream, &ctx.lake, &m, &[new_part])
-        .await
-        .unwrap();
-    assert_eq!(stats.deleted, 2);
-    assert_eq!(
-        name_of(gone[0].clone()).await.len(),
-        1,
-        "the quarantined key stays"
-    );
-    assert!(name_of(gone[1].clone()).await.is_empty());
-    assert!(name_of(gone[2].clone()).await.is_empty());
 }

@@ -26,4 +26,5 @@ mod sink;
 mod sink_pipedrive_bc;
 mod support;
 mod tenants;
+mod warehouse_conformance;
 mod write_contracts;
