@@ -40,6 +40,19 @@ pub enum Error {
         retry_after: Option<Duration>,
     },
 
+    /// The remote system answered with a success status whose body says the request failed
+    /// (Pipedrive's `success: false`, an OData `error` body, an ASP.NET error object): the
+    /// system's response hook read it ([`crate::http::Verdict::Refuse`]); never retried, and a
+    /// write is known not to have been saved.
+    #[error("{system} {method} {url} -> HTTP {status} carrying an error: {reason}")]
+    FailedAnswer {
+        system: String,
+        method: String,
+        url: String,
+        status: u16,
+        reason: String,
+    },
+
     /// The server asked to wait longer before a retry than the retry budget has left (a
     /// `Retry-After` of an hour): the run fails now with the server's request instead of
     /// sleeping through it; never retried.
@@ -155,7 +168,9 @@ impl Error {
     /// HTTP status of a remote failure.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Http { status, .. } | Error::RetryBudget { status, .. } => Some(*status),
+            Error::Http { status, .. }
+            | Error::RetryBudget { status, .. }
+            | Error::FailedAnswer { status, .. } => Some(*status),
             _ => None,
         }
     }

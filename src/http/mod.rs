@@ -2,6 +2,7 @@
 //! gzip, pluggable auth, per-connection rate and concurrency limits, the retry policy, a tracing
 //! span per request and redaction of everything secret.
 
+pub mod answer;
 pub mod auth;
 pub mod redact;
 pub mod retry;
@@ -10,7 +11,6 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -21,7 +21,7 @@ use tracing::Instrument;
 use crate::error::{Error, Result};
 use auth::AuthProvider;
 use redact::{body_excerpt, redact_url};
-use retry::{RetryPolicy, next_wait};
+use retry::{Exhausted, RetryPolicy, Waits};
 
 /// Retries sent by every client of the process (read by `mlc serve`'s `/metrics`).
 pub static RETRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -114,13 +114,21 @@ pub enum Verdict {
     /// never retried (Dataverse's expired delta token, whose status is not documented, must
     /// not be retried as a 500 for ten minutes).
     Final,
+    /// (After a 2xx response.) The body says the request failed although the status is a
+    /// success: the answer is an [`Error::FailedAnswer`] with this reason, never retried.
+    Refuse(String),
 }
 
-/// A system's reading of rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
-/// budget, Cloudflare's HTML 403). Other systems have none and behave as before.
+/// A system's reading of its answers, the retry logic's one per-system part (vector's
+/// `should_retry_response`): rate-limit headers (Pipedrive: `x-ratelimit-*`, the daily token
+/// budget, Cloudflare's HTML 403), answers that are final whatever their status, and 2xx
+/// answers carrying an error. Readers and sink targets of a connection share it, so a write
+/// and a read see the same rules.
 pub trait ResponseHook: Send + Sync {
     /// Called before every attempt.
-    fn before(&self) -> Verdict;
+    fn before(&self) -> Verdict {
+        Verdict::Proceed
+    }
     /// Called with every response (any status).
     fn inspect(&self, status: u16, headers: &HeaderMap, body: &[u8]) -> Verdict;
 }
@@ -284,16 +292,13 @@ impl HttpClient {
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
         let shown = redact_url(url);
-        let mut backoff = self.policy.backoff().build();
+        let mut waits = Waits::new(&self.policy);
         // Tokens issued for this request and refused, 401s in all, the header last refused and
         // the refusal it came with.
         let (mut fresh_refused, mut unauthorized) = (0u32, 0u32);
         let mut refused: Option<HeaderValue> = None;
         let mut last_refusal: Option<Error> = None;
         let mut attempt = 0u32;
-        // Time spent waiting between attempts: `Retry-After` counts against the policy's
-        // `max_total` like the backoff's own steps.
-        let mut waited = Duration::ZERO;
         loop {
             attempt += 1;
             let span = tracing::debug_span!(
@@ -341,30 +346,31 @@ impl HttpClient {
                     if !retryable {
                         return Err(e);
                     }
-                    let Some(wait) = next_wait(e.retry_after(), backoff.next()) else {
-                        return Err(e);
+                    // `Retry-After` counts against the policy's `max_total` like the
+                    // backoff's own steps.
+                    let wait = match waits.next(e.retry_after()) {
+                        Ok(wait) => wait,
+                        Err(Exhausted::Attempts) => return Err(e),
+                        Err(Exhausted::Budget { asked, left }) => {
+                            return Err(match e {
+                                Error::Http {
+                                    system,
+                                    method,
+                                    url,
+                                    status,
+                                    ..
+                                } => Error::RetryBudget {
+                                    system,
+                                    method,
+                                    url,
+                                    status,
+                                    asked,
+                                    left,
+                                },
+                                other => other,
+                            });
+                        }
                     };
-                    let left = self.policy.max_total.saturating_sub(waited);
-                    if wait > left {
-                        return Err(match e {
-                            Error::Http {
-                                system,
-                                method,
-                                url,
-                                status,
-                                ..
-                            } => Error::RetryBudget {
-                                system,
-                                method,
-                                url,
-                                status,
-                                asked: wait,
-                                left,
-                            },
-                            other => other,
-                        });
-                    }
-                    waited += wait;
                     tracing::warn!(
                         system = %self.system, connection = %self.connection, stream = %stream,
                         url = %shown, attempt, wait_ms = wait.as_millis() as u64,
@@ -390,7 +396,7 @@ impl HttpClient {
         }
         if let Some(hook) = &self.hook {
             match hook.before() {
-                Verdict::Proceed | Verdict::Final => {}
+                Verdict::Proceed | Verdict::Final | Verdict::Refuse(_) => {}
                 Verdict::Wait(d) => tokio::time::sleep(d).await,
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
             }
@@ -454,6 +460,16 @@ impl HttpClient {
                 Verdict::Wait(d) => hook_wait = Some(d),
                 Verdict::Stop(m) => return Attempt::Failed(Error::Stopped(m)),
                 Verdict::Final => final_answer = true,
+                Verdict::Refuse(reason) if (200..300).contains(&status) => {
+                    return Attempt::Final(Error::FailedAnswer {
+                        system: self.system.to_string(),
+                        method: method.to_string(),
+                        url: shown.to_string(),
+                        status,
+                        reason,
+                    });
+                }
+                Verdict::Refuse(_) => {}
             }
         }
         if (200..300).contains(&status) {

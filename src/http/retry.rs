@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 /// Bounds of the retry loop.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The backon builder for this policy; full jitter is applied in [`next_wait`].
-    pub fn backoff(&self) -> impl BackoffBuilder {
+    fn backoff(&self) -> ExponentialBuilder {
         ExponentialBuilder::default()
             .with_min_delay(self.base_delay)
             .with_max_delay(self.max_delay)
@@ -41,10 +41,51 @@ impl RetryPolicy {
     }
 }
 
+/// The waits between the attempts of one request under a policy: every retry loop (API
+/// requests, token requests) asks this for its next wait, so the steps, the `Retry-After`
+/// rule and the budget of total waiting are the same for all.
+#[derive(Debug)]
+pub struct Waits {
+    steps: ExponentialBackoff,
+    max_total: Duration,
+    waited: Duration,
+}
+
+/// Why there is no next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    /// The policy's attempts are used up.
+    Attempts,
+    /// The wait (the server's `Retry-After`, or the step) is more than the budget has left.
+    Budget { asked: Duration, left: Duration },
+}
+
+impl Waits {
+    pub fn new(policy: &RetryPolicy) -> Self {
+        Self {
+            steps: policy.backoff().build(),
+            max_total: policy.max_total,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The wait before the next attempt after a failure (`retry_after`: what the server asked
+    /// for), counted against the budget.
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Result<Duration, Exhausted> {
+        let wait = next_wait(retry_after, self.steps.next()).ok_or(Exhausted::Attempts)?;
+        let left = self.max_total.saturating_sub(self.waited);
+        if wait > left {
+            return Err(Exhausted::Budget { asked: wait, left });
+        }
+        self.waited += wait;
+        Ok(wait)
+    }
+}
+
 /// The wait before the next attempt: the server's `Retry-After` when it gave one (never less
 /// than it asked: hammering a throttled tenant earns longer penalties), otherwise a uniformly
 /// random share of the exponential step ("full jitter"). `None` when the backoff is exhausted.
-pub fn next_wait(retry_after: Option<Duration>, step: Option<Duration>) -> Option<Duration> {
+fn next_wait(retry_after: Option<Duration>, step: Option<Duration>) -> Option<Duration> {
     let step = step?;
     match retry_after {
         Some(ra) => Some(ra),
@@ -124,5 +165,31 @@ mod tests {
         let steps: Vec<_> = std::iter::from_fn(|| b.next()).collect();
         assert_eq!(steps.len(), 3);
         assert!(steps[1] > steps[0]);
+    }
+
+    #[test]
+    fn waits_stop_at_the_attempts_and_at_the_budget() {
+        let policy = RetryPolicy {
+            max_retries: 2,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(1),
+            max_total: Duration::from_secs(5),
+        };
+        let mut waits = Waits::new(&policy);
+        assert_eq!(
+            waits.next(Some(Duration::from_secs(4))),
+            Ok(Duration::from_secs(4))
+        );
+        assert_eq!(
+            waits.next(Some(Duration::from_secs(2))),
+            Err(Exhausted::Budget {
+                asked: Duration::from_secs(2),
+                left: Duration::from_secs(1)
+            })
+        );
+        let mut waits = Waits::new(&policy);
+        assert!(waits.next(None).is_ok());
+        assert!(waits.next(None).is_ok());
+        assert_eq!(waits.next(None), Err(Exhausted::Attempts));
     }
 }

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use ml_connector::Error;
+use ml_connector::http::answer::ODataErrorIsRefused;
 use ml_connector::http::auth::EntraClientCredentials;
 use ml_connector::http::retry::RetryPolicy;
 use ml_connector::http::{HttpClient, Idempotency, Limits};
@@ -210,6 +211,45 @@ async fn permanent_errors_are_not_retried_and_carry_context() {
     let msg = err.to_string();
     assert!(msg.contains("400") && msg.contains("bad $select"), "{msg}");
     assert!(!msg.contains("sekrit"), "secrets are redacted: {msg}");
+}
+
+/// A 2xx whose body the system's response hook reads as failed is an error carrying the
+/// status and the hook's reason, sent once: a write that answered so was not saved, and
+/// asking again cannot change that.
+#[tokio::test]
+async fn a_2xx_carrying_an_error_is_refused_once_not_returned_as_data() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let base = serve(Router::new().route(
+        "/x",
+        post(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            async {
+                (
+                    StatusCode::CREATED,
+                    r#"{"error":{"code":"BadRequest","message":"Name is too long"}}"#,
+                )
+            }
+        }),
+    ))
+    .await;
+    let http = client(None, None).with_hook(Arc::new(ODataErrorIsRefused));
+    let err = http
+        .send(
+            Method::POST,
+            &format!("{base}/x"),
+            "s",
+            Idempotency::Safe,
+            |rb| rb,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "never retried");
+    assert_eq!(err.status(), Some(201));
+    assert!(
+        matches!(&err, Error::FailedAnswer { reason, .. } if reason == "BadRequest: Name is too long"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]

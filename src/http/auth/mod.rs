@@ -11,12 +11,11 @@ pub mod entra;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
-use crate::http::retry::{RetryPolicy, next_wait, retry_after};
+use crate::http::retry::{RetryPolicy, Waits, retry_after};
 
 pub use entra::EntraClientCredentials;
 
@@ -72,8 +71,7 @@ pub(crate) async fn token_request(
     unreachable: impl Fn(&reqwest::Error) -> Error,
     transient: impl Fn(u16, &[u8]) -> Error,
 ) -> Result<TokenAnswer> {
-    let mut backoff = TOKEN_RETRY.backoff().build();
-    let mut waited = Duration::ZERO;
+    let mut waits = Waits::new(&TOKEN_RETRY);
     loop {
         let (err, retry_after) = match build().send().await {
             Err(e) => (unreachable(&e), None),
@@ -87,12 +85,9 @@ pub(crate) async fn token_request(
                 (transient(status, &body), wait)
             }
         };
-        match next_wait(retry_after, backoff.next()) {
-            Some(wait) if waited + wait <= TOKEN_RETRY.max_total => {
-                waited += wait;
-                tokio::time::sleep(wait).await;
-            }
-            _ => return Err(err),
+        match waits.next(retry_after) {
+            Ok(wait) => tokio::time::sleep(wait).await,
+            Err(_) => return Err(err),
         }
     }
 }

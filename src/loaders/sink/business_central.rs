@@ -13,6 +13,7 @@ use tokio::sync::OnceCell;
 
 use super::target::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written, version_of};
+use crate::http::answer::odata_error;
 use crate::http::{HttpClient, Idempotency};
 
 /// The entity sets the sink writes.
@@ -41,17 +42,9 @@ pub struct BcTarget {
     connection: String,
 }
 
-/// BC's `{"error": {"code", "message"}}` body as one line.
+/// A refusal's OData error body as `code: message`, else the body.
 fn reason_of(body: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    match parsed.as_ref().and_then(|v| v.get("error")) {
-        Some(e) => {
-            let code = e.get("code").and_then(Value::as_str).unwrap_or_default();
-            let msg = e.get("message").and_then(Value::as_str).unwrap_or_default();
-            format!("{code}: {msg}")
-        }
-        None => body.to_string(),
-    }
+    odata_error(body.as_bytes()).unwrap_or_else(|| body.to_string())
 }
 
 /// An OData string literal (`'` doubled).
@@ -160,18 +153,14 @@ impl BcTarget {
     }
 }
 
-/// The entity a 2xx write answered with. A 2xx whose body is an OData `error` (as a batch
-/// part or a proxy can answer) is a refusal, not a success; an unreadable body is ambiguous;
-/// none at all (`204`, `Prefer: return=minimal`) is an empty entity.
+/// The entity a 2xx write answered with (one whose body is an OData `error` the connection's
+/// response hook refused already); an unreadable body is ambiguous; none at all (`204`,
+/// `Prefer: return=minimal`) is an empty entity.
 fn saved_entity(status: u16, answer: &[u8]) -> Result<Map<String, Value>, WriteError> {
     if answer.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(answer) {
-        Ok(Value::Object(m)) if m.contains_key("error") => Err(WriteError::Refused {
-            status,
-            reason: reason_of(&String::from_utf8_lossy(answer)),
-        }),
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(WriteError::Ambiguous {
             status: Some(status),
@@ -374,7 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn a_2xx_error_body_is_a_refusal() {
+    fn a_2xx_answer_is_the_saved_entity() {
         let saved = saved_entity(
             201,
             br#"{"id":"x","lastModifiedDateTime":"2025-01-01T00:30:00.001Z"}"#,
@@ -385,16 +374,6 @@ mod tests {
             Some(1_735_691_400_001_000)
         );
         assert_eq!(saved_entity(204, b"").unwrap(), Map::new());
-        assert_eq!(
-            saved_entity(
-                200,
-                br#"{"error":{"code":"Internal_ServerError","message":"Something went wrong."}}"#
-            ),
-            Err(WriteError::Refused {
-                status: 200,
-                reason: "Internal_ServerError: Something went wrong.".into()
-            })
-        );
         assert!(matches!(
             saved_entity(200, b"<html>"),
             Err(WriteError::Ambiguous { .. })

@@ -14,6 +14,7 @@ use tokio::sync::OnceCell;
 use super::target::{FieldRule, HubSchema};
 use super::target::{Target, WriteError, Written, version_of};
 use crate::http::{HttpClient, Idempotency};
+use crate::systems::pipedrive::answer::reason_of;
 
 /// The entity sets the sink may update.
 pub const HUBS: [&str; 3] = ["organizations", "persons", "products"];
@@ -29,19 +30,6 @@ pub struct PipedriveTarget {
     connection: String,
 }
 
-/// Pipedrive's `{"success": false, "error": "…"}` body as one line.
-fn reason_of(body: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(body).ok();
-    match parsed
-        .as_ref()
-        .and_then(|v| v.get("error"))
-        .and_then(Value::as_str)
-    {
-        Some(e) => e.to_string(),
-        None => body.to_string(),
-    }
-}
-
 fn update_only(what: &str) -> WriteError {
     WriteError::Refused {
         status: 0,
@@ -51,19 +39,13 @@ fn update_only(what: &str) -> WriteError {
     }
 }
 
-/// A 2xx answer to a write: saved only when it says `success: true` (a 2xx that says
-/// `success: false` did not save); its record's `update_time` is the new version.
+/// A 2xx answer to a write (one saying `success: false` the connection's response hook
+/// refused already): its record's `update_time` is the new version.
 fn written(key: &str, status: u16, body: &[u8]) -> Result<Written, WriteError> {
     let answer: Value = serde_json::from_slice(body).map_err(|e| WriteError::Ambiguous {
         status: Some(status),
         reason: format!("the answer is not Pipedrive JSON: {e}"),
     })?;
-    if answer.get("success").and_then(Value::as_bool) != Some(true) {
-        return Err(WriteError::Refused {
-            status,
-            reason: reason_of(&String::from_utf8_lossy(body)),
-        });
-    }
     Ok(Written {
         key: key.to_string(),
         status,
@@ -204,16 +186,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn errors_read_as_one_line() {
-        assert_eq!(
-            reason_of(r#"{"success":false,"error":"Organization not found"}"#),
-            "Organization not found"
-        );
-        assert_eq!(reason_of("gateway"), "gateway");
-    }
-
-    #[test]
-    fn a_2xx_saves_only_when_it_says_success() {
+    fn a_2xx_answer_gives_the_new_version() {
         let ok = written(
             "7",
             200,
@@ -221,18 +194,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.version, Some(1_704_067_320_000_000));
-        let refused = written(
-            "7",
-            200,
-            br#"{"success":false,"error":"Validation failed"}"#,
-        );
-        assert_eq!(
-            refused,
-            Err(WriteError::Refused {
-                status: 200,
-                reason: "Validation failed".into()
-            })
-        );
         assert!(matches!(
             written("7", 200, b"<html>"),
             Err(WriteError::Ambiguous { .. })

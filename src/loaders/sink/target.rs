@@ -52,9 +52,11 @@ impl WriteError {
     }
 
     /// An HTTP-layer error as a write outcome: a 4xx answer (but 408) is a refusal with the
-    /// body's message (`reason_of`); anything else may have been applied.
+    /// body's message (`reason_of`), and so is a 2xx the system's response hook read as
+    /// failed; anything else may have been applied.
     pub fn classify(e: Error, reason_of: fn(&str) -> String) -> WriteError {
         match e {
+            Error::FailedAnswer { status, reason, .. } => WriteError::Refused { status, reason },
             Error::Http { status, body, .. } if (400..500).contains(&status) && status != 408 => {
                 WriteError::Refused {
                     status,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::BusinessCentralSettings;
 use crate::error::Result;
+use crate::http::answer::ODataErrorIsRefused;
 use crate::http::auth::EntraClientCredentials;
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
@@ -33,7 +34,8 @@ pub(crate) fn endpoint(b: &BusinessCentralSettings, w: &Wiring<'_>) -> Result<En
             max_concurrency: w.max_concurrency.unwrap_or(5),
         },
         RetryPolicy::default(),
-    )?;
+    )?
+    .with_hook(Arc::new(ODataErrorIsRefused));
     Ok(Endpoint {
         http,
         base: b.api_base(),

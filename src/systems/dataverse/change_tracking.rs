@@ -2,6 +2,7 @@
 
 use reqwest::header::HeaderMap;
 
+use crate::http::answer::{odata_error, refuse_2xx};
 use crate::http::{ResponseHook, Verdict};
 
 /// Text Dataverse sends when a change-tracking token is past the org's retention.
@@ -17,20 +18,16 @@ pub fn is_delta_expired_body(body: &[u8]) -> bool {
 
 /// Dataverse's response hook: an expired change-tracking token is a final answer, whatever
 /// status it comes with (a 5xx would otherwise be retried for the whole retry budget before
-/// the stream re-snapshots).
+/// the stream re-snapshots); a 2xx with an OData error body failed.
 #[derive(Debug, Default)]
 pub struct DeltaExpiredIsFinal;
 
 impl ResponseHook for DeltaExpiredIsFinal {
-    fn before(&self) -> Verdict {
-        Verdict::Proceed
-    }
-
     fn inspect(&self, status: u16, _headers: &HeaderMap, body: &[u8]) -> Verdict {
         if status >= 400 && is_delta_expired_body(body) {
             Verdict::Final
         } else {
-            Verdict::Proceed
+            refuse_2xx(status, body, odata_error)
         }
     }
 }

@@ -6,6 +6,7 @@ use super::DeltekSettings;
 use crate::error::Result;
 use crate::http::retry::RetryPolicy;
 use crate::http::{Endpoint, HttpClient, Limits};
+use crate::systems::deltek::answer::ErrorObjectIsRefused;
 use crate::systems::deltek::auth::{DeltekLogin, DeltekPasswordGrant};
 use crate::systems::settings::Wiring;
 
@@ -37,6 +38,7 @@ pub(crate) fn endpoint(d: &DeltekSettings, w: &Wiring<'_>) -> Result<Endpoint> {
             max_concurrency: w.max_concurrency.unwrap_or(2),
         },
         RetryPolicy::default(),
-    )?;
+    )?
+    .with_hook(Arc::new(ErrorObjectIsRefused));
     Ok(Endpoint { http, base })
 }

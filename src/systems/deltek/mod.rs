@@ -2,6 +2,7 @@
 //! and the webhook receiver, which run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
+//! - answer.rs: how it says a request failed (error objects, 2xx included)
 //! - auth.rs: the password grant
 //! - connect.rs: its client (password grant, conservative limits)
 //! - check.rs: `mlc connection check`
@@ -11,6 +12,7 @@
 //!
 //! Its reader is `streams::deltek`, its sink target `loaders::sink::deltek`.
 
+pub mod answer;
 pub mod auth;
 pub(crate) mod check;
 pub(crate) mod connect;

@@ -414,7 +414,7 @@ impl crate::http::ResponseHook for PipedriveLimits {
         {
             return Verdict::Wait(r.max(Duration::from_millis(100)));
         }
-        Verdict::Proceed
+        crate::http::answer::refuse_2xx(status, body, super::answer::error_of)
     }
 }
 

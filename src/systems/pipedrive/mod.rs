@@ -2,6 +2,7 @@
 //! webhook receiver, which run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
+//! - answer.rs: how it says a request failed (`success: false`, 2xx included)
 //! - auth.rs: API token and OAuth, the rate-limit and token-budget hook
 //! - connect.rs: its client (API token or OAuth, token budget)
 //! - check.rs: `mlc connection check`
@@ -11,6 +12,7 @@
 //! Its reader is `streams::pipedrive`, its sink target `loaders::sink::pipedrive`, its webhooks
 //! `serve::pipedrive`.
 
+pub mod answer;
 pub mod auth;
 pub(crate) mod check;
 pub(crate) mod connect;
