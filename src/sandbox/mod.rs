@@ -162,6 +162,12 @@ impl App {
     }
 }
 
+/// The message of an error carried by a 2xx answer, the fault the `<system>_error_in_2xx`
+/// hooks inject (`deltek_error_in_2xx`, `business_central_error_in_2xx`,
+/// `pipedrive_error_in_2xx`): each system's own error body, with a success status, and nothing
+/// saved.
+pub const ERROR_IN_2XX: &str = "sandbox fault: an error in a success answer, nothing saved";
+
 /// One record as the tenant's API serves it.
 pub type TruthRow = serde_json::Map<String, serde_json::Value>;
 

@@ -23,6 +23,7 @@ mod pipedrive_sync;
 mod secrets;
 mod serve;
 mod sink;
+mod sink_conformance;
 mod sink_pipedrive_bc;
 mod support;
 mod tenants;

@@ -155,3 +155,16 @@ impl Project {
         csv.lines().nth(1).unwrap_or_default().trim().to_string()
     }
 }
+
+/// Syncs `streams` of connection `name` (all of its streams when empty); panics with the
+/// failures if any stream failed.
+pub async fn sync_streams(ctx: &Context, name: &str, streams: &[&str]) {
+    let conn = ctx.config.connection(name).unwrap().clone();
+    let patterns: Vec<String> = streams.iter().map(|s| s.to_string()).collect();
+    let results = run_many(ctx, &[&conn], &patterns, &RunRequest::Sync { full: false })
+        .await
+        .unwrap();
+    for (label, r) in results {
+        r.unwrap_or_else(|e| panic!("{label}: {e}"));
+    }
+}

@@ -873,6 +873,14 @@ impl Sandbox {
         self.app.business_central.store_mut().writes.drop_creates = n;
     }
 
+    /// The next `n` creates and updates (POST, PATCH) are answered with the status a success
+    /// would have (201 for a create, 200 otherwise) and an OData error body,
+    /// `{"error": {"code", "message"}}` carrying [`crate::sandbox::ERROR_IN_2XX`]; nothing is
+    /// saved.
+    pub fn business_central_error_in_2xx(&self, n: u32) {
+        self.app.business_central.store_mut().writes.error_in_2xx = n;
+    }
+
     /// Sets `field` of row `id` of `entity_set` in company `company_index` (0-based) as
     /// another Business Central user would: the row gets a new revision (so a new
     /// `@odata.etag`) and `lastModifiedDateTime`; not logged as a write.

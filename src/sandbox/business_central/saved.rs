@@ -28,6 +28,8 @@ pub struct BcWriteLog {
     pub if_match: Option<String>,
     /// The create was applied but its answer dropped (connection reset mid-body).
     pub dropped: bool,
+    /// Answered with a success status and an OData error body, nothing saved (fault).
+    pub error_in_2xx: bool,
 }
 
 pub(super) type FieldKey = (usize, Set, String);
@@ -45,6 +47,9 @@ pub struct Saved {
     pub log: Vec<BcWriteLog>,
     /// The next N creates are applied and their answers dropped.
     pub drop_creates: u32,
+    /// The next N creates and updates are answered 201/200 with an OData `error` body, and
+    /// nothing is saved.
+    pub error_in_2xx: u32,
 }
 
 impl Saved {

@@ -228,7 +228,20 @@ pub fn write(bc: &BusinessCentral, req: &Request) -> Answer {
         ),
         Err(_) => (req.rest.to_string(), String::new()),
     };
-    let result = route(bc, &mut store, req);
+    // Fault: the status a success would have (201 for a create), an OData error as the body,
+    // nothing saved.
+    let result = if store.writes.error_in_2xx > 0 && matches!(req.method, "POST" | "PATCH") {
+        store.writes.error_in_2xx -= 1;
+        let creating = req.method == "POST" && target(req.rest).is_ok_and(|t| t.id.is_none());
+        Err(reject(
+            if creating { 201 } else { 200 },
+            "Internal_ServerError",
+            crate::sandbox::ERROR_IN_2XX,
+        ))
+    } else {
+        route(bc, &mut store, req)
+    };
+    let error_in_2xx = matches!(&result, Err(r) if r.status < 300);
     let (reply, id, drop) = match result {
         Ok((reply, id)) => {
             let drop = req.method == "POST" && reply.status == 201 && store.writes.drop_creates > 0;
@@ -248,6 +261,7 @@ pub fn write(bc: &BusinessCentral, req: &Request) -> Answer {
         fields,
         if_match: req.if_match.clone(),
         dropped: drop,
+        error_in_2xx,
     });
     Answer { reply, drop }
 }

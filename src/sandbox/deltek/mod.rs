@@ -1129,7 +1129,8 @@ async fn write(
                key: Option<String>,
                status: u16,
                rec: &serde_json::Map<String, serde_json::Value>,
-               dropped: bool| {
+               dropped: bool,
+               error_in_2xx: bool| {
         d.written.log.push(WriteLog {
             method: method.to_string(),
             hub: hub.clone(),
@@ -1139,8 +1140,22 @@ async fn write(
             start_workflow: start_workflow.clone(),
             fields: rec.keys().cloned().collect(),
             dropped,
+            error_in_2xx,
         });
     };
+    // Fault: a 200 carrying an error object, not the saved records; nothing saved.
+    if d.written.error_in_2xx > 0 {
+        d.written.error_in_2xx -= 1;
+        for r in &records {
+            log(&mut d, None, 200, r, false, true);
+        }
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+            serde_json::json!({ "Message": super::ERROR_IN_2XX }).to_string(),
+        )
+            .into_response();
+    }
     // Validate the whole batch first: one bad record refuses the request.
     let required: Vec<String> = if check_required {
         d.written.required.get(&hub).cloned().unwrap_or_default()
@@ -1183,7 +1198,7 @@ async fn write(
         }
         if let Some(p) = problem {
             for r in &records {
-                log(&mut d, None, 400, r, false);
+                log(&mut d, None, 400, r, false, false);
             }
             return api_error(StatusCode::BAD_REQUEST, "Validation failed.", &p);
         }
@@ -1246,7 +1261,7 @@ async fn write(
             d.written.rows.get(&(kind, *o)),
         );
         let k = key_str(dk, &d, kind, *o);
-        log(&mut d, Some(k), 200, rec, drop);
+        log(&mut d, Some(k), 200, rec, drop, false);
     }
     out.push(b']');
     drop_guard(d);
@@ -1497,6 +1512,13 @@ impl Sandbox {
     /// before the body): the client cannot know the record exists.
     pub fn deltek_drop_create_responses(&self, n: u32) {
         self.app.deltek.data().written.drop_creates = n;
+    }
+
+    /// The next `n` writes (creates and updates) are answered 200 with an error object
+    /// (`{"Message": "…"}` carrying [`super::ERROR_IN_2XX`], not the array of saved records) and
+    /// nothing is saved.
+    pub fn deltek_error_in_2xx(&self, n: u32) {
+        self.app.deltek.data().written.error_in_2xx = n;
     }
 
     /// Tenant-required fields of `hub` (as set in the screen designer): creates without them

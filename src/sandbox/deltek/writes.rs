@@ -2,7 +2,8 @@
 //! records out as an array), `PUT`/`PATCH /{hub}/{key}` updates, as Vantagepoint's hubs take
 //! them (shared/reference/deltek-pipedrive-looker.md §1.6, §1.8). No idempotency key, as the
 //! real API. Every write is logged ([`WriteLog`]) so tests can count them; a fault can apply a
-//! create and then drop its answer.
+//! create and then drop its answer, another answer a write 200 with an error object
+//! (`{"Message": …}`, not the array of saved records) and save nothing.
 //!
 //! Writable hubs: `firm`, `contact`, `project` (regular projects, and on 5.0+ tenants pursuits:
 //! a project created with a `Stage`), and `opportunity` on pre-5.0 tenants. Assumptions, marked
@@ -52,6 +53,8 @@ pub struct WriteLog {
     pub fields: Vec<String>,
     /// The create was applied but its answer dropped (fault).
     pub dropped: bool,
+    /// Answered 200 with an error object instead of the saved records, nothing saved (fault).
+    pub error_in_2xx: bool,
 }
 
 /// What the API saved and how it is configured.
@@ -62,6 +65,9 @@ pub struct Written {
     pub log: Vec<WriteLog>,
     /// The next N creates are applied and then their answers dropped (connection reset).
     pub drop_creates: u32,
+    /// The next N writes (creates and updates) are answered 200 with `{"Message": …}`, the
+    /// error object Vantagepoint's Web API sends, and nothing is saved.
+    pub error_in_2xx: u32,
     /// Tenant-required fields per hub (screen designer).
     pub required: BTreeMap<String, Vec<String>>,
     /// Client-assigned keys (project numbers) of rows saved through the API.

@@ -743,15 +743,26 @@ async fn handle(
         Ok(q) => q,
         Err(e) => return reply(error(StatusCode::BAD_REQUEST, &e)),
     };
-    let body = if method == axum::http::Method::PATCH {
-        writes::patch(pd, &rest, &payload)
+    let (body, dropped) = if method == axum::http::Method::PATCH {
+        let p = writes::patch(pd, &rest, &payload);
+        (p.result, p.drop)
     } else {
-        route(pd, &rest, &q)
+        (route(pd, &rest, &q), false)
     };
     let (status, mut body) = match body {
         Ok(b) => (StatusCode::OK, b),
         Err((s, m)) => error(s, &m),
     };
+    if dropped {
+        // Applied, answer lost: the connection resets mid-body.
+        let mut r = Response::builder().status(status);
+        for (k, v) in &rl {
+            r = r.header(*k, v.as_str());
+        }
+        return r
+            .body(super::protection::truncated_body(body.into_bytes(), 0.5))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    }
     if let Some(frac) = draw.reset {
         // A body cut short (what a dropped connection leaves behind).
         body.truncate((body.len() as f64 * frac) as usize);
@@ -1058,6 +1069,19 @@ impl Sandbox {
         self.app
             .pipedrive
             .rename_custom_field(entity, old_name, new_name)
+    }
+
+    /// The next `n` updates (PATCH of a record) are applied, then their answers are dropped:
+    /// the connection resets mid-body.
+    pub fn pipedrive_drop_update_responses(&self, n: u32) {
+        self.app.pipedrive.st().writes.drop_updates = n;
+    }
+
+    /// The next `n` updates (PATCH of a record) are answered 200 with Pipedrive's error
+    /// envelope, `{"success": false, "error": …}` carrying [`crate::sandbox::ERROR_IN_2XX`];
+    /// nothing is saved.
+    pub fn pipedrive_error_in_2xx(&self, n: u32) {
+        self.app.pipedrive.st().writes.error_in_2xx = n;
     }
 
     /// Every PATCH the Pipedrive fake received, in order.

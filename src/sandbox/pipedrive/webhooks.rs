@@ -135,6 +135,8 @@ pub async fn create(
             id: 0,
             status: resp.status().as_u16(),
             fields: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+            dropped: false,
+            error_in_2xx: false,
         });
     resp
 }

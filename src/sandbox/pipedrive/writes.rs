@@ -6,7 +6,9 @@
 //! is rendered, and stamps the row with a new `update_time` (so the next incremental read,
 //! `updated_since` or `sort_by=update_time`, returns it). The row keeps its revision: fields not
 //! sent keep their values. The answer is the v2 envelope `{"success":true,"data":{…}}` with
-//! the whole updated record. Every PATCH is logged ([`PdWriteLog`]).
+//! the whole updated record. Every PATCH is logged ([`PdWriteLog`]). Faults: an update applied
+//! whose answer is dropped mid-body (`drop_updates`), and one answered 200 with
+//! `{"success": false, "error": …}` that saves nothing (`error_in_2xx`).
 //!
 //! Assumptions [ASSUMPTION]:
 //! - a property not in the v2 request schema of the entity is a 400 (`success:false`);
@@ -38,6 +40,10 @@ pub struct PdWriteLog {
     pub status: u16,
     /// The JSON body as sent.
     pub fields: Value,
+    /// The update was applied but its answer dropped (connection reset mid-body; fault).
+    pub dropped: bool,
+    /// Answered 200 with `{"success": false, "error": …}`, nothing saved (fault).
+    pub error_in_2xx: bool,
 }
 
 /// Values saved through the API (they override generated ones) and the write log.
@@ -45,6 +51,11 @@ pub struct PdWriteLog {
 pub struct PdSaved {
     rows: HashMap<(Kind, i64), Map<String, Value>>,
     pub log: Vec<PdWriteLog>,
+    /// The next N updates are applied and their answers dropped mid-body.
+    pub drop_updates: u32,
+    /// The next N updates are answered 200 with `{"success": false, "error": …}` and nothing
+    /// is saved.
+    pub error_in_2xx: u32,
 }
 
 /// Properties a v2 PATCH takes, per entity (the OpenAPI request schemas).
@@ -136,20 +147,40 @@ fn kind_of(plural: &str) -> Option<Kind> {
 
 type Failure = (StatusCode, String);
 
-/// `PATCH api/v2/{entity}/{id}`: the v2 envelope with the updated record, or an error.
-pub fn patch(pd: &Pipedrive, rest: &str, body: &[u8]) -> Result<String, Failure> {
+/// The answer to a PATCH, and whether it must be dropped mid-body (applied, answer lost).
+pub struct Patched {
+    pub result: Result<String, Failure>,
+    pub drop: bool,
+}
+
+/// `PATCH api/v2/{entity}/{id}`: the v2 envelope with the updated record, or an error (a
+/// `success: false` envelope; with a 200 status when the `error_in_2xx` fault is armed).
+pub fn patch(pd: &Pipedrive, rest: &str, body: &[u8]) -> Patched {
     let path = rest.trim_end_matches('/');
     let target = path
         .strip_prefix("api/v2/")
         .and_then(|p| p.split_once('/'))
         .and_then(|(e, id)| Some((kind_of(e)?, id)));
     let Some((kind, id_text)) = target else {
-        return Err((StatusCode::NOT_FOUND, "Unknown method .".into()));
+        return Patched {
+            result: Err((StatusCode::NOT_FOUND, "Unknown method .".into())),
+            drop: false,
+        };
     };
     let fields: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut st = pd.st();
     let id = id_text.parse::<i64>().unwrap_or(0);
-    let result = apply(pd, &mut st, kind, id, &fields);
+    let error_in_2xx = st.writes.error_in_2xx > 0;
+    let result = if error_in_2xx {
+        st.writes.error_in_2xx -= 1;
+        Err((StatusCode::OK, crate::sandbox::ERROR_IN_2XX.to_string()))
+    } else {
+        apply(pd, &mut st, kind, id, &fields)
+    };
+    let drop = result.is_ok() && st.writes.drop_updates > 0;
+    if drop {
+        st.writes.drop_updates -= 1;
+    }
     let status = match &result {
         Ok(_) => 200,
         Err((s, _)) => s.as_u16(),
@@ -160,8 +191,10 @@ pub fn patch(pd: &Pipedrive, rest: &str, body: &[u8]) -> Result<String, Failure>
         id,
         status,
         fields,
+        dropped: drop,
+        error_in_2xx,
     });
-    result
+    Patched { result, drop }
 }
 
 fn bad(m: impl Into<String>) -> Failure {
