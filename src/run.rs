@@ -410,7 +410,7 @@ fn projected_pass_due(
     Ok(age_hours >= conn.reconcile_every_hours())
 }
 
-/// Whether a change notice (a Business Central `deleted`, see `serve::business_central`) asked
+/// Whether a change notice (a Business Central `deleted`, see `systems::business_central::webhook`) asked
 /// for a key-set pass that no reconciling run has answered yet: deletes are invisible to a
 /// cursor read, so the pass runs whatever the table size or `reconcile_every_hours`.
 fn keyset_requested(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<bool> {

@@ -15,15 +15,13 @@
 //! a cursor read); the runs read the source as `mlc sync` does, so a lost or forged event can
 //! cost at most a run, never wrong data, and the scheduled poll still reconciles everything.
 
-pub mod business_central;
 pub mod clock;
 pub mod config;
-pub mod dataverse;
 pub mod executor;
 pub mod http;
 pub mod metrics;
-pub mod pipedrive;
 pub mod queue;
+pub mod receiver;
 pub mod register;
 pub mod routes;
 pub mod schedule;
@@ -170,13 +168,13 @@ impl Server {
         }
         let metrics = Metrics::new();
         let queue = Queue::new(metrics.clone());
-        let receiver = Arc::new(http::Receiver {
+        let receiver = Arc::new(receiver::Receiver {
             routes,
             queue: queue.clone(),
             metrics: metrics.clone(),
             state: ctx.state.clone(),
             clock: opts.clock.clone(),
-            secrets: http::SecretCache::new(Some(ctx.vault.clone()), secrets_by_conn),
+            secrets: receiver::SecretCache::new(Some(ctx.vault.clone()), secrets_by_conn),
             webhooks: cfg.webhooks.clone(),
         });
         let (stop, stop_rx) = watch::channel(false);

@@ -4,10 +4,11 @@
 //! - `system.rs`: [`System`], the closed list;
 //! - `settings.rs`: a connection's settings, parsed from mlc.toml, built into a client and
 //!   checked;
-//! - here: the tenant's metadata and discovery.
+//! - here: the tenant's metadata, discovery and the webhook routes.
 //!
-//! Readers (`streams/`), sink targets (`loaders/sink/`) and webhook receivers (`serve/`) stay
-//! with the layers whose data they run. Layers import the leaf files (`system.rs`,
+//! Readers (`streams/`) and sink targets (`loaders/sink/`) stay with the layers whose data they
+//! run; webhook receivers are here (`<system>/webhook.rs`), on the types `serve::receiver`
+//! shares. Layers import the leaf files (`system.rs`,
 //! `settings.rs`), not this module, so that nothing a system's folder uses imports back the
 //! dispatch here.
 //!
@@ -34,6 +35,22 @@ use crate::error::Result;
 use crate::http::Endpoint;
 use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, Stream};
+
+/// The webhook receivers' routes, `/webhooks/<system>/{connection}`, for the systems that push
+/// changes.
+pub(crate) fn webhook_routes(
+    router: axum::Router<std::sync::Arc<crate::serve::receiver::Receiver>>,
+) -> axum::Router<std::sync::Arc<crate::serve::receiver::Receiver>> {
+    use axum::routing::post;
+    let route = |system: System| format!("/webhooks/{system}/{{connection}}");
+    router
+        .route(&route(System::Dataverse), post(dataverse::webhook::receive))
+        .route(&route(System::Pipedrive), post(pipedrive::webhook::receive))
+        .route(
+            &route(System::BusinessCentral),
+            post(business_central::webhook::receive).get(business_central::webhook::handshake_only),
+        )
+}
 
 /// What the tenant says about `stream`'s entity, from its own metadata (the caller,
 /// `tenant::read`, turns a failure into [`LiveEntity::Unknown`]).

@@ -10,9 +10,11 @@
 use std::sync::LazyLock;
 
 use ml_connector::batches::{PageContext, RowDecoder};
-use ml_connector::serve::{business_central, dataverse, pipedrive};
 use ml_connector::spec::{Definitions, Stream};
 use ml_connector::streams::{self, looker, odata};
+use ml_connector::systems::business_central::webhook as business_central;
+use ml_connector::systems::dataverse::webhook as dataverse;
+use ml_connector::systems::pipedrive::webhook as pipedrive;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use serde_json::{Map, Value, json};

@@ -717,7 +717,7 @@ async fn forged_or_malformed_webhooks_are_rejected_and_a_redelivered_event_runs_
     })
     .to_string();
     let event = br#"{"meta":{"action":"change","entity":"deal","entity_id":"42","version":"2.0","id":"b7c1-0001","attempt":1},"data":{"id":42,"update_time":"2026-01-01T00:00:00Z"},"previous":{}}"#.to_vec();
-    let sig = ml_connector::serve::pipedrive::sign("pd-signing", &event);
+    let sig = ml_connector::systems::pipedrive::webhook::sign("pd-signing", &event);
     let huge = vec![b' '; 8192];
 
     let cases: Vec<(&str, reqwest::RequestBuilder, u16)> = vec![
@@ -763,7 +763,7 @@ async fn forged_or_malformed_webhooks_are_rejected_and_a_redelivered_event_runs_
             "pipedrive: bad signature",
             http.post(&pd)
                 .header("authorization", basic("mlc", "pd-pass"))
-                .header("x-pipedrive-signature", ml_connector::serve::pipedrive::sign("other", &event))
+                .header("x-pipedrive-signature", ml_connector::systems::pipedrive::webhook::sign("other", &event))
                 .body(event.clone()),
             401,
         ),
@@ -779,7 +779,7 @@ async fn forged_or_malformed_webhooks_are_rejected_and_a_redelivered_event_runs_
             "pipedrive: malformed body",
             http.post(&pd)
                 .header("authorization", basic("mlc", "pd-pass"))
-                .header("x-pipedrive-signature", ml_connector::serve::pipedrive::sign("pd-signing", b"{\"meta\":{}}"))
+                .header("x-pipedrive-signature", ml_connector::systems::pipedrive::webhook::sign("pd-signing", b"{\"meta\":{}}"))
                 .body("{\"meta\":{}}"),
             400,
         ),

@@ -1,5 +1,5 @@
-//! Deltek Vantagepoint: its home in mlc (DESIGN.md §2), all of it but the reader, the sink target
-//! and the webhook receiver, which run the data of their own layers.
+//! Deltek Vantagepoint: its home in mlc (DESIGN.md §2), all of it but the reader and the sink
+//! target, which run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
 //! - answer.rs: how it says a request failed (error objects, 2xx included)

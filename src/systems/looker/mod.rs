@@ -1,5 +1,5 @@
-//! Looker (the reverse stream): its home in mlc (DESIGN.md §2), all of it but the reader, the sink
-//! target and the webhook receiver, which run the data of their own layers.
+//! Looker (the reverse stream): its home in mlc (DESIGN.md §2), all of it but the reader, which
+//! runs the data of its layer.
 //!
 //! - settings.rs: its mlc.toml keys
 //! - auth.rs: the API login

@@ -1,5 +1,5 @@
-//! Pipedrive: its home in mlc (DESIGN.md §2), all of it but the reader, the sink target and the
-//! webhook receiver, which run the data of their own layers.
+//! Pipedrive: its home in mlc (DESIGN.md §2), all of it but the reader and the sink target, which
+//! run the data of their own layers.
 //!
 //! - settings.rs: its mlc.toml keys
 //! - answer.rs: how it says a request failed (`success: false`, 2xx included)
@@ -8,9 +8,9 @@
 //! - check.rs: `mlc connection check`
 //! - metadata.rs: the live schema (`*Fields`)
 //! - discover.rs: `mlc discover`
+//! - webhook.rs: the webhook receiver (`mlc serve`)
 //!
-//! Its reader is `streams::pipedrive`, its sink target `loaders::sink::pipedrive`, its webhooks
-//! `serve::pipedrive`.
+//! Its reader is `streams::pipedrive`, its sink target `loaders::sink::pipedrive`.
 
 pub mod answer;
 pub mod auth;
@@ -19,5 +19,6 @@ pub(crate) mod connect;
 pub mod discover;
 pub mod metadata;
 mod settings;
+pub mod webhook;
 
 pub use settings::*;

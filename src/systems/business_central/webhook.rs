@@ -22,8 +22,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http::{Receiver, Refusal};
-use super::secrets;
+use crate::serve::receiver::{Receiver, Refusal};
+use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
 

@@ -20,8 +20,8 @@ use secrecy::ExposeSecret;
 use serde_json::Value;
 use sha2::Sha256;
 
-use super::http::{Receiver, Refusal};
-use super::secrets;
+use crate::serve::receiver::{Receiver, Refusal};
+use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
 
@@ -162,7 +162,15 @@ pub async fn receive(
         Ok(())
     };
     if let Err((status, reason)) = rx.secrets.verify(&connection, check) {
-        return rx.reject(SYSTEM, &connection, status, reason);
+        let mut answer = rx.reject(SYSTEM, &connection, status, reason);
+        // Basic auth: a 401 names the scheme (RFC 9110 §11.6.1).
+        if status == StatusCode::UNAUTHORIZED {
+            answer.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"mlc\""),
+            );
+        }
+        return answer;
     }
     let Some(event) = parse(&body) else {
         return rx.reject(

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::http::{Receiver, Refusal};
-use super::secrets;
+use crate::serve::receiver::{Receiver, Refusal};
+use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
 
