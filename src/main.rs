@@ -470,7 +470,7 @@ struct AddArgs {
     /// Connection name (its `[connections.NAME]` section in mlc.toml).
     name: String,
     /// dataverse, business_central, deltek, pipedrive or looker.
-    #[arg(long, default_value = "dataverse", value_parser = parse_system)]
+    #[arg(long, default_value_t = System::Dataverse, value_parser = parse_system)]
     system: System,
     /// Dataverse: https://<org>.crm.dynamics.com
     #[arg(long)]

@@ -18,11 +18,16 @@ use include_dir::{Dir, include_dir};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::systems::system::System;
 
 static BUILTIN_STREAMS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/streams");
 static BUILTIN_CATALOG: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/catalog");
 
 /// `system.entity`, the one name of a stream everywhere (DESIGN.md §3).
+///
+/// The first part is a namespace, not always a [`System`]: it names lake paths and warehouse
+/// datasets, and mlc's own tables (`mlc.sink_audit`) live under it too. Code that means a
+/// system builds the id with [`StreamId::of`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct StreamId {
@@ -36,6 +41,11 @@ impl StreamId {
             system: system.to_string(),
             entity: entity.to_string(),
         }
+    }
+
+    /// The stream of `system` named `entity`.
+    pub fn of(system: System, entity: &str) -> Self {
+        Self::new(system.as_str(), entity)
     }
 
     /// Warehouse dataset of the stream's table, e.g. `raw_dataverse`.

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::http::{HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 use crate::systems::deltek::answer::reason_of;
+use crate::systems::system::System;
 
 use super::target::{FieldRule, HubSchema};
 use super::target::{HubProfile, Target, TargetProfile, WriteError, Written};
@@ -88,7 +89,7 @@ impl DeltekTarget {
         let variant = crate::streams::deltek::variant_name(conn);
         let mut out = BTreeMap::new();
         for h in hubs {
-            let stream = defs.get(&StreamId::new("deltek", h)).map_err(|_| {
+            let stream = defs.get(&StreamId::of(System::Deltek, h)).map_err(|_| {
                 Error::Config(format!(
                     "the sink writes Deltek `{h}`, and no stream deltek.{h} describes that hub"
                 ))
