@@ -27,7 +27,6 @@ pub mod routes;
 pub mod schedule;
 pub mod secrets;
 pub mod store;
-pub mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -41,12 +40,12 @@ use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::systems::system::System;
 
+use crate::systems::business_central::subscriptions::BcSubscriptions;
 use clock::Clock;
 use metrics::Metrics;
 use queue::{Executor, Queue};
 use routes::Routes;
 use schedule::Scheduler;
-use subscriptions::BcSubscriptions;
 
 /// How a server runs; the defaults are production's.
 pub struct ServeOptions {

@@ -1,6 +1,6 @@
 //! What every webhook receiver shares (the receivers are in `systems/<system>/webhook.rs`,
 //! the server in `http.rs`): the routes and queue they feed, the secret cache they check
-//! against, and how a request is refused.
+//! against, how a request is refused, and what registering webhooks needs.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Connection;
 use crate::serve::config::WebhookConfig;
 use crate::state::StateStore;
 use crate::systems::system::System;
@@ -160,6 +161,20 @@ impl Receiver {
         );
         (status, format!("{reason}\n")).into_response()
     }
+}
+
+/// What registering a connection's webhooks needs (`mlc webhooks register`).
+pub struct Registration<'a> {
+    pub conn: &'a Connection,
+    pub vault: &'a Vault,
+    pub state: Arc<StateStore>,
+    /// `serve.public_url` (or the local address): where the systems call back.
+    pub public: String,
+    /// The connection's webhook URL under it.
+    pub url: String,
+    pub webhook: WebhookConfig,
+    /// `serve.renew_before_hours`.
+    pub renew_before_hours: f64,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! - `system.rs`: [`System`], the closed list;
 //! - `settings.rs`: a connection's settings, parsed from mlc.toml, built into a client and
 //!   checked;
-//! - here: the tenant's metadata, discovery and the webhook routes.
+//! - here: the tenant's metadata, discovery, the webhook routes and their registration.
 //!
 //! Readers (`streams/`) and sink targets (`loaders/sink/`) stay with the layers whose data they
 //! run; webhook receivers are here (`<system>/webhook.rs`), on the types `serve::receiver`
@@ -50,6 +50,20 @@ pub(crate) fn webhook_routes(
             &route(System::BusinessCentral),
             post(business_central::webhook::receive).get(business_central::webhook::handshake_only),
         )
+}
+
+/// `mlc webhooks register` for the connection's system.
+pub(crate) async fn register_webhooks(
+    reg: &crate::serve::receiver::Registration<'_>,
+) -> Result<String> {
+    match reg.conn.system() {
+        System::Dataverse => dataverse::webhook::register(reg).await,
+        System::Pipedrive => pipedrive::webhook::register(reg).await,
+        System::BusinessCentral => business_central::webhook::register(reg).await,
+        other @ (System::Deltek | System::Looker) => Err(crate::error::Error::Config(format!(
+            "{other} has no webhooks mlc can register (Deltek webhooks are workflow actions; Looker is read on schedule)"
+        ))),
+    }
 }
 
 /// What the tenant says about `stream`'s entity, from its own metadata (the caller,

@@ -6,7 +6,8 @@
 //! - check.rs: `mlc connection check`
 //! - metadata.rs: the live schema (`$metadata`)
 //! - discover.rs: `mlc discover`
-//! - webhook.rs: the webhook receiver (`mlc serve`)
+//! - webhook.rs: the webhook receiver (`mlc serve`) and `mlc webhooks register`
+//! - subscriptions.rs: its webhook subscriptions, created, renewed and recreated
 //!
 //! Its reader is `streams::odata` (company-scoped), its sink target
 //! `loaders::sink::business_central`.
@@ -16,6 +17,7 @@ pub(crate) mod connect;
 pub mod discover;
 pub mod metadata;
 mod settings;
+pub mod subscriptions;
 pub mod webhook;
 
 pub use settings::*;

@@ -12,6 +12,8 @@
 //! connection configured for webhooks but not loaded, the state store failing) answer 503, and
 //! 4xx is kept for requests that are forged or malformed — including a notification for a
 //! subscription we do not hold, whose deletion at BC is then welcome.
+//!
+//! `mlc webhooks register` creates (or renews) the subscriptions (`subscriptions.rs`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -22,7 +24,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::serve::receiver::{Receiver, Refusal};
+use super::subscriptions::BcSubscriptions;
+use crate::connect::endpoint;
+use crate::error::{Error, Result};
+use crate::serve::receiver::{Receiver, Refusal, Registration};
 use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
@@ -256,6 +261,47 @@ pub async fn receive(
         .queue
         .submit(rx.routes.webhook_trigger(SYSTEM, &connection, streams));
     (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+}
+
+/// `mlc webhooks register` for a Business Central connection: its subscriptions, created through
+/// the API (`mlc serve` must be reachable at `serve.public_url`, which BC calls during creation).
+pub(crate) async fn register(reg: &Registration<'_>) -> Result<String> {
+    let Registration {
+        vault,
+        conn,
+        url,
+        webhook: w,
+        ..
+    } = reg;
+    let mgr = BcSubscriptions::new(
+        conn,
+        vault,
+        endpoint(conn, vault)?,
+        w.bc_resources(),
+        &reg.public,
+        reg.renew_before_hours,
+        reg.state.clone(),
+    )?;
+    let r = mgr.ensure(chrono::Utc::now()).await.map_err(|e| {
+        Error::Config(format!(
+            "{e}\nBusiness Central calls {url}?validationToken=… while creating a subscription: `mlc serve` must be running and reachable there (serve.public_url)"
+        ))
+    })?;
+    let mut out = String::new();
+    for (what, list) in [
+        ("created", &r.created),
+        ("renewed", &r.renewed),
+        ("recreated", &r.recreated),
+        ("kept", &r.kept),
+    ] {
+        for res in list {
+            out.push_str(&format!(
+                "business central subscription {what}: {res} -> {url}\n"
+            ));
+        }
+    }
+    out.push_str("`mlc serve` renews them before their 3-day expiry and recreates them if Business Central drops them.\n");
+    Ok(out)
 }
 
 #[cfg(test)]

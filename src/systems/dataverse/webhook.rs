@@ -2,6 +2,8 @@
 //! RemoteExecutionContext of each registered step. Dataverse does not sign payloads, so the
 //! shared key is the only proof: `?code=` for auth type WebhookKey, or the configured header
 //! (HttpHeader) or query parameter (HttpQueryString), compared in constant time.
+//!
+//! `mlc webhooks register` prints the steps to register the service endpoint, with the key.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -10,9 +12,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 
-use crate::serve::receiver::{Receiver, Refusal};
+use crate::error::Result;
+use crate::serve::receiver::{Receiver, Refusal, Registration};
 use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
@@ -142,4 +146,52 @@ pub async fn receive(
         .queue
         .submit(rx.routes.webhook_trigger(SYSTEM, &connection, streams));
     (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+}
+
+/// `mlc webhooks register` for a Dataverse connection: the webhook key, generated once and kept
+/// in the vault, and the steps to register the service endpoint (Dataverse has no API mlc may
+/// call for that with read-only app users; admins use the Plugin Registration Tool).
+pub(crate) async fn register(reg: &Registration<'_>) -> Result<String> {
+    let Registration {
+        vault,
+        conn,
+        url,
+        webhook: w,
+        ..
+    } = reg;
+    let (key, fresh) = secrets::get_or_create(vault, &conn.name, "key")?;
+    let (how, value_line) = match (&w.key_header, &w.key_query) {
+        (Some(h), _) => (
+            "HttpHeader".to_string(),
+            format!("   Key: {h}   Value: {}", key.expose_secret()),
+        ),
+        (None, Some(q)) if q != "code" => (
+            "HttpQueryString".to_string(),
+            format!("   Key: {q}   Value: {}", key.expose_secret()),
+        ),
+        _ => (
+            "WebhookKey".to_string(),
+            format!("   Value: {}", key.expose_secret()),
+        ),
+    };
+    Ok(format!(
+        "Dataverse cannot be told about webhooks by mlc; register the service endpoint once ({}):\n\
+         1. Open the Plugin Registration Tool (pac tool prt), connect to {}.\n\
+         2. Register > Register New Web Hook.\n\
+         3. Name: mlc-{}   Endpoint URL: {url}\n\
+         4. Authentication: {how}\n{value_line}\n\
+         5. Save. Then, for each table mlc should hear about, right-click the web hook > Register New Step:\n\
+         \x20  Message: Create / Update / Delete (and Win for opportunity, QualifyLead for lead),\n\
+         \x20  Primary Entity: the table (account, contact, opportunity, lead, ...),\n\
+         \x20  Event Pipeline Stage: PostOperation, Execution Mode: Asynchronous.\n\
+         The key is stored encrypted in the vault (entry webhook.{}); it is shown here only so you can paste it.\n",
+        if fresh {
+            "a new key was generated"
+        } else {
+            "the stored key is reused"
+        },
+        conn.url(),
+        conn.name,
+        conn.name,
+    ))
 }

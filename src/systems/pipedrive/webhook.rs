@@ -6,6 +6,8 @@
 //!
 //! Delivery is at least once: each event is keyed (v2 `meta.id`; else object, id and update
 //! time) and a key seen before (kept in the state store, so across restarts) queues nothing.
+//!
+//! `mlc webhooks register` creates one webhook per object, with generated Basic credentials.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,11 +18,16 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
+use reqwest::Method;
 use secrecy::ExposeSecret;
+use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
-use crate::serve::receiver::{Receiver, Refusal};
+use crate::connect::endpoint;
+use crate::error::Result;
+use crate::http::Idempotency;
+use crate::serve::receiver::{Receiver, Refusal, Registration};
 use crate::serve::secrets;
 use crate::systems::system::System;
 use crate::vault::Secrets;
@@ -207,6 +214,88 @@ pub async fn receive(
         BTreeSet::from([stream.to_string()]),
     ));
     (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+}
+
+/// `mlc webhooks register` for a Pipedrive connection: one webhook per object
+/// (`POST /v1/webhooks`) with Basic auth credentials generated and kept in the vault; existing
+/// ones are kept.
+pub(crate) async fn register(reg: &Registration<'_>) -> Result<String> {
+    let Registration {
+        vault,
+        conn,
+        url,
+        webhook: w,
+        ..
+    } = reg;
+    let (password, _) = secrets::get_or_create(vault, &conn.name, "password")?;
+    let ep = endpoint(conn, vault)?;
+    let base = ep.base.trim_end_matches('/').to_string();
+    let list = ep
+        .http
+        .get(
+            &format!("{base}/api/v1/webhooks"),
+            &Default::default(),
+            "webhooks",
+        )
+        .await?;
+    let existing: PdList = serde_json::from_slice(&list.body).unwrap_or(PdList { data: None });
+    let existing = existing.data.unwrap_or_default();
+    let mut out = String::new();
+    for object in w.pipedrive_objects() {
+        if let Some(h) = existing
+            .iter()
+            .find(|h| h.subscription_url == *url && h.event_object == object)
+        {
+            out.push_str(&format!(
+                "pipedrive webhook {} for {object} already exists\n",
+                h.id
+            ));
+            continue;
+        }
+        let body = serde_json::json!({
+            // Required by the v1 API; shown in Pipedrive's webhook settings.
+            "name": format!("mlc {} {object}", conn.name),
+            "subscription_url": url,
+            "event_action": "*",
+            "event_object": object,
+            "http_auth_user": w.basic_user(),
+            "http_auth_password": password.expose_secret(),
+            "version": w.pipedrive_version(),
+        });
+        let r = ep
+            .http
+            .send(
+                Method::POST,
+                &format!("{base}/api/v1/webhooks"),
+                "webhooks",
+                Idempotency::Unsafe,
+                |rb| rb.json(&body),
+            )
+            .await?;
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        out.push_str(&format!(
+            "pipedrive webhook {} created: *.{object} -> {url} (Basic auth user `{}`, password in the vault)\n",
+            v.pointer("/data/id").cloned().unwrap_or_default(),
+            w.basic_user()
+        ));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct PdList {
+    #[serde(default)]
+    data: Option<Vec<PdHook>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PdHook {
+    #[serde(default)]
+    id: serde_json::Value,
+    #[serde(default)]
+    subscription_url: String,
+    #[serde(default)]
+    event_object: String,
 }
 
 #[cfg(test)]

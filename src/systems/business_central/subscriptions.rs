@@ -25,8 +25,8 @@ use crate::systems::settings::ConnectionSettings;
 use crate::systems::system::System;
 use crate::vault::Vault;
 
-use super::secrets;
-use super::store::StoredSubscription;
+use crate::serve::secrets;
+use crate::serve::store::StoredSubscription;
 
 /// What one pass did, by resource.
 #[derive(Debug, Default, Clone, PartialEq)]
