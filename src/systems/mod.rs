@@ -4,7 +4,8 @@
 //! - `system.rs`: [`System`], the closed list;
 //! - `settings.rs`: a connection's settings, parsed from mlc.toml, built into a client and
 //!   checked;
-//! - here: the tenant's metadata, discovery, the webhook routes and their registration.
+//! - here: the tenant's metadata, discovery, the webhook routes and their registration, and
+//!   what the sink writes on each system and through which target.
 //!
 //! Readers (`streams/`) and sink targets (`loaders/sink/`) stay with the layers whose data they
 //! run; webhook receivers are here (`<system>/webhook.rs`), on the types `serve::receiver`
@@ -33,6 +34,11 @@ use crate::config::Connection;
 use crate::discover::draft::Discovered;
 use crate::error::Result;
 use crate::http::Endpoint;
+use crate::loaders::sink::business_central::{self as sink_business_central, BcTarget};
+use crate::loaders::sink::deltek::{self as sink_deltek, DeltekTarget};
+use crate::loaders::sink::flow::FlowFile;
+use crate::loaders::sink::pipedrive::{self as sink_pipedrive, PipedriveTarget};
+use crate::loaders::sink::target::{SinkSupport, Target};
 use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, Stream};
 
@@ -64,6 +70,49 @@ pub(crate) async fn register_webhooks(
             "{other} has no webhooks mlc can register (Deltek webhooks are workflow actions; Looker is read on schedule)"
         ))),
     }
+}
+
+/// What the sink may write on `system`; `None`: the sink does not write to it.
+pub(crate) fn sink_support(system: System) -> Option<SinkSupport> {
+    match system {
+        System::Deltek => Some(SinkSupport::new(&sink_deltek::HUBS)),
+        System::BusinessCentral => Some(SinkSupport::new(&sink_business_central::HUBS)),
+        // Its mappings update records another flow linked.
+        System::Pipedrive => Some(SinkSupport {
+            update_only: true,
+            ..SinkSupport::new(&sink_pipedrive::HUBS)
+        }),
+        System::Dataverse | System::Looker => None,
+    }
+}
+
+/// The target sink flow `name` writes through on `conn` (whose system
+/// [`sink_support`] accepts).
+pub(crate) fn sink_target(
+    name: &str,
+    flow: &FlowFile,
+    conn: &Connection,
+    ep: Endpoint,
+    defs: &Definitions,
+) -> Result<Box<dyn Target>> {
+    Ok(match &conn.settings {
+        ConnectionSettings::BusinessCentral(b) => {
+            Box::new(BcTarget::for_flow(name, flow, b, conn, ep)?)
+        }
+        ConnectionSettings::Pipedrive(_) => {
+            Box::new(PipedriveTarget::new(ep.http, &conn.name, &ep.base))
+        }
+        ConnectionSettings::Deltek(_) => {
+            Box::new(DeltekTarget::for_flow(name, flow, conn, ep, defs)?)
+        }
+        ConnectionSettings::Dataverse(_) | ConnectionSettings::Looker(_) => {
+            return Err(crate::error::Error::Config(format!(
+                "sink flow `{name}`: connection `{}` is {}, which the sink does not write",
+                conn.name,
+                conn.system()
+            )));
+        }
+    })
 }
 
 /// What the tenant says about `stream`'s entity, from its own metadata (the caller,

@@ -11,10 +11,15 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_MATCH};
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
+use super::flow::FlowFile;
 use super::target::{FieldRule, HubSchema};
 use super::target::{KeyStyle, Target, TargetProfile, WriteError, Written, version_of};
+use crate::config::Connection;
+use crate::error::Error;
+use crate::http::Endpoint;
 use crate::http::answer::odata_error;
 use crate::http::{HttpClient, Idempotency};
+use crate::systems::business_central::BusinessCentralSettings;
 
 /// The entity sets the sink writes.
 pub const HUBS: [&str; 5] = [
@@ -53,6 +58,27 @@ fn literal(v: &str) -> String {
 }
 
 impl BcTarget {
+    /// The target of sink flow `name`: the flow's company, else the connection's first.
+    pub fn for_flow(
+        name: &str,
+        flow: &FlowFile,
+        b: &BusinessCentralSettings,
+        conn: &Connection,
+        ep: Endpoint,
+    ) -> crate::error::Result<Self> {
+        let company = flow
+            .company
+            .clone()
+            .or_else(|| b.companies.first().cloned())
+            .ok_or_else(|| {
+                Error::Config(format!(
+                    "sink flow `{name}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
+                    conn.name
+                ))
+            })?;
+        Ok(Self::new(ep.http, &conn.name, &ep.base, &company))
+    }
+
     /// `api_base` is the connection's `{api_url}/v2.0/{tenant}/{environment}`; `company` a
     /// company name or id.
     pub fn new(http: HttpClient, connection: &str, api_base: &str, company: &str) -> Self {

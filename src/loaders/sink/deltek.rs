@@ -12,9 +12,10 @@ use reqwest::Method;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Map, Value};
 
+use super::flow::{FlowFile, Mode};
 use crate::config::Connection;
 use crate::error::{Error, Result};
-use crate::http::{HttpClient, Idempotency};
+use crate::http::{Endpoint, HttpClient, Idempotency};
 use crate::spec::{Definitions, FixedFilter, StreamId};
 use crate::systems::deltek::answer::reason_of;
 use crate::systems::system::System;
@@ -78,6 +79,32 @@ pub struct DeltekTarget {
 }
 
 impl DeltekTarget {
+    /// The target of sink flow `name`, for its hubs; projects need a number scheme on tenants
+    /// where the client numbers them.
+    pub fn for_flow(
+        name: &str,
+        flow: &FlowFile,
+        conn: &Connection,
+        ep: Endpoint,
+        defs: &Definitions,
+    ) -> Result<Self> {
+        let mut hubs: Vec<&str> = flow.entities.iter().map(|e| e.target.as_str()).collect();
+        hubs.dedup();
+        let target = Self::new(ep.http, &ep.base, defs, conn, &hubs)?;
+        if let Some(e) = flow.entities.iter().find(|e| {
+            target.profile.client_keyed(&e.target) && e.number.is_none() && e.mode != Mode::Match
+        }) {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: on connection `{}`, {} records are projects, which take their number from the client: add `number = {{ field = \"{}\", format = \"{{yyyy}}-{{seq:04}}\" }}` to the `{}` mapping",
+                conn.name,
+                e.target,
+                target.profile.key_field(&e.target),
+                e.name()
+            )));
+        }
+        Ok(target)
+    }
+
     /// A target writing `hubs` through `conn` (whose `opportunity_model` picks the variants).
     pub fn new(
         http: HttpClient,

@@ -35,7 +35,6 @@ pub mod target;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use self::deltek::DeltekTarget;
 use self::flow::FlowFile;
 use self::ledger::{JobCtx, JobRef, Outcome};
 use self::plan::{Action, Plan};
@@ -44,7 +43,6 @@ use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
 use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
-use crate::systems::settings::ConnectionSettings;
 use crate::systems::system::System;
 
 /// What `replay` re-runs.
@@ -222,22 +220,26 @@ impl<'a> Sink<'a> {
         let flow = FlowFile::load(&ctx.config.definitions_dir, name)?;
         // Only these hubs have a key, search and tested write path; refuse the rest rather
         // than write half-mapped records.
-        let hubs: &[&str] = match flow.target_system {
-            System::Deltek => &deltek::HUBS,
-            System::BusinessCentral => &business_central::HUBS,
-            System::Pipedrive => &pipedrive::HUBS,
-            other @ (System::Dataverse | System::Looker) => {
-                return Err(Error::Config(format!(
-                    "sink flow `{name}`: target system `{other}` is not supported (deltek, business_central, pipedrive)"
-                )));
-            }
+        let Some(support) = crate::systems::sink_support(flow.target_system) else {
+            return Err(Error::Config(format!(
+                "sink flow `{name}`: target system `{}` is not supported ({})",
+                flow.target_system,
+                System::ALL
+                    .iter()
+                    .filter(|s| crate::systems::sink_support(**s).is_some())
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         };
-        if flow.target_system == System::Pipedrive
+        let hubs = support.hubs;
+        if support.update_only
             && let Some(e) = flow.entities.iter().find(|e| e.mode != flow::Mode::Update)
         {
             return Err(Error::Config(format!(
-                "sink flow `{name}`: {} writes to Pipedrive, which the sink only updates: set mode = \"update\" with linked_by = {{ flow = \"…\", mapping = \"…\" }}",
-                e.name()
+                "sink flow `{name}`: {} writes to {}, which the sink only updates: set mode = \"update\" with linked_by = {{ flow = \"…\", mapping = \"…\" }}",
+                e.name(),
+                flow.target_system
             )));
         }
         if let Some(e) = flow
@@ -295,76 +297,7 @@ impl<'a> Sink<'a> {
             )));
         }
         let ep = self.ctx.runtimes.endpoint(conn)?;
-        match &conn.settings {
-            ConnectionSettings::BusinessCentral(b) => self.business_central(b, conn, ep),
-            ConnectionSettings::Pipedrive(_) => Ok(Box::new(pipedrive::PipedriveTarget::new(
-                ep.http, &conn.name, &ep.base,
-            ))),
-            ConnectionSettings::Deltek(_) => self.deltek(conn, ep),
-            ConnectionSettings::Dataverse(_) | ConnectionSettings::Looker(_) => {
-                Err(Error::Config(format!(
-                    "sink flow `{}`: connection `{}` is {}, which the sink does not write",
-                    self.name,
-                    conn.name,
-                    conn.system()
-                )))
-            }
-        }
-    }
-
-    /// A Business Central target: the flow's company, else the connection's first.
-    fn business_central(
-        &self,
-        b: &crate::systems::business_central::BusinessCentralSettings,
-        conn: &crate::config::Connection,
-        ep: crate::http::Endpoint,
-    ) -> Result<Box<dyn Target>> {
-        let company = self
-            .flow
-            .company
-            .clone()
-            .or_else(|| b.companies.first().cloned())
-            .ok_or_else(|| {
-                Error::Config(format!(
-                    "sink flow `{}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
-                    self.name, conn.name
-                ))
-            })?;
-        Ok(Box::new(business_central::BcTarget::new(
-            ep.http, &conn.name, &ep.base, &company,
-        )))
-    }
-
-    /// A Vantagepoint target for the flow's hubs; projects need a number scheme on tenants
-    /// where the client numbers them.
-    fn deltek(
-        &self,
-        conn: &crate::config::Connection,
-        ep: crate::http::Endpoint,
-    ) -> Result<Box<dyn Target>> {
-        let mut hubs: Vec<&str> = self
-            .flow
-            .entities
-            .iter()
-            .map(|e| e.target.as_str())
-            .collect();
-        hubs.dedup();
-        let target = DeltekTarget::new(ep.http, &ep.base, &self.ctx.defs, conn, &hubs)?;
-        if let Some(e) = self.flow.entities.iter().find(|e| {
-            target.profile().client_keyed(&e.target)
-                && e.number.is_none()
-                && e.mode != flow::Mode::Match
-        }) {
-            return Err(Error::Config(format!(
-                "sink flow `{}`: on connection `{}`, {} records are projects, which take their number from the client: add `number = {{ field = \"{}\", format = \"{{yyyy}}-{{seq:04}}\" }}` to the `{}` mapping",
-                self.name,
-                conn.name,
-                e.target,
-                target.profile().key_field(&e.target),
-                e.name()
-            )));
-        }
-        Ok(Box::new(target))
+        crate::systems::sink_target(&self.name, &self.flow, conn, ep, &self.ctx.defs)
     }
 
     /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once

@@ -170,6 +170,24 @@ impl TargetProfile {
     }
 }
 
+/// What the sink writes on a target system (`systems::sink_support`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkSupport {
+    /// The hubs it writes: each has a key, a search and a tested write path.
+    pub hubs: &'static [&'static str],
+    /// Its mappings only update records another flow linked (`mode = "update"`).
+    pub update_only: bool,
+}
+
+impl SinkSupport {
+    pub fn new(hubs: &'static [&'static str]) -> Self {
+        Self {
+            hubs,
+            update_only: false,
+        }
+    }
+}
+
 /// A sink target. Hubs and field names are the target's own (as the flow file writes them).
 #[async_trait]
 pub trait Target: Send + Sync {
