@@ -1662,11 +1662,7 @@ fn read_secrets(a: &AddArgs) -> Result<Secrets> {
     let wants_client_secret = a.client_secret_env.is_some()
         || a.client_secret_stdin
         || (out.is_empty() && !std::io::stdin().is_terminal())
-        || (out.is_empty()
-            && matches!(
-                a.system,
-                System::Dataverse | System::BusinessCentral | System::Looker
-            ));
+        || (out.is_empty() && a.system.has_client_secret());
     if wants_client_secret {
         out.insert("client_secret".into(), read_secret(a)?);
     }

@@ -29,6 +29,16 @@ stored_by_name!(System, "system", {
 });
 
 impl System {
+    /// Whether its one credential is an OAuth client secret (`mlc connection add` reads it
+    /// from standard input when nothing else is given); the others name theirs
+    /// (`password=…`, `api_token=…`).
+    pub fn has_client_secret(self) -> bool {
+        match self {
+            System::Dataverse | System::BusinessCentral | System::Looker => true,
+            System::Deltek | System::Pipedrive => false,
+        }
+    }
+
     /// The names, for messages that list what is accepted.
     pub fn names() -> String {
         Self::ALL
