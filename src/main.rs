@@ -1151,12 +1151,12 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                     (None, Some(s)) => format!("HTTP {s} "),
                     _ => String::new(),
                 };
-                let standing = match a.action.as_str() {
-                    "failed" | "blocked" | "waiting" => now
-                        .get(&a.job_id)
+                let standing = if a.action.held_up() {
+                    now.get(&a.job_id)
                         .map(|s| format!(" [job now {s}]"))
-                        .unwrap_or_default(),
-                    _ => String::new(),
+                        .unwrap_or_default()
+                } else {
+                    String::new()
                 };
                 println!(
                     "{} {} {:<7} {} {} -> {} {} {}ms {call}{}{standing}",

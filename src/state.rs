@@ -894,6 +894,59 @@ pub struct SinkJob {
     pub updated_at: String,
 }
 
+/// What an audit entry records. Stored by name: the names are the audit's vocabulary in the
+/// state store, the `mlc.sink_audit` table and `mlc sink audit`, so they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// A record created on the target.
+    Create,
+    /// A linked record updated.
+    Update,
+    /// A record found on the target (by search, or by hand: `mlc sink link`) and linked.
+    Link,
+    /// A link removed by hand (`mlc sink unlink`).
+    Unlink,
+    /// A `match` mapping's record found and linked without writing.
+    Match,
+    /// A `match` (or `update`) mapping's record found nothing to link: records it owns use
+    /// the default.
+    Unmatched,
+    /// A created document posted (Business Central `Microsoft.NAV.post`).
+    Post,
+    /// Nothing to write: the target already has it, or the flow skips it.
+    #[default]
+    Noop,
+    /// Waits for a record it refers to.
+    Waiting,
+    /// Blocked before any request (a rule of the tenant, a pre-flight check).
+    Blocked,
+    /// The write failed (refused, or ambiguous).
+    Failed,
+}
+
+crate::names::stored_by_name!(AuditAction, "audit action", {
+    Create => "create",
+    Update => "update",
+    Link => "link",
+    Unlink => "unlink",
+    Match => "match",
+    Unmatched => "unmatched",
+    Post => "post",
+    Noop => "noop",
+    Waiting => "waiting",
+    Blocked => "blocked",
+    Failed => "failed",
+});
+
+impl AuditAction {
+    /// Whether the entry says the job did not go through (`mlc sink audit` shows where the
+    /// job stands now).
+    pub fn held_up(self) -> bool {
+        matches!(self, Self::Failed | Self::Blocked | Self::Waiting)
+    }
+}
+
 /// One audited write (or decided no-op).
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct AuditEntry {
@@ -906,8 +959,7 @@ pub struct AuditEntry {
     pub source_version: Option<i64>,
     /// Target hub, e.g. `deltek.firm`.
     pub target: String,
-    /// `create`, `update`, `link`, `search`, `noop`, `failed`, `waiting`.
-    pub action: String,
+    pub action: AuditAction,
     pub method: Option<String>,
     /// Redacted request summary: method, path and the field names sent (never values of
     /// secrets; never tokens).
@@ -1220,7 +1272,7 @@ impl StateStore {
         flow: &str,
         mapping: &str,
         source_id: &str,
-        action: &str,
+        action: AuditAction,
     ) -> Result<bool> {
         self.with(|c| {
             c.query_row(
@@ -1501,6 +1553,16 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The audit's words are stored in two ways (by name in the state store, by serde in the
+    /// `mlc.sink_audit` table and `--json`): both must be the same word.
+    #[test]
+    fn audit_actions_have_one_name_each_way() {
+        for a in AuditAction::ALL {
+            assert_eq!(a.as_str().parse::<AuditAction>().unwrap(), *a);
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+        }
+    }
 
     #[test]
     fn processes_opening_a_new_store_at_once_all_succeed() {

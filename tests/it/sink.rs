@@ -14,7 +14,7 @@ use ml_connector::loaders::sink::{JobResult, Replay, Sink};
 use ml_connector::run::{Context, RunRequest, run_many};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::spec::StreamId;
-use ml_connector::state::JobStatus;
+use ml_connector::state::{AuditAction, JobStatus};
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
 use serde_json::{Map, Value};
@@ -708,7 +708,7 @@ async fn a_dropped_create_answer_does_not_duplicate_on_retry() {
         .unwrap();
     assert_eq!(j.outcome, "linked");
     assert_eq!(j.target_key.as_deref(), dropped.key.as_deref());
-    let audit: Vec<String> = env
+    let audit: Vec<AuditAction> = env
         .ctx
         .state
         .sink_audit_entries(FLOW, Some(&first.job_id))
@@ -1090,7 +1090,7 @@ async fn an_ambiguous_match_is_resolved_by_sink_link() {
             .unwrap()
             .is_none()
     );
-    let audit: Vec<String> = env
+    let audit: Vec<AuditAction> = env
         .ctx
         .state
         .sink_audit_entries(FLOW, Some(&failed.job_id))

@@ -15,7 +15,7 @@ use super::flow::{EntityMap, FlowFile, Mode, source_value};
 use super::plan::{Mirror, NoLinesDecision, ParentId, lines_settled, mirror, no_lines, parent_id};
 use super::target::{Target, WriteError};
 use crate::error::Result;
-use crate::state::{AuditEntry, EchoLink, JobFinish, JobStatus, NewLink, StateStore};
+use crate::state::{AuditAction, AuditEntry, EchoLink, JobFinish, JobStatus, NewLink, StateStore};
 
 /// What one attempt at a job ended with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,7 +230,7 @@ impl JobCtx<'_> {
         &self,
         j: &JobRef<'_>,
         t: &mut Trail,
-        action: &str,
+        action: AuditAction,
         key: Option<String>,
         reason: String,
     ) -> Outcome {
@@ -238,7 +238,7 @@ impl JobCtx<'_> {
             j,
             self.flow_name,
             AuditEntry {
-                action: action.into(),
+                action,
                 target_key: key.clone(),
                 error: Some(reason.clone()),
                 ..AuditEntry::default()
@@ -253,7 +253,7 @@ impl JobCtx<'_> {
             j,
             self.flow_name,
             AuditEntry {
-                action: "blocked".into(),
+                action: AuditAction::Blocked,
                 error: Some(why.clone()),
                 ..AuditEntry::default()
             },
@@ -267,7 +267,7 @@ impl JobCtx<'_> {
             j,
             self.flow_name,
             AuditEntry {
-                action: "waiting".into(),
+                action: AuditAction::Waiting,
                 error: Some(why.clone()),
                 ..AuditEntry::default()
             },
@@ -280,7 +280,7 @@ impl JobCtx<'_> {
             j,
             self.flow_name,
             AuditEntry {
-                action: "failed".into(),
+                action: AuditAction::Failed,
                 error: Some(reason.clone()),
                 ..AuditEntry::default()
             },
@@ -304,14 +304,14 @@ impl JobCtx<'_> {
             return Ok(self.fail(j, t, "malformed change row: no primary key".into()));
         }
         if let Some(why) = em.unmet(record) {
-            return Ok(self.noop(j, t, "noop", None, why));
+            return Ok(self.noop(j, t, AuditAction::Noop, None, why));
         }
         // An update mapping writes only to the record the other flow linked, and never a
         // version that flow wrote itself back.
         let (mirrored, baseline) = match mirror(self.state, em, record, j.source_version)? {
             Mirror::NotUpdate => (None, None),
             Mirror::Key { key, baseline } => (Some(key), baseline),
-            Mirror::Skip(why) => return Ok(self.noop(j, t, "noop", None, why)),
+            Mirror::Skip(why) => return Ok(self.noop(j, t, AuditAction::Noop, None, why)),
         };
         let link = self
             .state
@@ -323,7 +323,7 @@ impl JobCtx<'_> {
                         self.flow_name,
                         j.source_entity,
                         j.source_id,
-                        "post",
+                        AuditAction::Post,
                     )? =>
             {
                 // Created, but its posting failed: post it now (once).
@@ -334,14 +334,14 @@ impl JobCtx<'_> {
                     "{hub} {} already seeded from this record (seeded once, ever)",
                     l.target_key
                 );
-                return Ok(self.noop(j, t, "noop", Some(l.target_key.clone()), why));
+                return Ok(self.noop(j, t, AuditAction::Noop, Some(l.target_key.clone()), why));
             }
             (Some(l), _) if l.source_version.is_some() && l.source_version > j.source_version => {
                 let why = format!(
                     "superseded: the target holds version {}",
                     l.source_version.unwrap_or_default()
                 );
-                return Ok(self.noop(j, t, "noop", Some(l.target_key.clone()), why));
+                return Ok(self.noop(j, t, AuditAction::Noop, Some(l.target_key.clone()), why));
             }
             _ => {}
         }
@@ -356,7 +356,7 @@ impl JobCtx<'_> {
             let why = format!(
                 "deleted in the source (change set {run}) after this version was read: not written"
             );
-            return Ok(self.noop(j, t, "noop", None, why));
+            return Ok(self.noop(j, t, AuditAction::Noop, None, why));
         }
         if let Some(why) = self.preflight.blocked(em, record, false) {
             return Ok(self.block(j, t, why));
@@ -392,7 +392,7 @@ impl JobCtx<'_> {
             Some(l) => match self.lines(em, l, j, record)? {
                 LinesFor::Lines(lines) => Some((l.field.clone(), Value::Array(lines))),
                 LinesFor::Wait(why) => return Ok(self.wait(j, t, why)),
-                LinesFor::Skip(why) => return Ok(self.noop(j, t, "noop", None, why)),
+                LinesFor::Skip(why) => return Ok(self.noop(j, t, AuditAction::Noop, None, why)),
             },
         };
         if let Some(x) = &em.external_id_field {
@@ -461,7 +461,7 @@ impl JobCtx<'_> {
                     j,
                     self.flow_name,
                     AuditEntry {
-                        action: "link".into(),
+                        action: AuditAction::Link,
                         target_key: Some(key.clone()),
                         ..AuditEntry::default()
                     },
@@ -475,7 +475,7 @@ impl JobCtx<'_> {
                     "no {hub} matches [{}]: records it owns use the default",
                     keys.join(",")
                 );
-                Ok(self.noop(j, t, "unmatched", None, why))
+                Ok(self.noop(j, t, AuditAction::Unmatched, None, why))
             }
             (Some((key, by_search)), Mode::Upsert | Mode::Update) => {
                 // A linked record gets only what changed since the version last written: a
@@ -514,12 +514,12 @@ impl JobCtx<'_> {
                         let why =
                             "no mapped field changed since the version last written".to_string();
                         t.link = Some((hub.to_string(), key.clone()));
-                        return Ok(self.noop(j, t, "noop", Some(key), why));
+                        return Ok(self.noop(j, t, AuditAction::Noop, Some(key), why));
                     }
                 }
                 if body.is_empty() {
                     let why = "no mapped field has a value: nothing to send".to_string();
-                    return Ok(self.noop(j, t, "noop", Some(key), why));
+                    return Ok(self.noop(j, t, AuditAction::Noop, Some(key), why));
                 }
                 let method = self.target.profile().update_method;
                 let req = self.summary(method, hub, Some(&key), &body);
@@ -533,12 +533,16 @@ impl JobCtx<'_> {
                         {
                             t.echo = Some((lb.flow.clone(), lb.mapping.clone(), key.clone()));
                         }
-                        let action = if by_search { "link" } else { "update" };
+                        let action = if by_search {
+                            AuditAction::Link
+                        } else {
+                            AuditAction::Update
+                        };
                         t.audit(
                             j,
                             self.flow_name,
                             AuditEntry {
-                                action: action.into(),
+                                action,
                                 method: Some(method.into()),
                                 request: Some(format!("{req}{owner_note}")),
                                 status: Some(status),
@@ -594,7 +598,7 @@ impl JobCtx<'_> {
                             j,
                             self.flow_name,
                             AuditEntry {
-                                action: "create".into(),
+                                action: AuditAction::Create,
                                 method: Some("POST".into()),
                                 request: Some(format!("{req}{owner_note}")),
                                 status: Some(status),
@@ -649,7 +653,7 @@ impl JobCtx<'_> {
                     j,
                     self.flow_name,
                     AuditEntry {
-                        action: "post".into(),
+                        action: AuditAction::Post,
                         method: Some("POST".into()),
                         request,
                         status: Some(status),
@@ -666,7 +670,7 @@ impl JobCtx<'_> {
                     j,
                     self.flow_name,
                     AuditEntry {
-                        action: "post".into(),
+                        action: AuditAction::Post,
                         method: Some("POST".into()),
                         request,
                         status: e.status(),
@@ -820,7 +824,7 @@ impl JobCtx<'_> {
             j,
             self.flow_name,
             AuditEntry {
-                action: "failed".into(),
+                action: AuditAction::Failed,
                 method: Some(method.into()),
                 request: Some(req),
                 status: e.status(),
@@ -897,7 +901,7 @@ impl JobCtx<'_> {
                 j,
                 self.flow_name,
                 AuditEntry {
-                    action: "failed".into(),
+                    action: AuditAction::Failed,
                     method: Some("GET".into()),
                     request: Some(format!("GET /{hub} filterHash=[{}]", fields.join(","))),
                     status: e.status(),
@@ -949,7 +953,7 @@ impl JobCtx<'_> {
                 j,
                 self.flow_name,
                 AuditEntry {
-                    action: "failed".into(),
+                    action: AuditAction::Failed,
                     method: Some("GET".into()),
                     status: Some(200),
                     error: Some(reason.clone()),
@@ -970,7 +974,7 @@ impl JobCtx<'_> {
                 j,
                 self.flow_name,
                 AuditEntry {
-                    action: "match".into(),
+                    action: AuditAction::Match,
                     method: Some("GET".into()),
                     request: Some(format!("matched on [{}]", fields.join(","))),
                     status: Some(200),

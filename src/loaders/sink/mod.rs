@@ -42,7 +42,7 @@ use self::preflight::Preflight;
 use self::target::Target;
 use crate::error::{Error, Result};
 use crate::run::Context;
-use crate::state::{AuditEntry, JobFinish, JobStatus, SinkJob};
+use crate::state::{AuditAction, AuditEntry, JobFinish, JobStatus, SinkJob};
 use crate::systems::system::System;
 
 /// What `replay` re-runs.
@@ -493,7 +493,11 @@ impl<'a> Sink<'a> {
                 source_id: pj.source_id.clone(),
                 source_version: pj.source_version,
                 target: pj.target.clone(),
-                action: if failed { "failed" } else { "noop" }.into(),
+                action: if failed {
+                    AuditAction::Failed
+                } else {
+                    AuditAction::Noop
+                },
                 target_key: pj.target_key.clone(),
                 error: Some(pj.reason.clone()),
                 ..AuditEntry::default()
@@ -657,7 +661,7 @@ impl<'a> Sink<'a> {
                 "{target_name} has no record with {key_field} = {target_key}"
             )));
         }
-        let audit = self.by_hand(&job, target_name.clone(), "link", target_key);
+        let audit = self.by_hand(&job, target_name.clone(), AuditAction::Link, target_key);
         // A `match` mapping only links: linked, it is done. Others write the record's fields
         // to the linked record when the job runs again.
         let matched = em.mode == flow::Mode::Match;
@@ -701,7 +705,13 @@ impl<'a> Sink<'a> {
     }
 
     /// The audit entry of a link or unlink made by hand (`mlc sink link` / `unlink`).
-    fn by_hand(&self, job: &SinkJob, target: String, action: &str, target_key: &str) -> AuditEntry {
+    fn by_hand(
+        &self,
+        job: &SinkJob,
+        target: String,
+        action: AuditAction,
+        target_key: &str,
+    ) -> AuditEntry {
         AuditEntry {
             flow: self.name.clone(),
             job_id: job.job_id.clone(),
@@ -709,7 +719,7 @@ impl<'a> Sink<'a> {
             source_id: job.source_id.clone(),
             source_version: job.source_version,
             target,
-            action: action.into(),
+            action,
             request: Some(format!("{action}ed by hand (mlc sink {action})")),
             target_key: Some(target_key.to_string()),
             ..AuditEntry::default()
@@ -733,7 +743,7 @@ impl<'a> Sink<'a> {
             )));
         };
         let target = format!("{}.{}", self.flow.target_system, link.target_entity);
-        let audit = self.by_hand(&job, target, "unlink", &link.target_key);
+        let audit = self.by_hand(&job, target, AuditAction::Unlink, &link.target_key);
         self.ctx.state.sink_unlink(
             &self.name,
             &job.source_entity,
