@@ -57,10 +57,7 @@ impl Executor for SyncExecutor {
                             tracing::info!(stream = %label, rows = s.rows_extracted, upserted = s.upserted, deleted = s.deleted, seconds = s.seconds, "run committed");
                             self.metrics
                                 .runs
-                                .get_or_create(&StreamStatus {
-                                    stream: stream.clone(),
-                                    status: "ok".into(),
-                                })
+                                .get_or_create(&StreamStatus::ok(stream.clone()))
                                 .inc();
                             self.metrics
                                 .rows
@@ -71,10 +68,7 @@ impl Executor for SyncExecutor {
                             tracing::error!(stream = %label, error = %e, "run failed");
                             self.metrics
                                 .runs
-                                .get_or_create(&StreamStatus {
-                                    stream: stream.clone(),
-                                    status: "failed".into(),
-                                })
+                                .get_or_create(&StreamStatus::failed(stream.clone()))
                                 .inc();
                             self.metrics.errors.get_or_create(&stream).inc();
                         }
@@ -90,21 +84,11 @@ impl Executor for SyncExecutor {
             match self.apply(flow).await {
                 Ok(r) => {
                     tracing::info!(flow = %flow, created = r.created, updated = r.updated, linked = r.linked, failed = r.failed, waiting = r.waiting, "sink applied");
-                    for (status, n) in [
-                        ("created", r.created),
-                        ("updated", r.updated),
-                        ("linked", r.linked),
-                        ("noop", r.noop),
-                        ("failed", r.failed),
-                        ("waiting", r.waiting),
-                    ] {
+                    for (outcome, n) in r.by_outcome() {
                         if n > 0 {
                             self.metrics
                                 .sink_jobs
-                                .get_or_create(&FlowStatus {
-                                    flow: flow.clone(),
-                                    status: status.into(),
-                                })
+                                .get_or_create(&FlowStatus::new(flow, outcome.as_str()))
                                 .inc_by(n as u64);
                         }
                     }

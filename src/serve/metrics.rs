@@ -34,34 +34,61 @@ impl StreamLabel {
     }
 }
 
+/// A stream run's end: `ok` or `failed` (the constructors are the only ways to make one).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamStatus {
     #[prometheus(flatten)]
-    pub stream: StreamLabel,
-    pub status: String,
+    stream: StreamLabel,
+    status: &'static str,
+}
+
+impl StreamStatus {
+    pub fn ok(stream: StreamLabel) -> Self {
+        Self {
+            stream,
+            status: "ok",
+        }
+    }
+
+    pub fn failed(stream: StreamLabel) -> Self {
+        Self {
+            stream,
+            status: "failed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FlowStatus {
-    pub flow: String,
-    pub status: String,
+    flow: String,
+    status: &'static str,
+}
+
+impl FlowStatus {
+    /// `outcome`: a sink `JobOutcome`'s name.
+    pub fn new(flow: &str, outcome: &'static str) -> Self {
+        Self {
+            flow: flow.to_string(),
+            status: outcome,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SystemLabel {
-    pub system: String,
+    system: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Rejection {
-    pub system: String,
-    pub reason: String,
+    system: &'static str,
+    reason: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabel {
-    pub origin: String,
-    pub outcome: String,
+    origin: &'static str,
+    outcome: &'static str,
 }
 
 /// Every metric, shared by the receivers, the dispatcher and the scrape handler.
@@ -154,7 +181,7 @@ impl Metrics {
     pub fn received(&self, system: System) {
         self.webhooks_received
             .get_or_create(&SystemLabel {
-                system: system.as_str().into(),
+                system: system.as_str(),
             })
             .inc();
     }
@@ -162,18 +189,17 @@ impl Metrics {
     pub fn rejected(&self, system: System, reason: &str) {
         self.webhooks_rejected
             .get_or_create(&Rejection {
-                system: system.as_str().into(),
+                system: system.as_str(),
                 reason: reason.into(),
             })
             .inc();
     }
 
-    pub fn trigger(&self, origin: &str, outcome: &str) {
+    /// A trigger counted by its origin's and outcome's labels (`queue::Origin::label`,
+    /// `queue::Submitted::label`).
+    pub fn trigger(&self, origin: &'static str, outcome: &'static str) {
         self.triggers
-            .get_or_create(&TriggerLabel {
-                origin: origin.into(),
-                outcome: outcome.into(),
-            })
+            .get_or_create(&TriggerLabel { origin, outcome })
             .inc();
     }
 

@@ -17,6 +17,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::metrics::Metrics;
+use crate::systems::system::System;
 
 /// Where a trigger came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub enum Origin {
     /// A schedule, by name.
     Schedule(String),
     /// A webhook of this system.
-    Webhook(String),
+    Webhook(System),
 }
 
 impl Origin {
@@ -65,14 +66,17 @@ pub enum Submitted {
     Merged,
     /// A schedule whose work is already running or queued.
     Skipped,
+    /// A webhook event delivered before: never submitted (the receiver counts it).
+    Duplicate,
 }
 
 impl Submitted {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Submitted::Queued => "queued",
             Submitted::Merged => "merged",
             Submitted::Skipped => "skipped",
+            Submitted::Duplicate => "duplicate",
         }
     }
 }
@@ -273,7 +277,7 @@ mod tests {
     fn schedules_skip_busy_streams_and_webhooks_merge() {
         let q = Queue::new(Metrics::new());
         let s = || Origin::Schedule("s".into());
-        let w = || Origin::Webhook("dataverse".into());
+        let w = || Origin::Webhook(System::Dataverse);
         assert_eq!(q.submit(t(s(), &["dataverse.account"])), Submitted::Queued);
         // Queued and not started: a second firing adds nothing.
         assert_eq!(q.submit(t(s(), &["dataverse.account"])), Submitted::Skipped);

@@ -99,7 +99,7 @@ impl Routes {
             .map(|(f, _, _)| f.clone())
             .collect();
         Trigger {
-            origin: Origin::Webhook(system.to_string()),
+            origin: Origin::Webhook(system),
             connection: connection.to_string(),
             streams,
             flows,

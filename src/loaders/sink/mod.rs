@@ -122,6 +122,19 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// The jobs counted by outcome (an unlink counts as a no-op: nothing was written).
+    pub fn by_outcome(&self) -> [(JobOutcome, usize); 7] {
+        [
+            (JobOutcome::Created, self.created),
+            (JobOutcome::Updated, self.updated),
+            (JobOutcome::Linked, self.linked),
+            (JobOutcome::Noop, self.noop),
+            (JobOutcome::Failed, self.failed),
+            (JobOutcome::Waiting, self.waiting),
+            (JobOutcome::Blocked, self.blocked),
+        ]
+    }
+
     fn push(&mut self, j: JobResult) {
         match j.outcome {
             JobOutcome::Created => self.created += 1,

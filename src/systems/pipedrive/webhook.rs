@@ -27,6 +27,7 @@ use sha2::Sha256;
 use crate::connect::endpoint;
 use crate::error::Result;
 use crate::http::Idempotency;
+use crate::serve::queue::{Origin, Submitted};
 use crate::serve::receiver::{Receiver, Refusal, Registration};
 use crate::serve::secrets;
 use crate::systems::system::System;
@@ -194,7 +195,10 @@ pub async fn receive(
     {
         Ok(true) => {}
         Ok(false) => {
-            rx.metrics.trigger("webhook", "duplicate");
+            rx.metrics.trigger(
+                Origin::Webhook(SYSTEM).label(),
+                Submitted::Duplicate.label(),
+            );
             tracing::debug!(connection = %connection, object = %event.object, id = %event.id, "redelivered event ignored");
             return (StatusCode::OK, "duplicate\n").into_response();
         }
