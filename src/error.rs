@@ -90,7 +90,12 @@ pub enum Error {
     /// A page could not be decoded as the system's envelope (not a record-level problem:
     /// those go to the quarantine).
     #[error("{stream}: cannot decode page: {message}")]
-    Decode { stream: String, message: String },
+    Decode {
+        stream: String,
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// Reading or writing the lake (object storage) failed.
     #[error("lake {path}: {source}")]
@@ -117,8 +122,12 @@ pub enum Error {
     },
 
     /// The credential vault failed (wrong master key, corrupt file).
-    #[error("credential vault: {0}")]
-    Vault(String),
+    #[error("credential vault: {message}")]
+    Vault {
+        message: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// A local file operation failed.
     #[error("{path}: {source}")]
@@ -215,6 +224,48 @@ impl Error {
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         Error::Warehouse {
+            message: format!("{context}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A page of `stream` that cannot be decoded, for a reason of our own.
+    pub(crate) fn decode(stream: impl std::fmt::Display, message: impl Into<String>) -> Self {
+        Error::Decode {
+            stream: stream.to_string(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A page of `stream` that cannot be decoded because of `source`, with what was being
+    /// done.
+    pub(crate) fn decode_from(
+        stream: impl std::fmt::Display,
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Decode {
+            stream: stream.to_string(),
+            message: format!("{context}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// A vault error of our own (no underlying cause).
+    pub(crate) fn vault(message: impl Into<String>) -> Self {
+        Error::Vault {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A vault error caused by `source`, with what was being done.
+    pub(crate) fn vault_from(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Vault {
             message: format!("{context}: {source}"),
             source: Some(Box::new(source)),
         }

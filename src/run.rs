@@ -761,43 +761,41 @@ async fn extract(
     // for the Parquet writer below.
     let (decoded_tx, mut decoded) = mpsc::channel::<Result<Decoded>>(DECODE_PARALLELISM);
     let stream_name = stream.id.to_string();
-    let decoding =
-        AbortOnDrop(tokio::spawn(async move {
-            let pages = futures::stream::unfold(page_rx, |mut rx| async move {
-                rx.recv().await.map(|p| (p, rx))
-            });
-            let mut out = Box::pin(
-                pages
-                    .map(|page| {
-                        let decoder = decoder.clone();
-                        let stream_name = stream_name.clone();
-                        async move {
-                            let page = page?;
-                            tokio::task::spawn_blocking(move || {
-                                let out = decoder.decode_page_with(
-                                    &page.body,
-                                    &page.rows,
-                                    page.received_at_micros,
-                                    &page.context,
-                                );
-                                out.map(|d| (d, page.resume, page.end_cursor))
-                            })
-                            .await
-                            .map_err(|e| Error::Decode {
-                                stream: stream_name,
-                                message: format!("decoder thread failed: {e}"),
-                            })?
-                        }
-                    })
-                    .buffered(DECODE_PARALLELISM),
+    let decoding = AbortOnDrop(tokio::spawn(async move {
+        let pages =
+            futures::stream::unfold(
+                page_rx,
+                |mut rx| async move { rx.recv().await.map(|p| (p, rx)) },
             );
-            while let Some(item) = out.next().await {
-                let stop = item.is_err();
-                if decoded_tx.send(item).await.is_err() || stop {
-                    break;
-                }
+        let mut out = Box::pin(
+            pages
+                .map(|page| {
+                    let decoder = decoder.clone();
+                    let stream_name = stream_name.clone();
+                    async move {
+                        let page = page?;
+                        tokio::task::spawn_blocking(move || {
+                            let out = decoder.decode_page_with(
+                                &page.body,
+                                &page.rows,
+                                page.received_at_micros,
+                                &page.context,
+                            );
+                            out.map(|d| (d, page.resume, page.end_cursor))
+                        })
+                        .await
+                        .map_err(|e| Error::decode_from(stream_name, "decoder thread failed", e))?
+                    }
+                })
+                .buffered(DECODE_PARALLELISM),
+        );
+        while let Some(item) = out.next().await {
+            let stop = item.is_err();
+            if decoded_tx.send(item).await.is_err() || stop {
+                break;
             }
-        }));
+        }
+    }));
 
     let mut part_no = run.next_part;
     let mut open: Option<OpenPart> = None;
@@ -877,10 +875,10 @@ async fn extract(
         Incremental::Delta if run.kind != RunKind::Backfill => {
             let end = end_cursor.or_else(|| run_now.pending_cursor.clone());
             if end.is_none() && run.kind == RunKind::Snapshot {
-                return Err(Error::Decode {
-                    stream: stream.id.to_string(),
-                    message: "the change-tracking read ended without an @odata.deltaLink: is change tracking enabled on this table?".into(),
-                });
+                return Err(Error::decode(
+                    stream.id.to_string(),
+                    "the change-tracking read ended without an @odata.deltaLink: is change tracking enabled on this table?",
+                ));
             }
             end
         }

@@ -128,11 +128,11 @@ impl Vault {
     /// Turns an undecryptable entry into the message that names the key in use.
     fn wrong_key(&self, e: OpenError) -> Error {
         match e {
-            OpenError::Key(connection) => Error::Vault(format!(
+            OpenError::Key(connection) => Error::vault(format!(
                 "cannot decrypt the secrets of `{connection}`: the master key ({MASTER_KEY_ENV} or {}) is not the one they were stored with",
                 self.key_file.display()
             )),
-            OpenError::Corrupt(m) => Error::Vault(m),
+            OpenError::Corrupt(m) => Error::vault(m),
         }
     }
 
@@ -158,7 +158,7 @@ impl Vault {
     fn read(&self) -> Result<VaultFile> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Vault(format!("{} is not a vault file: {e}", self.path.display()))
+                Error::vault_from(format!("{} is not a vault file", self.path.display()), e)
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(VaultFile {
                 version: 1,
@@ -170,7 +170,8 @@ impl Vault {
     }
 
     fn write(&self, file: &VaultFile) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(file).map_err(|e| Error::Vault(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(file)
+            .map_err(|e| Error::vault_from("writing the vault", e))?;
         publish(&self.path, &bytes, Publish::Replace).map(|_| ())
     }
 
@@ -180,7 +181,7 @@ impl Vault {
     fn cipher_for_write(&self, file: &VaultFile, connection: &str) -> Result<XChaCha20Poly1305> {
         let env_set = env_key().is_some();
         if !env_set && !self.key_file.exists() && !file.entries.is_empty() {
-            return Err(Error::Vault(format!(
+            return Err(Error::vault(format!(
                 "refusing to store `{connection}`: {} holds {} entr{} sealed with a master key, but neither {MASTER_KEY_ENV} is set nor the key file {} exists, and a new key would leave those entries unreadable. Restore {} (or set {MASTER_KEY_ENV}) to the key the vault was created with; or, if that key is lost, remove the old entries (`mlc connection remove NAME`) or move {} aside, then store the secrets again",
                 self.path.display(),
                 file.entries.len(),
@@ -203,7 +204,7 @@ impl Vault {
             } else {
                 format!("key file {}", self.key_file.display())
             };
-            return Err(Error::Vault(format!(
+            return Err(Error::vault(format!(
                 "refusing to store `{connection}`: the master key in use ({source}) cannot decrypt {} of the entries in {} ({}); they were sealed with another key or are damaged. Use the key the vault was created with ({MASTER_KEY_ENV} or {}); or, if that key is lost, remove those entries (`mlc connection remove NAME`) or move {} aside, then store the secrets again",
                 unreadable.len(),
                 self.path.display(),
@@ -219,19 +220,19 @@ impl Vault {
     fn cipher(&self, create: bool) -> Result<XChaCha20Poly1305> {
         let key = match env_key() {
             Some(v) => decode_key(&v).map_err(|why| {
-                Error::Vault(format!(
+                Error::vault(format!(
                     "{MASTER_KEY_ENV} {why}: set it to 32 random bytes in base64, e.g. `openssl rand -base64 32`"
                 ))
             })?,
             None => self.file_key(create)?,
         };
-        XChaCha20Poly1305::new_from_slice(&key).map_err(|_| Error::Vault("bad key length".into()))
+        XChaCha20Poly1305::new_from_slice(&key).map_err(|_| Error::vault("bad key length"))
     }
 
     fn file_key(&self, create: bool) -> Result<Vec<u8>> {
         match std::fs::read_to_string(&self.key_file) {
             Ok(text) => decode_key(text.trim())
-                .map_err(|why| Error::Vault(format!("key file {} {why}", self.key_file.display()))),
+                .map_err(|why| Error::vault(format!("key file {} {why}", self.key_file.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut key = [0u8; 32];
                 rand::fill(&mut key);
@@ -241,7 +242,7 @@ impl Vault {
                     Published::Exists => self.file_key(false),
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::Vault(format!(
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::vault(format!(
                 "no master key: neither {MASTER_KEY_ENV} nor {} exists",
                 self.key_file.display()
             ))),
@@ -271,7 +272,7 @@ fn seal(cipher: &XChaCha20Poly1305, connection: &str, secrets: &Secrets) -> Resu
         .iter()
         .map(|(k, v)| (k.as_str(), v.expose_secret()))
         .collect();
-    let plain = serde_json::to_vec(&plain).map_err(|e| Error::Vault(e.to_string()))?;
+    let plain = serde_json::to_vec(&plain).map_err(|e| Error::vault_from("sealing secrets", e))?;
     let mut nonce = [0u8; 24];
     rand::fill(&mut nonce);
     let sealed = cipher
@@ -282,7 +283,7 @@ fn seal(cipher: &XChaCha20Poly1305, connection: &str, secrets: &Secrets) -> Resu
                 aad: connection.as_bytes(),
             },
         )
-        .map_err(|_| Error::Vault("encryption failed".into()))?;
+        .map_err(|_| Error::vault("encryption failed"))?;
     Ok(Sealed {
         nonce: B64.encode(nonce),
         ciphertext: B64.encode(sealed),
@@ -486,7 +487,7 @@ mod tests {
         let err = v
             .update("crm", |s| {
                 s.clear();
-                Err::<(), _>(Error::Vault("no".into()))
+                Err::<(), _>(Error::vault("no"))
             })
             .unwrap_err();
         assert!(err.to_string().contains("no"));

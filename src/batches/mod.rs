@@ -334,10 +334,7 @@ impl RowDecoder {
             .with_coerce_primitive(true)
             .with_struct_mode(StructMode::ListOnly)
             .build_decoder()
-            .map_err(|e| Error::Decode {
-                stream: self.stream.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| Error::decode_from(self.stream.clone(), "building the row decoder", e))
     }
 
     /// Decodes the records at `rows` (byte ranges into `body`), received at
@@ -442,10 +439,7 @@ impl RowDecoder {
                 }
                 kept = good;
                 self.decode_all(kept.iter().map(|k| &synth[k.row.clone()]), kept.len())
-                    .map_err(|message| Error::Decode {
-                        stream: self.stream.clone(),
-                        message,
-                    })?
+                    .map_err(|message| Error::decode(self.stream.clone(), message))?
             }
         };
         let input = |k: &Kept<'_>| -> &[u8] { &body[k.raw.clone()] };
@@ -502,9 +496,8 @@ impl RowDecoder {
         for out in &self.plan {
             columns.push(match out {
                 OutCol::Decoded(i) if self.zoned.contains(i) => {
-                    let zone = self.zone.as_ref().ok_or_else(|| Error::Decode {
-                        stream: self.stream.clone(),
-                        message: "zoned column without a zone".into(),
+                    let zone = self.zone.as_ref().ok_or_else(|| {
+                        Error::decode(self.stream.clone(), "zoned column without a zone")
                     })?;
                     let wall = decoded
                         .column(*i)
@@ -516,19 +509,20 @@ impl RowDecoder {
                 OutCol::Decoded(i) => decoded.column(*i).clone(),
                 OutCol::Context(i) => {
                     let name = &self.context_cols[*i];
-                    let v = context.get(name).ok_or_else(|| Error::Decode {
-                        stream: self.stream.clone(),
-                        message: format!("the reader supplied no `{name}` for this page"),
+                    let v = context.get(name).ok_or_else(|| {
+                        Error::decode(
+                            self.stream.clone(),
+                            format!("the reader supplied no `{name}` for this page"),
+                        )
                     })?;
                     Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
                         v.as_str(),
                         n,
                     )))
                 }
-                OutCol::Json(i) => json_arrays[*i].take().ok_or_else(|| Error::Decode {
-                    stream: self.stream.clone(),
-                    message: "json column used twice".into(),
-                })?,
+                OutCol::Json(i) => json_arrays[*i]
+                    .take()
+                    .ok_or_else(|| Error::decode(self.stream.clone(), "json column used twice"))?,
             });
         }
         columns.push(Arc::new(StringArray::from_iter_values(
@@ -545,12 +539,8 @@ impl RowDecoder {
         columns.push(Arc::new(StringArray::from_iter(
             kept.iter().map(|k| k.extra.as_deref()),
         )));
-        let batch = RecordBatch::try_new(self.output_schema.clone(), columns).map_err(|e| {
-            Error::Decode {
-                stream: self.stream.clone(),
-                message: format!("assembling the batch: {e}"),
-            }
-        })?;
+        let batch = RecordBatch::try_new(self.output_schema.clone(), columns)
+            .map_err(|e| Error::decode_from(self.stream.clone(), "assembling the batch", e))?;
         let (batch, deleted) = match keep_mask {
             None => {
                 let deleted = kept.iter().filter(|k| k.deleted).count();
@@ -564,9 +554,8 @@ impl RowDecoder {
                     .count();
                 let filtered =
                     arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(mask))
-                        .map_err(|e| Error::Decode {
-                            stream: self.stream.clone(),
-                            message: e.to_string(),
+                        .map_err(|e| {
+                            Error::decode_from(self.stream.clone(), "leaving out deleted rows", e)
                         })?;
                 (filtered, deleted)
             }

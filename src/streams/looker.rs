@@ -206,9 +206,11 @@ impl LookerApi {
         serde_json::from_slice::<WithId>(body)
             .ok()
             .and_then(|w| id_text(&w.id))
-            .ok_or_else(|| Error::Decode {
-                stream: self.stream.clone(),
-                message: format!("Looker answered {what} without an id"),
+            .ok_or_else(|| {
+                Error::decode(
+                    self.stream.clone(),
+                    format!("Looker answered {what} without an id"),
+                )
             })
     }
 
@@ -266,9 +268,12 @@ impl LookerApi {
             #[serde(default)]
             id: Option<String>,
         }
-        let raw: Vec<Raw> = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
-            stream: self.stream.clone(),
-            message: format!("GET /looks did not answer a list of Looks: {e}"),
+        let raw: Vec<Raw> = serde_json::from_slice(&resp.body).map_err(|e| {
+            Error::decode_from(
+                self.stream.clone(),
+                "GET /looks did not answer a list of Looks",
+                e,
+            )
         })?;
         Ok(raw
             .into_iter()
@@ -305,9 +310,12 @@ impl LookerApi {
             #[serde(default)]
             hidden: bool,
         }
-        let raw: Vec<RawModel> = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
-            stream: self.stream.clone(),
-            message: format!("GET /lookml_models did not answer a list of models: {e}"),
+        let raw: Vec<RawModel> = serde_json::from_slice(&resp.body).map_err(|e| {
+            Error::decode_from(
+                self.stream.clone(),
+                "GET /lookml_models did not answer a list of models",
+                e,
+            )
         })?;
         Ok(raw
             .into_iter()
@@ -805,9 +813,11 @@ impl LookerSource {
             .api
             .run(&query_id, self.look_id.as_deref(), &limit)
             .await?;
-        let parsed = parse_json_bi(&body).map_err(|e| Error::Decode {
-            stream: self.stream.clone(),
-            message: format!("the query task result is not json_bi: {e}"),
+        let parsed = parse_json_bi(&body).map_err(|e| {
+            Error::decode(
+                self.stream.clone(),
+                format!("the query task result is not json_bi: {e}"),
+            )
         })?;
         if parsed.columns_truncated {
             return Err(self.api.fail(

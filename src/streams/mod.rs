@@ -157,10 +157,7 @@ pub async fn get_parsed<T: Send + 'static>(
         let parse = parse.clone();
         let parsed = tokio::task::spawn_blocking(move || parse(resp.body))
             .await
-            .map_err(|e| Error::Decode {
-                stream: stream.to_string(),
-                message: format!("page parser stopped: {e}"),
-            })?;
+            .map_err(|e| Error::decode_from(stream.to_string(), "page parser stopped", e))?;
         match parsed {
             Ok(page) => return Ok((page, received_at_micros)),
             Err(msg) if malformed < MALFORMED_PAGE_RETRIES => {
@@ -171,14 +168,14 @@ pub async fn get_parsed<T: Send + 'static>(
                 tokio::time::sleep(Duration::from_millis(pause * u64::from(malformed))).await;
             }
             Err(msg) => {
-                return Err(Error::Decode {
-                    stream: stream.to_string(),
-                    message: format!(
+                return Err(Error::decode(
+                    stream.to_string(),
+                    format!(
                         "the page at {} is not {shape} after {} attempts: {msg}",
                         crate::http::redact::redact_url(url),
                         malformed + 1
                     ),
-                });
+                ));
             }
         }
     }

@@ -326,9 +326,12 @@ impl ODataSource {
         struct List {
             value: Vec<CompanyRow>,
         }
-        let list: List = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
-            stream: self.stream.clone(),
-            message: format!("the companies list is not an OData collection: {e}"),
+        let list: List = serde_json::from_slice(&resp.body).map_err(|e| {
+            Error::decode_from(
+                self.stream.clone(),
+                "the companies list is not an OData collection",
+                e,
+            )
         })?;
         if c.wanted.is_empty() {
             return Ok(list.value.into_iter().map(|r| r.id).collect());

@@ -436,19 +436,16 @@ impl PageSource for DeltekSource {
             .advance(n, n >= page_rows, &mut |i| {
                 order_values(&body[rows[i].clone()], fields)
             })
-            .map_err(|message| Error::Decode {
-                stream: self.stream.clone(),
-                message: format!("keyset paging: {message}"),
+            .map_err(|message| {
+                Error::decode(self.stream.clone(), format!("keyset paging: {message}"))
             })?;
         let rows = keep.into_iter().map(|i| rows[i].clone()).collect();
         let resume = if self.pager.done() {
             None
         } else {
             Some(
-                serde_json::to_string(&self.pager.pos).map_err(|e| Error::Decode {
-                    stream: self.stream.clone(),
-                    message: format!("keyset position: {e}"),
-                })?,
+                serde_json::to_string(&self.pager.pos)
+                    .map_err(|e| Error::decode_from(self.stream.clone(), "keyset position", e))?,
             )
         };
         Ok(Some(Page {

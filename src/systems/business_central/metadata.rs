@@ -26,10 +26,7 @@ pub async fn metadata(ep: &Endpoint) -> Result<Csdl> {
     let url = format!("{}{API_PATH}/$metadata", ep.base);
     let resp = ep.http.get(&url, &headers, "metadata").await?;
     let xml = String::from_utf8_lossy(&resp.body);
-    parse_csdl(&xml).map_err(|e| Error::Decode {
-        stream: "business_central.$metadata".into(),
-        message: e,
-    })
+    parse_csdl(&xml).map_err(|e| Error::decode("business_central.$metadata", e))
 }
 
 /// The live schema of `stream`'s entity set.

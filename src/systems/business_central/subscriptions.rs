@@ -131,10 +131,8 @@ impl BcSubscriptions {
             .http
             .get(&self.url("companies"), &Default::default(), "subscriptions")
             .await?;
-        let list: Companies = serde_json::from_slice(&r.body).map_err(|e| Error::Decode {
-            stream: "business_central.subscriptions".into(),
-            message: format!("companies: {e}"),
-        })?;
+        let list: Companies = serde_json::from_slice(&r.body)
+            .map_err(|e| Error::decode_from("business_central.subscriptions", "companies", e))?;
         let mut out = Vec::new();
         for c in list.value {
             if !self.companies.is_empty()
@@ -158,9 +156,8 @@ impl BcSubscriptions {
     }
 
     fn store(&self, resource: &str, body: &[u8]) -> Result<()> {
-        let s: SubscriptionBody = serde_json::from_slice(body).map_err(|e| Error::Decode {
-            stream: "business_central.subscriptions".into(),
-            message: format!("subscription answer: {e}"),
+        let s: SubscriptionBody = serde_json::from_slice(body).map_err(|e| {
+            Error::decode_from("business_central.subscriptions", "subscription answer", e)
         })?;
         self.state.serve_put_subscription(&StoredSubscription {
             connection: self.connection.clone(),

@@ -145,20 +145,25 @@ pub async fn fetch(ep: &Endpoint, logical: &str) -> Result<Fetched> {
         Err(e) if e.status() == Some(404) => return Ok(Fetched::Missing),
         Err(e) => return Err(e),
     };
-    let mut table: Table = serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
-        stream: format!("dataverse.{logical}"),
-        message: format!("EntityDefinitions answer not understood: {e}"),
+    let mut table: Table = serde_json::from_slice(&resp.body).map_err(|e| {
+        Error::decode_from(
+            format!("dataverse.{logical}"),
+            "EntityDefinitions answer not understood",
+            e,
+        )
     })?;
     let url = format!(
         "{}{API}/EntityDefinitions(LogicalName='{logical}')/Attributes/Microsoft.Dynamics.CRM.DateTimeAttributeMetadata?$select=LogicalName,Format",
         ep.base
     );
     let resp = ep.http.get(&url, &headers, "metadata").await?;
-    let dates: List<DateFormat> =
-        serde_json::from_slice(&resp.body).map_err(|e| Error::Decode {
-            stream: format!("dataverse.{logical}"),
-            message: format!("DateTimeAttributeMetadata answer not understood: {e}"),
-        })?;
+    let dates: List<DateFormat> = serde_json::from_slice(&resp.body).map_err(|e| {
+        Error::decode_from(
+            format!("dataverse.{logical}"),
+            "DateTimeAttributeMetadata answer not understood",
+            e,
+        )
+    })?;
     table.date_only = dates
         .value
         .into_iter()

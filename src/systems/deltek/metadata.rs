@@ -155,10 +155,8 @@ pub async fn read(conn: &Connection, ep: &Endpoint, stream: &Stream) -> Result<L
         }
         Err(e) => return Err(e),
     };
-    let fields = parse_metadata(&resp.body).map_err(|e| Error::Decode {
-        stream: stream.id.to_string(),
-        message: format!("metadata/{hub}: {e}"),
-    })?;
+    let fields = parse_metadata(&resp.body)
+        .map_err(|e| Error::decode(stream.id.to_string(), format!("metadata/{hub}: {e}")))?;
     Ok(LiveEntity::Present {
         fields: fields
             .into_iter()

@@ -185,9 +185,11 @@ async fn draft(
         Source::Look(l) => (api.look_query_id(l).await?, Some(l)),
     };
     let body = api.run(&query_id, look, "1").await?;
-    let result = parse_json_bi(&body).map_err(|e| Error::Decode {
-        stream: api.stream().to_string(),
-        message: format!("the query task result is not json_bi: {e}"),
+    let result = parse_json_bi(&body).map_err(|e| {
+        Error::decode(
+            api.stream().to_string(),
+            format!("the query task result is not json_bi: {e}"),
+        )
     })?;
     let mut catalog = looker_row_catalog();
     catalog.description = description;
