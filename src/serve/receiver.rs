@@ -2,7 +2,7 @@
 //! the server in `http.rs`): the routes and queue they feed, the secret cache they check
 //! against, how a request is refused, and what registering webhooks needs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -141,6 +141,18 @@ impl Receiver {
                     &format!("no such {system} connection"),
                 ))
             })
+    }
+
+    /// Queues a run of `streams` for a webhook of `connection`; the answer says what the queue
+    /// did (`queued`, `merged`), or that the event maps to no stream.
+    pub fn trigger(&self, system: System, connection: &str, streams: BTreeSet<String>) -> Response {
+        if streams.is_empty() {
+            return (StatusCode::OK, "no stream\n").into_response();
+        }
+        let outcome = self
+            .queue
+            .submit(self.routes.webhook_trigger(system, connection, streams));
+        (StatusCode::OK, format!("{}\n", outcome.label())).into_response()
     }
 
     /// A rejection: counted, logged without any secret, answered with `status`.

@@ -254,13 +254,7 @@ pub async fn receive(
             );
         }
     }
-    if streams.is_empty() {
-        return (StatusCode::OK, "no stream\n").into_response();
-    }
-    let outcome = rx
-        .queue
-        .submit(rx.routes.webhook_trigger(SYSTEM, &connection, streams));
-    (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+    rx.trigger(SYSTEM, &connection, streams)
 }
 
 /// `mlc webhooks register` for a Business Central connection: its subscriptions, created through

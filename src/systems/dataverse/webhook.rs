@@ -139,13 +139,7 @@ pub async fn receive(
         .filter_map(|n| routes.stream_for(n).map(str::to_string))
         .collect();
     tracing::info!(connection = %connection, sdk_message = %ctx.message_name, entity = %ctx.primary_entity_name, id = %ctx.primary_entity_id, streams = ?streams, "dataverse event");
-    if streams.is_empty() {
-        return (StatusCode::OK, "no stream\n").into_response();
-    }
-    let outcome = rx
-        .queue
-        .submit(rx.routes.webhook_trigger(SYSTEM, &connection, streams));
-    (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+    rx.trigger(SYSTEM, &connection, streams)
 }
 
 /// `mlc webhooks register` for a Dataverse connection: the webhook key, generated once and kept

@@ -212,12 +212,7 @@ pub async fn receive(
         return (StatusCode::OK, "no stream\n").into_response();
     };
     tracing::info!(connection = %connection, object = %event.object, id = %event.id, stream, "pipedrive event");
-    let outcome = rx.queue.submit(rx.routes.webhook_trigger(
-        SYSTEM,
-        &connection,
-        BTreeSet::from([stream.to_string()]),
-    ));
-    (StatusCode::OK, format!("{outcome:?}\n").to_lowercase()).into_response()
+    rx.trigger(SYSTEM, &connection, BTreeSet::from([stream.to_string()]))
 }
 
 /// `mlc webhooks register` for a Pipedrive connection: one webhook per object
