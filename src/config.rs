@@ -331,8 +331,8 @@ fn parse_bigquery(
 ) -> Result<Option<BigQueryConfig>> {
     let Some(raw) = raw else {
         if kind == WarehouseKind::Bigquery {
-            return Err(Error::Config(
-                "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with at least project = \"<gcp-project-id>\"".into(),
+            return Err(Error::config(
+                "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with at least project = \"<gcp-project-id>\"",
             ));
         }
         return Ok(None);
@@ -340,14 +340,14 @@ fn parse_bigquery(
     let k = |key: &str| format!("warehouse.bigquery.{key}");
     let project = ex(&k("project"), &raw.project)?;
     if project.trim().is_empty() {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{} is empty: set it to the GCP project id that owns the datasets",
             k("project")
         )));
     }
     let dataset_prefix = ex(&k("dataset_prefix"), &raw.dataset_prefix)?;
     if !dataset_prefix.is_empty() && !valid_dataset_name(&dataset_prefix) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{} = \"{dataset_prefix}\": dataset names use letters, digits and `_` only",
             k("dataset_prefix")
         )));
@@ -357,7 +357,7 @@ fn parse_bigquery(
         let key = k(&format!("datasets.{system}"));
         let name = ex(&key, &name)?;
         if !valid_dataset_name(&name) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{key} = \"{name}\": dataset names use letters, digits and `_` only"
             )));
         }
@@ -367,7 +367,7 @@ fn parse_bigquery(
         .trim_end_matches('/')
         .to_string();
     if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{} = \"{base_url}\": use an http(s) URL ending in /bigquery/v2, e.g. {BIGQUERY_BASE_URL}",
             k("base_url")
         )));
@@ -376,7 +376,7 @@ fn parse_bigquery(
         Some(u) => {
             let u = ex(&k("lake_gcs_url"), &u)?;
             if !u.starts_with("gs://") {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{} = \"{u}\": must be a gs://bucket/prefix URL",
                     k("lake_gcs_url")
                 )));
@@ -476,7 +476,7 @@ impl Config {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                Error::Config(format!(
+                Error::config(format!(
                     "{} not found: run `mlc init` to write one (or `mlc demo` to try ml-connector on the built-in sandbox)",
                     path.display()
                 ))
@@ -500,19 +500,18 @@ impl Config {
 
     /// Parses configuration text; `env` resolves `${VAR}` references.
     pub fn parse(text: &str, dir: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Self> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| Error::Config(format!("mlc.toml: {e}")))?;
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::config_from("mlc.toml", e))?;
         let ex = |key: &str, v: &str| expand(key, v, env);
         let resolve = |key: &str, v: &str| -> Result<PathBuf> {
             let p = PathBuf::from(ex(key, v)?);
             Ok(if p.is_absolute() { p } else { dir.join(p) })
         };
         if raw.sync.concurrency == 0 {
-            return Err(Error::Config("sync.concurrency must be at least 1".into()));
+            return Err(Error::config("sync.concurrency must be at least 1"));
         }
         if !(raw.sync.part_size_mb > 0.0 && raw.sync.part_size_mb <= 4096.0) {
-            return Err(Error::Config(
-                "sync.part_size_mb must be between 0 and 4096 (MiB; fractions allowed)".into(),
+            return Err(Error::config(
+                "sync.part_size_mb must be between 0 and 4096 (MiB; fractions allowed)",
             ));
         }
         let mut connections = BTreeMap::new();
@@ -556,7 +555,7 @@ impl Config {
     /// A connection by name; the error lists the configured ones.
     pub fn connection(&self, name: &str) -> Result<&Connection> {
         self.connections.get(name).ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "no connection `{name}` in mlc.toml; configured: {}",
                 if self.connections.is_empty() {
                     "none (add one with `mlc connection add`)".to_string()
@@ -582,13 +581,13 @@ fn parse_connection(
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "connections.{name}: connection names use letters, digits, `_` and `-`"
         )));
     }
     let system: System = match table.get("system") {
         Some(toml::Value::String(s)) => s.parse().map_err(|_| {
-            Error::Config(format!(
+            Error::config(format!(
                 "{} = \"{s}\" is not a supported system; supported: {} ({} are accepted on every connection)",
                 at("system"),
                 System::names(),
@@ -596,7 +595,7 @@ fn parse_connection(
             ))
         })?,
         _ => {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{} is missing: set it to the system this connection reads, e.g. system = \"dataverse\"",
                 at("system")
             )));
@@ -606,7 +605,7 @@ fn parse_connection(
     for (k, v) in table.iter_mut() {
         if let toml::Value::String(s) = v {
             if SECRET_KEYS.contains(&k.as_str()) && !is_env_reference(s) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{} holds a literal secret: secrets never go in mlc.toml. Remove it and run `mlc connection add {name}` (stored encrypted), or reference an environment variable: {k} = \"${{MY_SECRET_VAR}}\"",
                     at(k)
                 )));
@@ -618,20 +617,20 @@ fn parse_connection(
         None => vec![format!("{system}.*")],
         Some(v) => v
             .try_into::<Vec<String>>()
-            .map_err(|e| Error::Config(format!("{}: {e}", at("streams"))))?,
+            .map_err(|e| Error::config(format!("{}: {e}", at("streams"))))?,
     };
     let requests_per_minute = match table.remove("requests_per_minute") {
         None => None,
         Some(v) => Some(
             v.try_into::<u32>()
-                .map_err(|e| Error::Config(format!("{}: {e}", at("requests_per_minute"))))?,
+                .map_err(|e| Error::config(format!("{}: {e}", at("requests_per_minute"))))?,
         ),
     };
     let max_concurrency = match table.remove("max_concurrency") {
         None => None,
         Some(v) => Some(
             v.try_into::<usize>()
-                .map_err(|e| Error::Config(format!("{}: {e}", at("max_concurrency"))))?,
+                .map_err(|e| Error::config(format!("{}: {e}", at("max_concurrency"))))?,
         ),
     };
     let number = |key: &str, unit: &str, v: Option<toml::Value>| -> Result<Option<f64>> {
@@ -640,7 +639,7 @@ fn parse_connection(
                 .or_else(|| v.as_integer().map(|i| i as f64))
                 .filter(|h| *h >= 0.0)
                 .ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "{} must be a number of {unit} (0 = every run)",
                         at(key)
                     ))
@@ -663,7 +662,7 @@ fn parse_connection(
         Some(v) => v
             .try_into::<BTreeMap<String, BTreeMap<String, MappingOverride>>>()
             .map_err(|e| {
-                Error::Config(format!(
+                Error::config(format!(
                     "{}: {} (e.g. [connections.{name}.sink.dynamics_to_deltek.account] external_id_field = \"CustCRMId\", defaults = {{ Type = \"C\" }})",
                     at("sink"),
                     e.to_string().trim()
@@ -700,14 +699,14 @@ pub fn expand(key: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> R
         let after = &rest[start + 2..];
         let end = after
             .find('}')
-            .ok_or_else(|| Error::Config(format!("{key}: unclosed `${{` in \"{value}\"")))?;
+            .ok_or_else(|| Error::config(format!("{key}: unclosed `${{` in \"{value}\"")))?;
         let inner = &after[..end];
         let (var, default) = match inner.split_once(":-") {
             Some((v, d)) => (v, Some(d)),
             None => (inner, None),
         };
         if var.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{key}: empty variable name in \"{value}\""
             )));
         }
@@ -719,7 +718,7 @@ pub fn expand(key: &str, value: &str, env: &dyn Fn(&str) -> Option<String>) -> R
                 let secret = SECRET_KEYS
                     .iter()
                     .any(|s| key.rsplit('.').next() == Some(*s));
-                return Err(Error::Config(if secret {
+                return Err(Error::config(if secret {
                     format!("{key}: environment variable {var} is not set: export it")
                 } else {
                     format!(

@@ -156,7 +156,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
         },
         "127.0.0.1:0"
             .parse()
-            .map_err(|e| Error::Config(format!("{e}")))?,
+            .map_err(|e| Error::config_from("the sandbox address", e))?,
     )
     .await?;
     print(&format!(
@@ -195,7 +195,7 @@ pub async fn run_demo(opts: &DemoOptions, print: &mut dyn FnMut(&str)) -> Result
     let local = ctx
         .warehouse
         .local()
-        .ok_or_else(|| Error::Config("the demo needs the local warehouse".into()))?;
+        .ok_or_else(|| Error::config("the demo needs the local warehouse"))?;
     let mut streams = Vec::new();
     for conn in &conns {
         streams.extend(ctx.streams_for(conn, &[])?);

@@ -19,8 +19,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// `mlc.toml` or a command-line value is wrong; the message names the key and the fix.
-    #[error("configuration: {0}")]
-    Config(String),
+    #[error("configuration: {message}")]
+    Config {
+        message: String,
+        /// The error the setting caused (a TOML parse error, a refused port), when there is
+        /// one: the message already names the key and quotes it.
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// A stream, catalog or loader file is wrong; the message names the file and the field.
     #[error("definition {path}: {message}")]
@@ -229,6 +235,25 @@ impl Error {
         }
     }
 
+    /// A configuration error; the message names the key and the fix.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A configuration error caused by `source` (quoted after `context`, which names the key).
+    pub(crate) fn config_from(
+        context: impl std::fmt::Display,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Config {
+            message: format!("{context}: {source}"),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// A page of `stream` that cannot be decoded, for a reason of our own.
     pub(crate) fn decode(stream: impl std::fmt::Display, message: impl Into<String>) -> Self {
         Error::Decode {
@@ -307,6 +332,6 @@ mod tests {
         assert!(http(503).is_transient());
         assert!(!http(400).is_transient());
         assert!(!http(401).is_transient());
-        assert!(!Error::Config("x".into()).is_transient());
+        assert!(!Error::config("x").is_transient());
     }
 }

@@ -51,7 +51,7 @@ impl Lake {
     /// credentials come from the usual environment variables (`GOOGLE_APPLICATION_CREDENTIALS`,
     /// `GOOGLE_SERVICE_ACCOUNT`, `AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT`, …).
     pub fn open(url: &str, base_dir: &FsPath) -> Result<Self> {
-        let bad = |e: &dyn std::fmt::Display| Error::Config(format!("lake.url `{url}`: {e}"));
+        let at = format!("lake.url `{url}`");
         if let Some(rest) = url.strip_prefix("file://") {
             let path = if rest.starts_with('/') {
                 std::path::PathBuf::from(rest)
@@ -59,7 +59,8 @@ impl Lake {
                 base_dir.join(rest)
             };
             std::fs::create_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-            let store = LocalFileSystem::new_with_prefix(&path).map_err(|e| bad(&e))?;
+            let store =
+                LocalFileSystem::new_with_prefix(&path).map_err(|e| Error::config_from(&at, e))?;
             return Ok(Self {
                 store: Arc::new(store),
                 url: url.to_string(),
@@ -73,23 +74,23 @@ impl Lake {
                 local_root: None,
             });
         }
-        let parsed = url::Url::parse(url).map_err(|e| bad(&e))?;
+        let parsed = url::Url::parse(url).map_err(|e| Error::config_from(&at, e))?;
         let prefix = parsed.path().trim_matches('/').to_string();
         let store: Arc<dyn ObjectStore> = match parsed.scheme() {
             "gs" => Arc::new(
                 GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .build()
-                    .map_err(|e| bad(&e))?,
+                    .map_err(|e| Error::config_from(&at, e))?,
             ),
             "s3" => Arc::new(
                 AmazonS3Builder::from_env()
                     .with_url(url)
                     .build()
-                    .map_err(|e| bad(&e))?,
+                    .map_err(|e| Error::config_from(&at, e))?,
             ),
             other => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "lake.url `{url}`: unsupported scheme `{other}`; use file://, memory://, gs:// or s3://"
                 )));
             }

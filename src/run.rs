@@ -1089,8 +1089,8 @@ pub async fn run_many_reporting(
         }
     }
     if jobs.is_empty() {
-        return Err(Error::Config(
-            "nothing to run: no configured connection has a stream matching the selection".into(),
+        return Err(Error::config(
+            "nothing to run: no configured connection has a stream matching the selection",
         ));
     }
     // Boxed so the futures' type is named: a `map` closure here trips rustc's higher-ranked

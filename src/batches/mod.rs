@@ -288,7 +288,7 @@ impl RowDecoder {
     pub fn with_naive_time_zone(mut self, tz: &str) -> Result<Self> {
         let zone: arrow_array::timezone::Tz = tz
             .parse()
-            .map_err(|e| Error::Config(format!("time zone `{tz}`: {e}")))?;
+            .map_err(|e| Error::config_from(format!("time zone `{tz}`"), e))?;
         // Decoded as plain wall time (no zone), then placed in `zone` by `to_utc`: arrow's own
         // zoned parsing rejects the repeated hour of a DST fall-back, which every November
         // brings in real data.

@@ -44,7 +44,7 @@ pub fn shared_client() -> Result<reqwest::Client> {
         .pool_idle_timeout(Duration::from_secs(25))
         .gzip(true)
         .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| Error::config_from("cannot build the HTTP client", e))?;
     Ok(CLIENT.get_or_init(|| c).clone())
 }
 
@@ -201,7 +201,7 @@ impl HttpClient {
         let limiter = match limits.requests_per_minute {
             Some(rpm) => {
                 let rpm = NonZeroU32::new(rpm).ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "connections.{connection}: requests_per_minute must be at least 1"
                     ))
                 })?;
@@ -237,7 +237,7 @@ impl HttpClient {
     /// tenth of the minute (the default) could overshoot it within any sliding minute.
     pub fn with_rate(mut self, rpm: u32, burst: u32) -> Result<Self> {
         let rpm = NonZeroU32::new(rpm).ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "connections.{}: requests_per_minute must be at least 1",
                 self.connection
             ))

@@ -208,10 +208,10 @@ impl Sandbox {
             .collect();
         let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| Error::Config(format!("sandbox: cannot bind {addr}: {e}")))?;
+            .map_err(|e| Error::config(format!("sandbox: cannot bind {addr}: {e}")))?;
         let local = listener
             .local_addr()
-            .map_err(|e| Error::Config(format!("sandbox: no local address: {e}")))?;
+            .map_err(|e| Error::config(format!("sandbox: no local address: {e}")))?;
         let host = if local.ip().is_unspecified() {
             match local {
                 SocketAddr::V4(_) => "127.0.0.1".to_string(),
@@ -507,7 +507,7 @@ impl Sandbox {
         Set::from_name(name)
             .filter(|s| s.in_tenant(self.app.tenant))
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "sandbox: unknown entity set `{name}`; known: {}",
                     ALL.into_iter()
                         .filter(|s| s.in_tenant(self.app.tenant))

@@ -71,7 +71,7 @@ impl FromStr for Tenant {
         Tenant::ALL
             .into_iter()
             .find(|t| t.to_string().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| Error::Config(format!("tenant `{s}`: use standard, lean or custom")))
+            .ok_or_else(|| Error::config(format!("tenant `{s}`: use standard, lean or custom")))
     }
 }
 
@@ -126,18 +126,18 @@ impl FromStr for Faults {
         }
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let (name, value) = item.split_once('=').ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "faults: `{item}` is not name=probability (e.g. 429=0.05)"
                 ))
             })?;
             let p: f64 = value.trim().parse().map_err(|_| {
-                Error::Config(format!(
+                Error::config(format!(
                     "faults: `{item}`: `{}` is not a number between 0 and 1",
                     value.trim()
                 ))
             })?;
             if !(0.0..=1.0).contains(&p) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "faults: `{item}`: probability must be between 0 and 1"
                 )));
             }
@@ -148,7 +148,7 @@ impl FromStr for Faults {
                 "slow" => f.slow = p,
                 "expire" | "expire_token" => f.expire_token = p,
                 other => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "faults: unknown fault `{other}` in `{item}`; use 429, 5xx, reset, slow or expire"
                     )));
                 }

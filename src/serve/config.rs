@@ -111,7 +111,7 @@ impl ScheduleConfig {
             .build()
             .parse(&self.cron)
             .map_err(|e| {
-                Error::Config(format!(
+                Error::config(format!(
                     "serve.schedules[{index}].cron = \"{}\": {e} (5 fields `min hour dom month dow`, or 6 with leading seconds)",
                     self.cron
                 ))
@@ -121,7 +121,7 @@ impl ScheduleConfig {
     /// The parsed zone; fails with the key.
     pub fn parse_tz(&self, index: usize) -> Result<chrono_tz::Tz> {
         chrono_tz::Tz::from_str(&self.time_zone).map_err(|_| {
-            Error::Config(format!(
+            Error::config(format!(
                 "serve.schedules[{index}].time_zone = \"{}\": not an IANA time zone (e.g. \"Europe/Paris\", \"UTC\")",
                 self.time_zone
             ))
@@ -201,26 +201,24 @@ impl ServeConfig {
     /// expressions and zones.
     pub fn validate(&self) -> Result<()> {
         if self.max_concurrent_runs == 0 {
-            return Err(Error::Config(
-                "serve.max_concurrent_runs must be at least 1".into(),
+            return Err(Error::config(
+                "serve.max_concurrent_runs must be at least 1",
             ));
         }
         if self.max_body_bytes < 1024 {
-            return Err(Error::Config(
-                "serve.max_body_bytes must be at least 1024 (Dataverse contexts are up to 256 KB)"
-                    .into(),
+            return Err(Error::config(
+                "serve.max_body_bytes must be at least 1024 (Dataverse contexts are up to 256 KB)",
             ));
         }
         if !(self.renew_before_hours > 0.0 && self.renew_before_hours < 72.0) {
-            return Err(Error::Config(
-                "serve.renew_before_hours must be between 0 and 72 (subscriptions live 3 days)"
-                    .into(),
+            return Err(Error::config(
+                "serve.renew_before_hours must be between 0 and 72 (subscriptions live 3 days)",
             ));
         }
         if let Some(u) = &self.public_url
             && !(u.starts_with("https://") || u.starts_with("http://"))
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "serve.public_url = \"{u}\": use the http(s) base URL the systems can reach"
             )));
         }
@@ -229,7 +227,7 @@ impl ServeConfig {
             s.parse_cron(i)?;
             s.parse_tz(i)?;
             if !names.insert(s.name(i)) {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "serve.schedules[{i}]: name `{}` is used twice",
                     s.name(i)
                 )));
@@ -240,7 +238,7 @@ impl ServeConfig {
                 && v != "1.0"
                 && v != "2.0"
             {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "serve.webhooks.{conn}.version = \"{v}\": use \"1.0\" or \"2.0\""
                 )));
             }

@@ -114,7 +114,7 @@ impl Server {
             for f in &s.flows {
                 crate::loaders::sink::flow::FlowFile::load(&ctx.config.definitions_dir, f)
                     .map_err(|e| {
-                        Error::Config(format!("schedule `{}`: flow `{f}`: {e}", s.name))
+                        Error::config(format!("schedule `{}`: flow `{f}`: {e}", s.name))
                     })?;
             }
             schedule_triggers.insert(
@@ -131,10 +131,10 @@ impl Server {
         let listen = opts.listen.clone().unwrap_or(cfg.listen.clone());
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
-            .map_err(|e| Error::Config(format!("serve: cannot listen on {listen}: {e}")))?;
+            .map_err(|e| Error::config_from(format!("serve: cannot listen on {listen}"), e))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| Error::Config(format!("serve: no local address: {e}")))?;
+            .map_err(|e| Error::config_from("serve: no local address", e))?;
         let public_base = cfg
             .public_url
             .clone()
@@ -145,7 +145,7 @@ impl Server {
         let mut managers = Vec::new();
         for (name, w) in &cfg.webhooks {
             let Ok(conn) = ctx.config.connection(name) else {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "serve.webhooks.{name}: no connection `{name}` in mlc.toml"
                 )));
             };

@@ -66,7 +66,7 @@ impl Routes {
         let mut flows = Vec::new();
         for f in &config.serve.flows {
             let file = FlowFile::load(&config.definitions_dir, f)
-                .map_err(|e| Error::Config(format!("serve.flows: `{f}`: {e}")))?;
+                .map_err(|e| Error::config(format!("serve.flows: `{f}`: {e}")))?;
             let entities = file.entities.iter().map(|e| e.source.clone()).collect();
             flows.push((f.clone(), file.source_system, entities));
         }
@@ -147,12 +147,12 @@ impl Routes {
         if let Some(c) = connection
             && !self.connections.contains_key(c)
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "schedule `{name}`: no connection `{c}` in mlc.toml"
             )));
         }
         if out.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "schedule `{name}`: no configured connection runs a stream matching {patterns:?}"
             )));
         }

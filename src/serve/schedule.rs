@@ -33,7 +33,7 @@ impl Schedule {
         self.cron
             .find_next_occurrence(&local, false)
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| Error::Config(format!("schedule `{}`: {e}", self.name)))
+            .map_err(|e| Error::config(format!("schedule `{}`: {e}", self.name)))
     }
 
     /// When it fires next.

@@ -70,7 +70,7 @@ impl FromStr for StreamId {
     fn from_str(s: &str) -> Result<Self> {
         match s.split_once('.') {
             Some((sys, ent)) if is_ident(sys) && is_ident(ent) => Ok(Self::new(sys, ent)),
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::config(format!(
                 "`{s}` is not a stream id: expected `system.entity` in snake_case, e.g. `dataverse.account`"
             ))),
         }
@@ -722,7 +722,7 @@ impl Definitions {
     /// One stream by id; the error lists what exists.
     pub fn get(&self, id: &StreamId) -> Result<&Stream> {
         self.streams.get(id).ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "unknown stream `{id}`; known streams: {}",
                 self.streams
                     .keys()
@@ -751,7 +751,7 @@ impl Definitions {
                     .collect()
             };
             if matched.is_empty() {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "`{p}` matches no stream; systems with streams: {}",
                     self.systems().join(", ")
                 )));

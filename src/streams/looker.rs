@@ -747,13 +747,13 @@ impl LookerSource {
         _resume: Option<String>,
     ) -> Result<Self> {
         if let ReadMode::Window { .. } = mode {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{}: a Looker reference table is replaced whole by every run; backfill it without --since/--until",
                 stream.id
             )));
         }
         let limit = stream.spec.limit.ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "{}: looker streams need an explicit limit",
                 stream.id
             ))
@@ -803,7 +803,7 @@ impl LookerSource {
             (Some(q), _) => self.api.create_query(q, &limit).await?,
             (None, Some(look)) => self.api.look_query_id(look).await?,
             (None, None) => {
-                return Err(Error::Config(format!(
+                return Err(Error::config(format!(
                     "{}: set `query` or `look_id`",
                     self.stream
                 )));

@@ -123,7 +123,7 @@ const MALFORMED_PAGE_RETRIES: u32 = 4;
 pub fn json_headers(stream: &Stream) -> Result<HeaderMap> {
     use reqwest::header::{ACCEPT, HeaderName, HeaderValue};
     let bad = |k: &str, e: &dyn std::fmt::Display| {
-        Error::Config(format!("{}: header `{k}`: {e}", stream.id))
+        Error::config(format!("{}: header `{k}`: {e}", stream.id))
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &stream.source.headers {

@@ -147,7 +147,7 @@ fn window_filter(field: &str, since: Option<&str>, until: Option<&str>) -> Resul
         if let Ok(d) = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d") {
             return Ok(format!("{d}T00:00:00Z"));
         }
-        Err(Error::Config(format!(
+        Err(Error::config(format!(
             "`{v}` is not a date (YYYY-MM-DD) or an RFC 3339 timestamp"
         )))
     };
@@ -215,7 +215,7 @@ impl ODataSource {
         headers.insert(
             HeaderName::from_static("prefer"),
             HeaderValue::from_str(&prefer.join(","))
-                .map_err(|e| Error::Config(format!("Prefer header: {e}")))?,
+                .map_err(|e| Error::config_from("Prefer header", e))?,
         );
 
         let root = format!("{}{}", endpoint.base, stream.source.api_path);
@@ -249,7 +249,7 @@ impl ODataSource {
             }
             ReadMode::Window { since, until } => {
                 let field = cursor_source.as_deref().ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "{}: a backfill window needs cursor_field in the stream file",
                         stream.id
                     ))
@@ -346,7 +346,7 @@ impl ODataSource {
             match found {
                 Some(r) => out.push(r.id.clone()),
                 None => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "company `{w}` is not in this Business Central environment; it has: {}",
                         list.value
                             .iter()

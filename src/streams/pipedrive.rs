@@ -116,7 +116,7 @@ pub fn fields_path_of(path: &str) -> Option<String> {
 /// again.
 fn since(cursor: &str) -> Result<String> {
     let t = chrono::DateTime::parse_from_rfc3339(cursor).map_err(|e| {
-        Error::Config(format!(
+        Error::config(format!(
             "the saved cursor `{cursor}` is not an RFC 3339 instant ({e}); run `mlc sync --full`"
         ))
     })?;
@@ -149,7 +149,7 @@ impl PipedriveSource {
             .spec
             .path
             .clone()
-            .ok_or_else(|| Error::Config(format!("{}: no path", stream.id)))?;
+            .ok_or_else(|| Error::config(format!("{}: no path", stream.id)))?;
         let path = format!("{}{}", stream.source.api_path, rel);
         let mut fixed = Vec::new();
         let mut parent = None;
@@ -258,7 +258,7 @@ impl PipedriveSource {
     /// further path (`c@1:` = the start of the first of `also_paths`).
     fn resume_at(&mut self, r: &str) -> Result<()> {
         let bad = || {
-            Error::Config(format!(
+            Error::config(format!(
                 "{}: saved position `{r}` does not belong to this stream",
                 self.stream
             ))

@@ -66,7 +66,7 @@ pub(crate) async fn register_webhooks(
         System::Dataverse => dataverse::webhook::register(reg).await,
         System::Pipedrive => pipedrive::webhook::register(reg).await,
         System::BusinessCentral => business_central::webhook::register(reg).await,
-        other @ (System::Deltek | System::Looker) => Err(crate::error::Error::Config(format!(
+        other @ (System::Deltek | System::Looker) => Err(crate::error::Error::config(format!(
             "{other} has no webhooks mlc can register (Deltek webhooks are workflow actions; Looker is read on schedule)"
         ))),
     }
@@ -106,7 +106,7 @@ pub(crate) fn sink_target(
             Box::new(DeltekTarget::for_flow(name, flow, conn, ep, defs)?)
         }
         ConnectionSettings::Dataverse(_) | ConnectionSettings::Looker(_) => {
-            return Err(crate::error::Error::Config(format!(
+            return Err(crate::error::Error::config(format!(
                 "sink flow `{name}`: connection `{}` is {}, which the sink does not write",
                 conn.name,
                 conn.system()

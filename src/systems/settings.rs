@@ -99,7 +99,7 @@ impl Wiring<'_> {
             .get(self.name)?
             .and_then(|mut s| s.remove(field))
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "connection `{}` has no {field}: store it with `mlc connection add {} --system {}` (encrypted), or set {field} = \"${{VAR}}\" in mlc.toml",
                     self.name, self.name, self.system
                 ))
@@ -195,14 +195,14 @@ impl KeyPath {
     /// naming the connection.
     pub(crate) fn typed<T: DeserializeOwned>(&self, table: toml::Table) -> Result<T> {
         table.try_into().map_err(|e: toml::de::Error| {
-            Error::Config(format!("{}: {}", self.connection(), e.to_string().trim()))
+            Error::config(format!("{}: {}", self.connection(), e.to_string().trim()))
         })
     }
 
     /// Checks that `value` of `key` is a URL; the error gives `example`.
     pub(crate) fn url(&self, key: &str, value: &str, example: &str) -> Result<()> {
         url::Url::parse(value).map(|_| ()).map_err(|e| {
-            Error::Config(format!(
+            Error::config(format!(
                 "{} = \"{value}\" is not a URL ({e}); e.g. {example}",
                 self.key(key)
             ))

@@ -71,7 +71,7 @@ impl BcTarget {
             .clone()
             .or_else(|| b.companies.first().cloned())
             .ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "sink flow `{name}` writes to Business Central: set `company = \"<name or id>\"` in the flow (or `companies` on connection `{}`)",
                     conn.name
                 ))

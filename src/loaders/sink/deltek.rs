@@ -94,7 +94,7 @@ impl DeltekTarget {
         if let Some(e) = flow.entities.iter().find(|e| {
             target.profile.client_keyed(&e.target) && e.number.is_none() && e.mode != Mode::Match
         }) {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sink flow `{name}`: on connection `{}`, {} records are projects, which take their number from the client: add `number = {{ field = \"{}\", format = \"{{yyyy}}-{{seq:04}}\" }}` to the `{}` mapping",
                 conn.name,
                 e.target,
@@ -117,7 +117,7 @@ impl DeltekTarget {
         let mut out = BTreeMap::new();
         for h in hubs {
             let stream = defs.get(&StreamId::of(System::Deltek, h)).map_err(|_| {
-                Error::Config(format!(
+                Error::config(format!(
                     "the sink writes Deltek `{h}`, and no stream deltek.{h} describes that hub"
                 ))
             })?;
@@ -127,7 +127,7 @@ impl DeltekTarget {
             let key = match stream.key_fields().as_slice() {
                 [k] => k.to_string(),
                 _ => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "deltek.{h} has a composite key: the sink writes single-key hubs only"
                     )));
                 }

@@ -428,7 +428,7 @@ impl FlowFile {
             (local.display().to_string(), text)
         } else {
             let f = BUILTIN_FLOWS.get_file(&file).ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "no sink flow `{name}`: expected loaders/sink/{file} (built-in flows: {})",
                     Self::builtin_names().join(", ")
                 ))
@@ -465,7 +465,7 @@ impl FlowFile {
                 .iter_mut()
                 .find(|e| e.name() == mapping)
                 .ok_or_else(|| {
-                    Error::Config(format!(
+                    Error::config(format!(
                         "{}: flow `{flow}` has no mapping `{mapping}` (its mappings: {})",
                         key(mapping),
                         names.join(", ")
@@ -487,7 +487,7 @@ impl FlowFile {
             }
         }
         self.validate()
-            .map_err(|m| Error::Config(format!("connections.{}.sink.{flow}: {m}", conn.name)))?;
+            .map_err(|m| Error::config(format!("connections.{}.sink.{flow}: {m}", conn.name)))?;
         Ok(self)
     }
 

@@ -195,13 +195,13 @@ fn target_connection<'c>(
             match mine.as_slice() {
                 [one] => *one,
                 [] => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "sink flow `{flow_name}` writes to {}, and mlc.toml has no {} connection: add one with `mlc connection add NAME --system {}`",
                         flow.target_system, flow.target_system, flow.target_system
                     )));
                 }
                 _ => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "several {} connections: pick one with --target NAME",
                         flow.target_system
                     )));
@@ -210,7 +210,7 @@ fn target_connection<'c>(
         }
     };
     if conn.system() != flow.target_system {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "connection `{}` is {}, the flow writes to {}",
             conn.name,
             conn.system(),
@@ -234,7 +234,7 @@ impl<'a> Sink<'a> {
         // Only these hubs have a key, search and tested write path; refuse the rest rather
         // than write half-mapped records.
         let Some(support) = crate::systems::sink_support(flow.target_system) else {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sink flow `{name}`: target system `{}` is not supported ({})",
                 flow.target_system,
                 System::ALL
@@ -249,7 +249,7 @@ impl<'a> Sink<'a> {
         if support.update_only
             && let Some(e) = flow.entities.iter().find(|e| e.mode != flow::Mode::Update)
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sink flow `{name}`: {} writes to {}, which the sink only updates: set mode = \"update\" with linked_by = {{ flow = \"…\", mapping = \"…\" }}",
                 e.name(),
                 flow.target_system
@@ -260,7 +260,7 @@ impl<'a> Sink<'a> {
             .iter()
             .find(|e| !hubs.contains(&e.target.as_str()))
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sink flow `{name}`: {} → {} is not supported (the sink writes {} {})",
                 e.name(),
                 e.target,
@@ -304,7 +304,7 @@ impl<'a> Sink<'a> {
     pub fn target(&self, name: Option<&str>) -> Result<Box<dyn Target>> {
         let conn = target_connection(self.ctx, &self.flow, &self.name, name)?;
         if self.tenant.as_deref() != Some(conn.name.as_str()) && !conn.sink.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sink flow `{}` was opened without connection `{}`'s settings: open it for that connection (`--target {}`)",
                 self.name, conn.name, conn.name
             )));
@@ -621,7 +621,7 @@ impl<'a> Sink<'a> {
     fn job(&self, job_id: &str) -> Result<SinkJob> {
         match self.ctx.state.sink_job(job_id)? {
             Some(j) if j.flow == self.name => Ok(j),
-            _ => Err(Error::Config(format!(
+            _ => Err(Error::config(format!(
                 "no job `{job_id}` in flow `{}`: `mlc sink status {}` lists the failed and waiting jobs with their ids",
                 self.name, self.name
             ))),
@@ -642,7 +642,7 @@ impl<'a> Sink<'a> {
         let _lease = self.lease()?;
         let job = self.job(job_id)?;
         let em = self.flow.mapping(&job.source_entity).ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "flow `{}` has no mapping `{}` any more (job {job_id})",
                 self.name, job.source_entity
             ))
@@ -654,7 +654,7 @@ impl<'a> Sink<'a> {
             .state
             .sink_link(&self.name, &job.source_entity, &job.source_id)?
         {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{} {} is already linked to {target_name} {}: `mlc sink unlink {} --job {job_id}` first",
                 job.source_entity, job.source_id, l.target_key, self.name
             )));
@@ -664,13 +664,13 @@ impl<'a> Sink<'a> {
             .search(hub, &[(key_field.clone(), target_key.to_string())])
             .await
             .map_err(|e| {
-                Error::Config(format!(
+                Error::config(format!(
                     "cannot check that {target_name} {target_key} exists: {}",
                     e.reason()
                 ))
             })?;
         if found.is_empty() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{target_name} has no record with {key_field} = {target_key}"
             )));
         }
@@ -750,7 +750,7 @@ impl<'a> Sink<'a> {
                 .state
                 .sink_link(&self.name, &job.source_entity, &job.source_id)?
         else {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{} {} has no link in flow `{}`",
                 job.source_entity, job.source_id, self.name
             )));
@@ -789,7 +789,7 @@ impl<'a> Sink<'a> {
             Replay::Job(id) => match self.ctx.state.sink_job(id)? {
                 Some(j) if j.flow == self.name => vec![j],
                 _ => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "no job `{id}` in flow `{}`: see `mlc sink status {}`",
                         self.name, self.name
                     )));

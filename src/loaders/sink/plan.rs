@@ -244,7 +244,7 @@ pub async fn plan(
         let mapping = em.name();
         let sid: StreamId = format!("{}.{}", flow.source_system, em.source).parse()?;
         let stream = defs.get(&sid).map_err(|_| {
-            Error::Config(format!(
+            Error::config(format!(
                 "sink flow `{name}` reads {sid}, which no stream defines"
             ))
         })?;
@@ -506,7 +506,7 @@ async fn read_stream(
 ) -> Result<RunsRead> {
     let stream = defs
         .get(sid)
-        .map_err(|_| Error::Config(format!("a sink flow reads {sid}, which no stream defines")))?;
+        .map_err(|_| Error::config(format!("a sink flow reads {sid}, which no stream defines")))?;
     let key = stream.catalog.primary_key.clone();
     // The row version: Dataverse's versionnumber, else the modified-time cursor.
     let version = stream

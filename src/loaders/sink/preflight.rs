@@ -100,7 +100,7 @@ pub async fn check(
         );
         let hub_name = format!("{}.{}", flow.target_system, em.target);
         let schema = target.schema(&em.target).await.map_err(|e| {
-            Error::Config(format!(
+            Error::config(format!(
                 "pre-flight: cannot read {hub_name}'s metadata: {}",
                 e.reason()
             ))

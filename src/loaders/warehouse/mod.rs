@@ -41,8 +41,8 @@ impl Warehouse {
             )?)),
             WarehouseKind::Bigquery => {
                 let bq = cfg.bigquery.clone().ok_or_else(|| {
-                    Error::Config(
-                        "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with project = \"<gcp-project-id>\"".into(),
+                    Error::config(
+                        "warehouse.kind = \"bigquery\" needs a [warehouse.bigquery] table with project = \"<gcp-project-id>\"",
                     )
                 })?;
                 Ok(Warehouse::Bigquery(Box::new(BigQueryWarehouse::new(
@@ -86,7 +86,7 @@ impl Warehouse {
     pub fn query(&self, sql: &str, format: OutputFormat) -> Result<String> {
         match self {
             Warehouse::Local(w) => w.query(sql, format),
-            Warehouse::Bigquery(w) => Err(Error::Config(format!(
+            Warehouse::Bigquery(w) => Err(Error::config(format!(
                 "`mlc query` runs on the local warehouse; query BigQuery project {} with `bq query` or the console",
                 w.config().project
             ))),

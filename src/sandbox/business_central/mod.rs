@@ -173,7 +173,7 @@ impl BusinessCentral {
     fn served_set(&self, name: &str) -> Result<Set> {
         let set = bc_set(name)?;
         self.entity(set).map(|_| set).ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "sandbox: this Business Central tenant has no entity set `{name}`"
             ))
         })
@@ -894,7 +894,7 @@ impl Sandbox {
     ) -> Result<()> {
         let set = bc_set(entity_set)?;
         if company_index >= COMPANIES.len() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "sandbox: no Business Central company {company_index}"
             )));
         }
@@ -906,7 +906,7 @@ impl Sandbox {
             field,
             value,
         )
-        .map_err(|e| Error::Config(format!("sandbox: {e}")))
+        .map_err(|e| Error::config(format!("sandbox: {e}")))
     }
 
     /// The first `count` live rows of `entity_set` in the first company serve badly typed
@@ -920,7 +920,7 @@ impl Sandbox {
 
 fn bc_set(name: &str) -> Result<Set> {
     Set::from_name(name).ok_or_else(|| {
-        Error::Config(format!(
+        Error::config(format!(
             "sandbox: unknown Business Central entity set `{name}`; known: {}",
             ALL.map(|s| s.name()).join(", ")
         ))

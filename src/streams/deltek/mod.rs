@@ -54,7 +54,7 @@ pub fn variant_name(conn: &Connection) -> Option<&'static str> {
 fn tenant_zone(conn: &Connection) -> Result<arrow_array::timezone::Tz> {
     let name = conn.naive_time_zone().unwrap_or("UTC");
     name.parse::<arrow_array::timezone::Tz>()
-        .map_err(|e| Error::Config(format!("time_zone `{name}`: {e}")))
+        .map_err(|e| Error::config_from(format!("time_zone `{name}`"), e))
 }
 
 /// An RFC 3339 instant or a date (midnight UTC) as the tenant's zone-less wall clock,
@@ -65,7 +65,7 @@ pub fn to_wall_clock(value: &str, tz: &arrow_array::timezone::Tz) -> Result<Stri
     } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
         d.and_time(chrono::NaiveTime::MIN).and_utc()
     } else {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "`{value}` is not a date (YYYY-MM-DD) or an RFC 3339 timestamp"
         )));
     };
@@ -184,7 +184,7 @@ impl DeltekSource {
             .map(|c| payload_name(c.source_name()));
         let need_cursor = || {
             cursor.clone().ok_or_else(|| {
-                Error::Config(format!(
+                Error::config(format!(
                     "{}: reading changes or a window needs cursor_field in the stream file",
                     stream.id
                 ))

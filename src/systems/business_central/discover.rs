@@ -116,7 +116,7 @@ pub fn drafts(csdl: &Csdl, defs: &Definitions, only: &[String]) -> Result<Vec<Di
             match hit {
                 Some(set) => v.push(set),
                 None => {
-                    return Err(Error::Config(format!(
+                    return Err(Error::config(format!(
                         "`{o}` is neither a Business Central stream nor an entity set of this environment; entity sets: {}",
                         csdl.sets.keys().cloned().collect::<Vec<_>>().join(", ")
                     )));

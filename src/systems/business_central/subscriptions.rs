@@ -94,7 +94,7 @@ impl BcSubscriptions {
         state: Arc<StateStore>,
     ) -> Result<Self> {
         let ConnectionSettings::BusinessCentral(b) = &conn.settings else {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "connection `{}` is not a business_central connection",
                 conn.name
             )));

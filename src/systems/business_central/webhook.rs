@@ -277,7 +277,7 @@ pub(crate) async fn register(reg: &Registration<'_>) -> Result<String> {
         reg.state.clone(),
     )?;
     let r = mgr.ensure(chrono::Utc::now()).await.map_err(|e| {
-        Error::Config(format!(
+        Error::config(format!(
             "{e}\nBusiness Central calls {url}?validationToken=… while creating a subscription: `mlc serve` must be running and reachable there (serve.public_url)"
         ))
     })?;

@@ -55,7 +55,7 @@ pub enum OpportunityModel {
 /// missing or not an IANA zone (the tenant's timestamps carry none).
 pub(crate) fn parse(table: toml::Table, at: &KeyPath) -> Result<DeltekSettings> {
     if !table.contains_key("time_zone") {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{} is not set: Vantagepoint timestamps carry no time zone, so mlc must be told the server's: set the IANA zone the Vantagepoint server writes its times in (a hosted tenant's region or an on-premises server's clock; e.g. time_zone = \"America/New_York\", or \"UTC\" if it runs in UTC)",
             at.key("time_zone")
         )));
@@ -67,7 +67,7 @@ pub(crate) fn parse(table: toml::Table, at: &KeyPath) -> Result<DeltekSettings> 
         "https://acme.deltekfirst.com/acme/api",
     )?;
     if s.time_zone.parse::<arrow_array::timezone::Tz>().is_err() {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{} = \"{}\" is not an IANA time zone; e.g. \"America/New_York\"",
             at.key("time_zone"),
             s.time_zone

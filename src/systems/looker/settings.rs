@@ -80,7 +80,7 @@ pub(crate) fn parse(table: toml::Table, at: &KeyPath) -> Result<LookerSettings> 
     at.url("base_url", &s.base_url, "https://acme.cloud.looker.com")?;
     if s.query_timeout_seconds.is_nan() || s.query_timeout_seconds <= 0.0 || s.poll_interval_ms == 0
     {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{}: query_timeout_seconds and poll_interval_ms must be positive",
             at.connection()
         )));

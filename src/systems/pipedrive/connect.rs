@@ -31,7 +31,7 @@ pub(crate) fn endpoint(p: &PipedriveSettings, w: &Wiring<'_>) -> Result<Endpoint
         Arc::new(PipedriveApiToken::new(t))
     } else {
         let client_id = p.client_id.clone().ok_or_else(|| {
-            Error::Config(format!(
+            Error::config(format!(
                 "connection `{}`: set api_token, or client_id with client_secret and refresh_token (OAuth)",
                 w.name
             ))

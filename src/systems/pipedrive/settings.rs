@@ -55,7 +55,7 @@ pub(crate) fn parse(table: toml::Table, at: &KeyPath) -> Result<PipedriveSetting
     // OAuth: client_id here; client_secret and the refresh token in mlc.toml (`${VAR}`) or in
     // the vault, where a rotated refresh token is written back.
     if s.refresh_token.is_some() && s.client_id.is_none() {
-        return Err(Error::Config(format!(
+        return Err(Error::config(format!(
             "{}: OAuth needs client_id with refresh_token (and client_secret); for a personal token set only api_token",
             at.connection()
         )));

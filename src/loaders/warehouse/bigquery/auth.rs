@@ -57,8 +57,8 @@ impl TokenSource {
                     None => std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS")
                         .map(Into::into)
                         .ok_or_else(|| {
-                            Error::Config(
-                                "warehouse.bigquery.credentials = \"service_account_key\" needs warehouse.bigquery.key_file (or GOOGLE_APPLICATION_CREDENTIALS) pointing at the JSON key".into(),
+                            Error::config(
+                                "warehouse.bigquery.credentials = \"service_account_key\" needs warehouse.bigquery.key_file (or GOOGLE_APPLICATION_CREDENTIALS) pointing at the JSON key",
                             )
                         })?,
                 };
