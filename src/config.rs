@@ -28,6 +28,9 @@ pub struct Config {
     pub dir: PathBuf,
     pub lake_url: String,
     pub state_path: PathBuf,
+    /// `state.lease_seconds`: how long a worker's lease on a stream run lasts unless renewed
+    /// (every third of it); a crashed worker's work waits this long for another (`lease.rs`).
+    pub state_lease: std::time::Duration,
     pub warehouse: WarehouseConfig,
     pub sync: SyncConfig,
     pub vault: VaultConfig,
@@ -250,13 +253,19 @@ fn default_lake() -> String {
 struct RawState {
     #[serde(default = "default_state")]
     path: String,
+    #[serde(default = "default_lease_seconds")]
+    lease_seconds: u64,
 }
 impl Default for RawState {
     fn default() -> Self {
         Self {
             path: default_state(),
+            lease_seconds: default_lease_seconds(),
         }
     }
+}
+fn default_lease_seconds() -> u64 {
+    60
 }
 fn default_state() -> String {
     ".mlc/state.db".into()
@@ -524,6 +533,14 @@ impl Config {
             dir: dir.to_path_buf(),
             lake_url: ex("lake.url", &raw.lake.url)?,
             state_path: resolve("state.path", &raw.state.path)?,
+            state_lease: match raw.state.lease_seconds {
+                0 => {
+                    return Err(Error::config(
+                        "state.lease_seconds must be at least 1 (60 is the default)",
+                    ));
+                }
+                s => std::time::Duration::from_secs(s),
+            },
             warehouse: WarehouseConfig {
                 kind: raw.warehouse.kind,
                 path: resolve("warehouse.path", &raw.warehouse.path)?,

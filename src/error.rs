@@ -111,6 +111,18 @@ pub enum Error {
         source: Cause,
     },
 
+    /// This worker's lease on a unit of work was taken over (it ran past its expiry: paused,
+    /// cut off): it stops without writing; the new owner carries the work on.
+    #[error(
+        "{unit}: another worker ({owner}) took this work over (lease token {token}, ours {mine}); nothing more is written here, the new owner carries it on"
+    )]
+    LeaseLost {
+        unit: String,
+        owner: String,
+        token: i64,
+        mine: i64,
+    },
+
     /// The state store (SQLite) failed.
     #[error("state store: {message}")]
     State {

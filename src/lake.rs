@@ -45,6 +45,11 @@ impl std::fmt::Debug for Lake {
     }
 }
 
+/// `-w<token>` for a part written under a lease, nothing otherwise.
+fn writer_suffix(writer: Option<i64>) -> String {
+    writer.map(|t| format!("-w{t}")).unwrap_or_default()
+}
+
 impl Lake {
     /// Opens the lake at `url`: `file://<path>` (relative paths resolve against `base_dir`, the
     /// folder of mlc.toml), `memory://`, `gs://bucket/prefix` or `s3://bucket/prefix`. Cloud
@@ -124,10 +129,15 @@ impl Lake {
         format!("{}/run={run_id}", id.lake_prefix())
     }
 
-    pub fn part_path(id: &StreamId, run_id: &str, part: u32) -> Path {
+    /// Where part `part` of a run goes. `writer`: the lease token the run is written under
+    /// (`lease.rs`); a part written under a lease is named for it (`part-00003-w2.parquet`),
+    /// so a worker that lost its lease and still finishes a part never overwrites the part
+    /// the new owner wrote and checkpointed.
+    pub fn part_path(id: &StreamId, run_id: &str, part: u32, writer: Option<i64>) -> Path {
         Path::from(format!(
-            "{}/part-{part:05}.parquet",
-            Self::run_dir(id, run_id)
+            "{}/part-{part:05}{}.parquet",
+            Self::run_dir(id, run_id),
+            writer_suffix(writer)
         ))
     }
 
@@ -135,10 +145,13 @@ impl Lake {
         Path::from(format!("{}/_manifest.json", Self::run_dir(id, run_id)))
     }
 
-    pub fn quarantine_path(id: &StreamId, run_id: &str, part: u32) -> Path {
+    /// Where the quarantined records of part `part` go (`writer` as for [`Lake::part_path`]).
+    pub fn quarantine_path(id: &StreamId, run_id: &str, part: u32, writer: Option<i64>) -> Path {
         Path::from(format!(
-            "quarantine/{}/{}/run={run_id}/part-{part:05}.jsonl",
-            id.system, id.entity
+            "quarantine/{}/{}/run={run_id}/part-{part:05}{}.jsonl",
+            id.system,
+            id.entity,
+            writer_suffix(writer)
         ))
     }
 
@@ -165,10 +178,10 @@ impl Lake {
         &self,
         id: &StreamId,
         run_id: &str,
-        part: u32,
+        part: (u32, Option<i64>),
         records: &[Quarantined],
     ) -> Result<Path> {
-        let path = Self::quarantine_path(id, run_id, part);
+        let path = Self::quarantine_path(id, run_id, part.0, part.1);
         let mut out = Vec::new();
         for q in records {
             let line = serde_json::json!({
@@ -435,7 +448,7 @@ mod tests {
         w.write(&batch, 0).unwrap();
         let bytes = w.finish().unwrap();
         let id: StreamId = "dataverse.account".parse().unwrap();
-        let path = Lake::part_path(&id, "r1", 0);
+        let path = Lake::part_path(&id, "r1", 0, None);
         assert_eq!(
             path.as_ref(),
             "raw/dataverse/account/run=r1/part-00000.parquet"

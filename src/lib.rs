@@ -39,6 +39,7 @@ pub mod drift;
 pub mod error;
 pub mod http;
 pub mod lake;
+pub mod lease;
 pub mod loaders;
 mod names;
 pub mod run;

@@ -25,11 +25,12 @@ use crate::connect::Runtimes;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::lake::{Lake, Manifest, PartInfo, PartWriter, RunKind, sha256_hex};
+use crate::lease::{LeaseGuard, run_unit};
 use crate::loaders::warehouse::Warehouse;
 use crate::schema::schema_hash;
 use crate::spec::live::LiveEntity;
 use crate::spec::{Definitions, Incremental, Reconcile, Stream};
-use crate::state::{PartRecord, RunRecord, RunStatus, StateStore, pid_alive};
+use crate::state::{PartRecord, RunRecord, RunStatus, StateStore};
 use crate::streams::{self, Page, ReadMode};
 use crate::tenant::{self, Reconciled, SchemaReport};
 use crate::vault::Vault;
@@ -188,6 +189,13 @@ pub async fn run_stream(
     stream: &Stream,
     req: &RunRequest,
 ) -> Result<RunSummary> {
+    // Held until the run ends: no other worker runs this stream meanwhile.
+    let lease = LeaseGuard::acquire(
+        &ctx.state,
+        &run_unit(&conn.name, &stream.id.to_string()),
+        ctx.config.state_lease,
+    )?;
+    let token = Some(lease.lease().token);
     let ep = ctx.runtimes.endpoint(conn)?;
     let mut live = tenant::live(&ctx.state, conn, &ep, stream, false).await?;
     let mut refused = 0;
@@ -196,7 +204,7 @@ pub async fn run_stream(
         if let Some(reason) = &rec.report.entity_absent {
             return absent(ctx, conn, stream, reason);
         }
-        match run_reconciled(ctx, conn, &rec, &ep, req).await {
+        match run_reconciled(ctx, conn, &rec, &ep, req, token).await {
             // Where the tenant publishes no metadata for the entity, its refusal to list it at
             // all (403: a module not licensed, a ledger the API user's role cannot see) is
             // absence. A 404 stays a failure: a wrong path or setting is likelier than a
@@ -290,10 +298,11 @@ async fn run_reconciled(
     rec: &Reconciled,
     ep: &Endpoint,
     req: &RunRequest,
+    token: Option<i64>,
 ) -> Result<RunSummary> {
     let stream = &rec.stream;
     let mut notes = Vec::new();
-    let run = prepare_run(ctx, conn, rec, req, &mut notes)?;
+    let run = prepare_run(ctx, conn, rec, req, token, &mut notes)?;
     let mut report = RunReport::of(&run);
     report.schema = rec.report.clone();
     report.store(ctx, &run.run_id)?;
@@ -314,6 +323,7 @@ async fn run_reconciled(
             reconcile,
             None,
             None,
+            token,
         )?;
         let ks = drive(ctx, conn, stream, ep, run, Vec::new()).await?;
         summary.deleted += ks.deleted;
@@ -452,7 +462,16 @@ async fn drive(
                 );
                 notes.push("delta token expired: re-snapshot with delete reconciliation".into());
                 ctx.state.abandon_run(&run.run_id, "delta token expired")?;
-                run = new_run(ctx, conn, stream, RunKind::Snapshot, true, None, None)?;
+                run = new_run(
+                    ctx,
+                    conn,
+                    stream,
+                    RunKind::Snapshot,
+                    true,
+                    None,
+                    None,
+                    run.lease_token,
+                )?;
                 extract(ctx, conn, stream, &ep, &run).await?;
             }
             Err(e @ Error::Http { status: 400..=499, .. }) if run.position.is_some() && e.status() != Some(429) => {
@@ -468,11 +487,20 @@ async fn drive(
                     run.cursor_start.clone(),
                     run.window.clone(),
                 );
-                run = new_run(ctx, conn, stream, kind, reconcile, cursor_start, window)?;
+                run = new_run(
+                    ctx,
+                    conn,
+                    stream,
+                    kind,
+                    reconcile,
+                    cursor_start,
+                    window,
+                    run.lease_token,
+                )?;
                 extract(ctx, conn, stream, &ep, &run).await?;
             }
             Err(e) => {
-                ctx.state.note_error(&run.run_id, &e.to_string())?;
+                ctx.state.note_error(&run, &e.to_string())?;
                 return Err(e);
             }
         }
@@ -483,7 +511,7 @@ async fn drive(
         match load(ctx, stream, &run).await {
             Ok(note) => notes.extend(note),
             Err(e) => {
-                ctx.state.note_error(&run.run_id, &e.to_string())?;
+                ctx.state.note_error(&run, &e.to_string())?;
                 return Err(e);
             }
         }
@@ -493,7 +521,7 @@ async fn drive(
         // Backfills and key-set passes never move the stream's cursor.
         ctx.state
             .commit_run(
-                &run.run_id,
+                &run,
                 (!matches!(run.kind, RunKind::Backfill | RunKind::Keyset))
                     .then(|| tenant::columns_hash(stream))
                     .as_deref(),
@@ -537,6 +565,8 @@ pub fn new_run_id() -> String {
     )
 }
 
+// A run's stream and connection, kind, start and window, and the lease it runs under.
+#[allow(clippy::too_many_arguments)]
 fn new_run(
     ctx: &Context,
     conn: &Connection,
@@ -545,6 +575,7 @@ fn new_run(
     reconcile: bool,
     cursor_start: Option<String>,
     window: Option<String>,
+    token: Option<i64>,
 ) -> Result<RunRecord> {
     let mut r = RunRecord::new(
         &new_run_id(),
@@ -556,6 +587,7 @@ fn new_run(
         cursor_start,
     );
     r.window = window;
+    r.lease_token = token;
     ctx.state.begin_run(&r)?;
     Ok(r)
 }
@@ -568,6 +600,7 @@ fn prepare_run(
     conn: &Connection,
     rec: &Reconciled,
     req: &RunRequest,
+    token: Option<i64>,
     notes: &mut Vec<String>,
 ) -> Result<RunRecord> {
     let stream = &rec.stream;
@@ -580,16 +613,9 @@ fn prepare_run(
         )),
         RunRequest::Sync { .. } => None,
     };
-    if let Some(open) = ctx.state.open_run(&conn.name, &sid)? {
-        if let Some(pid) = open.owner_pid
-            && pid != std::process::id()
-            && pid_alive(pid)
-        {
-            return Err(Error::Stopped(format!(
-                "{sid} on `{}` is being run by another mlc process (pid {pid}); wait for it to finish",
-                conn.name
-            )));
-        }
+    // The caller holds the stream's lease: an unfinished run belongs to a worker that is gone
+    // or fenced out, and is continued here.
+    if let Some(mut open) = ctx.state.open_run(&conn.name, &sid)? {
         let resume = if open.schema_hash != schema_hash(&stream.catalog) {
             tracing::warn!(stream = %sid, run_id = %open.run_id, "the catalog changed since this run started; starting over");
             ctx.state.abandon_run(&open.run_id, "catalog changed")?;
@@ -619,7 +645,8 @@ fn prepare_run(
             }
         };
         if resume {
-            ctx.state.claim_run(&open.run_id)?;
+            ctx.state.claim_run(&open.run_id, token)?;
+            open.lease_token = token;
             notes.push(format!("resumed run {} ({})", open.run_id, open.status));
             tracing::info!(stream = %sid, run_id = %open.run_id, status = %open.status, "resuming an unfinished run");
             return Ok(open);
@@ -649,7 +676,7 @@ fn prepare_run(
             _ => (RunKind::Incremental, false),
         },
     };
-    new_run(ctx, conn, stream, kind, reconcile, cursor, window)
+    new_run(ctx, conn, stream, kind, reconcile, cursor, window, token)
 }
 
 /// What the run reads.
@@ -929,8 +956,10 @@ async fn extract(
         manifest.quarantined_keys = keys;
         manifest.quarantined_unkeyed = unkeyed;
     }
+    // A worker that lost its lease stops before the manifest, which the new owner writes.
+    ctx.state.check_lease(run)?;
     ctx.lake.write_manifest(&manifest).await?;
-    ctx.state.mark_extracted(&run.run_id, pending.as_deref())?;
+    ctx.state.mark_extracted(run, pending.as_deref())?;
     tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "extracted");
     Ok(())
 }
@@ -972,7 +1001,7 @@ async fn flush_part(
     })
     .await
     .map_err(|e| Error::lake("parquet", e))??;
-    let path = Lake::part_path(&stream.id, &run.run_id, part_no);
+    let path = Lake::part_path(&stream.id, &run.run_id, part_no, run.lease_token);
     let size = bytes.len() as u64;
     if rows > 0 {
         ctx.lake.put(&path, bytes).await?;
@@ -985,16 +1014,21 @@ async fn flush_part(
         }
         Some(
             ctx.lake
-                .put_quarantine(&stream.id, &run.run_id, part_no, &part.quarantined)
+                .put_quarantine(
+                    &stream.id,
+                    &run.run_id,
+                    (part_no, run.lease_token),
+                    &part.quarantined,
+                )
                 .await?
                 .to_string(),
         )
     };
     if let Some(m) = cursor_max.and_then(chrono::DateTime::from_timestamp_micros) {
-        ctx.state.set_pending_cursor(&run.run_id, &m.to_rfc3339())?;
+        ctx.state.set_pending_cursor(run, &m.to_rfc3339())?;
     }
     ctx.state.record_part(
-        &run.run_id,
+        run,
         &PartRecord {
             part: part_no,
             path: path.to_string(),
@@ -1049,7 +1083,7 @@ async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<Option<
         .merge(stream, &ctx.lake, &manifest, &parts)
         .await?;
     ctx.state
-        .mark_loaded(&run.run_id, stats.upserted, stats.deleted, stats.table_rows)?;
+        .mark_loaded(run, stats.upserted, stats.deleted, stats.table_rows)?;
     tracing::info!(stream = %stream.id, upserted = stats.upserted, deleted = stats.deleted, table_rows = stats.table_rows, peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "loaded");
     let note = (manifest.reconcile && !manifest.reconciles_deletes()).then(|| {
         let why = format!(

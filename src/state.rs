@@ -135,11 +135,40 @@ pub struct RunRecord {
     pub rows_removed: u64,
     pub table_rows: u64,
     pub owner_pid: Option<u32>,
+    /// The fencing token of the lease this process runs it under (`lease::run_unit`); `None`
+    /// for a run written without a lease (tools, tests).
+    pub lease_token: Option<i64>,
     /// Backfill window, `since..until`.
     pub window: Option<String>,
     pub error: Option<String>,
     /// What the run found about the tenant and the data (JSON of `run::RunReport`).
     pub report: Option<String>,
+}
+
+/// A run as its writer holds it: its id and the lease token it runs under (`None`: written
+/// without a lease, as tools and tests do).
+#[derive(Debug, Clone, Copy)]
+pub struct RunRef<'a> {
+    pub run_id: &'a str,
+    pub token: Option<i64>,
+}
+
+impl<'a> From<&'a str> for RunRef<'a> {
+    fn from(run_id: &'a str) -> Self {
+        Self {
+            run_id,
+            token: None,
+        }
+    }
+}
+
+impl<'a> From<&'a RunRecord> for RunRef<'a> {
+    fn from(r: &'a RunRecord) -> Self {
+        Self {
+            run_id: &r.run_id,
+            token: r.lease_token,
+        }
+    }
 }
 
 impl RunRecord {
@@ -194,6 +223,7 @@ impl RunRecord {
             rows_removed: 0,
             table_rows: 0,
             owner_pid: Some(std::process::id()),
+            lease_token: None,
             window: None,
             error: None,
             report: None,
@@ -235,7 +265,7 @@ impl std::fmt::Debug for StateStore {
     }
 }
 
-const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error, report";
+const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error, report, lease_token";
 
 /// SQLite integers are i64; counts are never negative.
 fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
@@ -268,6 +298,7 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         window: r.get(21)?,
         error: r.get(22)?,
         report: r.get(23)?,
+        lease_token: r.get(24)?,
     })
 }
 
@@ -280,6 +311,7 @@ fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(SCHEMA)?;
     tx.execute_batch(SINK_SCHEMA)?;
+    tx.execute_batch(crate::lease::LEASES_SCHEMA)?;
     // Ledgers written before `target_version` existed get the column (NULL: no echo known).
     let has_version: bool = tx
         .prepare("SELECT 1 FROM pragma_table_info('sink_ledger') WHERE name = 'target_version'")?
@@ -290,6 +322,7 @@ fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
     // Stores written before the tenant reconciliation get its columns.
     for (table, column, ty) in [
         ("runs", "report", "TEXT"),
+        ("runs", "lease_token", "INTEGER"),
         ("stream_state", "columns_hash", "TEXT"),
     ] {
         let has: bool = tx
@@ -385,34 +418,88 @@ impl StateStore {
     pub fn begin_run(&self, r: &RunRecord) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, cursor_start, owner_pid, window) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![r.run_id, r.connection, r.stream, r.kind, r.status, r.reconcile, r.schema_hash, r.started_at, r.cursor_start, r.owner_pid, r.window],
+                "INSERT INTO runs (run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, cursor_start, owner_pid, window, lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                params![r.run_id, r.connection, r.stream, r.kind, r.status, r.reconcile, r.schema_hash, r.started_at, r.cursor_start, r.owner_pid, r.window, r.lease_token],
             )
             .map(|_| ())
         })
     }
 
-    /// Takes over an unfinished run for this process (after checking its owner is gone).
-    pub fn claim_run(&self, run_id: &str) -> Result<()> {
+    /// Takes over an unfinished run for this process, under the lease token `token` (the
+    /// caller holds the run's lease, so its previous owner is gone or fenced out).
+    pub fn claim_run(&self, run_id: &str, token: Option<i64>) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "UPDATE runs SET owner_pid = ?2, error = NULL WHERE run_id = ?1",
-                params![run_id, std::process::id()],
+                "UPDATE runs SET owner_pid = ?2, error = NULL, lease_token = ?3 WHERE run_id = ?1",
+                params![run_id, std::process::id(), token],
             )
             .map(|_| ())
         })
+    }
+
+    /// Fails with [`Error::LeaseLost`] when `run` is held under a lease token that is no
+    /// longer its unit's.
+    pub fn check_lease<'a>(&self, run: impl Into<RunRef<'a>>) -> Result<()> {
+        self.run_write(run.into(), |_| Ok(()))
+    }
+
+    /// Runs `write` on `run`'s rows in one transaction, unless `run` is held under a lease
+    /// token that is no longer its unit's: a worker that lost its lease writes nothing.
+    fn run_write<T>(
+        &self,
+        run: RunRef<'_>,
+        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(mine) = run.token {
+                let unit: Option<String> = tx
+                    .query_row(
+                        "SELECT connection, stream FROM runs WHERE run_id = ?1",
+                        params![run.run_id],
+                        |r| {
+                            Ok(crate::lease::run_unit(
+                                &r.get::<_, String>(0)?,
+                                &r.get::<_, String>(1)?,
+                            ))
+                        },
+                    )
+                    .optional()?;
+                if let Some(unit) = unit {
+                    let now: Option<(i64, String)> = tx
+                        .query_row(
+                            "SELECT token, owner FROM leases WHERE unit = ?1",
+                            params![unit],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    if let Some((token, owner)) = now.filter(|(t, _)| *t != mine) {
+                        return Ok(Err(Error::LeaseLost {
+                            unit,
+                            owner,
+                            token,
+                            mine,
+                        }));
+                    }
+                }
+            }
+            let out = write(&tx)?;
+            tx.commit()?;
+            Ok(Ok(out))
+        })?
     }
 
     /// Records a durable part and the position after it, atomically: the checkpoint.
-    pub fn record_part(
+    pub fn record_part<'a>(
         &self,
-        run_id: &str,
+        run: impl Into<RunRef<'a>>,
         p: &PartRecord,
         position: Option<&str>,
         json_bytes: u64,
     ) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        let run = run.into();
+        let run_id = run.run_id;
+        self.run_write(run, |tx| {
             tx.execute(
                 "INSERT OR REPLACE INTO run_parts (run_id, part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![run_id, p.part, p.path, p.rows as i64, p.deleted as i64, p.bytes as i64, p.sha256, p.quarantine_path, p.quarantined as i64],
@@ -421,7 +508,7 @@ impl StateStore {
                 "UPDATE runs SET next_part = ?2, position = ?3, rows_extracted = rows_extracted + ?4, rows_deleted = rows_deleted + ?5, rows_quarantined = rows_quarantined + ?6, json_bytes = json_bytes + ?7 WHERE run_id = ?1",
                 params![run_id, p.part + 1, position, p.rows as i64, p.deleted as i64, p.quarantined as i64, json_bytes as i64],
             )?;
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -447,39 +534,46 @@ impl StateStore {
     }
 
     /// The largest cursor value seen so far (cursor streams), kept across resumes.
-    pub fn set_pending_cursor(&self, run_id: &str, cursor: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+    pub fn set_pending_cursor<'a>(&self, run: impl Into<RunRef<'a>>, cursor: &str) -> Result<()> {
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET pending_cursor = ?2 WHERE run_id = ?1",
-                params![run_id, cursor],
+                params![run.run_id, cursor],
             )
             .map(|_| ())
         })
     }
 
     /// Extraction finished and the manifest is written; `pending_cursor` waits for the load.
-    pub fn mark_extracted(&self, run_id: &str, pending_cursor: Option<&str>) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+    pub fn mark_extracted<'a>(
+        &self,
+        run: impl Into<RunRef<'a>>,
+        pending_cursor: Option<&str>,
+    ) -> Result<()> {
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET status = ?3, pending_cursor = ?2 WHERE run_id = ?1",
-                params![run_id, pending_cursor, RunStatus::Extracted],
+                params![run.run_id, pending_cursor, RunStatus::Extracted],
             )
             .map(|_| ())
         })
     }
 
-    pub fn mark_loaded(
+    pub fn mark_loaded<'a>(
         &self,
-        run_id: &str,
+        run: impl Into<RunRef<'a>>,
         upserted: u64,
         removed: u64,
         table_rows: u64,
     ) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET status = ?5, rows_upserted = ?2, rows_removed = ?3, table_rows = ?4 WHERE run_id = ?1",
                 params![
-                    run_id,
+                    run.run_id,
                     upserted as i64,
                     removed as i64,
                     table_rows as i64,
@@ -493,9 +587,10 @@ impl StateStore {
     /// The last step of a run: the stream's cursor becomes the run's pending cursor (unless
     /// `advance` is none, as for backfills) and the run is committed, in one transaction.
     /// `advance` carries the column set the position was read with (`tenant::columns_hash`).
-    pub fn commit_run(&self, run_id: &str, advance: Option<&str>) -> Result<()> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+    pub fn commit_run<'a>(&self, run: impl Into<RunRef<'a>>, advance: Option<&str>) -> Result<()> {
+        let run = run.into();
+        let run_id = run.run_id;
+        self.run_write(run, |tx| {
             let (connection, stream, pending): (String, String, Option<String>) = tx.query_row(
                 "SELECT connection, stream, pending_cursor FROM runs WHERE run_id = ?1",
                 params![run_id],
@@ -513,16 +608,17 @@ impl StateStore {
                 "UPDATE runs SET status = ?3, finished_at = ?2, owner_pid = NULL WHERE run_id = ?1",
                 params![run_id, now, RunStatus::Committed],
             )?;
-            tx.commit()
+            Ok(())
         })
     }
 
     /// Notes why a run stopped; it stays resumable.
-    pub fn note_error(&self, run_id: &str, error: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+    pub fn note_error<'a>(&self, run: impl Into<RunRef<'a>>, error: &str) -> Result<()> {
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET error = ?2, owner_pid = NULL WHERE run_id = ?1",
-                params![run_id, error],
+                params![run.run_id, error],
             )
             .map(|_| ())
         })

@@ -150,7 +150,7 @@ impl Env {
         let mut w = PartWriter::new(schema).unwrap();
         w.write(&batch, 0).unwrap();
         let bytes = w.finish().unwrap();
-        let path = ml_connector::lake::Lake::part_path(&id, run_id, 0);
+        let path = ml_connector::lake::Lake::part_path(&id, run_id, 0, None);
         self.ctx.lake.put(&path, bytes.clone()).await.unwrap();
         self.ctx
             .lake

@@ -539,7 +539,7 @@ async fn quarantined_key_is_protected(
     m.quarantined = 1;
     m.quarantined_keys = vec![vec![absent[0].clone()]];
     m.quarantined_unkeyed = 0;
-    let new_part = Lake::part_path(&stream.id, &m.run_id, 0);
+    let new_part = Lake::part_path(&stream.id, &m.run_id, 0, None);
     h.ctx
         .lake
         .put(&new_part, write_batches(&batches).into())

@@ -80,7 +80,7 @@ pub async fn land(ctx: &Context) -> Result<usize> {
     let bytes: Bytes = w.finish()?;
     let now = chrono::Utc::now();
     let run_id = format!("{}-audit{newest}", now.format("%Y%m%dT%H%M%S%3fZ"));
-    let path = Lake::part_path(&stream.id, &run_id, 0);
+    let path = Lake::part_path(&stream.id, &run_id, 0, None);
     ctx.lake.put(&path, bytes.clone()).await?;
     let manifest = Manifest {
         run_id: run_id.clone(),

@@ -826,7 +826,7 @@ mod tests {
         w.write(&batch, 0).unwrap();
         let bytes = w.finish().unwrap();
         let id: StreamId = ACCOUNTS.parse().unwrap();
-        let path = Lake::part_path(&id, run_id, 0);
+        let path = Lake::part_path(&id, run_id, 0, None);
         lake.put(&path, bytes.clone()).await.unwrap();
         if !manifest {
             return;
