@@ -99,9 +99,10 @@ fn warehouse_keys(dir: &Path) -> Vec<Vec<String>> {
         .unwrap()
 }
 
-#[test]
-#[ignore = "slow: kill -9 end to end with real processes"]
-fn kill_9_mid_sync_then_rerun_equals_the_source() {
+/// Starts a sandbox (60 000 accounts) and a project reading its Dataverse tenant in small
+/// parts; `extra` is more mlc.toml text. Returns the sandbox process, the project folder and
+/// the sandbox's base URL.
+fn project(extra: &str) -> (Killed, tempfile::TempDir, String) {
     let port = free_port();
     let sandbox = Killed(
         Command::new(env!("CARGO_BIN_EXE_mlc"))
@@ -137,7 +138,7 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     std::fs::write(
         d.join("mlc.toml"),
         format!(
-            "[sync]\npart_size_mb = 0.5\n\n[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"{base}/dataverse\"\nauthority_url = \"{base}/entra\"\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{CLIENT_ID}\"\nrequests_per_minute = 1000000\n"
+            "{extra}\n[sync]\npart_size_mb = 0.5\n\n[connections.crm]\nsystem = \"dataverse\"\nenvironment_url = \"{base}/dataverse\"\nauthority_url = \"{base}/entra\"\ntenant_id = \"{TENANT_ID}\"\nclient_id = \"{CLIENT_ID}\"\nrequests_per_minute = 1000000\n"
         ),
     )
     .unwrap();
@@ -147,14 +148,23 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     ml_connector::vault::Vault::new(&cfg.vault)
         .put("crm", &secrets)
         .unwrap();
+    (sandbox, dir, base)
+}
 
-    let parts_at_least = |n: u32| {
-        move |s: &StateStore| {
-            s.open_run("crm", "dataverse.account")
-                .unwrap()
-                .is_some_and(|r| r.status == "running" && r.next_part >= n)
-        }
-    };
+/// Whether the unfinished run of the stream has checkpointed at least `n` parts.
+fn parts_at_least(n: u32) -> impl Fn(&StateStore) -> bool {
+    move |s: &StateStore| {
+        s.open_run("crm", "dataverse.account")
+            .unwrap()
+            .is_some_and(|r| r.status == "running" && r.next_part >= n)
+    }
+}
+
+#[test]
+#[ignore = "slow: kill -9 end to end with real processes"]
+fn kill_9_mid_sync_then_rerun_equals_the_source() {
+    let (sandbox, dir, base) = project("");
+    let d = dir.path();
     // Killed twice while extracting (the second time in the resumed run) ...
     assert!(
         kill_when(sync(d), d, parts_at_least(2)),
@@ -195,6 +205,91 @@ fn kill_9_mid_sync_then_rerun_equals_the_source() {
     assert!(
         runs.iter()
             .any(|r| r.kind == "snapshot" && r.status == "committed")
+    );
+    drop(sandbox);
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+/// Two workers on one project, as on two machines sharing a state store: a worker paused in
+/// the middle of a run (SIGSTOP, like a stalled VM) keeps its lease only until it expires.
+/// Meanwhile a second worker is told the stream is taken; after it, a third takes the run over
+/// and finishes it from the paused one's last checkpoint. When the paused worker wakes, its
+/// next write is refused (fencing), it stops, and the table still equals the source.
+#[test]
+#[ignore = "slow: workers as real processes"]
+fn a_paused_worker_is_fenced_out_and_another_finishes_its_run() {
+    let (sandbox, dir, base) = project("[state]\nlease_seconds = 3\n");
+    let d = dir.path();
+    let log = std::fs::File::create(d.join("paused.log")).unwrap();
+    let mut paused = Command::new(env!("CARGO_BIN_EXE_mlc"))
+        .args(["sync", "dataverse.account"])
+        .current_dir(d)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let store = StateStore::open(&d.join(".mlc/state.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !parts_at_least(2)(&store) {
+        assert!(paused.try_wait().unwrap().is_none(), "finished too soon");
+        assert!(Instant::now() < deadline, "never reached two parts");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&paused, "STOP");
+    let stopped_at = Instant::now();
+    let run_id = store
+        .open_run("crm", "dataverse.account")
+        .unwrap()
+        .unwrap()
+        .run_id;
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_mlc"))
+        .args(["sync", "dataverse.account"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr).to_string()
+        + &String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(2),
+        "the second worker took too long to be a fair test"
+    );
+    assert!(
+        said.contains("being run by another mlc worker"),
+        "a live lease is respected: {said}"
+    );
+
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(stopped_at.elapsed()));
+    let mut third = sync(d);
+    assert!(third.wait().unwrap().success(), "the third worker finishes");
+    assert_eq!(warehouse_keys(d), source_keys(&base), "after the takeover");
+    let runs = store.runs(Some("dataverse.account"), 10).unwrap();
+    assert!(
+        runs.iter()
+            .any(|r| r.run_id == run_id && r.status == "committed"),
+        "the paused worker's run was resumed, not restarted: {runs:?}"
+    );
+
+    signal(&paused, "CONT");
+    let status = paused.wait().unwrap();
+    let paused_log = std::fs::read_to_string(d.join("paused.log")).unwrap();
+    assert!(!status.success(), "the paused worker stops: {paused_log}");
+    assert!(
+        paused_log.contains("took this work over"),
+        "it says why: {paused_log}"
+    );
+    assert_eq!(
+        warehouse_keys(d),
+        source_keys(&base),
+        "and wrote nothing over the new owner's work"
     );
     drop(sandbox);
 }
