@@ -10,7 +10,6 @@
 //!
 //! A released lease keeps its row (expired) so that the token never goes back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +31,36 @@ CREATE TABLE IF NOT EXISTS leases (
 /// The unit a stream run leases.
 pub fn run_unit(connection: &str, stream: &str) -> String {
     format!("run:{connection}/{stream}")
+}
+
+/// The unit a sink flow's apply, replay, link or unlink leases.
+pub fn sink_unit(flow: &str) -> String {
+    format!("sink:{flow}")
+}
+
+/// Inside a state transaction: `Err(LeaseLost)` when `unit`'s token is no longer `mine`
+/// (another worker took it over); a unit never leased passes.
+pub(crate) fn check_token(
+    tx: &rusqlite::Transaction<'_>,
+    unit: &str,
+    mine: i64,
+) -> rusqlite::Result<Result<()>> {
+    let now: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT token, owner FROM leases WHERE unit = ?1",
+            params![unit],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match now {
+        Some((token, owner)) if token != mine => Err(Error::LeaseLost {
+            unit: unit.to_string(),
+            owner,
+            token,
+            mine,
+        }),
+        _ => Ok(()),
+    })
 }
 
 /// This process as a lease owner: `host:pid:nonce` (the nonce tells a reused pid apart).
@@ -179,8 +208,7 @@ impl StateStore {
 pub struct LeaseGuard {
     lease: Lease,
     state: Arc<StateStore>,
-    lost: Arc<AtomicBool>,
-    renewal: tokio::task::JoinHandle<()>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl LeaseGuard {
@@ -193,30 +221,30 @@ impl LeaseGuard {
             Take::Taken(l) => l,
             Take::Held { owner, expires_in } => {
                 return Err(Error::Stopped(format!(
-                    "{unit} is being run by another mlc worker ({owner}); its lease expires in {} s unless that worker renews it",
+                    "{unit} is being run by another mlc worker ({owner}); wait for it to finish (its lease expires in {} s unless that worker renews it)",
                     expires_in.as_secs().max(1)
                 )));
             }
         };
-        let lost = Arc::new(AtomicBool::new(false));
-        let renewal = tokio::spawn({
-            let (state, lease, lost) = (state.clone(), lease.clone(), lost.clone());
-            async move {
+        // Outside an async runtime (a short command) nothing renews: the work ends long
+        // before the lease.
+        let renewal = tokio::runtime::Handle::try_current().ok().map(|rt| {
+            let (state, lease) = (state.clone(), lease.clone());
+            rt.spawn(async move {
                 let every = (ttl / 3).max(Duration::from_millis(50));
                 loop {
                     tokio::time::sleep(every).await;
                     if !matches!(state.lease_renew(&lease, ttl, now_ms()), Ok(true)) {
+                        // Its writes are refused from now on (fencing); say why once.
                         tracing::warn!(unit = %lease.unit, "lease lost: another worker took this unit over");
-                        lost.store(true, Ordering::Relaxed);
                         return;
                     }
                 }
-            }
+            })
         });
         Ok(Self {
             lease,
             state: state.clone(),
-            lost,
             renewal,
         })
     }
@@ -224,16 +252,13 @@ impl LeaseGuard {
     pub fn lease(&self) -> &Lease {
         &self.lease
     }
-
-    /// Whether a renewal found the lease taken over.
-    pub fn is_lost(&self) -> bool {
-        self.lost.load(Ordering::Relaxed)
-    }
 }
 
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
-        self.renewal.abort();
+        if let Some(r) = &self.renewal {
+            r.abort();
+        }
         if let Err(e) = self.state.lease_release(&self.lease) {
             tracing::warn!(unit = %self.lease.unit, error = %e, "could not release a lease; it expires on its own");
         }
@@ -385,5 +410,31 @@ mod tests {
         s.commit_run(&second, Some("h")).unwrap();
         assert!(s.open_run("crm", "dataverse.account").unwrap().is_none());
         assert_eq!(s.parts("r1").unwrap().len(), 2);
+    }
+
+    /// A sink job that finished after its worker's lease on the flow was taken over records
+    /// nothing: neither its audit nor a link (the new owner's search finds what it wrote).
+    #[test]
+    fn a_sink_commit_under_a_lost_lease_records_nothing() {
+        let (_d, s) = store();
+        let unit = sink_unit("f");
+        let Take::Taken(a) = s.lease_take(&unit, "h:1:a", TTL, 0).unwrap() else {
+            panic!()
+        };
+        let Take::Taken(_b) = s.lease_take(&unit, "h:2:b", TTL, 61_000).unwrap() else {
+            panic!()
+        };
+        let audit = crate::state::AuditEntry {
+            flow: "f".into(),
+            job_id: "j1".into(),
+            ..Default::default()
+        };
+        let late = s.sink_commit(&crate::state::JobFinish {
+            fence: Some(&a),
+            audits: std::slice::from_ref(&audit),
+            ..Default::default()
+        });
+        assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+        assert!(s.sink_audit_entries("f", None).unwrap().is_empty());
     }
 }

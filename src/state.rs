@@ -465,22 +465,10 @@ impl StateStore {
                         },
                     )
                     .optional()?;
-                if let Some(unit) = unit {
-                    let now: Option<(i64, String)> = tx
-                        .query_row(
-                            "SELECT token, owner FROM leases WHERE unit = ?1",
-                            params![unit],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .optional()?;
-                    if let Some((token, owner)) = now.filter(|(t, _)| *t != mine) {
-                        return Ok(Err(Error::LeaseLost {
-                            unit,
-                            owner,
-                            token,
-                            mine,
-                        }));
-                    }
+                if let Some(unit) = unit
+                    && let Err(lost) = crate::lease::check_token(&tx, &unit, mine)?
+                {
+                    return Ok(Err(lost));
                 }
             }
             let out = write(&tx)?;
@@ -810,7 +798,7 @@ impl StateStore {
 /// reading that target back knows that version for our echo, not someone's change). `sink_jobs`: one row per (flow, entity, source id, source version), keyed
 /// by its hash, with the source record kept so `replay` needs no change set. `sink_audit`:
 /// every write attempt, append-only, secrets never stored. `sink_cursor`: the last run of each
-/// source stream a flow has consumed. `sink_lease`: one apply or replay per flow at a time.
+/// source stream a flow has consumed. (One apply or replay per flow at a time: `lease::sink_unit`.)
 pub const SINK_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS sink_ledger (
     flow TEXT NOT NULL,
@@ -859,11 +847,6 @@ CREATE TABLE IF NOT EXISTS sink_audit (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS sink_audit_by_job ON sink_audit (job_id);
-CREATE TABLE IF NOT EXISTS sink_lease (
-    flow TEXT PRIMARY KEY,
-    owner_pid INTEGER NOT NULL,
-    acquired_at TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS sink_cursor (
     flow TEXT NOT NULL,
     stream TEXT NOT NULL,
@@ -1115,6 +1098,9 @@ pub struct JobFinish<'a> {
     pub link: Option<NewLink<'a>>,
     pub echo: Option<EchoLink<'a>>,
     pub audits: &'a [AuditEntry],
+    /// The flow's lease the job ran under: when another worker took it over meanwhile,
+    /// nothing is recorded (the new owner's search finds what this write did).
+    pub fence: Option<&'a crate::lease::Lease>,
 }
 
 const AUDIT_COLUMNS: &str = "seq, at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error";
@@ -1211,7 +1197,12 @@ impl StateStore {
     pub fn sink_commit(&self, f: &JobFinish<'_>) -> Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
         self.with(|c| {
-            let tx = c.transaction()?;
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            if let Some(lease) = f.fence
+                && let Err(lost) = crate::lease::check_token(&tx, &lease.unit, lease.token)?
+            {
+                return Ok(Err(lost));
+            }
             for a in f.audits {
                 insert_audit(&tx, &now, a)?;
             }
@@ -1237,8 +1228,9 @@ impl StateStore {
                     params![job_id, f.status, f.error, f.ambiguous, f.attempted as i64, now],
                 )?;
             }
-            tx.commit()
-        })
+            tx.commit()?;
+            Ok(Ok(()))
+        })?
     }
 
     /// The run whose change set carried the deletion of a source record, if one did: a job
@@ -1582,47 +1574,6 @@ impl StateStore {
         })
     }
 
-    /// Takes the flow's lease for this process: `Ok(None)` when taken, `Ok(Some(pid))` when a
-    /// live process holds it (two applies at once could both search, miss, and create). A lease
-    /// left by a dead process is taken over.
-    pub fn sink_acquire(&self, flow: &str) -> Result<Option<u32>> {
-        let me = std::process::id();
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let holder: Option<u32> = tx
-                .query_row(
-                    "SELECT owner_pid FROM sink_lease WHERE flow = ?1",
-                    params![flow],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(pid) = holder
-                && pid != me
-                && pid_alive(pid)
-            {
-                return Ok(Some(pid));
-            }
-            tx.execute(
-                "INSERT INTO sink_lease (flow, owner_pid, acquired_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (flow) DO UPDATE SET owner_pid = excluded.owner_pid, acquired_at = excluded.acquired_at",
-                params![flow, me, chrono::Utc::now().to_rfc3339()],
-            )?;
-            tx.commit()?;
-            Ok(None)
-        })
-    }
-
-    /// Gives the flow's lease back (only if this process holds it).
-    pub fn sink_release(&self, flow: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "DELETE FROM sink_lease WHERE flow = ?1 AND owner_pid = ?2",
-                params![flow, std::process::id()],
-            )
-            .map(|_| ())
-        })
-    }
-
     /// Forgets a flow's cursors: the next plan re-reads every change set (the ledger keeps
     /// it from writing anything twice).
     pub fn sink_reset_cursor(&self, flow: &str) -> Result<()> {
@@ -1789,31 +1740,5 @@ mod tests {
         let s = StateStore::open(&p).unwrap();
         assert!(s.open_run("c", "x.y").unwrap().is_some());
         assert!(pid_alive(std::process::id()));
-    }
-
-    #[test]
-    fn sink_lease_is_exclusive_and_taken_over_from_the_dead() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = StateStore::open(&dir.path().join("s.db")).unwrap();
-        assert_eq!(s.sink_acquire("f").unwrap(), None);
-        // Held by this process: re-entrant.
-        assert_eq!(s.sink_acquire("f").unwrap(), None);
-        // A live other process holds it (pid 1 is always alive on Linux).
-        s.with(|c| c.execute("UPDATE sink_lease SET owner_pid = 1 WHERE flow = 'f'", []))
-            .unwrap();
-        if cfg!(target_os = "linux") {
-            assert_eq!(s.sink_acquire("f").unwrap(), Some(1));
-        }
-        // A dead holder's lease is taken over.
-        s.with(|c| {
-            c.execute(
-                "UPDATE sink_lease SET owner_pid = 4000000 WHERE flow = 'f'",
-                [],
-            )
-        })
-        .unwrap();
-        assert_eq!(s.sink_acquire("f").unwrap(), None);
-        s.sink_release("f").unwrap();
-        assert_eq!(s.sink_acquire("g").unwrap(), None);
     }
 }

@@ -50,6 +50,8 @@ pub struct JobCtx<'a> {
     pub flow: &'a FlowFile,
     /// The flow checked against the target's metadata: records it would refuse are blocked.
     pub preflight: &'a super::preflight::Preflight,
+    /// The flow's lease the jobs run under (their commits are fenced by it).
+    pub lease: &'a crate::lease::Lease,
 }
 
 /// The job's identity, for the audit.
@@ -197,6 +199,7 @@ impl JobCtx<'_> {
             Outcome::Blocked(why) => (JobStatus::Blocked, Some(why.as_str()), false),
         };
         self.state.sink_commit(&JobFinish {
+            fence: Some(self.lease),
             job_id: Some(j.job_id),
             status,
             error,

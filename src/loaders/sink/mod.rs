@@ -41,6 +41,7 @@ use self::plan::{Action, Plan};
 use self::preflight::Preflight;
 use self::target::Target;
 use crate::error::{Error, Result};
+use crate::lease::{LeaseGuard, sink_unit};
 use crate::run::Context;
 use crate::state::{AuditAction, AuditEntry, JobFinish, JobStatus, SinkJob};
 use crate::systems::system::System;
@@ -313,28 +314,29 @@ impl<'a> Sink<'a> {
         crate::systems::sink_target(&self.name, &self.flow, conn, ep, &self.ctx.defs)
     }
 
-    /// Holds the flow's lease until dropped: one apply or replay per flow at a time (two at once
-    /// could both search, both miss, and both create).
-    fn lease(&self) -> Result<Lease<'_>> {
-        match self.ctx.state.sink_acquire(&self.name)? {
-            None => Ok(Lease {
-                state: &self.ctx.state,
-                flow: &self.name,
-            }),
-            Some(pid) => Err(Error::Stopped(format!(
-                "sink flow `{}` is being applied by another mlc process (pid {pid}); wait for it to finish",
-                self.name
-            ))),
-        }
+    /// Holds the flow's lease until dropped: one apply or replay per flow at a time, across
+    /// workers (two at once could both search, both miss, and both create).
+    fn lease(&self) -> Result<LeaseGuard> {
+        LeaseGuard::acquire(
+            &self.ctx.state,
+            &sink_unit(&self.name),
+            self.ctx.config.state_lease,
+        )
     }
 
-    fn job_ctx<'b>(&'b self, target: &'b dyn Target, preflight: &'b Preflight) -> JobCtx<'b> {
+    fn job_ctx<'b>(
+        &'b self,
+        target: &'b dyn Target,
+        preflight: &'b Preflight,
+        lease: &'b LeaseGuard,
+    ) -> JobCtx<'b> {
         JobCtx {
             state: &self.ctx.state,
             target,
             flow_name: &self.name,
             flow: &self.flow,
             preflight,
+            lease: lease.lease(),
         }
     }
 
@@ -382,12 +384,12 @@ impl<'a> Sink<'a> {
         target: &dyn Target,
         pre: &Preflight,
     ) -> Result<ApplyReport> {
-        let _lease = self.lease()?;
+        let lease = self.lease()?;
         let mut report = ApplyReport {
             flow: self.name.clone(),
             ..ApplyReport::default()
         };
-        let jc = self.job_ctx(target, pre);
+        let jc = self.job_ctx(target, pre, &lease);
         let now = chrono::Utc::now().to_rfc3339();
         // Made one at a time as they are stored, so the plan's records are not held twice.
         let jobs = plan.jobs.iter().map(|pj| SinkJob {
@@ -639,7 +641,7 @@ impl<'a> Sink<'a> {
         target_key: &str,
         target: &dyn Target,
     ) -> Result<JobResult> {
-        let _lease = self.lease()?;
+        let lease = self.lease()?;
         let job = self.job(job_id)?;
         let em = self.flow.mapping(&job.source_entity).ok_or_else(|| {
             Error::config(format!(
@@ -679,6 +681,7 @@ impl<'a> Sink<'a> {
         // to the linked record when the job runs again.
         let matched = em.mode == flow::Mode::Match;
         self.ctx.state.sink_commit(&JobFinish {
+            fence: Some(lease.lease()),
             job_id: Some(&job.job_id),
             status: if matched {
                 JobStatus::Applied
@@ -777,7 +780,7 @@ impl<'a> Sink<'a> {
     /// Re-runs failed and waiting jobs (or one job) from their stored records. Safe to repeat:
     /// each attempt goes through the ledger and the search before any create.
     pub async fn replay(&self, which: &Replay, target: &dyn Target) -> Result<ApplyReport> {
-        let _lease = self.lease()?;
+        let lease = self.lease()?;
         let jobs = match which {
             Replay::Failed => {
                 let mut v = Vec::new();
@@ -797,7 +800,7 @@ impl<'a> Sink<'a> {
             },
         };
         let pre = self.preflight(target).await?;
-        let jc = self.job_ctx(target, &pre);
+        let jc = self.job_ctx(target, &pre, &lease);
         let mut report = ApplyReport {
             flow: self.name.clone(),
             ..ApplyReport::default()
@@ -925,19 +928,6 @@ fn is_before(at: &str, t: chrono::DateTime<chrono::Utc>) -> bool {
 }
 
 /// A held flow lease, given back on drop (a crash leaves it to be taken over: its pid is dead).
-struct Lease<'a> {
-    state: &'a crate::state::StateStore,
-    flow: &'a str,
-}
-
-impl Drop for Lease<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.state.sink_release(self.flow) {
-            tracing::warn!(flow = %self.flow, "could not release the sink lease: {e}");
-        }
-    }
-}
-
 fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult {
     let (outcome, key, detail) = match o {
         Outcome::Created(k) => (JobOutcome::Created, Some(k), String::new()),
