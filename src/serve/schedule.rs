@@ -84,7 +84,8 @@ impl Scheduler {
     }
 
     /// The schedules due at `now` (each at most once, however many occurrences were missed),
-    /// their fire time recorded in the store.
+    /// their fire time recorded in the store. A schedule another worker sharing the store
+    /// fired already is not fired again here; its fire time is taken as this one's.
     pub fn due(&mut self, now: DateTime<Utc>, state: &StateStore) -> Result<Vec<Schedule>> {
         let mut out = Vec::new();
         for s in &mut self.schedules {
@@ -104,11 +105,15 @@ impl Scheduler {
                     }
                     n
                 };
+                if let Some(elsewhere) = state.serve_claim_fire(&s.name, s.last, now)? {
+                    tracing::debug!(schedule = %s.name, at = %elsewhere, "fired by another worker");
+                    s.last = elsewhere;
+                    continue;
+                }
                 if missed > 0 {
                     tracing::info!(schedule = %s.name, missed, "occurrences missed while not running: firing once");
                 }
                 s.last = now;
-                state.serve_set_last_fired(&s.name, now)?;
                 out.push(s.clone());
             }
         }
@@ -170,6 +175,26 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    /// Two `mlc serve` workers sharing one state store: each due occurrence fires once, on
+    /// whichever worker asks first, and both then wait for the same next one.
+    #[test]
+    fn workers_sharing_a_store_fire_each_occurrence_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateStore::open(&dir.path().join("s.db")).unwrap();
+        state.serve_init().unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 10, 1, 0).unwrap();
+        let mut a = Scheduler::new(&cfg("0 */15 * * * *", "UTC"), &state, t0).unwrap();
+        let mut b = Scheduler::new(&cfg("0 */15 * * * *", "UTC"), &state, t0).unwrap();
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 10, 15, 0).unwrap();
+        let fired = a.due(at, &state).unwrap().len() + b.due(at, &state).unwrap().len();
+        assert_eq!(fired, 1);
+        assert_eq!(a.next_due(), b.next_due());
+        // The next occurrence: the other worker may win it.
+        let next = at + chrono::Duration::minutes(15);
+        let fired = b.due(next, &state).unwrap().len() + a.due(next, &state).unwrap().len();
+        assert_eq!(fired, 1);
     }
 
     #[test]

@@ -114,6 +114,37 @@ impl StateStore {
         .map(|_| ())
     }
 
+    /// Records that `schedule` fires at `at`, unless another worker fired it after `known`
+    /// (the last fire this worker knows of): then it returns that fire time, and this worker
+    /// does not fire. The fire-time record is the schedule's lease: of several workers that
+    /// find one occurrence due, one fires it.
+    pub fn serve_claim_fire(
+        &self,
+        schedule: &str,
+        known: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT last_fired FROM serve_schedules WHERE name = ?1",
+                    params![schedule],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(elsewhere) = stored.map(|s| parse_ts(&s)).filter(|t| *t > known) {
+                return Ok(Some(elsewhere));
+            }
+            tx.execute(
+                "INSERT INTO serve_schedules (name, last_fired) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last_fired = excluded.last_fired",
+                params![schedule, ts(at)],
+            )?;
+            tx.commit()?;
+            Ok(None)
+        })
+    }
+
     pub fn serve_subscriptions(&self, connection: &str) -> Result<Vec<StoredSubscription>> {
         self.with(|c| {
             let mut st = c.prepare(
