@@ -111,6 +111,17 @@ pub enum Error {
         source: Cause,
     },
 
+    /// Another worker holds the lease on this unit of work (a stream run, a sink flow): it is
+    /// left to that worker.
+    #[error(
+        "{unit} is being run by another mlc worker ({owner}); wait for it to finish (its lease expires in {expires_in_secs} s unless that worker renews it)"
+    )]
+    Held {
+        unit: String,
+        owner: String,
+        expires_in_secs: u64,
+    },
+
     /// This worker's lease on a unit of work was taken over (it ran past its expiry: paused,
     /// cut off): it stops without writing; the new owner carries the work on.
     #[error(

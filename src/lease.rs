@@ -214,16 +214,17 @@ pub struct LeaseGuard {
 impl LeaseGuard {
     /// Takes `unit` for this process, or says who holds it.
     ///
-    /// Fails with [`Error::Stopped`] when another worker holds it, and when the state store
+    /// Fails with [`Error::Held`] when another worker holds it, and when the state store
     /// fails.
     pub fn acquire(state: &Arc<StateStore>, unit: &str, ttl: Duration) -> Result<Self> {
         let lease = match state.lease_take(unit, worker_id(), ttl, now_ms())? {
             Take::Taken(l) => l,
             Take::Held { owner, expires_in } => {
-                return Err(Error::Stopped(format!(
-                    "{unit} is being run by another mlc worker ({owner}); wait for it to finish (its lease expires in {} s unless that worker renews it)",
-                    expires_in.as_secs().max(1)
-                )));
+                return Err(Error::Held {
+                    unit: unit.to_string(),
+                    owner,
+                    expires_in_secs: expires_in.as_secs().max(1),
+                });
             }
         };
         // Outside an async runtime (a short command) nothing renews: the work ends long

@@ -11,7 +11,7 @@ use ml_connector::config::{CONFIG_FILE, Config};
 use ml_connector::connect;
 use ml_connector::demo::{DemoOptions, run_demo};
 use ml_connector::loaders::warehouse::OutputFormat;
-use ml_connector::run::{Context, RunRequest, RunSummary, run_many_reporting};
+use ml_connector::run::{Context, RunOutcome, RunRequest, RunSummary, run_many_reporting};
 use ml_connector::sandbox::{Faults, Sandbox, SandboxOptions, Tenant};
 use ml_connector::spec::Definitions;
 use ml_connector::systems::System;
@@ -1264,6 +1264,9 @@ async fn run_and_report(
             return;
         }
         match r {
+            Ok(s) if s.status == RunOutcome::Held => {
+                eprintln!("{label}: left to another worker: {}", s.notes.join("; "))
+            }
             Ok(s) => eprintln!(
                 "{label}: {} done: {} rows extracted, {} upserted, {} deleted, {} quarantined in {:.1} s",
                 s.kind, s.rows_extracted, s.upserted, s.deleted, s.quarantined, s.seconds
@@ -1311,6 +1314,12 @@ fn print_summaries(results: &[(String, ml_connector::Result<RunSummary>)]) {
     let (mut mb, mut failed) = (0.0, 0);
     for (label, r) in sorted {
         match r {
+            Ok(s) if s.status == RunOutcome::Held => {
+                t.span(
+                    label.clone(),
+                    format!("left to another worker: {}", s.notes.join("; ")),
+                );
+            }
             Ok(s) => {
                 t.row(vec![
                     label.clone(),

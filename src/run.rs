@@ -109,11 +109,14 @@ pub enum RunOutcome {
     Ok,
     /// The tenant does not have the entity: nothing read, not a failure.
     Absent,
+    /// Another worker is running the stream: left to it, not a failure.
+    Held,
 }
 
 crate::names::stored_by_name!(RunOutcome, "run outcome", {
     Ok => "ok",
     Absent => "absent",
+    Held => "held",
 });
 
 /// What a run did, for the summary table and `--json` output.
@@ -189,12 +192,26 @@ pub async fn run_stream(
     stream: &Stream,
     req: &RunRequest,
 ) -> Result<RunSummary> {
-    // Held until the run ends: no other worker runs this stream meanwhile.
-    let lease = LeaseGuard::acquire(
+    // Held until the run ends: no other worker runs this stream meanwhile. A stream another
+    // worker runs is left to it (several workers may be given the same list of streams).
+    let lease = match LeaseGuard::acquire(
         &ctx.state,
         &run_unit(&conn.name, &stream.id.to_string()),
         ctx.config.state_lease,
-    )?;
+    ) {
+        Ok(lease) => lease,
+        Err(held @ Error::Held { .. }) => {
+            tracing::info!(stream = %stream.id, connection = %conn.name, "{held}");
+            return Ok(RunSummary {
+                stream: stream.id.to_string(),
+                connection: conn.name.clone(),
+                status: RunOutcome::Held,
+                notes: vec![held.to_string()],
+                ..RunSummary::default()
+            });
+        }
+        Err(e) => return Err(e),
+    };
     let token = Some(lease.lease().token);
     let ep = ctx.runtimes.endpoint(conn)?;
     let mut live = tenant::live(&ctx.state, conn, &ep, stream, false).await?;

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::loaders::sink::{ApplyReport, Sink};
-use crate::run::{Context, RunRequest, run_many};
+
+use crate::run::{Context, RunOutcome, RunRequest, run_many};
 
 use super::metrics::{FlowStatus, Metrics, StreamLabel, StreamStatus};
 use super::queue::{Executor, Trigger};
@@ -53,6 +54,9 @@ impl Executor for SyncExecutor {
                         .unwrap_or(&label);
                     let stream = StreamLabel::new(&t.connection, id);
                     match r {
+                        Ok(s) if s.status == RunOutcome::Held => {
+                            tracing::info!(stream = %label, "left to another worker: {}", s.notes.join("; "));
+                        }
                         Ok(s) => {
                             tracing::info!(stream = %label, rows = s.rows_extracted, upserted = s.upserted, deleted = s.deleted, seconds = s.seconds, "run committed");
                             self.metrics
