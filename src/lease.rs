@@ -189,6 +189,16 @@ impl StateStore {
         })
     }
 
+    /// The leases held at `now`: unit and owner, by unit.
+    pub fn lease_holders(&self, now: i64) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT unit, owner FROM leases WHERE expires_at > ?1 ORDER BY unit")?;
+            st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect()
+        })
+    }
+
     /// The current token of `unit`, if it was ever taken.
     pub fn lease_token(&self, unit: &str) -> Result<Option<i64>> {
         self.with(|c| {

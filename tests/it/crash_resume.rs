@@ -296,3 +296,125 @@ fn a_paused_worker_is_fenced_out_and_another_finishes_its_run() {
     );
     drop(sandbox);
 }
+
+/// Three `mlc sync` workers started together on one project (one state store, lake and
+/// warehouse) against one sandbox with every system's streams; one is killed mid-run. The
+/// workers share the streams through their leases (a stream another runs is left to it, never
+/// a failure), the next round resumes what the killed one left, and then every stream has
+/// committed, no stream's runs overlapped in time, and every table holds the sandbox's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow: several workers as real processes"]
+async fn workers_share_the_streams_and_a_killed_one_is_resumed() {
+    use ml_connector::sandbox::{Sandbox, SandboxOptions};
+    let sandbox = Sandbox::start(
+        SandboxOptions {
+            scale: 3000,
+            retry_after_secs: 0,
+            ..SandboxOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ml_connector::demo::write_project(dir.path(), &sandbox, "", false).unwrap();
+    let toml = dir.path().join("mlc.toml");
+    let text = std::fs::read_to_string(&toml).unwrap().replace(
+        "path = \".mlc/state.db\"",
+        "path = \".mlc/state.db\"\nlease_seconds = 5",
+    );
+    assert!(text.contains("lease_seconds = 5"));
+    std::fs::write(&toml, text).unwrap();
+    let config = Config::load(&toml).unwrap();
+    let worker = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_mlc"))
+            .args(["--config", toml.to_str().unwrap(), "sync", "--json"])
+            .env_remove("MLC_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let mut killed = worker();
+    let (b, c) = (worker(), worker());
+    // Killed in the middle of a run: it holds the stream's lease and has begun the run.
+    let pid = killed.id().unwrap();
+    let owner = format!(":{pid}:");
+    let store = StateStore::open(&dir.path().join(".mlc/state.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store
+        .lease_holders(ml_connector::lease::now_ms())
+        .unwrap()
+        .iter()
+        .any(|(unit, holder)| {
+            holder.contains(&owner)
+                && store.runs(None, 200).unwrap().iter().any(|r| {
+                    r.owner_pid == Some(pid)
+                        && r.status == "running"
+                        && unit == &format!("run:{}/{}", r.connection, r.stream)
+                })
+        })
+    {
+        assert!(Instant::now() < deadline, "the worker never took a stream");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    killed.start_kill().unwrap();
+    let _ = killed.wait().await;
+    let (b, c) = tokio::join!(b.wait_with_output(), c.wait_with_output());
+    // The next round (the next cron firing) resumes what the killed worker left.
+    let last = worker().wait_with_output().await.unwrap();
+    let (mut held, mut resumed) = (0, 0);
+    for out in [b.unwrap(), c.unwrap(), last] {
+        assert!(
+            out.status.success(),
+            "a worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let runs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        held += runs.iter().filter(|r| r["status"] == "held").count();
+        resumed += runs
+            .iter()
+            .filter(|r| r["notes"].to_string().contains("resumed run"))
+            .count();
+    }
+    assert!(held > 0, "the workers met on some stream");
+    assert!(resumed > 0, "the killed worker's run was resumed");
+
+    let ctx = Context::open(config).unwrap();
+    let local = ctx.warehouse.local().unwrap();
+    let (mut streams, mut mismatches) = (0, Vec::new());
+    for conn in ctx.config.connections.values() {
+        for stream in ctx.streams_for(conn, &[]).unwrap() {
+            streams += 1;
+            let sid = stream.id.to_string();
+            let mut runs: Vec<_> = ctx
+                .state
+                .runs(Some(&sid), 100)
+                .unwrap()
+                .into_iter()
+                .filter(|r| r.connection == conn.name && r.status == "committed")
+                .collect();
+            assert!(!runs.is_empty(), "{sid} on {} never committed", conn.name);
+            runs.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+            for w in runs.windows(2) {
+                assert!(
+                    w[0].finished_at.as_deref() <= Some(w[1].started_at.as_str()),
+                    "{sid}: runs {} and {} overlapped",
+                    w[0].run_id,
+                    w[1].run_id
+                );
+            }
+            if let Some(source) = sandbox.live_count(&stream.id.system, &stream.id.entity) {
+                let got = local
+                    .row_count(&stream.dataset(), &stream.id.entity)
+                    .unwrap();
+                if got != source {
+                    mismatches.push(format!("{sid}: warehouse {got}, sandbox {source}"));
+                }
+            }
+        }
+    }
+    assert!(streams >= 20, "only {streams} streams");
+    assert!(mismatches.is_empty(), "{mismatches:#?}");
+}
