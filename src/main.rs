@@ -1418,19 +1418,22 @@ fn runs(
     } else {
         limit
     };
-    let runs: Vec<_> = ctx
-        .state
-        .runs(stream.as_deref(), read)?
-        .into_iter()
-        .filter(|r| !failed || matches!(r.standing(), "failed" | "interrupted"))
-        .take(limit)
-        .collect();
+    let mut runs = Vec::new();
+    for r in ctx.state.runs(stream.as_deref(), read)? {
+        let standing = r.standing(ctx.state.run_held(&r)?);
+        if !failed || matches!(standing, "failed" | "interrupted") {
+            runs.push((r, standing));
+        }
+        if runs.len() == limit {
+            break;
+        }
+    }
     if json {
         let out: Vec<serde_json::Value> = runs
             .iter()
-            .map(|r| {
+            .map(|(r, standing)| {
                 let mut v = serde_json::to_value(r).unwrap_or_default();
-                v["standing"] = serde_json::Value::from(r.standing());
+                v["standing"] = serde_json::Value::from(*standing);
                 v
             })
             .collect();
@@ -1446,13 +1449,13 @@ fn runs(
         "run", "stream", "kind", "standing", "started", "ended", "rows"
     );
     let short = |t: &str| t.get(..19).unwrap_or(t).replace('T', " ");
-    for r in &runs {
+    for (r, standing) in &runs {
         println!(
             "{:<30} {:<34} {:<11} {:<12} {:<20} {:<20} {:>10}  {}",
             r.run_id,
             r.stream,
             r.kind,
-            r.standing(),
+            standing,
             short(&r.started_at),
             r.finished_at.as_deref().map(short).unwrap_or_default(),
             r.rows_extracted,

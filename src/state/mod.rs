@@ -199,15 +199,34 @@ mod tests {
             "h",
             None,
         );
-        r.owner_pid = Some(std::process::id());
-        assert_eq!(r.standing(), "running");
+        assert_eq!(r.standing(true), "running");
         r.error = Some("HTTP 500".into());
-        assert_eq!(r.standing(), "failed");
+        assert_eq!(r.standing(true), "failed");
         r.error = None;
-        r.owner_pid = None;
-        assert_eq!(r.standing(), "interrupted");
+        assert_eq!(r.standing(false), "interrupted");
         r.status = RunStatus::Committed;
-        assert_eq!(r.standing(), "committed");
+        assert_eq!(r.standing(false), "committed");
+        // Held means its lease is live, or, for a run written without one, its process.
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(&dir.path().join("s.db")).unwrap();
+        r.status = RunStatus::Running;
+        r.owner_pid = Some(std::process::id());
+        assert!(s.run_held(&r).unwrap());
+        let Take::Taken(lease) = s
+            .lease_take(
+                &run_unit("crm", "dataverse.account"),
+                "h:1:a",
+                std::time::Duration::from_secs(60),
+                now_ms(),
+            )
+            .unwrap()
+        else {
+            panic!()
+        };
+        r.lease_token = Some(lease.token);
+        assert!(s.run_held(&r).unwrap());
+        s.lease_release(&lease).unwrap();
+        assert!(!s.run_held(&r).unwrap());
     }
 
     #[test]

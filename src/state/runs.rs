@@ -148,16 +148,16 @@ impl<'a> From<&'a RunRecord> for RunRef<'a> {
 }
 
 impl RunRecord {
-    /// Where the run stands, as a person asks: an unfinished run is `running` while its
-    /// process lives, `failed` when it stopped on an error (resumed by the next sync), and
-    /// `interrupted` when its process died without one (a crash, a kill); finished runs keep
-    /// their status (`committed`, `absent`, `abandoned`).
-    pub fn standing(&self) -> &str {
+    /// Where the run stands, as a person asks: an unfinished run is `running` while a worker
+    /// holds it (`held`: [`StateStore::run_held`]), `failed` when it stopped on an error
+    /// (resumed by the next sync), and `interrupted` when its worker died without one (a crash,
+    /// a kill); finished runs keep their status (`committed`, `absent`, `abandoned`).
+    pub fn standing(&self, held: bool) -> &'static str {
         match self.status {
             RunStatus::Running | RunStatus::Extracted | RunStatus::Loaded => {
                 if self.error.is_some() {
                     "failed"
-                } else if self.owner_pid.is_some_and(pid_alive) {
+                } else if held {
                     "running"
                 } else {
                     "interrupted"
@@ -597,6 +597,22 @@ impl StateStore {
             )
             .optional()
             .map(Option::flatten)
+        })
+    }
+
+    /// Whether a worker holds `r` now: the lease it runs under is live (a run written without
+    /// a lease: its process is alive on this host).
+    pub fn run_held(&self, r: &RunRecord) -> Result<bool> {
+        let Some(token) = r.lease_token else {
+            return Ok(r.owner_pid.is_some_and(pid_alive));
+        };
+        let unit = super::leases::run_unit(&r.connection, &r.stream);
+        self.with(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE unit = ?1 AND token = ?2 AND expires_at > ?3)",
+                params![unit, token, super::leases::now_ms()],
+                |row| row.get(0),
+            )
         })
     }
 
