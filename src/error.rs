@@ -83,6 +83,9 @@ pub enum Error {
         method: String,
         url: String,
         message: String,
+        /// The client's error, its URL removed (a query may carry a token).
+        #[source]
+        source: Option<Cause>,
     },
 
     /// Credentials were refused or a token could not be obtained; says what to check.

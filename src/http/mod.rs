@@ -419,18 +419,19 @@ impl HttpClient {
             }
         }
         let started = Instant::now();
-        let transport = |e: &reqwest::Error| Error::Transport {
+        let transport = |e: reqwest::Error| Error::Transport {
             system: self.system.to_string(),
             method: method.to_string(),
             url: shown.to_string(),
-            message: describe_reqwest_error(e),
+            message: describe_reqwest_error(&e),
+            source: Some(Box::new(e.without_url())),
         };
         let resp = match rb.send().await {
             Ok(r) => r,
             Err(e)
                 if e.is_connect() && !self.answered.load(std::sync::atomic::Ordering::Relaxed) =>
             {
-                let mut err = transport(&e);
+                let mut err = transport(e);
                 if let Error::Transport { message, .. } = &mut err {
                     message.push_str(
                         "; nothing has answered on this connection yet: check its URL setting and the network",
@@ -438,7 +439,7 @@ impl HttpClient {
                 }
                 return Attempt::Final(err);
             }
-            Err(e) => return Attempt::Failed(transport(&e)),
+            Err(e) => return Attempt::Failed(transport(e)),
         };
         self.answered
             .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -446,7 +447,7 @@ impl HttpClient {
         let headers = resp.headers().clone();
         let body = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Attempt::Failed(transport(&e)),
+            Err(e) => return Attempt::Failed(transport(e)),
         };
         let span = tracing::Span::current();
         span.record("status", status);

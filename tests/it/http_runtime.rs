@@ -149,9 +149,22 @@ async fn an_unreachable_host_fails_at_once_until_it_has_answered() {
     .unwrap();
     let started = Instant::now();
     let err = c
-        .get(&format!("http://{closed}/x"), &HeaderMap::new(), "s")
+        .get(
+            &format!("http://{closed}/x?api_token=sekrit"),
+            &HeaderMap::new(),
+            "s",
+        )
         .await
         .unwrap_err();
+    // The client's error is kept as the source, without the URL its query could leak.
+    let mut chain = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    assert!(source.is_some(), "the transport error keeps its source");
+    while let Some(s) = source {
+        chain.push_str(&format!(" / {s}"));
+        source = s.source();
+    }
+    assert!(!chain.contains("sekrit"), "{chain}");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",

@@ -165,6 +165,7 @@ impl Api {
                 method: method.to_string(),
                 url: redact_url(url),
                 message,
+                source: None,
             })?;
             let value = if bytes.is_empty() {
                 Value::Null
@@ -426,6 +427,7 @@ impl Api {
             method: method.into(),
             url: redact_url(url),
             message: describe_reqwest_error(&e),
+            source: Some(Box::new(e.without_url())),
         };
         let resp = self
             .http
