@@ -54,6 +54,7 @@ pub(super) fn check_token(
     })
 }
 
+/// This host's name, as lease owners carry it (`host:pid:nonce`).
 pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
