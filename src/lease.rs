@@ -16,7 +16,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::state::StateStore;
 use crate::state::host_name;
-pub use crate::state::{Lease, Take, now_ms, run_unit, sink_unit};
+pub use crate::state::{Lease, Take, now_ms, run_unit, sink_unit, subscriptions_unit};
 
 /// This process as a lease owner: `host:pid:nonce` (the nonce tells a reused pid apart).
 pub fn worker_id() -> &'static str {

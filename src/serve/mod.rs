@@ -240,8 +240,13 @@ impl Server {
                 let mut rx = stop_rx.clone();
                 tasks.spawn(async move {
                     loop {
-                        if let Err(e) = mgr.ensure(clock.now()).await {
-                            tracing::error!(error = %e, "business central subscriptions: will retry");
+                        match mgr.ensure(clock.now()).await {
+                            Ok(r) if r.left_to.is_some() => tracing::debug!(
+                                owner = r.left_to.as_deref().unwrap_or_default(),
+                                "business central subscriptions kept by another worker"
+                            ),
+                            Ok(_) => {}
+                            Err(e) => tracing::error!(error = %e, "business central subscriptions: will retry"),
                         }
                         tokio::select! {
                             _ = tokio::time::sleep(every) => {}

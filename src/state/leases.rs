@@ -29,6 +29,11 @@ pub fn sink_unit(flow: &str) -> String {
     format!("sink:{flow}")
 }
 
+/// The unit of the upkeep of a connection's webhook subscriptions (Business Central).
+pub fn subscriptions_unit(connection: &str) -> String {
+    format!("subscriptions:{connection}")
+}
+
 /// Inside a state transaction: `Err(LeaseLost)` when `unit`'s token is no longer `mine`
 /// (another worker took it over); a unit never leased passes.
 pub(super) fn check_token(

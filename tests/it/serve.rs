@@ -284,6 +284,26 @@ async fn bc_subscriptions_handshake_renew_recreate_and_notify() {
     let first_expiry = subs[0].2;
     assert!(first_expiry <= Utc::now() + chrono::Duration::days(3));
 
+    // While another worker keeps them (a second `mlc serve` on the same state store), this
+    // one leaves them alone.
+    let other = e
+        .ctx
+        .state
+        .lease_take(
+            &ml_connector::lease::subscriptions_unit("erp"),
+            "other-host:1:x",
+            Duration::from_secs(60),
+            ml_connector::lease::now_ms(),
+        )
+        .unwrap();
+    let ml_connector::lease::Take::Taken(other) = other else {
+        panic!("the upkeep lease is free between passes")
+    };
+    let r = mgr.ensure(clock.now()).await.unwrap();
+    assert_eq!(r.left_to.as_deref(), Some("other-host:1:x"), "{r:?}");
+    assert_eq!(e.sandbox.business_central_handshakes(), companies as u64);
+    e.ctx.state.lease_release(&other).unwrap();
+
     // A day later: nothing to do.
     clock.advance(chrono::Duration::days(1));
     let r = mgr.ensure(clock.now()).await.unwrap();

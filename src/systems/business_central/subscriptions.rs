@@ -20,6 +20,7 @@ use crate::config::Connection;
 use crate::error::{Error, Result};
 use crate::http::Endpoint;
 use crate::http::Idempotency;
+use crate::lease::{LeaseGuard, subscriptions_unit};
 use crate::state::StateStore;
 use crate::systems::settings::ConnectionSettings;
 use crate::systems::system::System;
@@ -28,9 +29,15 @@ use crate::vault::Vault;
 use crate::serve::secrets;
 use crate::serve::store::StoredSubscription;
 
+/// How long a worker keeps the upkeep of a connection's subscriptions without renewing: a
+/// pass takes seconds; a crashed worker's upkeep passes to another after this.
+const UPKEEP_LEASE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// What one pass did, by resource.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct SubscriptionReport {
+    /// Another worker was keeping the subscriptions: this pass did nothing.
+    pub left_to: Option<String>,
     pub created: Vec<String>,
     pub renewed: Vec<String>,
     /// BC no longer had it (read back or renewal answered 404): created again.
@@ -236,7 +243,24 @@ impl BcSubscriptions {
     /// Creates missing subscriptions, recreates those BC dropped and renews those expiring
     /// within the renewal window; `now` comes from the serve clock. Fails on the first
     /// request BC does not answer as expected (the next pass starts over).
+    ///
+    /// One worker at a time keeps a connection's subscriptions (a lease): two `mlc serve`
+    /// sharing a state store would otherwise both find one missing and both create it.
     pub async fn ensure(&self, now: DateTime<Utc>) -> Result<SubscriptionReport> {
+        let _lease = match LeaseGuard::acquire(
+            &self.state,
+            &subscriptions_unit(&self.connection),
+            UPKEEP_LEASE,
+        ) {
+            Ok(lease) => lease,
+            Err(Error::Held { owner, .. }) => {
+                return Ok(SubscriptionReport {
+                    left_to: Some(owner),
+                    ..SubscriptionReport::default()
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let stored = self.state.serve_subscriptions(&self.connection)?;
         let mut report = SubscriptionReport::default();
         for resource in self.wanted().await? {

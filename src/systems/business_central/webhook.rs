@@ -281,6 +281,12 @@ pub(crate) async fn register(reg: &Registration<'_>) -> Result<String> {
             "{e}\nBusiness Central calls {url}?validationToken=… while creating a subscription: `mlc serve` must be running and reachable there (serve.public_url)"
         ))
     })?;
+    if let Some(owner) = &r.left_to {
+        return Ok(format!(
+            "business central subscriptions of `{}` are being kept by another mlc worker ({owner}) right now: run this again in a few minutes\n",
+            conn.name
+        ));
+    }
     let mut out = String::new();
     for (what, list) in [
         ("created", &r.created),
