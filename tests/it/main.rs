@@ -25,6 +25,7 @@ mod serve;
 mod sink;
 mod sink_conformance;
 mod sink_pipedrive_bc;
+mod state_conformance;
 mod support;
 mod tenants;
 mod warehouse_conformance;

@@ -1,0 +1,265 @@
+//! One conformance suite for the state store, in the pattern of object_store's
+//! `integration.rs`: each `check_*` is written once against an opener that gives handles on
+//! one store (as several workers hold), and each backend has one test that runs every check.
+//! SQLite is the backend today; a Postgres backend (issue 21) must pass the same checks.
+//!
+//! What a backend guarantees:
+//! - **cursors**: a stream's cursor moves only when its run commits; a run's checkpoints
+//!   survive a crash and another handle sees them;
+//! - **leases**: one holder at a time until expiry; tokens only grow, a release included;
+//! - **fencing**: a holder whose lease was taken over writes nothing: no checkpoint, no commit,
+//!   no sink audit or link;
+//! - **sink ledger**: one link per source record, audit entries in order, append-only;
+//! - **serve**: a webhook event is accepted once; a schedule occurrence fires once.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use ml_connector::Error;
+use ml_connector::lake::RunKind;
+use ml_connector::lease::{Take, run_unit, sink_unit};
+use ml_connector::state::{
+    AuditAction, AuditEntry, JobFinish, JobStatus, NewLink, PartRecord, RunRecord, StateStore,
+};
+
+const TTL: Duration = Duration::from_secs(60);
+const STREAM: &str = "dataverse.account";
+
+/// Handles on one store: every call opens another, as another worker would.
+type Opener<'a> = &'a dyn Fn() -> StateStore;
+
+fn part(n: u32) -> PartRecord {
+    PartRecord {
+        part: n,
+        path: format!("raw/dataverse/account/run=r1/part-{n:05}.parquet"),
+        rows: 100,
+        deleted: 1,
+        bytes: 1000,
+        sha256: format!("sha{n}"),
+        quarantine_path: None,
+        quarantined: 0,
+    }
+}
+
+fn taken(t: Take) -> ml_connector::lease::Lease {
+    match t {
+        Take::Taken(l) => l,
+        Take::Held { owner, .. } => panic!("held by {owner}"),
+    }
+}
+
+fn check_cursor_moves_only_on_commit(open: Opener<'_>) {
+    let worker = open();
+    let mut run = RunRecord::new("r1", "crm", STREAM, RunKind::Incremental, false, "h", None);
+    run.lease_token = Some(
+        taken(
+            worker
+                .lease_take(&run_unit("crm", STREAM), "w:1:a", TTL, 0)
+                .unwrap(),
+        )
+        .token,
+    );
+    worker.begin_run(&run).unwrap();
+    worker
+        .record_part(&run, &part(0), Some("page-2"), 10)
+        .unwrap();
+    worker
+        .set_pending_cursor(&run, "2026-01-01T00:00:00Z")
+        .unwrap();
+    // The worker dies here. Another handle sees the checkpoint, and no cursor.
+    drop(worker);
+    let other = open();
+    assert_eq!(other.cursor("crm", STREAM).unwrap(), None);
+    let open_run = other.open_run("crm", STREAM).unwrap().unwrap();
+    assert_eq!(
+        (open_run.next_part, open_run.position.as_deref()),
+        (1, Some("page-2"))
+    );
+    assert_eq!(other.parts("r1").unwrap(), vec![part(0)]);
+    // Resumed and committed: the cursor is the run's pending one.
+    other
+        .record_part(&open_run, &part(1), Some("page-3"), 10)
+        .unwrap();
+    other
+        .mark_extracted(&open_run, Some("2026-01-02T00:00:00Z"))
+        .unwrap();
+    other.mark_loaded(&open_run, 200, 2, 200).unwrap();
+    assert_eq!(
+        other.cursor("crm", STREAM).unwrap(),
+        None,
+        "not before the commit"
+    );
+    other.commit_run(&open_run, Some("columns")).unwrap();
+    assert_eq!(
+        open().cursor("crm", STREAM).unwrap().as_deref(),
+        Some("2026-01-02T00:00:00Z")
+    );
+    assert!(open().open_run("crm", STREAM).unwrap().is_none());
+}
+
+fn check_leases(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    let unit = run_unit("crm", STREAM);
+    let first = taken(a.lease_take(&unit, "w:1:a", TTL, 1_000).unwrap());
+    assert!(matches!(
+        b.lease_take(&unit, "w:2:b", TTL, 2_000).unwrap(),
+        Take::Held { ref owner, .. } if owner == "w:1:a"
+    ));
+    assert!(a.lease_renew(&first, TTL, 50_000).unwrap());
+    assert!(matches!(
+        b.lease_take(&unit, "w:2:b", TTL, 100_000).unwrap(),
+        Take::Held { .. }
+    ));
+    let second = taken(b.lease_take(&unit, "w:2:b", TTL, 110_001).unwrap());
+    assert!(second.token > first.token);
+    assert!(!a.lease_renew(&first, TTL, 110_002).unwrap(), "taken over");
+    b.lease_release(&second).unwrap();
+    let third = taken(a.lease_take(&unit, "w:1:a", TTL, 110_003).unwrap());
+    assert!(
+        third.token > second.token,
+        "a release never lowers the token"
+    );
+}
+
+fn check_fencing(open: Opener<'_>) {
+    let (paused, new_owner) = (open(), open());
+    let unit = run_unit("crm", STREAM);
+    let old = taken(paused.lease_take(&unit, "w:1:a", TTL, 0).unwrap());
+    let mut run = RunRecord::new("r1", "crm", STREAM, RunKind::Snapshot, true, "h", None);
+    run.lease_token = Some(old.token);
+    paused.begin_run(&run).unwrap();
+    paused.record_part(&run, &part(0), Some("p1"), 1).unwrap();
+    let new = taken(new_owner.lease_take(&unit, "w:2:b", TTL, 61_000).unwrap());
+    new_owner.claim_run("r1", Some(new.token)).unwrap();
+    for refused in [
+        paused.record_part(&run, &part(1), Some("p2"), 1),
+        paused.commit_run(&run, Some("columns")),
+        paused.note_error(&run, "late"),
+    ] {
+        assert!(
+            matches!(refused, Err(Error::LeaseLost { .. })),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(new_owner.parts("r1").unwrap().len(), 1);
+    assert_eq!(new_owner.cursor("crm", STREAM).unwrap(), None);
+
+    // The same for a sink flow's job commit.
+    let flow = sink_unit("f");
+    let old = taken(paused.lease_take(&flow, "w:1:a", TTL, 0).unwrap());
+    taken(new_owner.lease_take(&flow, "w:2:b", TTL, 61_000).unwrap());
+    let audit = AuditEntry {
+        flow: "f".into(),
+        job_id: "j1".into(),
+        action: AuditAction::Create,
+        ..AuditEntry::default()
+    };
+    let late = paused.sink_commit(&JobFinish {
+        fence: Some(&old),
+        audits: std::slice::from_ref(&audit),
+        link: Some(NewLink {
+            flow: "f",
+            source_entity: "account",
+            source_id: "a1",
+            target_entity: "firm",
+            target_key: "F1",
+            source_version: Some(1),
+            target_version: None,
+        }),
+        ..JobFinish::default()
+    });
+    assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
+    assert!(new_owner.sink_audit_entries("f", None).unwrap().is_empty());
+    assert!(new_owner.sink_link("f", "account", "a1").unwrap().is_none());
+}
+
+fn check_sink_ledger(open: Opener<'_>) {
+    let s = open();
+    let link = |key: &'static str, version: i64| NewLink {
+        flow: "f",
+        source_entity: "account",
+        source_id: "a1",
+        target_entity: "firm",
+        target_key: key,
+        source_version: Some(version),
+        target_version: None,
+    };
+    for (i, (key, version, action)) in [
+        ("F1", 1, AuditAction::Create),
+        ("F1", 2, AuditAction::Update),
+        ("F2", 3, AuditAction::Link),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let audit = AuditEntry {
+            flow: "f".into(),
+            job_id: format!("j{i}"),
+            action,
+            target_key: Some(key.into()),
+            ..AuditEntry::default()
+        };
+        s.sink_commit(&JobFinish {
+            status: JobStatus::Applied,
+            link: Some(link(key, version)),
+            audits: std::slice::from_ref(&audit),
+            ..JobFinish::default()
+        })
+        .unwrap();
+    }
+    let l = open().sink_link("f", "account", "a1").unwrap().unwrap();
+    assert_eq!((l.target_key.as_str(), l.source_version), ("F2", Some(3)));
+    assert_eq!(
+        open().sink_links("f").unwrap().len(),
+        1,
+        "one link per record"
+    );
+    let audit = open().sink_audit_entries("f", None).unwrap();
+    let actions: Vec<AuditAction> = audit.iter().map(|a| a.action).collect();
+    assert_eq!(
+        actions,
+        [AuditAction::Create, AuditAction::Update, AuditAction::Link]
+    );
+    assert!(audit.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(open().sink_audit_since(audit[0].seq).unwrap().len(), 2);
+}
+
+fn check_serve_once(open: Opener<'_>) {
+    let (a, b) = (open(), open());
+    a.serve_init().unwrap();
+    let now = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
+    assert!(a.serve_first_delivery("pd", "deal:1:t1", now).unwrap());
+    assert!(!b.serve_first_delivery("pd", "deal:1:t1", now).unwrap());
+    // Of two workers that find one occurrence due, one fires it.
+    let known = now;
+    let at = now + chrono::Duration::minutes(15);
+    assert_eq!(a.serve_claim_fire("s", known, at).unwrap(), None);
+    assert_eq!(b.serve_claim_fire("s", known, at).unwrap(), Some(at));
+}
+
+/// Every check, each on a fresh store from `new_store`, which returns an opener of handles on
+/// that store.
+fn conformance(new_store: impl Fn() -> Box<dyn Fn() -> StateStore>) {
+    type Check = fn(Opener<'_>);
+    for check in [
+        check_cursor_moves_only_on_commit as Check,
+        check_leases,
+        check_fencing,
+        check_sink_ledger,
+        check_serve_once,
+    ] {
+        let open = new_store();
+        check(&*open);
+    }
+}
+
+#[test]
+fn state_conformance_sqlite() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    conformance(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        dirs.borrow_mut().push(dir);
+        Box::new(move || StateStore::open(&path).unwrap())
+    });
+}
