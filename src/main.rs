@@ -239,7 +239,7 @@ enum Format {
 
 #[derive(Subcommand)]
 enum StateCmd {
-    /// Committed cursors, and the latest runs.
+    /// Committed cursors, the latest runs, and the leases workers hold now.
     Show {
         /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
         stream: Option<String>,
@@ -1475,11 +1475,18 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
         } => {
             let states = ctx.state.stream_states()?;
             let runs = ctx.state.runs(stream.as_deref(), limit)?;
+            let held = ctx.state.lease_holders(ml_connector::lease::now_ms())?;
             if json {
+                let held: Vec<serde_json::Value> = held
+                    .iter()
+                    .map(|(unit, owner, left)| {
+                        serde_json::json!({"unit": unit, "owner": owner, "expires_in_s": left.as_secs()})
+                    })
+                    .collect();
                 println!(
                     "{}",
                     serde_json::to_string_pretty(
-                        &serde_json::json!({"streams": states, "runs": runs})
+                        &serde_json::json!({"streams": states, "runs": runs, "leases": held})
                     )?
                 );
                 return Ok(ExitCode::SUCCESS);
@@ -1527,6 +1534,12 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
                     parts,
                     r.error.map(|e| format!("  ({e})")).unwrap_or_default()
                 );
+            }
+            if !held.is_empty() {
+                println!("\n{:<44} {:<40} expires in", "held now", "by worker");
+                for (unit, owner, left) in held {
+                    println!("{unit:<44} {owner:<40} {} s", left.as_secs());
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

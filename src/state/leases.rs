@@ -173,13 +173,21 @@ impl StateStore {
         })
     }
 
-    /// The leases held at `now`: unit and owner, by unit.
-    pub fn lease_holders(&self, now: i64) -> Result<Vec<(String, String)>> {
+    /// The leases held at `now`: unit, owner and time left, by unit.
+    pub fn lease_holders(&self, now: i64) -> Result<Vec<(String, String, Duration)>> {
         self.with(|c| {
-            let mut st =
-                c.prepare("SELECT unit, owner FROM leases WHERE expires_at > ?1 ORDER BY unit")?;
-            st.query_map(params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+            let mut st = c.prepare(
+                "SELECT unit, owner, expires_at FROM leases WHERE expires_at > ?1 ORDER BY unit",
+            )?;
+            st.query_map(params![now], |r| {
+                let until: i64 = r.get(2)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    Duration::from_millis((until - now).max(0) as u64),
+                ))
+            })?
+            .collect()
         })
     }
 

@@ -347,7 +347,7 @@ async fn workers_share_the_streams_and_a_killed_one_is_resumed() {
         .lease_holders(ml_connector::lease::now_ms())
         .unwrap()
         .iter()
-        .any(|(unit, holder)| {
+        .any(|(unit, holder, _)| {
             holder.contains(&owner)
                 && store.runs(None, 200).unwrap().iter().any(|r| {
                     r.owner_pid == Some(pid)
