@@ -245,8 +245,10 @@ pub async fn run_stream(
                 tenant::remember_refused(&ctx.state, &conn.name, stream, &mut live, &field)?;
                 // Its position was read with the refused field: start over without it.
                 if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
-                    ctx.state
-                        .abandon_run(&open.run_id, &format!("the tenant has no field `{field}`"))?;
+                    ctx.state.abandon_run(
+                        open.run_id.as_str(),
+                        &format!("the tenant has no field `{field}`"),
+                    )?;
                 }
                 refused += 1;
             }
@@ -273,7 +275,7 @@ fn nothing_read(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<boo
 fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Result<RunSummary> {
     if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
         ctx.state
-            .close_run(&open.run_id, RunStatus::Absent, reason)?;
+            .close_run(open.run_id.as_str(), RunStatus::Absent, reason)?;
     }
     let run = RunRecord::new(
         &new_run_id(),
@@ -293,8 +295,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         drift: BTreeMap::new(),
     };
     report.store(ctx, &run.run_id)?;
-    ctx.state
-        .close_run(&run.run_id, RunStatus::Absent, reason)?;
+    ctx.state.close_run(&run, RunStatus::Absent, reason)?;
     tracing::warn!(stream = %stream.id, connection = %conn.name, "absent in tenant: {reason}");
     Ok(RunSummary {
         stream: stream.id.to_string(),
@@ -478,7 +479,7 @@ async fn drive(
                     "DELTA TOKEN EXPIRED ({message}): re-reading the whole table; rows missing from the new snapshot will be marked deleted"
                 );
                 notes.push("delta token expired: re-snapshot with delete reconciliation".into());
-                ctx.state.abandon_run(&run.run_id, "delta token expired")?;
+                ctx.state.abandon_run(&run, "delta token expired")?;
                 run = new_run(
                     ctx,
                     conn,
@@ -497,7 +498,7 @@ async fn drive(
                     "the saved paging position was refused ({e}); restarting the read from the beginning"
                 );
                 notes.push("saved paging position expired: read restarted".into());
-                ctx.state.abandon_run(&run.run_id, "paging position refused")?;
+                ctx.state.abandon_run(&run, "paging position refused")?;
                 let (kind, reconcile, cursor_start, window) = (
                     run.kind,
                     run.reconcile,
@@ -635,13 +636,14 @@ fn prepare_run(
     if let Some(mut open) = ctx.state.open_run(&conn.name, &sid)? {
         let resume = if open.schema_hash != schema_hash(&stream.catalog) {
             tracing::warn!(stream = %sid, run_id = %open.run_id, "the catalog changed since this run started; starting over");
-            ctx.state.abandon_run(&open.run_id, "catalog changed")?;
+            ctx.state
+                .abandon_run(open.run_id.as_str(), "catalog changed")?;
             false
         } else if open.kind == RunKind::Backfill {
             // Backfills never move state: dropping an unfinished one loses nothing.
             let same = matches!(req, RunRequest::Backfill { .. }) && open.window == window;
             if !same {
-                ctx.state.abandon_run(&open.run_id, "superseded")?;
+                ctx.state.abandon_run(open.run_id.as_str(), "superseded")?;
             }
             same
         } else {
@@ -650,7 +652,7 @@ fn prepare_run(
                 // A full snapshot reconciles everything: an unfinished sync run adds nothing.
                 RunRequest::Sync { full: true } => {
                     ctx.state
-                        .abandon_run(&open.run_id, "superseded by a full sync")?;
+                        .abandon_run(open.run_id.as_str(), "superseded by a full sync")?;
                     false
                 }
                 RunRequest::Backfill { .. } => {

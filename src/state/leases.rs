@@ -322,6 +322,7 @@ mod tests {
             s.record_part(&first, &part(1), Some("a-after-1"), 1),
             s.mark_extracted(&first, None),
             s.commit_run(&first, Some("h")),
+            s.abandon_run(&first, "delta token expired"),
             s.check_lease(&first),
         ] {
             assert!(

@@ -499,16 +499,22 @@ impl StateStore {
         })
     }
 
-    pub fn abandon_run(&self, run_id: &str, why: &str) -> Result<()> {
-        self.close_run(run_id, RunStatus::Abandoned, why)
+    pub fn abandon_run<'a>(&self, run: impl Into<RunRef<'a>>, why: &str) -> Result<()> {
+        self.close_run(run, RunStatus::Abandoned, why)
     }
 
     /// Ends a run in a final `status` other than committed, saying why.
-    pub fn close_run(&self, run_id: &str, status: RunStatus, why: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+    pub fn close_run<'a>(
+        &self,
+        run: impl Into<RunRef<'a>>,
+        status: RunStatus,
+        why: &str,
+    ) -> Result<()> {
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET status = ?4, error = ?2, finished_at = ?3, owner_pid = NULL WHERE run_id = ?1",
-                params![run_id, why, chrono::Utc::now().to_rfc3339(), status],
+                params![run.run_id, why, chrono::Utc::now().to_rfc3339(), status],
             )
             .map(|_| ())
         })
