@@ -163,10 +163,10 @@ impl RunReport {
             .unwrap_or_default()
     }
 
-    fn store(&self, ctx: &Context, run_id: &str) -> Result<()> {
+    fn store(&self, ctx: &Context, run: &RunRecord) -> Result<()> {
         let json = serde_json::to_string(self)
-            .map_err(|e| Error::state_from(format!("run report of {run_id}"), e))?;
-        ctx.state.set_run_report(run_id, &json)
+            .map_err(|e| Error::state_from(format!("run report of {}", run.run_id), e))?;
+        ctx.state.set_run_report(run, &json)
     }
 }
 
@@ -294,7 +294,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         },
         drift: BTreeMap::new(),
     };
-    report.store(ctx, &run.run_id)?;
+    report.store(ctx, &run)?;
     ctx.state.close_run(&run, RunStatus::Absent, reason)?;
     tracing::warn!(stream = %stream.id, connection = %conn.name, "absent in tenant: {reason}");
     Ok(RunSummary {
@@ -323,7 +323,7 @@ async fn run_reconciled(
     let run = prepare_run(ctx, conn, rec, req, token, &mut notes)?;
     let mut report = RunReport::of(&run);
     report.schema = rec.report.clone();
-    report.store(ctx, &run.run_id)?;
+    report.store(ctx, &run)?;
     let mut summary = drive(ctx, conn, stream, ep, run, notes).await?;
     // A snapshot reconciles by itself; backfills never touch deletes.
     if summary.kind == RunKind::Incremental
@@ -1066,7 +1066,7 @@ async fn flush_part(
         for (c, n) in &part.drift {
             *report.drift.entry(c.clone()).or_default() += n;
         }
-        report.store(ctx, &run.run_id)?;
+        report.store(ctx, run)?;
     }
     tracing::debug!(stream = %stream.id, part = part_no, rows, pages = part.pages, "part written");
     Ok(())

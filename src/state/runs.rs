@@ -569,11 +569,12 @@ impl StateStore {
     }
 
     /// Stores what a run found (JSON of `run::RunReport`).
-    pub fn set_run_report(&self, run_id: &str, report: &str) -> Result<()> {
-        self.with(|c| {
-            c.execute(
+    pub fn set_run_report<'a>(&self, run: impl Into<RunRef<'a>>, report: &str) -> Result<()> {
+        let run = run.into();
+        self.run_write(run, |tx| {
+            tx.execute(
                 "UPDATE runs SET report = ?2 WHERE run_id = ?1",
-                params![run_id, report],
+                params![run.run_id, report],
             )
             .map(|_| ())
         })
