@@ -207,8 +207,6 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lake::RunKind;
-    use crate::state::{PartRecord, RunRecord};
 
     fn store() -> (tempfile::TempDir, StateStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -221,38 +219,6 @@ mod tests {
     /// This process as an owner on this host.
     fn me() -> String {
         format!("{}:{}:t", host_name(), std::process::id())
-    }
-
-    #[test]
-    fn one_owner_at_a_time_until_expiry_and_tokens_only_grow() {
-        let (_d, s) = store();
-        let Take::Taken(a) = s.lease_take("u", "host:1:a", TTL, 1_000).unwrap() else {
-            panic!("free unit not taken")
-        };
-        assert_eq!(a.token, 1);
-        // Held: another owner is told who and for how long.
-        assert_eq!(
-            s.lease_take("u", "host:2:b", TTL, 31_000).unwrap(),
-            Take::Held {
-                owner: "host:1:a".into(),
-                expires_in: Duration::from_secs(30)
-            }
-        );
-        // Renewed, then expired: the next owner gets a higher token, and the old one can no
-        // longer renew.
-        assert!(s.lease_renew(&a, TTL, 50_000).unwrap());
-        let Take::Taken(b) = s.lease_take("u", "host:2:b", TTL, 110_001).unwrap() else {
-            panic!("expired lease not taken over")
-        };
-        assert_eq!(b.token, 2);
-        assert!(!s.lease_renew(&a, TTL, 110_002).unwrap());
-        // Released: free at once, and the token still grows.
-        s.lease_release(&b).unwrap();
-        let Take::Taken(c) = s.lease_take("u", "host:1:a", TTL, 110_003).unwrap() else {
-            panic!("released lease not free")
-        };
-        assert_eq!(c.token, 3);
-        assert_eq!(s.lease_token("u").unwrap(), Some(3));
     }
 
     #[test]
@@ -277,109 +243,5 @@ mod tests {
             s.lease_take("v", &me(), TTL, 1).unwrap(),
             Take::Held { .. }
         ));
-    }
-
-    fn part(n: u32) -> PartRecord {
-        PartRecord {
-            part: n,
-            path: format!("p{n}"),
-            rows: 10,
-            deleted: 0,
-            bytes: 100,
-            sha256: "x".into(),
-            quarantine_path: None,
-            quarantined: 0,
-        }
-    }
-
-    /// A worker paused past its lease's expiry: the run is taken over and resumed by another,
-    /// and whatever the paused one then writes (a checkpoint, the commit) is refused.
-    #[test]
-    fn a_worker_that_lost_its_lease_writes_nothing() {
-        let (_d, s) = store();
-        let unit = run_unit("crm", "dataverse.account");
-        let Take::Taken(a) = s.lease_take(&unit, "h:1:a", TTL, 0).unwrap() else {
-            panic!()
-        };
-        let mut first = RunRecord::new(
-            "r1",
-            "crm",
-            "dataverse.account",
-            RunKind::Snapshot,
-            true,
-            "h",
-            None,
-        );
-        first.lease_token = Some(a.token);
-        s.begin_run(&first).unwrap();
-        s.record_part(&first, &part(0), Some("after-0"), 1).unwrap();
-
-        let Take::Taken(b) = s.lease_take(&unit, "h:2:b", TTL, 61_000).unwrap() else {
-            panic!("an expired lease is taken over")
-        };
-        s.claim_run("r1", Some(b.token)).unwrap();
-        for refused in [
-            s.record_part(&first, &part(1), Some("a-after-1"), 1),
-            s.mark_extracted(&first, None),
-            s.commit_run(&first, Some("h")),
-            s.abandon_run(&first, "delta token expired"),
-            s.check_lease(&first),
-        ] {
-            assert!(
-                matches!(
-                    &refused,
-                    Err(Error::LeaseLost {
-                        token: 2,
-                        mine: 1,
-                        ..
-                    })
-                ),
-                "{refused:?}"
-            );
-        }
-        let open = s.open_run("crm", "dataverse.account").unwrap().unwrap();
-        assert_eq!(
-            (open.next_part, open.position.as_deref()),
-            (1, Some("after-0"))
-        );
-
-        // The new owner carries the run on to its commit.
-        let second = RunRecord {
-            lease_token: Some(b.token),
-            ..open
-        };
-        s.record_part(&second, &part(1), Some("after-1"), 1)
-            .unwrap();
-        s.mark_extracted(&second, None).unwrap();
-        s.mark_loaded(&second, 20, 0, 20).unwrap();
-        s.commit_run(&second, Some("h")).unwrap();
-        assert!(s.open_run("crm", "dataverse.account").unwrap().is_none());
-        assert_eq!(s.parts("r1").unwrap().len(), 2);
-    }
-
-    /// A sink job that finished after its worker's lease on the flow was taken over records
-    /// nothing: neither its audit nor a link (the new owner's search finds what it wrote).
-    #[test]
-    fn a_sink_commit_under_a_lost_lease_records_nothing() {
-        let (_d, s) = store();
-        let unit = sink_unit("f");
-        let Take::Taken(a) = s.lease_take(&unit, "h:1:a", TTL, 0).unwrap() else {
-            panic!()
-        };
-        let Take::Taken(_b) = s.lease_take(&unit, "h:2:b", TTL, 61_000).unwrap() else {
-            panic!()
-        };
-        let audit = crate::state::AuditEntry {
-            flow: "f".into(),
-            job_id: "j1".into(),
-            ..Default::default()
-        };
-        let late = s.sink_commit(&crate::state::JobFinish {
-            fence: Some(&a),
-            audits: std::slice::from_ref(&audit),
-            ..Default::default()
-        });
-        assert!(matches!(late, Err(Error::LeaseLost { .. })), "{late:?}");
-        assert!(s.sink_audit_entries("f", None).unwrap().is_empty());
     }
 }

@@ -19,7 +19,8 @@ use ml_connector::Error;
 use ml_connector::lake::RunKind;
 use ml_connector::lease::{Take, run_unit, sink_unit};
 use ml_connector::state::{
-    AuditAction, AuditEntry, JobFinish, JobStatus, NewLink, PartRecord, RunRecord, StateStore,
+    AuditAction, AuditEntry, JobFinish, JobStatus, NewLink, PartRecord, RunRecord, RunStatus,
+    StateStore,
 };
 
 const TTL: Duration = Duration::from_secs(60);
@@ -37,7 +38,7 @@ fn part(n: u32) -> PartRecord {
         bytes: 1000,
         sha256: format!("sha{n}"),
         quarantine_path: None,
-        quarantined: 0,
+        quarantined: 2,
     }
 }
 
@@ -75,6 +76,14 @@ fn check_cursor_moves_only_on_commit(open: Opener<'_>) {
         (open_run.next_part, open_run.position.as_deref()),
         (1, Some("page-2"))
     );
+    assert_eq!(
+        (
+            open_run.rows_extracted,
+            open_run.rows_deleted,
+            open_run.rows_quarantined
+        ),
+        (100, 1, 2)
+    );
     assert_eq!(other.parts("r1").unwrap(), vec![part(0)]);
     // Resumed and committed: the cursor is the run's pending one.
     other
@@ -95,16 +104,28 @@ fn check_cursor_moves_only_on_commit(open: Opener<'_>) {
         Some("2026-01-02T00:00:00Z")
     );
     assert!(open().open_run("crm", STREAM).unwrap().is_none());
+    assert_eq!(open().parts("r1").unwrap().len(), 2);
+    assert_eq!(
+        open().runs(None, 10).unwrap()[0].status,
+        RunStatus::Committed
+    );
+    // A reset forgets the cursor: the next run reads everything again.
+    assert!(open().reset("crm", STREAM).unwrap());
+    assert_eq!(open().cursor("crm", STREAM).unwrap(), None);
 }
 
 fn check_leases(open: Opener<'_>) {
     let (a, b) = (open(), open());
     let unit = run_unit("crm", STREAM);
     let first = taken(a.lease_take(&unit, "w:1:a", TTL, 1_000).unwrap());
-    assert!(matches!(
-        b.lease_take(&unit, "w:2:b", TTL, 2_000).unwrap(),
-        Take::Held { ref owner, .. } if owner == "w:1:a"
-    ));
+    // Another owner is told who holds it and for how long.
+    assert_eq!(
+        b.lease_take(&unit, "w:2:b", TTL, 31_000).unwrap(),
+        Take::Held {
+            owner: "w:1:a".into(),
+            expires_in: Duration::from_secs(30)
+        }
+    );
     assert!(a.lease_renew(&first, TTL, 50_000).unwrap());
     assert!(matches!(
         b.lease_take(&unit, "w:2:b", TTL, 100_000).unwrap(),
@@ -119,6 +140,7 @@ fn check_leases(open: Opener<'_>) {
         third.token > second.token,
         "a release never lowers the token"
     );
+    assert_eq!(b.lease_token(&unit).unwrap(), Some(third.token));
 }
 
 fn check_fencing(open: Opener<'_>) {
@@ -133,16 +155,43 @@ fn check_fencing(open: Opener<'_>) {
     new_owner.claim_run("r1", Some(new.token)).unwrap();
     for refused in [
         paused.record_part(&run, &part(1), Some("p2"), 1),
+        paused.set_pending_cursor(&run, "2026-01-01T00:00:00Z"),
+        paused.mark_extracted(&run, None),
+        paused.mark_loaded(&run, 1, 0, 1),
         paused.commit_run(&run, Some("columns")),
         paused.note_error(&run, "late"),
+        paused.abandon_run(&run, "delta token expired"),
+        paused.set_run_report(&run, "{}"),
+        paused.check_lease(&run),
     ] {
         assert!(
-            matches!(refused, Err(Error::LeaseLost { .. })),
+            matches!(
+                refused,
+                Err(Error::LeaseLost { token, mine, .. }) if token == new.token && mine == old.token
+            ),
             "{refused:?}"
         );
     }
-    assert_eq!(new_owner.parts("r1").unwrap().len(), 1);
+    let resumed = new_owner.open_run("crm", STREAM).unwrap().unwrap();
+    assert_eq!(
+        (resumed.next_part, resumed.position.as_deref()),
+        (1, Some("p1")),
+        "nothing of the paused worker's landed"
+    );
     assert_eq!(new_owner.cursor("crm", STREAM).unwrap(), None);
+    // The new owner carries the run on to its commit.
+    let resumed = RunRecord {
+        lease_token: Some(new.token),
+        ..resumed
+    };
+    new_owner
+        .record_part(&resumed, &part(1), Some("p2"), 1)
+        .unwrap();
+    new_owner.mark_extracted(&resumed, None).unwrap();
+    new_owner.mark_loaded(&resumed, 200, 0, 200).unwrap();
+    new_owner.commit_run(&resumed, Some("columns")).unwrap();
+    assert!(new_owner.open_run("crm", STREAM).unwrap().is_none());
+    assert_eq!(new_owner.parts("r1").unwrap().len(), 2);
 
     // The same for a sink flow's job commit.
     let flow = sink_unit("f");
