@@ -56,6 +56,20 @@ pub fn refuse_2xx(status: u16, body: &[u8], read: fn(&[u8]) -> Option<String>) -
 mod tests {
     use super::*;
 
+    /// A body longer than an error answer is data: it is not parsed a second time, whatever
+    /// its first key.
+    #[test]
+    fn long_bodies_are_not_read_for_an_error() {
+        let mut long = br#"{"error":{"code":"X","message":"m"},"pad":""#.to_vec();
+        long.resize(ERROR_BODY_MAX + 1, b' ');
+        long.extend_from_slice(b"\"}");
+        assert_eq!(odata_error(&long), None);
+        assert_eq!(
+            odata_error(br#"{"error":{"code":"X","message":"m"},"pad":""}"#).as_deref(),
+            Some("X: m")
+        );
+    }
+
     #[test]
     fn an_odata_error_body_in_a_2xx_is_refused_and_data_is_not() {
         let error = br#" {"error":{"code":"BadRequest","message":"Name is too long"}}"#;

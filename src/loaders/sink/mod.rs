@@ -947,3 +947,29 @@ fn outcome_result(job_id: &str, entity: &str, id: &str, o: Outcome) -> JobResult
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every outcome a job can end in is counted for the metrics; an unlink counts as a no-op.
+    #[test]
+    fn every_outcome_is_counted() {
+        let mut report = ApplyReport::default();
+        for outcome in JobOutcome::ALL {
+            report.push(JobResult {
+                job_id: outcome.to_string(),
+                source_entity: "account".into(),
+                source_id: "a1".into(),
+                outcome: *outcome,
+                target_key: None,
+                detail: String::new(),
+            });
+        }
+        let counted: usize = report.by_outcome().iter().map(|(_, n)| n).sum();
+        assert_eq!(counted, JobOutcome::ALL.len());
+        let of = |o: JobOutcome| report.by_outcome().into_iter().find(|(x, _)| *x == o);
+        assert_eq!(of(JobOutcome::Blocked), Some((JobOutcome::Blocked, 1)));
+        assert_eq!(of(JobOutcome::Noop), Some((JobOutcome::Noop, 2)));
+    }
+}
