@@ -219,7 +219,7 @@ pub async fn run_stream(
     loop {
         let rec = tenant::reconcile(&ctx.state, &conn.name, stream, Some(&live))?;
         if let Some(reason) = &rec.report.entity_absent {
-            return absent(ctx, conn, stream, reason);
+            return absent(ctx, conn, stream, reason, token);
         }
         match run_reconciled(ctx, conn, &rec, &ep, req, token).await {
             // Where the tenant publishes no metadata for the entity, its refusal to list it at
@@ -235,7 +235,7 @@ pub async fn run_stream(
                 let reason = format!(
                     "the tenant refuses to list it ({e}): the module is not licensed or the API user's role cannot read it"
                 );
-                return absent(ctx, conn, stream, &reason);
+                return absent(ctx, conn, stream, &reason, token);
             }
             Err(e) if refused < MAX_REFUSED_FIELDS => {
                 let Some(field) = tenant::refused_field(&e) else {
@@ -272,12 +272,18 @@ fn nothing_read(ctx: &Context, conn: &Connection, stream: &Stream) -> Result<boo
 
 /// The summary (and run history entry) of a stream whose entity the tenant does not have. An
 /// unfinished run of the stream is closed as absent too.
-fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Result<RunSummary> {
+fn absent(
+    ctx: &Context,
+    conn: &Connection,
+    stream: &Stream,
+    reason: &str,
+    token: Option<i64>,
+) -> Result<RunSummary> {
     if let Some(open) = ctx.state.open_run(&conn.name, &stream.id.to_string())? {
         ctx.state
             .close_run(open.run_id.as_str(), RunStatus::Absent, reason)?;
     }
-    let run = RunRecord::new(
+    let mut run = RunRecord::new(
         &new_run_id(),
         &conn.name,
         &stream.id.to_string(),
@@ -286,6 +292,7 @@ fn absent(ctx: &Context, conn: &Connection, stream: &Stream, reason: &str) -> Re
         &schema_hash(&stream.catalog),
         None,
     );
+    run.lease_token = token;
     ctx.state.begin_run(&run)?;
     let report = RunReport {
         schema: SchemaReport {
