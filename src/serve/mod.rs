@@ -241,11 +241,11 @@ impl Server {
                 tasks.spawn(async move {
                     loop {
                         match mgr.ensure(clock.now()).await {
-                            Ok(r) if r.left_to.is_some() => tracing::debug!(
-                                owner = r.left_to.as_deref().unwrap_or_default(),
-                                "business central subscriptions kept by another worker"
-                            ),
-                            Ok(_) => {}
+                            Ok(r) => {
+                                if let Some(owner) = r.left_to {
+                                    tracing::debug!(%owner, "business central subscriptions kept by another worker");
+                                }
+                            }
                             Err(e) => tracing::error!(error = %e, "business central subscriptions: will retry"),
                         }
                         tokio::select! {

@@ -58,7 +58,8 @@ impl Trigger {
     }
 }
 
-/// What [`Queue::submit`] did.
+/// What became of a trigger: what [`Queue::submit`] did with it, or, for a webhook event the
+/// receiver found delivered before, that it never reached the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submitted {
     Queued,
