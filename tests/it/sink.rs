@@ -1284,3 +1284,36 @@ async fn a_record_deleted_in_the_source_while_its_job_waited_is_never_written() 
         .count();
     assert!(noted >= gone_accounts.len(), "{noted}");
 }
+
+/// While another worker holds the flow's lease, an apply here is refused before any write and
+/// says who holds it; once the lease is released, the same apply goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_is_refused_while_another_worker_holds_the_flow() {
+    let env = Env::new(10).await;
+    env.sync().await;
+    let sink = Sink::open(&env.ctx, FLOW).unwrap();
+    let target = sink.target(None).unwrap();
+    let plan = sink.plan().await.unwrap();
+    let ml_connector::lease::Take::Taken(other) = env
+        .ctx
+        .state
+        .lease_take(
+            &ml_connector::lease::sink_unit(FLOW),
+            "other-host:1:x",
+            std::time::Duration::from_secs(60),
+            ml_connector::lease::now_ms(),
+        )
+        .unwrap()
+    else {
+        panic!("the flow's lease is free")
+    };
+    let refused = sink.apply(&plan, &target).await;
+    assert!(
+        matches!(&refused, Err(ml_connector::Error::Held { owner, .. }) if owner == "other-host:1:x"),
+        "{refused:?}"
+    );
+    assert!(env.sandbox.deltek_writes().is_empty(), "nothing written");
+    env.ctx.state.lease_release(&other).unwrap();
+    let report = sink.apply(&plan, &target).await.unwrap();
+    assert!(report.created > 0, "{report:?}");
+}
