@@ -27,7 +27,11 @@ pub struct Config {
     /// Folder of mlc.toml; relative paths resolve against it.
     pub dir: PathBuf,
     pub lake_url: String,
+    /// `state.path`: the SQLite state file (the default store).
     pub state_path: PathBuf,
+    /// `state.url`: a Postgres state shared by many workers, used instead of `state.path`
+    /// (expanded; it may carry a password, so it is kept secret).
+    pub state_url: Option<secrecy::SecretString>,
     /// `state.lease_seconds`: how long a worker's lease on a stream run lasts unless renewed
     /// (every third of it); a crashed worker's work waits this long for another (`lease.rs`).
     pub state_lease: std::time::Duration,
@@ -253,6 +257,8 @@ fn default_lake() -> String {
 struct RawState {
     #[serde(default = "default_state")]
     path: String,
+    #[serde(default)]
+    url: Option<String>,
     #[serde(default = "default_lease_seconds")]
     lease_seconds: u64,
 }
@@ -260,9 +266,32 @@ impl Default for RawState {
     fn default() -> Self {
         Self {
             path: default_state(),
+            url: None,
             lease_seconds: default_lease_seconds(),
         }
     }
+}
+
+/// `state.url` expanded, once checked: a Postgres URL whose password, if any, comes from the
+/// environment (`${VAR}`), never written in mlc.toml.
+fn state_url(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<secrecy::SecretString> {
+    let Some(rest) = raw
+        .strip_prefix("postgres://")
+        .or_else(|| raw.strip_prefix("postgresql://"))
+    else {
+        return Err(Error::config(
+            "state.url must be a Postgres URL (postgres://user@host:5432/database); leave it out to keep the state in the SQLite file state.path",
+        ));
+    };
+    let userinfo = rest.split_once('@').map_or("", |(u, _)| u);
+    if let Some((_, password)) = userinfo.split_once(':')
+        && !password.starts_with("${")
+    {
+        return Err(Error::config(
+            "state.url has a password written in mlc.toml: put it in the environment and write postgres://user:${MLC_STATE_PASSWORD}@host/database",
+        ));
+    }
+    Ok(expand("state.url", raw, env)?.into())
 }
 fn default_lease_seconds() -> u64 {
     60
@@ -481,6 +510,13 @@ const COMMON_KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// Where the state store is: the Postgres URL when `state.url` is set, else the file.
+    pub fn state_location(&self) -> crate::state::StateLocation {
+        match &self.state_url {
+            Some(url) => crate::state::StateLocation::Postgres(url.clone()),
+            None => crate::state::StateLocation::File(self.state_path.clone()),
+        }
+    }
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -533,6 +569,12 @@ impl Config {
             dir: dir.to_path_buf(),
             lake_url: ex("lake.url", &raw.lake.url)?,
             state_path: resolve("state.path", &raw.state.path)?,
+            state_url: raw
+                .state
+                .url
+                .as_deref()
+                .map(|u| state_url(u, env))
+                .transpose()?,
             state_lease: match raw.state.lease_seconds {
                 0 => {
                     return Err(Error::config(

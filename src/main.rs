@@ -1567,10 +1567,10 @@ fn definitions(config: &Path) -> Result<Definitions> {
         return Ok(Definitions::builtin()?);
     };
     let defs = Definitions::load(Some(&c.definitions_dir))?;
-    if !c.state_path.exists() {
+    if c.state_url.is_none() && !c.state_path.exists() {
         return Ok(defs);
     }
-    let state = ml_connector::state::StateStore::open(&c.state_path)?;
+    let state = ml_connector::state::StateStore::for_location(&c.state_location())?;
     Ok(ml_connector::tenant::with_tenant_columns(&state, &c, defs)?)
 }
 
@@ -2086,8 +2086,9 @@ async fn webhooks(cmd: WebhooksCmd, config: &Path) -> Result<ExitCode> {
                     config.display()
                 );
             }
-            let state =
-                std::sync::Arc::new(ml_connector::state::StateStore::open(&cfg.state_path)?);
+            let state = std::sync::Arc::new(ml_connector::state::StateStore::for_location(
+                &cfg.state_location(),
+            )?);
             for c in conns {
                 let out =
                     ml_connector::serve::register::register(&cfg, &vault, state.clone(), c).await?;

@@ -4,7 +4,7 @@
 /// For a field-less enum stored by name: `ALL`, `as_str`, `Display` (padding like a string,
 /// so `{:<11}` lines up tables), `FromStr` (an unknown name is a state error saying what it
 /// is), comparison with a name (`summary.kind == "snapshot"`, for tests and output checks), and
-/// rusqlite's `ToSql`/`FromSql`. Serde names are the enum's own `rename_all`, which must agree.
+/// the state store's `ToValue`/`FromValue`. Serde names are the enum's own `rename_all`, which must agree.
 macro_rules! stored_by_name {
     ($ty:ident, $what:literal, { $($variant:ident => $name:literal),+ $(,)? }) => {
         impl $ty {
@@ -41,19 +41,18 @@ macro_rules! stored_by_name {
             }
         }
 
-        impl rusqlite::types::ToSql for $ty {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                Ok(self.as_str().into())
+        impl crate::state::db::ToValue for $ty {
+            fn to_value(&self) -> crate::state::db::Value {
+                crate::state::db::Value::Text(self.as_str().to_string())
             }
         }
 
-        impl rusqlite::types::FromSql for $ty {
-            fn column_result(
-                v: rusqlite::types::ValueRef<'_>,
-            ) -> rusqlite::types::FromSqlResult<Self> {
-                v.as_str()?.parse().map_err(|e: crate::error::Error| {
-                    rusqlite::types::FromSqlError::Other(Box::new(e))
-                })
+        impl crate::state::db::FromValue for $ty {
+            fn from_value(v: &crate::state::db::Value) -> Option<Self> {
+                match v {
+                    crate::state::db::Value::Text(s) => s.parse().ok(),
+                    _ => None,
+                }
             }
         }
     };

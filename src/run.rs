@@ -57,7 +57,7 @@ pub struct Context {
 impl Context {
     pub fn open(config: Config) -> Result<Self> {
         let defs = Definitions::load(Some(&config.definitions_dir))?;
-        let state = Arc::new(StateStore::open(&config.state_path)?);
+        let state = Arc::new(StateStore::for_location(&config.state_location())?);
         let lake = Lake::open(&config.lake_url, &config.dir)?;
         let warehouse = Arc::new(Warehouse::open(&config.warehouse)?);
         let vault = Vault::new(&config.vault);

@@ -26,7 +26,6 @@ pub mod register;
 pub mod routes;
 pub mod schedule;
 pub mod secrets;
-pub mod store;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -102,7 +101,6 @@ impl Server {
         if let Some(w) = cfg.idle_warning() {
             tracing::warn!("{w}");
         }
-        ctx.state.serve_init()?;
         let now = opts.clock.now();
         ctx.state
             .serve_prune_events(now - chrono::Duration::days(7))?;

@@ -145,7 +145,6 @@ mod tests {
     fn fires_on_time_and_once_after_downtime() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(&dir.path().join("s.db")).unwrap();
-        state.serve_init().unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 10, 1, 0).unwrap();
         let mut s = Scheduler::new(&cfg("0 */15 * * * *", "UTC"), &state, t0).unwrap();
         assert_eq!(
@@ -183,7 +182,6 @@ mod tests {
     fn workers_sharing_a_store_fire_each_occurrence_once() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(&dir.path().join("s.db")).unwrap();
-        state.serve_init().unwrap();
         let t0 = Utc.with_ymd_and_hms(2026, 3, 1, 10, 1, 0).unwrap();
         let mut a = Scheduler::new(&cfg("0 */15 * * * *", "UTC"), &state, t0).unwrap();
         let mut b = Scheduler::new(&cfg("0 */15 * * * *", "UTC"), &state, t0).unwrap();
@@ -201,7 +199,6 @@ mod tests {
     fn reads_the_expression_in_its_zone() {
         let dir = tempfile::tempdir().unwrap();
         let state = StateStore::open(&dir.path().join("s.db")).unwrap();
-        state.serve_init().unwrap();
         // 02:00 every day in Paris = 01:00 UTC in winter.
         let t0 = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();
         let s = Scheduler::new(&cfg("0 2 * * *", "Europe/Paris"), &state, t0).unwrap();

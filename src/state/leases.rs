@@ -4,8 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{OptionalExtension, params};
-
+use super::db::{Db, params};
 use super::{StateStore, pid_alive};
 use crate::error::{Error, Result};
 
@@ -36,19 +35,13 @@ pub fn subscriptions_unit(connection: &str) -> String {
 
 /// Inside a state transaction: `Err(LeaseLost)` when `unit`'s token is no longer `mine`
 /// (another worker took it over); a unit never leased passes.
-pub(super) fn check_token(
-    tx: &rusqlite::Transaction<'_>,
-    unit: &str,
-    mine: i64,
-) -> rusqlite::Result<Result<()>> {
-    let now: Option<(i64, String)> = tx
-        .query_row(
-            "SELECT token, owner FROM leases WHERE unit = ?1",
-            params![unit],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    Ok(match now {
+pub(super) fn check_token(tx: &mut Db, unit: &str, mine: i64) -> Result<()> {
+    let now: Option<(i64, String)> = tx.query_opt(
+        "SELECT token, owner FROM leases WHERE unit = ?1",
+        params![unit],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    match now {
         Some((token, owner)) if token != mine => Err(Error::LeaseLost {
             unit: unit.to_string(),
             owner,
@@ -56,7 +49,7 @@ pub(super) fn check_token(
             mine,
         }),
         _ => Ok(()),
-    })
+    }
 }
 
 /// This host's name, as lease owners carry it (`host:pid:nonce`).
@@ -110,15 +103,12 @@ impl StateStore {
     /// owner's process is gone, or `owner` holds it already. Each take gets the next token.
     pub fn lease_take(&self, unit: &str, owner: &str, ttl: Duration, now: i64) -> Result<Take> {
         let expires = now + ttl.as_millis() as i64;
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let held: Option<(String, i64, i64)> = tx
-                .query_row(
-                    "SELECT owner, token, expires_at FROM leases WHERE unit = ?1",
-                    params![unit],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
+        self.write(|tx| {
+            let held: Option<(String, i64, i64)> = tx.query_opt(
+                "SELECT owner, token, expires_at FROM leases WHERE unit = ?1",
+                params![unit],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
             let token = match held {
                 Some((holder, _, until))
                     if holder != owner && until > now && !owner_gone(&holder) =>
@@ -136,7 +126,6 @@ impl StateStore {
                  ON CONFLICT (unit) DO UPDATE SET owner = excluded.owner, token = excluded.token, expires_at = excluded.expires_at",
                 params![unit, owner, token, expires],
             )?;
-            tx.commit()?;
             Ok(Take::Taken(Lease {
                 unit: unit.to_string(),
                 owner: owner.to_string(),
@@ -176,30 +165,29 @@ impl StateStore {
     /// The leases held at `now`: unit, owner and time left, by unit.
     pub fn lease_holders(&self, now: i64) -> Result<Vec<(String, String, Duration)>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT unit, owner, expires_at FROM leases WHERE expires_at > ?1 ORDER BY unit",
-            )?;
-            st.query_map(params![now], |r| {
-                let until: i64 = r.get(2)?;
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    Duration::from_millis((until - now).max(0) as u64),
-                ))
-            })?
-            .collect()
+                params![now],
+                |r| {
+                    let until: i64 = r.get(2)?;
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        Duration::from_millis((until - now).max(0) as u64),
+                    ))
+                },
+            )
         })
     }
 
     /// The current token of `unit`, if it was ever taken.
     pub fn lease_token(&self, unit: &str) -> Result<Option<i64>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT token FROM leases WHERE unit = ?1",
                 params![unit],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 }

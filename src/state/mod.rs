@@ -1,104 +1,94 @@
-//! The embedded state store (SQLite), one file per concern:
+//! The state store, one file per concern:
 //! - `runs.rs`: per-stream cursors and delta tokens, run history with row counts, and the
 //!   checkpoints that let a long snapshot resume at its last written part;
 //! - `tenant.rs`: what each tenant's metadata said (live schema, field → column names);
-//! - `sink.rs`: the sink stage's ledger, jobs, audit, cursors and learned rules.
+//! - `sink.rs`: the sink stage's ledger, jobs, audit, cursors and learned rules;
+//! - `leases.rs`: leases on units of work and their fencing tokens (the guard is `lease.rs`);
+//! - `serve.rs`: serve mode's webhook dedupe keys, schedule fire times, Business Central
+//!   subscriptions and key-set requests;
+//! - `db.rs`: the SQL both backends take, `postgres.rs`: the Postgres connection, and
+//!   `migrate.rs`: the schema's versions and the copy of a SQLite state into Postgres.
 //!
-//! - `leases.rs`: leases on units of work and their fencing tokens (the guard is `lease.rs`).
-//!
-//! Serve mode's tables are in `serve/store.rs`; it shares this store's connection
-//! ([`StateStore::with`]).
+//! SQLite (a file, one machine) is the default; `[state] url = "postgres://…"` shares one
+//! store between workers (DESIGN.md §16). Both hold the same tables and answer the same
+//! queries.
 //!
 //! Ordering rule (DESIGN.md §6): a cursor advances only in [`StateStore::commit_run`], called
 //! after the warehouse load succeeded. Everything a run learns before that is kept on the run
 //! row (`pending_cursor`, `position`), so a crash at any point resumes without a gap.
-//!
-//! The sink stage (DESIGN.md §9) keeps its tables here too ([`SINK_SCHEMA`]; created the same
-//! idempotent way as the stream tables).
 
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::Connection;
-
 use crate::error::{Error, Result};
 
+pub(crate) mod db;
 mod leases;
+pub(crate) mod migrate;
+mod postgres;
 mod runs;
+mod serve;
 mod sink;
 mod tenant;
 
+use db::Db;
 pub(crate) use leases::host_name;
 pub use leases::*;
 pub use runs::*;
+pub use serve::*;
 pub use sink::*;
 
-/// The SQLite-backed store.
+/// Where the state is kept, as the configuration says.
+#[derive(Debug, Clone)]
+pub enum StateLocation {
+    /// A SQLite file (`state.path`).
+    File(std::path::PathBuf),
+    /// A Postgres database (`state.url`; it may carry a password, so it is never shown).
+    Postgres(secrecy::SecretString),
+}
+
+/// The state store: one connection to SQLite or Postgres.
 pub struct StateStore {
-    conn: Mutex<Connection>,
+    db: Mutex<Db>,
+    /// Where it is, as it may be shown (a Postgres URL without its password).
+    shown: String,
 }
 
 impl std::fmt::Debug for StateStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StateStore")
+        write!(f, "StateStore({})", self.shown)
     }
-}
-
-/// SQLite integers are i64; counts are never negative.
-pub(crate) fn count(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<u64> {
-    Ok(r.get::<_, i64>(i)?.max(0) as u64)
-}
-
-/// Journaling, then the schema and the columns older stores lack, in one immediate transaction:
-/// two processes opening a new store at once (a `sync` beside `serve`) would otherwise both see
-/// a column missing and the second would fail adding it.
-fn setup(conn: &mut Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    tx.execute_batch(runs::SCHEMA)?;
-    tx.execute_batch(tenant::TENANT_SCHEMA)?;
-    tx.execute_batch(sink::SINK_SCHEMA)?;
-    tx.execute_batch(leases::LEASES_SCHEMA)?;
-    // Ledgers written before `target_version` existed get the column (NULL: no echo known).
-    let has_version: bool = tx
-        .prepare("SELECT 1 FROM pragma_table_info('sink_ledger') WHERE name = 'target_version'")?
-        .exists([])?;
-    if !has_version {
-        tx.execute_batch("ALTER TABLE sink_ledger ADD COLUMN target_version INTEGER;")?;
-    }
-    // Stores written before the tenant reconciliation get its columns.
-    for (table, column, ty) in [
-        ("runs", "report", "TEXT"),
-        ("runs", "lease_token", "INTEGER"),
-        ("stream_state", "columns_hash", "TEXT"),
-    ] {
-        let has: bool = tx
-            .prepare(&format!(
-                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = '{column}'"
-            ))?
-            .exists([])?;
-        if !has {
-            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty};"))?;
-        }
-    }
-    tx.commit()
 }
 
 impl StateStore {
-    /// Opens (creating) the store at `path`. WAL journaling: a committed transaction survives a
-    /// killed process.
+    /// Opens the store the configuration names.
+    pub fn for_location(at: &StateLocation) -> Result<Self> {
+        match at {
+            StateLocation::File(path) => Self::open(path),
+            StateLocation::Postgres(url) => {
+                use secrecy::ExposeSecret;
+                Self::connect(url.expose_secret())
+            }
+        }
+    }
+
+    /// Opens (creating) the SQLite store at `path`. WAL journaling: a committed transaction
+    /// survives a killed process.
     pub fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let mut conn = Connection::open(path).map_err(|e| Error::state_from(path.display(), e))?;
+        let conn =
+            rusqlite::Connection::open(path).map_err(|e| Error::state_from(path.display(), e))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // Switching a new store to WAL needs it to itself, and SQLite reports a concurrent
         // opener as busy at once rather than waiting: try again for a while.
         let mut attempts = 0;
         loop {
-            match setup(&mut conn) {
+            match conn
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
+            {
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
                 {
@@ -108,20 +98,41 @@ impl StateStore {
                 r => break r?,
             }
         }
+        let mut db = Db::Sqlite(conn);
+        migrate::upgrade(&mut db)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            db: Mutex::new(db),
+            shown: path.display().to_string(),
         })
     }
 
-    pub(crate) fn with<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
+    /// Connects to the Postgres store at `url` and brings its schema up to this version
+    /// (several workers starting at once apply each version once).
+    pub fn connect(url: &str) -> Result<Self> {
+        let mut db = Db::Postgres(postgres::PgLink::connect(url)?);
+        migrate::upgrade(&mut db)?;
+        Ok(Self {
+            db: Mutex::new(db),
+            shown: postgres::describe(url),
+        })
+    }
+
+    /// Where the store is, fit to show (a Postgres URL never carries its password here).
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         let mut guard = self
-            .conn
+            .db
             .lock()
             .map_err(|_| Error::state("state store lock poisoned"))?;
-        f(&mut guard).map_err(Error::from)
+        f(&mut guard)
+    }
+
+    /// Runs `f` in one write transaction (see [`Db::transaction`]).
+    pub(crate) fn write<T>(&self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.with(|db| db.transaction(f))
     }
 }
 

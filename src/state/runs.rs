@@ -1,9 +1,9 @@
 //! Stream runs: cursors, run history and the checkpoints a run resumes from.
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StateStore, count, pid_alive};
+use super::db::{Db, Row, params};
+use super::{StateStore, pid_alive};
 use crate::error::Result;
 use crate::lake::RunKind;
 
@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS stream_state (
     cursor TEXT,
     updated_at TEXT NOT NULL,
     last_run_id TEXT,
+    columns_hash TEXT,
     PRIMARY KEY (connection, stream)
 );
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,8 +39,10 @@ CREATE TABLE IF NOT EXISTS runs (
     rows_removed INTEGER NOT NULL DEFAULT 0,
     table_rows INTEGER NOT NULL DEFAULT 0,
     owner_pid INTEGER,
-    window TEXT,
-    error TEXT
+    "window" TEXT,
+    error TEXT,
+    report TEXT,
+    lease_token INTEGER
 );
 CREATE INDEX IF NOT EXISTS runs_by_stream ON runs (connection, stream, started_at);
 CREATE TABLE IF NOT EXISTS run_parts (
@@ -230,9 +233,9 @@ pub struct StreamState {
     pub last_run_id: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, window, error, report, lease_token";
+const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, \"window\", error, report, lease_token";
 
-fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+fn run_from_row(r: &Row) -> Result<RunRecord> {
     Ok(RunRecord {
         run_id: r.get(0)?,
         connection: r.get(1)?,
@@ -247,13 +250,13 @@ fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
         pending_cursor: r.get(10)?,
         position: r.get(11)?,
         next_part: r.get(12)?,
-        rows_extracted: count(r, 13)?,
-        rows_deleted: count(r, 14)?,
-        rows_quarantined: count(r, 15)?,
-        json_bytes: count(r, 16)?,
-        rows_upserted: count(r, 17)?,
-        rows_removed: count(r, 18)?,
-        table_rows: count(r, 19)?,
+        rows_extracted: r.count(13)?,
+        rows_deleted: r.count(14)?,
+        rows_quarantined: r.count(15)?,
+        json_bytes: r.count(16)?,
+        rows_upserted: r.count(17)?,
+        rows_removed: r.count(18)?,
+        table_rows: r.count(19)?,
         owner_pid: r.get(20)?,
         window: r.get(21)?,
         error: r.get(22)?,
@@ -266,12 +269,11 @@ impl StateStore {
     /// The committed cursor of a stream.
     pub fn cursor(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT cursor FROM stream_state WHERE connection = ?1 AND stream = ?2",
                 params![connection, stream],
-                |r| r.get::<_, Option<String>>(0),
+                |r| r.get::<Option<String>>(0),
             )
-            .optional()
             .map(Option::flatten)
         })
     }
@@ -279,25 +281,23 @@ impl StateStore {
     /// The unfinished run of a stream (running, extracted or loaded), if any.
     pub fn open_run(&self, connection: &str, stream: &str) -> Result<Option<RunRecord>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!(
                     "SELECT {RUN_COLUMNS} FROM runs WHERE connection = ?1 AND stream = ?2 AND {UNFINISHED} ORDER BY started_at DESC LIMIT 1"
                 ),
                 params![connection, stream],
                 run_from_row,
             )
-            .optional()
         })
     }
 
     pub fn run(&self, run_id: &str) -> Result<Option<RunRecord>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?1"),
                 params![run_id],
                 run_from_row,
             )
-            .optional()
         })
     }
 
@@ -305,7 +305,7 @@ impl StateStore {
     pub fn begin_run(&self, r: &RunRecord) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO runs (run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, cursor_start, owner_pid, window, lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO runs (run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, cursor_start, owner_pid, \"window\", lease_token) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![r.run_id, r.connection, r.stream, r.kind, r.status, r.reconcile, r.schema_hash, r.started_at, r.cursor_start, r.owner_pid, r.window, r.lease_token],
             )
             .map(|_| ())
@@ -324,44 +324,33 @@ impl StateStore {
         })
     }
 
-    /// Fails with [`Error::LeaseLost`] when `run` is held under a lease token that is no
-    /// longer its unit's.
+    /// Fails with [`Error::LeaseLost`](crate::Error::LeaseLost) when `run` is held under a
+    /// lease token that is no longer its unit's.
     pub fn check_lease<'a>(&self, run: impl Into<RunRef<'a>>) -> Result<()> {
         self.run_write(run.into(), |_| Ok(()))
     }
 
     /// Runs `write` on `run`'s rows in one transaction, unless `run` is held under a lease
     /// token that is no longer its unit's: a worker that lost its lease writes nothing.
-    fn run_write<T>(
-        &self,
-        run: RunRef<'_>,
-        write: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> Result<T> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    fn run_write<T>(&self, run: RunRef<'_>, write: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
+        self.write(|tx| {
             if let Some(mine) = run.token {
-                let unit: Option<String> = tx
-                    .query_row(
-                        "SELECT connection, stream FROM runs WHERE run_id = ?1",
-                        params![run.run_id],
-                        |r| {
-                            Ok(super::leases::run_unit(
-                                &r.get::<_, String>(0)?,
-                                &r.get::<_, String>(1)?,
-                            ))
-                        },
-                    )
-                    .optional()?;
-                if let Some(unit) = unit
-                    && let Err(lost) = super::leases::check_token(&tx, &unit, mine)?
-                {
-                    return Ok(Err(lost));
+                let unit = tx.query_opt(
+                    "SELECT connection, stream FROM runs WHERE run_id = ?1",
+                    params![run.run_id],
+                    |r| {
+                        Ok(super::leases::run_unit(
+                            &r.get::<String>(0)?,
+                            &r.get::<String>(1)?,
+                        ))
+                    },
+                )?;
+                if let Some(unit) = unit {
+                    super::leases::check_token(tx, &unit, mine)?;
                 }
             }
-            let out = write(&tx)?;
-            tx.commit()?;
-            Ok(Ok(out))
-        })?
+            write(tx)
+        })
     }
 
     /// Records a durable part and the position after it, atomically: the checkpoint.
@@ -376,12 +365,13 @@ impl StateStore {
         let run_id = run.run_id;
         self.run_write(run, |tx| {
             tx.execute(
-                "INSERT OR REPLACE INTO run_parts (run_id, part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![run_id, p.part, p.path, p.rows as i64, p.deleted as i64, p.bytes as i64, p.sha256, p.quarantine_path, p.quarantined as i64],
+                "INSERT INTO run_parts (run_id, part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (run_id, part) DO UPDATE SET path = excluded.path, rows = excluded.rows, deleted = excluded.deleted, bytes = excluded.bytes, sha256 = excluded.sha256, quarantine_path = excluded.quarantine_path, quarantined = excluded.quarantined",
+                params![run_id, p.part, p.path, p.rows, p.deleted, p.bytes, p.sha256, p.quarantine_path, p.quarantined],
             )?;
             tx.execute(
                 "UPDATE runs SET next_part = ?2, position = ?3, rows_extracted = rows_extracted + ?4, rows_deleted = rows_deleted + ?5, rows_quarantined = rows_quarantined + ?6, json_bytes = json_bytes + ?7 WHERE run_id = ?1",
-                params![run_id, p.part + 1, position, p.rows as i64, p.deleted as i64, p.quarantined as i64, json_bytes as i64],
+                params![run_id, p.part + 1, position, p.rows, p.deleted, p.quarantined, json_bytes],
             )?;
             Ok(())
         })
@@ -389,22 +379,22 @@ impl StateStore {
 
     pub fn parts(&self, run_id: &str) -> Result<Vec<PartRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT part, path, rows, deleted, bytes, sha256, quarantine_path, quarantined FROM run_parts WHERE run_id = ?1 ORDER BY part",
-            )?;
-            st.query_map(params![run_id], |r| {
-                Ok(PartRecord {
-                    part: r.get(0)?,
-                    path: r.get(1)?,
-                    rows: count(r, 2)?,
-                    deleted: count(r, 3)?,
-                    bytes: count(r, 4)?,
-                    sha256: r.get(5)?,
-                    quarantine_path: r.get(6)?,
-                    quarantined: count(r, 7)?,
-                })
-            })?
-            .collect()
+                params![run_id],
+                |r| {
+                    Ok(PartRecord {
+                        part: r.get(0)?,
+                        path: r.get(1)?,
+                        rows: r.count(2)?,
+                        deleted: r.count(3)?,
+                        bytes: r.count(4)?,
+                        sha256: r.get(5)?,
+                        quarantine_path: r.get(6)?,
+                        quarantined: r.count(7)?,
+                    })
+                },
+            )
         })
     }
 
@@ -447,13 +437,7 @@ impl StateStore {
         self.run_write(run, |tx| {
             tx.execute(
                 "UPDATE runs SET status = ?5, rows_upserted = ?2, rows_removed = ?3, table_rows = ?4 WHERE run_id = ?1",
-                params![
-                    run.run_id,
-                    upserted as i64,
-                    removed as i64,
-                    table_rows as i64,
-                    RunStatus::Loaded
-                ],
+                params![run.run_id, upserted, removed, table_rows, RunStatus::Loaded],
             )
             .map(|_| ())
         })
@@ -466,11 +450,12 @@ impl StateStore {
         let run = run.into();
         let run_id = run.run_id;
         self.run_write(run, |tx| {
-            let (connection, stream, pending): (String, String, Option<String>) = tx.query_row(
+            let (connection, stream, pending): (String, String, Option<String>) = tx.query_opt(
                 "SELECT connection, stream, pending_cursor FROM runs WHERE run_id = ?1",
                 params![run_id],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
+            )?
+            .ok_or_else(|| crate::error::Error::state(format!("no run `{run_id}` to commit")))?;
             let now = chrono::Utc::now().to_rfc3339();
             if let Some(columns) = advance {
                 tx.execute(
@@ -523,8 +508,7 @@ impl StateStore {
     /// Forgets a stream's cursor and abandons its unfinished runs: the next run is a full
     /// snapshot.
     pub fn reset(&self, connection: &str, stream: &str) -> Result<bool> {
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.write(|tx| {
             let n = tx.execute(
                 "DELETE FROM stream_state WHERE connection = ?1 AND stream = ?2",
                 params![connection, stream],
@@ -533,26 +517,25 @@ impl StateStore {
                 &format!("UPDATE runs SET status = ?3, error = 'state reset', owner_pid = NULL WHERE connection = ?1 AND stream = ?2 AND {UNFINISHED}"),
                 params![connection, stream, RunStatus::Abandoned],
             )?;
-            tx.commit()?;
             Ok(n + m > 0)
         })
     }
 
     pub fn stream_states(&self) -> Result<Vec<StreamState>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT connection, stream, cursor, updated_at, last_run_id FROM stream_state ORDER BY connection, stream",
-            )?;
-            st.query_map([], |r| {
-                Ok(StreamState {
-                    connection: r.get(0)?,
-                    stream: r.get(1)?,
-                    cursor: r.get(2)?,
-                    updated_at: r.get(3)?,
-                    last_run_id: r.get(4)?,
-                })
-            })?
-            .collect()
+                params![],
+                |r| {
+                    Ok(StreamState {
+                        connection: r.get(0)?,
+                        stream: r.get(1)?,
+                        cursor: r.get(2)?,
+                        updated_at: r.get(3)?,
+                        last_run_id: r.get(4)?,
+                    })
+                },
+            )
         })
     }
 
@@ -560,7 +543,7 @@ impl StateStore {
     /// full snapshot or a key-set pass) started, if any.
     pub fn last_reconciled(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT MAX(started_at) FROM runs WHERE connection = ?1 AND stream = ?2 AND status = ?3 AND reconcile = 1",
                 params![connection, stream, RunStatus::Committed],
                 |r| r.get(0),
@@ -584,12 +567,11 @@ impl StateStore {
     /// that has one, key-set passes aside.
     pub fn latest_report(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT report FROM runs WHERE connection = ?1 AND stream = ?2 AND report IS NOT NULL AND kind != ?3 ORDER BY started_at DESC, run_id DESC LIMIT 1",
                 params![connection, stream, RunKind::Keyset],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
@@ -597,12 +579,11 @@ impl StateStore {
     /// `tenant::columns_hash`); `None` before the first commit that recorded one.
     pub fn columns_hash(&self, connection: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT columns_hash FROM stream_state WHERE connection = ?1 AND stream = ?2",
                 params![connection, stream],
-                |r| r.get(0),
+                |r| r.get::<Option<String>>(0),
             )
-            .optional()
             .map(Option::flatten)
         })
     }
@@ -615,7 +596,7 @@ impl StateStore {
         };
         let unit = super::leases::run_unit(&r.connection, &r.stream);
         self.with(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT EXISTS (SELECT 1 FROM leases WHERE unit = ?1 AND token = ?2 AND expires_at > ?3)",
                 params![unit, token, super::leases::now_ms()],
                 |row| row.get(0),
@@ -626,11 +607,13 @@ impl StateStore {
     /// Run history, newest first, optionally for one stream.
     pub fn runs(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {RUN_COLUMNS} FROM runs WHERE (?1 IS NULL OR stream = ?1) ORDER BY started_at DESC, run_id DESC LIMIT ?2"
-            ))?;
-            st.query_map(params![stream, limit as i64], run_from_row)?
-                .collect()
+            c.query_map(
+                &format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE (CAST(?1 AS TEXT) IS NULL OR stream = ?1) ORDER BY started_at DESC, run_id DESC LIMIT ?2"
+                ),
+                params![stream, limit],
+                run_from_row,
+            )
         })
     }
 }

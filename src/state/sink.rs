@@ -1,10 +1,10 @@
 //! The sink stage's tables: the ledger, its jobs, the audit, the flows' cursors over run
 //! manifests, document lines and numbers, and the rules learned from a tenant's refusals.
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{StateStore, count};
+use super::StateStore;
+use super::db::{Backend, Db, Row, params};
 use crate::error::Result;
 
 /// The sink stage's tables. `sink_ledger`: which target record a source record became (the
@@ -157,7 +157,7 @@ pub struct LedgerLink {
 const LINK_COLUMNS: &str = "target_entity, target_key, source_version, updated_at, target_version";
 
 /// A [`LedgerLink`] from `LINK_COLUMNS` starting at column `at`.
-fn link_from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<LedgerLink> {
+fn link_from_row(r: &Row, at: usize) -> Result<LedgerLink> {
     Ok(LedgerLink {
         target_entity: r.get(at)?,
         target_key: r.get(at + 1)?,
@@ -319,7 +319,7 @@ pub struct JobFinish<'a> {
 
 const AUDIT_COLUMNS: &str = "seq, at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error";
 
-fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+fn audit_from_row(r: &Row) -> Result<AuditEntry> {
     Ok(AuditEntry {
         seq: r.get(0)?,
         at: r.get(1)?,
@@ -334,14 +334,14 @@ fn audit_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         request: r.get(10)?,
         status: r.get(11)?,
         target_key: r.get(12)?,
-        ms: count(r, 13)?,
+        ms: r.count(13)?,
         error: r.get(14)?,
     })
 }
 
 const JOB_COLUMNS: &str = "job_id, flow, source_entity, source_id, source_version, run_id, record, status, attempts, last_error, ambiguous, created_at, updated_at";
 
-fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
+fn job_from_row(r: &Row) -> Result<SinkJob> {
     Ok(SinkJob {
         job_id: r.get(0)?,
         flow: r.get(1)?,
@@ -359,11 +359,20 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SinkJob> {
     })
 }
 
+/// What orders a flow's jobs as they were planned: SQLite's rowid; on Postgres the `seq`
+/// identity the schema's first version adds there.
+fn planned_order(db: &Db) -> &'static str {
+    match db.backend() {
+        Backend::Sqlite => "rowid",
+        Backend::Postgres => "seq",
+    }
+}
+
 /// Appends one audit entry, stamped `now`, inside a sink transaction.
-fn insert_audit(tx: &rusqlite::Transaction<'_>, now: &str, a: &AuditEntry) -> rusqlite::Result<()> {
+fn insert_audit(tx: &mut Db, now: &str, a: &AuditEntry) -> Result<()> {
     tx.execute(
         "INSERT INTO sink_audit (at, flow, job_id, source_entity, source_id, source_version, target, action, method, request, status, target_key, ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms as i64, a.error],
+        params![now, a.flow, a.job_id, a.source_entity, a.source_id, a.source_version, a.target, a.action, a.method, a.request, a.status, a.target_key, a.ms, a.error],
     )
     .map(|_| ())
 }
@@ -378,12 +387,11 @@ impl StateStore {
         source_id: &str,
     ) -> Result<Option<LedgerLink>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3"),
                 params![flow, source_entity, source_id],
                 |r| link_from_row(r, 0),
             )
-            .optional()
         })
     }
 
@@ -396,12 +404,11 @@ impl StateStore {
         target_key: &str,
     ) -> Result<Option<(String, LedgerLink)>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT source_id, {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND target_key = ?3 ORDER BY updated_at DESC LIMIT 1"),
                 params![flow, source_entity, target_key],
                 |r| Ok((r.get(0)?, link_from_row(r, 1)?)),
             )
-            .optional()
         })
     }
 
@@ -410,15 +417,12 @@ impl StateStore {
     /// crash never leaves a link without its audit).
     pub fn sink_commit(&self, f: &JobFinish<'_>) -> Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(lease) = f.fence
-                && let Err(lost) = super::leases::check_token(&tx, &lease.unit, lease.token)?
-            {
-                return Ok(Err(lost));
+        self.write(|tx| {
+            if let Some(lease) = f.fence {
+                super::leases::check_token(tx, &lease.unit, lease.token)?;
             }
             for a in f.audits {
-                insert_audit(&tx, &now, a)?;
+                insert_audit(tx, &now, a)?;
             }
             if let Some(l) = &f.link {
                 // A link without a write keeps the target version of the last write to the same
@@ -432,19 +436,18 @@ impl StateStore {
             }
             if let Some(e) = &f.echo {
                 tx.execute(
-                    "UPDATE sink_ledger SET source_version = MAX(COALESCE(source_version, ?4), ?4), updated_at = ?5 WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
+                    "UPDATE sink_ledger SET source_version = CASE WHEN source_version > ?4 THEN source_version ELSE ?4 END, updated_at = ?5 WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
                     params![e.flow, e.source_entity, e.source_id, e.version, now],
                 )?;
             }
             if let Some(job_id) = f.job_id {
                 tx.execute(
                     "UPDATE sink_jobs SET status = ?2, last_error = ?3, ambiguous = ?4, attempts = attempts + ?5, updated_at = ?6 WHERE job_id = ?1",
-                    params![job_id, f.status, f.error, f.ambiguous, f.attempted as i64, now],
+                    params![job_id, f.status, f.error, f.ambiguous, f.attempted, now],
                 )?;
             }
-            tx.commit()?;
-            Ok(Ok(()))
-        })?
+            Ok(())
+        })
     }
 
     /// The run whose change set carried the deletion of a source record, if one did: a job
@@ -456,12 +459,11 @@ impl StateStore {
         source_id: &str,
     ) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT run_id FROM sink_deleted WHERE flow = ?1 AND mapping = ?2 AND source_id = ?3",
                 params![flow, mapping, source_id],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
@@ -487,18 +489,18 @@ impl StateStore {
     /// The rules learned for target connection `connection`.
     pub fn sink_rules(&self, connection: &str) -> Result<Vec<LearnedRule>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT hub, field, reason, learned_at FROM sink_rules WHERE connection = ?1 ORDER BY hub, field",
-            )?;
-            let rows = st.query_map(params![connection], |r| {
+                params![connection],
+                |r| {
                 Ok(LearnedRule {
                     hub: r.get(0)?,
                     field: r.get(1)?,
                     reason: r.get(2)?,
                     learned_at: r.get(3)?,
                 })
-            })?;
-            rows.collect()
+            },
+            )
         })
     }
 
@@ -509,6 +511,7 @@ impl StateStore {
                 "DELETE FROM sink_rules WHERE connection = ?1",
                 params![connection],
             )
+            .map(|n| n as usize)
         })
     }
 
@@ -523,18 +526,17 @@ impl StateStore {
         audit: &AuditEntry,
     ) -> Result<()> {
         let now = chrono::Utc::now().to_rfc3339();
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.write(|tx| {
             tx.execute(
                 "DELETE FROM sink_ledger WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3",
                 params![flow, source_entity, source_id],
             )?;
-            insert_audit(&tx, &now, audit)?;
+            insert_audit(tx, &now, audit)?;
             tx.execute(
                 "UPDATE sink_jobs SET status = ?2, last_error = NULL, ambiguous = 0, updated_at = ?3 WHERE job_id = ?1",
                 params![job_id, JobStatus::Planned, now],
             )?;
-            tx.commit()
+            Ok(())
         })
     }
 
@@ -548,23 +550,22 @@ impl StateStore {
         source_id: &str,
     ) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 ORDER BY source_version DESC, created_at DESC LIMIT 1",
                 params![flow, mapping, source_id],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
     /// The live lines of a parent record (as JSON text), in line id order.
     pub fn sink_lines(&self, flow: &str, mapping: &str, parent_id: &str) -> Result<Vec<String>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT record FROM sink_lines WHERE flow = ?1 AND mapping = ?2 AND parent_id = ?3 AND deleted = 0 ORDER BY length(line_id), line_id",
-            )?;
-            st.query_map(params![flow, mapping, parent_id], |r| r.get(0))?
-                .collect()
+                params![flow, mapping, parent_id],
+                |r| r.get(0),
+            )
         })
     }
 
@@ -577,7 +578,7 @@ impl StateStore {
         action: AuditAction,
     ) -> Result<bool> {
         self.with(|c| {
-            c.query_row(
+            c.query_one(
                 "SELECT EXISTS (SELECT 1 FROM sink_audit WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND action = ?4 AND error IS NULL)",
                 params![flow, mapping, source_id, action],
                 |r| r.get(0),
@@ -594,12 +595,11 @@ impl StateStore {
         version: Option<i64>,
     ) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
-                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND source_version IS ?4 AND status = ?5 ORDER BY created_at DESC LIMIT 1",
+            c.query_opt(
+                "SELECT record FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND source_id = ?3 AND source_version IS NOT DISTINCT FROM ?4 AND status = ?5 ORDER BY created_at DESC LIMIT 1",
                 params![flow, mapping, source_id, version, JobStatus::Applied],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
@@ -614,19 +614,16 @@ impl StateStore {
         renumber: bool,
         render: impl Fn(u64) -> String,
     ) -> Result<String> {
-        self.with(|c| {
-            let tx = c.transaction()?;
-            let have: Option<String> = tx
-                .query_row(
-                    "SELECT number FROM sink_numbers WHERE flow = ?1 AND mapping = ?2 AND source_id = ?3",
-                    params![flow, mapping, source_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
+        self.write(|tx| {
+            let have: Option<String> = tx.query_opt(
+                "SELECT number FROM sink_numbers WHERE flow = ?1 AND mapping = ?2 AND source_id = ?3",
+                params![flow, mapping, source_id],
+                |r| r.get(0),
+            )?;
             if let Some(n) = have.filter(|_| !renumber) {
                 return Ok(n);
             }
-            let last: i64 = tx.query_row(
+            let last: i64 = tx.query_one(
                 "SELECT COALESCE(MAX(seq), 0) FROM sink_numbers WHERE flow = ?1 AND mapping = ?2 AND prefix = ?3",
                 params![flow, mapping, prefix],
                 |r| r.get(0),
@@ -636,9 +633,8 @@ impl StateStore {
             tx.execute(
                 "INSERT INTO sink_numbers (flow, mapping, source_id, prefix, seq, number) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (flow, mapping, source_id) DO UPDATE SET prefix = excluded.prefix, seq = excluded.seq, number = excluded.number",
-                params![flow, mapping, source_id, prefix, seq as i64, number],
+                params![flow, mapping, source_id, prefix, seq, number],
             )?;
-            tx.commit()?;
             Ok(number)
         })
     }
@@ -656,17 +652,14 @@ impl StateStore {
         deleted: &[(&str, &str, &str)],
     ) -> Result<std::collections::HashSet<String>> {
         let now = chrono::Utc::now().to_rfc3339();
-        self.with(|c| {
-            let tx = c.transaction()?;
+        self.write(|tx| {
             let mut new = std::collections::HashSet::new();
-            {
-                let mut st = tx.prepare(&format!(
-                    "INSERT OR IGNORE INTO sink_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
-                ))?;
-                for j in jobs {
-                    if st.execute(params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at])? > 0 {
-                        new.insert(j.job_id);
-                    }
+            let insert = format!(
+                "INSERT INTO sink_jobs ({JOB_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) ON CONFLICT DO NOTHING"
+            );
+            for j in jobs {
+                if tx.execute(&insert, params![j.job_id, j.flow, j.source_entity, j.source_id, j.source_version, j.run_id, j.record, j.status, j.attempts, j.last_error, j.ambiguous, j.created_at, j.updated_at])? > 0 {
+                    new.insert(j.job_id);
                 }
             }
             for l in lines {
@@ -679,7 +672,7 @@ impl StateStore {
             for (mapping, source_id, run_id) in deleted {
                 tx.execute(
                     "INSERT INTO sink_deleted (flow, mapping, source_id, run_id) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (flow, mapping, source_id) DO UPDATE SET run_id = MAX(sink_deleted.run_id, excluded.run_id)",
+                     ON CONFLICT (flow, mapping, source_id) DO UPDATE SET run_id = CASE WHEN sink_deleted.run_id > excluded.run_id THEN sink_deleted.run_id ELSE excluded.run_id END",
                     params![flow, mapping, source_id, run_id],
                 )?;
             }
@@ -690,7 +683,6 @@ impl StateStore {
                     params![flow, stream, run_id, now],
                 )?;
             }
-            tx.commit()?;
             Ok(new)
         })
     }
@@ -698,35 +690,40 @@ impl StateStore {
     /// Every link of a flow, ordered by source entity and id.
     pub fn sink_links(&self, flow: &str) -> Result<Vec<(String, String, LedgerLink)>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
+            c.query_map(
+                &format!(
                 "SELECT source_entity, source_id, {LINK_COLUMNS} FROM sink_ledger WHERE flow = ?1 ORDER BY source_entity, source_id"
-            ))?;
-            st.query_map(params![flow], |r| {
+            ),
+                params![flow],
+                |r| {
                 Ok((r.get(0)?, r.get(1)?, link_from_row(r, 2)?))
-            })?
-            .collect()
+            },
+            )
         })
     }
 
     /// A job by id.
     pub fn sink_job(&self, job_id: &str) -> Result<Option<SinkJob>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 &format!("SELECT {JOB_COLUMNS} FROM sink_jobs WHERE job_id = ?1"),
                 params![job_id],
                 job_from_row,
             )
-            .optional()
         })
     }
 
     /// Jobs of a flow, optionally only those in `status`, oldest first.
     pub fn sink_jobs(&self, flow: &str, status: Option<JobStatus>) -> Result<Vec<SinkJob>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (?2 IS NULL OR status = ?2) ORDER BY created_at, rowid"
-            ))?;
-            st.query_map(params![flow, status], job_from_row)?.collect()
+            c.query_map(
+                &format!(
+                "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY created_at, {}",
+                planned_order(c)
+            ),
+                params![flow, status],
+                job_from_row,
+            )
         })
     }
 
@@ -734,35 +731,37 @@ impl StateStore {
     /// blocked): the records a later delete must stop.
     pub fn sink_open_jobs(&self, flow: &str, mapping: &str) -> Result<Vec<(String, String)>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT source_id, run_id FROM sink_jobs WHERE flow = ?1 AND source_entity = ?2 AND status <> ?3",
-            )?;
-            st.query_map(params![flow, mapping, JobStatus::Applied], |r| {
+                params![flow, mapping, JobStatus::Applied],
+                |r| {
                 Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect()
+            },
+            )
         })
     }
 
     /// The audit of a flow (or of one job), oldest first.
     pub fn sink_audit_entries(&self, flow: &str, job_id: Option<&str>) -> Result<Vec<AuditEntry>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE flow = ?1 AND (?2 IS NULL OR job_id = ?2) ORDER BY seq"
-            ))?;
-            st.query_map(params![flow, job_id], audit_from_row)?.collect()
+            c.query_map(
+                &format!(
+                "SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE flow = ?1 AND (CAST(?2 AS TEXT) IS NULL OR job_id = ?2) ORDER BY seq"
+            ),
+                params![flow, job_id],
+                audit_from_row,
+            )
         })
     }
 
     /// The last run of `stream` the flow has consumed.
     pub fn sink_cursor(&self, flow: &str, stream: &str) -> Result<Option<String>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT last_run_id FROM sink_cursor WHERE flow = ?1 AND stream = ?2",
                 params![flow, stream],
                 |r| r.get(0),
             )
-            .optional()
         })
     }
 
@@ -781,10 +780,11 @@ impl StateStore {
     /// Audit entries of every flow after `seq`, oldest first (what the warehouse has not got).
     pub fn sink_audit_since(&self, seq: i64) -> Result<Vec<AuditEntry>> {
         self.with(|c| {
-            let mut st = c.prepare(&format!(
-                "SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE seq > ?1 ORDER BY seq"
-            ))?;
-            st.query_map(params![seq], audit_from_row)?.collect()
+            c.query_map(
+                &format!("SELECT {AUDIT_COLUMNS} FROM sink_audit WHERE seq > ?1 ORDER BY seq"),
+                params![seq],
+                audit_from_row,
+            )
         })
     }
 

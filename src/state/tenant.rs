@@ -2,9 +2,8 @@
 //! (read again after its time to live) and the column each tenant field was given (so a
 //! column keeps its name when fields come and go).
 
-use rusqlite::{OptionalExtension, params};
-
 use super::StateStore;
+use super::db::params;
 use crate::error::{Error, Result};
 
 pub(super) const TENANT_SCHEMA: &str = r#"
@@ -31,12 +30,11 @@ impl StateStore {
         stream: &str,
     ) -> Result<Option<crate::spec::live::LiveSchema>> {
         let body: Option<String> = self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT body FROM live_schema WHERE connection = ?1 AND stream = ?2",
                 params![connection, stream],
                 |r| r.get(0),
             )
-            .optional()
         })?;
         // A cache entry of an older shape is simply read again from the tenant.
         Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
@@ -68,11 +66,13 @@ impl StateStore {
         stream: &str,
     ) -> Result<std::collections::BTreeMap<String, String>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query(
                 "SELECT field, column_name FROM field_columns WHERE connection = ?1 AND stream = ?2",
-            )?;
-            st.query_map(params![connection, stream], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
+                params![connection, stream],
+            )?
+            .iter()
+            .map(|r| Ok((r.get(0)?, r.get(1)?)))
+            .collect()
         })
     }
 
@@ -85,7 +85,7 @@ impl StateStore {
     ) -> Result<()> {
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO field_columns (connection, stream, field, column_name) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO field_columns (connection, stream, field, column_name) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                 params![connection, stream, field, column],
             )
             .map(|_| ())

@@ -35,7 +35,7 @@ fn in_ci() -> bool {
 }
 
 /// The variables, or `None` (test skipped) outside CI; under CI their absence fails the test.
-fn env_or_skip(test: &str, vars: &[&str]) -> Option<Vec<String>> {
+pub(crate) fn env_or_skip(test: &str, vars: &[&str]) -> Option<Vec<String>> {
     let got: Vec<Option<String>> = vars
         .iter()
         .map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))

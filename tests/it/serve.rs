@@ -16,8 +16,8 @@ use ml_connector::run::{Context, KEYSET_EVERY_RUN_PAGES, RunRequest, run_many};
 use ml_connector::sandbox::{Sandbox, SandboxOptions};
 use ml_connector::serve::clock::{Clock, ManualClock};
 use ml_connector::serve::queue::{Executor, Trigger};
-use ml_connector::serve::store::StoredSubscription;
 use ml_connector::serve::{ServeOptions, Server, secrets};
+use ml_connector::state::StoredSubscription;
 use ml_connector::systems::business_central::subscriptions::BcSubscriptions;
 use ml_connector::vault::{Secrets, Vault};
 use secrecy::SecretString;
@@ -356,7 +356,6 @@ async fn bc_subscriptions_handshake_renew_recreate_and_notify() {
 
 /// Records `id` as a subscription mlc created for erp (as `BcSubscriptions` does).
 fn hold_subscription(ctx: &Context, id: &str) {
-    ctx.state.serve_init().unwrap();
     ctx.state
         .serve_put_subscription(&StoredSubscription {
             connection: "erp".into(),

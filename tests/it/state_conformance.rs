@@ -1,7 +1,7 @@
 //! One conformance suite for the state store, in the pattern of object_store's
 //! `integration.rs`: each `check_*` is written once against an opener that gives handles on
 //! one store (as several workers hold), and each backend has one test that runs every check.
-//! SQLite is the backend today; a Postgres backend (issue 21) must pass the same checks.
+//! SQLite and Postgres pass the same checks.
 //!
 //! What a backend guarantees:
 //! - **cursors**: a stream's cursor moves only when its run commits; a run's checkpoints
@@ -275,7 +275,6 @@ fn check_sink_ledger(open: Opener<'_>) {
 
 fn check_serve_once(open: Opener<'_>) {
     let (a, b) = (open(), open());
-    a.serve_init().unwrap();
     let now = Utc.with_ymd_and_hms(2026, 3, 1, 10, 0, 0).unwrap();
     assert!(a.serve_first_delivery("pd", "deal:1:t1", now).unwrap());
     assert!(!b.serve_first_delivery("pd", "deal:1:t1", now).unwrap());
@@ -310,5 +309,17 @@ fn state_conformance_sqlite() {
         let path = dir.path().join("state.db");
         dirs.borrow_mut().push(dir);
         Box::new(move || StateStore::open(&path).unwrap())
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL (.ci/postgres.sh)"]
+fn state_conformance_postgres() {
+    let Some(server) = crate::support::postgres_server("state_conformance_postgres") else {
+        return;
+    };
+    conformance(|| {
+        let url = crate::support::postgres_database(&server);
+        Box::new(move || StateStore::connect(&url).unwrap())
     });
 }

@@ -168,3 +168,29 @@ pub async fn sync_streams(ctx: &Context, name: &str, streams: &[&str]) {
         r.unwrap_or_else(|e| panic!("{label}: {e}"));
     }
 }
+
+/// The Postgres server `.ci/postgres.sh` starts (`MLC_TEST_POSTGRES_URL`); `None` (test
+/// skipped) outside CI when it is not running.
+pub fn postgres_server(test: &str) -> Option<String> {
+    crate::bigquery::env_or_skip(test, &["MLC_TEST_POSTGRES_URL"]).map(|mut v| v.remove(0))
+}
+
+/// A fresh, empty database on `server`, as a URL: each call creates another, so tests never
+/// share a state.
+pub fn postgres_database(server: &str) -> String {
+    let name = format!("mlc_t_{:08x}", rand::random::<u32>());
+    // The blocking client runs a runtime of its own: keep it off any test runtime's thread.
+    let admin = server.to_string();
+    let db = name.clone();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("MLC_TEST_POSTGRES_URL does not answer: {e}"));
+        c.batch_execute(&format!("CREATE DATABASE {db}")).unwrap();
+    })
+    .join()
+    .unwrap();
+    let (host, _) = server
+        .rsplit_once('/')
+        .expect("MLC_TEST_POSTGRES_URL is postgres://user@host:port/database");
+    format!("{host}/{name}")
+}

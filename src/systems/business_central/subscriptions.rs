@@ -27,7 +27,7 @@ use crate::systems::system::System;
 use crate::vault::Vault;
 
 use crate::serve::secrets;
-use crate::serve::store::StoredSubscription;
+use crate::state::StoredSubscription;
 
 /// How long a worker keeps the upkeep of a connection's subscriptions without renewing: a
 /// pass takes seconds; a crashed worker's upkeep passes to another after this.
@@ -107,7 +107,6 @@ impl BcSubscriptions {
             )));
         };
         let (client_state, _) = secrets::get_or_create(vault, &conn.name, "client_state")?;
-        state.serve_init()?;
         Ok(Self {
             connection: conn.name.clone(),
             companies: b.companies.clone(),

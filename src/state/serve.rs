@@ -2,15 +2,13 @@
 //! is deduplicated across restarts), each schedule's last fire time (the missed-run policy
 //! needs it after downtime), the Business Central subscriptions mlc created, and the key-set
 //! passes a `deleted` change notice asked for (a cursor read never sees a delete).
-//! Created on first use with `CREATE TABLE IF NOT EXISTS`, like the other state tables.
 
-use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, params};
-
+use super::StateStore;
+use super::db::params;
 use crate::error::Result;
-use crate::state::StateStore;
+use chrono::{DateTime, Utc};
 
-const SERVE_SCHEMA: &str = r#"
+pub(super) const SERVE_SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS serve_webhook_events (
     connection TEXT NOT NULL,
     event_key TEXT NOT NULL,
@@ -60,11 +58,6 @@ fn parse_ts(s: &str) -> DateTime<Utc> {
 
 /// Serve mode's view of the store.
 impl StateStore {
-    /// Creates serve mode's tables (idempotent); called once when `mlc serve` starts.
-    pub fn serve_init(&self) -> Result<()> {
-        self.with(|c| c.execute_batch(SERVE_SCHEMA))
-    }
-
     /// Records a webhook event key; `true` the first time it is seen (then the event is
     /// acted on), `false` for a redelivery.
     pub fn serve_first_delivery(
@@ -75,7 +68,7 @@ impl StateStore {
     ) -> Result<bool> {
         self.with(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO serve_webhook_events (connection, event_key, received_at) VALUES (?1, ?2, ?3)",
+                "INSERT INTO serve_webhook_events (connection, event_key, received_at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                 params![connection, event_key, ts(now)],
             )
         })
@@ -89,17 +82,17 @@ impl StateStore {
                 "DELETE FROM serve_webhook_events WHERE received_at < ?1",
                 params![ts(before)],
             )
+            .map(|n| n as usize)
         })
     }
 
     pub fn serve_last_fired(&self, schedule: &str) -> Result<Option<DateTime<Utc>>> {
         self.with(|c| {
-            c.query_row(
+            c.query_opt(
                 "SELECT last_fired FROM serve_schedules WHERE name = ?1",
                 params![schedule],
-                |r| r.get::<_, String>(0),
+                |r| r.get::<String>(0),
             )
-            .optional()
         })
         .map(|o| o.map(|s| parse_ts(&s)))
     }
@@ -124,15 +117,12 @@ impl StateStore {
         known: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Result<Option<DateTime<Utc>>> {
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let stored: Option<String> = tx
-                .query_row(
-                    "SELECT last_fired FROM serve_schedules WHERE name = ?1",
-                    params![schedule],
-                    |r| r.get(0),
-                )
-                .optional()?;
+        self.write(|tx| {
+            let stored: Option<String> = tx.query_opt(
+                "SELECT last_fired FROM serve_schedules WHERE name = ?1",
+                params![schedule],
+                |r| r.get(0),
+            )?;
             if let Some(elsewhere) = stored.map(|s| parse_ts(&s)).filter(|t| *t > known) {
                 return Ok(Some(elsewhere));
             }
@@ -140,26 +130,25 @@ impl StateStore {
                 "INSERT INTO serve_schedules (name, last_fired) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET last_fired = excluded.last_fired",
                 params![schedule, ts(at)],
             )?;
-            tx.commit()?;
             Ok(None)
         })
     }
 
     pub fn serve_subscriptions(&self, connection: &str) -> Result<Vec<StoredSubscription>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            c.query_map(
                 "SELECT connection, resource, subscription_id, etag, expires_at FROM serve_bc_subscriptions WHERE connection = ?1 ORDER BY resource",
-            )?;
-            let rows = st.query_map(params![connection], |r| {
-                Ok(StoredSubscription {
-                    connection: r.get(0)?,
-                    resource: r.get(1)?,
-                    subscription_id: r.get(2)?,
-                    etag: r.get(3)?,
-                    expires_at: parse_ts(&r.get::<_, String>(4)?),
-                })
-            })?;
-            rows.collect()
+                params![connection],
+                |r| {
+                    Ok(StoredSubscription {
+                        connection: r.get(0)?,
+                        resource: r.get(1)?,
+                        subscription_id: r.get(2)?,
+                        etag: r.get(3)?,
+                        expires_at: parse_ts(&r.get::<String>(4)?),
+                    })
+                },
+            )
         })
     }
 
@@ -193,8 +182,7 @@ impl StateStore {
 
     /// Whether a key-set pass of `stream` was asked for after `reconciled_at` (the start of
     /// the last run that reconciled deletes; `None`: never). A request made while that run was
-    /// already reading is still open: the run may have passed the deleted key. `false` when
-    /// serve mode never ran against this store (its table does not exist).
+    /// already reading is still open: the run may have passed the deleted key.
     pub fn keyset_requested(
         &self,
         connection: &str,
@@ -202,20 +190,11 @@ impl StateStore {
         reconciled_at: Option<&str>,
     ) -> Result<bool> {
         let requested = self.with(|c| {
-            let exists: bool = c.query_row(
-                "SELECT COUNT(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'serve_keyset_requests'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Ok(None);
-            }
-            c.query_row(
+            c.query_opt(
                 "SELECT requested_at FROM serve_keyset_requests WHERE connection = ?1 AND stream = ?2",
                 params![connection, stream],
-                |r| r.get::<_, String>(0),
+                |r| r.get::<String>(0),
             )
-            .optional()
         })?;
         let Some(requested) = requested else {
             return Ok(false);
@@ -238,12 +217,10 @@ mod tests {
         let now = Utc::now();
         {
             let s = StateStore::open(&path).unwrap();
-            s.serve_init().unwrap();
             assert!(s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
             assert!(!s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
         }
         let s = StateStore::open(&path).unwrap();
-        s.serve_init().unwrap();
         assert!(!s.serve_first_delivery("pd", "deal:1:t", now).unwrap());
         assert!(s.serve_first_delivery("other", "deal:1:t", now).unwrap());
     }
@@ -252,9 +229,6 @@ mod tests {
     fn keyset_requests_stay_open_until_a_later_reconciliation() {
         let dir = tempfile::tempdir().unwrap();
         let s = StateStore::open(&dir.path().join("state.db")).unwrap();
-        // Before serve ever ran: no table, no request.
-        assert!(!s.keyset_requested("erp", "bc.customer", None).unwrap());
-        s.serve_init().unwrap();
         assert!(!s.keyset_requested("erp", "bc.customer", None).unwrap());
         let before = Utc::now() - chrono::Duration::seconds(5);
         s.serve_request_keyset("erp", "bc.customer").unwrap();

@@ -1,0 +1,381 @@
+//! The Postgres backend's connection: rust-postgres's blocking client, on a thread of its own.
+//!
+//! The state store is called from async code, and the blocking client runs its own small
+//! runtime, which must never be started on a thread that is driving tokio. So the client lives
+//! on one dedicated thread and [`PgLink`] hands it statements over a channel, waiting for each
+//! answer the way a SQLite call waits for its file. Statements are prepared once per
+//! connection (the store runs the same few dozen).
+//!
+//! A connection that dropped is opened again before the next statement, unless it dropped
+//! inside a transaction: then the transaction's remaining statements fail (never run outside
+//! it) and its rollback ends it.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::mpsc;
+
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls, Statement};
+
+use super::db::{Row, Value};
+use crate::error::{Error, Result};
+
+/// Opens a write transaction: the store's one advisory lock (key "mlc" in ASCII) is held until
+/// it ends, so writers take turns as they do on SQLite (see `db.rs`).
+pub(crate) const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(7195747)";
+
+enum Request {
+    Execute(String, Vec<Value>),
+    Query(String, Vec<Value>),
+    Batch(String),
+}
+
+enum Reply {
+    Count(u64),
+    Rows(Vec<Row>),
+    Done,
+    Failed(Error),
+}
+
+/// The handle on the connection's thread.
+pub(crate) struct PgLink {
+    requests: mpsc::Sender<Request>,
+    replies: mpsc::Receiver<Reply>,
+}
+
+/// A Postgres URL as it may be shown: user, hosts, ports and database, never the password.
+pub fn describe(url: &str) -> String {
+    let Ok(c) = postgres::Config::from_str(url) else {
+        return "postgres://(an unreadable URL)".into();
+    };
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                #[cfg(unix)]
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            };
+            match c.get_ports().get(i).or(c.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    format!(
+        "postgres://{}{}/{}",
+        c.get_user().map(|u| format!("{u}@")).unwrap_or_default(),
+        hosts.join(","),
+        c.get_dbname().unwrap_or("")
+    )
+}
+
+impl PgLink {
+    /// Connects to `url` on a new thread; fails here when the server cannot be reached.
+    pub(crate) fn connect(url: &str) -> Result<Self> {
+        let shown = describe(url);
+        let config = postgres::Config::from_str(url).map_err(|e| {
+            Error::config_from(
+                format!("state.url is not a Postgres URL ({shown}); the form is postgres://user:password@host:5432/database"),
+                e,
+            )
+        })?;
+        let (requests, incoming) = mpsc::channel::<Request>();
+        let (outgoing, replies) = mpsc::channel::<Reply>();
+        let name = shown.clone();
+        std::thread::Builder::new()
+            .name("mlc-state-postgres".into())
+            .spawn(move || {
+                let client = match config.connect(NoTls) {
+                    Ok(c) => {
+                        let _ = outgoing.send(Reply::Done);
+                        c
+                    }
+                    Err(e) => {
+                        let _ = outgoing.send(Reply::Failed(Error::state_from(
+                            format!("cannot connect to the Postgres state store {name}"),
+                            e,
+                        )));
+                        return;
+                    }
+                };
+                Session {
+                    client,
+                    config,
+                    shown: name,
+                    prepared: HashMap::new(),
+                    in_transaction: false,
+                }
+                .serve(incoming, outgoing);
+            })
+            .map_err(|e| Error::state_from("cannot start the Postgres state thread", e))?;
+        let link = Self { requests, replies };
+        link.wait().map(|_| link)
+    }
+
+    fn ask(&self, r: Request) -> Result<Reply> {
+        self.requests
+            .send(r)
+            .map_err(|_| Error::state("the Postgres state connection's thread has stopped"))?;
+        self.wait()
+    }
+
+    fn wait(&self) -> Result<Reply> {
+        match self.replies.recv() {
+            Ok(Reply::Failed(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(_) => Err(Error::state(
+                "the Postgres state connection's thread has stopped",
+            )),
+        }
+    }
+
+    pub(crate) fn execute(&self, sql: &str, params: Vec<Value>) -> Result<u64> {
+        match self.ask(Request::Execute(sql.to_string(), params))? {
+            Reply::Count(n) => Ok(n),
+            _ => Err(Error::state(
+                "unexpected answer from the Postgres state thread",
+            )),
+        }
+    }
+
+    pub(crate) fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
+        match self.ask(Request::Query(sql.to_string(), params))? {
+            Reply::Rows(rows) => Ok(rows),
+            _ => Err(Error::state(
+                "unexpected answer from the Postgres state thread",
+            )),
+        }
+    }
+
+    pub(crate) fn batch(&self, sql: &str) -> Result<()> {
+        self.ask(Request::Batch(sql.to_string())).map(|_| ())
+    }
+}
+
+/// The connection thread's side.
+struct Session {
+    client: Client,
+    config: postgres::Config,
+    shown: String,
+    prepared: HashMap<String, Statement>,
+    in_transaction: bool,
+}
+
+impl Session {
+    fn serve(mut self, incoming: mpsc::Receiver<Request>, outgoing: mpsc::Sender<Reply>) {
+        while let Ok(request) = incoming.recv() {
+            let reply = self.answer(request).unwrap_or_else(Reply::Failed);
+            if outgoing.send(reply).is_err() {
+                break;
+            }
+        }
+    }
+
+    fn answer(&mut self, request: Request) -> Result<Reply> {
+        if let Request::Batch(sql) = &request {
+            let ends = matches!(sql.as_str(), "COMMIT" | "ROLLBACK");
+            if ends && self.client.is_closed() {
+                // The connection, and the transaction with it, is gone: nothing was committed.
+                self.in_transaction = false;
+                return if sql == "ROLLBACK" {
+                    Ok(Reply::Done)
+                } else {
+                    Err(Error::state(format!(
+                        "the connection to {} dropped before the commit; nothing was written",
+                        self.shown
+                    )))
+                };
+            }
+        }
+        self.reconnect()?;
+        match request {
+            Request::Batch(sql) => {
+                let r = self.client.batch_execute(&sql);
+                if sql.starts_with("BEGIN") {
+                    self.in_transaction = r.is_ok();
+                } else if sql == "COMMIT" || sql == "ROLLBACK" {
+                    self.in_transaction = false;
+                }
+                r.map_err(|e| self.failed(&sql, e))?;
+                Ok(Reply::Done)
+            }
+            Request::Execute(sql, params) => {
+                let st = self.prepare(&sql)?;
+                let n = self
+                    .client
+                    .execute(&st, &refs(&params))
+                    .map_err(|e| self.failed(&sql, e))?;
+                Ok(Reply::Count(n))
+            }
+            Request::Query(sql, params) => {
+                let st = self.prepare(&sql)?;
+                let rows = self
+                    .client
+                    .query(&st, &refs(&params))
+                    .map_err(|e| self.failed(&sql, e))?;
+                rows.iter()
+                    .map(read_row)
+                    .collect::<Result<_>>()
+                    .map(Reply::Rows)
+            }
+        }
+    }
+
+    /// Opens the connection again when it dropped outside a transaction.
+    fn reconnect(&mut self) -> Result<()> {
+        if !self.client.is_closed() {
+            return Ok(());
+        }
+        if self.in_transaction {
+            return Err(Error::state(format!(
+                "the connection to {} dropped inside a transaction; it is rolled back",
+                self.shown
+            )));
+        }
+        self.client = self.config.connect(NoTls).map_err(|e| {
+            Error::state_from(
+                format!(
+                    "cannot reconnect to the Postgres state store {}",
+                    self.shown
+                ),
+                e,
+            )
+        })?;
+        self.prepared.clear();
+        Ok(())
+    }
+
+    fn prepare(&mut self, sql: &str) -> Result<Statement> {
+        if let Some(st) = self.prepared.get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self
+            .client
+            .prepare(&dollar_parameters(sql))
+            .map_err(|e| self.failed(sql, e))?;
+        self.prepared.insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    fn failed(&mut self, sql: &str, e: postgres::Error) -> Error {
+        // A statement prepared before a schema change may be refused from then on.
+        self.prepared.remove(sql);
+        let words: Vec<&str> = sql.split_whitespace().take(6).collect();
+        Error::state_from(format!("Postgres ({})", words.join(" ")), e)
+    }
+}
+
+fn refs(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+/// SQLite's `?N` parameters as Postgres's `$N` (outside quoted text).
+pub(crate) fn dollar_parameters(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => quoted = !quoted,
+            '?' if !quoted && chars.peek().is_some_and(char::is_ascii_digit) => {
+                out.push('$');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn read_row(r: &postgres::Row) -> Result<Row> {
+    let mut row = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let ty = col.type_();
+        let v = |e: postgres::Error| Error::state_from(format!("column {}", col.name()), e);
+        let value = if *ty == Type::INT8 {
+            r.try_get::<_, Option<i64>>(i).map_err(v)?.map(Value::Int)
+        } else if *ty == Type::INT4 {
+            r.try_get::<_, Option<i32>>(i)
+                .map_err(v)?
+                .map(|x| Value::Int(x.into()))
+        } else if *ty == Type::INT2 {
+            r.try_get::<_, Option<i16>>(i)
+                .map_err(v)?
+                .map(|x| Value::Int(x.into()))
+        } else if *ty == Type::BOOL {
+            r.try_get::<_, Option<bool>>(i)
+                .map_err(v)?
+                .map(|x| Value::Int(x.into()))
+        } else if *ty == Type::FLOAT8 {
+            r.try_get::<_, Option<f64>>(i).map_err(v)?.map(Value::Real)
+        } else if *ty == Type::BYTEA {
+            r.try_get::<_, Option<Vec<u8>>>(i)
+                .map_err(v)?
+                .map(Value::Blob)
+        } else if [Type::TEXT, Type::VARCHAR, Type::BPCHAR, Type::NAME].contains(ty) {
+            r.try_get::<_, Option<String>>(i)
+                .map_err(v)?
+                .map(Value::Text)
+        } else {
+            return Err(Error::state(format!(
+                "column {} is of Postgres type {ty}, which the state store does not read (cast it to BIGINT or TEXT)",
+                col.name()
+            )));
+        };
+        row.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(row))
+}
+
+/// A value bound to whatever type Postgres inferred for the parameter: integers to any integer
+/// width (or a boolean), text to any text type.
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) if *ty == Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) if *ty == Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+            Value::Int(i) if *ty == Type::BOOL => (*i != 0).to_sql(ty, out),
+            Value::Int(i) if *ty == Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+            Value::Int(i) => i.to_sql_checked(ty, out),
+            Value::Real(f) => f.to_sql_checked(ty, out),
+            Value::Text(s) => s.as_str().to_sql_checked(ty, out),
+            Value::Blob(b) => b.as_slice().to_sql_checked(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_become_dollars_outside_quotes() {
+        assert_eq!(
+            dollar_parameters("SELECT a FROM t WHERE b = ?1 AND c = '?2' AND d IN (?12, ?3)"),
+            "SELECT a FROM t WHERE b = $1 AND c = '?2' AND d IN ($12, $3)"
+        );
+    }
+
+    #[test]
+    fn a_shown_url_never_has_its_password() {
+        let shown = describe("postgres://mlc:s3cret@db.internal:6432/state");
+        assert_eq!(shown, "postgres://mlc@db.internal:6432/state");
+        assert!(!describe("postgresql://u:pw@h/d?sslmode=disable").contains("pw"));
+        assert!(!describe("not a url with pw").contains("pw"));
+    }
+}
