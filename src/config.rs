@@ -274,7 +274,7 @@ impl Default for RawState {
 
 /// `state.url` expanded, once checked: a Postgres URL whose password, if any, comes from the
 /// environment (`${VAR}`), never written in mlc.toml.
-fn state_url(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<secrecy::SecretString> {
+pub fn state_url(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<secrecy::SecretString> {
     let Some(rest) = raw
         .strip_prefix("postgres://")
         .or_else(|| raw.strip_prefix("postgresql://"))

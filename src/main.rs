@@ -250,6 +250,18 @@ enum StateCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Copy the SQLite state (`state.path`) into an empty Postgres state, to run many workers:
+    /// cursors, runs and checkpoints, the sink ledger, jobs and audit, leases, webhook keys,
+    /// subscriptions and schedule fire times. Then set `[state] url` in every worker's mlc.toml.
+    Migrate {
+        /// The Postgres state to fill (default: `state.url` of mlc.toml). A password belongs in
+        /// the environment: `--to 'postgres://mlc:${MLC_STATE_PASSWORD}@db/mlc'`.
+        #[arg(long)]
+        to: Option<String>,
+        /// The SQLite file to copy (default: `state.path` of mlc.toml).
+        #[arg(long)]
+        from: Option<PathBuf>,
+    },
     /// Forget a stream's cursor: its next sync is a full snapshot.
     Reset {
         /// Stream id, e.g. dataverse.account (`mlc catalog list` lists them).
@@ -558,6 +570,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A sink apply or replay another worker is running: it is that worker's, not a failure (so
+/// several workers can run the same schedule).
+fn left_to_another(held: &ml_connector::Error) -> ExitCode {
+    eprintln!("left to another worker: {held}");
+    ExitCode::SUCCESS
 }
 
 /// An error and its causes on one line, `: `-separated, without repeating a cause whose text a
@@ -994,7 +1013,10 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 println!("dry run: nothing written; run again with --yes to apply");
                 return Ok(ExitCode::SUCCESS);
             }
-            let r = s.apply_checked(&p, &t, &pre).await?;
+            let r = match s.apply_checked(&p, &t, &pre).await {
+                Err(held @ ml_connector::Error::Held { .. }) => return Ok(left_to_another(&held)),
+                r => r?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -1032,7 +1054,10 @@ async fn sink(cmd: SinkCmd, config: &Path) -> Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let t = s.target(target.as_deref())?;
-            let r = s.replay(&which, &t).await?;
+            let r = match s.replay(&which, &t).await {
+                Err(held @ ml_connector::Error::Held { .. }) => return Ok(left_to_another(&held)),
+                r => r?,
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -1466,13 +1491,14 @@ fn runs(
 }
 
 fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
-    let ctx = Context::open(load_config(config)?)?;
+    let open = || -> Result<Context> { Ok(Context::open(load_config(config)?)?) };
     match cmd {
         StateCmd::Show {
             stream,
             limit,
             json,
         } => {
+            let ctx = open()?;
             let states = ctx.state.stream_states()?;
             let runs = ctx.state.runs(stream.as_deref(), limit)?;
             let held = ctx.state.lease_holders(ml_connector::lease::now_ms())?;
@@ -1543,7 +1569,9 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        StateCmd::Migrate { to, from } => migrate_state(config, to, from),
         StateCmd::Reset { stream, connection } => {
+            let ctx = open()?;
             let id = ctx.defs.get(&stream.parse()?)?.id.to_string();
             let conns: Vec<String> = match connection {
                 Some(c) => vec![ctx.config.connection(&c)?.name.clone()],
@@ -1557,6 +1585,35 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `mlc state migrate`: the SQLite state copied into an empty Postgres state.
+fn migrate_state(config: &Path, to: Option<String>, from: Option<PathBuf>) -> Result<ExitCode> {
+    use ml_connector::state::StateStore;
+    let cfg = load_config(config)?;
+    let url = match to {
+        Some(u) => ml_connector::config::state_url(&u, &|k| std::env::var(k).ok())?,
+        None => cfg.state_url.clone().context(
+            "no Postgres state to migrate into: set [state] url in mlc.toml, or pass --to postgres://user@host/database",
+        )?,
+    };
+    let from = from.unwrap_or_else(|| cfg.state_path.clone());
+    if !from.exists() {
+        bail!("no SQLite state at {}: nothing to migrate", from.display());
+    }
+    let source = StateStore::open(&from)?;
+    let target = StateStore::for_location(&ml_connector::state::StateLocation::Postgres(url))?;
+    let copied = target.copy_from(&source)?;
+    let total: u64 = copied.iter().map(|(_, n)| n).sum();
+    for (table, n) in copied.iter().filter(|(_, n)| *n > 0) {
+        println!("{table:<24} {n:>9}");
+    }
+    println!(
+        "copied {total} rows from {} into {}; set [state] url in the mlc.toml of every worker (the SQLite file stays as it was)",
+        from.display(),
+        target.shown()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Definitions of the project at `config`, or the built-in ones when there is no project.

@@ -113,6 +113,12 @@ impl ToValue for f64 {
     }
 }
 
+impl ToValue for Value {
+    fn to_value(&self) -> Value {
+        self.clone()
+    }
+}
+
 impl ToValue for Vec<u8> {
     fn to_value(&self) -> Value {
         Value::Blob(self.clone())

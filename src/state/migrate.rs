@@ -111,6 +111,78 @@ pub(crate) fn postgres_ddl(sqlite: &str) -> String {
         .replace(" INTEGER", " BIGINT")
 }
 
+/// The tables of the schema, in the order they are created.
+fn tables() -> Vec<&'static str> {
+    base_schema()
+        .iter()
+        .flat_map(|ddl| ddl.split("CREATE TABLE IF NOT EXISTS ").skip(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect()
+}
+
+impl super::StateStore {
+    /// Copies every row of the SQLite state `source` into this store, which must be empty
+    /// (`mlc state migrate`): cursors, runs and their checkpoints, tenant schemas, the sink
+    /// ledger, jobs and audit, leases (their tokens keep growing from where they were), and
+    /// serve mode's tables. One transaction: a failed copy leaves this store empty. Returns
+    /// each table with the rows copied.
+    pub fn copy_from(&self, source: &super::StateStore) -> Result<Vec<(&'static str, u64)>> {
+        self.write(|dst| {
+            for t in tables() {
+                let n: i64 = dst.query_one(&format!("SELECT COUNT(*) FROM {t}"), params![], |r| {
+                    r.get(0)
+                })?;
+                if n > 0 {
+                    return Err(Error::state(format!(
+                        "{} already holds state ({n} rows in `{t}`): a migration only fills an empty store",
+                        self.shown()
+                    )));
+                }
+            }
+            source.with(|src| {
+                let mut copied = Vec::new();
+                for t in tables() {
+                    let columns: Vec<String> = src.query_map(
+                        "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                        params![t],
+                        |r| r.get(0),
+                    )?;
+                    let quoted: Vec<String> =
+                        columns.iter().map(|c| format!("\"{c}\"")).collect();
+                    let select = format!("SELECT {} FROM {t} ORDER BY rowid", quoted.join(", "));
+                    let insert = format!(
+                        "INSERT INTO {t} ({}) VALUES ({})",
+                        quoted.join(", "),
+                        (1..=columns.len())
+                            .map(|i| format!("?{i}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    let rows = src.query(&select, params![])?;
+                    for row in &rows {
+                        let values: Vec<&dyn super::db::ToValue> =
+                            row.0.iter().map(|v| v as &dyn super::db::ToValue).collect();
+                        dst.execute(&insert, &values)?;
+                    }
+                    copied.push((t, rows.len() as u64));
+                }
+                Ok(copied)
+            })
+            .and_then(|copied| {
+                if dst.backend() == Backend::Postgres {
+                    // Copied audit entries keep their numbers; new ones continue after them.
+                    dst.query_one(
+                        "SELECT setval(pg_get_serial_sequence('sink_audit', 'seq'), COALESCE(MAX(seq), 0) + 1, false) FROM sink_audit",
+                        params![],
+                        |_| Ok(()),
+                    )?;
+                }
+                Ok(copied)
+            })
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +194,15 @@ mod tests {
             assert!(!pg.contains("INTEGER"), "{pg}");
             assert!(!pg.contains("AUTOINCREMENT"), "{pg}");
         }
+    }
+
+    #[test]
+    fn every_table_is_listed_once() {
+        let t = tables();
+        assert!(t.contains(&"runs") && t.contains(&"sink_audit") && t.contains(&"leases"));
+        assert!(t.contains(&"serve_schedules") && t.contains(&"field_columns"));
+        let unique: std::collections::BTreeSet<_> = t.iter().collect();
+        assert_eq!(unique.len(), t.len());
     }
 
     #[test]

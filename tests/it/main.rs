@@ -19,6 +19,7 @@ mod deltek_sync;
 mod fuzz_edges;
 mod http_runtime;
 mod looker_sync;
+mod many_workers;
 mod pipedrive_sync;
 mod secrets;
 mod serve;
