@@ -137,7 +137,7 @@ pub enum Error {
         mine: i64,
     },
 
-    /// The state store (SQLite) failed.
+    /// The state store (SQLite or Postgres) failed.
     #[error("state store: {message}")]
     State {
         message: String,

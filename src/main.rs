@@ -1511,12 +1511,16 @@ fn state(cmd: StateCmd, config: &Path) -> Result<ExitCode> {
                     .collect();
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"streams": states, "runs": runs, "leases": held})
-                    )?
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "state": ctx.state.shown(),
+                        "streams": states,
+                        "runs": runs,
+                        "leases": held
+                    }))?
                 );
                 return Ok(ExitCode::SUCCESS);
             }
+            println!("state: {}\n", ctx.state.shown());
             println!(
                 "{:<12} {:<28} {:<26} cursor",
                 "connection", "stream", "updated"

@@ -15,8 +15,6 @@
 
 use crate::error::{Error, Result};
 
-use super::postgres::PgLink;
-
 /// A value bound to a parameter or read from a column.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Value {
@@ -183,58 +181,48 @@ impl Row {
     }
 }
 
-/// Which engine a [`Db`] talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
-    Sqlite,
-    Postgres,
+/// A state backend: a connection that runs the store's SQL, and the few things each engine
+/// does its own way. The store itself is written once, against [`Db`].
+pub(crate) trait Backend: Send {
+    /// Runs one statement; the number of rows it changed.
+    fn execute(&mut self, sql: &str, params: Vec<Value>) -> Result<u64>;
+    /// Runs one query; its rows.
+    fn query(&mut self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>>;
+    /// Runs several statements without parameters.
+    fn batch(&mut self, sql: &str) -> Result<()>;
+    /// What opens a write transaction (one writer at a time: see the module's doc).
+    fn begin_write(&self) -> &'static str;
+    /// Creates the schema's first version from the tables' DDL (written for SQLite).
+    fn create_base_schema(&mut self, ddl: &[&str]) -> Result<()>;
+    /// What orders a table's rows as they were inserted (`sink_jobs` lists jobs in the order
+    /// they were planned).
+    fn insertion_order(&self) -> &'static str;
+    /// After rows were copied in with their own keys (`mlc state migrate`): the next
+    /// generated key continues after them.
+    fn after_copy(&mut self) -> Result<()>;
 }
 
-/// A connection to the state's database.
-pub(crate) enum Db {
-    Sqlite(rusqlite::Connection),
-    Postgres(PgLink),
-}
+/// A connection to the state's database, and the calls the store's queries are written with.
+pub(crate) struct Db(Box<dyn Backend>);
 
 impl Db {
-    pub(crate) fn backend(&self) -> Backend {
-        match self {
-            Db::Sqlite(_) => Backend::Sqlite,
-            Db::Postgres(_) => Backend::Postgres,
-        }
+    pub(crate) fn new(backend: impl Backend + 'static) -> Self {
+        Self(Box::new(backend))
+    }
+
+    /// The backend, for what each engine does its own way.
+    pub(crate) fn backend(&mut self) -> &mut dyn Backend {
+        self.0.as_mut()
     }
 
     /// Runs one statement; the number of rows it changed.
     pub(crate) fn execute(&mut self, sql: &str, params: &[&dyn ToValue]) -> Result<u64> {
-        match self {
-            Db::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql)?;
-                let n = st.execute(rusqlite::params_from_iter(values(params)))?;
-                Ok(n as u64)
-            }
-            Db::Postgres(p) => p.execute(sql, values(params)),
-        }
+        self.0.execute(sql, values(params))
     }
 
     /// Runs one query; its rows.
     pub(crate) fn query(&mut self, sql: &str, params: &[&dyn ToValue]) -> Result<Vec<Row>> {
-        match self {
-            Db::Sqlite(c) => {
-                let mut st = c.prepare_cached(sql)?;
-                let width = st.column_count();
-                let mut rows = st.query(rusqlite::params_from_iter(values(params)))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    let mut row = Vec::with_capacity(width);
-                    for i in 0..width {
-                        row.push(from_sqlite(r.get_ref(i)?));
-                    }
-                    out.push(Row(row));
-                }
-                Ok(out)
-            }
-            Db::Postgres(p) => p.query(sql, values(params)),
-        }
+        self.0.query(sql, values(params))
     }
 
     /// The rows of a query, each read by `f`.
@@ -270,19 +258,13 @@ impl Db {
 
     /// Runs several statements without parameters (a schema).
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
-        match self {
-            Db::Sqlite(c) => Ok(c.execute_batch(sql)?),
-            Db::Postgres(p) => p.batch(sql),
-        }
+        self.0.batch(sql)
     }
 
     /// Runs `f` in one transaction, the only writer while it runs (see the module's doc):
     /// committed when `f` succeeds, rolled back when it fails.
     pub(crate) fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
-        let begin = match self {
-            Db::Sqlite(_) => "BEGIN IMMEDIATE",
-            Db::Postgres(_) => super::postgres::BEGIN_WRITE,
-        };
+        let begin = self.0.begin_write();
         self.batch(begin)?;
         match f(self) {
             Ok(out) => match self.batch("COMMIT") {
@@ -306,32 +288,8 @@ fn values(params: &[&dyn ToValue]) -> Vec<Value> {
     params.iter().map(|p| p.to_value()).collect()
 }
 
-fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Int(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
-}
-
-impl rusqlite::types::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(ToSqlOutput::Borrowed(match self {
-            Value::Null => ValueRef::Null,
-            Value::Int(i) => ValueRef::Integer(*i),
-            Value::Real(f) => ValueRef::Real(*f),
-            Value::Text(s) => ValueRef::Text(s.as_bytes()),
-            Value::Blob(b) => ValueRef::Blob(b),
-        }))
-    }
-}
-
 /// The start of a statement, for an error message.
-fn first_words(sql: &str) -> String {
+pub(super) fn first_words(sql: &str) -> String {
     sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
 }
 

@@ -6,8 +6,9 @@
 //! - `leases.rs`: leases on units of work and their fencing tokens (the guard is `lease.rs`);
 //! - `serve.rs`: serve mode's webhook dedupe keys, schedule fire times, Business Central
 //!   subscriptions and key-set requests;
-//! - `db.rs`: the SQL both backends take, `postgres.rs`: the Postgres connection, and
-//!   `migrate.rs`: the schema's versions and the copy of a SQLite state into Postgres.
+//! - `db.rs`: the SQL both backends take and the [`db::Backend`] trait, implemented by
+//!   `sqlite.rs` and `postgres.rs`; `migrate.rs`: the schema's versions, and the copy of a
+//!   SQLite state into Postgres.
 //!
 //! SQLite (a file, one machine) is the default; `[state] url = "postgres://…"` shares one
 //! store between workers (DESIGN.md §16). Both hold the same tables and answer the same
@@ -24,11 +25,12 @@ use crate::error::{Error, Result};
 
 pub(crate) mod db;
 mod leases;
-pub(crate) mod migrate;
+mod migrate;
 mod postgres;
 mod runs;
 mod serve;
 mod sink;
+mod sqlite;
 mod tenant;
 
 use db::Db;
@@ -72,48 +74,29 @@ impl StateStore {
         }
     }
 
-    /// Opens (creating) the SQLite store at `path`. WAL journaling: a committed transaction
-    /// survives a killed process.
+    /// Opens (creating) the SQLite store at `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let conn =
-            rusqlite::Connection::open(path).map_err(|e| Error::state_from(path.display(), e))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        // Switching a new store to WAL needs it to itself, and SQLite reports a concurrent
-        // opener as busy at once rather than waiting: try again for a while.
-        let mut attempts = 0;
-        loop {
-            match conn
-                .pragma_update(None, "journal_mode", "WAL")
-                .and_then(|()| conn.pragma_update(None, "synchronous", "FULL"))
-            {
-                Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
-                {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                r => break r?,
-            }
-        }
-        let mut db = Db::Sqlite(conn);
-        migrate::upgrade(&mut db)?;
-        Ok(Self {
-            db: Mutex::new(db),
-            shown: path.display().to_string(),
-        })
+        Self::over(
+            Db::new(sqlite::Sqlite::open(path)?),
+            path.display().to_string(),
+        )
     }
 
-    /// Connects to the Postgres store at `url` and brings its schema up to this version
-    /// (several workers starting at once apply each version once).
+    /// Connects to the Postgres store at `url`.
     pub fn connect(url: &str) -> Result<Self> {
-        let mut db = Db::Postgres(postgres::PgLink::connect(url)?);
+        Self::over(
+            Db::new(postgres::PgLink::connect(url)?),
+            postgres::describe(url),
+        )
+    }
+
+    /// The store on `db`, its schema brought up to this version first (several workers
+    /// starting at once apply each version once).
+    fn over(mut db: Db, shown: String) -> Result<Self> {
         migrate::upgrade(&mut db)?;
         Ok(Self {
             db: Mutex::new(db),
-            shown: postgres::describe(url),
+            shown,
         })
     }
 

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::StateStore;
-use super::db::{Backend, Db, Row, params};
+use super::db::{Db, Row, params};
 use crate::error::Result;
 
 /// The sink stage's tables. `sink_ledger`: which target record a source record became (the
@@ -359,15 +359,6 @@ fn job_from_row(r: &Row) -> Result<SinkJob> {
     })
 }
 
-/// What orders a flow's jobs as they were planned: SQLite's rowid; on Postgres the `seq`
-/// identity the schema's first version adds there.
-fn planned_order(db: &Db) -> &'static str {
-    match db.backend() {
-        Backend::Sqlite => "rowid",
-        Backend::Postgres => "seq",
-    }
-}
-
 /// Appends one audit entry, stamped `now`, inside a sink transaction.
 fn insert_audit(tx: &mut Db, now: &str, a: &AuditEntry) -> Result<()> {
     tx.execute(
@@ -716,11 +707,11 @@ impl StateStore {
     /// Jobs of a flow, optionally only those in `status`, oldest first.
     pub fn sink_jobs(&self, flow: &str, status: Option<JobStatus>) -> Result<Vec<SinkJob>> {
         self.with(|c| {
+            let order = c.backend().insertion_order();
             c.query_map(
                 &format!(
-                "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY created_at, {}",
-                planned_order(c)
-            ),
+                    "SELECT {JOB_COLUMNS} FROM sink_jobs WHERE flow = ?1 AND (CAST(?2 AS TEXT) IS NULL OR status = ?2) ORDER BY created_at, {order}"
+                ),
                 params![flow, status],
                 job_from_row,
             )

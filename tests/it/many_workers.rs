@@ -283,3 +283,87 @@ async fn workers_on_postgres_and_s3_share_the_work_and_resume_a_killed_one() {
     })
     .await;
 }
+
+/// `mlc state migrate` moves a project's SQLite state into an empty Postgres state: with
+/// `[state] url` set, the next sync carries on from the cursors (incremental runs, no row
+/// read again), the history is there, and a second migration into the filled store is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL (.ci/postgres.sh)"]
+async fn state_migrate_carries_a_project_into_postgres() {
+    let Some(server) =
+        crate::support::postgres_server("state_migrate_carries_a_project_into_postgres")
+    else {
+        return;
+    };
+    let url = crate::support::postgres_database(&server);
+    let sandbox = Sandbox::start(
+        SandboxOptions {
+            scale: 100,
+            ..SandboxOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let local = Shared {
+        state: String::new(),
+        lake: None,
+        env: Vec::new(),
+    };
+    let toml = project(dir.path(), &sandbox, &local);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mlc"))
+            .arg("--config")
+            .arg(&toml)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            text,
+        )
+    };
+    let (ok, _, text) = run(&["sync", "--connection", "crm"]);
+    assert!(ok, "{text}");
+    let (ok, before, text) = run(&["state", "show", "--json"]);
+    assert!(ok, "{text}");
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+
+    let (ok, _, text) = run(&["state", "migrate", "--to", &url]);
+    assert!(ok, "{text}");
+    assert!(text.contains("copied") && text.contains("runs"), "{text}");
+    let config = std::fs::read_to_string(&toml).unwrap().replace(
+        "lease_seconds = 5",
+        &format!("lease_seconds = 5\nurl = \"{url}\""),
+    );
+    std::fs::write(&toml, config).unwrap();
+
+    let (ok, after, text) = run(&["state", "show", "--json"]);
+    assert!(ok, "{text}");
+    let after: serde_json::Value = serde_json::from_str(&after).unwrap();
+    assert!(after["state"].as_str().unwrap().starts_with("postgres://"));
+    assert_eq!(
+        after["streams"], before["streams"],
+        "the cursors moved over"
+    );
+    assert_eq!(after["runs"], before["runs"], "the history moved over");
+
+    let (ok, out, text) = run(&["sync", "--connection", "crm", "--json"]);
+    assert!(ok, "{text}");
+    let runs: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(!runs.is_empty());
+    for r in &runs {
+        assert_ne!(r["kind"], "snapshot", "{} started over: {r}", r["stream"]);
+    }
+
+    let (ok, _, text) = run(&["state", "migrate", "--to", &url]);
+    assert!(!ok, "a second migration is refused");
+    assert!(text.contains("already holds state"), "{text}");
+}
