@@ -198,8 +198,7 @@ pub async fn handle(
             .into_response(&app, None).await;
         }
     };
-    if draw.expire_token {
-        app.tokens.revoke(auth.as_deref());
+    if draw.expire_token && app.tokens.revoke(auth.as_deref()) {
         return unauthorized(&app, TokenProblem::Expired)
             .into_response(&app, None)
             .await;

@@ -43,6 +43,7 @@ struct Issued {
     client_id: String,
     /// The resource the token was issued for (`aud`).
     audience: String,
+    issued: Instant,
     expires: Instant,
 }
 
@@ -98,6 +99,7 @@ impl Tokens {
             Issued {
                 client_id: client_id.to_string(),
                 audience: audience.to_string(),
+                issued: Instant::now(),
                 expires: Instant::now() + ttl,
             },
         );
@@ -138,14 +140,19 @@ impl Tokens {
         }
     }
 
-    /// Makes a token expire now (the `expire` fault).
-    pub fn revoke(&self, authorization: Option<&str>) {
+    /// Makes a token expire now (the `expire` fault), unless it was just issued
+    /// ([`expiry_hits`](super::protection::expiry_hits)); whether it did.
+    pub fn revoke(&self, authorization: Option<&str>) -> bool {
         let Some((_, token)) = authorization.and_then(|a| a.trim().split_once(' ')) else {
-            return;
+            return false;
         };
         let mut m = self.issued.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(t) = m.get_mut(token.trim()) {
-            t.expires = Instant::now();
+        match m.get_mut(token.trim()) {
+            Some(t) if super::protection::expiry_hits(t.issued) => {
+                t.expires = Instant::now();
+                true
+            }
+            _ => false,
         }
     }
 }

@@ -820,7 +820,12 @@ async fn handle(
             .map(str::to_string);
         let ok = match token {
             Some(t) => {
-                if draw.expire_token {
+                let issued = st
+                    .tokens
+                    .get(&t)
+                    .and_then(|exp| exp.checked_sub(lk.token_ttl));
+                if draw.expire_token && issued.is_some_and(crate::sandbox::protection::expiry_hits)
+                {
                     st.tokens.remove(&t);
                 }
                 st.tokens.get(&t).is_some_and(|exp| *exp > Instant::now())

@@ -11,6 +11,13 @@ use futures::StreamExt;
 use super::options::Faults;
 use super::rng::SeqRng;
 
+/// Whether the injected `expire` fault may hit a token issued at `issued`: a token in use for a
+/// while, as a real expiry would, never one just issued (a refused fresh login is a different
+/// failure, which the clients rightly treat as fatal).
+pub fn expiry_hits(issued: Instant) -> bool {
+    issued.elapsed() > Duration::from_millis(500)
+}
+
 /// Dataverse's concurrent-request limit per user.
 pub const MAX_CONCURRENT: usize = 52;
 

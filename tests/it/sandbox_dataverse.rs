@@ -687,6 +687,12 @@ async fn injected_faults_fire() {
     assert!(r.bytes().await.is_err(), "the body must be cut");
 
     sb.set_faults("expire=1".parse().unwrap());
+    // A token just issued is never hit (a refused fresh login is another failure) ...
+    let fresh = token(&sb, &http).await;
+    let r = get(&http, &api(&sb, "accounts"), &fresh, &[]).await;
+    assert_eq!(r.status(), 200);
+    // ... one in use for a while is.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     let r = get(&http, &api(&sb, "accounts"), &tok, &[]).await;
     assert_eq!(r.status(), 401);
     assert!(

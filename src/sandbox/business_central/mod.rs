@@ -358,8 +358,7 @@ async fn handle(
         )
         .into_response(None);
     }
-    if draw.expire_token {
-        app.tokens.revoke(auth.as_deref());
+    if draw.expire_token && app.tokens.revoke(auth.as_deref()) {
         return unauthorized(TokenProblem::Expired).into_response(None);
     }
     if draw.throttle {

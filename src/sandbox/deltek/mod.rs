@@ -505,12 +505,10 @@ async fn list(
             .as_ref()
             .and_then(|t| d.tokens.get(t))
             .is_some_and(|(_, exp)| Instant::now() < *exp);
-        // An injected expiry hits tokens in use for a while, as a real expiry would, never one
-        // just issued (that would be a refused fresh login, a different failure).
         let old = token
             .as_ref()
             .and_then(|t| d.tokens.get(t))
-            .is_some_and(|(issued, _)| issued.elapsed() > Duration::from_millis(500));
+            .is_some_and(|(issued, _)| crate::sandbox::protection::expiry_hits(*issued));
         if !valid {
             return api_error(
                 StatusCode::UNAUTHORIZED,

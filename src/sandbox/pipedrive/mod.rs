@@ -728,7 +728,11 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
         {
-            if draw.expire_token {
+            let issued = st
+                .tokens
+                .get(b)
+                .and_then(|exp| exp.checked_sub(pd.token_ttl));
+            if draw.expire_token && issued.is_some_and(crate::sandbox::protection::expiry_hits) {
                 st.tokens.remove(b);
             }
             st.tokens.get(b).is_some_and(|exp| *exp > Instant::now())
