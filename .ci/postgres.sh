@@ -9,7 +9,8 @@
 # temporary folder (trust authentication, superuser `mlc`, fsync off: nothing in it outlives the
 # run), starts it on 127.0.0.1 only, creates the database `mlc` and exports the variable the
 # tests read:
-#   MLC_TEST_POSTGRES_URL  postgres://mlc@127.0.0.1:PORT/mlc
+#   MLC_TEST_POSTGRES_URL  postgres://mlc@127.0.0.1:PORT/mlc?sslrootcert=DIR/ca.pem
+#   MLC_TEST_POSTGRES_CA   DIR/ca.pem (the server speaks TLS with a certificate this CA signed)
 # The port is MLC_PG_PORT (55432), or the next free one of the ten from there. As root, the
 # cluster belongs to the `postgres` OS user (initdb refuses to run as root). MLC_PG_DIR names the
 # cluster's folder; a second postgres_start while that cluster runs only exports the URL again.
@@ -61,13 +62,41 @@ postgres_port_taken() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# A CA of the run's own and a server certificate it signed for 127.0.0.1, so the tests reach
+# the server over TLS and verify it as they would a managed server (sslrootcert = the CA).
+postgres_certs() {
+    local d="$MLC_PG_DIR"
+    if ! command -v openssl >/dev/null; then
+        echo "postgres: installing the Debian package openssl (for the test server's certificate)"
+        apt-get install -y -q --no-install-recommends openssl >/dev/null || return 1
+    fi
+    (
+        set -e
+        cd "$d"
+        openssl req -x509 -new -nodes -days 3 -subj "/CN=mlc test CA" -newkey rsa:2048 \
+            -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout ca.key -out ca.pem
+        openssl req -new -nodes -subj "/CN=127.0.0.1" -newkey rsa:2048 -keyout server.key -out server.csr
+        printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 3 \
+            -extfile server.ext -out server.crt
+        chmod 600 server.key
+        if [ "$(id -u)" = 0 ]; then chown postgres: server.key server.crt ca.pem; fi
+    ) >"$d/certs.log" 2>&1 || {
+        echo "postgres: making the test certificates failed:" >&2
+        cat "$d/certs.log" >&2
+        return 1
+    }
+}
+
 postgres_start() {
     local bin port first="${MLC_PG_PORT:-55432}" started=""
 
     # Already started in this shell and still running: nothing to do but export the URL again.
     if [ -n "${MLC_PG_DIR:-}" ] && [ -n "${MLC_PG_BIN:-}" ] && [ -n "${MLC_PG_PORT_USED:-}" ] &&
         [ -d "$MLC_PG_DIR/data" ] && postgres_as_owner "$MLC_PG_BIN/pg_ctl" -D "$MLC_PG_DIR/data" status >/dev/null 2>&1; then
-        export MLC_TEST_POSTGRES_URL="postgres://mlc@127.0.0.1:$MLC_PG_PORT_USED/mlc"
+        export MLC_TEST_POSTGRES_CA="$MLC_PG_DIR/ca.pem"
+        export MLC_TEST_POSTGRES_URL="postgres://mlc@127.0.0.1:$MLC_PG_PORT_USED/mlc?sslrootcert=$MLC_TEST_POSTGRES_CA"
         echo "postgres: already running at $MLC_TEST_POSTGRES_URL (cluster in $MLC_PG_DIR)"
         return 0
     fi
@@ -96,6 +125,8 @@ postgres_start() {
         return 1
     fi
 
+    postgres_certs || return 1
+
     # The first free port from MLC_PG_PORT; a port taken between the probe and the bind (the
     # server says so in its log) moves on to the next one too.
     for ((port = first; port < first + 10; port++)); do
@@ -105,7 +136,7 @@ postgres_start() {
         fi
         postgres_as_owner truncate -s 0 "$MLC_PG_DIR/log"
         if postgres_as_owner "$bin/pg_ctl" -D "$MLC_PG_DIR/data" -l "$MLC_PG_DIR/log" -w -t 60 \
-            -o "-p $port -k '$MLC_PG_DIR' -c listen_addresses=127.0.0.1 -c fsync=off" \
+            -o "-p $port -k '$MLC_PG_DIR' -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file='$MLC_PG_DIR/server.crt' -c ssl_key_file='$MLC_PG_DIR/server.key'" \
             start >"$MLC_PG_DIR/pg_ctl.out" 2>&1; then
             started="$port"
             break
@@ -132,7 +163,8 @@ postgres_start() {
         tail -n 30 "$MLC_PG_DIR/log" >&2
         return 1
     fi
-    export MLC_TEST_POSTGRES_URL="postgres://mlc@127.0.0.1:$started/mlc"
+    export MLC_TEST_POSTGRES_CA="$MLC_PG_DIR/ca.pem"
+    export MLC_TEST_POSTGRES_URL="postgres://mlc@127.0.0.1:$started/mlc?sslrootcert=$MLC_TEST_POSTGRES_CA"
     echo "postgres: $("$bin/postgres" --version) at $MLC_TEST_POSTGRES_URL (cluster in $MLC_PG_DIR)"
 }
 
@@ -145,7 +177,7 @@ postgres_stop() {
         */mlc-pg.*) rm -rf "$MLC_PG_DIR" ;; # only a folder postgres_start made
         esac
     fi
-    unset MLC_PG_DIR MLC_PG_BIN MLC_PG_PORT_USED MLC_TEST_POSTGRES_URL
+    unset MLC_PG_DIR MLC_PG_BIN MLC_PG_PORT_USED MLC_TEST_POSTGRES_URL MLC_TEST_POSTGRES_CA
     return 0
 }
 
@@ -156,6 +188,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     start)
         postgres_start >&2 || exit 1
         echo "export MLC_TEST_POSTGRES_URL='$MLC_TEST_POSTGRES_URL'"
+        echo "export MLC_TEST_POSTGRES_CA='$MLC_TEST_POSTGRES_CA'"
         echo "export MLC_PG_DIR='$MLC_PG_DIR'"
         echo "export MLC_PG_BIN='$MLC_PG_BIN'"
         echo "export MLC_PG_PORT_USED='$MLC_PG_PORT_USED'"

@@ -6,16 +6,23 @@
 //! answer the way a SQLite call waits for its file. Statements are prepared once per
 //! connection (the store runs the same few dozen).
 //!
+//! TLS is rustls with the public CA roots built in (and a private CA from `sslrootcert`):
+//! managed servers (RDS, Azure) require it; a server without TLS is reached in the clear unless
+//! `sslmode=require`.
+//!
 //! A connection that dropped is opened again before the next statement, unless it dropped
 //! inside a transaction: then the transaction's remaining statements fail (never run outside
 //! it) and its rollback ends it.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::db::{Backend, Row, Value};
 use crate::error::{Error, Result};
@@ -39,9 +46,90 @@ pub(crate) struct PgLink {
     replies: mpsc::Receiver<Reply>,
 }
 
+/// A state URL read: the client's configuration, and the CA file of `sslrootcert` (a libpq
+/// parameter rust-postgres does not take, so it is read here).
+fn parse(url: &str) -> std::result::Result<(postgres::Config, Option<PathBuf>), postgres::Error> {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut root_cert = None;
+    let mut rest = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k == "sslrootcert" {
+            root_cert = Some(PathBuf::from(v.as_ref()));
+        } else {
+            rest.append_pair(&k, &v);
+        }
+    }
+    let rest = rest.finish();
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{rest}")
+    };
+    let mut config = postgres::Config::from_str(&url)?;
+    if config.get_connect_timeout().is_none() {
+        // An unreachable server fails the run in seconds, not at the TCP timeout.
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok((config, root_cert))
+}
+
+/// The TLS the connection offers: the server's certificate must chain to a public CA (the
+/// roots built in) or to one of `sslrootcert`'s, and name the host. With `sslmode=prefer` (the
+/// default) TLS is used when the server offers it, `require` refuses a server that does not,
+/// `disable` never uses it.
+fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = root_cert {
+        let bad = |e: &dyn std::fmt::Display| {
+            Error::config(format!(
+                "state.url: sslrootcert {} is not a readable PEM file of CA certificates: {e}",
+                path.display()
+            ))
+        };
+        for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+            roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::state_from("TLS for the Postgres state", e))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+/// Why the server at `shown` could not be reached, with every cause (the client's own message
+/// stops at "error performing TLS handshake") and what to do about a certificate.
+fn unreachable(shown: &str, e: postgres::Error) -> Error {
+    let mut why = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !why.contains(&text) {
+            why = format!("{why}: {text}");
+        }
+        cause = c.source();
+    }
+    if why.contains("certificate") {
+        why.push_str(
+            " (the server's certificate is not signed by a public CA: add sslrootcert=/path/to/ca.pem to state.url, or sslmode=disable on a network you trust)",
+        );
+    }
+    Error::State {
+        message: format!("cannot connect to the Postgres state store {shown}: {why}"),
+        source: Some(Box::new(e)),
+    }
+}
+
 /// A Postgres URL as it may be shown: user, hosts, ports and database, never the password.
 pub fn describe(url: &str) -> String {
-    let Ok(c) = postgres::Config::from_str(url) else {
+    let Ok((c, _)) = parse(url) else {
         return "postgres://(an unreadable URL)".into();
     };
     let hosts: Vec<String> = c
@@ -72,34 +160,33 @@ impl PgLink {
     /// Connects to `url` on a new thread; fails here when the server cannot be reached.
     pub(crate) fn connect(url: &str) -> Result<Self> {
         let shown = describe(url);
-        let config = postgres::Config::from_str(url).map_err(|e| {
+        let (config, root_cert) = parse(url).map_err(|e| {
             Error::config_from(
                 format!("state.url is not a Postgres URL ({shown}); the form is postgres://user:password@host:5432/database"),
                 e,
             )
         })?;
+        let tls = tls(root_cert.as_deref())?;
         let (requests, incoming) = mpsc::channel::<Request>();
         let (outgoing, replies) = mpsc::channel::<Reply>();
         let name = shown.clone();
         std::thread::Builder::new()
             .name("mlc-state-postgres".into())
             .spawn(move || {
-                let client = match config.connect(NoTls) {
+                let client = match config.connect(tls.clone()) {
                     Ok(c) => {
                         let _ = outgoing.send(Reply::Done);
                         c
                     }
                     Err(e) => {
-                        let _ = outgoing.send(Reply::Failed(Error::state_from(
-                            format!("cannot connect to the Postgres state store {name}"),
-                            e,
-                        )));
+                        let _ = outgoing.send(Reply::Failed(unreachable(&name, e)));
                         return;
                     }
                 };
                 Session {
                     client,
                     config,
+                    tls,
                     shown: name,
                     prepared: HashMap::new(),
                     in_transaction: false,
@@ -195,6 +282,7 @@ pub(crate) fn postgres_ddl(sqlite: &str) -> String {
 struct Session {
     client: Client,
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     shown: String,
     prepared: HashMap<String, Statement>,
     in_transaction: bool,
@@ -271,15 +359,10 @@ impl Session {
                 self.shown
             )));
         }
-        self.client = self.config.connect(NoTls).map_err(|e| {
-            Error::state_from(
-                format!(
-                    "cannot reconnect to the Postgres state store {}",
-                    self.shown
-                ),
-                e,
-            )
-        })?;
+        self.client = self
+            .config
+            .connect(self.tls.clone())
+            .map_err(|e| unreachable(&self.shown, e))?;
         self.prepared.clear();
         Ok(())
     }
@@ -408,10 +491,29 @@ mod tests {
     }
 
     #[test]
+    fn sslrootcert_is_read_off_the_url_and_the_rest_goes_to_the_client() {
+        let (c, ca) =
+            parse("postgres://u@db:5433/state?sslrootcert=%2Fetc%2Fssl%2Fca.pem&sslmode=require")
+                .unwrap();
+        assert_eq!(ca.as_deref(), Some(Path::new("/etc/ssl/ca.pem")));
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Require);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        let err = tls(Some(Path::new("/nonexistent/ca.pem")))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("sslrootcert /nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
     fn a_shown_url_never_has_its_password() {
         let shown = describe("postgres://mlc:s3cret@db.internal:6432/state");
         assert_eq!(shown, "postgres://mlc@db.internal:6432/state");
         assert!(!describe("postgresql://u:pw@h/d?sslmode=disable").contains("pw"));
         assert!(!describe("not a url with pw").contains("pw"));
+        assert_eq!(
+            describe("postgres://u:pw@h:5432/d?sslmode=require&sslrootcert=%2Fetc%2Fca.pem"),
+            "postgres://u@h:5432/d"
+        );
     }
 }

@@ -323,3 +323,38 @@ fn state_conformance_postgres() {
         Box::new(move || StateStore::connect(&url).unwrap())
     });
 }
+
+/// The store reaches Postgres over TLS and checks the server's certificate: with the CA of
+/// `sslrootcert` the connection is encrypted; without it a server whose certificate no known CA
+/// signed is refused (`sslmode=require`); `sslmode=disable` connects in the clear.
+#[test]
+#[ignore = "needs PostgreSQL (.ci/postgres.sh)"]
+fn the_postgres_state_is_reached_over_verified_tls() {
+    let test = "the_postgres_state_is_reached_over_verified_tls";
+    let Some(server) = crate::support::postgres_server(test) else {
+        return;
+    };
+    let Some(_ca) = crate::bigquery::env_or_skip(test, &["MLC_TEST_POSTGRES_CA"]) else {
+        return;
+    };
+    let url = crate::support::postgres_database(&server);
+    assert!(url.contains("sslrootcert="), "{url}");
+    let store = StateStore::connect(&url).unwrap();
+    store.lease_take("u", "w", TTL, 0).unwrap();
+    let db = url.split_once('?').unwrap().0.rsplit_once('/').unwrap().1;
+    let ssl = crate::support::postgres_query(
+        &url,
+        &format!(
+            "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE a.datname = '{db}' AND a.pid <> pg_backend_pid()"
+        ),
+    );
+    assert_eq!(ssl, ["true"], "the store's one connection is encrypted");
+
+    let base = url.split_once('?').unwrap().0;
+    let err = StateStore::connect(&format!("{base}?sslmode=require"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    assert!(err.contains("add sslrootcert="), "it says what to do: {err}");
+    StateStore::connect(&format!("{base}?sslmode=disable")).unwrap();
+}

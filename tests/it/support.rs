@@ -175,12 +175,17 @@ pub fn postgres_server(test: &str) -> Option<String> {
     crate::bigquery::env_or_skip(test, &["MLC_TEST_POSTGRES_URL"]).map(|mut v| v.remove(0))
 }
 
-/// A fresh, empty database on `server`, as a URL: each call creates another, so tests never
-/// share a state.
+/// A fresh, empty database on `server`, as a URL with the server's query (its
+/// `sslrootcert`): each call creates another, so tests never share a state.
 pub fn postgres_database(server: &str) -> String {
     let name = format!("mlc_t_{:08x}", rand::random::<u32>());
+    let (base, query) = server.split_once('?').unwrap_or((server, ""));
+    let (host, _) = base
+        .rsplit_once('/')
+        .expect("MLC_TEST_POSTGRES_URL is postgres://user@host:port/database");
     // The blocking client runs a runtime of its own: keep it off any test runtime's thread.
-    let admin = server.to_string();
+    // (Created over a plain connection: the test client has no TLS, the server takes both.)
+    let admin = base.to_string();
     let db = name.clone();
     std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&admin, postgres::NoTls)
@@ -189,8 +194,29 @@ pub fn postgres_database(server: &str) -> String {
     })
     .join()
     .unwrap();
-    let (host, _) = server
-        .rsplit_once('/')
-        .expect("MLC_TEST_POSTGRES_URL is postgres://user@host:port/database");
-    format!("{host}/{name}")
+    if query.is_empty() {
+        format!("{host}/{name}")
+    } else {
+        format!("{host}/{name}?{query}")
+    }
+}
+
+/// Runs one query on `url` (its query string aside) over a plain connection: what the server
+/// says about the store's connections.
+pub fn postgres_query(url: &str, sql: &str) -> Vec<String> {
+    let base = url.split_once('?').map_or(url, |(b, _)| b).to_string();
+    let sql = sql.to_string();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        c.simple_query(&sql)
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
 }
