@@ -355,6 +355,9 @@ fn the_postgres_state_is_reached_over_verified_tls() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("UnknownIssuer"), "{err}");
-    assert!(err.contains("add sslrootcert="), "it says what to do: {err}");
+    assert!(
+        err.contains("add sslrootcert="),
+        "it says what to do: {err}"
+    );
     StateStore::connect(&format!("{base}?sslmode=disable")).unwrap();
 }
