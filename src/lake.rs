@@ -2,7 +2,10 @@
 //!
 //! Layout, per stream `system.entity` and run:
 //! `raw/<system>/<entity>/run=<run_id>/part-00000.parquet` … then `_manifest.json`, written last:
-//! a run directory without a manifest is incomplete (resumed or ignored, never loaded).
+//! a run directory without a manifest is incomplete (resumed or ignored, never loaded). A run
+//! written under a lease names its parts and manifest for the lease token
+//! (`part-00000-w2.parquet`, `_manifest-w2.json`), and the state store records which manifest
+//! is the run's.
 //! Records that could not be typed go to `quarantine/<system>/<entity>/run=<run_id>/part-00000.jsonl`
 //! (one file per part rather than one per run, because object stores cannot append and a
 //! resumed run must not rewrite what an earlier attempt wrote).
@@ -141,8 +144,21 @@ impl Lake {
         ))
     }
 
-    pub fn manifest_path(id: &StreamId, run_id: &str) -> Path {
-        Path::from(format!("{}/_manifest.json", Self::run_dir(id, run_id)))
+    /// Where a run's manifest goes (`writer` as for [`Lake::part_path`]): a worker that lost
+    /// its lease and still writes its manifest never replaces the new owner's. Which manifest
+    /// is the run's is recorded in the state store when the run is marked extracted.
+    pub fn manifest_path(id: &StreamId, run_id: &str, writer: Option<i64>) -> Path {
+        Path::from(format!(
+            "{}/_manifest{}.json",
+            Self::run_dir(id, run_id),
+            writer_suffix(writer)
+        ))
+    }
+
+    /// A run's manifest as the state store recorded it when the run was marked extracted
+    /// (`recorded`; runs extracted before it was recorded: the unleased name).
+    pub fn recorded_manifest(id: &StreamId, run_id: &str, recorded: Option<&str>) -> Path {
+        recorded.map_or_else(|| Self::manifest_path(id, run_id, None), Path::from)
     }
 
     /// Where the quarantined records of part `part` go (`writer` as for [`Lake::part_path`]).
@@ -229,17 +245,26 @@ impl Lake {
         Ok((keys, unkeyed))
     }
 
-    /// Writes the manifest: the run is complete from this moment on.
-    pub async fn write_manifest(&self, m: &Manifest) -> Result<()> {
+    /// Writes the manifest of a run written under lease token `writer`: the run is complete
+    /// from this moment on. Returns where it went.
+    pub async fn write_manifest(&self, m: &Manifest, writer: Option<i64>) -> Result<Path> {
         let id: StreamId = m.stream.parse()?;
-        let path = Self::manifest_path(&id, &m.run_id);
+        let path = Self::manifest_path(&id, &m.run_id, writer);
         let bytes = serde_json::to_vec_pretty(m).map_err(|e| Error::lake(&path, e))?;
-        self.put(&path, Bytes::from(bytes)).await
+        self.put(&path, Bytes::from(bytes)).await?;
+        Ok(path)
     }
 
-    /// The manifest of a run, or `None` if the run never completed its extraction.
+    /// The manifest of a run written without a lease, or `None` if the run never completed
+    /// its extraction.
     pub async fn read_manifest(&self, id: &StreamId, run_id: &str) -> Result<Option<Manifest>> {
-        let path = Self::manifest_path(id, run_id);
+        self.read_manifest_at(&Self::manifest_path(id, run_id, None))
+            .await
+    }
+
+    /// The manifest at `path`, or `None` when there is none.
+    pub async fn read_manifest_at(&self, path: &Path) -> Result<Option<Manifest>> {
+        let path = path.clone();
         match self.store.get(&path).await {
             Ok(got) => {
                 let bytes = got.bytes().await.map_err(|e| Error::lake(&path, e))?;
@@ -487,8 +512,26 @@ mod tests {
             quarantine_files: vec![],
             ..Default::default()
         };
-        lake.write_manifest(&m).await.unwrap();
-        assert_eq!(lake.read_manifest(&id, "r1").await.unwrap(), Some(m));
+        lake.write_manifest(&m, None).await.unwrap();
+        assert_eq!(
+            lake.read_manifest(&id, "r1").await.unwrap(),
+            Some(m.clone())
+        );
+
+        // Under leases: the new owner (token 2) writes the run's manifest and the state records
+        // it; the worker it took over from (token 1) writes its late one after. The run's is
+        // still the new owner's.
+        let owner = Manifest {
+            rows: 3,
+            ..m.clone()
+        };
+        let recorded = lake.write_manifest(&owner, Some(2)).await.unwrap();
+        lake.write_manifest(&m, Some(1)).await.unwrap();
+        let read = lake
+            .read_manifest_at(&Lake::recorded_manifest(&id, "r1", Some(recorded.as_ref())))
+            .await
+            .unwrap();
+        assert_eq!(read, Some(owner));
     }
 
     #[test]

@@ -982,10 +982,13 @@ async fn extract(
         manifest.quarantined_keys = keys;
         manifest.quarantined_unkeyed = unkeyed;
     }
-    // A worker that lost its lease stops before the manifest, which the new owner writes.
+    // A worker that lost its lease stops before the manifest, which the new owner writes; one
+    // that loses it while writing writes under its own token's name, and only the owner's
+    // manifest is recorded as the run's.
     ctx.state.check_lease(run)?;
-    ctx.lake.write_manifest(&manifest).await?;
-    ctx.state.mark_extracted(run, pending.as_deref())?;
+    let written = ctx.lake.write_manifest(&manifest, run.lease_token).await?;
+    ctx.state
+        .mark_extracted(run, pending.as_deref(), written.as_ref())?;
     tracing::info!(stream = %stream.id, rows = manifest.rows, deleted = manifest.deleted, quarantined = manifest.quarantined, parts = manifest.files.len(), peak_rss_mib = peak_rss_mib().unwrap_or(0.0), "extracted");
     Ok(())
 }
@@ -1093,7 +1096,11 @@ pub fn peak_rss_mib() -> Option<f64> {
 async fn load(ctx: &Context, stream: &Stream, run: &RunRecord) -> Result<Option<String>> {
     let manifest = ctx
         .lake
-        .read_manifest(&stream.id, &run.run_id)
+        .read_manifest_at(&Lake::recorded_manifest(
+            &stream.id,
+            &run.run_id,
+            run.manifest.as_deref(),
+        ))
         .await?
         .ok_or_else(|| Error::state(format!(
             "run {} is marked extracted but its manifest is missing from the lake ({}); run `mlc state reset {}`",

@@ -24,9 +24,13 @@ fn base_schema() -> [&'static str; 5] {
     ]
 }
 
-/// Versions after the first, oldest first: statements in the SQL both engines take. (None
-/// yet: a change to the schema is appended here, never edited in place.)
-const LATER: &[&str] = &[];
+/// Versions after the first, oldest first: statements in the SQL both engines take. A change
+/// to the schema is appended here, never edited in place.
+const LATER: &[&str] = &[
+    // 2: the lake path of each run's manifest, recorded when the run is marked extracted (a
+    // worker that lost its lease may still write one under its own name: never the run's).
+    "ALTER TABLE runs ADD COLUMN manifest TEXT",
+];
 
 /// The newest schema version this build knows.
 pub const VERSION: i64 = 1 + LATER.len() as i64;

@@ -122,6 +122,9 @@ pub struct RunRecord {
     pub error: Option<String>,
     /// What the run found about the tenant and the data (JSON of `run::RunReport`).
     pub report: Option<String>,
+    /// The lake path of the run's manifest, once extracted (`None` before, and for runs
+    /// extracted before the path was recorded: the unleased name).
+    pub manifest: Option<String>,
 }
 
 /// A run as its writer holds it: its id and the lease token it runs under (`None`: written
@@ -206,6 +209,7 @@ impl RunRecord {
             window: None,
             error: None,
             report: None,
+            manifest: None,
         }
     }
 }
@@ -233,7 +237,7 @@ pub struct StreamState {
     pub last_run_id: Option<String>,
 }
 
-const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, \"window\", error, report, lease_token";
+const RUN_COLUMNS: &str = "run_id, connection, stream, kind, status, reconcile, schema_hash, started_at, finished_at, cursor_start, pending_cursor, position, next_part, rows_extracted, rows_deleted, rows_quarantined, json_bytes, rows_upserted, rows_removed, table_rows, owner_pid, \"window\", error, report, lease_token, manifest";
 
 fn run_from_row(r: &Row) -> Result<RunRecord> {
     Ok(RunRecord {
@@ -262,6 +266,7 @@ fn run_from_row(r: &Row) -> Result<RunRecord> {
         error: r.get(22)?,
         report: r.get(23)?,
         lease_token: r.get(24)?,
+        manifest: r.get(25)?,
     })
 }
 
@@ -410,17 +415,19 @@ impl StateStore {
         })
     }
 
-    /// Extraction finished and the manifest is written; `pending_cursor` waits for the load.
+    /// Extraction finished and the manifest is written at `manifest` (which becomes the
+    /// run's); `pending_cursor` waits for the load.
     pub fn mark_extracted<'a>(
         &self,
         run: impl Into<RunRef<'a>>,
         pending_cursor: Option<&str>,
+        manifest: &str,
     ) -> Result<()> {
         let run = run.into();
         self.run_write(run, |tx| {
             tx.execute(
-                "UPDATE runs SET status = ?3, pending_cursor = ?2 WHERE run_id = ?1",
-                params![run.run_id, pending_cursor, RunStatus::Extracted],
+                "UPDATE runs SET status = ?3, pending_cursor = ?2, manifest = ?4 WHERE run_id = ?1",
+                params![run.run_id, pending_cursor, RunStatus::Extracted, manifest],
             )
             .map(|_| ())
         })

@@ -322,7 +322,11 @@ async fn bigquery_catalog_column_is_added_and_retried_loads_do_nothing() {
     let runs = ctx.state.runs(Some("dataverse.account"), 1).unwrap();
     let manifest = ctx
         .lake
-        .read_manifest(&stream.id, &runs[0].run_id)
+        .read_manifest_at(&ml_connector::lake::Lake::recorded_manifest(
+            &stream.id,
+            &runs[0].run_id,
+            runs[0].manifest.as_deref(),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -554,7 +558,9 @@ async fn s3_lake_round_trip_with_uploaded_bigquery_loads() {
         .unwrap();
     assert!(listed.iter().any(|l| l.ends_with(".parquet")), "{listed:?}");
     assert!(
-        listed.iter().any(|l| l.ends_with("_manifest.json")),
+        listed
+            .iter()
+            .any(|l| l.contains("/_manifest") && l.ends_with(".json")),
         "{listed:?}"
     );
     // BigQuery received the uploaded parts.

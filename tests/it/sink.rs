@@ -154,30 +154,33 @@ impl Env {
         self.ctx.lake.put(&path, bytes.clone()).await.unwrap();
         self.ctx
             .lake
-            .write_manifest(&Manifest {
-                run_id: run_id.into(),
-                stream: id.to_string(),
-                connection: "crm".into(),
-                kind: ml_connector::lake::RunKind::Incremental,
-                reconcile: false,
-                schema_hash: "test".into(),
-                started_at: "s".into(),
-                finished_at: "f".into(),
-                rows: records.len() as u64,
-                deleted: 0,
-                quarantined: 0,
-                cursor_start: None,
-                cursor_end: None,
-                files: vec![PartInfo {
-                    path: path.to_string(),
+            .write_manifest(
+                &Manifest {
+                    run_id: run_id.into(),
+                    stream: id.to_string(),
+                    connection: "crm".into(),
+                    kind: ml_connector::lake::RunKind::Incremental,
+                    reconcile: false,
+                    schema_hash: "test".into(),
+                    started_at: "s".into(),
+                    finished_at: "f".into(),
                     rows: records.len() as u64,
                     deleted: 0,
-                    bytes: bytes.len() as u64,
-                    sha256: sha256_hex(&bytes),
-                }],
-                quarantine_files: vec![],
-                ..Default::default()
-            })
+                    quarantined: 0,
+                    cursor_start: None,
+                    cursor_end: None,
+                    files: vec![PartInfo {
+                        path: path.to_string(),
+                        rows: records.len() as u64,
+                        deleted: 0,
+                        bytes: bytes.len() as u64,
+                        sha256: sha256_hex(&bytes),
+                    }],
+                    quarantine_files: vec![],
+                    ..Default::default()
+                },
+                None,
+            )
             .await
             .unwrap();
     }

@@ -90,7 +90,7 @@ fn check_cursor_moves_only_on_commit(open: Opener<'_>) {
         .record_part(&open_run, &part(1), Some("page-3"), 10)
         .unwrap();
     other
-        .mark_extracted(&open_run, Some("2026-01-02T00:00:00Z"))
+        .mark_extracted(&open_run, Some("2026-01-02T00:00:00Z"), "m/_manifest.json")
         .unwrap();
     other.mark_loaded(&open_run, 200, 2, 200).unwrap();
     assert_eq!(
@@ -156,7 +156,7 @@ fn check_fencing(open: Opener<'_>) {
     for refused in [
         paused.record_part(&run, &part(1), Some("p2"), 1),
         paused.set_pending_cursor(&run, "2026-01-01T00:00:00Z"),
-        paused.mark_extracted(&run, None),
+        paused.mark_extracted(&run, None, "m/_manifest-w1.json"),
         paused.mark_loaded(&run, 1, 0, 1),
         paused.commit_run(&run, Some("columns")),
         paused.note_error(&run, "late"),
@@ -187,7 +187,14 @@ fn check_fencing(open: Opener<'_>) {
     new_owner
         .record_part(&resumed, &part(1), Some("p2"), 1)
         .unwrap();
-    new_owner.mark_extracted(&resumed, None).unwrap();
+    new_owner
+        .mark_extracted(&resumed, None, "m/_manifest-w2.json")
+        .unwrap();
+    assert_eq!(
+        new_owner.run("r1").unwrap().unwrap().manifest.as_deref(),
+        Some("m/_manifest-w2.json"),
+        "the run's manifest is the new owner's"
+    );
     new_owner.mark_loaded(&resumed, 200, 0, 200).unwrap();
     new_owner.commit_run(&resumed, Some("columns")).unwrap();
     assert!(new_owner.open_run("crm", STREAM).unwrap().is_none());

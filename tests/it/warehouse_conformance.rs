@@ -508,10 +508,15 @@ async fn quarantined_key_is_protected(
     truth: &BTreeMap<String, TruthRow>,
 ) {
     let stream = h.stream();
+    let recorded = h.ctx.state.run(run_id).unwrap().unwrap().manifest;
     let manifest = h
         .ctx
         .lake
-        .read_manifest(&stream.id, run_id)
+        .read_manifest_at(&ml_connector::lake::Lake::recorded_manifest(
+            &stream.id,
+            run_id,
+            recorded.as_deref(),
+        ))
         .await
         .unwrap()
         .unwrap();

@@ -106,7 +106,7 @@ pub async fn land(ctx: &Context) -> Result<usize> {
         quarantine_files: vec![],
         ..Default::default()
     };
-    ctx.lake.write_manifest(&manifest).await?;
+    ctx.lake.write_manifest(&manifest, None).await?;
     ctx.warehouse
         .merge(
             &stream,

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest, read_parquet};
 use crate::spec::StreamId;
+use crate::state::StateStore;
 
 /// One source record of a change set.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +28,12 @@ pub struct ChangeRow {
 /// The complete runs of a stream after `after` (exclusive), oldest first. A run without a
 /// manifest is incomplete: reading stops before it, so a run still in progress is never skipped
 /// and its changes are picked up once its manifest lands.
-pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Result<Vec<Manifest>> {
+pub async fn runs_after(
+    lake: &Lake,
+    state: &StateStore,
+    id: &StreamId,
+    after: Option<&str>,
+) -> Result<Vec<Manifest>> {
     let prefix = Path::from(id.lake_prefix());
     let listed = lake
         .store()
@@ -44,7 +50,11 @@ pub async fn runs_after(lake: &Lake, id: &StreamId, after: Option<&str>) -> Resu
     runs.sort();
     let mut out = Vec::new();
     for r in runs {
-        match lake.read_manifest(id, &r).await? {
+        // The run's own manifest, as the state recorded it (runs it does not know, such as the
+        // sink's audit, were written without a lease).
+        let recorded = state.run(&r)?.and_then(|run| run.manifest);
+        let path = Lake::recorded_manifest(id, &r, recorded.as_deref());
+        match lake.read_manifest_at(&path).await? {
             Some(m) => out.push(m),
             None => {
                 tracing::info!(stream = %id, run_id = %r, "run has no manifest yet: the sink stops before it");

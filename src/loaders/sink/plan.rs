@@ -254,7 +254,7 @@ pub async fn plan(
             let columns = keep.get(&rk.0).cloned().unwrap_or_default();
             read.insert(
                 rk.clone(),
-                read_stream(lake, defs, &sid, cursor.as_deref(), &columns).await?,
+                read_stream(state, lake, defs, &sid, cursor.as_deref(), &columns).await?,
             );
         }
         let left = readers.entry(rk.clone()).or_default();
@@ -302,7 +302,7 @@ pub async fn plan(
                 rows: lrows,
                 last: llast,
                 ..
-            } = read_stream(lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
+            } = read_stream(state, lake, defs, &lsid, lcursor.as_deref(), &l.columns()).await?;
             lines_read = llast.clone().or(lcursor);
             if let Some(last) = llast {
                 out.cursors.push((lkey, last));
@@ -498,6 +498,7 @@ pub async fn plan(
 /// Reads the change sets of `sid` after `cursor`: the newest row of each record (with the run
 /// it came from), holding only `columns`, the key and the version, and the last run read.
 async fn read_stream(
+    state: &StateStore,
     lake: &Lake,
     defs: &Definitions,
     sid: &StreamId,
@@ -516,7 +517,7 @@ async fn read_stream(
         .find(|c| c.name == "versionnumber")
         .map(|c| c.name.clone())
         .or_else(|| stream.spec.cursor_field.clone());
-    let runs = changes::runs_after(lake, sid, cursor).await?;
+    let runs = changes::runs_after(lake, state, sid, cursor).await?;
     // The newest version of each record across the runs read (later runs win).
     let mut latest: BTreeMap<String, (String, ChangeRow)> = BTreeMap::new();
     let mut listing = None;
@@ -831,27 +832,30 @@ mod tests {
         if !manifest {
             return;
         }
-        lake.write_manifest(&Manifest {
-            run_id: run_id.into(),
-            stream: id.to_string(),
-            connection: "crm".into(),
-            kind,
-            reconcile,
-            schema_hash: "h".into(),
-            started_at: "s".into(),
-            finished_at: "f".into(),
-            rows: rows.len() as u64,
-            quarantined: quarantined.len() as u64,
-            quarantined_keys: quarantined.iter().map(|k| vec![k.to_string()]).collect(),
-            files: vec![PartInfo {
-                path: path.to_string(),
+        lake.write_manifest(
+            &Manifest {
+                run_id: run_id.into(),
+                stream: id.to_string(),
+                connection: "crm".into(),
+                kind,
+                reconcile,
+                schema_hash: "h".into(),
+                started_at: "s".into(),
+                finished_at: "f".into(),
                 rows: rows.len() as u64,
-                deleted: 0,
-                bytes: bytes.len() as u64,
-                sha256: sha256_hex(&bytes),
-            }],
-            ..Default::default()
-        })
+                quarantined: quarantined.len() as u64,
+                quarantined_keys: quarantined.iter().map(|k| vec![k.to_string()]).collect(),
+                files: vec![PartInfo {
+                    path: path.to_string(),
+                    rows: rows.len() as u64,
+                    deleted: 0,
+                    bytes: bytes.len() as u64,
+                    sha256: sha256_hex(&bytes),
+                }],
+                ..Default::default()
+            },
+            None,
+        )
         .await
         .unwrap();
     }
