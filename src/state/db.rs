@@ -3,8 +3,7 @@
 //!
 //! Every query of the store is written once, in the SQL both engines take: `?N` parameters
 //! (rewritten to `$N` for Postgres), `INSERT … ON CONFLICT`, `CASE` instead of SQLite's
-//! two-argument `MAX`, `IS NOT DISTINCT FROM` for null-safe equality, `RETURNING` instead of
-//! `last_insert_rowid()`. Values travel as [`Value`]s: integers are 64-bit everywhere (the
+//! two-argument `MAX`, `IS NOT DISTINCT FROM` for null-safe equality. Values travel as [`Value`]s: integers are 64-bit everywhere (the
 //! Postgres schema uses `BIGINT` where SQLite says `INTEGER`), booleans are 0/1.
 //!
 //! A transaction ([`Db::transaction`]) is one writer at a time on either backend: SQLite's
@@ -105,21 +104,9 @@ impl FromValue for bool {
     }
 }
 
-impl ToValue for f64 {
-    fn to_value(&self) -> Value {
-        Value::Real(*self)
-    }
-}
-
 impl ToValue for Value {
     fn to_value(&self) -> Value {
         self.clone()
-    }
-}
-
-impl ToValue for Vec<u8> {
-    fn to_value(&self) -> Value {
-        Value::Blob(self.clone())
     }
 }
 
@@ -142,7 +129,7 @@ macro_rules! integer {
         }
     )+};
 }
-integer!(i64, i32, u32, u16, u64, usize);
+integer!(i64, u32, u16, u64, usize);
 
 /// Parameters of a statement: `params![a, b.c, d as i64]`.
 macro_rules! params {
@@ -265,7 +252,12 @@ impl Db {
     /// committed when `f` succeeds, rolled back when it fails.
     pub(crate) fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> Result<T>) -> Result<T> {
         let begin = self.0.begin_write();
-        self.batch(begin)?;
+        if let Err(e) = self.batch(begin) {
+            // A begin that opened the transaction and then failed (Postgres's lock) must not
+            // leave the connection inside it.
+            let _ = self.batch("ROLLBACK");
+            return Err(e);
+        }
         match f(self) {
             Ok(out) => match self.batch("COMMIT") {
                 Ok(()) => Ok(out),

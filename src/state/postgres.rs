@@ -12,7 +12,9 @@
 //!
 //! A connection that dropped is opened again before the next statement, unless it dropped
 //! inside a transaction: then the transaction's remaining statements fail (never run outside
-//! it) and its rollback ends it.
+//! it) and its rollback ends it. A transaction's begin, or a read on its own, that meets a
+//! connection the server just ended is run again on a new one; a write is not (it may have
+//! been done), its error goes to the caller.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -104,18 +106,25 @@ fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect> {
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// Why the server at `shown` could not be reached, with every cause (the client's own message
-/// stops at "error performing TLS handshake") and what to do about a certificate.
-fn unreachable(shown: &str, e: postgres::Error) -> Error {
-    let mut why = e.to_string();
-    let mut cause = std::error::Error::source(&e);
+/// A client error with every cause: its own message stops at "db error" or "error performing
+/// TLS handshake".
+fn spelled(e: &postgres::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         let text = c.to_string();
-        if !why.contains(&text) {
-            why = format!("{why}: {text}");
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
         }
         cause = c.source();
     }
+    out
+}
+
+/// Why the server at `shown` could not be reached, with every cause and what to do about a
+/// certificate.
+fn unreachable(shown: &str, e: postgres::Error) -> Error {
+    let mut why = spelled(&e);
     if why.contains("certificate") {
         why.push_str(
             " (the server's certificate is not signed by a public CA: add sslrootcert=/path/to/ca.pem to state.url, or sslmode=disable on a network you trust)",
@@ -190,6 +199,7 @@ impl PgLink {
                     shown: name,
                     prepared: HashMap::new(),
                     in_transaction: false,
+                    ended: false,
                 }
                 .serve(incoming, outgoing);
             })
@@ -286,6 +296,8 @@ struct Session {
     shown: String,
     prepared: HashMap<String, Statement>,
     in_transaction: bool,
+    /// The server ended the session (see [`Session::gone`]).
+    ended: bool,
 }
 
 impl Session {
@@ -301,7 +313,7 @@ impl Session {
     fn answer(&mut self, request: Request) -> Result<Reply> {
         if let Request::Batch(sql) = &request {
             let ends = matches!(sql.as_str(), "COMMIT" | "ROLLBACK");
-            if ends && self.client.is_closed() {
+            if ends && self.gone() {
                 // The connection, and the transaction with it, is gone: nothing was committed.
                 self.in_transaction = false;
                 return if sql == "ROLLBACK" {
@@ -315,31 +327,62 @@ impl Session {
             }
         }
         self.reconnect()?;
+        match self.run(&request) {
+            // The server ended the connection (a restart, a failover, an idle timeout) where
+            // doing it again is safe: a transaction's begin (nothing done yet), or a read of
+            // its own. A write's fate is unknown, so its error is the caller's.
+            Err(e) if self.gone() && self.may_retry(&request) => {
+                tracing::warn!(state = %self.shown, error = %e, "the Postgres connection dropped; connecting again");
+                self.in_transaction = false;
+                self.reconnect()?;
+                self.run(&request)
+            }
+            r => r,
+        }
+    }
+
+    /// Whether the connection is over: closed, or ended by the server (a FATAL error ends
+    /// the session before the client notices the socket closing).
+    fn gone(&self) -> bool {
+        self.ended || self.client.is_closed()
+    }
+
+    fn may_retry(&self, request: &Request) -> bool {
+        match request {
+            Request::Batch(sql) => sql.starts_with("BEGIN"),
+            Request::Query(..) => !self.in_transaction,
+            Request::Execute(..) => false,
+        }
+    }
+
+    fn run(&mut self, request: &Request) -> Result<Reply> {
         match request {
             Request::Batch(sql) => {
-                let r = self.client.batch_execute(&sql);
+                // Inside a transaction from its begin (even one that failed half-way: the
+                // rollback that follows ends it) to its commit or rollback.
+                let r = self.client.batch_execute(sql);
                 if sql.starts_with("BEGIN") {
-                    self.in_transaction = r.is_ok();
+                    self.in_transaction = true;
                 } else if sql == "COMMIT" || sql == "ROLLBACK" {
                     self.in_transaction = false;
                 }
-                r.map_err(|e| self.failed(&sql, e))?;
+                r.map_err(|e| self.failed(sql, e))?;
                 Ok(Reply::Done)
             }
             Request::Execute(sql, params) => {
-                let st = self.prepare(&sql)?;
+                let st = self.prepare(sql)?;
                 let n = self
                     .client
-                    .execute(&st, &refs(&params))
-                    .map_err(|e| self.failed(&sql, e))?;
+                    .execute(&st, &refs(params))
+                    .map_err(|e| self.failed(sql, e))?;
                 Ok(Reply::Count(n))
             }
             Request::Query(sql, params) => {
-                let st = self.prepare(&sql)?;
+                let st = self.prepare(sql)?;
                 let rows = self
                     .client
-                    .query(&st, &refs(&params))
-                    .map_err(|e| self.failed(&sql, e))?;
+                    .query(&st, &refs(params))
+                    .map_err(|e| self.failed(sql, e))?;
                 rows.iter()
                     .map(read_row)
                     .collect::<Result<_>>()
@@ -350,7 +393,7 @@ impl Session {
 
     /// Opens the connection again when it dropped outside a transaction.
     fn reconnect(&mut self) -> Result<()> {
-        if !self.client.is_closed() {
+        if !self.gone() {
             return Ok(());
         }
         if self.in_transaction {
@@ -364,6 +407,7 @@ impl Session {
             .connect(self.tls.clone())
             .map_err(|e| unreachable(&self.shown, e))?;
         self.prepared.clear();
+        self.ended = false;
         Ok(())
     }
 
@@ -382,8 +426,17 @@ impl Session {
     fn failed(&mut self, sql: &str, e: postgres::Error) -> Error {
         // A statement prepared before a schema change may be refused from then on.
         self.prepared.remove(sql);
-        let words: Vec<&str> = sql.split_whitespace().take(6).collect();
-        Error::state_from(format!("Postgres ({})", words.join(" ")), e)
+        self.ended |= e.is_closed()
+            || e.as_db_error()
+                .is_some_and(|d| d.parsed_severity() == Some(postgres::error::Severity::Fatal));
+        Error::State {
+            message: format!(
+                "Postgres ({}): {}",
+                super::db::first_words(sql),
+                spelled(&e)
+            ),
+            source: Some(Box::new(e)),
+        }
     }
 }
 

@@ -368,3 +368,52 @@ fn the_postgres_state_is_reached_over_verified_tls() {
     );
     StateStore::connect(&format!("{base}?sslmode=disable")).unwrap();
 }
+
+/// A Postgres connection the server ends (a restart, a failover, an idle timeout) is opened
+/// again: a transaction or a read carries on at once; a write on its own says it failed (it
+/// may have been done) and the next call carries on.
+#[test]
+#[ignore = "needs PostgreSQL (.ci/postgres.sh)"]
+fn a_dropped_postgres_connection_is_opened_again() {
+    let Some(server) =
+        crate::support::postgres_server("a_dropped_postgres_connection_is_opened_again")
+    else {
+        return;
+    };
+    let url = crate::support::postgres_database(&server);
+    let db = url
+        .split_once('?')
+        .unwrap()
+        .0
+        .rsplit_once('/')
+        .unwrap()
+        .1
+        .to_string();
+    let store = StateStore::connect(&url).unwrap();
+    let end_connections = || {
+        crate::support::postgres_query(
+            &url,
+            &format!(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            ),
+        )
+    };
+    taken(store.lease_take("a", "w:1:a", TTL, 0).unwrap());
+    assert_eq!(end_connections(), ["1"]);
+    // A transaction (a lease take) begins on a new connection.
+    taken(store.lease_take("b", "w:1:a", TTL, 0).unwrap());
+    // So does a read of its own.
+    assert_eq!(end_connections(), ["1"]);
+    assert_eq!(store.lease_token("b").unwrap(), Some(1));
+    // A write on its own may have been done when the connection went: its error is told, and
+    // the next call carries on.
+    assert_eq!(end_connections(), ["1"]);
+    let lease = ml_connector::lease::Lease {
+        unit: "b".into(),
+        owner: "w:1:a".into(),
+        token: 1,
+    };
+    let err = store.lease_renew(&lease, TTL, 1).unwrap_err().to_string();
+    assert!(err.contains("terminating connection"), "{err}");
+    assert!(store.lease_renew(&lease, TTL, 2).unwrap());
+}
