@@ -97,6 +97,9 @@ impl Executor for SyncExecutor {
                         }
                     }
                 }
+                Err(held @ crate::Error::Held { .. }) => {
+                    tracing::info!(flow = %flow, "left to another worker: {held}");
+                }
                 Err(e) => tracing::error!(flow = %flow, error = %e, "sink apply failed"),
             }
         }
