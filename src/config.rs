@@ -288,7 +288,7 @@ pub fn state_url(raw: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<secr
         && !password.starts_with("${")
     {
         return Err(Error::config(
-            "state.url has a password written in mlc.toml: put it in the environment and write postgres://user:${MLC_STATE_PASSWORD}@host/database",
+            "state.url has its password written out (in mlc.toml or on the command line): put it in the environment and write postgres://user:${MLC_STATE_PASSWORD}@host/database",
         ));
     }
     Ok(expand("state.url", raw, env)?.into())
@@ -973,6 +973,42 @@ mod tests {
             panic!("a looker connection")
         };
         assert_eq!(l.query_timeout_seconds, 600.0);
+    }
+
+    #[test]
+    fn state_url_takes_its_password_only_from_the_environment() {
+        let env = |k: &str| (k == "PW").then(|| "s3cret".to_string());
+        let parse = |url: &str| {
+            Config::parse(
+                &format!("[state]\nurl = \"{url}\"\n"),
+                Path::new("/p"),
+                &env,
+            )
+        };
+        let c = parse("postgres://mlc:${PW}@db:5432/mlc").unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            c.state_url.as_ref().unwrap().expose_secret(),
+            "postgres://mlc:s3cret@db:5432/mlc"
+        );
+        assert!(matches!(
+            c.state_location(),
+            crate::state::StateLocation::Postgres(_)
+        ));
+        assert!(!format!("{c:?}").contains("s3cret"), "never printed");
+        let err = parse("postgres://mlc:s3cret@db/mlc")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("password written out"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let err = parse("mysql://db/mlc").unwrap_err().to_string();
+        assert!(err.contains("state.url must be a Postgres URL"), "{err}");
+        // Unset: the SQLite file.
+        let c = Config::parse("", Path::new("/p"), &env).unwrap();
+        assert!(matches!(
+            c.state_location(),
+            crate::state::StateLocation::File(_)
+        ));
     }
 
     #[test]
