@@ -12,6 +12,25 @@ use std::time::Duration;
 /// error printer does not repeat a cause its message already shows.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// An error and its causes on one line, `: `-separated, without repeating a cause whose text a
+/// message before it already shows (ml-connector's errors keep their cause and quote it; some
+/// clients' own messages stop short of it, as rust-postgres's "db error").
+pub fn in_words(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = String::new();
+    let mut next = Some(e);
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// Result alias used across the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -255,14 +255,8 @@ impl Lake {
         Ok(path)
     }
 
-    /// The manifest of a run written without a lease, or `None` if the run never completed
-    /// its extraction.
-    pub async fn read_manifest(&self, id: &StreamId, run_id: &str) -> Result<Option<Manifest>> {
-        self.read_manifest_at(&Self::manifest_path(id, run_id, None))
-            .await
-    }
-
-    /// The manifest at `path`, or `None` when there is none.
+    /// The manifest at `path`, or `None` when there is none (the run never completed its
+    /// extraction).
     pub async fn read_manifest_at(&self, path: &Path) -> Result<Option<Manifest>> {
         let path = path.clone();
         match self.store.get(&path).await {
@@ -487,7 +481,12 @@ mod tests {
         let back = read_parquet(lake.get(&path).await.unwrap()).unwrap();
         assert_eq!(back[0].num_rows(), 2);
 
-        assert!(lake.read_manifest(&id, "r1").await.unwrap().is_none());
+        assert!(
+            lake.read_manifest_at(&Lake::manifest_path(&id, "r1", None))
+                .await
+                .unwrap()
+                .is_none()
+        );
         let m = Manifest {
             run_id: "r1".into(),
             stream: id.to_string(),
@@ -514,7 +513,9 @@ mod tests {
         };
         lake.write_manifest(&m, None).await.unwrap();
         assert_eq!(
-            lake.read_manifest(&id, "r1").await.unwrap(),
+            lake.read_manifest_at(&Lake::manifest_path(&id, "r1", None))
+                .await
+                .unwrap(),
             Some(m.clone())
         );
 

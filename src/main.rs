@@ -579,21 +579,9 @@ fn left_to_another(held: &ml_connector::Error) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// An error and its causes on one line, `: `-separated, without repeating a cause whose text a
-/// message before it already shows (ml-connector's errors keep their cause and quote it).
+/// An error and its causes on one line ([`ml_connector::error::in_words`]).
 fn report(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    ml_connector::error::in_words(e.as_ref())
 }
 
 /// Keeps the project's `.mlc/` folder (encrypted vault and its key, state, lake, warehouse) out

@@ -84,10 +84,9 @@ impl StateStore {
 
     /// Connects to the Postgres store at `url`.
     pub fn connect(url: &str) -> Result<Self> {
-        Self::over(
-            Db::new(postgres::PgLink::connect(url)?),
-            postgres::describe(url),
-        )
+        let link = postgres::PgLink::connect(url)?;
+        let shown = link.shown().to_string();
+        Self::over(Db::new(link), shown)
     }
 
     /// The store on `db`, its schema brought up to this version first (several workers

@@ -46,6 +46,7 @@ enum Reply {
 pub(crate) struct PgLink {
     requests: mpsc::Sender<Request>,
     replies: mpsc::Receiver<Reply>,
+    shown: String,
 }
 
 /// A state URL read: the client's configuration, and the CA file of `sslrootcert` (a libpq
@@ -106,25 +107,10 @@ fn tls(root_cert: Option<&Path>) -> Result<MakeRustlsConnect> {
     Ok(MakeRustlsConnect::new(config))
 }
 
-/// A client error with every cause: its own message stops at "db error" or "error performing
-/// TLS handshake".
-fn spelled(e: &postgres::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out = format!("{out}: {text}");
-        }
-        cause = c.source();
-    }
-    out
-}
-
 /// Why the server at `shown` could not be reached, with every cause and what to do about a
 /// certificate.
 fn unreachable(shown: &str, e: postgres::Error) -> Error {
-    let mut why = spelled(&e);
+    let mut why = crate::error::in_words(&e);
     if why.contains("certificate") {
         why.push_str(
             " (the server's certificate is not signed by a public CA: add sslrootcert=/path/to/ca.pem to state.url, or sslmode=disable on a network you trust)",
@@ -136,11 +122,9 @@ fn unreachable(shown: &str, e: postgres::Error) -> Error {
     }
 }
 
-/// A Postgres URL as it may be shown: user, hosts, ports and database, never the password.
-pub fn describe(url: &str) -> String {
-    let Ok((c, _)) = parse(url) else {
-        return "postgres://(an unreadable URL)".into();
-    };
+/// A Postgres configuration as it may be shown: user, hosts, ports and database, never the
+/// password.
+fn shown(c: &postgres::Config) -> String {
     let hosts: Vec<String> = c
         .get_hosts()
         .iter()
@@ -168,13 +152,13 @@ pub fn describe(url: &str) -> String {
 impl PgLink {
     /// Connects to `url` on a new thread; fails here when the server cannot be reached.
     pub(crate) fn connect(url: &str) -> Result<Self> {
-        let shown = describe(url);
         let (config, root_cert) = parse(url).map_err(|e| {
             Error::config_from(
-                format!("state.url is not a Postgres URL ({shown}); the form is postgres://user:password@host:5432/database"),
+                "state.url is not a Postgres URL; the form is postgres://user:password@host:5432/database",
                 e,
             )
         })?;
+        let shown = shown(&config);
         let tls = tls(root_cert.as_deref())?;
         let (requests, incoming) = mpsc::channel::<Request>();
         let (outgoing, replies) = mpsc::channel::<Reply>();
@@ -204,8 +188,17 @@ impl PgLink {
                 .serve(incoming, outgoing);
             })
             .map_err(|e| Error::state_from("cannot start the Postgres state thread", e))?;
-        let link = Self { requests, replies };
+        let link = Self {
+            requests,
+            replies,
+            shown,
+        };
         link.wait().map(|_| link)
+    }
+
+    /// Where the link goes, as it may be shown.
+    pub(crate) fn shown(&self) -> &str {
+        &self.shown
     }
 
     fn ask(&self, r: Request) -> Result<Reply> {
@@ -433,7 +426,7 @@ impl Session {
             message: format!(
                 "Postgres ({}): {}",
                 super::db::first_words(sql),
-                spelled(&e)
+                crate::error::in_words(&e)
             ),
             source: Some(Box::new(e)),
         }
@@ -560,13 +553,22 @@ mod tests {
 
     #[test]
     fn a_shown_url_never_has_its_password() {
-        let shown = describe("postgres://mlc:s3cret@db.internal:6432/state");
-        assert_eq!(shown, "postgres://mlc@db.internal:6432/state");
-        assert!(!describe("postgresql://u:pw@h/d?sslmode=disable").contains("pw"));
-        assert!(!describe("not a url with pw").contains("pw"));
+        let shown_of = |url: &str| shown(&parse(url).unwrap().0);
         assert_eq!(
-            describe("postgres://u:pw@h:5432/d?sslmode=require&sslrootcert=%2Fetc%2Fca.pem"),
+            shown_of("postgres://mlc:s3cret@db.internal:6432/state"),
+            "postgres://mlc@db.internal:6432/state"
+        );
+        assert!(!shown_of("postgresql://u:pw@h/d?sslmode=disable").contains("pw"));
+        assert_eq!(
+            shown_of("postgres://u:pw@h:5432/d?sslmode=require&sslrootcert=%2Fetc%2Fca.pem"),
             "postgres://u@h:5432/d"
         );
+        // An unreadable URL is refused before any connection, without repeating it.
+        let err = PgLink::connect("postgres://u:s3cret@h:notaport/d")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("not a Postgres URL"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
     }
 }
