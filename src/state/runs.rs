@@ -611,6 +611,18 @@ impl StateStore {
         })
     }
 
+    /// The runs of `stream` (on any connection) extracted with a recorded manifest, after run
+    /// `after`, oldest first: what the lake must hold for them.
+    pub fn extracted_runs_after(&self, stream: &str, after: Option<&str>) -> Result<Vec<String>> {
+        self.with(|c| {
+            c.query_map(
+                "SELECT run_id FROM runs WHERE stream = ?1 AND manifest IS NOT NULL AND (CAST(?2 AS TEXT) IS NULL OR run_id > ?2) ORDER BY run_id",
+                params![stream, after],
+                |r| r.get(0),
+            )
+        })
+    }
+
     /// Run history, newest first, optionally for one stream.
     pub fn runs(&self, stream: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         self.with(|c| {

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::lake::{Lake, Manifest, read_parquet};
 use crate::spec::StreamId;
-use crate::state::StateStore;
+use crate::state::{RunStatus, StateStore};
 
 /// One source record of a change set.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +27,10 @@ pub struct ChangeRow {
 
 /// The complete runs of a stream after `after` (exclusive), oldest first. A run without a
 /// manifest is incomplete: reading stops before it, so a run still in progress is never skipped
-/// and its changes are picked up once its manifest lands.
+/// and its changes are picked up once its manifest lands. A run the state store abandoned
+/// before its manifest never completes (the run after it reads again what it would have
+/// carried): it is passed over, not waited for. A run the state says was extracted whose
+/// manifest is not in the lake is an error (the lake lost it), never a silent stop.
 pub async fn runs_after(
     lake: &Lake,
     state: &StateStore,
@@ -46,16 +49,36 @@ pub async fn runs_after(
         .filter_map(|p| p.filename()?.strip_prefix("run=").map(String::from))
         .filter(|r| after.is_none_or(|a| r.as_str() > a))
         .collect();
+    // Runs the state says were extracted are read even when the lake lists nothing of them
+    // (then their missing manifest is an error below, not a run silently left out).
+    runs.extend(state.extracted_runs_after(&id.to_string(), after)?);
     // Run ids start with their UTC start time, so their order is run order.
     runs.sort();
+    runs.dedup();
     let mut out = Vec::new();
     for r in runs {
         // The run's own manifest, as the state recorded it (runs it does not know, such as the
         // sink's audit, were written without a lease).
-        let recorded = state.run(&r)?.and_then(|run| run.manifest);
-        let path = Lake::recorded_manifest(id, &r, recorded.as_deref());
+        let known = state.run(&r)?;
+        let recorded = known.as_ref().and_then(|k| k.manifest.as_deref());
+        let path = Lake::recorded_manifest(id, &r, recorded);
         match lake.read_manifest_at(&path).await? {
             Some(m) => out.push(m),
+            None if recorded.is_some() => {
+                return Err(Error::lake(
+                    &path,
+                    format!(
+                        "run {r} was extracted (the state store records this manifest) but the manifest is not in the lake"
+                    ),
+                ));
+            }
+            None if known
+                .as_ref()
+                .is_some_and(|k| matches!(k.status, RunStatus::Abandoned | RunStatus::Absent)) =>
+            {
+                tracing::info!(stream = %id, run_id = %r, "run was abandoned before its manifest: the sink passes over it");
+                continue;
+            }
             None => {
                 tracing::info!(stream = %id, run_id = %r, "run has no manifest yet: the sink stops before it");
                 break;

@@ -911,6 +911,98 @@ mod tests {
         );
     }
 
+    /// A run abandoned before its manifest never completes: the sink reads the runs after
+    /// it instead of waiting for it. A run the state says was extracted whose manifest the
+    /// lake lost stops the plan with an error, never a silent stop.
+    #[tokio::test]
+    async fn an_abandoned_run_is_passed_over_and_a_lost_manifest_is_an_error() {
+        use crate::state::RunRecord;
+        let (dir, lake, state, defs) = setup();
+        let (first, abandoned, last) = (
+            "20260101T000000000Z-000001",
+            "20260102T000000000Z-000002",
+            "20260103T000000000Z-000003",
+        );
+        put_run(
+            &lake,
+            first,
+            RunKind::Incremental,
+            false,
+            &[(Some("A1"), "Acme", 7)],
+            &[],
+            true,
+        )
+        .await;
+        put_run(
+            &lake,
+            abandoned,
+            RunKind::Incremental,
+            false,
+            &[(Some("A9"), "Half", 9)],
+            &[],
+            false,
+        )
+        .await;
+        put_run(
+            &lake,
+            last,
+            RunKind::Incremental,
+            false,
+            &[(Some("A2"), "Beta", 8)],
+            &[],
+            true,
+        )
+        .await;
+        let flow = FlowFile::load(dir.path(), "dynamics_to_deltek").unwrap();
+        // Still running: the plan stops before it.
+        let run = RunRecord::new(
+            abandoned,
+            "crm",
+            ACCOUNTS,
+            RunKind::Incremental,
+            false,
+            "h",
+            None,
+        );
+        state.begin_run(&run).unwrap();
+        let p = plan(&state, &lake, &defs, "f", &flow).await.unwrap();
+        let ids: Vec<&str> = p.jobs.iter().map(|j| j.source_id.as_str()).collect();
+        assert_eq!(ids, ["A1"]);
+        // Abandoned: passed over.
+        state.abandon_run(abandoned, "delta token expired").unwrap();
+        let p = plan(&state, &lake, &defs, "g", &flow).await.unwrap();
+        let mut ids: Vec<&str> = p.jobs.iter().map(|j| j.source_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["A1", "A2"]);
+        assert_eq!(p.cursors, vec![(ACCOUNTS.to_string(), last.to_string())]);
+        // Extracted, by the state's word, but its manifest (or its whole folder) is not in the
+        // lake: an error.
+        let lost = "20260104T000000000Z-000004";
+        state
+            .begin_run(&RunRecord::new(
+                lost,
+                "crm",
+                ACCOUNTS,
+                RunKind::Incremental,
+                false,
+                "h",
+                None,
+            ))
+            .unwrap();
+        state
+            .mark_extracted(
+                lost,
+                None,
+                "raw/dataverse/account/run=lost/_manifest-w3.json",
+            )
+            .unwrap();
+        let err = plan(&state, &lake, &defs, "h", &flow)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in the lake"), "{err}");
+    }
+
     /// A record read from an incremental run and absent from a later key-set pass that
     /// reconciles was deleted in the source: a no-op, never a create. One the pass lists, one
     /// it quarantined (it could not read it), or any after a pass that does not reconcile is
